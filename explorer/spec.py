@@ -20,7 +20,8 @@ ACTIVATIONS = ('gelu', 'relu', 'silu', 'squared_relu', 'star_relu')
 NORMS = ('layernorm_nobias', 'layernorm', 'mln', 'mln_nobias', 'batchnorm', 'affine')
 HEADS = ('mlp', 'linear')
 META_KEYS = (
-    'family', 'display_name', 'timm_name', 'pretrained_tag', 'top1', 'params', 'frozen_params', 'macs',
+    'family', 'display_name', 'timm_name', 'pretrained_tag',
+    'top1', 'params_m', 'frozen_params_m', 'gmacs',  # published: ImageNet-1k top-1 %, params (millions), GMACs
     'resolution', 'source', 'notes', 'differs_from_original',
 )
 
