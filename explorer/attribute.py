@@ -1,0 +1,231 @@
+"""Attribution maps with captum, one verb for every method: `attribute(model, x, target, method) -> (H, W)`.
+
+Methods: Integrated Gradients, Saliency, GradientShap, Occlusion and LayerGradCam at any stage's output;
+`smoothgrad=True` wraps any of them except Occlusion in captum's NoiseTunnel (SmoothGrad). Maps attribute the
+target's *logit* and are reduced over input channels: a signed sum for IG / GradientShap / Occlusion (so the
+map still sums to the total attribution), the channel maximum of |gradient| for Saliency, and for GradCAM
+the ReLU'd class map upsampled bilinearly to the input size. Baselines are zeros in the normalised input
+space, i.e. the dataset's mean colour.
+
+Memory stays bounded by `internal_batch_size`: at most that many input-sized rows go through the model at
+once (IG steps, Occlusion windows, GradientShap samples, SmoothGrad noise samples are all chunked).
+
+`deletion_curve` scores a map's faithfulness: the target's softmax probability as the most-attributed pixels
+are replaced by the baseline, and the area under that curve (in [0, 1]; lower = more faithful).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+METHODS = {
+    'ig': 'Integrated Gradients',
+    'saliency': 'Saliency (max |gradient| over channels)',
+    'gradshap': 'GradientShap',
+    'occlusion': 'Occlusion (sliding window)',
+    'gradcam': 'LayerGradCam at a stage output',
+}
+ALIASES = {'integrated_gradients': 'ig', 'gradient_shap': 'gradshap', 'grad_cam': 'gradcam',
+           'layergradcam': 'gradcam', 'smoothgrad': 'saliency'}
+NOISE_TUNNEL_METHODS = ('ig', 'saliency', 'gradshap', 'gradcam')
+
+Progress = Callable[[int, int], None]  # (forward rows done, rows expected)
+
+
+def method_names() -> list[str]:
+    return list(METHODS)
+
+
+def resolve_method(method: str) -> tuple[str, bool]:
+    """Canonical name and whether the name itself asks for SmoothGrad ('smoothgrad' = SmoothGrad saliency)."""
+    m = str(method).strip().lower().replace('-', '_')
+    if m in METHODS:
+        return m, False
+    if m in ALIASES:
+        return ALIASES[m], m == 'smoothgrad'
+    raise ValueError(f'method: {method!r} is not an attribution method; choose from '
+                     f'{", ".join(list(METHODS) + ["smoothgrad"])}')
+
+
+def check_target(target, num_classes: int) -> int:
+    if isinstance(target, bool) or not isinstance(target, (int, np.integer)):
+        raise ValueError(f'target: {target!r} must be a class index (integer)')
+    if not 0 <= int(target) < num_classes:
+        raise ValueError(f'target: {target} is out of range; the model has {num_classes} classes '
+                         f'(0 to {num_classes - 1})')
+    return int(target)
+
+
+def resolve_stage(stage: int, num_stages: int) -> int:
+    if isinstance(stage, bool) or not isinstance(stage, int) or not -num_stages <= stage < num_stages:
+        raise ValueError(f'stage: {stage!r} is out of range; the model has {num_stages} stages '
+                         f'(0 to {num_stages - 1}, or negative from the end)')
+    return stage % num_stages
+
+
+class _Counted(nn.Module):
+    """Counts rows through the model and reports progress; captum sees an ordinary module."""
+
+    def __init__(self, model: nn.Module, total: int, progress: Progress | None):
+        super().__init__()
+        self.model, self.total, self.progress, self.done = model, max(1, total), progress, 0
+
+    def forward(self, x):
+        y = self.model(x)
+        self.done += x.shape[0]
+        if self.progress is not None:
+            self.progress(min(self.done, self.total), self.total)
+        return y
+
+
+def attribute(model: nn.Module, x: torch.Tensor, target: int | None = None, method: str = 'ig', *,
+              stage: int = -1, smoothgrad: bool = False, nt_samples: int = 8, nt_stdev: float = 0.15,
+              n_steps: int = 32, n_samples: int = 16, window: int | None = None, stride: int | None = None,
+              internal_batch_size: int = 8, seed: int = 0, progress: Progress | None = None) -> np.ndarray:
+    """Attribution of `target`'s logit to the pixels of one input.
+
+    x: (1, C, H, W) normalised model input. target: class index (None: the predicted class).
+    method: one of METHODS (or an alias). stage: GradCAM layer (stage output, negative from the end).
+    smoothgrad: average over `nt_samples` noisy copies (stdev `nt_stdev` in normalised units).
+    n_steps: IG steps. n_samples: GradientShap samples. window/stride: Occlusion patch (pixels).
+    Returns: (H, W) float32 map (signed except Saliency and GradCAM, which are >= 0).
+    """
+    from captum.attr import IntegratedGradients, LayerAttribution, LayerGradCam, NoiseTunnel, Occlusion, Saliency
+
+    method, implied_sg = resolve_method(method)
+    smoothgrad = smoothgrad or implied_sg
+    if smoothgrad and method not in NOISE_TUNNEL_METHODS:
+        raise ValueError(f'smoothgrad: not available for {method}; SmoothGrad averages gradients, use it with '
+                         f'{", ".join(NOISE_TUNNEL_METHODS)}')
+    if x.dim() != 4 or x.shape[0] != 1:
+        raise ValueError(f'x: expected one image shaped (1, C, H, W), got {tuple(x.shape)}')
+    for name, v in (('internal_batch_size', internal_batch_size), ('n_steps', n_steps),
+                    ('n_samples', n_samples), ('nt_samples', nt_samples)):
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise ValueError(f'{name}: {v!r} must be a positive integer')
+    model.eval()
+    num_classes = getattr(model, 'num_classes', None) or int(model(x).shape[1])
+    H, W = x.shape[-2:]
+    x = x.detach().clone()
+    with torch.no_grad():
+        logits = model(x)
+    target = int(logits.argmax(1)) if target is None else check_target(target, num_classes)
+
+    nt = nt_samples if smoothgrad else 1
+    if method == 'occlusion':
+        window = window or max(2, H // 14)
+        stride = stride or max(1, window // 2)
+        total = (math.ceil((H - window) / stride) + 1) * (math.ceil((W - window) / stride) + 1) + 1
+    else:
+        total = nt * {'ig': n_steps, 'gradshap': n_samples}.get(method, 1)
+    fwd = _Counted(model, total, progress)
+
+    with torch.random.fork_rng(devices=[]), torch.enable_grad():
+        torch.manual_seed(seed)
+        if method == 'ig':
+            algo = IntegratedGradients(fwd)
+            kw = dict(baselines=torch.zeros_like(x), n_steps=n_steps, method='gausslegendre',
+                      internal_batch_size=internal_batch_size)
+        elif method == 'saliency':
+            algo, kw = Saliency(fwd), dict(abs=True)
+        elif method == 'gradshap':
+            algo = _ChunkedGradientShap(fwd, internal_batch_size)
+            # GradientShap's own input noise *is* SmoothGrad over its samples (captum builds it on NoiseTunnel)
+            kw = dict(baselines=torch.cat([torch.zeros_like(x), _blur(x)]), n_samples=n_samples * nt,
+                      stdevs=nt_stdev if smoothgrad else 0.0)
+        elif method == 'gradcam':
+            stage_i = resolve_stage(stage, len(model.stages))
+            algo, kw = LayerGradCam(fwd, model.stages[stage_i]), dict(relu_attributions=True)
+        else:
+            algo = Occlusion(fwd)
+            kw = dict(sliding_window_shapes=(x.shape[1], window, window), strides=(x.shape[1], stride, stride),
+                      baselines=0.0, perturbations_per_eval=internal_batch_size)
+        if smoothgrad and method != 'gradshap':
+            algo = NoiseTunnel(algo)
+            kw.update(nt_type='smoothgrad', nt_samples=nt_samples, stdevs=nt_stdev,
+                      nt_samples_batch_size=1 if method == 'ig' else internal_batch_size)
+        attr = algo.attribute(x, target=target, **kw)
+
+    if method == 'gradcam':
+        attr = LayerAttribution.interpolate(attr.detach(), (H, W), interpolate_mode='bilinear')
+        amap = attr[0].sum(0)
+    elif method == 'saliency':
+        amap = attr.detach()[0].abs().amax(0)
+    else:
+        amap = attr.detach()[0].sum(0)
+    return amap.float().cpu().numpy().astype(np.float32)
+
+
+class _ChunkedGradientShap:
+    """captum's GradientShap has no internal batch size; its result is a mean over samples, so running it in
+    chunks of `batch` samples and averaging the chunks (weighted by size) is exact and bounds memory."""
+
+    def __init__(self, forward_func, batch: int):
+        from captum.attr import GradientShap
+        self.algo, self.batch = GradientShap(forward_func), batch
+
+    def attribute(self, inputs, baselines, target=None, n_samples=16, stdevs=0.0, **kwargs):
+        total, done = 0, 0
+        while done < n_samples:
+            k = min(self.batch, n_samples - done)
+            a = self.algo.attribute(inputs, baselines=baselines, target=target, n_samples=k, stdevs=stdevs)
+            total = total + a * k
+            done += k
+        return total / n_samples
+
+
+def _blur(x: torch.Tensor, factor: int = 8) -> torch.Tensor:
+    h, w = x.shape[-2:]
+    small = F.interpolate(x, size=(max(1, h // factor), max(1, w // factor)), mode='area')
+    return F.interpolate(small, size=(h, w), mode='bilinear', align_corners=False)
+
+
+# ---- faithfulness -----------------------------------------------------------------------------------------
+@dataclass
+class DeletionCurve:
+    """Target probability after removing the top `fractions` of pixels (by attribution). auc in [0, 1];
+    lower means the map found the pixels the model relies on (more faithful)."""
+    fractions: list[float]
+    probs: list[float]
+    auc: float
+    target: int
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@torch.no_grad()
+def deletion_curve(model: nn.Module, x: torch.Tensor, amap: np.ndarray | torch.Tensor, target: int, *,
+                   steps: int = 20, batch_size: int = 8, baseline: float = 0.0) -> DeletionCurve:
+    """Remove pixels (all channels set to `baseline`, 0 = the mean colour) in order of decreasing attribution,
+    in `steps` equal slices, and record softmax(model(x))[target] after each slice (and before the first).
+    Returns the curve and its trapezoid area over the removed fraction in [0, 1]."""
+    model.eval()
+    amap = torch.as_tensor(np.asarray(amap), dtype=torch.float32)
+    if tuple(amap.shape) != tuple(x.shape[-2:]):
+        raise ValueError(f'amap: shape {tuple(amap.shape)} must equal the input size {tuple(x.shape[-2:])}')
+    num_classes = getattr(model, 'num_classes', None) or int(model(x).shape[1])
+    target = check_target(target, num_classes)
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise ValueError(f'steps: {steps!r} must be a positive integer')
+    n = amap.numel()
+    order = torch.argsort(torch.nan_to_num(amap.flatten(), nan=-math.inf), descending=True, stable=True)
+    rank = torch.empty(n, dtype=torch.long)
+    rank[order] = torch.arange(n)
+    rank = rank.view(1, 1, *amap.shape).to(x.device)
+    fractions = [i / steps for i in range(steps + 1)]
+    probs = []
+    for start in range(0, len(fractions), batch_size):
+        fr = fractions[start:start + batch_size]
+        counts = torch.tensor([round(f * n) for f in fr], device=x.device).view(-1, 1, 1, 1)
+        removed = rank < counts  # (b, 1, H, W)
+        xb = torch.where(removed, torch.full_like(x, baseline), x.expand(len(fr), -1, -1, -1))
+        probs += model(xb).float().softmax(1)[:, target].tolist()
+    auc = float(np.trapezoid(probs, fractions)) if hasattr(np, 'trapezoid') else float(np.trapz(probs, fractions))
+    return DeletionCurve(fractions, probs, auc, target)
