@@ -1,0 +1,126 @@
+"""The spec: defaults, JSON round trip, and validation messages that name the field, the value and what is allowed."""
+import json
+
+import pytest
+
+from explorer.spec import ArchSpec, SpecError, default_res_scale, load_spec, preset_names, PRESET_DIR
+from tests.conftest import tiny_spec
+
+
+def test_defaults_are_metaformer_baselines():
+    spec = ArchSpec.from_dict({'stages': [{'mixer': 'pooling', 'depth': 2, 'dim': d} for d in (64, 128, 320, 512)]})
+    assert spec.mlp_act == 'star_relu' and spec.mlp_bias is False
+    assert spec.norm == 'layernorm_nobias' and spec.downsample_norm == 'layernorm_nobias'
+    assert spec.head == 'mlp' and spec.img_size == 224 and spec.num_classes == 1000
+    assert (spec.stem.kernel_size, spec.stem.stride, spec.stem.padding) == (7, 4, 2)
+    assert (spec.downsample.kernel_size, spec.downsample.stride, spec.downsample.padding) == (3, 2, 1)
+    assert spec.res_scale_init == [None, None, 1.0, 1.0]
+    assert spec.grid_sizes() == [(56, 56), (28, 28), (14, 14), (7, 7)]
+
+
+def test_default_res_scale_other_stage_counts():
+    assert default_res_scale(1) == [None]
+    assert default_res_scale(3) == [None, None, 1.0]
+    assert default_res_scale(6) == [None, None, None, 1.0, 1.0, 1.0]
+
+
+@pytest.mark.parametrize('name', preset_names())
+def test_preset_round_trip_is_identical(name):
+    text = (PRESET_DIR / f'{name}.json').read_text()
+    assert ArchSpec.from_json(text).to_json() == text
+
+
+def test_round_trip_of_a_user_file(tmp_path):
+    d = tiny_spec(layer_scale_init=[1e-5, None, 0.1], mlp_act='gelu')
+    text = ArchSpec.from_dict(d).to_json()
+    p = tmp_path / 'mine.json'
+    p.write_text(text)
+    assert load_spec(p).to_json() == text
+    assert json.loads(text)['stages'][2]['mixer_args'] == {'head_dim': 8}
+
+
+def test_there_are_presets_of_every_published_family():
+    names = set(preset_names())
+    for family in ('poolformer', 'poolformerv2', 'identityformer', 'randformer'):
+        assert {f'{family}_{s}' for s in ('s12', 's24', 's36', 'm36', 'm48')} <= names
+    for family in ('convformer', 'caformer'):
+        assert {f'{family}_{s}' for s in ('s18', 's36', 'm36', 'b36')} <= names
+    assert {'poolformer_hybrid_ppaa_s12', 'deit_small', 'mixer_b16', 'resmlp_s12', 'cyclemlp_b1'} <= names
+
+
+def _errors(d):
+    with pytest.raises(SpecError) as e:
+        ArchSpec.from_dict(d)
+    return str(e.value)
+
+
+def _with_stage(i, **changes):
+    d = tiny_spec()
+    d['stages'][i].update(changes)
+    return d
+
+
+BAD_SPECS = [
+    # (spec dict, substring expected in the message)
+    (_with_stage(2, dim=60), 'stages[2].dim: 60 is not divisible by head_dim 8 (attention)'),
+    (_with_stage(1, mixer='convolution'), "stages[1].mixer: 'convolution' is not a registered mixer"),
+    (_with_stage(0, depth=0), 'stages[0].depth: 0 is out of range; allowed [1, 64]'),
+    (_with_stage(0, depth=2.5), 'stages[0].depth: 2.5 must be an integer'),
+    (_with_stage(0, dim=True), 'stages[0].dim: True must be an integer'),
+    (_with_stage(0, mixer_args={'pool_size': 4}), 'stages[0].mixer_args.pool_size: 4 is not allowed; choose from 1, 3, 5'),
+    (_with_stage(0, mixer_args={'kernel': 3}), 'stages[0].mixer_args.kernel: unknown argument for pooling; allowed: pool_size'),
+    (_with_stage(1, mixer_args={'kernel_size': 4}), 'stages[1].mixer_args.kernel_size: 4 is not allowed'),
+    (_with_stage(1, mlp_ratio=-1), 'stages[1].mlp_ratio: -1 is out of range'),
+    (_with_stage(1, colour='red'), 'stages[1].colour: unknown key'),
+    (_with_stage(1, downsample=False), 'stages[1].downsample: false needs dim equal to stages[0].dim (16), got 32'),
+    (_with_stage(0, downsample=False), 'stages[0].downsample: false is not allowed for the first stage'),
+    ({**tiny_spec(), 'img_size': 36}, 'img_size: 36 is not divisible by the total stride 16'),
+    ({**tiny_spec(), 'mlp_act': 'tanh'}, "mlp_act: 'tanh' is not allowed; choose from gelu, relu, silu, squared_relu, star_relu"),
+    ({**tiny_spec(), 'norm': 'rmsnorm'}, "norm: 'rmsnorm' is not allowed"),
+    ({**tiny_spec(), 'head': 'conv'}, "head: 'conv' is not allowed; choose from mlp, linear"),
+    ({**tiny_spec(), 'depths': [1, 2]}, 'depths: unknown key'),
+    ({**tiny_spec(), 'res_scale_init': [1.0]}, 'res_scale_init: [1.0] has 1 entries but the spec has 3 stages'),
+    ({**tiny_spec(), 'layer_scale_init': -1}, 'layer_scale_init: -1 must be null or a number in (0, 10]'),
+    ({**tiny_spec(), 'stem': {'kernel_size': 7}}, 'stem: {\'kernel_size\': 7} must be an object with exactly kernel_size, stride, padding'),
+    ({**tiny_spec(), 'img_size': 4096}, 'img_size: 4096 is out of range; allowed [8, 1536]'),
+    ({**tiny_spec(), 'stages': []}, 'stages: 0 stages; a spec has 1 to 6 stages'),
+    ({**tiny_spec(), 'stages': [dict(mixer='identity', depth=1, dim=8)] * 7}, 'stages: 7 stages'),
+    ({'name': 'x'}, 'stages: missing'),
+    ({**tiny_spec(), 'stages': [{'mixer': 'pooling', 'depth': 1}]}, 'stages[0].dim: missing (required)'),
+    ([1, 2], 'a spec is a JSON object, got list'),
+    ({**tiny_spec(), 'meta': {'top5': 90}}, 'meta.top5: unknown key'),
+]
+
+
+@pytest.mark.parametrize('d,expected', BAD_SPECS, ids=[e[:40] for _, e in BAD_SPECS])
+def test_validation_messages(d, expected):
+    assert expected in _errors(d)
+
+
+def test_all_errors_reported_at_once():
+    d = tiny_spec(mlp_act='tanh')
+    d['stages'][0]['depth'] = 0
+    d['stages'][2]['dim'] = 60
+    msg = _errors(d)
+    assert 'mlp_act' in msg and 'stages[0].depth' in msg and 'stages[2].dim' in msg
+
+
+def test_fixed_token_mixer_grid_limit():
+    d = dict(img_size=512, stem=dict(kernel_size=4, stride=4, padding=0),
+             stages=[dict(mixer='random', depth=1, dim=8)])
+    assert 'above the 4096 limit' in _errors(d)
+
+
+def test_invalid_json_text():
+    with pytest.raises(SpecError, match='not valid JSON'):
+        ArchSpec.from_json('{"stages": [}')
+
+
+def test_load_spec_unknown_name():
+    with pytest.raises(SpecError, match='neither a preset nor a spec file'):
+        load_spec('caformer_s99')
+
+
+def test_load_spec_missing_file(tmp_path):
+    with pytest.raises(SpecError, match='does not exist'):
+        load_spec(tmp_path / 'nope.json')
