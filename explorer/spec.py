@@ -206,7 +206,8 @@ class ArchSpec:
 
         for i, st in enumerate(self.stages):
             p = f'stages[{i}]'
-            if st.mixer not in MIXERS:
+            known_mixer = isinstance(st.mixer, str) and st.mixer in MIXERS
+            if not known_mixer:
                 err(f'{p}.mixer', f'{st.mixer!r} is not a registered mixer; choose from {", ".join(MIXERS)}')
             _check_int(err, f'{p}.depth', st.depth, DEPTH_RANGE)
             _check_int(err, f'{p}.dim', st.dim, DIM_RANGE)
@@ -221,7 +222,7 @@ class ArchSpec:
                     f'({self.stages[i - 1].dim}), got {st.dim}: the downsample conv is what changes the width')
             if not isinstance(st.mixer_args, dict):
                 err(f'{p}.mixer_args', f'{st.mixer_args!r} must be an object')
-            elif st.mixer in MIXERS:
+            elif known_mixer:
                 MIXERS[st.mixer].check_args(err, p, st.mixer_args, st.dim)
 
         if errors:  # geometry below needs sane numbers

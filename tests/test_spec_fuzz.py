@@ -1,0 +1,86 @@
+"""Property tests: whatever JSON arrives, the result is a valid spec or a SpecError naming the problem; and
+valid specs build and run."""
+import json
+
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from explorer.build import build_model
+from explorer.mixers import MIXERS
+from explorer.spec import ACTIVATIONS, HEADS, NORMS, ArchSpec, SpecError
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-10**6, 10**6) | st.floats(allow_nan=True) | st.text(max_size=12),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner, max_size=4),
+    max_leaves=12,
+)
+field_values = st.one_of(
+    json_values, st.sampled_from(list(MIXERS) + list(NORMS) + list(ACTIVATIONS) + list(HEADS)),
+    st.integers(-3, 5000), st.floats(-2, 2000),
+)
+
+
+@st.composite
+def near_valid_dicts(draw):
+    """Mostly well-formed specs with a few fields replaced by junk: explores the validator's edges."""
+    n = draw(st.integers(0, 7))
+    stages = []
+    for _ in range(n):
+        stage = {'mixer': draw(st.sampled_from(list(MIXERS))), 'depth': draw(st.integers(0, 3)),
+                 'dim': draw(st.sampled_from([0, 3, 8, 16, 24, 33]))}
+        if draw(st.booleans()):
+            key = draw(st.sampled_from(['mlp_ratio', 'mixer_args', 'downsample', 'depth', 'dim', 'mixer', 'junk']))
+            stage[key] = draw(field_values)
+        stages.append(stage)
+    d = {'img_size': draw(st.sampled_from([16, 32, 48, 64, 31, 0, 4096])), 'num_classes': 5, 'stages': stages}
+    for _ in range(draw(st.integers(0, 3))):
+        key = draw(st.sampled_from(['mlp_act', 'norm', 'head', 'stem', 'downsample', 'layer_scale_init',
+                                    'res_scale_init', 'in_chans', 'drop_rate', 'meta', 'name', 'downsample_norm',
+                                    'bogus']))
+        d[key] = draw(field_values)
+    return d
+
+
+def _parse_or_spec_error(data):
+    try:
+        spec = ArchSpec.from_dict(data)
+    except SpecError as e:
+        assert str(e) and all(isinstance(p, str) and m for p, m in e.errors)
+        return None
+    # a valid spec survives a JSON round trip
+    assert ArchSpec.from_json(spec.to_json()).to_dict() == spec.to_dict()
+    return spec
+
+
+@settings(max_examples=600, deadline=None, suppress_health_check=list(HealthCheck))
+@given(json_values)
+def test_junk_json_gives_spec_or_spec_error(data):
+    _parse_or_spec_error(data)
+
+
+@settings(max_examples=600, deadline=None, suppress_health_check=list(HealthCheck))
+@given(near_valid_dicts())
+def test_near_valid_dicts_give_spec_or_spec_error(data):
+    _parse_or_spec_error(data)
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=list(HealthCheck))
+@given(st.text(max_size=200))
+def test_junk_text_gives_spec_error(text):
+    try:
+        ArchSpec.from_json(text)
+    except SpecError:
+        pass
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+@given(near_valid_dicts())
+def test_valid_specs_build_and_run(data):
+    spec = _parse_or_spec_error(data)
+    if spec is None:
+        return
+    model = build_model(spec, seed=0).eval()
+    with torch.no_grad():
+        y = model(torch.randn(1, spec.in_chans, spec.img_size, spec.img_size))
+    assert y.shape == (1, spec.num_classes) and torch.isfinite(y).all()
