@@ -17,6 +17,7 @@ from .spec import ArchSpec
 from .weights import WeightsInfo
 
 DATA_KEYS = ('input_size', 'interpolation', 'mean', 'std', 'crop_pct', 'crop_mode')
+EXTRA_KEYS = ('pad_from',)  # our own: resize to this size, then centre on a background canvas (Fashion-MNIST)
 
 
 @dataclass
@@ -49,6 +50,8 @@ def data_config(spec: ArchSpec, info: WeightsInfo | None = None) -> dict:
         if len(v) != spec.in_chans:
             v = (float(np.mean(v)),) * spec.in_chans
         out[key] = v
+    cfg_in = info.pretrained_cfg if info else {}
+    out.update({k: cfg_in[k] for k in EXTRA_KEYS if cfg_in.get(k)})
     return out
 
 
@@ -61,8 +64,17 @@ def make_transform(cfg: dict):
 def preprocess(image: Image.Image, cfg: dict) -> torch.Tensor:
     """PIL image -> (1, C, H, W) float32 normalised model input."""
     mode = 'L' if cfg['input_size'][0] == 1 else 'RGB'
-    x = make_transform(cfg)(image.convert(mode))
-    return x.unsqueeze(0)
+    pad_from = cfg.get('pad_from')
+    if not pad_from:
+        return make_transform(cfg)(image.convert(mode)).unsqueeze(0)
+    c, h, w = cfg['input_size']
+    inner = {**cfg, 'input_size': (c, pad_from, pad_from), 'crop_pct': 1.0}
+    x = make_transform(inner)(image.convert(mode))
+    mean, std = torch.tensor(cfg['mean']).view(-1, 1, 1), torch.tensor(cfg['std']).view(-1, 1, 1)
+    canvas = ((0 - mean) / std).expand(c, h, w).clone()  # background = pixel value 0
+    top, left = (h - pad_from) // 2, (w - pad_from) // 2
+    canvas[:, top:top + pad_from, left:left + pad_from] = x
+    return canvas.unsqueeze(0)
 
 
 def to_display(x: torch.Tensor, cfg: dict) -> np.ndarray:

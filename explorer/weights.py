@@ -15,8 +15,10 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import socket
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from urllib.parse import urlparse
 
 import torch
 import torch.nn as nn
@@ -140,13 +142,34 @@ def _read_safetensors(p: Path) -> tuple[dict, dict]:
     except (SafetensorError, OSError, ValueError) as e:
         raise WeightsError(f'checkpoint {str(p)!r} is not a valid safetensors file ({e})') from None
     extras = {}
-    for key in CONFIG_KEYS + LABEL_KEYS:
+    for key in CONFIG_KEYS + LABEL_KEYS + ('classes', 'preprocessing', 'spec'):
         if key in meta:
             try:
-                extras[_extra_name(key)] = json.loads(meta[key])
+                value = json.loads(meta[key])
             except json.JSONDecodeError:
-                pass
+                continue
+            if key == 'classes':
+                extras['label_names'] = value
+            elif key == 'preprocessing' and isinstance(value, dict):
+                extras['pretrained_cfg'] = explorer_preprocessing_cfg(value)
+            elif key == 'spec':
+                extras['spec'] = value
+            else:
+                extras[_extra_name(key)] = value
     return _strip_prefixes(sd), extras
+
+
+def explorer_preprocessing_cfg(pre: dict) -> dict:
+    """A MetaFormer Explorer trained checkpoint's preprocessing (explorer.data.Preprocessing: img_size, resize
+    'pad'|'none'|'bilinear', mean, std, in_chans, source_size) as timm data-config keys. 'pad' becomes
+    `pad_from`: resize to source_size, then centre on a background canvas of img_size."""
+    c = int(pre.get('in_chans', 1))
+    size = int(pre.get('img_size', 32))
+    cfg = {'input_size': (c, size, size), 'mean': (float(pre.get('mean', 0.0)),) * c,
+           'std': (float(pre.get('std', 1.0)),) * c, 'interpolation': 'bilinear', 'crop_pct': 1.0}
+    if pre.get('resize') == 'pad':
+        cfg['pad_from'] = int(pre.get('source_size', 28))
+    return cfg
 
 
 def _read_torch(p: Path) -> tuple[dict, dict]:
@@ -261,6 +284,12 @@ def load_state_dict(model: nn.Module, sd: dict[str, torch.Tensor], *, strict: bo
     return rep
 
 
+def checkpoint_spec(path: str | Path) -> ArchSpec | None:
+    """The spec stored in a checkpoint's metadata (MetaFormer Explorer trained checkpoints), else None."""
+    _, extras = read_checkpoint(path)
+    return ArchSpec.from_dict(extras['spec']) if isinstance(extras.get('spec'), dict) else None
+
+
 def load_checkpoint(model: nn.Module, path: str | Path, *, strict: bool = True) -> WeightsInfo:
     sd, extras = read_checkpoint(path)
     rep = load_state_dict(model, sd, strict=strict, name=f'checkpoint {str(path)!r}')
@@ -298,22 +327,40 @@ def pretrained_file(name: str, *, cache_dir: str | Path | None = None) -> Path:
     if not repo:
         raise WeightsError(f'{name} has no Hugging Face Hub id in timm; pass a local checkpoint instead')
     files = [cfg['hf_hub_filename']] if cfg.get('hf_hub_filename') else ['model.safetensors', 'pytorch_model.bin']
-    offline = hub_offline()
     cache = str(cache_dir or os.environ.get('HF_HUB_CACHE') or constants.HF_HUB_CACHE)
-    errors = []
-    for fname in files:
+    for fname in files:  # the cache first, whatever the network
         try:
-            return Path(hf_hub_download(repo, fname, cache_dir=cache, local_files_only=offline))
-        except Exception as e:  # huggingface_hub raises several types (offline, not found, network)
-            errors.append(f'{type(e).__name__}: {str(e).splitlines()[0][:160] if str(e) else ""}')
+            return Path(hf_hub_download(repo, fname, cache_dir=cache, local_files_only=True))
+        except Exception:  # not cached (huggingface_hub's LocalEntryNotFoundError and friends)
+            continue
     how = (f'get it on a machine with network access: `hf download {repo} {files[0]}` (or '
            f'python -c "import timm; timm.create_model(\'{name}\', pretrained=True)") and copy the cache '
            f'folder {cache}; or pass a local checkpoint (--weights PATH / upload)')
-    if offline:
+    if hub_offline():
         raise WeightsError(f'pretrained weights {name} are not in the local Hugging Face cache and downloads are '
                            f'off (HF_HUB_OFFLINE=1): missing {repo}/{files[0]} under {cache}. To {how}')
-    raise WeightsError(f'could not download pretrained weights {name} ({repo}/{files[0]}): {errors[0]}. '
-                       f'To {how}')
+    host = urlparse(constants.ENDPOINT).hostname or 'huggingface.co'
+    if not _reachable(host):
+        raise WeightsError(f'pretrained weights {name} are not in the local Hugging Face cache and {host} cannot '
+                           f'be reached: missing {repo}/{files[0]} under {cache}. To {how}')
+    error = ''
+    for fname in files:
+        try:
+            return Path(hf_hub_download(repo, fname, cache_dir=cache))
+        except Exception as e:  # not found: try the next file name; anything else: give up
+            error = f'{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ""}'
+            if 'NotFound' not in type(e).__name__:
+                break
+    raise WeightsError(f'could not download pretrained weights {name} ({repo}/{files[0]}): {error}. To {how}')
+
+
+def _reachable(host: str, timeout: float = 3.0) -> bool:
+    """A quick TCP check, so that a machine without network fails in seconds, not after retries."""
+    try:
+        socket.create_connection((host, 443), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
 
 
 def load_pretrained(model: nn.Module, spec: ArchSpec, *, cache_dir: str | Path | None = None,
