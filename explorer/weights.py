@@ -176,10 +176,14 @@ def _read_torch(p: Path) -> tuple[dict, dict]:
     try:
         obj = torch.load(str(p), map_location='cpu', weights_only=True)
     except pickle.UnpicklingError as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else ''
+        lines = str(e).splitlines()
+        glob = next((ln.strip() for ln in lines if 'GLOBAL' in ln or 'global' in ln.split(':')[0]), None)
+        if glob is None:  # the weights-only unpickler met bytes that are not a pickle at all
+            raise WeightsError(f'checkpoint {str(p)!r} is not a readable PyTorch file '
+                               f'({next((ln for ln in lines if "Unsupported" in ln), "not a pickle")})') from None
         raise WeightsError(
             f'refused to load {str(p)!r}: it contains Python objects other than tensors and plain containers, '
-            f'and unpickling them could run arbitrary code ({first[:160]}). Re-save just the state dict '
+            f'and unpickling them could run arbitrary code ({glob[:160]}). Re-save just the state dict '
             f'(torch.save(model.state_dict(), path)) or convert it to .safetensors') from None
     except (RuntimeError, OSError, EOFError, ValueError) as e:
         raise WeightsError(f'checkpoint {str(p)!r} is not a readable PyTorch file ({str(e)[:200]})') from None
