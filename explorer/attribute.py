@@ -150,7 +150,7 @@ def attribute(model: nn.Module, x: torch.Tensor, target: int | None = None, meth
             algo = NoiseTunnel(algo)
             kw.update(nt_type='smoothgrad', nt_samples=nt_samples, stdevs=nt_stdev,
                       nt_samples_batch_size=1 if method == 'ig' else internal_batch_size)
-        attr = algo.attribute(x, target=target, **kw)
+        attr = algo.attribute(x.requires_grad_(True), target=target, **kw)
 
     if method == 'gradcam':
         attr = LayerAttribution.interpolate(attr.detach(), (H, W), interpolate_mode='bilinear')

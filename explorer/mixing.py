@@ -85,6 +85,7 @@ def pooling_weights(pool_size: int, grid: tuple[int, int], query: tuple[int, int
     return out
 
 
+@torch.no_grad()
 def attention_weights(mixer: nn.Module, tokens: torch.Tensor) -> torch.Tensor:
     """softmax(q k^T * scale) from the mixer's qkv projection. tokens: (1, N, C). Returns (heads, N, N)."""
     B, N, _ = tokens.shape

@@ -1,0 +1,190 @@
+"""explorer.predict and the `explorer predict/attribute/mixing-map/erf` commands: preprocessing equal to
+timm's transform, top-k on a head set so the answer is known, class names, clean CLI errors."""
+import json
+
+import numpy as np
+import pytest
+import timm
+import torch
+from PIL import Image
+from safetensors.torch import save_file
+from timm.data import create_transform, resolve_data_config
+
+from explorer.build import build_model
+from explorer.cli import main
+from explorer.images import example_images, load_image
+from explorer.predict import class_names, data_config, predict, preprocess, to_display, top_k
+from explorer.spec import ArchSpec, load_spec
+from explorer.weights import WeightsInfo, load_model
+from tests.conftest import tiny_spec
+
+
+@pytest.fixture(scope='module')
+def cat():
+    return load_image(next(p for p in example_images() if 'chelsea' in p.name))
+
+
+@pytest.mark.parametrize('preset', ['poolformer_s12', 'caformer_s18'])
+def test_preprocessing_equals_timms_transform(preset, cat):
+    spec = load_spec(preset)
+    _, info = load_model(spec, 'random')  # random weights still carry the preset's timm data config
+    cfg = data_config(spec, info)
+    ref_cfg = resolve_data_config({}, model=timm.create_model(spec.meta['timm_name']))
+    assert cfg == ref_cfg
+    assert cfg['crop_pct'] == (0.9 if preset.startswith('poolformer') else 1.0)
+    ours = preprocess(cat, cfg)
+    ref = create_transform(**ref_cfg)(cat).unsqueeze(0)
+    assert ours.shape == (1, 3, 224, 224)
+    assert torch.equal(ours, ref)
+
+
+def test_checkpoint_config_drives_preprocessing(cat):
+    spec = ArchSpec.from_dict(tiny_spec())
+    info = WeightsInfo('checkpoint', 'x', {'mean': (0.5, 0.5, 0.5), 'std': (0.25, 0.25, 0.25), 'crop_pct': 1.0,
+                                           'interpolation': 'bilinear', 'input_size': (3, 224, 224)})
+    cfg = data_config(spec, info)
+    assert cfg['input_size'] == (3, 32, 32)  # the model's size wins: it is built for it
+    assert cfg['mean'] == (0.5, 0.5, 0.5) and cfg['crop_pct'] == 1.0 and cfg['interpolation'] == 'bilinear'
+    x = preprocess(cat, cfg)
+    ref = create_transform(input_size=(3, 32, 32), interpolation='bilinear', mean=(0.5,) * 3, std=(0.25,) * 3,
+                           crop_pct=1.0)(cat).unsqueeze(0)
+    assert torch.equal(x, ref)
+    # to_display undoes the normalisation
+    img = to_display(x, cfg)
+    back = torch.from_numpy(img).permute(2, 0, 1).float() / 255
+    assert torch.allclose((back - 0.5) / 0.25, x[0], atol=2 / 255 / 0.25)
+
+
+def test_grey_padded_preprocessing_of_trained_checkpoints():
+    spec = ArchSpec.from_dict({**tiny_spec(), 'in_chans': 1})
+    info = WeightsInfo('checkpoint', 'x', {'input_size': (1, 32, 32), 'mean': (0.25,), 'std': (0.5,),
+                                           'crop_pct': 1.0, 'interpolation': 'bilinear', 'pad_from': 28})
+    cfg = data_config(spec, info)
+    img = Image.new('RGB', (56, 56), (255, 255, 255))
+    x = preprocess(img, cfg)
+    assert x.shape == (1, 1, 32, 32)
+    bg, fg = (0 - 0.25) / 0.5, (1 - 0.25) / 0.5
+    assert torch.allclose(x[0, 0, :2], torch.full((2, 32), bg)) and torch.allclose(x[0, 0, :, 30:], torch.full((32, 2), bg))
+    assert torch.allclose(x[0, 0, 2:30, 2:30], torch.full((28, 28), fg), atol=1e-5)
+    # an RGB default config on a grey model: one channel with the average statistics
+    cfg = data_config(spec, None)
+    assert len(cfg['mean']) == 1 and cfg['mean'][0] == pytest.approx(np.mean([0.485, 0.456, 0.406]))
+
+
+def _known_head_model():
+    """Linear head with zero weights: logits = bias whatever the image, so top-k is known exactly."""
+    spec = ArchSpec.from_dict({**tiny_spec(), 'head': 'linear'})
+    model = build_model(spec, seed=0).eval()
+    bias = torch.tensor([0.0, 3.0, -1.0, 2.0, 1.0, 0.5, -2.0, 2.5, 0.0, -0.5])
+    with torch.no_grad():
+        model.head.fc.weight.zero_()
+        model.head.fc.bias.copy_(bias)
+    return spec, model, bias
+
+
+def test_top_k_on_a_head_with_a_known_answer(cat):
+    spec, model, bias = _known_head_model()
+    res = predict(model, cat, data_config(spec), topk=3)
+    probs = bias.softmax(0)
+    assert [p.index for p in res.top] == [1, 7, 3]
+    assert [p.label for p in res.top] == ['class 1', 'class 7', 'class 3']
+    assert [p.prob for p in res.top] == pytest.approx(probs[[1, 7, 3]].tolist(), abs=1e-6)
+    assert [p.logit for p in res.top] == pytest.approx([3.0, 2.5, 2.0])
+    names = [f'item {i}' for i in range(10)]
+    res = predict(model, cat, data_config(spec), topk=50, label_names=names)
+    assert len(res.top) == 10 and res.top[0].label == 'item 1'
+    assert sum(p.prob for p in res.top) == pytest.approx(1.0, abs=1e-5)
+    assert json.dumps(res.to_dict())
+    with pytest.raises(ValueError, match='topk: 0 must be a positive integer'):
+        top_k(bias, 0, names)
+
+
+def test_imagenet_class_names_ship_with_timm():
+    names = class_names(1000)
+    assert len(names) == 1000
+    assert names[281] == 'tabby, tabby cat' and names[967] == 'espresso'
+    assert class_names(3) == ['class 0', 'class 1', 'class 2']
+    assert class_names(2, ['a', 'b']) == ['a', 'b']
+
+
+# ---- CLI --------------------------------------------------------------------------------------------------
+@pytest.fixture
+def tiny_files(tmp_path):
+    spec = ArchSpec.from_dict(tiny_spec(mixers=('pooling', 'random', 'attention')))
+    spec_path = tmp_path / 'tiny.json'
+    spec_path.write_text(spec.to_json())
+    model = build_model(spec, seed=7)
+    ckpt = tmp_path / 'tiny.safetensors'
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(ckpt))
+    return spec_path, ckpt, str(example_images()[0])
+
+
+def test_cli_predict_json(tiny_files, capsys):
+    spec_path, ckpt, image = tiny_files
+    assert main(['predict', str(spec_path), image, '--weights', str(ckpt), '--topk', '3', '--json']) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert len(out['top']) == 3 and out['weights']['source'] == 'checkpoint'
+    assert out['data_cfg']['input_size'] == [3, 32, 32]
+    assert main(['predict', str(spec_path), image]) == 0  # no weights: random, and says so
+    assert 'predictions are meaningless' in capsys.readouterr().out
+
+
+def test_cli_attribute_writes_png(tiny_files, tmp_path, capsys):
+    spec_path, ckpt, image = tiny_files
+    out_png = tmp_path / 'maps' / 'ig.png'
+    assert main(['attribute', str(spec_path), image, '--method', 'saliency', '--target', '2', '--weights',
+                 str(ckpt), '--out', str(out_png), '--json']) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res['target'] == 2 and res['map']['shape'] == [32, 32] and 0 <= res['deletion_auc'] <= 1
+    assert Image.open(out_png).size[0] > 64
+
+
+def test_cli_mixing_map_and_erf(tiny_files, capsys):
+    spec_path, _, image = tiny_files
+    assert main(['mixing-map', str(spec_path), '--stage', '0', '--query', '4,4', '--json']) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res['method'] == 'exact' and res['mean'][4][4] == pytest.approx(-8 / 9)
+    assert main(['erf', str(spec_path), image, '--json']) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert [s['stage'] for s in res['stages']] == [0, 1, 2]
+
+
+@pytest.mark.parametrize('argv, message', [
+    (['predict', '{spec}', '/no/such/image.png'], "image file '/no/such/image.png' does not exist"),
+    (['predict', '{spec}', '{image}', '--weights', '/no/such.pth'], "checkpoint '/no/such.pth' does not exist"),
+    (['predict', '{spec}', '{image}', '--weights', '{wrong}'], 'does not fit this model'),
+    (['predict', '{spec}', '{image}', '--topk', '0'], 'topk: 0 must be a positive integer'),
+    (['attribute', '{spec}', '{image}', '--method', 'magic', '--out', '{tmp}/a.png'],
+     "method: 'magic' is not an attribution method"),
+    (['attribute', '{spec}', '{image}', '--target', '10', '--out', '{tmp}/a.png'],
+     'target: 10 is out of range; the model has 10 classes (0 to 9)'),
+    (['attribute', '{spec}', '{image}', '--out', '{tmp}/a.jpg'], 'must end in .png'),
+    (['mixing-map', '{spec}', '--stage', '7'], 'stage: 7 is out of range'),
+    (['mixing-map', '{spec}', '--query', '99,0'], 'query: (99, 0) is outside the 8x8 token grid'),
+    (['mixing-map', '{spec}', '--query', 'centre'], "--query: 'centre' must be ROW,COL"),
+    (['predict', 'no_such_preset', '{image}'], 'is neither a preset nor a spec file'),
+])
+def test_cli_errors_are_one_clean_message(tiny_files, tmp_path, capsys, argv, message):
+    spec_path, ckpt, image = tiny_files
+    wrong = tmp_path / 'wrong.safetensors'
+    save_file({'stem.conv.weight': torch.zeros(2, 3, 7, 7)}, str(wrong))
+    subs = dict(spec=str(spec_path), image=image, wrong=str(wrong), tmp=str(tmp_path))
+    assert main([a.format(**subs) for a in argv]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith('error: ') and message in err and 'Traceback' not in err
+
+
+def test_ui_handlers_run_without_a_server(tiny_files):
+    from explorer import ui_predict as u
+    spec_path, ckpt, image = tiny_files
+    spec = json.loads(spec_path.read_text())
+    fig, status = u.predict_handler(u.COMPOSER, spec, 'checkpoint', str(ckpt), image, 3)
+    assert len(fig.data[0].y) == 3 and 'weights from checkpoint' in status
+    fig, status = u.predict_handler(u.COMPOSER, spec, 'random', None, image, 3)
+    assert 'predictions are meaningless' in status
+    fig, status = u.predict_handler(u.COMPOSER, None, 'random', None, image, 3)
+    assert fig is None and 'composer has no valid spec' in status
+    fig, status = u.mixing_handler(u.COMPOSER, spec, 'random', None, image, 2, 0, -1, -1, 'auto', 'diag', '0')
+    assert fig is not None and '8 head(s)' in status
+    fig, dfig, status = u.attribute_handler(u.COMPOSER, spec, 'random', None, image, 'gradcam', False, -1, 1)
+    assert fig is not None and 'Deletion AUC' in status
