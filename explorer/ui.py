@@ -35,8 +35,8 @@ CSS = """
 .mfx-error {border: 1px solid #fca5a5; background: #fef2f2; color: #991b1b; border-radius: 8px;
             padding: 6px 12px !important; font-size: 13px}
 .mfx-error p, .mfx-error li {color: #991b1b !important}
-table.mfx-table {border-collapse: collapse; width: 100%; font-size: 12.5px; font-variant-numeric: tabular-nums}
-table.mfx-table th, table.mfx-table td {padding: 3px 8px; border-bottom: 1px solid var(--border-color-primary);
+table.mfx-table {border-collapse: collapse; width: 100%; font-size: 12px; font-variant-numeric: tabular-nums}
+table.mfx-table th, table.mfx-table td {padding: 3px 6px; border-bottom: 1px solid var(--border-color-primary);
            text-align: right; white-space: nowrap}
 table.mfx-table th {font-weight: 600; color: var(--body-text-color-subdued)}
 table.mfx-table td:first-child, table.mfx-table th:first-child, table.mfx-table td.l {text-align: left}
@@ -55,10 +55,10 @@ table.mfx-table td:first-child, table.mfx-table th:first-child, table.mfx-table 
             text-overflow: ellipsis}
 .mfx-stage .block:has(input[type=checkbox]) {min-width: 92px !important; align-self: center}
 .mfx-stage .block:has(input[type=checkbox]):last-of-type {min-width: 112px !important}
-.mfx-stage-title {flex: 0 0 30px !important; min-width: 30px !important; align-self: center}
+.mfx-stage-title {flex: 0 0 34px !important; min-width: 34px !important; align-self: center}
 .mfx-stage-title div {font-weight: 700; font-size: 13px; text-align: center}
 .mfx-remove {flex: 0 0 30px !important; min-width: 30px !important; max-width: 30px; align-self: center}
-#mfx-scratch {max-height: 42px; align-self: center}
+#mfx-scratch {max-height: 40px; align-self: center; white-space: nowrap; font-size: 14px}
 """
 THEME = gr.themes.Default(primary_hue='blue', radius_size='sm', spacing_size='sm', text_size='sm')
 
@@ -93,6 +93,7 @@ def build_demo() -> gr.Blocks:
         gr.HTML('<div id="mfx-header"><h1>MetaFormer Explorer</h1><p>Compose a MetaFormer stage by stage, see its '
                 'cost at once, measure it, compare it with every published model.</p></div>')
         ctx = AppContext(demo=demo, spec=gr.State(None), report=gr.State(None), history=gr.State([]))
+        register_api()  # first, so the API names are taken before any UI event is named after its function
         with gr.Tabs():
             add_compose_tab(ctx)
             add_measure_tab(ctx)
@@ -102,7 +103,6 @@ def build_demo() -> gr.Blocks:
                 fn = _hook(hook)
                 if fn is not None:
                     fn(ctx)
-        register_api()
     demo.queue(default_concurrency_limit=4)
     return demo
 

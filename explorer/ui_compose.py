@@ -85,7 +85,7 @@ def _verified_html(analytic: dict, verified: dict) -> str:
 
 
 def _table_html(rows: list[list], report: dict) -> str:
-    head = ['stage', 'mixer', 'output C×H×W', 'tokens', 'params', 'MACs']
+    head = ['stage', 'mixer', 'output', 'tokens', 'params', 'MACs']
     body = ''
     for stage, mixer, _depth, _dim, _grid, tokens, shape, params, macs in rows:
         body += (f'<tr><td>S{stage}</td><td class="l">{escape(mixer)}</td><td>{shape}</td>'
@@ -106,14 +106,14 @@ def add_compose_tab(ctx: AppContext) -> None:
                                          label='load a published model (by family)', filterable=True)
                     scratch = gr.Button('Start from scratch', scale=0, min_width=180, elem_id='mfx-scratch')
                 with gr.Row(elem_classes='mfx-tight'):
-                    g = {'name': gr.Textbox(label='name', scale=3, min_width=110, elem_id='mfx-name'),
+                    g = {'name': gr.Textbox(label='name', scale=3, min_width=100, elem_id='mfx-name'),
                          'img_size': gr.Number(label='image size', precision=0, min_width=64, scale=1,
                                                elem_id='mfx-img'),
                          'in_chans': gr.Number(label='channels', precision=0, min_width=60, scale=1),
-                         'num_classes': gr.Number(label='classes', precision=0, min_width=64, scale=1),
-                         'mlp_act': gr.Dropdown(choices=list(ACTIVATIONS), label='MLP act', min_width=96, scale=2),
-                         'norm': gr.Dropdown(choices=list(NORMS), label='norm', min_width=120, scale=2),
-                         'head': gr.Dropdown(choices=list(HEADS), label='head', min_width=70, scale=1)}
+                         'num_classes': gr.Number(label='classes', precision=0, min_width=74, scale=1),
+                         'mlp_act': gr.Dropdown(choices=list(ACTIVATIONS), label='MLP act', min_width=110, scale=2),
+                         'norm': gr.Dropdown(choices=list(NORMS), label='norm', min_width=150, scale=2),
+                         'head': gr.Dropdown(choices=list(HEADS), label='head', min_width=84, scale=1)}
                 rows = [_stage_row(i) for i in range(MAX_STAGES)]
                 with gr.Row():
                     add = gr.Button('+ add stage', size='sm', elem_id='mfx-add', scale=0, min_width=120)

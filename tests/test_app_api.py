@@ -1,0 +1,90 @@
+"""The app's named endpoints through gradio_client, against the app launched on 127.0.0.1 (random free port)."""
+from __future__ import annotations
+
+import json
+import socket
+
+import pytest
+
+from explorer.counting import analytic_cost
+from explorer.handlers import encode_share, get_preset
+from explorer.spec import ArchSpec
+
+pytest.importorskip('gradio_client')
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope='module')
+def client():
+    from gradio_client import Client
+
+    from explorer.ui import build_demo, launch_kwargs
+    demo = build_demo()
+    port = free_port()
+    demo.launch(server_name='127.0.0.1', server_port=port, prevent_thread_lock=True, quiet=True, **launch_kwargs())
+    yield Client(f'http://127.0.0.1:{port}/', verbose=False)
+    demo.close()
+
+
+TINY = {'name': 'tiny', 'img_size': 32, 'num_classes': 10,
+        'stages': [{'mixer': 'pooling', 'depth': 1, 'dim': 16},
+                   {'mixer': 'attention', 'depth': 1, 'dim': 32, 'mixer_args': {'head_dim': 16}}]}
+
+
+def test_named_endpoints_are_listed(client):
+    names = set(client.view_api(print_info=False, return_format='dict')['named_endpoints'])
+    assert {'/list_presets', '/get_preset', '/profile', '/verify', '/validate', '/memory', '/bench', '/diff',
+            '/scaling', '/compare', '/share', '/unshare', '/snippet', '/diagram'} <= names
+    assert not any('lambda' in n or n.startswith('/refresh') for n in names)  # UI wiring stays private
+
+
+def test_profile_a_preset_equals_explorer_profile(client, capsys):
+    from explorer.cli import main
+    assert main(['profile', 'caformer_s18', '--json']) == 0
+    cli = json.loads(capsys.readouterr().out)
+    api = client.predict(spec=get_preset('caformer_s18'), api_name='/profile')
+    ref = analytic_cost(ArchSpec.from_dict(get_preset('caformer_s18')))
+    assert api['params'] == ref.params == 26_341_656
+    assert api['macs'] == ref.macs
+    assert api['preset'] == 'caformer_s18'
+    assert [s['macs'] for s in api['stages']] == [s.macs for s in ref.stages]
+    assert (cli['params'], cli['macs']) == (api['params'], api['macs'])  # `explorer profile` prints the same
+    by_name = client.predict(spec='caformer_s18', api_name='/profile')  # a preset name works as a spec
+    assert by_name['macs'] == api['macs']
+
+
+def test_invalid_spec_is_a_clean_error(client):
+    from gradio_client.exceptions import AppError
+    bad = json.loads(json.dumps(TINY))
+    bad['stages'][1]['dim'] = 33
+    with pytest.raises(AppError, match=r'stages\[1\]\.dim'):
+        client.predict(spec=bad, api_name='/profile')
+    assert client.predict(spec=bad, api_name='/validate') == [['stages[1].dim', '33 is not divisible by head_dim 16 '
+                                                                                '(attention)']]
+    assert client.predict(spec=TINY, api_name='/validate') == []
+
+
+def test_presets_diff_share_and_verify(client):
+    rows = client.predict(api_name='/list_presets')
+    assert len(rows) == 33 and {'name', 'family', 'top1', 'source'} <= set(rows[0])
+    pooled = get_preset('caformer_s18')
+    pooled['stages'][2]['mixer'] = 'pooling'
+    d = client.predict(spec_a='caformer_s18', spec_b=pooled, api_name='/diff')
+    a, b = (analytic_cost(ArchSpec.from_dict(s)).macs for s in (get_preset('caformer_s18'), pooled))
+    assert d['total']['d_macs'] == b - a and d['rows'][2]['d_macs'] == b - a
+    token = client.predict(spec=pooled, api_name='/share')
+    assert token == encode_share(pooled)
+    back = client.predict(token=token, api_name='/unshare')
+    assert back['stages'][2]['mixer'] == 'pooling' and back['meta'] == {}
+    v = client.predict(spec=TINY, api_name='/verify')
+    p = client.predict(spec=TINY, api_name='/profile')
+    assert (v['params'], v['macs']) == (p['params'], p['macs'])
+    front = client.predict(axis='gmacs', api_name='/compare')['frontier']
+    assert 'caformer_b36' in front
+    assert client.predict(spec=TINY, api_name='/snippet').startswith('from explorer.build import build_model')
+    assert '16 ch' in client.predict(spec=TINY, api_name='/diagram')

@@ -1,0 +1,132 @@
+"""The app in a real browser: Playwright driving Debian's Chromium against a launched app on 127.0.0.1.
+
+Few and end to end: load a preset, change a mixer and see the count `explorer profile` gives, an invalid
+input with its message and the inputs kept, a share link that restores the composition. Screenshots of each
+step go to $MFX_SCREENSHOTS (default: pytest's tmp dir) to look at.
+"""
+from __future__ import annotations
+
+import json
+import os
+import socket
+from pathlib import Path
+
+import pytest
+
+from explorer.counting import analytic_cost, fvcore_cost
+from explorer.handlers import get_preset
+from explorer.spec import ArchSpec
+
+CHROMIUM = '/usr/bin/chromium'
+ARGS = ['--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update',
+        '--disable-sync', '--no-first-run']
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f'Debian Chromium is not installed at {CHROMIUM} '
+                                                           '(apt-get install chromium)'),
+]
+TIMEOUT = 60_000  # ms; first counts on a cold 2-core machine
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope='module')
+def app_url():
+    from explorer.ui import build_demo, launch_kwargs
+    demo = build_demo()
+    port = free_port()
+    demo.launch(server_name='127.0.0.1', server_port=port, prevent_thread_lock=True, quiet=True, **launch_kwargs())
+    yield f'http://127.0.0.1:{port}/'
+    demo.close()
+
+
+@pytest.fixture(scope='module')
+def browser():
+    sync_api = pytest.importorskip('playwright.sync_api')
+    with sync_api.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def page(browser):
+    ctx = browser.new_context(viewport={'width': 1280, 'height': 800})
+    pg = ctx.new_page()
+    pg.set_default_timeout(TIMEOUT)
+    yield pg
+    ctx.close()
+
+
+@pytest.fixture(scope='module')
+def shots(tmp_path_factory) -> Path:
+    d = Path(os.environ.get('MFX_SCREENSHOTS') or tmp_path_factory.mktemp('screens'))
+    d.mkdir(parents=True, exist_ok=True)
+    return d
+
+
+def macs_shown(page) -> int:
+    return int(page.get_attribute('#mfx-macs', 'data-value'))
+
+
+def wait_macs(page, value: int) -> None:
+    page.wait_for_function(f'() => {{ const e = document.querySelector("#mfx-macs"); '
+                           f'return e && e.dataset.value === "{value}"; }}')
+
+
+def choose(page, elem_id: str, option: str) -> None:
+    """Pick `option` in the Gradio dropdown with this elem_id, as a user does: click, type, click the option."""
+    box = page.locator(f'#{elem_id} input')
+    box.click()
+    box.fill(option.split(' ')[-1] if '›' in option else option)
+    page.locator('[role=option]', has_text=option).first.click()
+
+
+def test_compose_count_error_and_share_link(app_url, page, shots):
+    caf = get_preset('caformer_s18')
+    pooled = json.loads(json.dumps(caf))
+    pooled['stages'][2]['mixer'] = 'pooling'
+    expect_caf = analytic_cost(ArchSpec.from_dict(caf)).macs
+    expect_pooled = analytic_cost(ArchSpec.from_dict(pooled)).macs
+    verified_pooled = fvcore_cost(ArchSpec.from_dict(pooled))
+    assert verified_pooled.macs == expect_pooled  # what `explorer profile` prints, both ways
+
+    # start elsewhere, then load caformer_s18 from the preset picker
+    page.goto(app_url + '?preset=poolformer_s12')
+    wait_macs(page, analytic_cost(ArchSpec.from_dict(get_preset('poolformer_s12'))).macs)
+    choose(page, 'mfx-preset', 'CAFormer › CAFormer-S18')
+    wait_macs(page, expect_caf)
+    assert page.input_value('#mfx-s3-mixer input') == 'attention'
+
+    # stage 3's mixer to pooling: the analytic count at once, the fvcore count right after
+    choose(page, 'mfx-s3-mixer', 'pooling')
+    wait_macs(page, expect_pooled)
+    page.wait_for_selector(f'#mfx-verified:has-text("{verified_pooled.macs:,} MACs")')
+    row3 = page.locator('#mfx-stage-3').inner_text()
+    assert 'pool_size' in row3 and 'head_dim' not in row3  # a row shows its mixer's options only
+    page.screenshot(path=str(shots / 'pooled.png'))
+    share_url = page.url
+    assert '?spec=' in share_url  # the address bar always holds the current composition
+
+    # an invalid dim: the message names the field, the input stays, the numbers stay the last valid ones
+    dim = page.locator('#mfx-s4-dim input')
+    dim.fill('500')
+    dim.press('Tab')
+    page.wait_for_selector('#mfx-error:has-text("stages[3].dim")')
+    assert 'not divisible by head_dim 32' in page.inner_text('#mfx-error')
+    assert dim.input_value() == '500'
+    assert macs_shown(page) == expect_pooled
+    page.screenshot(path=str(shots / 'invalid.png'))
+
+    # the share link restores the composition in a fresh page
+    fresh = page.context.new_page()
+    fresh.goto(share_url)
+    wait_macs(fresh, expect_pooled)
+    assert fresh.input_value('#mfx-s3-mixer input') == 'pooling'
+    assert fresh.input_value('#mfx-s4-dim input') == '512'
+    assert fresh.input_value('#mfx-name textarea, #mfx-name input') == 'caformer_s18'
+    fresh.close()
