@@ -30,7 +30,7 @@ def _limits(a: np.ndarray) -> tuple[float, float]:
 def topk_figure(top: list[dict], title: str = 'top-k', height: int = 300) -> go.Figure:
     """Horizontal bars of softmax probability; `top` rows are Prediction dicts (index, label, prob)."""
     rows = list(reversed(top))
-    labels = [f'{_clip(r["label"], 38)} ({r["index"]})' for r in rows]
+    labels = [f'{clip_text(r["label"], 38)} ({r["index"]})' for r in rows]
     fig = go.Figure(go.Bar(x=[r['prob'] for r in rows], y=labels, orientation='h', marker_color='#2563eb',
                            text=[f'{r["prob"]:.1%}' for r in rows], textposition='auto',
                            hovertemplate='%{y}<br>p = %{x:.4f}<extra></extra>'))
@@ -40,7 +40,8 @@ def topk_figure(top: list[dict], title: str = 'top-k', height: int = 300) -> go.
     return fig
 
 
-def _clip(s: str, n: int) -> str:
+def clip_text(s: str, n: int) -> str:
+    """s cut to n characters with an ellipsis."""
     return s if len(s) <= n else s[:n - 1] + '…'
 
 
@@ -88,18 +89,21 @@ def compare_figure(panels: list[dict], height: int = 380) -> go.Figure:
 
 
 def mixing_figure(image: np.ndarray | None, weights: np.ndarray, query: tuple[int, int], title: str = '',
-                  height: int = 380) -> go.Figure:
-    """A (h, w) token-mixing map drawn over the image (each token covers its patch), query token outlined."""
+                  height: int = 380, zoom: bool = True) -> go.Figure:
+    """A (h, w) token-mixing map drawn over the image (each token covers its patch), query token outlined.
+    Tokens with weight exactly 0 are left transparent; with `zoom`, a local map (pooling, sepconv) is shown
+    around its support (at least 9 tokens wide) instead of the whole grid."""
     h, w = weights.shape
     H, W = (image.shape[:2] if image is not None else (h, w))
     sy, sx = H / h, W / w
     lo, hi = _limits(weights)
+    z = np.where(weights == 0, np.nan, weights)
     fig = go.Figure()
     if image is not None:
         fig.add_trace(go.Image(z=image, hoverinfo='skip'))
     fig.add_trace(go.Heatmap(
-        z=weights, x0=(sx - 1) / 2, dx=sx, y0=(sy - 1) / 2, dy=sy, zmin=lo, zmax=hi,
-        opacity=0.6 if image is not None else 1.0, colorscale=DIVERGING if lo < 0 else SEQUENTIAL,
+        z=z, x0=(sx - 1) / 2, dx=sx, y0=(sy - 1) / 2, dy=sy, zmin=lo, zmax=hi, hoverongaps=False,
+        opacity=0.7 if image is not None else 1.0, colorscale=DIVERGING if lo < 0 else SEQUENTIAL,
         colorbar=dict(title=dict(text='weight', side='right'), thickness=12, len=0.85),
         customdata=np.stack(np.meshgrid(np.arange(w), np.arange(h)), -1),
         hovertemplate='token (%{customdata[1]}, %{customdata[0]}): %{z:.4g}<extra></extra>'))
@@ -108,7 +112,23 @@ def mixing_figure(image: np.ndarray | None, weights: np.ndarray, query: tuple[in
                   line=dict(color='#16a34a', width=2))
     fig.update_layout(**_LAYOUT, title=dict(text=title, font=dict(size=13)), height=height)
     _image_axes(fig, H, W)
+    rows, cols = np.nonzero(weights)
+    if zoom and rows.size and max(h, w) > 9:
+        r0, r1 = _window(rows.min(), rows.max(), h)
+        c0, c1 = _window(cols.min(), cols.max(), w)
+        if (r1 - r0) * (c1 - c0) < 0.5 * h * w:
+            fig.update_xaxes(range=[c0 * sx - 0.5, c1 * sx - 0.5])
+            fig.update_yaxes(range=[r1 * sy - 0.5, r0 * sy - 0.5])
     return fig
+
+
+def _window(lo: int, hi: int, n: int, margin: int = 2, least: int = 9) -> tuple[int, int]:
+    """[start, stop) token range around lo..hi with a margin, at least `least` wide, inside [0, n)."""
+    a, b = lo - margin, hi + 1 + margin
+    if b - a < least:
+        a, b = a - (least - (b - a)) // 2, a - (least - (b - a)) // 2 + least
+    a, b = max(0, a), min(n, b)
+    return a, b
 
 
 def erf_figure(erfs: list[dict], height: int = 300) -> go.Figure:

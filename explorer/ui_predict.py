@@ -121,7 +121,7 @@ def attribute_handler(choice, spec_dict, mode, checkpoint, image_path, method='i
     except USER_ERRORS as e:
         return None, None, _error(e)
     name = METHODS[method] + (' + SmoothGrad' if smoothgrad else '')
-    title = f'{r["spec"].name}: {name}, class {r["target"]} ({pp._clip(r["label"], 30)}, p={r["prob"]:.2f})'
+    title = f'{r["spec"].name}: {name}, class {r["target"]} ({pp.clip_text(r["label"], 30)}, p={r["prob"]:.2f})'
     fig = pp.overlay_figure(r['image'], r['map'], title)
     dfig = pp.deletion_figure({name: r['curve'].to_dict()})
     status = (_status(r['spec'], r['info']) + f'\n\nDeletion AUC **{r["curve"].auc:.3f}** (target probability '
@@ -138,7 +138,7 @@ def compare_handler(choice_a, mode_a, choice_b, mode_b, spec_dict, checkpoint, i
         for choice, mode in ((choice_a, mode_a), (choice_b, mode_b)):
             r = _attribution(choice, spec_dict, mode, checkpoint, image_path, method, smoothgrad, None, -1,
                              progress)
-            title = f'{r["spec"].name}: {pp._clip(r["label"], 22)} ({r["prob"]:.2f})'
+            title = f'{r["spec"].name}: {pp.clip_text(r["label"], 22)} ({r["prob"]:.2f})'
             panels.append({'image': r['image'], 'map': r['map'], 'title': title})
             curves[f'{r["spec"].name} ({mode})'] = r['curve'].to_dict()
             notes.append(_status(r['spec'], r['info']) + f' deletion AUC {r["curve"].auc:.3f}')
@@ -225,7 +225,7 @@ def add_predict_tab(ctx=None) -> dict:
             with gr.Column(scale=2):
                 choice, mode = _model_picker('model', 'poolformer_s12')
                 hint = gr.Markdown(weights_hint('poolformer_s12', None))
-                ckpt = gr.File(label='checkpoint (.safetensors, .pth, .pth.tar)', type='filepath',
+                ckpt = gr.File(label='checkpoint (.safetensors, .pth, .pth.tar)', type='filepath', height=110,
                                file_types=['.safetensors', '.pth', '.tar', '.pt', '.bin'])
                 status = gr.Markdown()
             with gr.Column(scale=2):
@@ -233,40 +233,41 @@ def add_predict_tab(ctx=None) -> dict:
                                  height=260)
                 if examples:
                     gr.Examples(examples, inputs=image, label='examples (licences: assets/images/LICENSES.md)')
-        with gr.Tab('Top-k'):
-            with gr.Row():
-                topk = gr.Slider(1, 20, value=5, step=1, label='top-k')
-                run_pred = gr.Button('Predict', variant='primary')
-            topk_plot = gr.Plot(label='top-k')
-        with gr.Tab('Attribution'):
-            with gr.Row():
-                method = gr.Dropdown(list(METHODS), value='ig', label='method')
-                smooth = gr.Checkbox(False, label='SmoothGrad (NoiseTunnel)')
-                target = gr.Number(-1, precision=0, label='target class (-1: predicted)')
-                stage = gr.Number(-1, precision=0, label='GradCAM stage (-1: last)')
-                run_attr = gr.Button('Explain', variant='primary')
-            with gr.Row():
-                attr_plot = gr.Plot(label='attribution overlay')
-                del_plot = gr.Plot(label='deletion curve')
-        with gr.Tab('Compare two models'):
-            choice_b, mode_b = _model_picker('second model', 'caformer_s18')
-            run_cmp = gr.Button('Compare (same image and method)', variant='primary')
-            cmp_plot = gr.Plot(label='side by side')
-            cmp_del = gr.Plot(label='deletion curves')
-        with gr.Tab('Token mixing'):
-            with gr.Row():
-                mstage = gr.Number(0, precision=0, label='stage')
-                mblock = gr.Number(0, precision=0, label='block')
-                mrow = gr.Number(-1, precision=0, label='query row (-1: centre)')
-                mcol = gr.Number(-1, precision=0, label='query col (-1: centre)')
-                mmethod = gr.Radio(['auto', 'exact', 'jacobian'], value='auto', label='map')
-                mreduce = gr.Radio(['diag', 'norm'], value='diag', label='Jacobian reduction')
-                mhead = gr.Textbox('mean', label='head (mean or index)')
-            with gr.Row():
-                run_mix = gr.Button('Mixing map', variant='primary')
-                run_erf = gr.Button('Effective receptive fields')
-            mix_plot = gr.Plot(label='token-mixing weights')
-            erf_plot = gr.Plot(label='effective receptive field per stage')
+        with gr.Tabs():
+            with gr.Tab('Top-k'):
+                with gr.Row():
+                    topk = gr.Slider(1, 20, value=5, step=1, label='top-k')
+                    run_pred = gr.Button('Predict', variant='primary')
+                topk_plot = gr.Plot(label='top-k')
+            with gr.Tab('Attribution'):
+                with gr.Row():
+                    method = gr.Dropdown(list(METHODS), value='ig', label='method')
+                    smooth = gr.Checkbox(False, label='SmoothGrad (NoiseTunnel)')
+                    target = gr.Number(-1, precision=0, label='target class (-1: predicted)')
+                    stage = gr.Number(-1, precision=0, label='GradCAM stage (-1: last)')
+                    run_attr = gr.Button('Explain', variant='primary')
+                with gr.Row():
+                    attr_plot = gr.Plot(label='attribution overlay')
+                    del_plot = gr.Plot(label='deletion curve')
+            with gr.Tab('Compare two models'):
+                choice_b, mode_b = _model_picker('second model', 'caformer_s18')
+                run_cmp = gr.Button('Compare (same image and method)', variant='primary')
+                cmp_plot = gr.Plot(label='side by side')
+                cmp_del = gr.Plot(label='deletion curves')
+            with gr.Tab('Token mixing'):
+                with gr.Row():
+                    mstage = gr.Number(0, precision=0, label='stage')
+                    mblock = gr.Number(0, precision=0, label='block')
+                    mrow = gr.Number(-1, precision=0, label='query row (-1: centre)')
+                    mcol = gr.Number(-1, precision=0, label='query col (-1: centre)')
+                    mmethod = gr.Radio(['auto', 'exact', 'jacobian'], value='auto', label='map')
+                    mreduce = gr.Radio(['diag', 'norm'], value='diag', label='Jacobian reduction')
+                    mhead = gr.Textbox('mean', label='head (mean or index)')
+                with gr.Row():
+                    run_mix = gr.Button('Mixing map', variant='primary')
+                    run_erf = gr.Button('Effective receptive fields')
+                mix_plot = gr.Plot(label='token-mixing weights')
+                erf_plot = gr.Plot(label='effective receptive field per stage')
 
         common = [choice, spec_state, mode, ckpt, image]
         choice.change(weights_hint, [choice, spec_state], hint)

@@ -64,7 +64,8 @@ def test_grey_padded_preprocessing_of_trained_checkpoints():
     x = preprocess(img, cfg)
     assert x.shape == (1, 1, 32, 32)
     bg, fg = (0 - 0.25) / 0.5, (1 - 0.25) / 0.5
-    assert torch.allclose(x[0, 0, :2], torch.full((2, 32), bg)) and torch.allclose(x[0, 0, :, 30:], torch.full((32, 2), bg))
+    assert torch.allclose(x[0, 0, :2], torch.full((2, 32), bg))
+    assert torch.allclose(x[0, 0, :, 30:], torch.full((32, 2), bg))
     assert torch.allclose(x[0, 0, 2:30, 2:30], torch.full((28, 28), fg), atol=1e-5)
     # an RGB default config on a grey model: one channel with the average statistics
     cfg = data_config(spec, None)

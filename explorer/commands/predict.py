@@ -168,7 +168,7 @@ def cmd_attribute(args) -> int:
     print(f'{METHODS[method]} for class {target} ({label}, p = {float(probs[target]):.3f}); '
           f'map {amap.shape[0]}x{amap.shape[1]}, range [{amap.min():.3g}, {amap.max():.3g}]')
     if curve:
-        print(f'deletion AUC {curve.auc:.3f} (target probability as the most-attributed pixels are removed; '
+        print(f'deletion AUC {curve.auc:.3g} (target probability as the most-attributed pixels are removed; '
               f'lower = more faithful)')
     print(f'wrote {out}')
     return 0
