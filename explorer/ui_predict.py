@@ -16,6 +16,7 @@ import gradio as gr
 
 from . import plots_predict as pp
 from .attribute import METHODS, attribute, deletion_curve, resolve_method
+from .guard import check_request
 from .images import ImageError, example_images, load_image
 from .mixing import effective_receptive_fields, mixing_map
 from .predict import class_names, data_config, predict, preprocess, to_display
@@ -27,6 +28,7 @@ FROM_CHECKPOINT = '(spec inside checkpoint)'
 WEIGHT_MODES = ('pretrained', 'checkpoint', 'random')
 _CACHE: OrderedDict = OrderedDict()
 _CACHE_SIZE = 3
+GUARD_BATCH = 8  # attribute()'s default internal_batch_size: the most rows one forward+backward pass holds
 USER_ERRORS = (SpecError, WeightsError, ImageError, ValueError)
 
 
@@ -59,6 +61,7 @@ def get_model(choice: str, spec_dict: dict | None, mode: str, checkpoint: str | 
     if key in _CACHE:
         _CACHE.move_to_end(key)
         return _CACHE[key]
+    check_request(spec, batch_size=GUARD_BATCH, training=True)  # attribution batches keep activations for backward
     model, info = load_model(spec, weights)
     entry = (spec, model, info, data_config(spec, info))
     _CACHE[key] = entry

@@ -78,6 +78,7 @@ def _user_errors(fn):
 
 def load(spec_arg: str, weights: str | None):
     """(spec, model, WeightsInfo, data config) for a SPEC argument and a --weights value."""
+    from ..guard import check_request
     from ..predict import data_config
     from ..spec import load_spec
     from ..weights import checkpoint_spec, load_model, pretrained_name
@@ -91,6 +92,7 @@ def load(spec_arg: str, weights: str | None):
         spec = load_spec(spec_arg)
     if weights is None:
         weights = 'pretrained' if pretrained_name(spec) else 'random'
+    check_request(spec, batch_size=8, training=True)  # attribution: 8 rows with activations kept for backward
     model, info = load_model(spec, weights)
     return spec, model, info, data_config(spec, info)
 
