@@ -61,9 +61,10 @@ class TrainResult:
     checkpoint: str | None
     metrics: dict
     history: list = field(default_factory=list)
+    model: nn.Module | None = field(default=None, repr=False)  # the trained model, eval mode
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return {'checkpoint': self.checkpoint, 'metrics': self.metrics, 'history': self.history}
 
 
 class Stopped(Exception):
@@ -194,7 +195,7 @@ def train(spec: ArchSpec | dict, dataset: str = 'fashion-mnist', epochs: float =
     path = None
     if out is not None:
         path = save_checkpoint(out, model, spec, pre, metrics, history, cfg)
-    return TrainResult(path, metrics, history)
+    return TrainResult(path, metrics, history, model)
 
 
 def _check_config(cfg: TrainConfig) -> None:
@@ -349,4 +350,73 @@ def evaluate(checkpoint: str | Path, dataset: str = 'fashion-mnist', data_dir: s
     out = accuracy_on(model, ds, info['preprocessing'], batch_size)
     out.update(recorded_accuracy=info['metrics'].get('test_accuracy'), checkpoint=str(checkpoint), name=spec.name,
                dataset=dataset)
+    return out
+
+
+# ---- for the app: adapting a design, finding trained checkpoints -------------------------------------------
+ASSET_DIR = Path(__file__).resolve().parent.parent / 'assets' / 'fmnist'
+USER_DIR = Path.home() / '.cache' / 'metaformer-explorer' / 'trained'
+PUBLISHED_META = ('timm_name', 'pretrained_tag', 'top1', 'params_m', 'frozen_params_m', 'gmacs', 'resolution',
+                  'source', 'differs_from_original')
+
+
+def adapt_for_fmnist(spec: ArchSpec | dict, img_size: int = 32) -> tuple[ArchSpec, list[str]]:
+    """The same design made trainable on Fashion-MNIST: in_chans 1, num_classes 10, img_size 32 (or 28) and a
+    small stem. Staged designs get a 3x3 stem of stride 2 (16x16 tokens at 32x32), or 1 when their downsampling
+    leaves no room; isotropic ones (one token grid) a 4x4/4 patchify stem (8x8 tokens, like ViT's 16x16/16 at
+    224). Stages, widths, depths and mixers stay as they are.
+
+    Returns (spec, notes): notes say what changed, in words. Raises ValueError when no stem stride fits."""
+    spec = spec if isinstance(spec, ArchSpec) else ArchSpec.from_dict(spec)
+    if img_size not in (28, 32):
+        raise ValueError(f'img_size {img_size} is not offered for Fashion-MNIST; choose 28 or 32')
+    n_down = sum(1 for st in spec.stages[1:] if st.downsample)
+    ds = spec.downsample.stride ** n_down
+    options = [(4, 4, 0), (2, 2, 0), (1, 1, 0)] if n_down == 0 else [(3, 2, 1), (3, 1, 1)]
+    fit = next((o for o in options if img_size % (o[1] * ds) == 0), None)
+    if fit is None:
+        raise ValueError(f'stages: {n_down} downsampling stages (stride {spec.downsample.stride} each) do not '
+                         f'divide a {img_size}x{img_size} input; remove a stage or set downsample false on one')
+    stem = dict(zip(('kernel_size', 'stride', 'padding'), fit))
+    stride = fit[1]
+    d = spec.to_dict()
+    meta = {k: v for k, v in d.get('meta', {}).items() if k not in PUBLISHED_META}
+    meta['notes'] = (f'adapted from {spec.name} for Fashion-MNIST: 1 input channel, 10 classes, '
+                     f'{img_size}x{img_size} input, {fit[0]}x{fit[0]}/{stride} stem')
+    name = spec.name if spec.name.endswith('_fmnist') else f'{spec.name}_fmnist'
+    d.update(name=name[:100], in_chans=1, num_classes=10, img_size=img_size, stem=stem, meta=meta)
+    new = ArchSpec.from_dict(d)
+    notes = []
+    for key, old, value in (('in_chans', spec.in_chans, 1), ('num_classes', spec.num_classes, 10),
+                            ('img_size', spec.img_size, img_size)):
+        if old != value:
+            notes.append(f'{key} {old} -> {value}')
+    old_stem = spec.stem
+    if (old_stem.kernel_size, old_stem.stride, old_stem.padding) != fit:
+        notes.append(f'stem {old_stem.kernel_size}x{old_stem.kernel_size}/{old_stem.stride} -> '
+                     f'{fit[0]}x{fit[0]}/{stride}')
+    grids = ' -> '.join(f'{h}x{w}' for h, w in new.grid_sizes())
+    if not notes and spec.stem.stride == stride:  # already trainable as it is: keep it untouched
+        return spec, [f'already set up for Fashion-MNIST; token grids {grids}']
+    notes.append(f'token grids {grids}')
+    return new, notes
+
+
+def list_trained(dirs: list[str | Path] | None = None) -> list[dict]:
+    """Trained checkpoints on this machine: the shipped ones (assets/fmnist) and the user's (USER_DIR, where
+    the app's Train tab writes). Each: {'path', 'name', 'accuracy', 'params', 'epochs', 'shipped', 'dataset'},
+    shipped first, then newest first. Unreadable files are left out."""
+    out = []
+    for d in dirs or [ASSET_DIR, USER_DIR]:
+        d = Path(d)
+        files = sorted(d.glob('*.safetensors'), key=lambda p: (-p.stat().st_mtime, p.name)) if d.is_dir() else []
+        for p in files:
+            try:
+                info = read_metadata(p)
+            except (ValueError, OSError, KeyError):
+                continue
+            m = info['metrics']
+            out.append({'path': str(p), 'name': info['spec'].get('name', p.stem),
+                        'accuracy': m.get('test_accuracy'), 'params': m.get('params'), 'epochs': m.get('epochs'),
+                        'shipped': d.resolve() == ASSET_DIR.resolve(), 'dataset': info.get('dataset')})
     return out

@@ -1,0 +1,247 @@
+"""Training, checkpoints and the shipped Fashion-MNIST models.
+
+Most tests train a tiny spec on a synthetic Fashion-MNIST-shaped dataset written as idx files to a temp dir
+(so they run anywhere, and exercise the idx reader); the shipped-checkpoint test needs the real test set and
+is skipped, saying why, only where no copy of Fashion-MNIST is installed.
+"""
+from __future__ import annotations
+
+import gzip
+import json
+import struct
+from pathlib import Path
+
+import pytest
+import torch
+
+from explorer.cli import main as cli_main
+from explorer.data import (
+    CLASSES, DatasetNotFound, Preprocessing, find_dataset, load_dataset, preprocess, read_idx,
+)
+from explorer.spec import ArchSpec
+from explorer.train import (
+    Stopped, accuracy_on, augment, evaluate, load_trained, predict_logits, read_metadata, train,
+)
+
+ASSETS = Path(__file__).resolve().parent.parent / 'assets' / 'fmnist'
+SHIPPED = sorted(ASSETS.glob('*.safetensors'))
+FAMILIES = ('identity', 'random', 'pooling', 'sepconv', 'attention', 'spatial_mlp', 'hybrid')
+
+TINY = {
+    'name': 'tiny_fmnist', 'img_size': 32, 'in_chans': 1, 'num_classes': 10,
+    'stem': {'kernel_size': 4, 'stride': 4, 'padding': 0},
+    'stages': [{'mixer': 'pooling', 'depth': 1, 'dim': 8}, {'mixer': 'sepconv', 'depth': 1, 'dim': 16}],
+}
+QUICK = dict(batch_size=32, crop_pad=0, eval_every_epoch=False, threads=1)
+
+
+def write_idx(path: Path, array: torch.Tensor) -> None:
+    """uint8 tensor -> gzipped idx file (magic 0x0000 08 ndim, big-endian sizes, raw bytes)."""
+    header = struct.pack('>HBB', 0, 0x08, array.dim()) + struct.pack(f'>{array.dim()}I', *array.shape)
+    with gzip.open(path, 'wb') as f:
+        f.write(header + array.numpy().tobytes())
+
+
+def synthetic_images(labels: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """Class c is a bright horizontal bar at rows 2c+4..2c+5 on noise: learnable in a few steps."""
+    x = torch.randint(0, 60, (len(labels), 28, 28), generator=gen, dtype=torch.uint8)
+    for i, c in enumerate(labels.tolist()):
+        x[i, 2 * c + 4:2 * c + 6, 4:24] = 255
+    return x
+
+
+@pytest.fixture(scope='module')
+def fake_dir(tmp_path_factory) -> Path:
+    d = tmp_path_factory.mktemp('fake_fmnist')
+    gen = torch.Generator().manual_seed(0)
+    for split, n in (('train', 320), ('t10k', 200)):
+        labels = torch.arange(n, dtype=torch.uint8) % 10
+        write_idx(d / f'{split}-images-idx3-ubyte.gz', synthetic_images(labels, gen))
+        write_idx(d / f'{split}-labels-idx1-ubyte.gz', labels)
+    return d
+
+
+def real_test_set_or_skip():
+    try:
+        return load_dataset('fashion-mnist', 'test')
+    except DatasetNotFound as e:
+        pytest.skip(f'Fashion-MNIST is not installed here (apt install dataset-fashion-mnist): {e}')
+
+
+# ---- data ----------------------------------------------------------------------------------------------
+def test_idx_reader_round_trip_and_bad_header(tmp_path):
+    a = torch.arange(2 * 3 * 4, dtype=torch.uint8).reshape(2, 3, 4)
+    write_idx(tmp_path / 'a.gz', a)
+    assert torch.equal(read_idx(tmp_path / 'a.gz'), a)
+    (tmp_path / 'bad').write_bytes(b'\x00\x00\x0d\x01\x00\x00\x00\x01\x00\x00\x00\x00')  # float32 type code
+    with pytest.raises(ValueError, match='not an idx file of unsigned bytes'):
+        read_idx(tmp_path / 'bad')
+
+
+def test_synthetic_dataset_loads_from_user_dir(fake_dir):
+    ds = load_dataset('fashion-mnist', 'train', data_dir=fake_dir)
+    assert ds.images.shape == (320, 28, 28) and ds.images.dtype == torch.uint8
+    assert ds.labels[:12].tolist() == [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 0, 1]
+    assert ds.source == str(fake_dir)
+
+
+def test_missing_dataset_gives_clear_message(tmp_path, capsys):
+    empty = tmp_path / 'nothing_here'
+    with pytest.raises(DatasetNotFound) as e:
+        find_dataset('fashion-mnist', data_dir=empty)
+    msg = str(e.value)
+    assert str(empty) in msg and 'train-images-idx3-ubyte' in msg
+    assert 'dataset-fashion-mnist' in msg and '--data-dir' in msg and '--download' in msg
+    spec = tmp_path / 'tiny.json'
+    spec.write_text(json.dumps(TINY))
+    rc = cli_main(['train', str(spec), '--data-dir', str(empty), '--epochs', '1', '--out', str(tmp_path / 'x.st')])
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert err.startswith('error: Fashion-MNIST (train split) not found') and str(empty) in err
+
+
+def test_unknown_dataset_name_is_refused():
+    with pytest.raises(ValueError, match="dataset 'cifar10' is not supported; choose from fashion-mnist"):
+        find_dataset('cifar10')
+
+
+def test_preprocess_pads_28_to_32_with_background():
+    img = torch.full((28, 28), 255, dtype=torch.uint8)
+    pre = Preprocessing(img_size=32, resize='pad', mean=0.25, std=0.5)
+    x = preprocess(img, pre)
+    assert x.shape == (1, 1, 32, 32)
+    assert torch.all(x[0, 0, 2:30, 2:30] == (1 - 0.25) / 0.5)  # pixel 255 -> 1.0 -> normalised
+    assert torch.all(x[0, 0, :2] == -0.25 / 0.5) and torch.all(x[0, 0, :, 30:] == -0.25 / 0.5)
+    assert Preprocessing.for_spec(ArchSpec.from_dict({**TINY, 'img_size': 28, 'stem': {
+        'kernel_size': 2, 'stride': 2, 'padding': 0}})).resize == 'none'
+
+
+def test_augment_crops_are_shifted_copies_and_flip_mirrors():
+    x = torch.zeros(64, 1, 8, 8)
+    x[:, 0, 3, 2] = 1.0  # one bright pixel, 2 away from the left border
+    gen = torch.Generator().manual_seed(0)
+    y = augment(x, pad=2, hflip=False, gen=gen)
+    assert y.shape == x.shape and torch.all(y.sum((1, 2, 3)) == 1)  # a shift of <= 2 keeps the pixel
+    rows, cols = y[:, 0].flatten(1).argmax(1).div(8, rounding_mode='floor'), y[:, 0].flatten(1).argmax(1) % 8
+    assert set(rows.tolist()) == {1, 2, 3, 4, 5} and set(cols.tolist()) == {0, 1, 2, 3, 4}
+    z = augment(x, pad=0, hflip=True, gen=gen)
+    assert torch.all((z[:, 0, 3, 2] == 1) ^ (z[:, 0, 3, 5] == 1))  # each image either kept or mirrored
+    assert 0 < int((z[:, 0, 3, 5] == 1).sum()) < 64
+
+
+# ---- training ------------------------------------------------------------------------------------------
+def test_short_run_lowers_the_loss_and_learns(fake_dir):
+    res = train(TINY, epochs=6, seed=0, data_dir=fake_dir, lr=1e-2, **QUICK)
+    losses = [h['train_loss'] for h in res.history]
+    assert len(losses) == 6 and res.metrics['steps'] == 6 * (320 // 32)
+    assert losses[-1] < 0.6 * losses[0], losses
+    assert res.metrics['test_accuracy'] >= 0.3  # chance is 0.1
+    assert res.metrics['test_n'] == 200 and res.metrics['threads'] == 1 and res.metrics['stopped_by'] == 'epochs'
+
+
+def test_checkpoint_reloads_and_reproduces_predictions_exactly(fake_dir, tmp_path):
+    out = tmp_path / 'tiny.safetensors'
+    res = train(TINY, epochs=2, seed=3, data_dir=fake_dir, out=out, **QUICK)
+    model, spec, info = load_trained(out)
+    assert spec.to_dict() == ArchSpec.from_dict(TINY).to_dict()
+    assert info['classes'] == list(CLASSES) and info['preprocessing'].img_size == 32
+    assert info['metrics']['seed'] == 3 and info['metrics']['epochs'] == 2
+    assert info['metrics']['recipe']['batch_size'] == 32 and len(info['history']) == 2
+    test = load_dataset('fashion-mnist', 'test', data_dir=fake_dir)
+    pre = info['preprocessing']
+    assert torch.equal(predict_logits(model, test.images, pre), predict_logits(res.model, test.images, pre))
+    ev = evaluate(out, data_dir=fake_dir)
+    assert ev['accuracy'] == res.metrics['test_accuracy'] == ev['recorded_accuracy']
+    assert ev['n'] == 200 and ev['correct'] == res.metrics['test_correct']
+
+
+def test_same_seed_same_weights_other_seed_differs(fake_dir):
+    runs = [train(TINY, epochs=1, seed=s, data_dir=fake_dir, **QUICK).model.state_dict() for s in (7, 7, 8)]
+    assert runs[0].keys() == runs[1].keys()
+    assert all(torch.equal(runs[0][k], runs[1][k]) for k in runs[0])
+    assert not all(torch.equal(runs[0][k], runs[2][k]) for k in runs[0])
+
+
+def test_time_budget_and_stop_end_training_early(fake_dir):
+    res = train(TINY, epochs=500, time_budget=0.5, seed=0, data_dir=fake_dir, **QUICK)
+    assert res.metrics['stopped_by'] == 'time_budget' and res.metrics['steps'] < 500 * 10
+    assert res.metrics['time_budget_s'] == 0.5
+
+    def stop_after_first_epoch(ev):
+        if ev['kind'] == 'epoch':
+            raise Stopped
+    res = train(TINY, epochs=5, seed=0, data_dir=fake_dir, progress=stop_after_first_epoch, **QUICK)
+    assert res.metrics['stopped_by'] == 'user' and res.metrics['steps'] == 10
+
+
+def test_untrainable_spec_names_the_field(fake_dir):
+    with pytest.raises(ValueError, match='in_chans is 3; Fashion-MNIST images are grayscale'):
+        train({**TINY, 'in_chans': 3}, epochs=1, data_dir=fake_dir, **QUICK)
+    with pytest.raises(ValueError, match='num_classes is 1000; Fashion-MNIST has 10 classes'):
+        train({**TINY, 'num_classes': 1000}, epochs=1, data_dir=fake_dir, **QUICK)
+
+
+def test_cli_train_and_evaluate_json(fake_dir, tmp_path, capsys):
+    spec = tmp_path / 'tiny.json'
+    spec.write_text(json.dumps(TINY))
+    out = tmp_path / 'cli.safetensors'
+    rc = cli_main(['train', str(spec), '--data-dir', str(fake_dir), '--epochs', '1', '--batch-size', '64',
+                   '--seed', '1', '--threads', '1', '--out', str(out)])
+    assert rc == 0 and out.is_file()
+    assert 'test accuracy' in capsys.readouterr().out
+    assert cli_main(['evaluate', str(out), '--data-dir', str(fake_dir), '--json']) == 0
+    r = json.loads(capsys.readouterr().out)
+    assert r['n'] == 200 and r['accuracy'] == r['recorded_accuracy']
+    assert cli_main(['evaluate', str(tmp_path / 'missing.safetensors')]) == 2
+
+
+# ---- shipped checkpoints -------------------------------------------------------------------------------
+def test_every_family_has_a_spec_and_a_checkpoint():
+    for family in FAMILIES:
+        spec = ArchSpec.from_json((ASSETS / 'specs' / f'fmnist_{family}.json').read_text())
+        assert spec.in_chans == 1 and spec.num_classes == 10
+        assert (ASSETS / f'fmnist_{family}.safetensors').is_file(), family
+    assert len(list((ASSETS / 'images').glob('*.png'))) == 20
+
+
+@pytest.mark.parametrize('path', SHIPPED, ids=[p.stem for p in SHIPPED])
+def test_shipped_checkpoint_loads_and_matches_its_recorded_accuracy(path):
+    assert path.stat().st_size <= 5 * 2 ** 20, f'{path.name} is over 5 MB'
+    meta = read_metadata(path)
+    assert meta['dataset'] == 'fashion-mnist' and meta['metrics']['test_n'] == 10_000
+    test = real_test_set_or_skip()
+    model, spec, info = load_trained(path)
+    got = accuracy_on(model, test, info['preprocessing'], batch_size=1000)
+    # same weights, same batches: exact on the machine that trained it; other CPUs may flip a near-tie
+    assert abs(got['accuracy'] - info['metrics']['test_accuracy']) <= 2e-4, (got['accuracy'], info['metrics'])
+
+
+# ---- app: adapting, the training stream, the trained-model list ------------------------------------------
+def test_adapt_makes_a_preset_trainable_and_says_what_changed():
+    from explorer.spec import load_spec
+    from explorer.train import adapt_for_fmnist, check_trainable
+    spec, notes = adapt_for_fmnist(load_spec('poolformer_s12'))
+    check_trainable(spec)
+    assert (spec.in_chans, spec.num_classes, spec.img_size) == (1, 10, 32)
+    assert spec.grid_sizes() == [(16, 16), (8, 8), (4, 4), (2, 2)]
+    assert notes == ['in_chans 3 -> 1', 'num_classes 1000 -> 10', 'img_size 224 -> 32', 'stem 7x7/4 -> 3x3/2',
+                     'token grids 16x16 -> 8x8 -> 4x4 -> 2x2']
+    assert 'top1' not in spec.meta and [st.dim for st in spec.stages] == [64, 128, 320, 512]
+    iso, _ = adapt_for_fmnist(load_spec('deit_small'))
+    assert iso.grid_sizes() == [(8, 8)] and iso.stem.kernel_size == 4  # patchify, like 16x16/16 at 224
+    with pytest.raises(ValueError, match='do not divide a 28x28 input'):
+        adapt_for_fmnist(load_spec('poolformer_s12'), img_size=28)
+
+
+def test_training_stream_yields_steps_epochs_and_a_listed_checkpoint(fake_dir, tmp_path):
+    from explorer.train import list_trained
+    from explorer.ui_train import training_events
+    events = list(training_events(TINY, 2, None, 32, 0, None, 'test-run', out_dir=tmp_path, data_dir=fake_dir))
+    kinds = [e['kind'] for e in events]
+    assert kinds[-1] == 'done' and kinds.count('epoch') == 2 and 'step' in kinds
+    res = events[-1]['result']
+    assert Path(res.checkpoint).parent == tmp_path
+    listed = list_trained([tmp_path])
+    assert [t['path'] for t in listed] == [res.checkpoint] and listed[0]['accuracy'] == res.metrics['test_accuracy']
+    bad = list(training_events({**TINY, 'in_chans': 3}, 1, None, 32, 0, None, 'bad', tmp_path, fake_dir))
+    assert bad[-1]['kind'] == 'error' and 'in_chans is 3' in bad[-1]['message']
