@@ -121,7 +121,7 @@ def accuracy_on(model: nn.Module, ds: Dataset, pre: Preprocessing, batch_size: i
     correct = pred == ds.labels
     per_class = {ds.classes[c]: round(float(correct[ds.labels == c].float().mean()), 4)
                  for c in range(len(ds.classes)) if (ds.labels == c).any()}
-    return {'accuracy': float(correct.float().mean()), 'n': len(ds), 'correct': int(correct.sum()),
+    return {'accuracy': int(correct.sum()) / len(ds), 'n': len(ds), 'correct': int(correct.sum()),
             'loss': float(F.cross_entropy(logits, ds.labels)), 'per_class': per_class}
 
 

@@ -76,7 +76,7 @@ def cmd_train(args) -> int:
         print(json.dumps(m, indent=2))
     else:
         print(f'{spec.name}: test accuracy {100 * m["test_accuracy"]:.2f}% ({m["test_correct"]}/{m["test_n"]}) after '
-              f'{m["epochs"]:g} epochs ({m["steps"]} steps, batch {args.batch_size}), {m["train_time_s"]:.0f} s '
+              f'{m["epochs"]:g} epoch{"" if m["epochs"] == 1 else "s"} ({m["steps"]} steps, batch {args.batch_size}), {m["train_time_s"]:.0f} s '
               f'training on {m["device"]} with {m["threads"]} threads; {m["params"]:,} params; '
               f'wrote {res.checkpoint}')
     return 0
