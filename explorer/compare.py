@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 
 from .handlers import list_presets, parse_spec
-from .spec import ArchSpec, SpecError
+from .spec import ArchSpec
 
 # x axes of the accuracy scatter: key in a point -> axis title (with its convention)
 X_AXES = {
@@ -52,23 +52,12 @@ def pareto_front(points: list[dict], x: str, y: str = 'top1', lower_x_better: bo
 
 
 def scaling(specs: dict[str, dict | str], sizes: list[int]) -> dict[str, list[dict]]:
-    """name -> [{img_size, params, macs, act_bytes}, ...] for each spec at each input size it accepts.
-
-    Sizes a spec cannot take (not divisible by its stride; fixed-token mixers, whose parameter count changes
-    with the token grid, are counted as rebuilt for that size) are skipped, not errors."""
+    """name -> [{img_size, params, macs, act_bytes, note}, ...] for each spec at each input size it accepts
+    (explorer.counting.scaling_curve; sizes a spec cannot take are left out, not errors). Fixed-token mixers
+    are costed as rebuilt for each size (their params grow; `note` says so). Activation bytes: batch 1, fp32."""
     from .counting import scaling_curve
-    out = {}
-    for name, spec in specs.items():
-        s = parse_spec(spec)
-        ok = []
-        for size in sorted(set(int(v) for v in sizes)):
-            try:
-                s.replace(img_size=size)
-            except SpecError:
-                continue
-            ok.append(size)
-        out[name] = scaling_curve(s, ok) if ok else []
-    return out
+    sizes = sorted({int(v) for v in sizes})
+    return {name: [r for r in scaling_curve(parse_spec(spec), sizes) if r['valid']] for name, spec in specs.items()}
 
 
 def diff(spec_a: dict | str, spec_b: dict | str, img_size: int | None = None) -> dict:

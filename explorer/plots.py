@@ -10,6 +10,7 @@ from .diagram import mixer_colour
 PART_COLOURS = {'token mixer': '#f59e0b', 'MLP': '#3b82f6', 'other': '#94a3b8'}
 FAMILY_COLOURS = ('#2563eb', '#dc2626', '#16a34a', '#9333ea', '#ea580c', '#0891b2', '#ca8a04', '#db2777',
                   '#4b5563', '#65a30d', '#7c3aed', '#0d9488')
+LINE_COLOURS = ('#e11d48', '#2563eb', '#16a34a', '#9333ea', '#ea580c', '#0891b2', '#ca8a04', '#4b5563')
 _LAYOUT = dict(template='plotly_white', margin=dict(l=50, r=16, t=36, b=40), font=dict(size=12),
                legend=dict(orientation='h', yanchor='bottom', y=1.02, xanchor='left', x=0))
 
@@ -98,7 +99,7 @@ def scaling_figure(curves: dict[str, list[dict]], height: int = 340) -> go.Figur
     for k, (name, rows) in enumerate(curves.items()):
         if not rows:
             continue
-        colour = '#e11d48' if k == 0 else FAMILY_COLOURS[k % len(FAMILY_COLOURS)]
+        colour = LINE_COLOURS[k % len(LINE_COLOURS)]
         sizes = [r['img_size'] for r in rows]
         fig.add_trace(go.Scatter(x=sizes, y=[r['macs'] / 1e9 for r in rows], mode='lines+markers', name=name,
                                  line=dict(color=colour), legendgroup=name,
@@ -107,7 +108,7 @@ def scaling_figure(curves: dict[str, list[dict]], height: int = 340) -> go.Figur
                                  name=name, line=dict(color=colour), legendgroup=name, showlegend=False,
                                  hovertemplate=f'{name}<br>%{{x}}²: %{{y:.4g}} MiB<extra></extra>'), row=1, col=2)
     fig.update_layout(**_LAYOUT, height=height)
-    fig.update_layout(margin=dict(l=50, r=16, t=70, b=44))
+    fig.update_layout(margin=dict(l=50, r=16, t=84, b=44), legend=dict(y=1.2, font=dict(size=11)))
     fig.update_xaxes(title_text='input resolution (px)')
     fig.update_annotations(font_size=12)
     return fig

@@ -4,8 +4,10 @@ This module and the `ui_*.py` files next to it are the only ones that import gra
 functions (explorer.handlers, explorer.compare); figures come from explorer.plots; the composition lives in
 `gr.State` as a spec dict (never a model).
 
-Adding a tab: write `add_<name>_tab(ctx: AppContext) -> None` in its own module (it opens its own
-`gr.Tab(...)`) and list `'module:function'` in TAB_HOOKS. Missing modules are skipped, so a tab can land later.
+Adding a tab: write `add_<name>_tab(ctx: AppContext) -> None` in its own module and list `'module:function'`
+in TAB_HOOKS (a missing module is skipped, so a tab can land later). The function is called inside
+`gr.Tabs()`: it opens its own `gr.Tab(...)` and creates every component, gr.State included, inside that Tab
+(a component directly under gr.Tabs shifts the tab buttons' labels in Gradio 6). Events may be wired after.
 """
 from __future__ import annotations
 
@@ -15,7 +17,6 @@ from typing import Callable
 
 import gradio as gr
 
-from . import handlers as h
 from .spec import SpecError
 
 # tabs added after the built-in ones, in this order ('module:function'; a missing module is skipped)
@@ -127,4 +128,4 @@ def api_error(e: Exception) -> gr.Error:
     return gr.Error(str(e), title='Invalid spec' if isinstance(e, SpecError) else 'Error', print_exception=False)
 
 
-__all__ = ['AppContext', 'build_demo', 'launch_kwargs', 'TAB_HOOKS', 'CSS', 'THEME', 'error_text', 'h']
+__all__ = ['AppContext', 'build_demo', 'launch_kwargs', 'TAB_HOOKS', 'CSS', 'THEME', 'error_text']

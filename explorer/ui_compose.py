@@ -128,8 +128,7 @@ def add_compose_tab(ctx: AppContext) -> None:
                 chart = gr.Plot(show_label=False, elem_id='mfx-chart')
                 table = gr.HTML(elem_id='mfx-table')
         diagram = gr.HTML(elem_id='mfx-diagram')
-
-    n_state = gr.State(4)
+        n_state = gr.State(4)  # inside the Tab: a component directly under gr.Tabs shifts the tab buttons
     keys = [k for k, _, _ in h.option_slots()]
     row_fields = [c for r in rows for c in (r['mixer'], r['depth'], r['dim'], r['mlp_ratio'], r['downsample'],
                                             *r['options'].values())]
@@ -162,9 +161,10 @@ def add_compose_tab(ctx: AppContext) -> None:
             return [gr.skip()] * 4 + [gr.update(value=error_text(e), visible=True)] + [gr.skip()] * 4
         report = h.profile(spec)
         d = spec.to_dict()
-        return [d, report, _totals_html(spec, report), '<div class="mfx-note">fvcore: counting the built model…</div>',
-                gr.update(value='', visible=False), stage_cost_figure(report), _table_html(h.stage_rows(spec, report), report),
-                network_html(spec), gr.update(value=report['preset'])]
+        pending = '<div class="mfx-note">fvcore: counting the built model…</div>'
+        return [d, report, _totals_html(spec, report), pending, gr.update(value='', visible=False),
+                stage_cost_figure(report), _table_html(h.stage_rows(spec, report), report), network_html(spec),
+                gr.update(value=report['preset'])]
 
     def verify(spec: dict, report: dict):
         if not spec or not report:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import json
 import tempfile
 from html import escape
 from pathlib import Path
@@ -13,7 +14,7 @@ from . import compare as cmp
 from . import handlers as h
 from .diagram import network_svg
 from .plots import accuracy_figure, bench_figure, diff_figure, empty_figure, scaling_figure
-from .spec import ArchSpec, SpecError
+from .spec import SpecError
 from .ui import AppContext, api_error
 
 PRIVATE = dict(api_visibility='private')
@@ -29,33 +30,36 @@ SHARE_JS = """(q) => {
 
 
 # ---- measure --------------------------------------------------------------------------------------------
-HISTORY_COLUMNS = [('#', None), ('model', 'name'), ('device', 'device'), ('dtype', 'dtype'), ('batch', 'batch_size'),
-                   ('channels_last', 'channels_last'), ('compile', 'compile'), ('images/s', 'throughput'),
-                   ('latency ms', 'latency_ms'), ('of peak', 'peak_fraction'), ('stamp', 'stamp')]
+HISTORY_COLUMNS = ('#', 'model', 'device', 'dtype', 'batch', 'ch.-last', 'compile', 'images/s',
+                   'latency ms p50 (p10–p90)', 'peak mem', 'of matmul peak', 'stamp')
 
 
-def _cell(key, v) -> str:
-    if v is None:
-        return '—'
-    if key == 'peak_fraction':
-        return f'{100 * v:.1f}%'
-    if isinstance(v, bool):
-        return 'yes' if v else 'no'
-    if isinstance(v, float):
-        return f'{v:.4g}'
-    return escape(str(v))
+def history_cells(i: int, r: dict) -> list[str]:
+    """One history row from a bench result dict (explorer.speed.BenchResult.to_dict() + name)."""
+    st = r.get('stamp', {})
+    yes = lambda v: 'yes' if v else 'no'  # noqa: E731
+    mem = h.fmt_bytes(r['peak_mem_bytes']) if r.get('peak_mem_bytes') else '—'
+    stamp = f'{st.get("device_name", "")}, {st.get("threads", "?")} threads, torch {st.get("torch", "?")}'
+    return [str(i + 1), escape(r.get('name', '')), escape(str(st.get('device', ''))), escape(str(st.get('dtype', ''))),
+            str(st.get('batch_size', '')), yes(st.get('channels_last')), yes(st.get('compile')),
+            f'{r["throughput"]:.4g}',
+            f'{r["latency_ms_median"]:.4g} ({r["latency_ms_p10"]:.3g}–{r["latency_ms_p90"]:.3g})', mem,
+            f'{100 * r["peak_fraction"]:.1f}%',
+            f'<span title="{escape(json.dumps(st))}">{escape(stamp)}</span>']
 
 
 def history_html(history: list[dict]) -> str:
     if not history:
         return '<div class="mfx-note">No measurement yet.</div>'
-    head = ''.join(f'<th>{c}</th>' for c, _ in HISTORY_COLUMNS)
+    head = ''.join(f'<th>{c}</th>' for c in HISTORY_COLUMNS)
     body = ''
     for i, row in enumerate(history):
-        cells = [f'<td>{i + 1}</td>'] + [f'<td{" class=l" if k in ("name", "stamp") else ""}>{_cell(k, row.get(k))}'
-                                         '</td>' for _, k in HISTORY_COLUMNS[1:]]
-        body += '<tr>' + ''.join(cells) + '</tr>'
-    return f'<table class="mfx-table" id="mfx-history"><tr>{head}</tr>{body}</table>'
+        cells = history_cells(i, row)
+        body += '<tr>' + ''.join(f'<td{" class=l" if j in (1, 11) else ""}>{c}</td>' for j, c in enumerate(cells)) \
+            + '</tr>'
+    return (f'<table class="mfx-table" id="mfx-history"><tr>{head}</tr>{body}</table><div class="mfx-note">'
+            'Throughput = batch / median latency; random weights, inference mode. Hover a stamp for the full '
+            'record (threads, load, timer, versions).</div>')
 
 
 def add_measure_tab(ctx: AppContext) -> None:
@@ -91,8 +95,8 @@ def add_measure_tab(ctx: AppContext) -> None:
                 raise gr.Error(f'{label}: {e}', print_exception=False) from None
             history.append(row)
         last = history[-1]
-        msg = (f'<div class="mfx-note">Last: <b>{escape(last["name"])}</b> {_cell("throughput", last.get("throughput"))}'
-               f' images/s · {escape(str(last.get("stamp", "")))}</div>')
+        msg = (f'<div class="mfx-note">Last: <b>{escape(last["name"])}</b> {last["throughput"]:.4g} images/s, '
+               f'{100 * last["peak_fraction"]:.1f}% of this device\'s measured matmul peak.</div>')
         return history, msg, history_html(history), bench_figure(history)
 
     run.click(measure, [ctx.spec, device, batch, dtype, channels_last, compile_, presets, ctx.history],
@@ -148,7 +152,7 @@ def add_compare_tab(ctx: AppContext) -> None:
                 with gr.Row():
                     other = gr.Dropdown(choices=h.preset_choices(), value='convformer_s18', label='B: preset',
                                         scale=3)
-                    upload = gr.UploadButton('B: upload JSON', file_types=['.json'], scale=1, size='sm')
+                    upload = gr.UploadButton('B: upload JSON', file_types=['.json'], scale=1, size='md', min_width=150)
                 diff_box = gr.HTML()
                 diff_plot = gr.Plot(show_label=False)
         other_spec = gr.State(None)
@@ -198,13 +202,16 @@ def diff_html(d: dict) -> str:
     head = ['stage', f'A: {d["a"]}', f'B: {d["b"]}', 'Δ params', 'Δ MACs']
     body = ''
     for r in d['rows'] + [{**d['total'], 'stage': 'total', 'mixer_a': '', 'mixer_b': ''}]:
-        desc = lambda side: (f'{r[f"mixer_{side}"]} ×{r[f"depth_{side}"]} @ {r[f"dim_{side}"]}'  # noqa: E731
-                             if r.get(f'depth_{side}') else r.get(f'mixer_{side}') or '') + \
-            f' · {h.fmt_count(r[f"params_{side}"])} / {h.fmt_count(r[f"macs_{side}"])}'
+        def desc(side):
+            cost = f'{h.fmt_count(r[f"params_{side}"])} / {h.fmt_count(r[f"macs_{side}"])}'
+            if r.get(f'depth_{side}'):
+                return f'{r[f"mixer_{side}"]} ×{r[f"depth_{side}"]} @ {r[f"dim_{side}"]} · {cost}'
+            return '—' if r.get(f'mixer_{side}') == '—' else cost
         body += (f'<tr><td>{escape(str(r["stage"]))}</td><td class="l">{escape(desc("a"))}</td>'
                  f'<td class="l">{escape(desc("b"))}</td><td>{r["d_params"]:+,}</td><td>{r["d_macs"]:+,}</td></tr>')
     return (f'<table class="mfx-table" id="mfx-diff"><tr>{"".join(f"<th>{escape(c)}</th>" for c in head)}</tr>{body}'
-            f'</table><div class="mfx-note">params / MACs per side; {escape(d["convention"])}</div>')
+            f'</table><div class="mfx-note">params / MACs per side; MACs: one multiply-accumulate = 1, one image '
+            f'at each spec\'s own size.</div>')
 
 
 # ---- share ----------------------------------------------------------------------------------------------
@@ -225,9 +232,10 @@ def add_share_tab(ctx: AppContext) -> None:
         url = gr.Textbox(label='link that restores this composition', buttons=['copy'], elem_id='mfx-share-url',
                          interactive=False)
         with gr.Row():
-            download = gr.DownloadButton('Download spec JSON', elem_id='mfx-download', scale=0, min_width=200)
+            download = gr.DownloadButton('Download spec JSON', elem_id='mfx-download', scale=0, min_width=220,
+                                         size='md')
             upload = gr.UploadButton('Upload spec JSON', file_types=['.json'], elem_id='mfx-upload', scale=0,
-                                     min_width=200)
+                                     min_width=220, size='md')
             upload_msg = gr.Markdown(elem_classes='mfx-note')
         with gr.Row():
             snippet = gr.Code(language='python', label='Python: rebuild this model', elem_id='mfx-snippet')
@@ -366,4 +374,4 @@ def register_api() -> None:
         gr.api(_api(fn), api_name=name, **extra)
 
 
-__all__ = ['add_measure_tab', 'add_compare_tab', 'add_share_tab', 'register_api', 'API', 'ArchSpec']
+__all__ = ['add_measure_tab', 'add_compare_tab', 'add_share_tab', 'register_api', 'API']
