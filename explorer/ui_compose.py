@@ -6,6 +6,8 @@ form keeps the last valid numbers and shows the validation message; the user's i
 """
 from __future__ import annotations
 
+import json
+from collections import OrderedDict
 from html import escape
 
 import gradio as gr
@@ -18,6 +20,32 @@ from .spec import ACTIVATIONS, HEADS, MAX_STAGES, NORMS, ArchSpec, SpecError
 from .ui import AppContext, error_text
 
 PRIVATE = dict(api_visibility='private')
+
+
+class _Latest:
+    """The composition each browser session shows last (bounded), so a slow fvcore verification that
+    finishes after a newer edit is dropped instead of overwriting the newer numbers."""
+
+    def __init__(self, size: int = 2048):
+        self.size, self.keys = size, OrderedDict()
+
+    @staticmethod
+    def _key(spec: dict) -> str:
+        return json.dumps(spec, sort_keys=True)
+
+    def mark(self, request, spec: dict) -> None:
+        session = getattr(request, 'session_hash', None)
+        self.keys[session] = self._key(spec)
+        self.keys.move_to_end(session)
+        while len(self.keys) > self.size:
+            self.keys.popitem(last=False)
+
+    def is_current(self, request, spec: dict) -> bool:
+        key = self.keys.get(getattr(request, 'session_hash', None))
+        return key is None or key == self._key(spec)
+
+
+_LATEST = _Latest()
 
 
 def _option_component(key: str, name: str, arg):
@@ -153,7 +181,7 @@ def add_compose_tab(ctx: AppContext) -> None:
             out += [gr.update(value=r['options'][k], visible=k in shown) for k in keys]
         return out
 
-    def refresh(*values):
+    def refresh(request: gr.Request, *values):
         """Count the form's network; on an invalid form only the message changes."""
         try:
             spec = h.with_published_meta(h.parse_spec(read_form(values)))
@@ -161,28 +189,35 @@ def add_compose_tab(ctx: AppContext) -> None:
             return [gr.skip()] * 4 + [gr.update(value=error_text(e), visible=True)] + [gr.skip()] * 4
         report = h.profile(spec)
         d = spec.to_dict()
+        _LATEST.mark(request, d)
         pending = '<div class="mfx-note">fvcore: counting the built model…</div>'
         return [d, report, _totals_html(spec, report), pending, gr.update(value='', visible=False),
                 stage_cost_figure(report), _table_html(h.stage_rows(spec, report), report), network_html(spec),
                 gr.update(value=report['preset'])]
 
-    def verify(spec: dict, report: dict):
-        if not spec or not report:
+    def verify(request: gr.Request, spec: dict, report: dict):
+        if not spec or not report or not _LATEST.is_current(request, spec):
             return gr.skip()
-        return _verified_html(report, h.verify(spec))
+        html = _verified_html(report, h.verify(spec))
+        # an edit that arrived while fvcore ran has its own verification coming: never show stale numbers
+        return html if _LATEST.is_current(request, spec) else gr.skip()
 
     refresh_outputs = [ctx.spec, ctx.report, totals, verified, error, chart, table, diagram, preset]
 
+    # chained steps run again for the latest input when triggered while a previous run is still pending
+    # (the default for chained events, 'once', would drop them and leave stale numbers on screen)
+    chained = dict(show_progress='hidden', trigger_mode='always_last', **PRIVATE)
+
     def verify_after(event):
-        return event.then(verify, [ctx.spec, ctx.report], verified, show_progress='hidden', concurrency_limit=1,
-                          concurrency_id='verify', **PRIVATE)
+        return event.then(verify, [ctx.spec, ctx.report], verified, concurrency_limit=1, concurrency_id='verify',
+                          **chained)
 
     def chain_count(event):
-        return verify_after(event.then(refresh, form, refresh_outputs, show_progress='hidden', **PRIVATE))
+        return verify_after(event.then(refresh, form, refresh_outputs, **chained))
 
     def load_spec(event):
         """After an event that stored a valid spec dict in ctx.spec: show it in the form and count it."""
-        return chain_count(event.success(fill, ctx.spec, fill_outputs, show_progress='hidden', **PRIVATE))
+        return chain_count(event.success(fill, ctx.spec, fill_outputs, **chained))
 
     ctx.load_spec = load_spec
 
