@@ -42,7 +42,7 @@ def network_svg(spec: ArchSpec) -> str:
     """SVG markup of the network (width 100% of its container, aspect kept)."""
     grids = spec.grid_sizes()
     max_side = max(h for h, _ in grids) or 1
-    box_h_max, box_h_min = 150.0, 34.0
+    box_h_max, box_h_min = 116.0, 30.0
     top, mid = 46.0, 46.0 + box_h_max / 2
     parts, x = [], 10.0
 
@@ -60,7 +60,7 @@ def network_svg(spec: ArchSpec) -> str:
     x += 26
     parts.append(_arrow(x0, x, mid))
     st = spec.stem
-    parts.append(_box(x, mid - 40, 40, 80, '#cbd5e1'))
+    parts.append(_box(x, mid - 30, 40, 60, '#cbd5e1'))
     parts.append(_text(x + 20, top - 22, 'stem', 12, 'bold'))
     parts.append(_text(x + 20, mid + 4, f'{st.kernel_size}×{st.kernel_size}', 10))
     parts.append(_text(x + 20, mid + box_h_max / 2 + 20, f'/{st.stride}', 11))

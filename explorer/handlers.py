@@ -363,8 +363,8 @@ def python_snippet(spec: dict | str) -> str:
     body = pprint.pformat(compact_spec(s), indent=1, width=96, sort_dicts=False)
     lines = ['from explorer.build import build_model', 'from explorer.spec import ArchSpec', '']
     if preset:
-        lines += [f'# the preset {preset!r}; explorer.spec.load_spec({preset!r}) gives the same spec with its '
-                  'published figures']
+        lines += [f'# the preset {preset!r}: explorer.spec.load_spec({preset!r}) also gives it,',
+                  '# with its published figures']
     lines += [f'spec = ArchSpec.from_dict({body})', 'model = build_model(spec).eval()',
               f'# input: (batch, {s.in_chans}, {s.img_size}, {s.img_size}) -> logits (batch, {s.num_classes})']
     return '\n'.join(lines) + '\n'

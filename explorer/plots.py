@@ -42,7 +42,8 @@ def stage_cost_figure(report: dict, height: int = 300) -> go.Figure:
                                yaxis=f'y{col if col > 1 else ""}',
                                hovertemplate=f'%{{x}} %{{customdata}}<br>{part}: %{{y:.4g}} {unit}<extra></extra>'))
     axis = dict(gridcolor='#e5e7eb', zerolinecolor='#cbd5e1', tickfont=dict(size=10), automargin=True)
-    title = dict(showarrow=False, xref='paper', yref='paper', y=1.0, yanchor='bottom', font=dict(size=12))
+    title = dict(showarrow=False, xref='paper', yref='paper', y=1.0, xanchor='center', yanchor='bottom',
+                 font=dict(size=12))
     layout = go.Layout(
         barmode='stack', height=height, paper_bgcolor='white', plot_bgcolor='white', font=dict(size=12),
         margin=dict(l=36, r=8, t=64, b=30), hoverlabel=dict(bgcolor='white'),

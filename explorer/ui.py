@@ -33,6 +33,7 @@ CSS = """
 .mfx-card .v {font-size: 1.5rem; font-weight: 650; line-height: 1.25}
 .mfx-card .x {font-size: 11px; color: var(--body-text-color-subdued); font-variant-numeric: tabular-nums}
 .mfx-note {font-size: 12px; color: var(--body-text-color-subdued); margin-top: 6px}
+#mfx-verified {color: var(--body-text-color)}
 .mfx-error {border: 1px solid #fca5a5; background: #fef2f2; color: #991b1b; border-radius: 8px;
             padding: 6px 12px !important; font-size: 13px}
 .mfx-error p, .mfx-error li {color: #991b1b !important}

@@ -147,6 +147,7 @@ def add_compose_tab(ctx: AppContext) -> None:
                     add = gr.Button('+ add stage', size='sm', elem_id='mfx-add', scale=0, min_width=120)
                     gr.HTML('<div class="mfx-note">1 to 6 stages. Each stage after the first downsamples '
                             '(stride 2) unless unticked; a row shows only its mixer\'s options.</div>')
+                diagram = gr.HTML(elem_id='mfx-diagram')
                 with gr.Accordion('What the token mixers do', open=False):
                     gr.Markdown('\n'.join(f'- **{n}**: {escape(m.description)}' for n, m in MIXERS.items()))
             with gr.Column(scale=4, min_width=380):
@@ -155,7 +156,6 @@ def add_compose_tab(ctx: AppContext) -> None:
                 error = gr.Markdown(visible=False, elem_classes='mfx-error', elem_id='mfx-error')
                 chart = gr.Plot(show_label=False, elem_id='mfx-chart')
                 table = gr.HTML(elem_id='mfx-table')
-        diagram = gr.HTML(elem_id='mfx-diagram')
         n_state = gr.State(4)  # inside the Tab: a component directly under gr.Tabs shifts the tab buttons
     keys = [k for k, _, _ in h.option_slots()]
     row_fields = [c for r in rows for c in (r['mixer'], r['depth'], r['dim'], r['mlp_ratio'], r['downsample'],

@@ -236,7 +236,8 @@ def add_share_tab(ctx: AppContext) -> None:
                                          size='md')
             upload = gr.UploadButton('Upload spec JSON', file_types=['.json'], elem_id='mfx-upload', scale=0,
                                      min_width=220, size='md')
-            upload_msg = gr.Markdown(elem_classes='mfx-note')
+            gr.HTML('<div class="mfx-note">The link holds the whole composition (URL-safe base64 of its compact '
+                    'JSON); the address bar follows every valid change, so a reload keeps your work.</div>')
         with gr.Row():
             snippet = gr.Code(language='python', label='Python: rebuild this model', elem_id='mfx-snippet')
             as_json = gr.Code(language='json', label='spec JSON', max_lines=30)
@@ -251,11 +252,11 @@ def add_share_tab(ctx: AppContext) -> None:
 
     def load_upload(file):
         try:
-            return h.load_json_text(Path(file).read_text(encoding='utf-8')), ''
+            return h.load_json_text(Path(file).read_text(encoding='utf-8'))
         except (SpecError, UnicodeDecodeError) as e:
             raise gr.Error(f'uploaded spec: {e}', print_exception=False) from None
 
-    ctx.load_spec(upload.upload(load_upload, upload, [ctx.spec, upload_msg], **PRIVATE))
+    ctx.load_spec(upload.upload(load_upload, upload, ctx.spec, **PRIVATE))
 
     def initial(request: gr.Request):
         """?spec=<token> restores a shared composition, ?preset=<name> opens a preset; else the default."""
