@@ -75,7 +75,8 @@ def add_measure_tab(ctx: AppContext) -> None:
             presets = gr.Dropdown(choices=h.preset_choices(), multiselect=True, label='also measure presets',
                                   scale=2, min_width=200)
         run = gr.Button('Measure', variant='primary', elem_id='mfx-bench')
-        result = gr.HTML()
+        result = gr.HTML('<div class="mfx-note">Press Measure: warm-up, then timed runs for at least 2 s; the '
+                         'progress shows here.</div>', min_height=60)
         with gr.Row():
             table = gr.HTML(history_html([]), elem_id='mfx-history-box')
         chart = gr.Plot(show_label=False)
@@ -100,7 +101,8 @@ def add_measure_tab(ctx: AppContext) -> None:
         return history, msg, history_html(history), bench_figure(history)
 
     run.click(measure, [ctx.spec, device, batch, dtype, channels_last, compile_, presets, ctx.history],
-              [ctx.history, result, table, chart], concurrency_limit=1, concurrency_id='bench', **PRIVATE)
+              [ctx.history, result, table, chart], concurrency_limit=1, concurrency_id='bench', show_progress_on=result,
+              **PRIVATE)
 
 
 # ---- compare --------------------------------------------------------------------------------------------

@@ -88,3 +88,27 @@ def test_presets_diff_share_and_verify(client):
     assert 'caformer_b36' in front
     assert client.predict(spec=TINY, api_name='/snippet').startswith('from explorer.build import build_model')
     assert '16 ch' in client.predict(spec=TINY, api_name='/diagram')
+
+
+def _bench_row(name: str, preset: str | None, throughput: float) -> dict:
+    """A bench result as explorer.handlers.bench returns it (fields of speed.BenchResult.to_dict())."""
+    return {'name': name, 'preset': preset, 'throughput': throughput, 'latency_ms_median': 8000 / throughput,
+            'latency_ms_p10': 7000 / throughput, 'latency_ms_p90': 9000 / throughput, 'peak_mem_bytes': 2 ** 27,
+            'peak_fraction': 0.25, 'stamp': {'device': 'cpu', 'device_name': 'test cpu', 'threads': 2,
+                                             'torch': '2.x', 'dtype': 'fp32', 'batch_size': 8,
+                                             'channels_last': False, 'compile': False}}
+
+
+def test_throughput_scatter_and_history_table_from_measurements():
+    from explorer.ui_panels import accuracy_plot, history_html
+    spec, report = get_preset('poolformer_s12'), None
+    assert len(accuracy_plot(spec, report, 'throughput', []).data) == 0  # nothing measured: a message
+    history = [_bench_row('poolformer_s12', 'poolformer_s12', 30.0), _bench_row('caformer_s18', 'caformer_s18', 9.0)]
+    from explorer.handlers import profile
+    fig = accuracy_plot(spec, profile(spec), 'throughput', history)
+    xs = sorted(x for t in fig.data if t.mode == 'markers' for x in t.x)
+    assert xs == [9.0, 30.0, 30.0]  # two presets plus the composer's model (it is poolformer_s12, measured)
+    frontier = next(t for t in fig.data if t.name == 'Pareto frontier')
+    assert list(frontier.x) == [9.0, 30.0]  # higher throughput is better: both are on the frontier
+    html = history_html(history)
+    assert html.count('<tr>') == 3 and '30' in html and '25.0%' in html and 'test cpu, 2 threads' in html
