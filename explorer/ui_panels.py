@@ -358,6 +358,16 @@ def api_snippet(spec: dict | str) -> str:
     return h.python_snippet(spec)
 
 
+def api_add_stage(spec: dict | str) -> dict:
+    """The spec with one more stage (the last one's mixer, depth 2, twice its width), as the composer does."""
+    return h.add_stage(h.parse_spec(spec).to_dict())
+
+
+def api_remove_stage(spec: dict | str, index: int) -> dict:
+    """The spec without stage `index` (0-based), per-stage lists kept consistent."""
+    return h.remove_stage(h.parse_spec(spec).to_dict(), int(index))
+
+
 def api_diagram(spec: dict | str) -> str:
     """SVG picture of the network."""
     return network_svg(h.parse_spec(spec))
@@ -366,7 +376,8 @@ def api_diagram(spec: dict | str) -> str:
 API = {'list_presets': api_list_presets, 'get_preset': api_get_preset, 'profile': api_profile,
        'verify': api_verify, 'validate': api_validate, 'memory': api_memory, 'bench': api_bench, 'diff': api_diff,
        'scaling': api_scaling, 'compare': api_compare, 'share': api_share, 'unshare': api_unshare,
-       'snippet': api_snippet, 'diagram': api_diagram}
+       'snippet': api_snippet, 'diagram': api_diagram, 'add_stage': api_add_stage,
+       'remove_stage': api_remove_stage}
 
 
 def register_api() -> None:

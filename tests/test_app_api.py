@@ -39,7 +39,7 @@ TINY = {'name': 'tiny', 'img_size': 32, 'num_classes': 10,
 def test_named_endpoints_are_listed(client):
     names = set(client.view_api(print_info=False, return_format='dict')['named_endpoints'])
     assert {'/list_presets', '/get_preset', '/profile', '/verify', '/validate', '/memory', '/bench', '/diff',
-            '/scaling', '/compare', '/share', '/unshare', '/snippet', '/diagram'} <= names
+            '/scaling', '/compare', '/share', '/unshare', '/snippet', '/diagram', '/add_stage', '/remove_stage'} <= names
     assert not any('lambda' in n or n.startswith('/refresh') for n in names)  # UI wiring stays private
 
 
@@ -88,6 +88,9 @@ def test_presets_diff_share_and_verify(client):
     assert 'caformer_b36' in front
     assert client.predict(spec=TINY, api_name='/snippet').startswith('from explorer.build import build_model')
     assert '16 ch' in client.predict(spec=TINY, api_name='/diagram')
+    three = client.predict(spec=TINY, api_name='/add_stage')
+    assert [st['dim'] for st in three['stages']] == [16, 32, 64]
+    assert len(client.predict(spec=three, index=0, api_name='/remove_stage')['stages']) == 2
 
 
 def _bench_row(name: str, preset: str | None, throughput: float) -> dict:
