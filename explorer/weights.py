@@ -112,6 +112,19 @@ def _jsonable(d: dict) -> dict:
 
 
 # ---- reading checkpoints -------------------------------------------------------------------------------
+def max_checkpoint_mb() -> int:
+    """Largest checkpoint file read, MiB: EXPLORER_MAX_CHECKPOINT_MB, default 2048 (caformer_b36 in fp32 is
+    about 380 MiB)."""
+    raw = os.environ.get('EXPLORER_MAX_CHECKPOINT_MB', '2048')
+    try:
+        value = int(raw)
+    except ValueError:
+        raise WeightsError(f'EXPLORER_MAX_CHECKPOINT_MB={raw!r} is not an integer') from None
+    if value <= 0:
+        raise WeightsError(f'EXPLORER_MAX_CHECKPOINT_MB={raw!r} must be positive')
+    return value
+
+
 def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
     """Read a checkpoint file safely. Returns (state dict, extras) where extras may hold `pretrained_cfg`
     (timm data-config keys) and `label_names` found in the file or in a `config.json` beside it."""
@@ -119,8 +132,13 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
     if not p.is_file():
         raise WeightsError(f'checkpoint {str(p)!r} does not exist' if not p.exists()
                            else f'checkpoint {str(p)!r} is not a file')
-    if p.stat().st_size == 0:
+    size = p.stat().st_size
+    if size == 0:
         raise WeightsError(f'checkpoint {str(p)!r} is empty (0 bytes)')
+    limit_mb = max_checkpoint_mb()
+    if size > limit_mb * 2 ** 20:
+        raise WeightsError(f'checkpoint {str(p)!r} is {size / 2 ** 20:,.0f} MiB, over the {limit_mb:,} MiB limit '
+                           f'(set EXPLORER_MAX_CHECKPOINT_MB to change it)')
     if p.name.endswith('.safetensors'):
         sd, extras = _read_safetensors(p)
     elif p.name.endswith(CHECKPOINT_SUFFIXES):

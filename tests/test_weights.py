@@ -256,3 +256,15 @@ def test_timm_style_config_json_beside_the_weights(tmp_path):
                            'crop_pct': 1.0, 'interpolation': 'bilinear'}}))
     _, info = load_model(spec, tmp_path / 'model.safetensors')
     assert info.label_names == list('abcdefghij') and info.pretrained_cfg['mean'] == [0.5, 0.5, 0.5]
+
+
+def test_checkpoint_size_limit(tmp_path, monkeypatch):
+    from explorer.weights import WeightsError, read_checkpoint
+    p = tmp_path / 'big.safetensors'
+    p.write_bytes(b'\0' * (2 * 2 ** 20))
+    monkeypatch.setenv('EXPLORER_MAX_CHECKPOINT_MB', '1')
+    with pytest.raises(WeightsError, match=r'is 2 MiB, over the 1 MiB limit \(set EXPLORER_MAX_CHECKPOINT_MB'):
+        read_checkpoint(p)
+    monkeypatch.setenv('EXPLORER_MAX_CHECKPOINT_MB', 'big')
+    with pytest.raises(WeightsError, match="EXPLORER_MAX_CHECKPOINT_MB='big' is not an integer"):
+        read_checkpoint(p)
