@@ -274,7 +274,9 @@ def _verified(key: str, img_size: int | None) -> str:
 
 def verify(spec: dict | str, img_size: int | None = None) -> dict:
     """fvcore's count of the built model (slower: builds it). Cached by spec, so asking twice is free."""
+    from .guard import check_request
     s = parse_spec(spec)
+    check_request(s, batch_size=1, img_size=img_size)  # before building: refuse what would not fit
     d = s.to_dict()
     d['meta'] = {}
     return json.loads(_verified(json.dumps(d, sort_keys=True), img_size))
@@ -396,8 +398,12 @@ def bench(spec: dict | str, device: str = 'auto', batch_size: int = 8, dtype: st
           channels_last: bool = False, compile: bool = False, progress=None) -> dict:
     """Measure throughput and latency (explorer.speed.bench) and return its dict plus the spec's name and the
     preset it matches (None when custom)."""
+    from .guard import check_request
     from .speed import bench as speed_bench
     s = parse_spec(spec)
+    if isinstance(batch_size, float) and batch_size.is_integer():  # number fields arrive as floats
+        batch_size = int(batch_size)
+    check_request(s, batch_size=batch_size, dtype=dtype if dtype in ('fp32', 'bf16', 'fp16') else 'fp32')
     result = speed_bench(s, device=device, batch_size=int(batch_size), dtype=dtype, channels_last=channels_last,
                          compile=compile, progress=progress)
     out = result.to_dict()

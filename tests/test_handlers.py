@@ -303,3 +303,12 @@ def test_stage_figure_bars_add_up_to_the_totals():
     for axis, key, scale in (('x', 'params', 1e6), ('x2', 'macs', 1e9)):
         total = sum(sum(t.y) for t in fig.data if t.xaxis == axis)
         assert math.isclose(total * scale, report[key], rel_tol=1e-9)
+
+
+def test_bench_and_verify_are_guarded_before_building(monkeypatch):
+    from explorer.guard import ResourceError
+    with pytest.raises(ResourceError, match='batch_size: 512 is not allowed; allowed 1 to 256'):
+        h.bench('caformer_b36', batch_size=512)
+    monkeypatch.setenv('EXPLORER_MAX_PARAMS_M', '50')
+    with pytest.raises(ResourceError, match=r'params: 98\.8 M parameters is over the limit of 50 M'):
+        h.verify('caformer_b36')
