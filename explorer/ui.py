@@ -12,6 +12,7 @@ in TAB_HOOKS (a missing module is skipped, so a tab can land later). The functio
 from __future__ import annotations
 
 import importlib
+import os
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -81,9 +82,18 @@ class AppContext:
     extras: dict = field(default_factory=dict)
 
 
+def max_upload_mb() -> int:
+    """Largest upload (image, checkpoint, spec) the server accepts, MiB: EXPLORER_MAX_UPLOAD_MB, default 512
+    (a ConvFormer-B36 checkpoint is about 400 MB). Gradio refuses bigger files before they reach a handler."""
+    raw = os.environ.get('EXPLORER_MAX_UPLOAD_MB', '512')
+    if not raw.isdigit() or int(raw) <= 0:
+        raise SpecError([('', f'EXPLORER_MAX_UPLOAD_MB={raw!r} must be a positive integer')])
+    return int(raw)
+
+
 def launch_kwargs() -> dict:
-    """theme and css for Blocks.launch (Gradio 6 takes them there, not in Blocks())."""
-    return {'theme': THEME, 'css': CSS}
+    """theme, css and the upload limit for Blocks.launch (Gradio 6 takes them there, not in Blocks())."""
+    return {'theme': THEME, 'css': CSS, 'max_file_size': f'{max_upload_mb()}mb'}
 
 
 def build_demo() -> gr.Blocks:

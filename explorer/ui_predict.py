@@ -8,7 +8,10 @@ tested without a server; models are cached here by (spec, weights), never stored
 """
 from __future__ import annotations
 
+import base64
+import binascii
 import os
+import threading
 from collections import OrderedDict
 from typing import Callable
 
@@ -25,15 +28,45 @@ from .weights import RANDOM_WARNING, WeightsError, checkpoint_spec, load_model, 
 
 COMPOSER = '(composer spec)'
 FROM_CHECKPOINT = '(spec inside checkpoint)'
+TRAINED = 'trained: '  # prefix of the trained checkpoints' choices (shipped Fashion-MNIST models, the user's)
 WEIGHT_MODES = ('pretrained', 'checkpoint', 'random')
 _CACHE: OrderedDict = OrderedDict()
+_LOCKS: dict = {}
 _CACHE_SIZE = 3
 GUARD_BATCH = 8  # attribute()'s default internal_batch_size: the most rows one forward+backward pass holds
 USER_ERRORS = (SpecError, WeightsError, ImageError, ValueError)
 
 
 # ---- plain handlers ---------------------------------------------------------------------------------------
+def trained_choices() -> dict[str, str]:
+    """'trained: <name>' -> checkpoint path, for the shipped Fashion-MNIST models and the user's own."""
+    from .train import list_trained
+    out = {}
+    for t in list_trained():
+        out.setdefault(f'{TRAINED}{t["name"]}', t['path'])
+    return out
+
+
+def default_choice() -> str:
+    """The most accurate shipped trained model (works offline), else a timm preset."""
+    from .train import list_trained
+    shipped = [t for t in list_trained() if t['shipped'] and t['accuracy'] is not None]
+    return f'{TRAINED}{max(shipped, key=lambda t: t["accuracy"])["name"]}' if shipped else 'poolformer_s12'
+
+
+def _trained_path(choice: str) -> str:
+    path = trained_choices().get(choice)
+    if path is None:
+        raise ValueError(f'model: {choice!r} is not a trained checkpoint on this machine; '
+                         f'available: {", ".join(trained_choices()) or "none"}')
+    return path
+
+
 def resolve_spec(choice: str, spec_dict: dict | None, checkpoint: str | None) -> ArchSpec:
+    if not isinstance(choice, str) or not choice:
+        raise ValueError('model: pick a preset, a trained model or the composer spec')
+    if choice.startswith(TRAINED):
+        return checkpoint_spec(_trained_path(choice))
     if choice == COMPOSER:
         if not spec_dict:
             raise ValueError('model: the composer has no valid spec yet; compose one or pick a preset')
@@ -53,6 +86,8 @@ def get_model(choice: str, spec_dict: dict | None, mode: str, checkpoint: str | 
     spec = resolve_spec(choice, spec_dict, checkpoint)
     if mode not in WEIGHT_MODES:
         raise ValueError(f'weights: {mode!r} is not allowed; choose from {", ".join(WEIGHT_MODES)}')
+    if choice.startswith(TRAINED) and mode != 'random':  # a trained model's own weights
+        mode, checkpoint = 'checkpoint', _trained_path(choice)
     if mode == 'checkpoint' and not checkpoint:
         raise ValueError('weights: upload a checkpoint (.safetensors, .pth, .pth.tar) or choose pretrained/random')
     weights = checkpoint if mode == 'checkpoint' else mode
@@ -64,10 +99,17 @@ def get_model(choice: str, spec_dict: dict | None, mode: str, checkpoint: str | 
     check_request(spec, batch_size=GUARD_BATCH, training=True)  # attribution batches keep activations for backward
     model, info = load_model(spec, weights)
     entry = (spec, model, info, data_config(spec, info))
+    _LOCKS[id(model)] = threading.Lock()
     _CACHE[key] = entry
     while len(_CACHE) > _CACHE_SIZE:
-        _CACHE.popitem(last=False)
+        _LOCKS.pop(id(_CACHE.popitem(last=False)[1][1]), None)
     return entry
+
+
+def model_lock(model) -> threading.Lock:
+    """The lock of a cached model: attribution and mixing maps attach hooks and set gradients on it, so
+    concurrent requests for the same model take turns (different models still run side by side)."""
+    return _LOCKS.setdefault(id(model), threading.Lock())
 
 
 def _status(spec: ArchSpec, info) -> str:
@@ -89,7 +131,9 @@ def predict_handler(choice, spec_dict, mode, checkpoint, image_path, topk=5):
         spec, model, info, cfg = get_model(choice, spec_dict, mode, checkpoint)
         if not image_path:
             raise ValueError('image: pick an example or upload an image')
-        res = predict(model, load_image(image_path), cfg, topk=int(topk), weights=info)
+        img = load_image(image_path)
+        with model_lock(model):
+            res = predict(model, img, cfg, topk=int(topk), weights=info)
     except USER_ERRORS as e:
         return None, _error(e)
     fig = pp.topk_figure([p.__dict__ for p in res.top], f'{spec.name}: top-{len(res.top)}')
@@ -103,12 +147,14 @@ def _attribution(choice, spec_dict, mode, checkpoint, image_path, method, smooth
         raise ValueError('image: pick an example or upload an image')
     x = preprocess(load_image(image_path), cfg)
     target = None if target in (None, '', -1) else int(target)
-    amap = attribute(model, x, target, method, stage=int(stage), smoothgrad=bool(smoothgrad), progress=progress)
     import torch
-    with torch.no_grad():
-        probs = model(x).softmax(1)[0]
-    t = int(probs.argmax()) if target is None else target
-    curve = deletion_curve(model, x, amap, t)
+    with model_lock(model):
+        amap = attribute(model, x, target, method, stage=int(stage), smoothgrad=bool(smoothgrad),
+                         progress=progress)
+        with torch.no_grad():
+            probs = model(x).softmax(1)[0]
+        t = int(probs.argmax()) if target is None else target
+        curve = deletion_curve(model, x, amap, t)
     label = class_names(spec.num_classes, info.label_names)[t]
     return dict(spec=spec, info=info, image=to_display(x, cfg), map=amap, target=t, label=label,
                 prob=float(probs[t]), curve=curve)
@@ -157,7 +203,8 @@ def mixing_handler(choice, spec_dict, mode, checkpoint, image_path, stage=0, blo
         spec, model, info, cfg = get_model(choice, spec_dict, mode, checkpoint)
         x = preprocess(load_image(image_path), cfg) if image_path else None
         query = None if int(row) < 0 or int(col) < 0 else (int(row), int(col))
-        mm = mixing_map(model, int(stage), int(block), query, x, method=method, reduce=reduce)
+        with model_lock(model):
+            mm = mixing_map(model, int(stage), int(block), query, x, method=method, reduce=reduce)
         if head in (None, '', 'mean'):
             w, which = mm.mean, 'mean over heads' if mm.weights.shape[0] > 1 else ''
         else:
@@ -183,7 +230,8 @@ def erf_handler(choice, spec_dict, mode, checkpoint, image_path=None):
         import torch
         paths = [str(p) for p in example_images()] + ([image_path] if image_path else [])
         x = torch.cat([preprocess(load_image(p), cfg) for p in paths])
-        erfs = effective_receptive_fields(model, x)
+        with model_lock(model):
+            erfs = effective_receptive_fields(model, x)
     except USER_ERRORS as e:
         return None, _error(e)
     rows = [{'stage': e.stage, 'map': e.map, 'area': e.area, 'mixer': spec.stages[e.stage].mixer} for e in erfs]
@@ -196,6 +244,16 @@ def erf_handler(choice, spec_dict, mode, checkpoint, image_path=None):
 
 def weights_hint(choice: str, spec_dict: dict | None) -> str:
     """Which weights a model choice can have (shown under the picker)."""
+    if isinstance(choice, str) and choice.startswith(TRAINED):
+        from .train import read_metadata
+        try:
+            m = read_metadata(_trained_path(choice))['metrics']
+        except (ValueError, OSError, KeyError):
+            return ''
+        acc = m.get('test_accuracy')
+        return (f'Trained here on {m.get("dataset", "Fashion-MNIST")}: test accuracy '
+                f'{100 * acc:.2f}%, {m.get("epochs")} epochs. "pretrained" uses these weights.' if acc is not None
+                else '"pretrained" uses this checkpoint\'s weights.')
     try:
         spec = resolve_spec(choice, spec_dict, None) if choice != FROM_CHECKPOINT else None
     except USER_ERRORS:
@@ -209,7 +267,7 @@ def weights_hint(choice: str, spec_dict: dict | None) -> str:
 
 # ---- layout -----------------------------------------------------------------------------------------------
 def _model_picker(label: str, default: str):
-    choices = [COMPOSER, FROM_CHECKPOINT] + preset_names()
+    choices = [COMPOSER, FROM_CHECKPOINT] + list(trained_choices()) + preset_names()
     with gr.Row():
         choice = gr.Dropdown(choices, value=default, label=label, scale=3)
         mode = gr.Radio(list(WEIGHT_MODES), value='pretrained', label='weights', scale=2)
@@ -219,15 +277,18 @@ def _model_picker(label: str, default: str):
 def add_predict_tab(ctx=None) -> dict:
     """Build the tab (opens its own gr.Tab). Returns the main components by name."""
     spec_state = getattr(ctx, 'spec', None) or gr.State(None)
-    examples = [str(p) for p in example_images()]
+    first = default_choice()
+    fmnist = [str(p) for p in fmnist_examples()]
+    examples = (fmnist + [str(p) for p in example_images()]) if first.startswith(TRAINED) \
+        else [str(p) for p in example_images()] + fmnist
     with gr.Tab('Predict & explain'):
         gr.Markdown('What does a model see, and how does each token mixer move information? Pretrained weights '
                     'come from timm (PoolFormer v1/v2, ConvFormer, CAFormer); any spec also runs with a checkpoint '
                     'or with random weights, which still show the architecture\'s structure.')
         with gr.Row():
             with gr.Column(scale=2):
-                choice, mode = _model_picker('model', 'poolformer_s12')
-                hint = gr.Markdown(weights_hint('poolformer_s12', None))
+                choice, mode = _model_picker('model', first)
+                hint = gr.Markdown(weights_hint(first, None))
                 ckpt = gr.File(label='checkpoint (.safetensors, .pth, .pth.tar)', type='filepath', height=110,
                                file_types=['.safetensors', '.pth', '.tar', '.pt', '.bin'])
                 status = gr.Markdown()
@@ -235,7 +296,9 @@ def add_predict_tab(ctx=None) -> dict:
                 image = gr.Image(type='filepath', label='image', value=examples[0] if examples else None,
                                  height=260)
                 if examples:
-                    gr.Examples(examples, inputs=image, label='examples (licences: assets/images/LICENSES.md)')
+                    gr.Examples(examples, inputs=image, examples_per_page=12,
+                                label='examples (Fashion-MNIST test images and photos; licences in '
+                                      'assets/fmnist/images/LICENSES.md and assets/images/LICENSES.md)')
         with gr.Tabs():
             with gr.Tab('Top-k'):
                 with gr.Row():
@@ -273,7 +336,7 @@ def add_predict_tab(ctx=None) -> dict:
                 erf_plot = gr.Plot(label='effective receptive field per stage')
 
         common = [choice, spec_state, mode, ckpt, image]
-        choice.change(weights_hint, [choice, spec_state], hint)
+        choice.change(weights_hint, [choice, spec_state], hint, api_visibility='private')
 
         def _attr(c, s, m, k, i, meth, sg, t, st, progress=gr.Progress()):
             return attribute_handler(c, s, m, k, i, meth, sg, t, st,
@@ -283,15 +346,108 @@ def add_predict_tab(ctx=None) -> dict:
             return compare_handler(ca, ma, cb, mb, s, k, i, meth, sg,
                                    progress=lambda d, n: progress(d / n, desc='attribution'))
 
-        run_pred.click(predict_handler, common + [topk], [topk_plot, status])
-        run_attr.click(_attr, common + [method, smooth, target, stage], [attr_plot, del_plot, status])
+        heavy = dict(api_visibility='private', concurrency_id='model', concurrency_limit=2)
+        run_pred.click(predict_handler, common + [topk], [topk_plot, status], **heavy)
+        run_attr.click(_attr, common + [method, smooth, target, stage], [attr_plot, del_plot, status], **heavy)
         run_cmp.click(_cmp, [choice, mode, choice_b, mode_b, spec_state, ckpt, image, method, smooth],
-                      [cmp_plot, cmp_del, status])
+                      [cmp_plot, cmp_del, status], **heavy)
         run_mix.click(mixing_handler, common + [mstage, mblock, mrow, mcol, mmethod, mreduce, mhead],
-                      [mix_plot, status])
-        run_erf.click(erf_handler, common, [erf_plot, status])
+                      [mix_plot, status], **heavy)
+        run_erf.click(erf_handler, common, [erf_plot, status], **heavy)
+        for name, fn in API.items():
+            gr.api(fn, api_name=name, concurrency_id='model', concurrency_limit=2)
     return dict(choice=choice, mode=mode, checkpoint=ckpt, image=image, status=status, topk_plot=topk_plot,
                 attr_plot=attr_plot, compare_plot=cmp_plot, mixing_plot=mix_plot, erf_plot=erf_plot)
+
+
+# ---- API (gradio_client) ------------------------------------------------------------------------------------
+def fmnist_examples() -> list:
+    from pathlib import Path
+    d = Path(__file__).resolve().parent.parent / 'assets' / 'fmnist' / 'images'
+    return sorted(d.glob('*.png'))
+
+
+def api_examples() -> list[str]:
+    """Names of the example images an API call can use as `image`."""
+    return [p.name for p in fmnist_examples() + example_images()]
+
+
+def _api_image(image: str):
+    """An example's file name, or an image's bytes as base64 (a data: URL is fine). Paths on the server are
+    never opened from the API: only the shipped examples."""
+    if not isinstance(image, str) or not image:
+        raise ValueError('image: give an example name (see /examples) or base64-encoded image bytes')
+    for p in fmnist_examples() + example_images():
+        if p.name == image:
+            return str(p)
+    data = image.split(',', 1)[1] if image.startswith('data:') else image
+    try:
+        raw = base64.b64decode(data, validate=True)
+    except (binascii.Error, ValueError):
+        raise ValueError(f'image: {clip(image)!r} is neither an example name (see /examples) nor base64 '
+                         f'image bytes') from None
+    return load_image(raw)
+
+
+def clip(text: str, n: int = 40) -> str:
+    return text if len(text) <= n else text[:n] + '...'
+
+
+def _api_model(model: str, weights: str):
+    """get_model for an API call: a preset name, 'trained: name' or just the trained model's name."""
+    if not isinstance(model, str) or not model:
+        raise ValueError('model: a preset name, or a trained model (see /list_models)')
+    if model not in preset_names() and f'{TRAINED}{model}' in trained_choices():
+        model = f'{TRAINED}{model}'
+    return get_model(model, None, weights, None)
+
+
+def _raise(e: Exception):
+    raise gr.Error(str(e), print_exception=False) from None
+
+
+def api_list_models() -> list[str]:
+    """Models the predict endpoints take: trained checkpoints here ('trained: name') and every preset."""
+    return list(trained_choices()) + preset_names()
+
+
+def api_predict(model: str, image: str, weights: str = 'pretrained', topk: int = 5) -> dict:
+    """Top-k classes of `image` (an example name or base64 bytes) under `model` with `weights`
+    ('pretrained': timm's or the trained model's own; 'random'). Probabilities are softmax, fp32, CPU/GPU."""
+    try:
+        spec, net, info, cfg = _api_model(model, weights)
+        img = load_image(_api_image(image))
+        if not isinstance(topk, int) or isinstance(topk, bool) or not 1 <= topk <= 100:
+            raise ValueError(f'topk: {topk!r} must be an integer in [1, 100]')
+        with model_lock(net):
+            res = predict(net, img, cfg, topk=topk, weights=info)
+    except USER_ERRORS as e:
+        _raise(e)
+    return {'model': spec.name, **res.to_dict()}
+
+
+def api_mixing_map(model: str, image: str = '', weights: str = 'pretrained', stage: int = 0, block: int = 0,
+                   row: int = -1, col: int = -1, method: str = 'auto') -> dict:
+    """Token-mixing weights of one block for one query token (-1, -1: the centre) over the input token grid,
+    averaged over heads. `image` may be empty: exact maps do not depend on the input."""
+    try:
+        spec, net, info, cfg = _api_model(model, weights)
+        x = preprocess(load_image(_api_image(image)), cfg) if image else None
+        for name, v in (('stage', stage), ('block', block), ('row', row), ('col', col)):
+            if not isinstance(v, int) or isinstance(v, bool):
+                raise ValueError(f'{name}: {v!r} must be an integer')
+        query = None if row < 0 or col < 0 else (row, col)
+        with model_lock(net):
+            mm = mixing_map(net, stage, block, query, x, method=method)
+    except USER_ERRORS as e:
+        _raise(e)
+    return {'model': spec.name, 'mixer': mm.mixer, 'stage': mm.stage, 'block': mm.block, 'query': list(mm.query),
+            'grid': list(mm.grid), 'method': mm.method, 'heads': int(mm.weights.shape[0]),
+            'weights': mm.mean.astype(float).round(7).tolist()}
+
+
+API = {'list_models': api_list_models, 'examples': api_examples, 'predict': api_predict,
+       'mixing_map': api_mixing_map}
 
 
 __all__ = ['add_predict_tab', 'predict_handler', 'attribute_handler', 'compare_handler', 'mixing_handler',

@@ -1,0 +1,77 @@
+"""The Predict & explain API functions (what gradio_client calls): models, images and clear refusals."""
+import base64
+import io
+
+import gradio as gr
+import numpy as np
+import pytest
+from PIL import Image
+
+from explorer import ui_predict as up
+
+
+def _png_b64(size=(40, 30), colour=(200, 30, 30)) -> str:
+    buf = io.BytesIO()
+    Image.new('RGB', size, colour).save(buf, format='PNG')
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+def test_examples_and_models_listed():
+    names = up.api_examples()
+    assert '00000_ankle_boot.png' in names and 'chelsea_cat.jpg' in names
+    models = up.api_list_models()
+    assert 'caformer_s18' in models
+
+
+def test_predict_with_example_and_with_base64_bytes():
+    a = up.api_predict('poolformer_s12', 'chelsea_cat.jpg', weights='random', topk=3)
+    assert len(a['top']) == 3 and a['weights']['source'] == 'random'
+    probs = [t['prob'] for t in a['top']]
+    assert probs == sorted(probs, reverse=True) and 0 < sum(probs) <= 1
+    b = up.api_predict('poolformer_s12', 'data:image/png;base64,' + _png_b64(), weights='random', topk=1)
+    assert b['data_cfg']['input_size'] == [3, 224, 224]
+    again = up.api_predict('poolformer_s12', 'chelsea_cat.jpg', weights='random', topk=3)
+    assert again['top'] == a['top']  # the cached model gives the same answer
+
+
+@pytest.mark.skipif(not up.trained_choices(), reason='no trained Fashion-MNIST checkpoints in assets/fmnist')
+def test_offline_default_is_a_shipped_trained_model():
+    choice = up.default_choice()
+    assert choice.startswith(up.TRAINED)
+    name = choice[len(up.TRAINED):]
+    out = up.api_predict(name, '00000_ankle_boot.png', topk=1)
+    assert out['weights']['trained'] and out['weights']['source'] == 'checkpoint'
+    assert out['top'][0]['label'] in ('Ankle boot', 'Sneaker', 'Sandal')  # footwear, by any sane model
+
+
+@pytest.mark.parametrize('args,pattern', [
+    (('poolformer_s12', '/etc/passwd'), 'neither an example name'),
+    (('poolformer_s12', ''), 'image: give an example name'),
+    (('poolformer_s12', base64.b64encode(b'not an image').decode()), 'not an image|cannot identify|not a'),
+    (('no_such_model', 'chelsea_cat.jpg'), 'neither a preset nor a spec file'),
+    (('', 'chelsea_cat.jpg'), 'model: a preset name'),
+])
+def test_bad_requests_are_clear_errors(args, pattern):
+    with pytest.raises(gr.Error, match=pattern):
+        up.api_predict(*args, weights='random')
+
+
+def test_bad_topk_and_weights():
+    with pytest.raises(gr.Error, match=r'topk: 0 must be an integer in \[1, 100\]'):
+        up.api_predict('poolformer_s12', 'chelsea_cat.jpg', weights='random', topk=0)
+    with pytest.raises(gr.Error, match="weights: 'imagenet' is not allowed; choose from pretrained, checkpoint, random"):
+        up.api_predict('poolformer_s12', 'chelsea_cat.jpg', weights='imagenet')
+
+
+def test_mixing_map_of_pooling_is_the_window_minus_identity():
+    out = up.api_mixing_map('poolformer_s12', '', 'random', stage=0, block=0, row=10, col=10)
+    w = np.array(out['weights'])
+    assert out['grid'] == [56, 56] and out['method'] == 'exact'
+    window = w[9:12, 9:12]
+    np.testing.assert_allclose(window, np.full((3, 3), 1 / 9) - np.eye(3)[1][:, None] * np.eye(3)[1], atol=1e-6)
+    assert np.abs(w).sum() == pytest.approx(np.abs(window).sum())
+
+
+def test_mixing_map_bad_stage():
+    with pytest.raises(gr.Error, match='stage'):
+        up.api_mixing_map('poolformer_s12', '', 'random', stage=9)
