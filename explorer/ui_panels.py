@@ -4,6 +4,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import logging
 import tempfile
 from html import escape
 from pathlib import Path
@@ -179,7 +180,7 @@ def add_compare_tab(ctx: AppContext) -> None:
         return diff_html(d), diff_figure(d)
 
     def pick_other(name):
-        return h.get_preset(name) if name else gr.skip()
+        return h.get_preset(_str_arg('name', name)) if name else gr.skip()
 
     def upload_other(file):
         try:
@@ -277,14 +278,34 @@ def add_share_tab(ctx: AppContext) -> None:
 
 # ---- API ------------------------------------------------------------------------------------------------
 def _api(fn):
-    """Expose a handler as an endpoint: SpecError and bad values become a clean error for the client."""
+    """Expose a handler as an endpoint: SpecError and bad values become a clean error for the client. Anything
+    else is still answered with a message naming the endpoint (never Gradio's generic error), and logged."""
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
-        except (SpecError, ValueError, KeyError) as e:
+        except (SpecError, ValueError) as e:
             raise api_error(e) from None
+        except Exception as e:  # noqa: BLE001 - a bug must not look like a crash to the client
+            logging.getLogger('explorer').exception('endpoint %s failed', fn.__name__)
+            raise gr.Error(f'{fn.__name__.removeprefix("api_")}: could not handle this request '
+                           f'({type(e).__name__}: {e})', print_exception=False) from None
     return wrapper
+
+
+def _int_arg(name: str, value, low: int, high: int) -> int:
+    """An integer argument from a client (JSON numbers may arrive as 3.0), or a ValueError naming it."""
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+        raise ValueError(f'{name}: {value!r} must be an integer in [{low}, {high}]')
+    return value
+
+
+def _str_arg(name: str, value) -> str:
+    if not isinstance(value, str) or not value:
+        raise ValueError(f'{name}: {value!r} must be a non-empty string')
+    return value
 
 
 def api_list_presets() -> list[dict]:
@@ -294,7 +315,7 @@ def api_list_presets() -> list[dict]:
 
 def api_get_preset(name: str) -> dict:
     """The spec dict of a preset."""
-    return h.get_preset(name)
+    return h.get_preset(_str_arg('name', name))
 
 
 def api_profile(spec: dict | str, img_size: int | None = None) -> dict:
@@ -331,6 +352,9 @@ def api_diff(spec_a: dict | str, spec_b: dict | str, img_size: int | None = None
 
 def api_scaling(spec: dict | str, sizes: list[int]) -> list[dict]:
     """params, MACs and activation bytes at each input size the spec accepts."""
+    if not isinstance(sizes, list) or not 1 <= len(sizes) <= 64:
+        raise ValueError(f'sizes: {sizes!r} must be a list of 1 to 64 input sizes')
+    sizes = [_int_arg(f'sizes[{i}]', v, 8, 1536) for i, v in enumerate(sizes)]
     return cmp.scaling({'spec': spec}, sizes)['spec']
 
 
@@ -350,7 +374,7 @@ def api_share(spec: dict | str) -> str:
 
 def api_unshare(token: str) -> dict:
     """The spec dict behind a ?spec= value."""
-    return h.decode_share(token)
+    return h.decode_share(_str_arg('token', token))
 
 
 def api_snippet(spec: dict | str) -> str:
@@ -365,7 +389,7 @@ def api_add_stage(spec: dict | str) -> dict:
 
 def api_remove_stage(spec: dict | str, index: int) -> dict:
     """The spec without stage `index` (0-based), per-stage lists kept consistent."""
-    return h.remove_stage(h.parse_spec(spec).to_dict(), int(index))
+    return h.remove_stage(h.parse_spec(spec).to_dict(), _int_arg('index', index, 0, 5))
 
 
 def api_diagram(spec: dict | str) -> str:
