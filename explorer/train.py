@@ -404,7 +404,8 @@ def adapt_for_fmnist(spec: ArchSpec | dict, img_size: int = 32) -> tuple[ArchSpe
 
 def list_trained(dirs: list[str | Path] | None = None) -> list[dict]:
     """Trained checkpoints on this machine: the shipped ones (assets/fmnist) and the user's (USER_DIR, where
-    the app's Train tab writes). Each: {'path', 'name', 'accuracy', 'params', 'epochs', 'shipped', 'dataset'},
+    the app's Train tab writes). Each: {'path', 'name' (file stem), 'spec_name', 'accuracy', 'params', 'epochs',
+    'shipped', 'dataset'},
     shipped first, then newest first. Unreadable files are left out."""
     out = []
     for d in dirs or [ASSET_DIR, USER_DIR]:
@@ -416,7 +417,7 @@ def list_trained(dirs: list[str | Path] | None = None) -> list[dict]:
             except (ValueError, OSError, KeyError):
                 continue
             m = info['metrics']
-            out.append({'path': str(p), 'name': info['spec'].get('name', p.stem),
+            out.append({'path': str(p), 'name': p.stem, 'spec_name': info['spec'].get('name', p.stem),
                         'accuracy': m.get('test_accuracy'), 'params': m.get('params'), 'epochs': m.get('epochs'),
                         'shipped': d.resolve() == ASSET_DIR.resolve(), 'dataset': info.get('dataset')})
     return out
