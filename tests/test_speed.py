@@ -1,0 +1,167 @@
+"""Speed measurement: `bench` on CPU for a tiny spec gives positive, finite numbers with the stamp filled
+in; bad requests are clear errors (CLI exit 2); the CLI's JSON round-trips."""
+from __future__ import annotations
+
+import io
+import json
+import math
+from contextlib import redirect_stderr, redirect_stdout
+
+import pytest
+import torch
+
+from explorer import speed
+from explorer.cli import main
+from explorer.counting import analytic_cost
+from explorer.spec import ArchSpec
+
+
+def tiny() -> ArchSpec:
+    return ArchSpec.from_dict({
+        'name': 'tiny_bench', 'img_size': 32, 'num_classes': 10,
+        'stem': {'kernel_size': 4, 'stride': 4, 'padding': 0},
+        'stages': [{'mixer': 'pooling', 'depth': 1, 'dim': 16},
+                   {'mixer': 'attention', 'depth': 1, 'dim': 32, 'mixer_args': {'head_dim': 16}}],
+    })
+
+
+STAMP_KEYS = ('device', 'device_name', 'threads', 'torch', 'dtype', 'batch_size', 'channels_last', 'memory_format',
+              'compile', 'warmup_iters', 'timed_iters', 'img_size', 'timer', 'peak_mem_rule')
+
+
+def check_result(r: speed.BenchResult, batch: int) -> None:
+    for name in ('throughput', 'latency_ms_median', 'latency_ms_p10', 'latency_ms_p90', 'latency_ms_mean',
+                 'achieved_macs_per_s', 'matmul_peak_macs_per_s', 'peak_fraction'):
+        v = getattr(r, name)
+        assert isinstance(v, float) and math.isfinite(v) and v > 0, (name, v)
+    assert r.latency_ms_p10 <= r.latency_ms_median <= r.latency_ms_p90
+    assert r.latency_ms_iqr >= 0
+    assert r.throughput == pytest.approx(batch / (r.latency_ms_median / 1e3))
+    assert r.achieved_macs_per_s == pytest.approx(r.macs_per_image * r.throughput)
+    assert isinstance(r.peak_mem_bytes, int) and r.peak_mem_bytes >= 0
+    assert r.iters == len(r.latencies_ms) >= 1
+    for key in STAMP_KEYS:
+        assert r.stamp.get(key) not in (None, ''), key
+    assert r.stamp['batch_size'] == batch
+
+
+def test_bench_cpu_tiny_spec():
+    spec = tiny()
+    calls = []
+    r = speed.bench(spec, device='cpu', batch_size=2, warmup=1, iters=5,
+                    progress=lambda frac, desc=None: calls.append((frac, desc)))
+    check_result(r, 2)
+    assert r.iters == 5 and r.stamp['warmup_iters'] == 1
+    assert r.macs_per_image == analytic_cost(spec).macs
+    assert r.stamp['device'] == 'cpu' and r.stamp['timer'] == 'time.perf_counter'
+    assert r.stamp['torch'] == torch.__version__ and r.stamp['threads'] == torch.get_num_threads()
+    assert calls and calls[-1][0] == 1.0 and all(0 <= f <= 1 for f, _ in calls)
+    d = r.to_dict()
+    assert json.loads(json.dumps(d))['throughput'] == r.throughput
+
+
+def test_bench_by_time_and_channels_last():
+    r = speed.bench(tiny(), device='cpu', batch_size=1, channels_last=True, min_time_s=0.2)
+    check_result(r, 1)
+    assert r.iters >= 5 and r.stamp['channels_last'] and r.stamp['memory_format'] == 'channels_last'
+
+
+def test_bench_bf16_where_supported():
+    if speed.cpu_native_bf16():
+        r = speed.bench(tiny(), device='cpu', batch_size=1, dtype='bf16', warmup=1, iters=3)
+        check_result(r, 1)
+        assert r.stamp['autocast'] and r.stamp['dtype'] == 'bf16'
+    else:
+        with pytest.raises(speed.BenchError, match='bf16'):
+            speed.bench(tiny(), device='cpu', dtype='bf16')
+
+
+def test_matmul_peak_is_cached():
+    a = speed.matmul_peak('cpu', 'fp32')
+    assert a > 0 and math.isfinite(a)
+    assert speed.matmul_peak('cpu', 'fp32') == a
+
+
+@pytest.mark.parametrize('kwargs,match', [
+    ({'batch_size': 0}, 'batch size'),
+    ({'batch_size': 2.5}, 'batch size'),
+    ({'dtype': 'int8'}, 'dtype'),
+    ({'device': 'tpu'}, 'device'),
+    ({'iters': 0}, 'iters'),
+])
+def test_bad_requests(kwargs, match):
+    with pytest.raises(speed.BenchError, match=match):
+        speed.bench(tiny(), **kwargs)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason='needs a machine without CUDA')
+def test_cuda_without_gpu_is_an_error():
+    with pytest.raises(speed.BenchError, match='no CUDA GPU'):
+        speed.bench(tiny(), device='cuda')
+
+
+def test_fp16_on_cpu_without_support_is_an_error():
+    if speed.cpu_native_fp16():
+        pytest.skip('this CPU has AMX-FP16')
+    with pytest.raises(speed.BenchError, match='fp16'):
+        speed.bench(tiny(), device='cpu', dtype='fp16')
+
+
+def test_fast_path_settings():
+    fp = speed.fast_path('cpu')
+    assert fp['channels_last'] is True
+    assert fp['dtype'] == ('bf16' if speed.cpu_native_bf16() else 'fp32')
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA GPU')
+def test_bench_cuda_tiny_spec():
+    r = speed.bench(tiny(), device='cuda', batch_size=4, dtype='fp16', channels_last=True, warmup=2, iters=5)
+    check_result(r, 4)
+    assert r.stamp['timer'] == 'CUDA events + synchronize' and r.peak_mem_bytes > 0
+
+
+# ---- CLI ------------------------------------------------------------------------------------------------
+def run_cli(*argv) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    with redirect_stdout(out), redirect_stderr(err):
+        try:
+            rc = main(list(argv))
+        except SystemExit as e:
+            rc = e.code
+    return rc, out.getvalue(), err.getvalue()
+
+
+@pytest.fixture
+def tiny_file(tmp_path):
+    path = tmp_path / 'tiny.json'
+    path.write_text(tiny().to_json())
+    return str(path)
+
+
+def test_cli_bench_json_round_trip(tiny_file):
+    rc, out, err = run_cli('bench', tiny_file, '--device', 'cpu', '--batch-size', '2', '--warmup', '1',
+                           '--iters', '3', '--json')
+    assert rc == 0, err
+    d = json.loads(out)
+    assert d['iters'] == 3 and d['stamp']['batch_size'] == 2 and d['throughput'] > 0
+    assert d['macs_per_image'] == analytic_cost(tiny()).macs
+    rc, out, err = run_cli('bench', tiny_file, '--fast', '--iters', '2', '--warmup', '0')
+    assert rc == 0, err
+    assert 'img/s' in out and 'channels_last' in out and 'matmul peak' in out
+
+
+@pytest.mark.parametrize('argv,match', [
+    (['--batch-size', '0'], 'at least 1'),
+    (['--dtype', 'fp64'], 'invalid choice'),
+    (['--device', 'tpu'], 'device'),
+    (['--min-time', '0'], 'min-time'),
+])
+def test_cli_bench_errors(tiny_file, argv, match):
+    rc, _, err = run_cli('bench', tiny_file, *argv)
+    assert rc == 2 and match in err
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason='needs a machine without CUDA')
+def test_cli_bench_cuda_without_gpu(tiny_file):
+    rc, _, err = run_cli('bench', tiny_file, '--device', 'cuda')
+    assert rc == 2 and 'no CUDA GPU' in err
