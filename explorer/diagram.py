@@ -75,7 +75,7 @@ def network_svg(spec: ArchSpec) -> str:
         bh = side_h(h)
         y = mid - bh / 2
         colour = mixer_colour(stage.mixer)
-        parts.append(_box(x, y, bw, bh, colour, extra=f'fill-opacity="0.85"'))
+        parts.append(_box(x, y, bw, bh, colour, extra='fill-opacity="0.85"'))
         n_slices = min(stage.depth, MAX_SLICES)
         for j in range(1, n_slices):
             sx = x + bw * j / n_slices

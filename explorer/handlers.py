@@ -15,7 +15,7 @@ import pprint
 from dataclasses import fields
 
 from .mixers import MIXERS, Arg
-from .spec import MAX_STAGES, ArchSpec, ConvSpec, SpecError, StageSpec, default_res_scale, load_spec, preset_names
+from .spec import MAX_STAGES, ArchSpec, SpecError, StageSpec, default_res_scale, load_spec, preset_names
 
 DEFAULT_PRESET = 'caformer_s18'
 GLOBAL_FIELDS = ('name', 'img_size', 'in_chans', 'num_classes', 'mlp_act', 'norm', 'head')

@@ -28,7 +28,6 @@ from timm.models.metaformer import Attention as TimmAttention
 from timm.models.metaformer import Pooling as TimmPooling
 
 from .attribute import resolve_stage
-from .mixers import RandomMixer
 
 EXACT_MIXERS = ('pooling', 'random', 'identity', 'attention')
 REDUCTIONS = ('diag', 'norm')

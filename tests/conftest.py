@@ -19,3 +19,36 @@ def tiny_spec(mixers=('pooling', 'sepconv', 'attention'), dims=(16, 32, 64), dep
 @pytest.fixture
 def tiny():
     return tiny_spec
+
+
+def run_cli(*argv) -> tuple[int, str, str]:
+    """Run `explorer ARGV...` in-process: (exit status, stdout, stderr)."""
+    import io
+    from contextlib import redirect_stderr, redirect_stdout
+
+    from explorer.cli import main
+    out, err = io.StringIO(), io.StringIO()
+    with redirect_stdout(out), redirect_stderr(err):
+        try:
+            rc = main(list(argv))
+        except SystemExit as e:
+            rc = e.code
+    return rc, out.getvalue(), err.getvalue()
+
+
+def free_port() -> int:
+    import socket
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope='session')
+def app_url():
+    """The whole app launched once for the session on 127.0.0.1 (a free port)."""
+    from explorer.ui import build_demo, launch_kwargs
+    demo = build_demo()
+    port = free_port()
+    demo.launch(server_name='127.0.0.1', server_port=port, prevent_thread_lock=True, quiet=True, **launch_kwargs())
+    yield f'http://127.0.0.1:{port}/'
+    demo.close()

@@ -2,7 +2,6 @@
 server never fails with an internal error and keeps serving."""
 from __future__ import annotations
 
-import socket
 
 import pytest
 
@@ -12,22 +11,10 @@ JUNK = [None, '', 'nonsense', '{"stages": [}', -1, 10 ** 9, 3.5, True, [], [1, '
         {'stages': [{'mixer': 'attention', 'depth': 1, 'dim': 33}]}]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope='module')
-def client():
+def client(app_url):
     from gradio_client import Client
-
-    from explorer.ui import build_demo, launch_kwargs
-    demo = build_demo()
-    port = free_port()
-    demo.launch(server_name='127.0.0.1', server_port=port, prevent_thread_lock=True, quiet=True, **launch_kwargs())
-    yield Client(f'http://127.0.0.1:{port}/', verbose=False)
-    demo.close()
+    return Client(app_url, verbose=False)
 
 
 # endpoint -> the keyword that receives the junk, plus fixed valid keywords

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import socket
 
 import pytest
 
@@ -13,22 +12,10 @@ from explorer.spec import ArchSpec
 pytest.importorskip('gradio_client')
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope='module')
-def client():
+def client(app_url):
     from gradio_client import Client
-
-    from explorer.ui import build_demo, launch_kwargs
-    demo = build_demo()
-    port = free_port()
-    demo.launch(server_name='127.0.0.1', server_port=port, prevent_thread_lock=True, quiet=True, **launch_kwargs())
-    yield Client(f'http://127.0.0.1:{port}/', verbose=False)
-    demo.close()
+    return Client(app_url, verbose=False)
 
 
 TINY = {'name': 'tiny', 'img_size': 32, 'num_classes': 10,

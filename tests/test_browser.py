@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 from pathlib import Path
 
 import pytest
@@ -26,22 +25,6 @@ pytestmark = [
                                                            '(apt-get install chromium)'),
 ]
 TIMEOUT = 60_000  # ms; first counts on a cold 2-core machine
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture(scope='module')
-def app_url():
-    from explorer.ui import build_demo, launch_kwargs
-    demo = build_demo()
-    port = free_port()
-    demo.launch(server_name='127.0.0.1', server_port=port, prevent_thread_lock=True, quiet=True, **launch_kwargs())
-    yield f'http://127.0.0.1:{port}/'
-    demo.close()
 
 
 @pytest.fixture(scope='module')

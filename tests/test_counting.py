@@ -2,11 +2,9 @@
 resolutions), published figures, fvcore's own counts of timm's models, activation memory, the CLI."""
 from __future__ import annotations
 
-import io
 import json
 import math
 import time
-from contextlib import redirect_stderr, redirect_stdout
 
 import pytest
 import torch
@@ -15,9 +13,9 @@ from hypothesis import strategies as st
 
 from explorer import counting as C
 from explorer.build import build_model
-from explorer.cli import main
 from explorer.mixers import MIXERS
 from explorer.spec import ACTIVATIONS, HEADS, NORMS, ArchSpec, SpecError, load_spec, preset_names
+from tests.conftest import run_cli
 
 
 def assert_same(a: C.CostReport, f: C.CostReport) -> None:
@@ -339,14 +337,6 @@ def test_other_img_size_validated():
 
 
 # ---- CLI ------------------------------------------------------------------------------------------------
-def run_cli(*argv) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    with redirect_stdout(out), redirect_stderr(err):
-        try:
-            rc = main(list(argv))
-        except SystemExit as e:
-            rc = e.code
-    return rc, out.getvalue(), err.getvalue()
 
 
 def test_cli_profile_json_round_trip():

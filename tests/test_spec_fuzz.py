@@ -1,6 +1,5 @@
 """Property tests: whatever JSON arrives, the result is a valid spec or a SpecError naming the problem; and
 valid specs build and run."""
-import json
 
 import torch
 from hypothesis import HealthCheck, given, settings

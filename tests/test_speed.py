@@ -2,18 +2,16 @@
 in; bad requests are clear errors (CLI exit 2); the CLI's JSON round-trips."""
 from __future__ import annotations
 
-import io
 import json
 import math
-from contextlib import redirect_stderr, redirect_stdout
 
 import pytest
 import torch
 
 from explorer import speed
-from explorer.cli import main
 from explorer.counting import analytic_cost
 from explorer.spec import ArchSpec
+from tests.conftest import run_cli
 
 
 def tiny() -> ArchSpec:
@@ -121,14 +119,6 @@ def test_bench_cuda_tiny_spec():
 
 
 # ---- CLI ------------------------------------------------------------------------------------------------
-def run_cli(*argv) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    with redirect_stdout(out), redirect_stderr(err):
-        try:
-            rc = main(list(argv))
-        except SystemExit as e:
-            rc = e.code
-    return rc, out.getvalue(), err.getvalue()
 
 
 @pytest.fixture
