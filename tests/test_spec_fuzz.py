@@ -6,6 +6,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from explorer.build import build_model
+from explorer.guard import ResourceError, check_request
 from explorer.mixers import MIXERS
 from explorer.spec import ACTIVATIONS, HEADS, NORMS, ArchSpec, SpecError
 
@@ -75,9 +76,13 @@ def test_junk_text_gives_spec_error(text):
 
 @settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
 @given(near_valid_dicts())
-def test_valid_specs_build_and_run(data):
+def test_valid_specs_that_pass_the_guard_build_and_run(data):
     spec = _parse_or_spec_error(data)
     if spec is None:
+        return
+    try:
+        check_request(spec, batch_size=1)
+    except ResourceError:
         return
     model = build_model(spec, seed=0).eval()
     with torch.no_grad():
