@@ -312,6 +312,9 @@ def bench(spec, device: str = 'auto', batch_size: int = 8, dtype: str = 'fp32', 
             raise BenchError(f'{name} {v!r} must be a{" non-negative" if name == "warmup" else " positive"} integer')
     device = resolve_device(device)
     check_dtype(device, dtype)
+    if model is None:  # the resource guard, before anything is built (limits: explorer.guard)
+        from .guard import check_request
+        check_request(spec, batch_size=batch_size, dtype=dtype)
     report = progress or (lambda frac, desc=None: None)
     load_before = os.getloadavg() if hasattr(os, 'getloadavg') else None
 

@@ -174,6 +174,8 @@ def train(spec: ArchSpec | dict, dataset: str = 'fashion-mnist', epochs: float =
     cfg = TrainConfig(epochs=epochs, time_budget=time_budget, batch_size=batch_size, seed=seed, **recipe)
     _check_config(cfg)
     check_trainable(spec)
+    from .guard import check_request
+    check_request(spec, batch_size=batch_size, training=True)  # before building: refuse what would not fit
     pre = Preprocessing.for_spec(spec)
     train_ds = load_dataset(dataset, 'train', data_dir, download)
     test_ds = load_dataset(dataset, 'test', data_dir, download)

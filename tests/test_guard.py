@@ -55,3 +55,14 @@ def test_limits_from_environment():
         Limits.from_env({'EXPLORER_MAX_BATCH': 'lots'})
     with pytest.raises(SpecError, match='must be positive'):
         Limits.from_env({'EXPLORER_MAX_ACT_GIB': '-1'})
+
+
+def test_bench_and_train_refuse_before_building(monkeypatch, tmp_path):
+    from explorer.speed import bench
+    from explorer.train import train
+    monkeypatch.setenv('EXPLORER_MAX_BATCH', '4')
+    with pytest.raises(ResourceError, match='batch_size: 8 is not allowed; allowed 1 to 4'):
+        bench(ArchSpec.from_dict(tiny_spec()), device='cpu', batch_size=8)
+    spec = tiny_spec(in_chans=1)
+    with pytest.raises(ResourceError, match='batch_size: 16 is not allowed; allowed 1 to 4'):
+        train(spec, batch_size=16, out=tmp_path / 'x.safetensors')
