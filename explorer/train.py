@@ -266,6 +266,8 @@ def _run(spec, cfg: TrainConfig, pre, train_ds, test_ds, progress):
                 progress({'kind': 'epoch', 'total_steps': total, **row})
     except Stopped:
         stopped_by = 'user'
+    if stopped_by == 'epochs' and total < planned:  # the budget shortened the schedule: it ended the training
+        stopped_by = 'time_budget'
     model.eval()
     final = accuracy_on(model, test_ds, pre, cfg.eval_batch_size)
     if history:
