@@ -282,9 +282,11 @@ def add_predict_tab(ctx=None) -> dict:
     examples = (fmnist + [str(p) for p in example_images()]) if first.startswith(TRAINED) \
         else [str(p) for p in example_images()] + fmnist
     with gr.Tab('Predict & explain'):
-        gr.Markdown('What does a model see, and how does each token mixer move information? Pretrained weights '
-                    'come from timm (PoolFormer v1/v2, ConvFormer, CAFormer); any spec also runs with a checkpoint '
-                    'or with random weights, which still show the architecture\'s structure.')
+        gr.Markdown('What does a model see, and how does each token mixer move information? The models trained '
+                    'on Fashion-MNIST that ship with the explorer work offline; ImageNet presets load timm\'s '
+                    'pretrained weights (PoolFormer v1/v2, ConvFormer, CAFormer) from the Hugging Face cache or '
+                    'hub; any spec also runs with a checkpoint or with random weights, which still show the '
+                    'architecture\'s structure.')
         with gr.Row():
             with gr.Column(scale=2):
                 choice, mode = _model_picker('model', first)
