@@ -7,24 +7,21 @@ import sys
 import textwrap
 
 
-def _positive_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f'{text!r} is not an integer') from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f'{v} must be at least 1')
-    return v
+def _int_at_least(low: int):
+    """argparse type: an integer >= low, with a message naming the value."""
+    def parse(text: str) -> int:
+        try:
+            v = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f'{text!r} is not an integer') from None
+        if v < low:
+            raise argparse.ArgumentTypeError(f'{v} must be at least {low}')
+        return v
+    return parse
 
 
-def _non_negative_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f'{text!r} is not an integer') from None
-    if v < 0:
-        raise argparse.ArgumentTypeError(f'{v} must be at least 0')
-    return v
+_positive_int = _int_at_least(1)
+_non_negative_int = _int_at_least(0)
 
 
 def register(sub) -> None:
