@@ -248,10 +248,12 @@ def _spec_at(spec: ArchSpec, img_size: int | None) -> ArchSpec:
 
 def _breakdown(spec: ArchSpec) -> tuple[_C, list[dict], _C]:
     """(stem, per-stage dicts of components, head) for one image at spec.img_size."""
-    mixers_unknown = [st.mixer for st in spec.stages if st.mixer not in MIXER_COSTS]
-    if mixers_unknown:
-        raise NotImplementedError(f'no analytic cost formula for mixer(s) {", ".join(mixers_unknown)}; '
-                                  f'add one with @mixer_cost in explorer/counting.py')
+    # a mixer registered without a cost formula: a SpecError, so the UI, CLI and API show it like any other
+    missing = [(f'stages[{i}].mixer', f'{st.mixer!r} has no analytic cost formula; register one with '
+                f'@mixer_cost({st.mixer!r}) in explorer/counting.py')
+               for i, st in enumerate(spec.stages) if st.mixer not in MIXER_COSTS]
+    if missing:
+        raise SpecError(missing)
     grids = spec.grid_sizes()
     d0 = spec.stages[0].dim
     h0, w0 = grids[0]

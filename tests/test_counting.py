@@ -372,3 +372,12 @@ def test_cli_profile_errors():
     assert rc == 2 and 'preset' in err
     rc, _, _ = run_cli('profile', 'poolformer_s12', '--img-size', '0')
     assert rc == 2
+
+
+def test_mixer_without_cost_formula_is_a_clear_spec_error(monkeypatch):
+    from explorer.mixers import MIXERS
+    spec = ArchSpec.from_dict({'img_size': 32, 'stages': [{'mixer': 'pooling', 'depth': 1, 'dim': 8}]})
+    monkeypatch.delitem(C.MIXER_COSTS, 'pooling')
+    assert 'pooling' in MIXERS
+    with pytest.raises(SpecError, match=r"stages\[0\]\.mixer: 'pooling' has no analytic cost formula"):
+        C.analytic_cost(spec)
