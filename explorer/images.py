@@ -23,6 +23,11 @@ class ImageError(ValueError):
     """The input is not a usable image; the message names the file and the reason."""
 
 
+def fmnist_examples() -> list[Path]:
+    """The 20 Fashion-MNIST test images shipped for the trained models (licence: assets/fmnist/LICENSES.md)."""
+    return sorted((ASSET_DIR.parent / 'fmnist' / 'images').glob('*.png'))
+
+
 def example_images() -> list[Path]:
     """The example images shipped in assets/images (licences in assets/images/LICENSES.md)."""
     return sorted(p for p in ASSET_DIR.glob('*') if p.suffix.lower() in IMAGE_SUFFIXES)

@@ -20,7 +20,7 @@ import gradio as gr
 from . import plots_predict as pp
 from .attribute import METHODS, attribute, deletion_curve, resolve_method
 from .guard import check_request
-from .images import ImageError, example_images, load_image
+from .images import ImageError, example_images, fmnist_examples, load_image
 from .mixing import effective_receptive_fields, mixing_map
 from .predict import class_names, data_config, predict, preprocess, to_display
 from .spec import ArchSpec, SpecError, load_spec, preset_names
@@ -363,12 +363,6 @@ def add_predict_tab(ctx=None) -> dict:
 
 
 # ---- API (gradio_client) ------------------------------------------------------------------------------------
-def fmnist_examples() -> list:
-    from pathlib import Path
-    d = Path(__file__).resolve().parent.parent / 'assets' / 'fmnist' / 'images'
-    return sorted(d.glob('*.png'))
-
-
 def api_examples() -> list[str]:
     """Names of the example images an API call can use as `image`."""
     return [p.name for p in fmnist_examples() + example_images()]
