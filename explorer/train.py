@@ -50,6 +50,7 @@ class TrainConfig:
     label_smoothing: float = 0.1
     crop_pad: int = 2  # random crop from the image padded by this many pixels each side; 0: no crop
     hflip: bool = True
+    erase_prob: float = 0.0  # random erasing (Zhong et al. 2020): chance per image of blanking one rectangle
     seed: int = 0
     threads: int | None = None  # torch threads during the run; None: leave torch's setting
     eval_batch_size: int = 1000
@@ -72,10 +73,13 @@ class Stopped(Exception):
 
 
 # ---- batches -------------------------------------------------------------------------------------------
-def augment(x: torch.Tensor, pad: int, hflip: bool, gen: torch.Generator) -> torch.Tensor:
-    """Random crop (zero-padded by `pad`) and random horizontal flip of a batch (B, C, H, W), per image.
+def augment(x: torch.Tensor, pad: int, hflip: bool, gen: torch.Generator, erase_prob: float = 0.0
+            ) -> torch.Tensor:
+    """Random crop (zero-padded by `pad`), random horizontal flip and random erasing of a batch (B, C, H, W).
 
-    Run before normalisation, so the padding is background (pixel value 0).
+    Run before normalisation, so the padding and the erased rectangles are background (pixel value 0).
+    Erasing blanks, with probability `erase_prob` per image, one rectangle of 2% to 25% of the image with an
+    aspect ratio between 0.3 and 3.3 (log-uniform), at a uniform position.
     """
     B, C, H, W = x.shape
     if pad > 0:
@@ -89,7 +93,25 @@ def augment(x: torch.Tensor, pad: int, hflip: bool, gen: torch.Generator) -> tor
     if hflip:
         flip = torch.rand(B, generator=gen) < 0.5
         x = torch.where(flip[:, None, None, None], x.flip(-1), x)
+    if erase_prob > 0:
+        x = _erase(x, erase_prob, gen)
     return x
+
+
+def _erase(x: torch.Tensor, prob: float, gen: torch.Generator) -> torch.Tensor:
+    B, C, H, W = x.shape
+    on = torch.rand(B, generator=gen) < prob
+    area = (0.02 + 0.23 * torch.rand(B, generator=gen)) * H * W
+    aspect = torch.exp(math.log(0.3) + (math.log(3.3) - math.log(0.3)) * torch.rand(B, generator=gen))
+    h = (area * aspect).sqrt().round().clamp(1, H).long()
+    w = (area / aspect).sqrt().round().clamp(1, W).long()
+    y0 = (torch.rand(B, generator=gen) * (H - h + 1)).long()
+    x0 = (torch.rand(B, generator=gen) * (W - w + 1)).long()
+    rows, cols = torch.arange(H), torch.arange(W)
+    in_rows = (rows >= y0[:, None]) & (rows < (y0 + h)[:, None])  # (B, H)
+    in_cols = (cols >= x0[:, None]) & (cols < (x0 + w)[:, None])  # (B, W)
+    mask = on[:, None, None] & in_rows[:, :, None] & in_cols[:, None, :]
+    return x.masked_fill(mask[:, None], 0.0)
 
 
 def make_batch(images: torch.Tensor, pre: Preprocessing, cfg: TrainConfig | None = None,
@@ -98,7 +120,7 @@ def make_batch(images: torch.Tensor, pre: Preprocessing, cfg: TrainConfig | None
     if cfg is None:
         return preprocess(images, pre)
     raw = Preprocessing(img_size=pre.img_size, resize=pre.resize, mean=0.0, std=1.0, in_chans=1)
-    x = augment(preprocess(images, raw), cfg.crop_pad, cfg.hflip, gen)
+    x = augment(preprocess(images, raw), cfg.crop_pad, cfg.hflip, gen, cfg.erase_prob)
     x = (x - pre.mean) / pre.std
     return x.expand(-1, pre.in_chans, -1, -1).contiguous() if pre.in_chans > 1 else x
 
@@ -205,6 +227,8 @@ def _check_config(cfg: TrainConfig) -> None:
         raise ValueError(f'batch_size {cfg.batch_size!r} must be a positive integer')
     if not cfg.epochs or cfg.epochs <= 0:
         raise ValueError(f'epochs {cfg.epochs!r} must be a positive number')
+    if not 0.0 <= cfg.erase_prob <= 1.0:
+        raise ValueError(f'erase_prob {cfg.erase_prob!r} must be a probability between 0 and 1')
     if cfg.time_budget is not None and cfg.time_budget <= 0:
         raise ValueError(f'time_budget {cfg.time_budget!r} must be a positive number of seconds')
 

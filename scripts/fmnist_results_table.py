@@ -13,7 +13,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from explorer.spec import ArchSpec  # noqa: E402
-from explorer.train import read_metadata  # noqa: E402
+from explorer.train import TrainConfig, read_metadata  # noqa: E402
 
 ORDER = ('identity', 'random', 'pooling', 'sepconv', 'attention', 'spatial_mlp', 'hybrid')
 
@@ -40,6 +40,7 @@ def rows(directory: Path) -> list[dict]:
                     'params': m['params'], 'frozen': frozen if frozen is not None else
                     m['params'] - m['trainable_params'], 'macs': macs, 'epochs': m['epochs'],
                     'time': m['train_time_s'], 'budget': _budget(m), 'threads': m['threads'],
+                    'recipe': _recipe_changes(m.get('recipe', {})),
                     'size_mb': path.stat().st_size / 2 ** 20})
     rank = {k: i for i, k in enumerate(ORDER)}
     return sorted(out, key=lambda r: (rank.get(r['key'], len(ORDER)), r['file']))
@@ -51,26 +52,41 @@ def _budget(m: dict) -> str:
     return f'{m["epochs_requested"]:g} epoch' + ('s' if m['epochs_requested'] != 1 else '')
 
 
+# fields that say how long or where a run trained, not how: they have their own columns
+_NOT_RECIPE = {'epochs', 'time_budget', 'seed', 'threads', 'eval_batch_size', 'eval_every_epoch'}
+_NAMES = {'erase_prob': 'random erasing', 'crop_pad': 'crop padding', 'hflip': 'flips', 'lr': 'peak lr',
+          'batch_size': 'batch', 'label_smoothing': 'label smoothing', 'weight_decay': 'weight decay',
+          'warmup_epochs': 'warm-up epochs'}
+
+
+def _recipe_changes(recipe: dict) -> str:
+    """What a run's recipe changed from the shared one (TrainConfig's defaults), e.g. 'random erasing 0.25'."""
+    base = TrainConfig()
+    changes = [f'{_NAMES.get(k, k)} {v:g}' if isinstance(v, float) else f'{_NAMES.get(k, k)} {v}'
+               for k, v in recipe.items() if k not in _NOT_RECIPE and hasattr(base, k) and getattr(base, k) != v]
+    return ', '.join(changes) or 'shared'
+
+
 def table(directory: Path) -> str:
     rs = rows(directory)
     lines = [
         '| model (token mixer) | mixers per stage | test acc. (%) | params | MACs / image | epochs | budget | '
-        'training time (s) | file |',
-        '|---|---|---:|---:|---:|---:|---|---:|---|',
+        'recipe | threads | training time (s) | file |',
+        '|---|---|---:|---:|---:|---:|---|---|---:|---:|---|',
     ]
     for r in rs:
         params = f'{r["params"] / 1e6:.3f} M' + (f' ({r["frozen"] / 1e6:.3f} M frozen)' if r['frozen'] else '')
         macs = '-' if r['macs'] is None else f'{r["macs"] / 1e6:.1f} M'
         lines.append(f'| {r["family"]} | {r["mixers"]} | {r["acc"]:.2f} | {params} | {macs} | {r["epochs"]:g} | '
-                     f'{r["budget"]} | {r["time"]:.0f} | `{r["file"]}` ({r["size_mb"]:.1f} MB) |')
-    threads = sorted({r['threads'] for r in rs})
+                     f'{r["budget"]} | {r["recipe"]} | {r["threads"]} | {r["time"]:.0f} | `{r["file"]}` ({r["size_mb"]:.1f} MB) |')
     lines += [
         '',
         f'Fashion-MNIST test set (10,000 images), top-1 accuracy of the weights at the end of training (no '
         f'checkpoint selection on the test set). Params: every parameter of the model, frozen RandFormer matrices '
         f'included and shown apart. MACs: one multiply-accumulate = 1, per 32x32 image, forward pass, from '
-        f'`explorer.counting.analytic_cost`. Training time: wall-clock seconds of the training loop (evaluation '
-        f'excluded) on a 2-core CPU shared with other jobs, torch threads {", ".join(map(str, threads))}: it '
+        f'`explorer.counting.analytic_cost`. Recipe: what a row changed from the shared recipe '
+        f'(`explorer.train.TrainConfig` defaults). Training time: wall-clock seconds of the training loop '
+        f'(evaluation excluded) on a 2-core CPU shared with other jobs, with the torch threads shown: it '
         f'measures the load of the machine as much as the model, so compare MACs for cost.',
     ]
     return '\n'.join(lines) + '\n'

@@ -8,6 +8,8 @@
 # that many families side by side. The last row trains the hybrid (LONG_SPEC) longer: up to LONG_EPOCHS epochs within
 # LONG_BUDGET seconds of training (the cosine schedule is fitted to the steps that fit, so this row depends on the
 # machine's speed; LONG_BUDGET=0 trains exactly LONG_EPOCHS epochs instead, deterministically).
+# The best design (BEST_SPEC, a larger CAFormer-style hybrid) is then trained longest, with random erasing:
+# BEST_EPOCHS epochs within BEST_BUDGET seconds on BEST_THREADS threads (BEST_EPOCHS=0 skips it).
 # Needs Fashion-MNIST: Debian's dataset-fashion-mnist, FASHION_MNIST_DIR=DIR holding the idx files, or network
 # access for torchvision (add --download to the explorer train lines).
 set -euo pipefail
@@ -19,6 +21,10 @@ JOBS="${JOBS:-1}"
 LONG_EPOCHS="${LONG_EPOCHS:-5}"
 LONG_BUDGET="${LONG_BUDGET:-2600}"
 LONG_SPEC="${LONG_SPEC:-hybrid}"
+BEST_SPEC="${BEST_SPEC:-hybrid_large}"
+BEST_EPOCHS="${BEST_EPOCHS:-30}"
+BEST_BUDGET="${BEST_BUDGET:-5400}"
+BEST_THREADS="${BEST_THREADS:-2}"
 mkdir -p "$OUT"
 printf '%s\n' identity random pooling sepconv attention spatial_mlp hybrid | xargs -P "$JOBS" -I{} \
   explorer train "assets/fmnist/specs/fmnist_{}.json" --dataset fashion-mnist --epochs "$FAMILY_EPOCHS" \
@@ -27,5 +33,11 @@ BUDGET_ARGS=()
 if [ "$LONG_BUDGET" != 0 ]; then BUDGET_ARGS=(--time-budget "$LONG_BUDGET"); fi
 explorer train "assets/fmnist/specs/fmnist_${LONG_SPEC}.json" --dataset fashion-mnist --epochs "$LONG_EPOCHS" \
   "${BUDGET_ARGS[@]}" --seed 0 --threads "$THREADS" --out "$OUT/fmnist_${LONG_SPEC}_long.safetensors"
+if [ "$BEST_EPOCHS" != 0 ]; then
+  BUDGET_ARGS=()
+  if [ "$BEST_BUDGET" != 0 ]; then BUDGET_ARGS=(--time-budget "$BEST_BUDGET"); fi
+  explorer train "assets/fmnist/specs/fmnist_${BEST_SPEC}.json" --dataset fashion-mnist --epochs "$BEST_EPOCHS" \
+    "${BUDGET_ARGS[@]}" --erase 0.25 --seed 0 --threads "$BEST_THREADS" --out "$OUT/fmnist_${BEST_SPEC}.safetensors"
+fi
 python scripts/fmnist_results_table.py "$OUT" > "$OUT/RESULTS_TABLE.md"  # RESULTS.md = this table + recipe + findings
 cat "$OUT/RESULTS_TABLE.md"

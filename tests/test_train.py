@@ -129,6 +129,27 @@ def test_augment_crops_are_shifted_copies_and_flip_mirrors():
     assert 0 < int((z[:, 0, 3, 5] == 1).sum()) < 64
 
 
+
+def test_random_erasing_blanks_one_rectangle_of_the_stated_size_in_the_stated_share():
+    x = torch.ones(2000, 1, 32, 32)
+    y = augment(x, pad=0, hflip=False, gen=torch.Generator().manual_seed(0), erase_prob=0.25)
+    blank = y[:, 0] == 0
+    erased = blank.flatten(1).any(1)
+    assert 0.22 < float(erased.float().mean()) < 0.28  # 500 expected of 2000
+    for img in blank[erased][:200]:  # the blanked pixels form one axis-aligned rectangle of 2% to 25% area
+        rows, cols = img.any(1).nonzero().flatten(), img.any(0).nonzero().flatten()
+        h, w = int(rows[-1] - rows[0] + 1), int(cols[-1] - cols[0] + 1)
+        assert int(img.sum()) == h * w and len(rows) == h and len(cols) == w
+        assert 0.02 * 1024 - 20 <= h * w <= 0.25 * 1024 + 20  # rounding h and w moves the area <= 20 px
+    again = augment(x, pad=0, hflip=False, gen=torch.Generator().manual_seed(0), erase_prob=0.25)
+    assert torch.equal(y, again)  # seeded: deterministic
+    assert torch.equal(augment(x, 0, False, torch.Generator().manual_seed(0), erase_prob=0.0), x)
+
+
+def test_erase_probability_outside_0_1_is_refused(fake_dir):
+    with pytest.raises(ValueError, match='erase_prob 1.5 must be a probability between 0 and 1'):
+        train(TINY, epochs=1, data_dir=fake_dir, erase_prob=1.5, **QUICK)
+
 # ---- training ------------------------------------------------------------------------------------------
 def test_short_run_lowers_the_loss_and_learns(fake_dir):
     res = train(TINY, epochs=6, seed=0, data_dir=fake_dir, lr=1e-2, **QUICK)
@@ -186,8 +207,9 @@ def test_cli_train_and_evaluate_json(fake_dir, tmp_path, capsys):
     spec.write_text(json.dumps(TINY))
     out = tmp_path / 'cli.safetensors'
     rc = cli_main(['train', str(spec), '--data-dir', str(fake_dir), '--epochs', '1', '--batch-size', '64',
-                   '--seed', '1', '--threads', '1', '--out', str(out)])
+                   '--seed', '1', '--threads', '1', '--erase', '0.25', '--out', str(out)])
     assert rc == 0 and out.is_file()
+    assert read_metadata(out)['metrics']['recipe']['erase_prob'] == 0.25
     assert 'test accuracy' in capsys.readouterr().out
     assert cli_main(['evaluate', str(out), '--data-dir', str(fake_dir), '--json']) == 0
     r = json.loads(capsys.readouterr().out)
@@ -245,3 +267,19 @@ def test_training_stream_yields_steps_epochs_and_a_listed_checkpoint(fake_dir, t
     assert [t['path'] for t in listed] == [res.checkpoint] and listed[0]['accuracy'] == res.metrics['test_accuracy']
     bad = list(training_events({**TINY, 'in_chans': 3}, 1, None, 32, 0, None, 'bad', tmp_path, fake_dir))
     assert bad[-1]['kind'] == 'error' and 'in_chans is 3' in bad[-1]['message']
+
+
+def test_results_table_script_reads_checkpoints_and_names_recipe_changes(fake_dir, tmp_path):
+    import importlib.util
+    spec_ = importlib.util.spec_from_file_location('fmnist_table', Path(__file__).parent.parent / 'scripts' /
+                                                   'fmnist_results_table.py')
+    mod = importlib.util.module_from_spec(spec_)
+    spec_.loader.exec_module(mod)
+    train(TINY, epochs=1, seed=0, data_dir=fake_dir, out=tmp_path / 'fmnist_tiny.safetensors', erase_prob=0.25,
+          **QUICK)
+    md = mod.table(tmp_path)
+    row = md.splitlines()[2]
+    acc = 100 * read_metadata(tmp_path / 'fmnist_tiny.safetensors')['metrics']['test_accuracy']
+    # QUICK changes batch 128 -> 32 and crop padding 2 -> 0 besides the erasing
+    assert f'| {acc:.2f} |' in row and '| batch 32, crop padding 0, random erasing 0.25 | 1 |' in row, row
+    assert md.count('\n| ') == 1  # one checkpoint, one row

@@ -14,6 +14,8 @@ def register(sub) -> None:
                    help='stop after S seconds of training; the cosine schedule is fitted to the steps that fit')
     p.add_argument('--batch-size', type=int, default=128)
     p.add_argument('--lr', type=float, default=None, help='peak learning rate (default 2e-3)')
+    p.add_argument('--erase', type=float, default=None, metavar='P',
+                   help='random erasing: chance per image of blanking one rectangle (default 0: off)')
     p.add_argument('--seed', type=int, default=0)
     p.add_argument('--threads', type=int, default=None, help='torch CPU threads (default: torch\'s setting)')
     p.add_argument('--data-dir', default=None, metavar='PATH', help='directory holding the Fashion-MNIST idx files')
@@ -60,6 +62,8 @@ def cmd_train(args) -> int:
         recipe['lr'] = args.lr
     if args.threads is not None:
         recipe['threads'] = args.threads
+    if args.erase is not None:
+        recipe['erase_prob'] = args.erase
 
     def progress(ev):
         if ev['kind'] == 'epoch' and not args.quiet:
