@@ -78,7 +78,8 @@ def table(directory: Path) -> str:
         params = f'{r["params"] / 1e6:.3f} M' + (f' ({r["frozen"] / 1e6:.3f} M frozen)' if r['frozen'] else '')
         macs = '-' if r['macs'] is None else f'{r["macs"] / 1e6:.1f} M'
         lines.append(f'| {r["family"]} | {r["mixers"]} | {r["acc"]:.2f} | {params} | {macs} | {r["epochs"]:g} | '
-                     f'{r["budget"]} | {r["recipe"]} | {r["threads"]} | {r["time"]:.0f} | `{r["file"]}` ({r["size_mb"]:.1f} MB) |')
+                     f'{r["budget"]} | {r["recipe"]} | {r["threads"]} | {r["time"]:.0f} | '
+                     f'`{r["file"]}` ({r["size_mb"]:.1f} MB) |')
     lines += [
         '',
         f'Fashion-MNIST test set (10,000 images), top-1 accuracy of the weights at the end of training (no '

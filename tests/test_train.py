@@ -258,11 +258,12 @@ def test_adapt_makes_a_preset_trainable_and_says_what_changed():
 def test_training_stream_yields_steps_epochs_and_a_listed_checkpoint(fake_dir, tmp_path):
     from explorer.train import list_trained
     from explorer.ui_train import training_events
-    events = list(training_events(TINY, 2, None, 32, 0, None, 'test-run', out_dir=tmp_path, data_dir=fake_dir))
+    events = list(training_events(TINY, 2, None, 32, 0, None, 'test-run', out_dir=tmp_path, data_dir=fake_dir,
+                                  erase_prob=0.25))
     kinds = [e['kind'] for e in events]
     assert kinds[-1] == 'done' and kinds.count('epoch') == 2 and 'step' in kinds
     res = events[-1]['result']
-    assert Path(res.checkpoint).parent == tmp_path
+    assert Path(res.checkpoint).parent == tmp_path and res.metrics['recipe']['erase_prob'] == 0.25
     listed = list_trained([tmp_path])
     assert [t['path'] for t in listed] == [res.checkpoint] and listed[0]['accuracy'] == res.metrics['test_accuracy']
     bad = list(training_events({**TINY, 'in_chans': 3}, 1, None, 32, 0, None, 'bad', tmp_path, fake_dir))
