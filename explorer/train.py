@@ -270,7 +270,7 @@ def _run(spec, cfg: TrainConfig, pre, train_ds, test_ds, progress):
                     if step == CALIBRATION_STEPS or (b == steps_per_epoch - 1 and step > CALIBRATION_STEPS):
                         # fit the cosine schedule to the steps the rest of the budget allows at the speed so far
                         fit = step + int((cfg.time_budget - elapsed) / (elapsed / step))
-                        total = max(step + 1, min(planned, fit))
+                        total = max(min(step + 1, planned), min(planned, fit))  # never past the plan
                         warmup = max(1, min(warmup, total // 5))
                     if elapsed >= cfg.time_budget:
                         stopped_by = 'time_budget'

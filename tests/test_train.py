@@ -188,6 +188,12 @@ def test_time_budget_and_stop_end_training_early(fake_dir):
     assert res.metrics['stopped_by'] == 'time_budget' and res.metrics['steps'] < 500 * 10
     assert res.metrics['time_budget_s'] == 0.5
 
+    # a budget that is never reached trains exactly the planned steps (the refit at step 20, the end of the
+    # second epoch, once added one step past the plan)
+    res = train(TINY, epochs=2, time_budget=1e6, seed=0, data_dir=fake_dir, **QUICK)
+    assert res.metrics['steps'] == 20 and res.metrics['epochs'] == 2 and res.metrics['stopped_by'] == 'epochs'
+    assert len(res.history) == 2
+
     def stop_after_first_epoch(ev):
         if ev['kind'] == 'epoch':
             raise Stopped
