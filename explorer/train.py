@@ -32,6 +32,7 @@ from safetensors.torch import save_file
 
 from .build import build_model
 from .data import CLASSES, Dataset, Preprocessing, load_dataset, preprocess
+from .guard import check_request
 from .spec import ArchSpec
 
 FORMAT = 'metaformer-explorer/trained-v1'
@@ -186,7 +187,7 @@ def train(spec: ArchSpec | dict, dataset: str = 'fashion-mnist', epochs: float =
     """Train `spec` from scratch on the training set, evaluate on the test set, write a checkpoint to `out`.
 
     recipe: other TrainConfig fields (lr, weight_decay, warmup_epochs, label_smoothing, crop_pad, hflip,
-    threads, eval_batch_size, eval_every_epoch). train_limit / test_limit: use the first N examples only
+    erase_prob, threads, eval_batch_size, eval_every_epoch). train_limit / test_limit: use the first N examples only
     (quick runs, tests). progress(event) is called with dicts: {'kind': 'step', 'step', 'total_steps',
     'epoch', 'loss', 'lr', 'elapsed'} every few steps, {'kind': 'epoch', ..., 'train_loss', 'test_accuracy'}
     after each epoch; it may raise `Stopped` to end training early (the checkpoint is still written).
@@ -196,7 +197,6 @@ def train(spec: ArchSpec | dict, dataset: str = 'fashion-mnist', epochs: float =
     cfg = TrainConfig(epochs=epochs, time_budget=time_budget, batch_size=batch_size, seed=seed, **recipe)
     _check_config(cfg)
     check_trainable(spec)
-    from .guard import check_request
     check_request(spec, batch_size=batch_size, training=True)  # before building: refuse what would not fit
     pre = Preprocessing.for_spec(spec)
     train_ds = load_dataset(dataset, 'train', data_dir, download)
@@ -270,10 +270,9 @@ def _run(spec, cfg: TrainConfig, pre, train_ds, test_ds, progress):
                     if step == CALIBRATION_STEPS or (b == steps_per_epoch - 1 and step > CALIBRATION_STEPS):
                         # fit the cosine schedule to the steps the rest of the budget allows at the speed so far
                         fit = step + int((cfg.time_budget - elapsed) / (elapsed / step))
-                        total = max(min(step + 1, planned), min(planned, fit))  # never past the plan
+                        total = min(planned, max(step + 1, fit))  # never past the plan
                         warmup = max(1, min(warmup, total // 5))
                     if elapsed >= cfg.time_budget:
-                        stopped_by = 'time_budget'
                         total = step
                 if progress and (step % report_every == 0 or step == total):
                     progress({'kind': 'step', 'step': step, 'total_steps': total, 'epoch': step / steps_per_epoch,
@@ -290,7 +289,7 @@ def _run(spec, cfg: TrainConfig, pre, train_ds, test_ds, progress):
                 progress({'kind': 'epoch', 'total_steps': total, **row})
     except Stopped:
         stopped_by = 'user'
-    if stopped_by == 'epochs' and total < planned:  # the budget shortened the schedule: it ended the training
+    if stopped_by == 'epochs' and total < planned:  # the budget shortened or cut the schedule: it ended training
         stopped_by = 'time_budget'
     model.eval()
     final = accuracy_on(model, test_ds, pre, cfg.eval_batch_size)

@@ -58,8 +58,16 @@ def test_limits_from_environment():
 
 
 def test_bench_and_train_refuse_before_building(monkeypatch, tmp_path):
+    import explorer.build
+    import explorer.train
     from explorer.speed import bench
     from explorer.train import train
+
+    def must_not_run(*args, **kwargs):
+        raise AssertionError('built a model or loaded data before the guard refused')
+    for target, name in ((explorer.build, 'build_model'), (explorer.train, 'build_model'),
+                         (explorer.train, 'load_dataset')):
+        monkeypatch.setattr(target, name, must_not_run)
     monkeypatch.setenv('EXPLORER_MAX_BATCH', '4')
     with pytest.raises(ResourceError, match='batch_size: 8 is not allowed; allowed 1 to 4'):
         bench(ArchSpec.from_dict(tiny_spec()), device='cpu', batch_size=8)

@@ -36,9 +36,15 @@ def test_predict_with_example_and_with_base64_bytes():
 
 @pytest.mark.skipif(not up.trained_choices(), reason='no trained Fashion-MNIST checkpoints in assets/fmnist')
 def test_offline_default_is_a_shipped_trained_model():
+    from pathlib import Path
+
+    from explorer.train import read_metadata
     choice = up.default_choice()
     assert choice.startswith(up.TRAINED)
     name = choice[len(up.TRAINED):]
+    shipped = {p.stem: read_metadata(p)['metrics']['test_accuracy']
+               for p in (Path(__file__).parent.parent / 'assets' / 'fmnist').glob('*.safetensors')}
+    assert name == max(shipped, key=shipped.get)  # the most accurate shipped model
     out = up.api_predict(name, '00000_ankle_boot.png', topk=1)
     assert out['weights']['trained'] and out['weights']['source'] == 'checkpoint'
     assert out['top'][0]['label'] in ('Ankle boot', 'Sneaker', 'Sandal')  # footwear, by any sane model
