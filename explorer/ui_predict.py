@@ -83,11 +83,12 @@ def resolve_spec(choice: str, spec_dict: dict | None, checkpoint: str | None) ->
 
 def get_model(choice: str, spec_dict: dict | None, mode: str, checkpoint: str | None):
     """(spec, model, WeightsInfo, data config), cached by spec and weights."""
-    spec = resolve_spec(choice, spec_dict, checkpoint)
+    trained = _trained_path(choice) if isinstance(choice, str) and choice.startswith(TRAINED) else None
+    spec = checkpoint_spec(trained) if trained else resolve_spec(choice, spec_dict, checkpoint)
     if mode not in WEIGHT_MODES:
         raise ValueError(f'weights: {mode!r} is not allowed; choose from {", ".join(WEIGHT_MODES)}')
-    if choice.startswith(TRAINED) and mode != 'random':  # a trained model's own weights
-        mode, checkpoint = 'checkpoint', _trained_path(choice)
+    if trained and mode != 'random':  # a trained model's own weights
+        mode, checkpoint = 'checkpoint', trained
     if mode == 'checkpoint' and not checkpoint:
         raise ValueError('weights: upload a checkpoint (.safetensors, .pth, .pth.tar) or choose pretrained/random')
     weights = checkpoint if mode == 'checkpoint' else mode

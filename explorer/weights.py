@@ -307,7 +307,19 @@ def load_state_dict(model: nn.Module, sd: dict[str, torch.Tensor], *, strict: bo
 
 
 def checkpoint_spec(path: str | Path) -> ArchSpec | None:
-    """The spec stored in a checkpoint's metadata (MetaFormer Explorer trained checkpoints), else None."""
+    """The spec stored in a checkpoint's metadata (MetaFormer Explorer trained checkpoints), else None.
+
+    A .safetensors file's spec is in its header: only the header is read (no tensors)."""
+    p = Path(path)
+    if p.name.endswith('.safetensors') and p.is_file():
+        from safetensors import SafetensorError, safe_open
+        try:
+            with safe_open(str(p), framework='pt') as f:
+                raw = (f.metadata() or {}).get('spec')
+            spec = json.loads(raw) if raw is not None else None
+            return ArchSpec.from_dict(spec) if isinstance(spec, dict) else None
+        except (SafetensorError, OSError, ValueError):
+            pass  # read_checkpoint gives the full error message
     _, extras = read_checkpoint(path)
     return ArchSpec.from_dict(extras['spec']) if isinstance(extras.get('spec'), dict) else None
 
