@@ -17,6 +17,7 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Callable
 
+from .guard import BYTES_PER_ELEMENT
 from .mixers import MIXERS
 from .spec import ArchSpec, SpecError
 
@@ -441,18 +442,6 @@ def cost_analysis(model, inputs):
     return ja
 
 
-def flop_count_analysis(model, inputs):
-    """fvcore `FlopCountAnalysis` with this module's MAC handles (for callers that want fvcore's own API)."""
-    from fvcore.nn import FlopCountAnalysis
-    fa = FlopCountAnalysis(model, inputs)
-    macs, _ = _handle_tables()
-    fa.set_op_handle(**macs)
-    fa.set_op_handle(**{op: None for op in ZERO_MAC_OPS})
-    fa.unsupported_ops_warnings(False)
-    fa.uncalled_modules_warnings(False)
-    return fa
-
-
 def _numel(module) -> int:
     return sum(p.numel() for p in module.parameters())
 
@@ -565,7 +554,7 @@ def fvcore_cost(spec: ArchSpec, img_size: int | None = None, model=None) -> Cost
 
 
 # ---- activation memory and scaling curves -----------------------------------------------------------------
-DTYPE_BYTES = {'fp32': 4, 'bf16': 2, 'fp16': 2}
+DTYPE_BYTES = BYTES_PER_ELEMENT  # one table of element sizes, the guard's
 ACTIVATION_RULE = (
     'Activation memory = the elements output by every counted op (each convolution, linear layer and matmul, '
     'attention\'s N x N scores and its context whether fused or not, and average pooling) x batch x bytes per '

@@ -119,15 +119,8 @@ def cmd_profile(args) -> int:
     return 0
 
 
-def _fmt_bytes(n: int) -> str:
-    for unit in ('B', 'KiB', 'MiB', 'GiB', 'TiB'):
-        if n < 1024 or unit == 'TiB':
-            return f'{n:.0f} {unit}' if unit == 'B' else f'{n:.1f} {unit}'
-        n /= 1024
-    return str(n)
-
-
 def _print_profile(spec, report, mem, d) -> None:
+    from ..handlers import fmt_bytes
     how = {'analytic': 'closed form', 'fvcore': 'fvcore on the built model',
            'analytic+fvcore': 'closed form, verified equal to fvcore on the built model'}[report.method]
     print(f'{spec.name} at {report.img_size}x{report.img_size}: {report.params:,} params'
@@ -145,11 +138,11 @@ def _print_profile(spec, report, mem, d) -> None:
         c, h, w = s.out_shape
         print(fmt.format(s.index, s.mixer, s.depth, s.dim, f'{c}x{h}x{w}', f'{s.params:,}', f'{s.macs:,}',
                          f'{100 * s.macs / max(1, report.macs):.1f}', f'{s.token_mixer_macs:,}',
-                         f'{s.mlp_macs:,}', _fmt_bytes(act)))
+                         f'{s.mlp_macs:,}', fmt_bytes(act)))
     print('components: ' + '; '.join(f'{k} {v["params"]:,} params / {v["macs"]:,} MACs'
                                      for k, v in report.components.items()))
-    print(f'activation memory (batch {mem["batch_size"]}, {mem["dtype"]}): {_fmt_bytes(mem["total"])} '
-          f'(stem {_fmt_bytes(mem["stem"])}, head {_fmt_bytes(mem["head"])})')
+    print(f'activation memory (batch {mem["batch_size"]}, {mem["dtype"]}): {fmt_bytes(mem["total"])} '
+          f'(stem {fmt_bytes(mem["stem"])}, head {fmt_bytes(mem["head"])})')
     if report.method == 'analytic':
         print('uncounted ops: not traced (closed form; --method both checks the built model)')
     else:
@@ -159,6 +152,7 @@ def _print_profile(spec, report, mem, d) -> None:
 
 def cmd_bench(args) -> int:
     from ..cli import UserError
+    from ..handlers import fmt_bytes
     from ..speed import BenchError, bench, fast_path
     spec = _spec(args)
     try:
@@ -190,7 +184,7 @@ def cmd_bench(args) -> int:
     print(f'throughput {r.throughput:.1f} img/s; latency median {r.latency_ms_median:.1f} ms '
           f'(p10 {r.latency_ms_p10:.1f}, p90 {r.latency_ms_p90:.1f}, IQR {r.latency_ms_iqr:.1f}) '
           f'over {r.iters} timed runs after {st["warmup_iters"]} warm-up')
-    print(f'peak memory {_fmt_bytes(r.peak_mem_bytes)} ({st["peak_mem_rule"]})')
+    print(f'peak memory {fmt_bytes(r.peak_mem_bytes)} ({st["peak_mem_rule"]})')
     print(f'achieved {r.achieved_macs_per_s / 1e9:.1f} GMAC/s = {100 * r.peak_fraction:.1f}% of this device\'s '
           f'measured {st["dtype"]} matmul peak ({r.matmul_peak_macs_per_s / 1e9:.1f} GMAC/s)')
     load = st.get('loadavg_before')
