@@ -9,7 +9,8 @@
 # LONG_BUDGET seconds of training (the cosine schedule is fitted to the steps that fit, so this row depends on the
 # machine's speed; LONG_BUDGET=0 trains exactly LONG_EPOCHS epochs instead, deterministically).
 # The best design (BEST_SPEC, a larger CAFormer-style hybrid) is then trained longest, with random erasing:
-# BEST_EPOCHS epochs within BEST_BUDGET seconds on BEST_THREADS threads (BEST_EPOCHS=0 skips it).
+# BEST_EPOCHS epochs within BEST_BUDGET seconds on BEST_THREADS threads (BEST_EPOCHS=0 skips it, LONG_EPOCHS=0
+# the long hybrid).
 # Needs Fashion-MNIST: Debian's dataset-fashion-mnist, FASHION_MNIST_DIR=DIR holding the idx files, or network
 # access for torchvision (add --download to the explorer train lines).
 set -euo pipefail
@@ -29,15 +30,17 @@ mkdir -p "$OUT"
 printf '%s\n' identity random pooling sepconv attention spatial_mlp hybrid | xargs -P "$JOBS" -I{} \
   explorer train "assets/fmnist/specs/fmnist_{}.json" --dataset fashion-mnist --epochs "$FAMILY_EPOCHS" \
     --seed 0 --threads "$THREADS" --out "$OUT/fmnist_{}.safetensors"
-BUDGET_ARGS=()
-if [ "$LONG_BUDGET" != 0 ]; then BUDGET_ARGS=(--time-budget "$LONG_BUDGET"); fi
-explorer train "assets/fmnist/specs/fmnist_${LONG_SPEC}.json" --dataset fashion-mnist --epochs "$LONG_EPOCHS" \
-  "${BUDGET_ARGS[@]}" --seed 0 --threads "$THREADS" --out "$OUT/fmnist_${LONG_SPEC}_long.safetensors"
-if [ "$BEST_EPOCHS" != 0 ]; then
-  BUDGET_ARGS=()
-  if [ "$BEST_BUDGET" != 0 ]; then BUDGET_ARGS=(--time-budget "$BEST_BUDGET"); fi
-  explorer train "assets/fmnist/specs/fmnist_${BEST_SPEC}.json" --dataset fashion-mnist --epochs "$BEST_EPOCHS" \
-    "${BUDGET_ARGS[@]}" --erase 0.25 --seed 0 --threads "$BEST_THREADS" --out "$OUT/fmnist_${BEST_SPEC}.safetensors"
-fi
+# one longer run: extra_row SPEC EPOCHS BUDGET THREADS OUT [more explorer train args]; EPOCHS 0 skips it,
+# BUDGET 0 trains exactly EPOCHS epochs
+extra_row() {
+  local spec="$1" epochs="$2" budget="$3" threads="$4" out="$5"; shift 5
+  if [ "$epochs" = 0 ]; then return; fi
+  local budget_args=()
+  if [ "$budget" != 0 ]; then budget_args=(--time-budget "$budget"); fi
+  explorer train "assets/fmnist/specs/fmnist_${spec}.json" --dataset fashion-mnist --epochs "$epochs" \
+    "${budget_args[@]}" --seed 0 --threads "$threads" --out "$out" "$@"
+}
+extra_row "$LONG_SPEC" "$LONG_EPOCHS" "$LONG_BUDGET" "$THREADS" "$OUT/fmnist_${LONG_SPEC}_long.safetensors"
+extra_row "$BEST_SPEC" "$BEST_EPOCHS" "$BEST_BUDGET" "$BEST_THREADS" "$OUT/fmnist_${BEST_SPEC}.safetensors" --erase 0.25
 python scripts/fmnist_results_table.py "$OUT" > "$OUT/RESULTS_TABLE.md"  # RESULTS.md = this table + recipe + findings
 cat "$OUT/RESULTS_TABLE.md"
