@@ -52,3 +52,10 @@ def app_url():
     demo.launch(server_name='127.0.0.1', server_port=port, prevent_thread_lock=True, quiet=True, **launch_kwargs())
     yield f'http://127.0.0.1:{port}/'
     demo.close()
+
+
+@pytest.fixture(scope='session')
+def client(app_url):
+    """A gradio_client Client of the session's app (tests that use it importorskip gradio_client)."""
+    from gradio_client import Client
+    return Client(app_url, verbose=False)

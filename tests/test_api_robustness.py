@@ -11,12 +11,6 @@ JUNK = [None, '', 'nonsense', '{"stages": [}', -1, 10 ** 9, 3.5, True, [], [1, '
         {'stages': [{'mixer': 'attention', 'depth': 1, 'dim': 33}]}]
 
 
-@pytest.fixture(scope='module')
-def client(app_url):
-    from gradio_client import Client
-    return Client(app_url, verbose=False)
-
-
 # endpoint -> the keyword that receives the junk, plus fixed valid keywords
 ENDPOINTS = {
     '/get_preset': ('name', {}),

@@ -12,12 +12,6 @@ from explorer.spec import ArchSpec
 pytest.importorskip('gradio_client')
 
 
-@pytest.fixture(scope='module')
-def client(app_url):
-    from gradio_client import Client
-    return Client(app_url, verbose=False)
-
-
 TINY = {'name': 'tiny', 'img_size': 32, 'num_classes': 10,
         'stages': [{'mixer': 'pooling', 'depth': 1, 'dim': 16},
                    {'mixer': 'attention', 'depth': 1, 'dim': 32, 'mixer_args': {'head_dim': 16}}]}
