@@ -267,8 +267,19 @@ def weights_hint(choice: str, spec_dict: dict | None) -> str:
 
 
 # ---- layout -----------------------------------------------------------------------------------------------
+def model_choices() -> list[str]:
+    """What the model pickers offer, trained models on this machine included (read again on every call)."""
+    return [COMPOSER, FROM_CHECKPOINT] + list(trained_choices()) + preset_names()
+
+
+def refresh_pickers(*current: str) -> list:
+    """New choices for each picker (models trained since the page loaded appear), keeping each selection."""
+    choices = model_choices()
+    return [gr.Dropdown(choices=choices, value=c) for c in current]
+
+
 def _model_picker(label: str, default: str):
-    choices = [COMPOSER, FROM_CHECKPOINT] + list(trained_choices()) + preset_names()
+    choices = model_choices()
     with gr.Row():
         choice = gr.Dropdown(choices, value=default, label=label, scale=3)
         mode = gr.Radio(list(WEIGHT_MODES), value='pretrained', label='weights', scale=2)
@@ -282,7 +293,7 @@ def add_predict_tab(ctx=None) -> dict:
     fmnist = [str(p) for p in fmnist_examples()]
     examples = (fmnist + [str(p) for p in example_images()]) if first.startswith(TRAINED) \
         else [str(p) for p in example_images()] + fmnist
-    with gr.Tab('Predict & explain'):
+    with gr.Tab('Predict & explain') as tab:
         gr.Markdown('What does a model see, and how does each token mixer move information? The models trained '
                     'on Fashion-MNIST that ship with the explorer work offline; ImageNet presets load timm\'s '
                     'pretrained weights (PoolFormer v1/v2, ConvFormer, CAFormer) from the Hugging Face cache or '
@@ -340,6 +351,8 @@ def add_predict_tab(ctx=None) -> dict:
 
         common = [choice, spec_state, mode, ckpt, image]
         choice.change(weights_hint, [choice, spec_state], hint, api_visibility='private')
+        tab.select(refresh_pickers, [choice, choice_b], [choice, choice_b], show_progress='hidden',
+                   api_visibility='private')  # a model trained in the Train tab is listed at once
 
         def _attr(c, s, m, k, i, meth, sg, t, st, progress=gr.Progress()):
             return attribute_handler(c, s, m, k, i, meth, sg, t, st,

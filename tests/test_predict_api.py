@@ -81,3 +81,19 @@ def test_mixing_map_of_pooling_is_the_window_minus_identity():
 def test_mixing_map_bad_stage():
     with pytest.raises(gr.Error, match='stage'):
         up.api_mixing_map('poolformer_s12', '', 'random', stage=9)
+
+
+def test_models_trained_after_start_up_are_offered_when_the_tab_opens(monkeypatch, tmp_path):
+    import shutil
+    from pathlib import Path
+
+    import explorer.train
+    monkeypatch.setattr(explorer.train, 'USER_DIR', tmp_path)
+    before = up.model_choices()
+    shutil.copy(Path(__file__).parent.parent / 'assets' / 'fmnist' / 'fmnist_identity.safetensors',
+                tmp_path / 'mine.safetensors')  # as the Train tab writes one
+    a, b = up.refresh_pickers('caformer_s18', f'{up.TRAINED}fmnist_pooling')
+    offered = [c[1] if isinstance(c, tuple) else c for c in a.choices]
+    assert f'{up.TRAINED}mine' in offered and f'{up.TRAINED}mine' not in before
+    assert (a.value, b.value) == ('caformer_s18', f'{up.TRAINED}fmnist_pooling')  # selections kept
+    assert up.get_model(f'{up.TRAINED}mine', None, 'pretrained', None)[0].name == 'fmnist_identity'
