@@ -1,7 +1,8 @@
 """MetaFormer Explorer in the browser: `python app.py [--host 127.0.0.1] [--port 7860] [--share]`."""
 import argparse
 
-from explorer.ui import build_demo, launch_kwargs
+from explorer.app.main import build_demo
+from explorer.app.context import launch_kwargs
 
 demo = build_demo()
 

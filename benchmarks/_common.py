@@ -11,13 +11,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from explorer.speed import time_steps  # noqa: E402
+from explorer.measure.speed import time_steps  # noqa: E402
 
 
 def conditions() -> str:
     import torch
     load = os.getloadavg() if hasattr(os, 'getloadavg') else None
-    from explorer.speed import cpu_name, cpu_native_bf16
+    from explorer.measure.speed import cpu_name, cpu_native_bf16
     dev = torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'no CUDA'
     return (f'{time.strftime("%Y-%m-%d %H:%M:%S")}; CPU {cpu_name()} ({os.cpu_count()} CPUs, torch threads '
             f'{torch.get_num_threads()}, native bf16: {cpu_native_bf16()}); GPU: {dev}; torch {torch.__version__}; '

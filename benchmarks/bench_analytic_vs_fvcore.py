@@ -31,9 +31,10 @@ def main() -> int:
     ap.add_argument('--builds', type=int, default=2, help='build + fvcore repetitions for the largest presets')
     args = ap.parse_args()
 
-    from explorer.build import build_model
-    from explorer.counting import analytic_cost, fvcore_cost
-    from explorer.spec import load_spec, preset_names
+    from explorer.core.build import build_model
+    from explorer.measure.analytic import analytic_cost
+    from explorer.measure.fvcore_count import fvcore_cost
+    from explorer.core.catalog import load_spec, preset_names
 
     print('# analytic vs build + fvcore:', conditions())
     specs = {n: load_spec(n) for n in preset_names()}

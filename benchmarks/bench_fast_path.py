@@ -1,6 +1,6 @@
 """Benchmark 2: the explorer's fast path against timm eager fp32, poolformer_s12, batch 8 (interleaved).
 
-The fast path (`explorer.speed.fast_path`): channels_last + bf16 autocast on CPUs with native bf16
+The fast path (`explorer.measure.speed.fast_path`): channels_last + bf16 autocast on CPUs with native bf16
 (AVX512-BF16/AMX), channels_last alone on other CPUs, channels_last + fp16 AMP on CUDA. Target (issue 3):
 >= 2.5x on a CPU with native bf16, >= 1.0x where bf16 is not supported. Also prints the pieces
 (channels_last alone, bf16 alone where supported) so the gain can be attributed.
@@ -29,9 +29,9 @@ def main() -> int:
     import timm
     import torch
 
-    from explorer.build import build_model
-    from explorer.speed import cpu_native_bf16, fast_path, prepare, resolve_device, time_steps
-    from explorer.spec import load_spec
+    from explorer.core.build import build_model
+    from explorer.measure.speed import cpu_native_bf16, fast_path, prepare, resolve_device, time_steps
+    from explorer.core.catalog import load_spec
 
     device = resolve_device(args.device)
     if args.threads:

@@ -32,9 +32,9 @@ def main() -> int:
     import timm
     import torch
 
-    from explorer.build import build_model
-    from explorer.speed import prepare, resolve_device, time_steps
-    from explorer.spec import load_spec
+    from explorer.core.build import build_model
+    from explorer.measure.speed import prepare, resolve_device, time_steps
+    from explorer.core.catalog import load_spec
 
     device = resolve_device(args.device)
     if args.threads:

@@ -3,7 +3,7 @@
     python scripts/fmnist_results_table.py [DIR]          (default: assets/fmnist)
 
 Every number comes from the checkpoints' own metadata (accuracy measured at the end of training on the
-10,000 test images; `explorer evaluate` re-measures it) and from explorer.counting.analytic_cost (params, MACs).
+10,000 test images; `explorer evaluate` re-measures it) and from explorer.measure.analytic.analytic_cost (params, MACs).
 """
 from __future__ import annotations
 
@@ -12,15 +12,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from explorer.spec import ArchSpec  # noqa: E402
-from explorer.train import TrainConfig, read_metadata  # noqa: E402
+from explorer.core.spec import ArchSpec  # noqa: E402
+from explorer.train.loop import TrainConfig, read_metadata  # noqa: E402
 
 ORDER = ('identity', 'random', 'pooling', 'sepconv', 'attention', 'spatial_mlp', 'hybrid')
 
 
 def macs_of(spec: ArchSpec) -> tuple[int | None, int | None]:
     try:
-        from explorer.counting import analytic_cost
+        from explorer.measure.analytic import analytic_cost
     except ImportError:  # counting not installed: params from the checkpoint, MACs left out
         return None, None
     r = analytic_cost(spec)
@@ -85,8 +85,8 @@ def table(directory: Path) -> str:
         f'Fashion-MNIST test set (10,000 images), top-1 accuracy of the weights at the end of training (no '
         f'checkpoint selection on the test set). Params: every parameter of the model, frozen RandFormer matrices '
         f'included and shown apart. MACs: one multiply-accumulate = 1, per 32x32 image, forward pass, from '
-        f'`explorer.counting.analytic_cost`. Recipe: what a row changed from the shared recipe '
-        f'(`explorer.train.TrainConfig` defaults). Training time: wall-clock seconds of the training loop '
+        f'`explorer.measure.analytic.analytic_cost`. Recipe: what a row changed from the shared recipe '
+        f'(`explorer.train.loop.TrainConfig` defaults). Training time: wall-clock seconds of the training loop '
         f'(evaluation excluded) on a 2-core CPU shared with other jobs, with the torch threads shown: it '
         f'measures the load of the machine as much as the model, so compare MACs for cost.',
     ]

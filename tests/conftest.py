@@ -26,7 +26,7 @@ def run_cli(*argv) -> tuple[int, str, str]:
     import io
     from contextlib import redirect_stderr, redirect_stdout
 
-    from explorer.cli import main
+    from explorer.__main__ import main
     out, err = io.StringIO(), io.StringIO()
     with redirect_stdout(out), redirect_stderr(err):
         try:
@@ -46,7 +46,8 @@ def free_port() -> int:
 @pytest.fixture(scope='session')
 def app_url():
     """The whole app launched once for the session on 127.0.0.1 (a free port)."""
-    from explorer.ui import build_demo, launch_kwargs
+    from explorer.app.main import build_demo
+    from explorer.app.context import launch_kwargs
     demo = build_demo()
     port = free_port()
     demo.launch(server_name='127.0.0.1', server_port=port, prevent_thread_lock=True, quiet=True, **launch_kwargs())

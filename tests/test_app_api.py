@@ -5,9 +5,10 @@ import json
 
 import pytest
 
-from explorer.counting import analytic_cost
-from explorer.handlers import encode_share, get_preset
-from explorer.spec import ArchSpec
+from explorer.measure.analytic import analytic_cost
+from explorer.core.share import encode_share
+from explorer.core.catalog import get_preset
+from explorer.core.spec import ArchSpec
 
 pytest.importorskip('gradio_client')
 
@@ -25,7 +26,7 @@ def test_named_endpoints_are_listed(client):
 
 
 def test_profile_a_preset_equals_explorer_profile(client, capsys):
-    from explorer.cli import main
+    from explorer.__main__ import main
     assert main(['profile', 'caformer_s18', '--json']) == 0
     cli = json.loads(capsys.readouterr().out)
     api = client.predict(spec=get_preset('caformer_s18'), api_name='/profile')
@@ -67,7 +68,7 @@ def test_presets_diff_share_and_verify(client):
     assert (v['params'], v['macs']) == (p['params'], p['macs'])
     front = client.predict(axis='gmacs', api_name='/compare')['frontier']
     assert 'caformer_b36' in front
-    assert client.predict(spec=TINY, api_name='/snippet').startswith('from explorer.build import build_model')
+    assert client.predict(spec=TINY, api_name='/snippet').startswith('from explorer.core.build import build_model')
     assert '16 ch' in client.predict(spec=TINY, api_name='/diagram')
     three = client.predict(spec=TINY, api_name='/add_stage')
     assert [st['dim'] for st in three['stages']] == [16, 32, 64]
@@ -75,7 +76,7 @@ def test_presets_diff_share_and_verify(client):
 
 
 def _bench_row(name: str, preset: str | None, throughput: float) -> dict:
-    """A bench result as explorer.handlers.bench returns it (fields of speed.BenchResult.to_dict())."""
+    """A bench result as explorer.measure.profile.bench returns it (fields of speed.BenchResult.to_dict())."""
     return {'name': name, 'preset': preset, 'throughput': throughput, 'latency_ms_median': 8000 / throughput,
             'latency_ms_p10': 7000 / throughput, 'latency_ms_p90': 9000 / throughput, 'peak_mem_bytes': 2 ** 27,
             'peak_fraction': 0.25, 'stamp': {'device': 'cpu', 'device_name': 'test cpu', 'threads': 2,
@@ -84,11 +85,11 @@ def _bench_row(name: str, preset: str | None, throughput: float) -> dict:
 
 
 def test_throughput_scatter_and_history_table_from_measurements():
-    from explorer.ui_panels import accuracy_plot, history_html
+    from explorer.app.panels import accuracy_plot, history_html
     spec, report = get_preset('poolformer_s12'), None
     assert len(accuracy_plot(spec, report, 'throughput', []).data) == 0  # nothing measured: a message
     history = [_bench_row('poolformer_s12', 'poolformer_s12', 30.0), _bench_row('caformer_s18', 'caformer_s18', 9.0)]
-    from explorer.handlers import profile
+    from explorer.measure.profile import profile
     fig = accuracy_plot(spec, profile(spec), 'throughput', history)
     xs = sorted(x for t in fig.data if t.mode == 'markers' for x in t.x)
     assert xs == [9.0, 30.0, 30.0]  # two presets plus the composer's model (it is poolformer_s12, measured)

@@ -1,12 +1,12 @@
-"""explorer.attribute: every method gives a finite (H, W) map; IG completeness; bounded batches; progress;
+"""explorer.explain.attribute: every method gives a finite (H, W) map; IG completeness; bounded batches; progress;
 clear errors; deletion AUC in [0, 1] with an oracle map beating a random one on a constructed model."""
 import numpy as np
 import pytest
 import torch
 import torch.nn as nn
 
-from explorer.attribute import METHODS, NOISE_TUNNEL_METHODS, attribute, deletion_curve
-from explorer.build import build_model
+from explorer.explain.attribute import METHODS, NOISE_TUNNEL_METHODS, attribute, deletion_curve
+from explorer.core.build import build_model
 from tests.conftest import tiny_spec
 
 FAST = dict(n_steps=8, n_samples=4, nt_samples=2, window=8, stride=8)

@@ -12,9 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from explorer.counting import analytic_cost, fvcore_cost
-from explorer.handlers import get_preset
-from explorer.spec import ArchSpec
+from explorer.measure.analytic import analytic_cost
+from explorer.measure.fvcore_count import fvcore_cost
+from explorer.core.catalog import get_preset
+from explorer.core.spec import ArchSpec
 
 CHROMIUM = '/usr/bin/chromium'
 ARGS = ['--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update',

@@ -5,9 +5,11 @@ import pytest
 import timm
 import torch
 
-from explorer.build import build_model
-from explorer.mixers import MIXERS, TokenCountError
-from explorer.spec import ACTIVATIONS, NORMS, ArchSpec, load_spec, preset_names
+from explorer.core.build import build_model
+from explorer.core.registry import MIXERS
+from explorer.core.mixers import TokenCountError
+from explorer.core.spec import ACTIVATIONS, NORMS, ArchSpec
+from explorer.core.catalog import load_spec, preset_names
 from tests.conftest import tiny_spec
 
 TIMM_PRESETS = [n for n in preset_names() if load_spec(n).meta.get('timm_name')]
@@ -105,7 +107,7 @@ def test_seed_makes_builds_reproducible_and_leaves_global_rng_alone():
 
 def test_cycle_fc_matches_its_definition():
     """Cycle FC (1x3 pseudo-kernel): out[o, h, w] = b[o] + sum_c W[o, c] x[c, h, w + ((c + 1) % 3 - 1)], zero outside."""
-    from explorer.mixers import CycleFC
+    from explorer.core.mixers import CycleFC
     torch.manual_seed(0)
     fc = CycleFC(5, axis=-1)
     x = torch.randn(1, 5, 3, 4)

@@ -11,10 +11,11 @@ import torch
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from explorer import counting as C
-from explorer.build import build_model
-from explorer.mixers import MIXERS
-from explorer.spec import ACTIVATIONS, HEADS, NORMS, ArchSpec, SpecError, load_spec, preset_names
+from explorer.measure import analytic as C
+from explorer.core.build import build_model
+from explorer.core.registry import MIXERS
+from explorer.core.spec import ACTIVATIONS, HEADS, NORMS, ArchSpec, SpecError
+from explorer.core.catalog import load_spec, preset_names
 from tests.conftest import run_cli
 
 
@@ -375,7 +376,7 @@ def test_cli_profile_errors():
 
 
 def test_mixer_without_cost_formula_is_a_clear_spec_error(monkeypatch):
-    from explorer.mixers import MIXERS
+    from explorer.core.registry import MIXERS
     spec = ArchSpec.from_dict({'img_size': 32, 'stages': [{'mixer': 'pooling', 'depth': 1, 'dim': 8}]})
     monkeypatch.delitem(C.MIXER_COSTS, 'pooling')
     assert 'pooling' in MIXERS

@@ -1,9 +1,10 @@
 """The resource guard refuses oversized requests with the numbers and the limit, before building anything."""
 import pytest
 
-from explorer.counting import analytic_cost
-from explorer.guard import Limits, ResourceError, check_request
-from explorer.spec import ArchSpec, SpecError, load_spec
+from explorer.measure.analytic import analytic_cost
+from explorer.measure.guard import Limits, ResourceError, check_request
+from explorer.core.spec import ArchSpec, SpecError
+from explorer.core.catalog import load_spec
 from tests.conftest import tiny_spec
 
 
@@ -58,15 +59,15 @@ def test_limits_from_environment():
 
 
 def test_bench_and_train_refuse_before_building(monkeypatch, tmp_path):
-    import explorer.build
-    import explorer.train
-    from explorer.speed import bench
-    from explorer.train import train
+    import explorer.core.build
+    import explorer.train.loop
+    from explorer.measure.speed import bench
+    from explorer.train.loop import train
 
     def must_not_run(*args, **kwargs):
         raise AssertionError('built a model or loaded data before the guard refused')
-    for target, name in ((explorer.build, 'build_model'), (explorer.train, 'build_model'),
-                         (explorer.train, 'load_dataset')):
+    for target, name in ((explorer.core.build, 'build_model'), (explorer.train.loop, 'build_model'),
+                         (explorer.train.loop, 'load_dataset')):
         monkeypatch.setattr(target, name, must_not_run)
     monkeypatch.setenv('EXPLORER_MAX_BATCH', '4')
     with pytest.raises(ResourceError, match='batch_size: 8 is not allowed; allowed 1 to 4'):

@@ -7,12 +7,18 @@ import math
 
 import pytest
 
-from explorer import compare as cmp
-from explorer import handlers as h
-from explorer.counting import analytic_cost
-from explorer.diagram import network_svg
-from explorer.mixers import MIXERS
-from explorer.spec import ArchSpec, SpecError, default_res_scale, preset_names
+from explorer.measure import compare as cmp
+from explorer.app import compose
+from explorer.app import form as spec_form
+from explorer.core import catalog
+from explorer.core import share
+from explorer.measure import profile as prof
+from explorer.measure import units
+from explorer.measure.analytic import analytic_cost
+from explorer.viz.diagram import network_svg
+from explorer.core.registry import MIXERS
+from explorer.core.spec import ArchSpec, SpecError, default_res_scale
+from explorer.core.catalog import preset_names
 
 
 def tiny(**changes) -> dict:
@@ -25,138 +31,138 @@ def tiny(**changes) -> dict:
 
 
 def form_of(spec: dict):
-    values, n, rows = h.spec_to_form(spec)
+    values, n, rows = spec_form.spec_to_form(spec)
     return values, n, rows
 
 
 # ---- presets ------------------------------------------------------------------------------------------
 def test_list_presets_has_every_preset_grouped_by_family():
-    rows = h.list_presets()
+    rows = catalog.list_presets()
     assert sorted(r['name'] for r in rows) == preset_names()
     families = [r['family'].lower() for r in rows]
     assert families == sorted(families)  # grouped: one family's presets are adjacent
     caf = next(r for r in rows if r['name'] == 'caformer_s18')
     assert (caf['top1'], caf['params_m'], caf['gmacs']) == (83.6, 26, 4.1)
     assert 'sail-sg/metaformer' in caf['source']
-    labels = dict((v, k) for k, v in h.preset_choices())
+    labels = dict((v, k) for k, v in catalog.preset_choices())
     assert labels['caformer_s18'] == 'CAFormer › CAFormer-S18 · 83.6%'
 
 
 def test_get_preset_unknown_name_is_a_spec_error():
     with pytest.raises(SpecError) as e:
-        h.get_preset('caformer_s99')
+        catalog.get_preset('caformer_s99')
     assert e.value.errors[0][0] == 'preset' and 'caformer_s18' in str(e.value)
 
 
 def test_scratch_spec_is_valid_and_unpublished():
-    s = h.parse_spec(h.scratch_spec())
+    s = catalog.parse_spec(catalog.scratch_spec())
     assert [st.mixer for st in s.stages] == ['pooling'] * 4 and s.meta == {}
-    assert h.matching_preset(s) is None
+    assert catalog.matching_preset(s) is None
 
 
 # ---- the form <-> spec mapping --------------------------------------------------------------------------
 def test_option_slots_cover_every_mixer_argument_from_the_registry():
-    slot_names = {name for _, name, _ in h.option_slots()}
+    slot_names = {name for _, name, _ in spec_form.option_slots()}
     assert slot_names == {a for m in MIXERS.values() for a in m.args}
     for mixer, info in MIXERS.items():
-        keys = h.slots_for(mixer)
+        keys = spec_form.slots_for(mixer)
         assert len(keys) == len(info.args)
-    assert h.slots_for('attention') == ['head_dim', 'qkv_bias', 'proj_bias']
-    assert h.slots_for('identity') == [] and h.slots_for('nonsense') == []
+    assert spec_form.slots_for('attention') == ['head_dim', 'qkv_bias', 'proj_bias']
+    assert spec_form.slots_for('identity') == [] and spec_form.slots_for('nonsense') == []
 
 
 @pytest.mark.parametrize('name', preset_names())
 def test_form_round_trip_gives_back_the_preset(name):
-    preset = h.get_preset(name)
+    preset = catalog.get_preset(name)
     values, n, rows = form_of(preset)
     assert n == len(preset['stages']) and len(rows) == 6
-    raw = h.form_to_spec(preset, values, n, rows)
+    raw = spec_form.form_to_spec(preset, values, n, rows)
     expected = dict(preset)
     expected.pop('meta')
     assert raw == expected
-    assert h.matching_preset(raw) == name
+    assert catalog.matching_preset(raw) == name
 
 
 def test_form_change_drops_published_figures_and_keeps_options():
-    preset = h.get_preset('caformer_s18')
+    preset = catalog.get_preset('caformer_s18')
     values, n, rows = form_of(preset)
     rows[2]['mixer'] = 'pooling'
     rows[2]['options']['pool_size'] = 5
     rows[1]['options']['kernel_size'] = 7  # the registry default: not written into mixer_args
-    raw = h.form_to_spec(preset, values, n, rows)
+    raw = spec_form.form_to_spec(preset, values, n, rows)
     assert raw['stages'][2]['mixer'] == 'pooling' and raw['stages'][2]['mixer_args'] == {'pool_size': 5}
     assert raw['stages'][1]['mixer_args'] == {}
-    spec = h.with_published_meta(h.parse_spec(raw))
-    assert spec.meta == {} and h.matching_preset(spec) is None
+    spec = catalog.with_published_meta(catalog.parse_spec(raw))
+    assert spec.meta == {} and catalog.matching_preset(spec) is None
     # the same form set back to the preset's values recognises the preset again
     rows[2]['mixer'] = 'attention'
-    again = h.with_published_meta(h.parse_spec(h.form_to_spec(preset, values, n, rows)))
+    again = catalog.with_published_meta(catalog.parse_spec(spec_form.form_to_spec(preset, values, n, rows)))
     assert again.meta['top1'] == 83.6
 
 
 def test_form_numbers_arrive_as_floats_and_are_cleaned():
-    preset = h.get_preset('poolformer_s12')
+    preset = catalog.get_preset('poolformer_s12')
     values, n, rows = form_of(preset)
     values['img_size'] = 224.0
     rows[0]['mlp_ratio'] = 4.0
     rows[0]['depth'] = 2.0
-    raw = h.form_to_spec(preset, values, n, rows)
+    raw = spec_form.form_to_spec(preset, values, n, rows)
     assert raw['img_size'] == 224 and isinstance(raw['img_size'], int)
     assert raw['stages'][0]['mlp_ratio'] == 4 and isinstance(raw['stages'][0]['depth'], int)
 
 
 def test_invalid_form_names_the_field():
-    preset = h.get_preset('caformer_s18')
+    preset = catalog.get_preset('caformer_s18')
     values, n, rows = form_of(preset)
     rows[2]['dim'] = 321  # attention, head_dim 32
     with pytest.raises(SpecError) as e:
-        h.parse_spec(h.form_to_spec(preset, values, n, rows))
+        catalog.parse_spec(spec_form.form_to_spec(preset, values, n, rows))
     assert e.value.errors == [('stages[2].dim', '321 is not divisible by head_dim 32 (attention)')]
     rows[2]['dim'] = None  # an emptied number box
-    assert h.validate(h.form_to_spec(preset, values, n, rows))[0][0] == 'stages[2].dim'
+    assert catalog.validate(spec_form.form_to_spec(preset, values, n, rows))[0][0] == 'stages[2].dim'
 
 
 def test_add_and_remove_stages_keep_per_stage_lists_consistent():
     d = tiny()
     assert d['res_scale_init'] == default_res_scale(2) == [None, 1.0]
-    d3 = h.add_stage(d)
+    d3 = spec_form.add_stage(d)
     assert [s['dim'] for s in d3['stages']] == [16, 32, 64] and d3['stages'][2]['mixer'] == 'attention'
     assert d3['res_scale_init'] == default_res_scale(3) == [None, None, 1.0]  # the default rule follows
-    h.parse_spec(d3)
+    catalog.parse_spec(d3)
     custom = tiny(layer_scale_init=[1e-5, 1e-6], res_scale_init=[0.5, 2.0])
-    c3 = h.add_stage(custom)
+    c3 = spec_form.add_stage(custom)
     assert c3['layer_scale_init'] == [1e-5, 1e-6, 1e-6] and c3['res_scale_init'] == [0.5, 2.0, 2.0]
-    c1 = h.remove_stage(c3, 0)
+    c1 = spec_form.remove_stage(c3, 0)
     assert c1['layer_scale_init'] == [1e-6, 1e-6] and c1['res_scale_init'] == [2.0, 2.0]
     assert c1['stages'][0]['downsample'] is True  # the new first stage always follows the stem
-    h.parse_spec(c1)
+    catalog.parse_spec(c1)
     with pytest.raises(SpecError):
-        h.remove_stage(h.remove_stage(d, 1), 0)
+        spec_form.remove_stage(spec_form.remove_stage(d, 1), 0)
     full = d
     for _ in range(4):
-        full = h.add_stage(full)
+        full = spec_form.add_stage(full)
     assert len(full['stages']) == 6
     with pytest.raises(SpecError, match='at most 6'):
-        h.add_stage(full)
+        spec_form.add_stage(full)
 
 
 # ---- cost -----------------------------------------------------------------------------------------------
 def test_profile_is_the_analytic_counter_plus_the_matching_preset():
-    spec = h.get_preset('caformer_s18')
-    out = h.profile(spec)
+    spec = catalog.get_preset('caformer_s18')
+    out = prof.profile(spec)
     ref = analytic_cost(ArchSpec.from_dict(spec))
     assert (out['params'], out['macs']) == (ref.params, ref.macs)
     assert out['params'] == 26_341_656  # timm's caformer_s18, published 26M
     assert out['preset'] == 'caformer_s18'
-    assert h.profile('caformer_s18')['macs'] == ref.macs  # a preset name works too
-    assert h.profile(json.dumps(spec))['macs'] == ref.macs  # and JSON text
+    assert prof.profile('caformer_s18')['macs'] == ref.macs  # a preset name works too
+    assert prof.profile(json.dumps(spec))['macs'] == ref.macs  # and JSON text
 
 
 def test_pooling_in_stage_3_changes_macs_by_the_mixer_difference():
-    spec = h.get_preset('caformer_s18')
+    spec = catalog.get_preset('caformer_s18')
     pooled = json.loads(json.dumps(spec))
     pooled['stages'][2]['mixer'] = 'pooling'
-    a, b = h.profile(spec), h.profile(pooled)
+    a, b = prof.profile(spec), prof.profile(pooled)
     d = cmp.diff(spec, pooled)
     assert d['total']['d_macs'] == b['macs'] - a['macs'] < 0
     assert [r['d_macs'] for r in d['rows'][:2] + d['rows'][3:]] == [0, 0, 0, 0]  # only stage 3 changes
@@ -166,78 +172,78 @@ def test_pooling_in_stage_3_changes_macs_by_the_mixer_difference():
 
 def test_verify_agrees_with_analytic_and_is_cached():
     spec = tiny()
-    v = h.verify(spec)
-    a = h.profile(spec)
+    v = prof.verify(spec)
+    a = prof.profile(spec)
     assert (v['params'], v['macs']) == (a['params'], a['macs'])
-    info = h._verified.cache_info()
-    h.verify(dict(spec, meta={'notes': 'metadata does not change the network'}))
-    assert h._verified.cache_info().hits == info.hits + 1
+    info = prof._verified.cache_info()
+    prof.verify(dict(spec, meta={'notes': 'metadata does not change the network'}))
+    assert prof._verified.cache_info().hits == info.hits + 1
 
 
 def test_stage_rows_give_output_shapes_and_tokens():
-    spec = h.get_preset('caformer_s18')
-    rows = h.stage_rows(spec, h.profile(spec))
+    spec = catalog.get_preset('caformer_s18')
+    rows = compose.stage_rows(spec, prof.profile(spec))
     assert [(r[4], r[5], r[6]) for r in rows] == [('56×56', 3136, '64×56×56'), ('28×28', 784, '128×28×28'),
                                                   ('14×14', 196, '320×14×14'), ('7×7', 49, '512×7×7')]
 
 
 def test_fmt_count():
-    assert h.fmt_count(26_341_656) == '26.3M'
-    assert h.fmt_count(4_125_000_000) == '4.12G'
-    assert h.fmt_count(815) == '815'
-    assert h.fmt_count(123_456_789_000) == '123G'
-    assert h.fmt_bytes(3 * 2 ** 20) == '3 MiB'
+    assert units.fmt_count(26_341_656) == '26.3M'
+    assert units.fmt_count(4_125_000_000) == '4.12G'
+    assert units.fmt_count(815) == '815'
+    assert units.fmt_count(123_456_789_000) == '123G'
+    assert units.fmt_bytes(3 * 2 ** 20) == '3 MiB'
 
 
 # ---- share ----------------------------------------------------------------------------------------------
 @pytest.mark.parametrize('name', preset_names())
 def test_share_token_round_trip_restores_the_network_and_its_figures(name):
-    spec = h.get_preset(name)
-    token = h.encode_share(spec)
+    spec = catalog.get_preset(name)
+    token = share.encode_share(spec)
     assert set(token) <= set('ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_')
-    back = h.decode_share(token)
+    back = share.decode_share(token)
     assert back == spec  # metadata comes back because the network is the preset's
     assert len(token) < 1000
 
 
 def test_share_token_of_custom_spec_and_bad_tokens():
     spec = tiny()
-    back = h.decode_share(h.encode_share(spec))
+    back = share.decode_share(share.encode_share(spec))
     assert back == spec and back['meta'] == {}
     for bad in ('', '!!!', 'x' * 30_000, 'bm90IGpzb24'):  # the last is base64 of 'not json'
         with pytest.raises(SpecError) as e:
-            h.decode_share(bad)
+            share.decode_share(bad)
         assert e.value.errors[0][0] in ('spec', '')
     token = base64.urlsafe_b64encode(b'{"stages": [{"mixer": "attention", "depth": 1, "dim": 33}]}').decode()
     with pytest.raises(SpecError) as e:
-        h.decode_share(token)
+        share.decode_share(token)
     assert e.value.errors[0][0] == 'stages[0].dim'
 
 
 def test_compact_spec_drops_defaults_only():
-    c = h.compact_spec(h.get_preset('caformer_s18'))
+    c = share.compact_spec(catalog.get_preset('caformer_s18'))
     assert c == {'name': 'caformer_s18', 'stages': [
         {'mixer': 'sepconv', 'depth': 3, 'dim': 64}, {'mixer': 'sepconv', 'depth': 3, 'dim': 128},
         {'mixer': 'attention', 'depth': 9, 'dim': 320}, {'mixer': 'attention', 'depth': 3, 'dim': 512}]}
-    c = h.compact_spec(tiny(mlp_act='gelu'))
+    c = share.compact_spec(tiny(mlp_act='gelu'))
     assert c['mlp_act'] == 'gelu' and c['stages'][1]['mixer_args'] == {'head_dim': 16}
 
 
 def test_python_snippet_rebuilds_the_model():
     spec = tiny()
-    code = h.python_snippet(spec)
+    code = share.python_snippet(spec)
     scope = {}
     exec(code, scope)  # noqa: S102 - our own generated code
     model = scope['model']
-    assert sum(p.numel() for p in model.parameters()) == h.profile(spec)['params']
-    assert 'load_spec' in h.python_snippet('poolformer_s12')  # a preset's snippet says which preset it is
+    assert sum(p.numel() for p in model.parameters()) == prof.profile(spec)['params']
+    assert 'load_spec' in share.python_snippet('poolformer_s12')  # a preset's snippet says which preset it is
 
 
 def test_load_json_text_errors_name_the_field():
     with pytest.raises(SpecError, match='not valid JSON'):
-        h.load_json_text('{"stages": ')
+        share.load_json_text('{"stages": ')
     with pytest.raises(SpecError) as e:
-        h.load_json_text('{"stages": [{"mixer": "pooling", "depth": 0, "dim": 8}]}')
+        share.load_json_text('{"stages": [{"mixer": "pooling", "depth": 0, "dim": 8}]}')
     assert e.value.errors[0][0] == 'stages[0].depth'
 
 
@@ -264,7 +270,7 @@ def test_preset_points_and_frontier():
 
 
 def test_diff_with_different_stage_counts():
-    a, b = tiny(), h.add_stage(tiny())
+    a, b = tiny(), spec_form.add_stage(tiny())
     d = cmp.diff(a, b)
     assert [r['stage'] for r in d['rows']] == [1, 2, 3, 'stem+head']
     assert d['rows'][2]['mixer_a'] == '—' and d['rows'][2]['params_a'] == 0
@@ -287,7 +293,7 @@ def test_scaling_skips_sizes_a_spec_cannot_take():
 
 # ---- pictures -------------------------------------------------------------------------------------------
 def test_diagram_shows_stages_tokens_and_widths():
-    svg = network_svg(ArchSpec.from_dict(h.get_preset('caformer_s18')))
+    svg = network_svg(ArchSpec.from_dict(catalog.get_preset('caformer_s18')))
     assert svg.startswith('<svg') and svg.endswith('</svg>')
     for text in ('stage 1', 'sepconv ×3', '64 ch', '56×56 = 3,136 tokens', 'attention ×9', '7×7 = 49 tokens',
                  '1000 classes'):
@@ -297,8 +303,8 @@ def test_diagram_shows_stages_tokens_and_widths():
 
 
 def test_stage_figure_bars_add_up_to_the_totals():
-    from explorer.plots import stage_cost_figure
-    report = h.profile('caformer_s18')
+    from explorer.viz.plots import stage_cost_figure
+    report = prof.profile('caformer_s18')
     fig = stage_cost_figure(report)
     for axis, key, scale in (('x', 'params', 1e6), ('x2', 'macs', 1e9)):
         total = sum(sum(t.y) for t in fig.data if t.xaxis == axis)
@@ -306,16 +312,16 @@ def test_stage_figure_bars_add_up_to_the_totals():
 
 
 def test_bench_and_verify_are_guarded_before_building(monkeypatch):
-    import explorer.build
-    import explorer.counting
-    from explorer.guard import ResourceError
+    import explorer.core.build
+    import explorer.measure.analytic
+    from explorer.measure.guard import ResourceError
 
     def must_not_run(*args, **kwargs):
         raise AssertionError('built a model before the guard refused')
-    monkeypatch.setattr(explorer.build, 'build_model', must_not_run)
-    monkeypatch.setattr(explorer.counting, 'build_for_counting', must_not_run)
+    monkeypatch.setattr(explorer.core.build, 'build_model', must_not_run)
+    monkeypatch.setattr(explorer.measure.analytic, 'build_for_counting', must_not_run)
     with pytest.raises(ResourceError, match='batch_size: 512 is not allowed; allowed 1 to 256'):
-        h.bench('caformer_b36', batch_size=512)
+        prof.bench('caformer_b36', batch_size=512)
     monkeypatch.setenv('EXPLORER_MAX_PARAMS_M', '50')
     with pytest.raises(ResourceError, match=r'params: 98\.8 M parameters is over the limit of 50 M'):
-        h.verify('caformer_b36')
+        prof.verify('caformer_b36')

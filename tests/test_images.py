@@ -1,4 +1,4 @@
-"""explorer.images: every PIL mode becomes correct 8-bit RGB; bad files are refused with clear messages."""
+"""explorer.explain.images: every PIL mode becomes correct 8-bit RGB; bad files are refused with clear messages."""
 import io
 import re
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from explorer.images import ASSET_DIR, ImageError, example_images, load_image, to_rgb
+from explorer.explain.images import ASSET_DIR, ImageError, example_images, load_image, to_rgb
 
 
 def _png_bytes(img: Image.Image, fmt: str = 'PNG') -> bytes:

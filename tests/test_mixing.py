@@ -1,11 +1,11 @@
-"""explorer.mixing: exact maps against hand-computed windows, frozen rows and a manual softmax; Jacobian maps
+"""explorer.explain.mixing: exact maps against hand-computed windows, frozen rows and a manual softmax; Jacobian maps
 equal the exact ones for linear mixers; effective receptive fields and their area fractions."""
 import numpy as np
 import pytest
 import torch
 
-from explorer.build import build_model
-from explorer.mixing import (
+from explorer.core.build import build_model
+from explorer.explain.mixing import (
     area_fractions, attention_weights, effective_receptive_fields, mixer_input, mixing_map, pooling_weights,
 )
 from tests.conftest import tiny_spec

@@ -1,4 +1,4 @@
-"""explorer.predict and the `explorer predict/attribute/mixing-map/erf` commands: preprocessing equal to
+"""explorer.explain.predict and the `explorer predict/attribute/mixing-map/erf` commands: preprocessing equal to
 timm's transform, top-k on a head set so the answer is known, class names, clean CLI errors."""
 import json
 
@@ -10,12 +10,13 @@ from PIL import Image
 from safetensors.torch import save_file
 from timm.data import create_transform, resolve_data_config
 
-from explorer.build import build_model
-from explorer.cli import main
-from explorer.images import example_images, load_image
-from explorer.predict import class_names, data_config, predict, preprocess, to_display, top_k
-from explorer.spec import ArchSpec, load_spec
-from explorer.weights import WeightsInfo, load_model
+from explorer.core.build import build_model
+from explorer.__main__ import main
+from explorer.explain.images import example_images, load_image
+from explorer.explain.predict import class_names, data_config, predict, preprocess, to_display, top_k
+from explorer.core.spec import ArchSpec
+from explorer.core.catalog import load_spec
+from explorer.explain.weights import WeightsInfo, load_model
 from tests.conftest import tiny_spec
 
 
@@ -176,7 +177,7 @@ def test_cli_errors_are_one_clean_message(tiny_files, tmp_path, capsys, argv, me
 
 
 def test_ui_handlers_run_without_a_server(tiny_files):
-    from explorer import ui_predict as u
+    from explorer.app import predict as u
     spec_path, ckpt, image = tiny_files
     spec = json.loads(spec_path.read_text())
     fig, status = u.predict_handler(u.COMPOSER, spec, 'checkpoint', str(ckpt), image, 3)

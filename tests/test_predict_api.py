@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from explorer import ui_predict as up
+from explorer.app import predict as up
 
 
 def _png_b64(size=(40, 30), colour=(200, 30, 30)) -> str:
@@ -38,7 +38,7 @@ def test_predict_with_example_and_with_base64_bytes():
 def test_offline_default_is_a_shipped_trained_model():
     from pathlib import Path
 
-    from explorer.train import read_metadata
+    from explorer.train.loop import read_metadata
     choice = up.default_choice()
     assert choice.startswith(up.TRAINED)
     name = choice[len(up.TRAINED):]
@@ -87,8 +87,8 @@ def test_models_trained_after_start_up_are_offered_when_the_tab_opens(monkeypatc
     import shutil
     from pathlib import Path
 
-    import explorer.train
-    monkeypatch.setattr(explorer.train, 'USER_DIR', tmp_path)
+    import explorer.train.loop
+    monkeypatch.setattr(explorer.train.loop, 'USER_DIR', tmp_path)
     before = up.model_choices()
     shutil.copy(Path(__file__).parent.parent / 'assets' / 'fmnist' / 'fmnist_identity.safetensors',
                 tmp_path / 'mine.safetensors')  # as the Train tab writes one

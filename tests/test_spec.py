@@ -3,7 +3,8 @@ import json
 
 import pytest
 
-from explorer.spec import ArchSpec, SpecError, default_res_scale, load_spec, preset_names, PRESET_DIR
+from explorer.core.spec import ArchSpec, SpecError, default_res_scale
+from explorer.core.catalog import load_spec, preset_names, PRESET_DIR
 from tests.conftest import tiny_spec
 
 

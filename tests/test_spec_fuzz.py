@@ -5,10 +5,10 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from explorer.build import build_model
-from explorer.guard import ResourceError, check_request
-from explorer.mixers import MIXERS
-from explorer.spec import ACTIVATIONS, HEADS, NORMS, ArchSpec, SpecError
+from explorer.core.build import build_model
+from explorer.measure.guard import ResourceError, check_request
+from explorer.core.registry import MIXERS
+from explorer.core.spec import ACTIVATIONS, HEADS, NORMS, ArchSpec, SpecError
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers(-10**6, 10**6) | st.floats(allow_nan=True) | st.text(max_size=12),

@@ -8,9 +8,9 @@ import math
 import pytest
 import torch
 
-from explorer import speed
-from explorer.counting import analytic_cost
-from explorer.spec import ArchSpec
+from explorer.measure import speed
+from explorer.measure.analytic import analytic_cost
+from explorer.core.spec import ArchSpec
 from tests.conftest import run_cli
 
 

@@ -14,12 +14,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from explorer.cli import main as cli_main
-from explorer.data import (
+from explorer.__main__ import main as cli_main
+from explorer.train.data import (
     CLASSES, DatasetNotFound, Preprocessing, find_dataset, load_dataset, preprocess, read_idx,
 )
-from explorer.spec import ArchSpec
-from explorer.train import (
+from explorer.core.spec import ArchSpec
+from explorer.train.loop import (
     Stopped, accuracy_on, augment, evaluate, load_trained, predict_logits, read_metadata, train,
 )
 
@@ -255,8 +255,8 @@ def test_best_shipped_model_meets_the_93_percent_goal():
 
 # ---- app: adapting, the training stream, the trained-model list ------------------------------------------
 def test_adapt_makes_a_preset_trainable_and_says_what_changed():
-    from explorer.spec import load_spec
-    from explorer.train import adapt_for_fmnist, check_trainable
+    from explorer.core.catalog import load_spec
+    from explorer.train.loop import adapt_for_fmnist, check_trainable
     spec, notes = adapt_for_fmnist(load_spec('poolformer_s12'))
     check_trainable(spec)
     assert (spec.in_chans, spec.num_classes, spec.img_size) == (1, 10, 32)
@@ -271,8 +271,8 @@ def test_adapt_makes_a_preset_trainable_and_says_what_changed():
 
 
 def test_training_stream_yields_steps_epochs_and_a_listed_checkpoint(fake_dir, tmp_path):
-    from explorer.train import list_trained
-    from explorer.ui_train import training_events
+    from explorer.train.loop import list_trained
+    from explorer.app.train import training_events
     events = list(training_events(TINY, 2, None, 32, 0, None, 'test-run', out_dir=tmp_path, data_dir=fake_dir,
                                   erase_prob=0.25))
     kinds = [e['kind'] for e in events]

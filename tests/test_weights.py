@@ -1,4 +1,4 @@
-"""explorer.weights: checkpoint round trips in every format, the sail-sg layout, the mismatch report, safe
+"""explorer.explain.weights: checkpoint round trips in every format, the sail-sg layout, the mismatch report, safe
 loading, and timm pretrained weights through an offline Hugging Face cache written by the test."""
 import json
 import os
@@ -9,9 +9,10 @@ import timm
 import torch
 from safetensors.torch import save_file
 
-from explorer.build import build_model
-from explorer.spec import ArchSpec, load_spec
-from explorer.weights import (
+from explorer.core.build import build_model
+from explorer.core.spec import ArchSpec
+from explorer.core.catalog import load_spec
+from explorer.explain.weights import (
     RANDOM_WARNING, WeightsError, checkpoint_spec, load_checkpoint, load_model, read_checkpoint,
 )
 from tests.conftest import tiny_spec
@@ -259,7 +260,7 @@ def test_timm_style_config_json_beside_the_weights(tmp_path):
 
 
 def test_checkpoint_size_limit(tmp_path, monkeypatch):
-    from explorer.weights import WeightsError, read_checkpoint
+    from explorer.explain.weights import WeightsError, read_checkpoint
     p = tmp_path / 'big.safetensors'
     p.write_bytes(b'\0' * (2 * 2 ** 20))
     monkeypatch.setenv('EXPLORER_MAX_CHECKPOINT_MB', '1')

@@ -1,0 +1,93 @@
+"""What every tab shares: the AppContext handed to each tab builder, the page style, launch settings and how
+errors are shown. Tabs import this module; explorer.app.main imports the tabs (no cycle)."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Callable
+
+import gradio as gr
+
+from explorer.core.spec import SpecError
+
+CSS = """
+.gradio-container {max-width: 1400px !important}
+#mfx-header h1 {margin: 0 0 2px 0; font-size: 1.45rem}
+#mfx-header p {margin: 0; color: var(--body-text-color-subdued)}
+.mfx-cards {display: flex; gap: 10px; flex-wrap: wrap}
+.mfx-card {flex: 1 1 120px; border: 1px solid var(--border-color-primary); border-radius: 8px; padding: 8px 12px;
+           background: var(--background-fill-secondary)}
+.mfx-card .k {font-size: 12px; color: var(--body-text-color-subdued)}
+.mfx-card .v {font-size: 1.5rem; font-weight: 650; line-height: 1.25}
+.mfx-card .x {font-size: 11px; color: var(--body-text-color-subdued); font-variant-numeric: tabular-nums}
+.mfx-note {font-size: 12px; color: var(--body-text-color-subdued); margin-top: 6px}
+#mfx-verified {color: var(--body-text-color)}
+.mfx-error {border: 1px solid #fca5a5; background: #fef2f2; color: #991b1b; border-radius: 8px;
+            padding: 6px 12px !important; font-size: 13px}
+.mfx-error p, .mfx-error li {color: #991b1b !important}
+table.mfx-table {border-collapse: collapse; width: 100%; font-size: 12px; font-variant-numeric: tabular-nums}
+table.mfx-table th, table.mfx-table td {padding: 3px 6px; border-bottom: 1px solid var(--border-color-primary);
+           text-align: right; white-space: nowrap}
+table.mfx-table th {font-weight: 600; color: var(--body-text-color-subdued)}
+table.mfx-table td:first-child, table.mfx-table th:first-child, table.mfx-table td.l {text-align: left}
+.mfx-tight, .mfx-stage {flex-wrap: nowrap !important; gap: 6px !important}
+.mfx-stage {align-items: center; border: 1px solid var(--border-color-primary); border-radius: 6px;
+            padding: 2px 4px; background: var(--background-fill-secondary)}
+.mfx-stage > *, .mfx-stage .form {min-width: 0}
+.mfx-stage .form, .mfx-tight .form {flex-wrap: nowrap !important; align-items: flex-start; background: transparent;
+            border: none !important; gap: 6px !important; box-shadow: none !important}
+.mfx-stage .container, .mfx-tight .container {height: auto !important; min-height: 0 !important}
+.mfx-stage .block, .mfx-tight .block {min-height: 0 !important; padding: 2px 4px !important; border: none !important;
+            box-shadow: none !important; background: transparent !important}
+.mfx-stage label.container, .mfx-tight label.container {display: block}
+.mfx-stage input[type=number], .mfx-tight input[type=number], .mfx-tight input[type=text] {padding: 5px 8px !important}
+.mfx-stage label span, .mfx-tight label span {margin-bottom: 3px !important; white-space: nowrap; overflow: hidden;
+            text-overflow: ellipsis}
+.mfx-stage .block:has(input[type=checkbox]) {min-width: 92px !important; align-self: center}
+.mfx-stage .block:has(input[type=checkbox]):last-of-type {min-width: 112px !important}
+.mfx-stage-title {flex: 0 0 34px !important; min-width: 34px !important; align-self: center}
+.mfx-stage-title div {font-weight: 700; font-size: 13px; text-align: center}
+.mfx-remove {flex: 0 0 30px !important; min-width: 30px !important; max-width: 30px; align-self: center}
+#mfx-scratch {max-height: 40px; align-self: center; white-space: nowrap; font-size: 14px}
+"""
+THEME = gr.themes.Default(primary_hue='blue', radius_size='sm', spacing_size='sm', text_size='sm')
+
+
+@dataclass
+class AppContext:
+    """What a tab builder gets: the shared state and how to push a spec into the composer.
+
+    spec: gr.State with the composer's last valid spec dict; report: its analytic CostReport dict.
+    load_spec(event_fn_returning_spec_dict): wire an event whose function returns a spec dict (or raises
+    SpecError) so that the composer shows that spec and recounts it. Returns the chained event.
+    """
+    demo: gr.Blocks
+    spec: gr.State
+    report: gr.State
+    history: gr.State
+    load_spec: Callable = None
+    extras: dict = field(default_factory=dict)
+
+
+def max_upload_mb() -> int:
+    """Largest upload (image, checkpoint, spec) the server accepts, MiB: EXPLORER_MAX_UPLOAD_MB, default 512
+    (a ConvFormer-B36 checkpoint is about 400 MB). Gradio refuses bigger files before they reach a handler."""
+    raw = os.environ.get('EXPLORER_MAX_UPLOAD_MB', '512')
+    if not raw.isdigit() or int(raw) <= 0:
+        raise SpecError([('', f'EXPLORER_MAX_UPLOAD_MB={raw!r} must be a positive integer')])
+    return int(raw)
+
+
+def launch_kwargs() -> dict:
+    """theme, css and the upload limit for Blocks.launch (Gradio 6 takes them there, not in Blocks())."""
+    return {'theme': THEME, 'css': CSS, 'max_file_size': f'{max_upload_mb()}mb'}
+
+
+def error_text(e: SpecError) -> str:
+    """A SpecError as Markdown: one bullet per field path."""
+    lines = [f'- `{p}`: {m}' if p else f'- {m}' for p, m in e.errors]
+    return '**Not a valid network** (the numbers show the last valid one):\n' + '\n'.join(lines)
+
+
+def api_error(e: Exception) -> gr.Error:
+    return gr.Error(str(e), title='Invalid spec' if isinstance(e, SpecError) else 'Error', print_exception=False)

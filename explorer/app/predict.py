@@ -1,0 +1,465 @@
+"""The "Predict & explain" tab: top-k predictions, captum attribution overlays, a two-model comparison,
+token-mixing maps and effective receptive fields.
+
+Hook: `add_predict_tab(ctx)` opens its own `gr.Tab` inside the app's `gr.Tabs()`; `ctx.spec` (a gr.State
+holding the composer's spec dict) feeds the "(composer spec)" model choice. Without a ctx the tab keeps a
+State of its own. The handlers below are plain functions (values in, figure + Markdown out) so they can be
+tested without a server; models are cached here by (spec, weights), never stored in gr.State.
+"""
+from __future__ import annotations
+
+import base64
+import binascii
+import os
+import threading
+from collections import OrderedDict
+from typing import Callable
+
+import gradio as gr
+
+from explorer.viz import predict as pp
+from explorer.explain.attribute import METHODS, attribute, deletion_curve, resolve_method
+from explorer.measure.guard import check_request
+from explorer.explain.images import ImageError, example_images, fmnist_examples, load_image
+from explorer.explain.mixing import effective_receptive_fields, mixing_map
+from explorer.explain.predict import class_names, data_config, predict, preprocess, to_display
+from explorer.core.spec import ArchSpec, SpecError
+from explorer.core.catalog import load_spec, preset_names
+from explorer.explain.weights import RANDOM_WARNING, WeightsError, checkpoint_spec, load_model, pretrained_name
+
+COMPOSER = '(composer spec)'
+FROM_CHECKPOINT = '(spec inside checkpoint)'
+TRAINED = 'trained: '  # prefix of the trained checkpoints' choices (shipped Fashion-MNIST models, the user's)
+WEIGHT_MODES = ('pretrained', 'checkpoint', 'random')
+_CACHE: OrderedDict = OrderedDict()
+_LOCKS: dict = {}
+_CACHE_SIZE = 3
+GUARD_BATCH = 8  # attribute()'s default internal_batch_size: the most rows one forward+backward pass holds
+USER_ERRORS = (SpecError, WeightsError, ImageError, ValueError)
+
+
+# ---- plain handlers ---------------------------------------------------------------------------------------
+def trained_choices() -> dict[str, str]:
+    """'trained: <name>' -> checkpoint path, for the shipped Fashion-MNIST models and the user's own."""
+    from explorer.train.loop import list_trained
+    out = {}
+    for t in list_trained():
+        out.setdefault(f'{TRAINED}{t["name"]}', t['path'])
+    return out
+
+
+def default_choice() -> str:
+    """The most accurate shipped trained model (works offline), else a timm preset."""
+    from explorer.train.loop import list_trained
+    shipped = [t for t in list_trained() if t['shipped'] and t['accuracy'] is not None]
+    return f'{TRAINED}{max(shipped, key=lambda t: t["accuracy"])["name"]}' if shipped else 'poolformer_s12'
+
+
+def _trained_path(choice: str) -> str:
+    path = trained_choices().get(choice)
+    if path is None:
+        raise ValueError(f'model: {choice!r} is not a trained checkpoint on this machine; '
+                         f'available: {", ".join(trained_choices()) or "none"}')
+    return path
+
+
+def resolve_spec(choice: str, spec_dict: dict | None, checkpoint: str | None) -> ArchSpec:
+    if not isinstance(choice, str) or not choice:
+        raise ValueError('model: pick a preset, a trained model or the composer spec')
+    if choice.startswith(TRAINED):
+        return checkpoint_spec(_trained_path(choice))
+    if choice == COMPOSER:
+        if not spec_dict:
+            raise ValueError('model: the composer has no valid spec yet; compose one or pick a preset')
+        return ArchSpec.from_dict(spec_dict)
+    if choice == FROM_CHECKPOINT:
+        if not checkpoint:
+            raise ValueError('model: upload a MetaFormer Explorer .safetensors checkpoint to use its spec')
+        spec = checkpoint_spec(checkpoint)
+        if spec is None:
+            raise ValueError('model: the uploaded checkpoint holds no spec; pick a preset or the composer spec')
+        return spec
+    return load_spec(choice)
+
+
+def get_model(choice: str, spec_dict: dict | None, mode: str, checkpoint: str | None):
+    """(spec, model, WeightsInfo, data config), cached by spec and weights."""
+    trained = _trained_path(choice) if isinstance(choice, str) and choice.startswith(TRAINED) else None
+    spec = checkpoint_spec(trained) if trained else resolve_spec(choice, spec_dict, checkpoint)
+    if mode not in WEIGHT_MODES:
+        raise ValueError(f'weights: {mode!r} is not allowed; choose from {", ".join(WEIGHT_MODES)}')
+    if trained and mode != 'random':  # a trained model's own weights
+        mode, checkpoint = 'checkpoint', trained
+    if mode == 'checkpoint' and not checkpoint:
+        raise ValueError('weights: upload a checkpoint (.safetensors, .pth, .pth.tar) or choose pretrained/random')
+    weights = checkpoint if mode == 'checkpoint' else mode
+    stamp = os.path.getmtime(checkpoint) if mode == 'checkpoint' and os.path.exists(checkpoint) else None
+    key = (spec.to_json(), mode, checkpoint if mode == 'checkpoint' else None, stamp)
+    if key in _CACHE:
+        _CACHE.move_to_end(key)
+        return _CACHE[key]
+    check_request(spec, batch_size=GUARD_BATCH, training=True)  # attribution batches keep activations for backward
+    model, info = load_model(spec, weights)
+    entry = (spec, model, info, data_config(spec, info))
+    _LOCKS[id(model)] = threading.Lock()
+    _CACHE[key] = entry
+    while len(_CACHE) > _CACHE_SIZE:
+        _LOCKS.pop(id(_CACHE.popitem(last=False)[1][1]), None)
+    return entry
+
+
+def model_lock(model) -> threading.Lock:
+    """The lock of a cached model: attribution and mixing maps attach hooks and set gradients on it, so
+    concurrent requests for the same model take turns (different models still run side by side)."""
+    return _LOCKS.setdefault(id(model), threading.Lock())
+
+
+def _status(spec: ArchSpec, info) -> str:
+    if info.trained:
+        text = f'**{spec.name}**: {info.banner()}'
+        if info.report is not None and not info.report.ok:
+            text += f'\n\n```\n{info.report}\n```'
+        return text
+    return f'**{spec.name}**: ⚠️ {RANDOM_WARNING}'
+
+
+def _error(e: Exception) -> str:
+    return f'**Error:** {e}'
+
+
+def predict_handler(choice, spec_dict, mode, checkpoint, image_path, topk=5):
+    """-> (top-k Figure, status Markdown)."""
+    try:
+        spec, model, info, cfg = get_model(choice, spec_dict, mode, checkpoint)
+        if not image_path:
+            raise ValueError('image: pick an example or upload an image')
+        img = load_image(image_path)
+        with model_lock(model):
+            res = predict(model, img, cfg, topk=int(topk), weights=info)
+    except USER_ERRORS as e:
+        return None, _error(e)
+    fig = pp.topk_figure([p.__dict__ for p in res.top], f'{spec.name}: top-{len(res.top)}')
+    return fig, _status(spec, info)
+
+
+def _attribution(choice, spec_dict, mode, checkpoint, image_path, method, smoothgrad, target, stage,
+                 progress: Callable | None = None):
+    spec, model, info, cfg = get_model(choice, spec_dict, mode, checkpoint)
+    if not image_path:
+        raise ValueError('image: pick an example or upload an image')
+    x = preprocess(load_image(image_path), cfg)
+    target = None if target in (None, '', -1) else int(target)
+    import torch
+    with model_lock(model):
+        amap = attribute(model, x, target, method, stage=int(stage), smoothgrad=bool(smoothgrad),
+                         progress=progress)
+        with torch.no_grad():
+            probs = model(x).softmax(1)[0]
+        t = int(probs.argmax()) if target is None else target
+        curve = deletion_curve(model, x, amap, t)
+    label = class_names(spec.num_classes, info.label_names)[t]
+    return dict(spec=spec, info=info, image=to_display(x, cfg), map=amap, target=t, label=label,
+                prob=float(probs[t]), curve=curve)
+
+
+def attribute_handler(choice, spec_dict, mode, checkpoint, image_path, method='ig', smoothgrad=False,
+                      target=None, stage=-1, progress: Callable | None = None):
+    """-> (overlay Figure, deletion-curve Figure, status Markdown)."""
+    try:
+        method, _ = resolve_method(method)
+        r = _attribution(choice, spec_dict, mode, checkpoint, image_path, method, smoothgrad, target, stage,
+                         progress)
+    except USER_ERRORS as e:
+        return None, None, _error(e)
+    name = METHODS[method] + (' + SmoothGrad' if smoothgrad else '')
+    title = f'{r["spec"].name}: {name}, class {r["target"]} ({pp.clip_text(r["label"], 30)}, p={r["prob"]:.2f})'
+    fig = pp.overlay_figure(r['image'], r['map'], title)
+    dfig = pp.deletion_figure({name: r['curve'].to_dict()})
+    status = (_status(r['spec'], r['info']) + f'\n\nDeletion AUC **{r["curve"].auc:.3f}** (target probability '
+              f'as the most-attributed pixels are removed; lower = more faithful).')
+    return fig, dfig, status
+
+
+def compare_handler(choice_a, mode_a, choice_b, mode_b, spec_dict, checkpoint, image_path, method='ig',
+                    smoothgrad=False, progress: Callable | None = None):
+    """Same image and method, two models side by side. -> (Figure, deletion Figure, status Markdown)."""
+    panels, curves, notes = [], {}, []
+    try:
+        method, _ = resolve_method(method)
+        for choice, mode in ((choice_a, mode_a), (choice_b, mode_b)):
+            r = _attribution(choice, spec_dict, mode, checkpoint, image_path, method, smoothgrad, None, -1,
+                             progress)
+            title = f'{r["spec"].name}: {pp.clip_text(r["label"], 22)} ({r["prob"]:.2f})'
+            panels.append({'image': r['image'], 'map': r['map'], 'title': title})
+            curves[f'{r["spec"].name} ({mode})'] = r['curve'].to_dict()
+            notes.append(_status(r['spec'], r['info']) + f' deletion AUC {r["curve"].auc:.3f}')
+    except USER_ERRORS as e:
+        return None, None, _error(e)
+    return pp.compare_figure(panels), pp.deletion_figure(curves), '\n\n'.join(notes)
+
+
+def mixing_handler(choice, spec_dict, mode, checkpoint, image_path, stage=0, block=0, row=-1, col=-1,
+                   method='auto', reduce='diag', head='mean'):
+    """-> (mixing-map Figure, status Markdown). row/col -1: the centre token."""
+    try:
+        spec, model, info, cfg = get_model(choice, spec_dict, mode, checkpoint)
+        x = preprocess(load_image(image_path), cfg) if image_path else None
+        query = None if int(row) < 0 or int(col) < 0 else (int(row), int(col))
+        with model_lock(model):
+            mm = mixing_map(model, int(stage), int(block), query, x, method=method, reduce=reduce)
+        if head in (None, '', 'mean'):
+            w, which = mm.mean, 'mean over heads' if mm.weights.shape[0] > 1 else ''
+        else:
+            h = int(head)
+            if not 0 <= h < mm.weights.shape[0]:
+                raise ValueError(f'head: {h} is out of range; this mixer has {mm.weights.shape[0]} head(s)')
+            w, which = mm.weights[h], f'head {h}'
+    except USER_ERRORS as e:
+        return None, _error(e)
+    img = to_display(x, cfg) if x is not None else None
+    how = mm.method + (f', {mm.reduce}' if mm.reduce else '')
+    title = f'S{mm.stage} block {mm.block}: {mm.mixer} ({how}) query {mm.query} {which}'
+    status = (_status(spec, info) + f'\n\n{mm.grid[0]}x{mm.grid[1]} tokens; weights sum {w.sum():.4g}; '
+              f'{mm.weights.shape[0]} head(s).' + ('' if x is not None else ' No image: a seeded random '
+                                                    'mixer input (exact maps do not depend on it).'))
+    return pp.mixing_figure(img, w, mm.query, title), status
+
+
+def erf_handler(choice, spec_dict, mode, checkpoint, image_path=None):
+    """ERF of every stage averaged over the example images (plus the chosen one). -> (Figure, Markdown)."""
+    try:
+        spec, model, info, cfg = get_model(choice, spec_dict, mode, checkpoint)
+        import torch
+        paths = [str(p) for p in example_images()] + ([image_path] if image_path else [])
+        x = torch.cat([preprocess(load_image(p), cfg) for p in paths])
+        with model_lock(model):
+            erfs = effective_receptive_fields(model, x)
+    except USER_ERRORS as e:
+        return None, _error(e)
+    rows = [{'stage': e.stage, 'map': e.map, 'area': e.area, 'mixer': spec.stages[e.stage].mixer} for e in erfs]
+    table = '| stage | mixer | 20% | 50% | 90% |\n|---|---|---|---|---|\n' + '\n'.join(
+        f'| {r["stage"]} | {r["mixer"]} | ' + ' | '.join(f'{100 * r["area"][k]:.1f}%' for k in (0.2, 0.5, 0.9))
+        + ' |' for r in rows)
+    return pp.erf_figure(rows), (_status(spec, info) + f'\n\nFraction of the image area holding 20/50/90% of '
+                                 f'the centre token\'s |gradient|, {len(paths)} images.\n\n' + table)
+
+
+def weights_hint(choice: str, spec_dict: dict | None) -> str:
+    """Which weights a model choice can have (shown under the picker)."""
+    if isinstance(choice, str) and choice.startswith(TRAINED):
+        from explorer.train.loop import read_metadata
+        try:
+            m = read_metadata(_trained_path(choice))['metrics']
+        except (ValueError, OSError, KeyError):
+            return ''
+        acc = m.get('test_accuracy')
+        return (f'Trained here on {m.get("dataset", "Fashion-MNIST")}: test accuracy '
+                f'{100 * acc:.2f}%, {m.get("epochs")} epochs. "pretrained" uses these weights.' if acc is not None
+                else '"pretrained" uses this checkpoint\'s weights.')
+    try:
+        spec = resolve_spec(choice, spec_dict, None) if choice != FROM_CHECKPOINT else None
+    except USER_ERRORS:
+        return ''
+    if spec is None:
+        return 'Weights come from the uploaded checkpoint.'
+    name = pretrained_name(spec)
+    return (f'timm pretrained: `{name}` (from the local Hugging Face cache; downloaded when online).' if name
+            else f'No timm pretrained weights for {spec.name}: use a checkpoint, or random ({RANDOM_WARNING}).')
+
+
+# ---- layout -----------------------------------------------------------------------------------------------
+def model_choices() -> list[str]:
+    """What the model pickers offer, trained models on this machine included (read again on every call)."""
+    return [COMPOSER, FROM_CHECKPOINT] + list(trained_choices()) + preset_names()
+
+
+def refresh_pickers(*current: str) -> list:
+    """New choices for each picker (models trained since the page loaded appear), keeping each selection."""
+    choices = model_choices()
+    return [gr.Dropdown(choices=choices, value=c) for c in current]
+
+
+def _model_picker(label: str, default: str):
+    choices = model_choices()
+    with gr.Row():
+        choice = gr.Dropdown(choices, value=default, label=label, scale=3)
+        mode = gr.Radio(list(WEIGHT_MODES), value='pretrained', label='weights', scale=2)
+    return choice, mode
+
+
+def add_predict_tab(ctx=None) -> dict:
+    """Build the tab (opens its own gr.Tab). Returns the main components by name."""
+    spec_state = getattr(ctx, 'spec', None) or gr.State(None)
+    first = default_choice()
+    fmnist = [str(p) for p in fmnist_examples()]
+    examples = (fmnist + [str(p) for p in example_images()]) if first.startswith(TRAINED) \
+        else [str(p) for p in example_images()] + fmnist
+    with gr.Tab('Predict & explain') as tab:
+        gr.Markdown('What does a model see, and how does each token mixer move information? The models trained '
+                    'on Fashion-MNIST that ship with the explorer work offline; ImageNet presets load timm\'s '
+                    'pretrained weights (PoolFormer v1/v2, ConvFormer, CAFormer) from the Hugging Face cache or '
+                    'hub; any spec also runs with a checkpoint or with random weights, which still show the '
+                    'architecture\'s structure.')
+        with gr.Row():
+            with gr.Column(scale=2):
+                choice, mode = _model_picker('model', first)
+                hint = gr.Markdown(weights_hint(first, None))
+                ckpt = gr.File(label='checkpoint (.safetensors, .pth, .pth.tar)', type='filepath', height=110,
+                               file_types=['.safetensors', '.pth', '.tar', '.pt', '.bin'])
+                status = gr.Markdown()
+            with gr.Column(scale=2):
+                image = gr.Image(type='filepath', label='image', value=examples[0] if examples else None,
+                                 height=260)
+                if examples:
+                    gr.Examples(examples, inputs=image, examples_per_page=12,
+                                label='examples (Fashion-MNIST test images and photos; licences in '
+                                      'assets/fmnist/images/LICENSES.md and assets/images/LICENSES.md)')
+        with gr.Tabs():
+            with gr.Tab('Top-k'):
+                with gr.Row():
+                    topk = gr.Slider(1, 20, value=5, step=1, label='top-k')
+                    run_pred = gr.Button('Predict', variant='primary')
+                topk_plot = gr.Plot(label='top-k')
+            with gr.Tab('Attribution'):
+                with gr.Row():
+                    method = gr.Dropdown(list(METHODS), value='ig', label='method')
+                    smooth = gr.Checkbox(False, label='SmoothGrad (NoiseTunnel)')
+                    target = gr.Number(-1, precision=0, label='target class (-1: predicted)')
+                    stage = gr.Number(-1, precision=0, label='GradCAM stage (-1: last)')
+                    run_attr = gr.Button('Explain', variant='primary')
+                with gr.Row():
+                    attr_plot = gr.Plot(label='attribution overlay')
+                    del_plot = gr.Plot(label='deletion curve')
+            with gr.Tab('Compare two models'):
+                choice_b, mode_b = _model_picker('second model', 'caformer_s18')
+                run_cmp = gr.Button('Compare (same image and method)', variant='primary')
+                cmp_plot = gr.Plot(label='side by side')
+                cmp_del = gr.Plot(label='deletion curves')
+            with gr.Tab('Token mixing'):
+                with gr.Row():
+                    mstage = gr.Number(0, precision=0, label='stage')
+                    mblock = gr.Number(0, precision=0, label='block')
+                    mrow = gr.Number(-1, precision=0, label='query row (-1: centre)')
+                    mcol = gr.Number(-1, precision=0, label='query col (-1: centre)')
+                    mmethod = gr.Radio(['auto', 'exact', 'jacobian'], value='auto', label='map')
+                    mreduce = gr.Radio(['diag', 'norm'], value='diag', label='Jacobian reduction')
+                    mhead = gr.Textbox('mean', label='head (mean or index)')
+                with gr.Row():
+                    run_mix = gr.Button('Mixing map', variant='primary')
+                    run_erf = gr.Button('Effective receptive fields')
+                mix_plot = gr.Plot(label='token-mixing weights')
+                erf_plot = gr.Plot(label='effective receptive field per stage')
+
+        common = [choice, spec_state, mode, ckpt, image]
+        choice.change(weights_hint, [choice, spec_state], hint, api_visibility='private')
+        tab.select(refresh_pickers, [choice, choice_b], [choice, choice_b], show_progress='hidden',
+                   api_visibility='private')  # a model trained in the Train tab is listed at once
+
+        def _attr(c, s, m, k, i, meth, sg, t, st, progress=gr.Progress()):
+            return attribute_handler(c, s, m, k, i, meth, sg, t, st,
+                                     progress=lambda d, n: progress(d / n, desc='attribution'))
+
+        def _cmp(ca, ma, cb, mb, s, k, i, meth, sg, progress=gr.Progress()):
+            return compare_handler(ca, ma, cb, mb, s, k, i, meth, sg,
+                                   progress=lambda d, n: progress(d / n, desc='attribution'))
+
+        heavy = dict(api_visibility='private', concurrency_id='model', concurrency_limit=2)
+        run_pred.click(predict_handler, common + [topk], [topk_plot, status], **heavy)
+        run_attr.click(_attr, common + [method, smooth, target, stage], [attr_plot, del_plot, status], **heavy)
+        run_cmp.click(_cmp, [choice, mode, choice_b, mode_b, spec_state, ckpt, image, method, smooth],
+                      [cmp_plot, cmp_del, status], **heavy)
+        run_mix.click(mixing_handler, common + [mstage, mblock, mrow, mcol, mmethod, mreduce, mhead],
+                      [mix_plot, status], **heavy)
+        run_erf.click(erf_handler, common, [erf_plot, status], **heavy)
+        for name, fn in API.items():
+            gr.api(fn, api_name=name, concurrency_id='model', concurrency_limit=2)
+    return dict(choice=choice, mode=mode, checkpoint=ckpt, image=image, status=status, topk_plot=topk_plot,
+                attr_plot=attr_plot, compare_plot=cmp_plot, mixing_plot=mix_plot, erf_plot=erf_plot)
+
+
+# ---- API (gradio_client) ------------------------------------------------------------------------------------
+def api_examples() -> list[str]:
+    """Names of the example images an API call can use as `image`."""
+    return [p.name for p in fmnist_examples() + example_images()]
+
+
+def _api_image(image: str):
+    """An example's file name, or an image's bytes as base64 (a data: URL is fine). Paths on the server are
+    never opened from the API: only the shipped examples."""
+    if not isinstance(image, str) or not image:
+        raise ValueError('image: give an example name (see /examples) or base64-encoded image bytes')
+    for p in fmnist_examples() + example_images():
+        if p.name == image:
+            return str(p)
+    data = image.split(',', 1)[1] if image.startswith('data:') else image
+    try:
+        raw = base64.b64decode(data, validate=True)
+    except (binascii.Error, ValueError):
+        raise ValueError(f'image: {clip(image)!r} is neither an example name (see /examples) nor base64 '
+                         f'image bytes') from None
+    return load_image(raw)
+
+
+def clip(text: str, n: int = 40) -> str:
+    return text if len(text) <= n else text[:n] + '...'
+
+
+def _api_model(model: str, weights: str):
+    """get_model for an API call: a preset name, 'trained: name' or just the trained model's name."""
+    if not isinstance(model, str) or not model:
+        raise ValueError('model: a preset name, or a trained model (see /list_models)')
+    if model not in preset_names() and f'{TRAINED}{model}' in trained_choices():
+        model = f'{TRAINED}{model}'
+    return get_model(model, None, weights, None)
+
+
+def _raise(e: Exception):
+    raise gr.Error(str(e), print_exception=False) from None
+
+
+def api_list_models() -> list[str]:
+    """Models the predict endpoints take: trained checkpoints here ('trained: name') and every preset."""
+    return list(trained_choices()) + preset_names()
+
+
+def api_predict(model: str, image: str, weights: str = 'pretrained', topk: int = 5) -> dict:
+    """Top-k classes of `image` (an example name or base64 bytes) under `model` with `weights`
+    ('pretrained': timm's or the trained model's own; 'random'). Probabilities are softmax, fp32, CPU/GPU."""
+    try:
+        spec, net, info, cfg = _api_model(model, weights)
+        img = load_image(_api_image(image))
+        if not isinstance(topk, int) or isinstance(topk, bool) or not 1 <= topk <= 100:
+            raise ValueError(f'topk: {topk!r} must be an integer in [1, 100]')
+        with model_lock(net):
+            res = predict(net, img, cfg, topk=topk, weights=info)
+    except USER_ERRORS as e:
+        _raise(e)
+    return {'model': spec.name, **res.to_dict()}
+
+
+def api_mixing_map(model: str, image: str = '', weights: str = 'pretrained', stage: int = 0, block: int = 0,
+                   row: int = -1, col: int = -1, method: str = 'auto') -> dict:
+    """Token-mixing weights of one block for one query token (-1, -1: the centre) over the input token grid,
+    averaged over heads. `image` may be empty: exact maps do not depend on the input."""
+    try:
+        spec, net, info, cfg = _api_model(model, weights)
+        x = preprocess(load_image(_api_image(image)), cfg) if image else None
+        for name, v in (('stage', stage), ('block', block), ('row', row), ('col', col)):
+            if not isinstance(v, int) or isinstance(v, bool):
+                raise ValueError(f'{name}: {v!r} must be an integer')
+        query = None if row < 0 or col < 0 else (row, col)
+        with model_lock(net):
+            mm = mixing_map(net, stage, block, query, x, method=method)
+    except USER_ERRORS as e:
+        _raise(e)
+    return {'model': spec.name, 'mixer': mm.mixer, 'stage': mm.stage, 'block': mm.block, 'query': list(mm.query),
+            'grid': list(mm.grid), 'method': mm.method, 'heads': int(mm.weights.shape[0]),
+            'weights': mm.mean.astype(float).round(7).tolist()}
+
+
+API = {'list_models': api_list_models, 'examples': api_examples, 'predict': api_predict,
+       'mixing_map': api_mixing_map}
+
+
+__all__ = ['add_predict_tab', 'predict_handler', 'attribute_handler', 'compare_handler', 'mixing_handler',
+           'erf_handler', 'get_model']

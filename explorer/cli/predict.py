@@ -1,0 +1,247 @@
+"""`explorer predict`, `explorer attribute`, `explorer mixing-map` and `explorer erf`.
+
+SPEC is a preset name, a JSON spec file, or a MetaFormer Explorer trained checkpoint (.safetensors with the
+spec in its metadata; its weights are then the default). --weights: 'pretrained' (timm, through the Hugging
+Face cache), 'random', or a checkpoint path; the default is the checkpoint given as SPEC, else 'pretrained'
+for presets that have timm weights, else 'random'.
+"""
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from pathlib import Path
+
+from explorer.core.errors import UserError
+
+
+def register(sub) -> None:
+    p = sub.add_parser('predict', help='top-k classes of an image (pretrained, checkpoint or random weights)')
+    _common(p)
+    p.add_argument('--topk', type=int, default=5, help='how many classes to list (default 5)')
+    p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser('attribute', help='attribution map of an image (captum) written as a PNG overlay')
+    _common(p)
+    p.add_argument('--method', default='ig', help='ig, saliency, gradshap, occlusion, gradcam or smoothgrad '
+                   '(default ig)')
+    p.add_argument('--target', type=int, default=None, help='class index (default: the predicted class)')
+    p.add_argument('--stage', type=int, default=-1, help='stage whose output GradCAM explains (default -1: last)')
+    p.add_argument('--smoothgrad', action='store_true', help='average over noisy copies (NoiseTunnel)')
+    p.add_argument('--steps', type=int, default=32, help='Integrated Gradients steps (default 32)')
+    p.add_argument('--batch', type=int, default=8, help='rows per forward pass: bounds memory (default 8)')
+    p.add_argument('--no-deletion', action='store_true', help='skip the deletion-curve faithfulness score')
+    p.add_argument('--out', required=True, help='PNG file: input | overlay | colour scale')
+    p.set_defaults(func=cmd_attribute)
+
+    p = sub.add_parser('mixing-map', help='token-mixing weights of one block for one query token')
+    _common(p, image_required=False)
+    p.add_argument('--stage', type=int, default=0, help='stage index (default 0)')
+    p.add_argument('--block', type=int, default=0, help='block index within the stage (default 0)')
+    p.add_argument('--query', default=None, help='output token as ROW,COL (default: the centre)')
+    p.add_argument('--method', default='auto', choices=('auto', 'exact', 'jacobian'))
+    p.add_argument('--reduce', default='diag', choices=('diag', 'norm'),
+                   help='Jacobian reduction over channels: diag (signed) or norm (default diag)')
+    p.add_argument('--out', default=None, help='optional PNG of the map over the image')
+    p.set_defaults(func=cmd_mixing)
+
+    p = sub.add_parser('erf', help='effective receptive field of every stage (area holding 20/50/90%%)')
+    p.add_argument('spec', help='preset name, JSON spec or trained .safetensors checkpoint')
+    p.add_argument('images', nargs='*', help='images to average over (default: the example images)')
+    p.add_argument('--weights', default=None, help='pretrained | random | PATH')
+    p.add_argument('--json', action='store_true', help='machine-readable output')
+    p.set_defaults(func=cmd_erf)
+
+
+def _common(p, image_required: bool = True) -> None:
+    p.add_argument('spec', help='preset name, JSON spec or trained .safetensors checkpoint')
+    p.add_argument('image', nargs=None if image_required else '?', help='image file (PNG, JPEG, ...)')
+    p.add_argument('--weights', default=None, help='pretrained | random | PATH (default: see `explorer predict -h`)')
+    p.add_argument('--json', action='store_true', help='machine-readable output')
+
+
+def _user_errors(fn):
+    """Library errors about the user's input become UserError: one message, exit status 2."""
+    @functools.wraps(fn)
+    def wrap(args):
+        from explorer.explain.images import ImageError
+        from explorer.core.spec import SpecError
+        from explorer.explain.weights import WeightsError
+        try:
+            return fn(args)
+        except SpecError:
+            raise
+        except (ImageError, WeightsError, ValueError) as e:
+            raise UserError(str(e)) from None
+    return wrap
+
+
+def load(spec_arg: str, weights: str | None):
+    """(spec, model, WeightsInfo, data config) for a SPEC argument and a --weights value."""
+    from explorer.measure.guard import check_request
+    from explorer.explain.predict import data_config
+    from explorer.core.catalog import load_spec
+    from explorer.explain.weights import checkpoint_spec, load_model, pretrained_name
+    if spec_arg.endswith('.safetensors'):
+        spec = checkpoint_spec(spec_arg)
+        if spec is None:
+            raise UserError(f'{spec_arg!r} holds no spec in its metadata; give a preset or JSON spec as SPEC '
+                            f'and the file as --weights')
+        weights = weights or spec_arg
+    else:
+        spec = load_spec(spec_arg)
+    if weights is None:
+        weights = 'pretrained' if pretrained_name(spec) else 'random'
+    check_request(spec, batch_size=8, training=True)  # attribution: 8 rows with activations kept for backward
+    model, info = load_model(spec, weights)
+    return spec, model, info, data_config(spec, info)
+
+
+def _progress(enabled: bool):
+    if not (enabled and sys.stderr.isatty()):
+        return None
+
+    def show(done: int, total: int) -> None:
+        n = int(30 * done / total)
+        print(f'\r[{"#" * n}{" " * (30 - n)}] {done}/{total}', end='' if done < total else '\n', file=sys.stderr)
+    return show
+
+
+@_user_errors
+def cmd_predict(args) -> int:
+    from explorer.explain.images import load_image
+    from explorer.explain.predict import predict
+    image = load_image(args.image)
+    spec, model, info, cfg = load(args.spec, args.weights)
+    res = predict(model, image, cfg, topk=args.topk, weights=info)
+    if args.json:
+        print(json.dumps({'spec': spec.name, 'image': args.image, **res.to_dict()}, indent=2))
+        return 0
+    print(f'{spec.name}: {info.banner()}')
+    print(f'preprocessing: {_cfg_text(cfg)}')
+    for p in res.top:
+        print(f'{p.prob:7.2%}  {p.index:>5}  {p.label}')
+    return 0
+
+
+def _cfg_text(cfg: dict) -> str:
+    c, h, w = cfg['input_size']
+    mean = ', '.join(f'{v:.3f}' for v in cfg['mean'])
+    std = ', '.join(f'{v:.3f}' for v in cfg['std'])
+    pad = f', pad from {cfg["pad_from"]}' if cfg.get('pad_from') else ''
+    return (f'{cfg["interpolation"]} resize, crop_pct {cfg["crop_pct"]:g} -> {c}x{h}x{w}{pad}, '
+            f'mean ({mean}), std ({std})')
+
+
+@_user_errors
+def cmd_attribute(args) -> int:
+    import torch
+
+    from explorer.explain.attribute import METHODS, attribute, deletion_curve, resolve_method
+    from explorer.explain.images import load_image
+    from explorer.viz.predict import overlay_png
+    from explorer.explain.predict import class_names, preprocess, to_display
+    method, _ = resolve_method(args.method)
+    out = Path(args.out)
+    if out.suffix.lower() != '.png':
+        raise UserError(f'--out: {args.out!r} must end in .png')
+    image = load_image(args.image)
+    spec, model, info, cfg = load(args.spec, args.weights)
+    x = preprocess(image, cfg)
+    amap = attribute(model, x, args.target, method, stage=args.stage, smoothgrad=args.smoothgrad,
+                     n_steps=args.steps, internal_batch_size=args.batch, progress=_progress(not args.json))
+    with torch.no_grad():
+        probs = model(x).softmax(1)[0]
+    target = int(probs.argmax()) if args.target is None else args.target
+    label = class_names(spec.num_classes, info.label_names)[target]
+    curve = None if args.no_deletion else deletion_curve(model, x, amap, target, batch_size=args.batch)
+    title = f'{spec.name} {METHODS[method]}{" + SmoothGrad" if args.smoothgrad else ""}: {label} ({target})'
+    out.parent.mkdir(parents=True, exist_ok=True)
+    overlay_png(to_display(x, cfg), amap, title).save(out)
+    result = {'spec': spec.name, 'image': args.image, 'method': method, 'smoothgrad': args.smoothgrad,
+              'target': target, 'label': label, 'target_prob': float(probs[target]),
+              'map': {'shape': list(amap.shape), 'min': float(amap.min()), 'max': float(amap.max()),
+                      'sum': float(amap.sum())},
+              'deletion_auc': curve.auc if curve else None, 'out': str(out), 'weights': info.to_dict()}
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return 0
+    print(f'{spec.name}: {info.banner()}')
+    print(f'{METHODS[method]} for class {target} ({label}, p = {float(probs[target]):.3f}); '
+          f'map {amap.shape[0]}x{amap.shape[1]}, range [{amap.min():.3g}, {amap.max():.3g}]')
+    if curve:
+        print(f'deletion AUC {curve.auc:.3g} (target probability as the most-attributed pixels are removed; '
+              f'lower = more faithful)')
+    print(f'wrote {out}')
+    return 0
+
+
+@_user_errors
+def cmd_mixing(args) -> int:
+    from explorer.explain.images import load_image
+    from explorer.explain.mixing import mixing_map
+    from explorer.viz.predict import overlay_png
+    from explorer.explain.predict import preprocess, to_display
+    query = None
+    if args.query:
+        try:
+            query = tuple(int(v) for v in args.query.split(','))
+            assert len(query) == 2
+        except (ValueError, AssertionError):
+            raise UserError(f'--query: {args.query!r} must be ROW,COL (two integers)') from None
+    spec, model, info, cfg = load(args.spec, args.weights)
+    x = preprocess(load_image(args.image), cfg) if args.image else None
+    mm = mixing_map(model, args.stage, args.block, query, x, method=args.method, reduce=args.reduce)
+    if args.out:
+        import numpy as np
+        from PIL import Image
+        H, W = cfg['input_size'][1:]
+        up = np.kron(mm.mean, np.ones((H // mm.grid[0], W // mm.grid[1])))
+        img = to_display(x, cfg) if x is not None else np.full((up.shape[0], up.shape[1], 3), 128, np.uint8)
+        if img.shape[:2] != up.shape:
+            img = np.asarray(Image.fromarray(img).resize(up.shape[::-1]))
+        overlay_png(img, up, f'{spec.name} S{mm.stage} B{mm.block} {mm.mixer} {mm.method} q={mm.query}').save(args.out)
+    if args.json:
+        print(json.dumps({'spec': spec.name, 'weights': info.banner(), **mm.to_dict()}, indent=2))
+        return 0
+    print(f'{spec.name}: {info.banner()}')
+    print(f'stage {mm.stage} block {mm.block}: {mm.mixer}, {mm.method}'
+          f'{f" ({mm.reduce})" if mm.reduce else ""}, query token {mm.query} on a {mm.grid[0]}x{mm.grid[1]} grid'
+          f'{f", {mm.weights.shape[0]} heads (mean shown)" if mm.weights.shape[0] > 1 else ""}')
+    m = mm.mean
+    if max(m.shape) <= 16:
+        for row in m:
+            print(' '.join(f'{v:7.3f}' for v in row))
+    else:
+        r, c = mm.query
+        print(f'{m.shape[0]}x{m.shape[1]} map; 7x7 neighbourhood of the query:')
+        for row in m[max(0, r - 3):r + 4, max(0, c - 3):c + 4]:
+            print(' '.join(f'{v:7.3f}' for v in row))
+    if args.out:
+        print(f'wrote {args.out}')
+    return 0
+
+
+@_user_errors
+def cmd_erf(args) -> int:
+    import torch
+
+    from explorer.explain.images import example_images, load_image
+    from explorer.explain.mixing import effective_receptive_fields
+    from explorer.explain.predict import preprocess
+    spec, model, info, cfg = load(args.spec, args.weights)
+    paths = args.images or [str(p) for p in example_images()]
+    x = torch.cat([preprocess(load_image(p), cfg) for p in paths])
+    erfs = effective_receptive_fields(model, x)
+    rows = [{**e.to_dict(), 'mixer': spec.stages[e.stage].mixer} for e in erfs]
+    if args.json:
+        print(json.dumps({'spec': spec.name, 'weights': info.banner(), 'images': paths, 'stages': rows}, indent=2))
+        return 0
+    print(f'{spec.name}: {info.banner()}; {len(paths)} images at {cfg["input_size"][1]}x{cfg["input_size"][2]}')
+    print('effective receptive field of the centre token: fraction of the image area holding 20/50/90% of '
+          '|gradient|')
+    print(f'{"stage":<6}{"mixer":<13}{"20%":>8}{"50%":>8}{"90%":>8}')
+    for r in rows:
+        a = r['area']
+        print(f'{r["stage"]:<6}{r["mixer"]:<13}{a["20%"]:>8.2%}{a["50%"]:>8.2%}{a["90%"]:>8.2%}')
+    return 0

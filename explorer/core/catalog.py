@@ -1,0 +1,139 @@
+"""The catalogue of presets (one JSON spec per published model, shipped as package data) and the ways a
+request names a spec: a preset name, JSON text or a dict. Plain data: no torch, no gradio.
+"""
+from __future__ import annotations
+
+import copy
+import functools
+import json
+from pathlib import Path
+
+from explorer.core.resources import data_path
+from explorer.core.spec import ArchSpec, SpecError, StageSpec, default_res_scale
+
+DEFAULT_PRESET = 'caformer_s18'
+
+
+PRESET_DIR = data_path('presets')
+
+
+def preset_names() -> list[str]:
+    return sorted(p.stem for p in PRESET_DIR.glob('*.json'))
+
+
+def load_spec(name_or_path: str | Path) -> ArchSpec:
+    """A preset name (file stem in presets/) or a path to a JSON spec file."""
+    p = Path(name_or_path)
+    if p.suffix == '.json' or p.exists():
+        if not p.is_file():
+            raise SpecError([('', f'spec file {str(p)!r} does not exist')])
+        try:
+            text = p.read_text(encoding='utf-8')
+        except (OSError, UnicodeDecodeError) as e:
+            raise SpecError([('', f'cannot read spec file {str(p)!r}: {e}')]) from None
+        return ArchSpec.from_json(text)
+    preset = PRESET_DIR / f'{name_or_path}.json'
+    if not preset.is_file():
+        names = preset_names()
+        close = [n for n in names if str(name_or_path).lower() in n] or names[:8]
+        raise SpecError([('', f'{str(name_or_path)!r} is neither a preset nor a spec file; '
+                              f'presets include: {", ".join(close)}')])
+    return ArchSpec.from_json(preset.read_text(encoding='utf-8'))
+
+
+# ---- presets ------------------------------------------------------------------------------------------
+@functools.lru_cache(maxsize=1)
+def _preset_specs() -> dict[str, dict]:
+    return {name: load_spec(name).to_dict() for name in preset_names()}
+
+
+def list_presets() -> list[dict]:
+    """One row per preset: name, family, display name and the published figures with their source.
+
+    Published figures: ImageNet-1k top-1 (%), params (millions), GMACs at `resolution` (MACs: one
+    multiply-accumulate = 1), as given by `source`; None where the source has none.
+    """
+    rows = []
+    for name, d in _preset_specs().items():
+        m = d['meta']
+        rows.append({'name': name, 'family': m.get('family', 'other'), 'display_name': m.get('display_name', name),
+                     'top1': m.get('top1'), 'params_m': m.get('params_m'), 'gmacs': m.get('gmacs'),
+                     'resolution': m.get('resolution', d['img_size']), 'source': m.get('source', ''),
+                     'timm_name': m.get('timm_name'), 'pretrained_tag': m.get('pretrained_tag')})
+    return sorted(rows, key=lambda r: (r['family'].lower(), r['params_m'] or 0, r['name']))
+
+
+def preset_choices() -> list[tuple[str, str]]:
+    """(label, name) pairs for a dropdown, grouped by family (families in alphabetical order, small to big)."""
+    out = []
+    for r in list_presets():
+        top1 = f' · {r["top1"]:g}%' if r['top1'] is not None else ''
+        out.append((f'{r["family"]} › {r["display_name"]}{top1}', r['name']))
+    return out
+
+
+def get_preset(name: str) -> dict:
+    """The spec dict of a preset (published figures in `meta`)."""
+    specs = _preset_specs()
+    if name not in specs:
+        raise SpecError([('preset', f'{name!r} is not a preset; choose from {", ".join(specs)}')])
+    return copy.deepcopy(specs[name])
+
+
+def scratch_spec() -> dict:
+    """A plain starting point: four pooling stages at the usual MetaFormer widths, nothing published."""
+    stages = [StageSpec('pooling', depth, dim) for depth, dim in zip((2, 2, 6, 2), (64, 128, 320, 512))]
+    return ArchSpec(stages=stages, name='my_metaformer', res_scale_init=default_res_scale(4)).to_dict()
+
+
+# ---- parsing and identity -----------------------------------------------------------------------------
+def parse_spec(spec: dict | str | ArchSpec) -> ArchSpec:
+    """A validated ArchSpec from a dict, JSON text, a preset name or an ArchSpec. Raises SpecError."""
+    if isinstance(spec, ArchSpec):
+        return spec
+    if isinstance(spec, str):
+        text = spec.strip()
+        if text.startswith('{'):
+            return ArchSpec.from_json(text)
+        return ArchSpec.from_dict(get_preset(text))
+    return ArchSpec.from_dict(spec)
+
+
+def validate(spec: dict | str) -> list[list[str]]:
+    """[[field path, message], ...]; empty when the spec is valid."""
+    try:
+        parse_spec(spec)
+    except SpecError as e:
+        return [[p, m] for p, m in e.errors]
+    return []
+
+
+def _arch_key(spec: ArchSpec) -> str:
+    """What defines the network (not its name or metadata), with mixer arguments made explicit."""
+    d = spec.to_dict()
+    d.pop('name'), d.pop('meta')
+    for i, st in enumerate(d['stages']):
+        st['mixer_args'] = {k: v for k, v in spec.mixer_kwargs(i).items() if k != 'grid_size'}
+        st['mlp_ratio'] = float(st['mlp_ratio'])
+    return json.dumps(d, sort_keys=True)
+
+
+@functools.lru_cache(maxsize=1)
+def _preset_by_arch() -> dict[str, str]:
+    return {_arch_key(ArchSpec.from_dict(d)): name for name, d in _preset_specs().items()}
+
+
+def matching_preset(spec: dict | ArchSpec) -> str | None:
+    """The preset with exactly this architecture (name and metadata aside), or None."""
+    try:
+        return _preset_by_arch().get(_arch_key(parse_spec(spec)))
+    except SpecError:
+        return None
+
+
+def with_published_meta(spec: ArchSpec) -> ArchSpec:
+    """Published figures belong to an architecture: keep `meta` only while the spec matches a preset."""
+    name = matching_preset(spec)
+    spec = copy.deepcopy(spec)
+    spec.meta = copy.deepcopy(_preset_specs()[name]['meta']) if name else {}
+    return spec

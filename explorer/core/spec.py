@@ -1,0 +1,332 @@
+"""The architecture spec: the one data type everything in MetaFormer Explorer stands on.
+
+An `ArchSpec` is plain data (JSON in, JSON out). `build_model(spec)` derives the network from it; the
+counters, the app and the CLI all read it. Every field but `stages` has a default, and the defaults are
+the MetaFormer-Baselines ones (timm's `MetaFormer`): StarReLU MLPs without bias, channel LayerNorm
+without bias, an MLP head, a 7x7/4 stem, 3x3/2 downsampling and res-scale on the second half of stages.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import math
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from explorer.core.registry import MIXERS
+
+ACTIVATIONS = ('gelu', 'relu', 'silu', 'squared_relu', 'star_relu')
+NORMS = ('layernorm_nobias', 'layernorm', 'mln', 'mln_nobias', 'batchnorm', 'affine')
+HEADS = ('mlp', 'linear')
+META_KEYS = (
+    'family', 'display_name', 'timm_name', 'pretrained_tag',
+    'top1', 'params_m', 'frozen_params_m', 'gmacs',  # published: ImageNet-1k top-1 %, params (millions), GMACs
+    'resolution', 'source', 'notes', 'differs_from_original',
+)
+
+# Limits that keep a laptop alive; the resource guard checks actual cost on top of these.
+MAX_STAGES = 6
+DEPTH_RANGE = (1, 64)
+DIM_RANGE = (4, 2048)
+IMG_SIZE_RANGE = (8, 1536)
+IN_CHANS_RANGE = (1, 16)
+NUM_CLASSES_RANGE = (0, 100_000)
+MLP_RATIO_RANGE = (0.25, 16)
+RATE_RANGE = (0.0, 0.9)
+CONV_RANGES = {'kernel_size': (1, 32), 'stride': (1, 32), 'padding': (0, 16)}
+
+
+class SpecError(ValueError):
+    """Invalid spec. `errors` is a list of (field path, message); str() lists them one per line."""
+
+    def __init__(self, errors: list[tuple[str, str]]):
+        self.errors = list(errors)
+        super().__init__('\n'.join(f'{path}: {msg}' if path else msg for path, msg in self.errors))
+
+
+def default_res_scale(num_stages: int) -> list[float | None]:
+    """timm's default is [None, None, 1.0, 1.0] for 4 stages: res-scale on the second half of the stages.
+    Other stage counts follow the same rule: stage i gets 1.0 when i >= num_stages / 2, else None."""
+    return [1.0 if i >= num_stages / 2 else None for i in range(num_stages)]
+
+
+@dataclass
+class ConvSpec:
+    kernel_size: int
+    stride: int
+    padding: int
+
+    def out_size(self, size: int) -> int:
+        return (size + 2 * self.padding - self.kernel_size) // self.stride + 1
+
+
+@dataclass
+class StageSpec:
+    mixer: str
+    depth: int
+    dim: int
+    mlp_ratio: float = 4
+    mixer_args: dict = field(default_factory=dict)
+    downsample: bool = True  # stages >= 1: a strided conv before the blocks (timm skips it when dims are equal)
+
+
+@dataclass
+class ArchSpec:
+    stages: list[StageSpec]
+    name: str = 'custom'
+    img_size: int = 224
+    in_chans: int = 3
+    num_classes: int = 1000
+    mlp_act: str = 'star_relu'
+    mlp_bias: bool = False
+    norm: str = 'layernorm_nobias'
+    downsample_norm: str | None = 'layernorm_nobias'  # norm after the stem conv and before each downsample conv
+    head: str = 'mlp'
+    stem: ConvSpec = field(default_factory=lambda: ConvSpec(7, 4, 2))
+    downsample: ConvSpec = field(default_factory=lambda: ConvSpec(3, 2, 1))
+    layer_scale_init: Any = None  # number, null, or one (number | null) per stage
+    res_scale_init: Any = None  # as above; filled with default_res_scale(len(stages)) when absent
+    drop_path_rate: float = 0.0
+    drop_rate: float = 0.0
+    meta: dict = field(default_factory=dict)  # published figures and provenance; never affects the model
+
+    # ---- derived quantities --------------------------------------------------------------------------
+    @property
+    def num_stages(self) -> int:
+        return len(self.stages)
+
+    def per_stage(self, value: Any) -> list:
+        """Expand a number-or-list field (layer_scale_init / res_scale_init) to one value per stage."""
+        return list(value) if isinstance(value, list) else [value] * self.num_stages
+
+    def grid_sizes(self, img_size: int | None = None) -> list[tuple[int, int]]:
+        """Token grid (H, W) of each stage for a square input of `img_size` (default: the spec's)."""
+        size = self.img_size if img_size is None else img_size
+        size = self.stem.out_size(size)
+        out = []
+        for i, st in enumerate(self.stages):
+            if i > 0 and st.downsample:
+                size = self.downsample.out_size(size)
+            out.append((size, size))
+        return out
+
+    def total_stride(self) -> int:
+        n_down = sum(1 for st in self.stages[1:] if st.downsample)
+        return self.stem.stride * self.downsample.stride ** n_down
+
+    def mixer_kwargs(self, i: int) -> dict:
+        """Constructor arguments of stage i's token mixer: the registry defaults, the spec's mixer_args, and
+        the token grid for mixers that need a fixed token count."""
+        st = self.stages[i]
+        info = MIXERS[st.mixer]
+        kwargs = {**info.defaults(), **st.mixer_args}
+        if info.fixed_tokens:
+            kwargs['grid_size'] = self.grid_sizes()[i]
+        return kwargs
+
+    # ---- JSON ---------------------------------------------------------------------------------------
+    def to_dict(self) -> dict:
+        d = {}
+        for f in fields(self):
+            v = getattr(self, f.name)
+            if f.name == 'stages':
+                v = [{sf.name: copy.deepcopy(getattr(st, sf.name)) for sf in fields(StageSpec)} for st in v]
+            elif isinstance(v, ConvSpec):
+                v = {cf.name: getattr(v, cf.name) for cf in fields(ConvSpec)}
+            else:
+                v = copy.deepcopy(v)
+            d[f.name] = v
+        # 'stages' reads best last, after the global settings
+        d['stages'] = d.pop('stages')
+        return d
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2) + '\n'
+
+    @classmethod
+    def from_dict(cls, data: Any) -> 'ArchSpec':
+        """Parse and validate. Raises SpecError naming every bad field path, value and what is allowed."""
+        spec = _parse(data)
+        spec.validate()
+        return spec
+
+    @classmethod
+    def from_json(cls, text: str) -> 'ArchSpec':
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise SpecError([('', f'not valid JSON: {e.msg} at line {e.lineno} column {e.colno}')]) from None
+        return cls.from_dict(data)
+
+    def replace(self, **changes) -> 'ArchSpec':
+        """A validated copy with top-level fields changed (dict values are parsed like JSON)."""
+        d = self.to_dict()
+        d.update(changes)
+        return ArchSpec.from_dict(d)
+
+    # ---- validation ---------------------------------------------------------------------------------
+    def validate(self) -> None:
+        errors: list[tuple[str, str]] = []
+        err = lambda path, msg: errors.append((path, msg))  # noqa: E731
+
+        _check_int(err, 'img_size', self.img_size, IMG_SIZE_RANGE)
+        _check_int(err, 'in_chans', self.in_chans, IN_CHANS_RANGE)
+        _check_int(err, 'num_classes', self.num_classes, NUM_CLASSES_RANGE)
+        _check_choice(err, 'mlp_act', self.mlp_act, ACTIVATIONS)
+        _check_choice(err, 'norm', self.norm, NORMS)
+        if self.downsample_norm is not None:
+            _check_choice(err, 'downsample_norm', self.downsample_norm, NORMS)
+        _check_choice(err, 'head', self.head, HEADS)
+        _check_bool(err, 'mlp_bias', self.mlp_bias)
+        if not isinstance(self.name, str) or not self.name.strip() or len(self.name) > 100:
+            err('name', f'{self.name!r} must be a non-empty string of at most 100 characters')
+        for key in ('drop_path_rate', 'drop_rate'):
+            _check_number(err, key, getattr(self, key), RATE_RANGE)
+        for key, conv in (('stem', self.stem), ('downsample', self.downsample)):
+            for cf in fields(ConvSpec):
+                _check_int(err, f'{key}.{cf.name}', getattr(conv, cf.name), CONV_RANGES[cf.name])
+        for key, value in (('meta', self.meta),):
+            for k in value:
+                if k not in META_KEYS:
+                    err(f'meta.{k}', f'unknown key; allowed: {", ".join(META_KEYS)}')
+
+        n = len(self.stages)
+        if not 1 <= n <= MAX_STAGES:
+            err('stages', f'{n} stages; a spec has 1 to {MAX_STAGES} stages')
+        for key in ('layer_scale_init', 'res_scale_init'):
+            value = getattr(self, key)
+            if isinstance(value, list):
+                if len(value) != n:
+                    err(key, f'{value} has {len(value)} entries but the spec has {n} stages')
+                for j, v in enumerate(value):
+                    _check_scale(err, f'{key}[{j}]', v)
+            else:
+                _check_scale(err, key, value)
+
+        for i, st in enumerate(self.stages):
+            p = f'stages[{i}]'
+            known_mixer = isinstance(st.mixer, str) and st.mixer in MIXERS
+            if not known_mixer:
+                err(f'{p}.mixer', f'{st.mixer!r} is not a registered mixer; choose from {", ".join(MIXERS)}')
+            _check_int(err, f'{p}.depth', st.depth, DEPTH_RANGE)
+            _check_int(err, f'{p}.dim', st.dim, DIM_RANGE)
+            _check_number(err, f'{p}.mlp_ratio', st.mlp_ratio, MLP_RATIO_RANGE)
+            _check_bool(err, f'{p}.downsample', st.downsample)
+            if i == 0 and st.downsample is False:
+                err(f'{p}.downsample', 'false is not allowed for the first stage: the stem always runs '
+                    '(set stem.stride to 1 for no downsampling)')
+            if i > 0 and st.downsample is False and isinstance(st.dim, int) \
+                    and st.dim != self.stages[i - 1].dim:
+                err(f'{p}.downsample', f'false needs dim equal to stages[{i - 1}].dim '
+                    f'({self.stages[i - 1].dim}), got {st.dim}: the downsample conv is what changes the width')
+            if not isinstance(st.mixer_args, dict):
+                err(f'{p}.mixer_args', f'{st.mixer_args!r} must be an object')
+            elif known_mixer:
+                MIXERS[st.mixer].check_args(err, p, st.mixer_args, st.dim)
+
+        if errors:  # geometry below needs sane numbers
+            raise SpecError(errors)
+
+        stride = self.total_stride()
+        if self.img_size % stride:
+            err('img_size', f'{self.img_size} is not divisible by the total stride {stride} '
+                f'(stem {self.stem.stride} x downsample {self.downsample.stride} per downsampling stage); '
+                f'try {max(stride, self.img_size // stride * stride)}')
+        else:
+            grids = self.grid_sizes()
+            for i, (h, w) in enumerate(grids):
+                if h < 1:
+                    err(f'stages[{i}]', f'img_size {self.img_size} leaves no tokens at this stage')
+            for i, st in enumerate(self.stages):
+                if MIXERS[st.mixer].fixed_tokens and grids[i][0] * grids[i][1] > 4096:
+                    err(f'stages[{i}].mixer', f'{st.mixer} mixes all tokens with a dense matrix; '
+                        f'{grids[i][0]}x{grids[i][1]} tokens is above the 4096 limit')
+        if errors:
+            raise SpecError(errors)
+
+
+# ---- parsing helpers ----------------------------------------------------------------------------------
+def _parse(data: Any) -> ArchSpec:
+    errors: list[tuple[str, str]] = []
+    if not isinstance(data, dict):
+        raise SpecError([('', f'a spec is a JSON object, got {type(data).__name__}')])
+    known = {f.name for f in fields(ArchSpec)}
+    for k in data:
+        if k not in known:
+            errors.append((str(k), f'unknown key; allowed: {", ".join(sorted(known))}'))
+    if 'stages' not in data:
+        errors.append(('stages', 'missing; a spec needs at least one stage'))
+    elif not isinstance(data['stages'], list):
+        errors.append(('stages', f'{data["stages"]!r} must be a list of stage objects'))
+    stages = []
+    for i, s in enumerate(data.get('stages') or [] if isinstance(data.get('stages'), list) else []):
+        p = f'stages[{i}]'
+        if not isinstance(s, dict):
+            errors.append((p, f'{s!r} must be an object with mixer, depth and dim'))
+            continue
+        sknown = {f.name for f in fields(StageSpec)}
+        for k in s:
+            if k not in sknown:
+                errors.append((f'{p}.{k}', f'unknown key; allowed: {", ".join(sorted(sknown))}'))
+        for k in ('mixer', 'depth', 'dim'):
+            if k not in s:
+                errors.append((f'{p}.{k}', 'missing (required)'))
+        if all(k in s for k in ('mixer', 'depth', 'dim')):
+            stages.append(StageSpec(**{k: copy.deepcopy(v) for k, v in s.items() if k in sknown}))
+    kwargs = {k: copy.deepcopy(v) for k, v in data.items() if k in known and k != 'stages'}
+    for key in ('stem', 'downsample'):
+        if key in kwargs:
+            v = kwargs[key]
+            cnames = [f.name for f in fields(ConvSpec)]
+            if not isinstance(v, dict) or set(v) != set(cnames):
+                errors.append((key, f'{v!r} must be an object with exactly {", ".join(cnames)}'))
+                kwargs.pop(key)
+            else:
+                kwargs[key] = ConvSpec(**v)
+    if 'meta' in kwargs and not isinstance(kwargs['meta'], dict):
+        errors.append(('meta', f'{kwargs["meta"]!r} must be an object'))
+        kwargs.pop('meta')
+    if errors:
+        raise SpecError(errors)
+    spec = ArchSpec(stages=stages, **kwargs)
+    if 'res_scale_init' not in data:
+        spec.res_scale_init = default_res_scale(len(stages))
+    return spec
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _check_int(err, path, v, rng):
+    if not _is_int(v):
+        err(path, f'{v!r} must be an integer in [{rng[0]}, {rng[1]}]')
+    elif not rng[0] <= v <= rng[1]:
+        err(path, f'{v} is out of range; allowed [{rng[0]}, {rng[1]}]')
+
+
+def _check_number(err, path, v, rng):
+    if not _is_number(v):
+        err(path, f'{v!r} must be a number in [{rng[0]}, {rng[1]}]')
+    elif not rng[0] <= v <= rng[1]:
+        err(path, f'{v} is out of range; allowed [{rng[0]}, {rng[1]}]')
+
+
+def _check_bool(err, path, v):
+    if not isinstance(v, bool):
+        err(path, f'{v!r} must be true or false')
+
+
+def _check_choice(err, path, v, choices):
+    if v not in choices:
+        err(path, f'{v!r} is not allowed; choose from {", ".join(choices)}')
+
+
+def _check_scale(err, path, v):
+    if v is not None and not (_is_number(v) and 0 < v <= 10):
+        err(path, f'{v!r} must be null or a number in (0, 10]')

@@ -1,0 +1,124 @@
+"""Top-k predictions with class names, preprocessing the way the weights were trained.
+
+The data config is timm's (`timm.data.resolve_data_config`) fed with the weights' pretrained config: timm's
+for ImageNet presets (resize, crop_pct, interpolation, mean/std), the checkpoint's own otherwise, timm's
+defaults when there is none. The input size is always the spec's (the model is built for it).
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+import torch.nn as nn
+from PIL import Image
+
+from explorer.core.spec import ArchSpec
+from explorer.explain.weights import WeightsInfo
+
+DATA_KEYS = ('input_size', 'interpolation', 'mean', 'std', 'crop_pct', 'crop_mode')
+EXTRA_KEYS = ('pad_from',)  # our own: resize to this size, then centre on a background canvas (Fashion-MNIST)
+
+
+@dataclass
+class Prediction:
+    index: int
+    label: str
+    prob: float  # softmax probability in [0, 1]
+    logit: float
+
+
+@dataclass
+class PredictResult:
+    top: list[Prediction]
+    data_cfg: dict
+    weights: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        cfg = {k: list(v) if isinstance(v, tuple) else v for k, v in self.data_cfg.items()}
+        return {'top': [asdict(p) for p in self.top], 'data_cfg': cfg, 'weights': self.weights}
+
+
+def data_config(spec: ArchSpec, info: WeightsInfo | None = None) -> dict:
+    """timm data config (input_size, interpolation, mean, std, crop_pct, crop_mode) for this model+weights."""
+    from timm.data import resolve_data_config
+    cfg = {k: v for k, v in (info.pretrained_cfg if info else {}).items() if k in DATA_KEYS and v is not None}
+    cfg['input_size'] = (spec.in_chans, spec.img_size, spec.img_size)
+    out = resolve_data_config(args={}, pretrained_cfg=cfg)
+    for key in ('mean', 'std'):  # a grey model with an RGB default: one channel of the average
+        v = tuple(float(a) for a in out[key])
+        if len(v) != spec.in_chans:
+            v = (float(np.mean(v)),) * spec.in_chans
+        out[key] = v
+    cfg_in = info.pretrained_cfg if info else {}
+    out.update({k: cfg_in[k] for k in EXTRA_KEYS if cfg_in.get(k)})
+    return out
+
+
+def make_transform(cfg: dict):
+    """timm's eval transform (resize, centre crop, to tensor, normalise) for a data config."""
+    from timm.data import create_transform
+    return create_transform(**{k: cfg[k] for k in DATA_KEYS if k in cfg}, is_training=False)
+
+
+def preprocess(image: Image.Image, cfg: dict) -> torch.Tensor:
+    """PIL image -> (1, C, H, W) float32 normalised model input."""
+    mode = 'L' if cfg['input_size'][0] == 1 else 'RGB'
+    pad_from = cfg.get('pad_from')
+    if not pad_from:
+        return make_transform(cfg)(image.convert(mode)).unsqueeze(0)
+    c, h, w = cfg['input_size']
+    inner = {**cfg, 'input_size': (c, pad_from, pad_from), 'crop_pct': 1.0}
+    x = make_transform(inner)(image.convert(mode))
+    mean, std = torch.tensor(cfg['mean']).view(-1, 1, 1), torch.tensor(cfg['std']).view(-1, 1, 1)
+    canvas = ((0 - mean) / std).expand(c, h, w).clone()  # background = pixel value 0
+    top, left = (h - pad_from) // 2, (w - pad_from) // 2
+    canvas[:, top:top + pad_from, left:left + pad_from] = x
+    return canvas.unsqueeze(0)
+
+
+def to_display(x: torch.Tensor, cfg: dict) -> np.ndarray:
+    """Undo normalisation of a (1, C, H, W) or (C, H, W) input: (H, W, 3) uint8 for drawing overlays."""
+    x = x.detach().float().reshape(-1, *x.shape[-2:]).cpu()
+    mean = torch.tensor(cfg['mean']).view(-1, 1, 1)
+    std = torch.tensor(cfg['std']).view(-1, 1, 1)
+    a = (x * std + mean).clamp(0, 1).permute(1, 2, 0).numpy()
+    if a.shape[2] == 1:
+        a = np.repeat(a, 3, axis=2)
+    return (a[:, :, :3] * 255 + 0.5).astype(np.uint8)
+
+
+def class_names(num_classes: int, label_names: list[str] | None = None) -> list[str]:
+    """The checkpoint's names if it has them, ImageNet-1k's (shipped with timm) for 1000 classes, else 'class i'."""
+    if label_names and len(label_names) == num_classes:
+        return [str(n) for n in label_names]
+    if num_classes == 1000:
+        from timm.data import ImageNetInfo
+        info = ImageNetInfo('imagenet-1k')
+        return [info.index_to_description(i) for i in range(1000)]
+    return [f'class {i}' for i in range(num_classes)]
+
+
+def top_k(logits: torch.Tensor, k: int, names: list[str]) -> list[Prediction]:
+    """logits: (num_classes,). The k most probable classes, most probable first."""
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise ValueError(f'topk: {k!r} must be a positive integer')
+    logits = logits.detach().float().flatten()
+    probs = logits.softmax(0)
+    p, idx = probs.topk(min(k, logits.numel()))
+    return [Prediction(int(i), names[int(i)], float(pi), float(logits[i])) for pi, i in zip(p, idx)]
+
+
+@torch.no_grad()
+def predict(model: nn.Module, image: Image.Image, cfg: dict, *, topk: int = 5,
+            label_names: list[str] | None = None, weights: WeightsInfo | None = None) -> PredictResult:
+    """Classify one RGB PIL image. `cfg` from `data_config`. Runs in eval mode, fp32, on the model's device."""
+    model.eval()
+    num_classes = getattr(model, 'num_classes', 0)
+    if not num_classes:
+        raise ValueError('num_classes: the model has no classifier head (num_classes 0); nothing to predict')
+    device = next(model.parameters()).device
+    logits = model(preprocess(image, cfg).to(device))[0]
+    names = class_names(num_classes, label_names if label_names is not None else
+                        (weights.label_names if weights else None))
+    return PredictResult(top_k(logits, topk, names), cfg, weights.to_dict() if weights else {})

@@ -1,0 +1,426 @@
+"""Weights for a composed model: timm's pretrained files (through the Hugging Face cache), local checkpoints,
+or none (random initialisation), with an honest account of which one a model carries.
+
+Checkpoints are read with `safetensors` or `torch.load(weights_only=True)`, never by unpickling arbitrary
+objects. A state dict in the official sail-sg layout (PoolFormer v1 `network.*`, MetaFormer Baselines
+`downsample_layers.*`) is renamed with timm's own `checkpoint_filter_fn`. Keys that do not fit the model are
+listed in a `LoadReport` (missing, unexpected, shape-mismatched) instead of surfacing as a stack trace.
+
+Preprocessing travels with the weights: `WeightsInfo.pretrained_cfg` holds timm-style keys (input_size,
+interpolation, crop_pct, mean, std) from timm's pretrained config, or from the checkpoint's own config
+(`pretrained_cfg` / `data_config` entry, safetensors metadata, or a timm-style `config.json` beside the file).
+"""
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import socket
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from urllib.parse import urlparse
+
+import torch
+import torch.nn as nn
+
+from explorer.core.build import build_model
+from explorer.core.spec import ArchSpec
+
+RANDOM_WARNING = ("randomly initialised: predictions are meaningless; maps show the architecture's "
+                  "structure only")
+CHECKPOINT_SUFFIXES = ('.safetensors', '.pth', '.pth.tar', '.pt', '.bin', '.ckpt')
+NESTED_KEYS = ('state_dict', 'model', 'state_dict_ema', 'model_ema', 'module')  # first found wins
+PREFIXES = ('module.', '_orig_mod.')  # DistributedDataParallel, torch.compile
+CONFIG_KEYS = ('pretrained_cfg', 'data_config')
+LABEL_KEYS = ('label_names', 'class_names')
+
+
+class WeightsError(ValueError):
+    """Weights could not be found, read or fitted to the model; the message says why and what to do."""
+
+
+@dataclass
+class LoadReport:
+    """How a state dict fitted a model. `mismatched` rows are (key, checkpoint shape, model shape)."""
+    loaded: int = 0
+    missing: list[str] = field(default_factory=list)
+    unexpected: list[str] = field(default_factory=list)
+    mismatched: list[tuple[str, tuple, tuple]] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not (self.missing or self.unexpected or self.mismatched)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d['mismatched'] = [{'key': k, 'checkpoint': list(a), 'model': list(b)} for k, a, b in self.mismatched]
+        return d
+
+    def __str__(self) -> str:
+        lines = [f'{self.loaded} tensors loaded; {len(self.missing)} missing, {len(self.unexpected)} unexpected, '
+                 f'{len(self.mismatched)} with a different shape']
+        for title, keys in (('missing from the checkpoint', self.missing),
+                            ('in the checkpoint but not in the model', self.unexpected)):
+            if keys:
+                lines.append(f'  {title}: {_short_list(keys)}')
+        for k, a, b in self.mismatched[:8]:
+            lines.append(f'  shape of {k}: checkpoint {tuple(a)} vs model {tuple(b)}')
+        if len(self.mismatched) > 8:
+            lines.append(f'  ... and {len(self.mismatched) - 8} more shape mismatches')
+        if any(k.startswith('head.') and k.endswith('weight') for k, _, _ in self.mismatched):
+            k, a, b = next(r for r in self.mismatched if r[0].startswith('head.') and r[0].endswith('weight'))
+            lines.append(f'  hint: the checkpoint head has {a[0]} outputs and the spec {b[0]}; '
+                         f'set num_classes to {a[0]}')
+        return '\n'.join(lines)
+
+
+def _short_list(keys: list[str], n: int = 6) -> str:
+    return ', '.join(keys[:n]) + (f' ... ({len(keys) - n} more)' if len(keys) > n else '')
+
+
+@dataclass
+class WeightsInfo:
+    """Where a model's weights came from. source: 'pretrained' | 'checkpoint' | 'random'."""
+    source: str
+    where: str
+    pretrained_cfg: dict = field(default_factory=dict)
+    label_names: list[str] | None = None
+    report: LoadReport | None = None
+
+    @property
+    def trained(self) -> bool:
+        return self.source != 'random'
+
+    def banner(self) -> str:
+        """One plain sentence for people: trained from where, or the random-weights warning."""
+        if self.source == 'pretrained':
+            return f'pretrained weights: {self.where}'
+        if self.source == 'checkpoint':
+            extra = '' if self.report is None or self.report.ok else ' (partially: see the load report)'
+            return f'weights from checkpoint {self.where}{extra}'
+        return f'{RANDOM_WARNING} ({self.where})'
+
+    def to_dict(self) -> dict:
+        return {'source': self.source, 'where': self.where, 'trained': self.trained, 'banner': self.banner(),
+                'pretrained_cfg': _jsonable(self.pretrained_cfg),
+                'report': self.report.to_dict() if self.report else None}
+
+
+def _jsonable(d: dict) -> dict:
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()
+            if isinstance(v, (str, int, float, bool, tuple, list, type(None)))}
+
+
+# ---- reading checkpoints -------------------------------------------------------------------------------
+def max_checkpoint_mb() -> int:
+    """Largest checkpoint file read, MiB: EXPLORER_MAX_CHECKPOINT_MB, default 2048 (caformer_b36 in fp32 is
+    about 380 MiB)."""
+    raw = os.environ.get('EXPLORER_MAX_CHECKPOINT_MB', '2048')
+    try:
+        value = int(raw)
+    except ValueError:
+        raise WeightsError(f'EXPLORER_MAX_CHECKPOINT_MB={raw!r} is not an integer') from None
+    if value <= 0:
+        raise WeightsError(f'EXPLORER_MAX_CHECKPOINT_MB={raw!r} must be positive')
+    return value
+
+
+def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
+    """Read a checkpoint file safely. Returns (state dict, extras) where extras may hold `pretrained_cfg`
+    (timm data-config keys) and `label_names` found in the file or in a `config.json` beside it."""
+    p = Path(path)
+    if not p.is_file():
+        raise WeightsError(f'checkpoint {str(p)!r} does not exist' if not p.exists()
+                           else f'checkpoint {str(p)!r} is not a file')
+    size = p.stat().st_size
+    if size == 0:
+        raise WeightsError(f'checkpoint {str(p)!r} is empty (0 bytes)')
+    limit_mb = max_checkpoint_mb()
+    if size > limit_mb * 2 ** 20:
+        raise WeightsError(f'checkpoint {str(p)!r} is {size / 2 ** 20:,.0f} MiB, over the {limit_mb:,} MiB limit '
+                           f'(set EXPLORER_MAX_CHECKPOINT_MB to change it)')
+    if p.name.endswith('.safetensors'):
+        sd, extras = _read_safetensors(p)
+    elif p.name.endswith(CHECKPOINT_SUFFIXES):
+        sd, extras = _read_torch(p)
+    else:
+        raise WeightsError(f'checkpoint {str(p)!r}: unknown file type; use one of {", ".join(CHECKPOINT_SUFFIXES)}')
+    extras.update({k: v for k, v in _sidecar_config(p).items() if k not in extras})
+    if not sd:
+        raise WeightsError(f'checkpoint {str(p)!r} holds no tensors')
+    return sd, extras
+
+
+def _read_safetensors(p: Path) -> tuple[dict, dict]:
+    from safetensors import SafetensorError, safe_open
+    try:
+        with safe_open(str(p), framework='pt') as f:
+            sd = {k: f.get_tensor(k) for k in f.keys()}
+            meta = f.metadata() or {}
+    except (SafetensorError, OSError, ValueError) as e:
+        raise WeightsError(f'checkpoint {str(p)!r} is not a valid safetensors file ({e})') from None
+    extras = {}
+    for key in CONFIG_KEYS + LABEL_KEYS + ('classes', 'preprocessing', 'spec'):
+        if key in meta:
+            try:
+                value = json.loads(meta[key])
+            except json.JSONDecodeError:
+                continue
+            if key == 'classes':
+                extras['label_names'] = value
+            elif key == 'preprocessing' and isinstance(value, dict):
+                extras['pretrained_cfg'] = explorer_preprocessing_cfg(value)
+            elif key == 'spec':
+                extras['spec'] = value
+            else:
+                extras[_extra_name(key)] = value
+    return _strip_prefixes(sd), extras
+
+
+def explorer_preprocessing_cfg(pre: dict) -> dict:
+    """A MetaFormer Explorer trained checkpoint's preprocessing (explorer.train.data.Preprocessing: img_size, resize
+    'pad'|'none'|'bilinear', mean, std, in_chans, source_size) as timm data-config keys. 'pad' becomes
+    `pad_from`: resize to source_size, then centre on a background canvas of img_size."""
+    c = int(pre.get('in_chans', 1))
+    size = int(pre.get('img_size', 32))
+    cfg = {'input_size': (c, size, size), 'mean': (float(pre.get('mean', 0.0)),) * c,
+           'std': (float(pre.get('std', 1.0)),) * c, 'interpolation': 'bilinear', 'crop_pct': 1.0}
+    if pre.get('resize') == 'pad':
+        cfg['pad_from'] = int(pre.get('source_size', 28))
+    return cfg
+
+
+def _read_torch(p: Path) -> tuple[dict, dict]:
+    try:
+        obj = torch.load(str(p), map_location='cpu', weights_only=True)
+    except pickle.UnpicklingError as e:
+        lines = str(e).splitlines()
+        glob = next((ln.strip() for ln in lines if 'GLOBAL' in ln or 'global' in ln.split(':')[0]), None)
+        if glob is None:  # the weights-only unpickler met bytes that are not a pickle at all
+            raise WeightsError(f'checkpoint {str(p)!r} is not a readable PyTorch file '
+                               f'({next((ln for ln in lines if "Unsupported" in ln), "not a pickle")})') from None
+        raise WeightsError(
+            f'refused to load {str(p)!r}: it contains Python objects other than tensors and plain containers, '
+            f'and unpickling them could run arbitrary code ({glob[:160]}). Re-save just the state dict '
+            f'(torch.save(model.state_dict(), path)) or convert it to .safetensors') from None
+    except (RuntimeError, OSError, EOFError, ValueError) as e:
+        raise WeightsError(f'checkpoint {str(p)!r} is not a readable PyTorch file ({str(e)[:200]})') from None
+    if not isinstance(obj, dict):
+        raise WeightsError(f'checkpoint {str(p)!r} holds a {type(obj).__name__}, not a state dict')
+    extras = {}
+    for key in CONFIG_KEYS + LABEL_KEYS:
+        if isinstance(obj.get(key), (dict, list)):
+            extras[_extra_name(key)] = obj[key]
+    sd = obj
+    for _ in range(3):  # nested wrappers: {'state_dict': {...}}, {'model': {...}}, even two deep
+        inner = next((sd[k] for k in NESTED_KEYS if isinstance(sd.get(k), dict) and sd[k]), None)
+        if inner is None:
+            break
+        sd = inner
+    sd = {k: v for k, v in sd.items() if isinstance(k, str) and isinstance(v, torch.Tensor)}
+    return _strip_prefixes(sd), extras
+
+
+def _extra_name(key: str) -> str:
+    return 'label_names' if key in LABEL_KEYS else 'pretrained_cfg'
+
+
+def _strip_prefixes(sd: dict) -> dict:
+    for prefix in PREFIXES:
+        if sd and all(k.startswith(prefix) for k in sd):
+            sd = {k[len(prefix):]: v for k, v in sd.items()}
+    return sd
+
+
+def _sidecar_config(p: Path) -> dict:
+    """timm's Hugging Face layout: config.json next to the weights with pretrained_cfg and label_names."""
+    cfg_file = p.parent / 'config.json'
+    if not cfg_file.is_file():
+        return {}
+    try:
+        cfg = json.loads(cfg_file.read_text(encoding='utf-8'))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return {}
+    out = {}
+    if isinstance(cfg, dict) and isinstance(cfg.get('pretrained_cfg'), dict):
+        out['pretrained_cfg'] = cfg['pretrained_cfg']
+    if isinstance(cfg, dict) and isinstance(cfg.get('label_names'), list):
+        out['label_names'] = cfg['label_names']
+    return out
+
+
+# ---- fitting a state dict to a model -----------------------------------------------------------------
+class _ShapeTable(dict):
+    """A model's state dict for timm's filter: unknown keys answer an empty tensor instead of KeyError, so
+    the filter renames everything and the mismatch report can say what did not fit."""
+
+    def __missing__(self, key):
+        return torch.empty(0)
+
+
+class _FilterTarget:
+    def __init__(self, model: nn.Module):
+        self._table = _ShapeTable(model.state_dict())
+
+    def state_dict(self):
+        return self._table
+
+
+def is_sail_layout(sd: dict) -> bool:
+    """State dict from the official sail-sg repositories (not yet renamed to timm's layout)?"""
+    return 'stem.conv.weight' not in sd and any(
+        k.startswith(('network.', 'downsample_layers.', 'patch_embed.')) for k in sd)
+
+
+def adapt_state_dict(sd: dict[str, torch.Tensor], model: nn.Module) -> dict[str, torch.Tensor]:
+    """Rename an official sail-sg state dict to timm's keys with timm's `checkpoint_filter_fn`."""
+    if not is_sail_layout(sd):
+        return sd
+    from timm.models.metaformer import checkpoint_filter_fn
+    return checkpoint_filter_fn(sd, _FilterTarget(model))
+
+
+def compare_state_dict(model: nn.Module, sd: dict[str, torch.Tensor]) -> LoadReport:
+    own = model.state_dict()
+    rep = LoadReport()
+    rep.missing = [k for k in own if k not in sd]
+    rep.unexpected = [k for k in sd if k not in own]
+    rep.mismatched = [(k, tuple(v.shape), tuple(own[k].shape)) for k, v in sd.items()
+                      if k in own and tuple(v.shape) != tuple(own[k].shape)]
+    rep.loaded = len(own) - len(rep.missing) - len(rep.mismatched)
+    return rep
+
+
+def load_state_dict(model: nn.Module, sd: dict[str, torch.Tensor], *, strict: bool = True,
+                    name: str = 'checkpoint') -> LoadReport:
+    """Load what fits. With strict, any missing/unexpected/mismatched key raises WeightsError with the report
+    and leaves the model untouched."""
+    sd = adapt_state_dict(sd, model)
+    rep = compare_state_dict(model, sd)
+    if strict and not rep.ok:
+        raise WeightsError(f'{name} does not fit this model:\n{rep}')
+    if rep.loaded == 0:
+        raise WeightsError(f'{name} shares no tensors with this model:\n{rep}')
+    bad = {k for k, _, _ in rep.mismatched}
+    model.load_state_dict({k: v for k, v in sd.items() if k not in bad}, strict=False)
+    return rep
+
+
+def checkpoint_spec(path: str | Path) -> ArchSpec | None:
+    """The spec stored in a checkpoint's metadata (MetaFormer Explorer trained checkpoints), else None.
+
+    A .safetensors file's spec is in its header: only the header is read (no tensors)."""
+    p = Path(path)
+    if p.name.endswith('.safetensors') and p.is_file():
+        from safetensors import SafetensorError, safe_open
+        try:
+            with safe_open(str(p), framework='pt') as f:
+                raw = (f.metadata() or {}).get('spec')
+            spec = json.loads(raw) if raw is not None else None
+            return ArchSpec.from_dict(spec) if isinstance(spec, dict) else None
+        except (SafetensorError, OSError, ValueError):
+            pass  # read_checkpoint gives the full error message
+    _, extras = read_checkpoint(path)
+    return ArchSpec.from_dict(extras['spec']) if isinstance(extras.get('spec'), dict) else None
+
+
+def load_checkpoint(model: nn.Module, path: str | Path, *, strict: bool = True) -> WeightsInfo:
+    sd, extras = read_checkpoint(path)
+    rep = load_state_dict(model, sd, strict=strict, name=f'checkpoint {str(path)!r}')
+    return WeightsInfo('checkpoint', str(path), dict(extras.get('pretrained_cfg') or {}),
+                       extras.get('label_names'), rep)
+
+
+# ---- timm pretrained weights through the Hugging Face cache ----------------------------------------------
+def pretrained_name(spec: ArchSpec) -> str | None:
+    """'poolformer_s12.sail_in1k' for presets with a timm pretrained tag, else None."""
+    name, tag = spec.meta.get('timm_name'), spec.meta.get('pretrained_tag')
+    return f'{name}.{tag}' if name and tag else None
+
+
+def timm_pretrained_cfg(name: str) -> dict:
+    import timm.models
+    cfg = timm.models.get_pretrained_cfg(name)
+    if cfg is None:
+        raise WeightsError(f'timm has no pretrained config {name!r}')
+    return cfg.to_dict()
+
+
+def hub_offline() -> bool:
+    """HF_HUB_OFFLINE read now (huggingface_hub reads it once at import)."""
+    from huggingface_hub import constants
+    v = os.environ.get('HF_HUB_OFFLINE')
+    return constants.HF_HUB_OFFLINE if v is None else v.strip().lower() in ('1', 'on', 'yes', 'true')
+
+
+def pretrained_file(name: str, *, cache_dir: str | Path | None = None) -> Path:
+    """Path to the cached weights file of timm pretrained model `name`, downloading it when allowed."""
+    from huggingface_hub import constants, hf_hub_download
+    cfg = timm_pretrained_cfg(name)
+    repo = cfg.get('hf_hub_id')
+    if not repo:
+        raise WeightsError(f'{name} has no Hugging Face Hub id in timm; pass a local checkpoint instead')
+    files = [cfg['hf_hub_filename']] if cfg.get('hf_hub_filename') else ['model.safetensors', 'pytorch_model.bin']
+    cache = str(cache_dir or os.environ.get('HF_HUB_CACHE') or constants.HF_HUB_CACHE)
+    for fname in files:  # the cache first, whatever the network
+        try:
+            return Path(hf_hub_download(repo, fname, cache_dir=cache, local_files_only=True))
+        except Exception:  # not cached (huggingface_hub's LocalEntryNotFoundError and friends)
+            continue
+    how = (f'get it on a machine with network access: `hf download {repo} {files[0]}` (or '
+           f'python -c "import timm; timm.create_model(\'{name}\', pretrained=True)") and copy the cache '
+           f'folder {cache}; or pass a local checkpoint (--weights PATH / upload)')
+    if hub_offline():
+        raise WeightsError(f'pretrained weights {name} are not in the local Hugging Face cache and downloads are '
+                           f'off (HF_HUB_OFFLINE=1): missing {repo}/{files[0]} under {cache}. To {how}')
+    host = urlparse(constants.ENDPOINT).hostname or 'huggingface.co'
+    if not _reachable(host):
+        raise WeightsError(f'pretrained weights {name} are not in the local Hugging Face cache and {host} cannot '
+                           f'be reached: missing {repo}/{files[0]} under {cache}. To {how}')
+    error = ''
+    for fname in files:
+        try:
+            return Path(hf_hub_download(repo, fname, cache_dir=cache))
+        except Exception as e:  # not found: try the next file name; anything else: give up
+            error = f'{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ""}'
+            if 'NotFound' not in type(e).__name__:
+                break
+    raise WeightsError(f'could not download pretrained weights {name} ({repo}/{files[0]}): {error}. To {how}')
+
+
+def _reachable(host: str, timeout: float = 3.0) -> bool:
+    """A quick TCP check, so that a machine without network fails in seconds, not after retries."""
+    try:
+        socket.create_connection((host, 443), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
+def load_pretrained(model: nn.Module, spec: ArchSpec, *, cache_dir: str | Path | None = None,
+                    strict: bool = True) -> WeightsInfo:
+    name = pretrained_name(spec)
+    if name is None:
+        raise WeightsError(f'{spec.name} has no timm pretrained weights (meta.timm_name / meta.pretrained_tag '
+                           f'unset): only the timm presets PoolFormer v1/v2, ConvFormer and CAFormer have them; '
+                           f'use a local checkpoint or random weights')
+    path = pretrained_file(name, cache_dir=cache_dir)
+    sd, _ = read_checkpoint(path)
+    rep = load_state_dict(model, sd, strict=strict, name=f'pretrained {name}')
+    cfg = timm_pretrained_cfg(name)
+    return WeightsInfo('pretrained', f'timm {name} (Hugging Face: {cfg.get("hf_hub_id")}, file {path})', cfg,
+                       None, rep)
+
+
+def load_model(spec: ArchSpec, weights: str | Path | None = 'random', *, seed: int = 0,
+               cache_dir: str | Path | None = None, strict: bool = True) -> tuple[nn.Module, WeightsInfo]:
+    """Build `spec` and give it weights: 'pretrained', 'random' (None), or a checkpoint path. Eval mode."""
+    model = build_model(spec, seed=seed)
+    if weights in (None, '', 'random'):
+        cfg = timm_pretrained_cfg(pretrained_name(spec)) if pretrained_name(spec) else {}
+        info = WeightsInfo('random', f'seed {seed}', cfg)
+    elif weights == 'pretrained':
+        info = load_pretrained(model, spec, cache_dir=cache_dir, strict=strict)
+    else:
+        info = load_checkpoint(model, weights, strict=strict)
+    return model.eval(), info

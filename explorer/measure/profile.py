@@ -1,0 +1,70 @@
+"""What the app and the CLI ask of the measuring layer, in one place: the analytic profile of a spec, its
+fvcore verification (cached), activation memory and a speed run. Spec dicts, JSON text or preset names in;
+plain dicts out.
+"""
+from __future__ import annotations
+
+import functools
+import json
+
+from explorer.core.catalog import matching_preset, parse_spec
+from explorer.core.spec import ArchSpec
+
+
+def profile(spec: dict | str, img_size: int | None = None) -> dict:
+    """Analytic params and MACs (no model is built): the counter's report plus `preset`, the preset this
+    spec matches (published figures apply) or None. MACs: one multiply-accumulate = 1, batch 1."""
+    from explorer.measure.analytic import analytic_cost
+    s = parse_spec(spec)
+    out = analytic_cost(s, img_size=img_size).to_dict()
+    out['preset'] = matching_preset(s)
+    return out
+
+
+@functools.lru_cache(maxsize=64)
+def _verified(key: str, img_size: int | None) -> str:
+    from explorer.measure.fvcore_count import fvcore_cost
+    return json.dumps(fvcore_cost(ArchSpec.from_json(key), img_size=img_size).to_dict())
+
+
+def verify(spec: dict | str, img_size: int | None = None) -> dict:
+    """fvcore's count of the built model (slower: builds it). Cached by spec, so asking twice is free."""
+    from explorer.measure.guard import check_request
+    s = parse_spec(spec)
+    check_request(s, batch_size=1, img_size=img_size)  # before building: refuse what would not fit
+    d = s.to_dict()
+    d['meta'] = {}
+    return json.loads(_verified(json.dumps(d, sort_keys=True), img_size))
+
+
+def memory(spec: dict | str, batch_size: int = 1, dtype: str = 'fp32', img_size: int | None = None) -> dict:
+    """Activation memory per stage and in total (bytes) for a forward pass, as explorer.measure.analytic estimates it."""
+    from explorer.measure.analytic import activation_memory
+    return activation_memory(parse_spec(spec), batch_size=batch_size, dtype=dtype, img_size=img_size)
+
+
+def available_devices() -> list[str]:
+    """'auto' first, then every device this process can time on."""
+    import torch
+    out = ['auto', 'cpu']
+    if torch.cuda.is_available():
+        out += [f'cuda:{i}' for i in range(torch.cuda.device_count())]
+    if getattr(torch.backends, 'mps', None) is not None and torch.backends.mps.is_available():
+        out.append('mps')
+    return out
+
+
+def bench(spec: dict | str, device: str = 'auto', batch_size: int = 8, dtype: str = 'fp32',
+          channels_last: bool = False, compile: bool = False, progress=None) -> dict:
+    """Measure throughput and latency (explorer.measure.speed.bench) and return its dict plus the spec's name and the
+    preset it matches (None when custom)."""
+    from explorer.measure.speed import bench as speed_bench  # it runs the resource guard before building
+    s = parse_spec(spec)
+    if isinstance(batch_size, float) and batch_size.is_integer():  # number fields arrive as floats
+        batch_size = int(batch_size)
+    result = speed_bench(s, device=device, batch_size=batch_size, dtype=dtype, channels_last=channels_last,
+                         compile=compile, progress=progress)
+    out = result.to_dict()
+    out['name'] = s.name
+    out['preset'] = matching_preset(s)
+    return out

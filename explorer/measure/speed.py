@@ -1,0 +1,429 @@
+"""Honest speed measurement of a spec: warm-up, repeated timed runs, spread, peak memory, and how far the
+achieved MAC/s is from the device's own measured matmul peak.
+
+Rules (also in each result's `stamp`):
+- Each timed iteration is one forward pass of a batch under `torch.inference_mode()`. CPU iterations are
+  timed with `time.perf_counter`; CUDA iterations with CUDA events recorded around the forward and a
+  `torch.cuda.synchronize()` before they are read (as timm's benchmark.py synchronises).
+- Throughput is batch / median latency (the median resists the other processes sharing a CPU); the spread
+  is reported as p10, p25, p75 and p90 latency.
+- Peak memory: on CUDA `torch.cuda.max_memory_allocated()` over warm-up and timed runs (weights included);
+  on CPU the growth of the process's peak resident set (VmHWM, reset through /proc/self/clear_refs where
+  Linux allows, otherwise `getrusage` ru_maxrss growth: a lower bound) from just before the first forward.
+- Achieved MAC/s = analytic MACs per image x throughput; `peak_fraction` divides it by `matmul_peak(device,
+  dtype)`, a large GEMM timed once per process in the same dtype.
+- The fast path (`fast_path(device)`): channels_last plus bf16 autocast on CPUs with native bf16 (AVX512-BF16
+  or AMX), channels_last alone on other CPUs, channels_last plus fp16 autocast (AMP) on CUDA.
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import platform
+import resource
+import statistics
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Callable
+
+DTYPES = ('fp32', 'bf16', 'fp16')
+
+
+class BenchError(ValueError):
+    """A benchmark request this machine cannot honour (no GPU, unsupported dtype, bad batch size)."""
+
+
+@dataclass
+class BenchResult:
+    throughput: float  # images / s (batch / median latency)
+    latency_ms_median: float
+    latency_ms_p10: float
+    latency_ms_p90: float
+    latency_ms_p25: float
+    latency_ms_p75: float
+    latency_ms_mean: float
+    iters: int
+    peak_mem_bytes: int | None
+    macs_per_image: int
+    achieved_macs_per_s: float
+    matmul_peak_macs_per_s: float
+    peak_fraction: float  # achieved / matmul peak
+    stamp: dict = field(default_factory=dict)
+    latencies_ms: list = field(default_factory=list)
+
+    @property
+    def latency_ms_iqr(self) -> float:
+        return self.latency_ms_p75 - self.latency_ms_p25
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d['latency_ms_iqr'] = self.latency_ms_iqr
+        return d
+
+
+# ---- device facts ----------------------------------------------------------------------------------------
+def cpu_name() -> str:
+    try:
+        with open('/proc/cpuinfo', encoding='utf-8') as f:
+            for line in f:
+                if line.startswith('model name'):
+                    return line.split(':', 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def cpu_native_bf16() -> bool:
+    """True on CPUs with bf16 arithmetic in hardware (AVX512-BF16 or AMX); elsewhere bf16 is emulated."""
+    import torch
+    cpu = getattr(torch, 'cpu', None)
+    for probe in ('_is_avx512_bf16_supported', '_is_amx_tile_supported'):
+        fn = getattr(cpu, probe, None)
+        try:
+            if fn is not None and fn():
+                return True
+        except Exception:  # noqa: BLE001 - a probe that fails means "unknown": treat as unsupported
+            pass
+    return False
+
+
+def cpu_native_fp16() -> bool:
+    import torch
+    fn = getattr(getattr(torch, 'cpu', None), '_is_amx_fp16_supported', None)
+    try:
+        return bool(fn and fn())
+    except Exception:  # noqa: BLE001
+        return False
+
+
+def resolve_device(device: str = 'auto') -> str:
+    import torch
+    if not isinstance(device, str):
+        raise BenchError(f'device {device!r} must be auto, cpu or cuda')
+    if device == 'auto':
+        return 'cuda' if torch.cuda.is_available() else 'cpu'
+    if device == 'cpu':
+        return 'cpu'
+    if device == 'cuda' or device.startswith('cuda:'):
+        if not torch.cuda.is_available():
+            raise BenchError(f'device {device!r} requested but no CUDA GPU is available '
+                             f'(torch {torch.__version__}); use --device cpu or auto')
+        if ':' in device:
+            idx = device.split(':', 1)[1]
+            if not idx.isdigit() or int(idx) >= torch.cuda.device_count():
+                raise BenchError(f'device {device!r}: this machine has {torch.cuda.device_count()} CUDA device(s)')
+        return device
+    raise BenchError(f'device {device!r} is not allowed; choose auto, cpu or cuda')
+
+
+def check_dtype(device: str, dtype: str) -> None:
+    import torch
+    if dtype not in DTYPES:
+        raise BenchError(f'dtype {dtype!r} is not allowed; choose from {", ".join(DTYPES)}')
+    if device == 'cpu':
+        if dtype == 'fp16' and not cpu_native_fp16():
+            raise BenchError('fp16 on this CPU has no hardware support (needs AMX-FP16) and would only measure '
+                             'emulation; use --dtype fp32, or bf16 on a CPU with AVX512-BF16/AMX')
+        if dtype == 'bf16' and not cpu_native_bf16():
+            raise BenchError(f'bf16 on this CPU ({cpu_name()}) has no hardware support (needs AVX512-BF16 or '
+                             f'AMX) and would only measure emulation; use --dtype fp32')
+    elif dtype == 'bf16' and not torch.cuda.is_bf16_supported():
+        raise BenchError(f'bf16 is not supported on {torch.cuda.get_device_name(device)}; use fp16 or fp32')
+
+
+def fast_path(device: str = 'auto') -> dict:
+    """Settings of the fast path on `device`: dict(dtype=..., channels_last=True)."""
+    device = resolve_device(device)
+    if device == 'cpu':
+        return {'dtype': 'bf16' if cpu_native_bf16() else 'fp32', 'channels_last': True}
+    return {'dtype': 'fp16', 'channels_last': True}
+
+
+def _torch_dtype(dtype: str):
+    import torch
+    return {'fp32': torch.float32, 'bf16': torch.bfloat16, 'fp16': torch.float16}[dtype]
+
+
+# ---- matmul peak -----------------------------------------------------------------------------------------
+_PEAK_CACHE: dict = {}
+
+
+def matmul_peak(device: str = 'cpu', dtype: str = 'fp32') -> float:
+    """MAC/s of a large square GEMM on `device` in `dtype` (best of several runs), measured once per process
+    (per device, dtype, thread count and TF32 setting). CPU: 2048^3, best of 5; CUDA: 8192^3, best of 20."""
+    import torch
+    device = resolve_device(device)
+    key = (device, dtype, torch.get_num_threads(), torch.backends.cuda.matmul.allow_tf32)
+    if key in _PEAK_CACHE:
+        return _PEAK_CACHE[key]
+    tdt = _torch_dtype(dtype)
+    if device == 'cpu':
+        n, reps = 2048, 5
+    else:
+        n, reps = 8192, 20
+    gen = torch.Generator(device='cpu').manual_seed(0)
+    a = torch.randn(n, n, generator=gen).to(device=device, dtype=tdt)
+    b = torch.randn(n, n, generator=gen).to(device=device, dtype=tdt)
+    best = math.inf
+    with torch.inference_mode():
+        torch.mm(a, b)  # warm-up: allocation, kernel selection
+        if device == 'cpu':
+            for _ in range(reps):
+                t0 = time.perf_counter()
+                torch.mm(a, b)
+                best = min(best, time.perf_counter() - t0)
+        else:
+            torch.cuda.synchronize(device)
+            for _ in range(reps):
+                start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                start.record()
+                torch.mm(a, b)
+                end.record()
+                torch.cuda.synchronize(device)
+                best = min(best, start.elapsed_time(end) / 1e3)
+    peak = n ** 3 / best
+    _PEAK_CACHE[key] = peak
+    return peak
+
+
+# ---- CPU peak resident memory ------------------------------------------------------------------------------
+def _status_kb(field_name: str) -> int | None:
+    try:
+        with open('/proc/self/status', encoding='utf-8') as f:
+            for line in f:
+                if line.startswith(field_name + ':'):
+                    return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+class _CpuPeak:
+    """Peak resident-set growth of this process over a `with` block."""
+
+    def __enter__(self):
+        self.exact = False
+        try:  # Linux >= 4.0: writing 5 resets VmHWM to the current RSS
+            with open('/proc/self/clear_refs', 'w', encoding='ascii') as f:
+                f.write('5')
+            self.exact = _status_kb('VmHWM') is not None
+        except OSError:
+            pass
+        self.base_kb = _status_kb('VmRSS') if self.exact else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        return self
+
+    def __exit__(self, *exc):
+        end = _status_kb('VmHWM') if self.exact else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        self.growth_bytes = max(0, (end or 0) - (self.base_kb or 0)) * 1024
+        self.rule = ('peak RSS growth (VmHWM after reset - RSS before)' if self.exact
+                     else 'ru_maxrss growth (lower bound: the process may have peaked higher before)')
+        return False
+
+
+# ---- the benchmark ---------------------------------------------------------------------------------------
+def _quantile(sorted_xs: list[float], q: float) -> float:
+    if len(sorted_xs) == 1:
+        return sorted_xs[0]
+    pos = q * (len(sorted_xs) - 1)
+    lo = int(math.floor(pos))
+    hi = min(lo + 1, len(sorted_xs) - 1)
+    return sorted_xs[lo] + (sorted_xs[hi] - sorted_xs[lo]) * (pos - lo)
+
+
+def prepare(spec, device: str = 'cpu', batch_size: int = 8, dtype: str = 'fp32', channels_last: bool = False,
+            compile: bool = False, model=None):
+    """(callable running one forward, input, model, autocast context factory) for a spec on `device`.
+    Used by `bench` and by the benchmarks in benchmarks/ (which time timm's models the same way)."""
+    import torch
+
+    from explorer.core.build import build_model
+    if model is None:
+        model = build_model(spec, seed=0)
+    model = model.eval().to(device)
+    x = torch.randn(batch_size, spec.in_chans, spec.img_size, spec.img_size,
+                    generator=torch.Generator().manual_seed(0)).to(device)
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
+    fn = model
+    if compile:
+        try:
+            fn = torch.compile(model)
+        except Exception as e:  # noqa: BLE001
+            raise BenchError(f'torch.compile is not available here: {e}') from None
+    tdt = _torch_dtype(dtype)
+    dev_type = 'cuda' if device.startswith('cuda') else 'cpu'
+
+    def autocast():
+        if dtype == 'fp32':
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=dev_type, dtype=tdt)
+
+    def step():
+        with autocast():
+            return fn(x)
+    return step, x, model
+
+
+def time_steps(step: Callable, device: str, n: int) -> list[float]:
+    """Latency in seconds of `n` calls of `step` (CUDA: events around each, synchronised before reading)."""
+    import torch
+    out = []
+    with torch.inference_mode():
+        if device.startswith('cuda'):
+            events = []
+            torch.cuda.synchronize(device)
+            for _ in range(n):
+                s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                s.record()
+                step()
+                e.record()
+                events.append((s, e))
+            torch.cuda.synchronize(device)
+            out = [s.elapsed_time(e) / 1e3 for s, e in events]
+        else:
+            for _ in range(n):
+                t0 = time.perf_counter()
+                step()
+                out.append(time.perf_counter() - t0)
+    return out
+
+
+def bench(spec, device: str = 'auto', batch_size: int = 8, dtype: str = 'fp32', channels_last: bool = False,
+          compile: bool = False, warmup: int | None = None, iters: int | None = None,
+          progress: Callable | None = None, min_time_s: float = 2.0, max_iters: int = 200,
+          model=None) -> BenchResult:
+    """Measure inference speed of `spec` (see the module docstring for the rules).
+
+    `warmup`/`iters` None: warm up for at least 2 iterations and 0.5 s (plus compilation), then time at
+    least 5 iterations and `min_time_s` seconds (at most `max_iters`). The first call is never timed, so
+    `warmup=0` still runs one untimed call. `progress(fraction, description)` is
+    called as it goes (gradio's `gr.Progress` fits). Raises BenchError for what this machine cannot do.
+    """
+    import torch
+
+    from explorer.measure.analytic import analytic_cost
+
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or not 1 <= batch_size <= 4096:
+        raise BenchError(f'batch size {batch_size!r} must be an integer in [1, 4096]')
+    for name, v in (('warmup', warmup), ('iters', iters)):
+        if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < (0 if name == 'warmup' else 1)):
+            raise BenchError(f'{name} {v!r} must be a{" non-negative" if name == "warmup" else " positive"} integer')
+    device = resolve_device(device)
+    check_dtype(device, dtype)
+    if model is None:  # the resource guard, before anything is built (limits: explorer.measure.guard)
+        from explorer.measure.guard import check_request
+        check_request(spec, batch_size=batch_size, dtype=dtype)
+    report = progress or (lambda frac, desc=None: None)
+    load_before = os.getloadavg() if hasattr(os, 'getloadavg') else None
+
+    report(0.0, 'measuring the matmul peak')
+    peak = matmul_peak(device, dtype)
+    report(0.05, 'building the model')
+    macs = analytic_cost(spec).macs
+
+    if device.startswith('cuda'):
+        torch.cuda.synchronize(device)
+        torch.cuda.empty_cache()
+    given_model = model is not None
+    cpu_peak = _CpuPeak() if device == 'cpu' else None
+    if cpu_peak is not None:
+        cpu_peak.__enter__()
+    step, x, model = prepare(spec, device, batch_size, dtype, channels_last, compile, model)
+    if device.startswith('cuda'):
+        torch.cuda.reset_peak_memory_stats(device)
+        weights_bytes = torch.cuda.memory_allocated(device)
+
+    # warm-up (the first call compiles when compile=True)
+    report(0.1, 'compiling and warming up' if compile else 'warming up')
+    t0 = time.perf_counter()
+    try:
+        first = time_steps(step, device, 1)[0]
+    except BenchError:
+        raise
+    except Exception as e:  # noqa: BLE001 - torch.compile fails at the first call (no C++ compiler, ...)
+        if not compile:
+            raise
+        raise BenchError(f'torch.compile failed on this machine: {type(e).__name__}: {str(e)[:300]}') from None
+    compile_s = first if compile else None
+    n_warm = 1
+    if warmup is None:
+        while n_warm < 2 or time.perf_counter() - t0 - (first if compile else 0) < 0.5:
+            time_steps(step, device, 1)
+            n_warm += 1
+    else:
+        if warmup > 1:
+            time_steps(step, device, warmup - 1)
+        n_warm = max(1, warmup)
+
+    # timed runs
+    lat: list[float] = []
+    t_start = time.perf_counter()
+    target = iters
+    while True:
+        lat += time_steps(step, device, 1)
+        elapsed = time.perf_counter() - t_start
+        if target is not None:
+            report(0.2 + 0.8 * len(lat) / target, f'timed run {len(lat)}/{target}')
+            if len(lat) >= target:
+                break
+        else:
+            report(0.2 + 0.8 * min(1.0, elapsed / min_time_s), f'timed run {len(lat)}')
+            if (len(lat) >= 5 and elapsed >= min_time_s) or len(lat) >= max_iters:
+                break
+
+    if device.startswith('cuda'):
+        torch.cuda.synchronize(device)
+        peak_mem = int(torch.cuda.max_memory_allocated(device))
+        mem_rule = f'torch.cuda.max_memory_allocated over warm-up and timed runs (weights {weights_bytes} B included)'
+    else:
+        cpu_peak.__exit__(None, None, None)
+        peak_mem = int(cpu_peak.growth_bytes)
+        mem_rule = cpu_peak.rule + (', model passed in (its weights were already resident)' if given_model
+                                    else ', from before the model was built (weights included)')
+    report(1.0, 'done')
+
+    xs = sorted(lat)
+    med = statistics.median(xs)
+    thr = batch_size / med
+    achieved = macs * thr
+    if device == 'cpu':
+        dev_name = cpu_name()
+    else:
+        dev_name = torch.cuda.get_device_name(device)
+    stamp = {
+        'device': device, 'device_name': dev_name, 'threads': torch.get_num_threads(),
+        'cpu_count': os.cpu_count(), 'torch': torch.__version__, 'dtype': dtype,
+        'autocast': dtype != 'fp32', 'batch_size': batch_size, 'channels_last': bool(channels_last),
+        'memory_format': 'channels_last' if channels_last else 'contiguous (NCHW)',
+        'compile': bool(compile), 'compile_s': compile_s, 'warmup_iters': n_warm, 'timed_iters': len(lat),
+        'img_size': spec.img_size, 'model': spec.name,
+        'timer': 'CUDA events + synchronize' if device.startswith('cuda') else 'time.perf_counter',
+        'peak_mem_rule': mem_rule, 'python': platform.python_version(),
+        'cpu_capability': _cpu_capability(), 'native_bf16_cpu': cpu_native_bf16() if device == 'cpu' else None,
+        'loadavg_before': list(load_before) if load_before else None,
+        'loadavg_after': list(os.getloadavg()) if hasattr(os, 'getloadavg') else None,
+        'cudnn_benchmark': bool(torch.backends.cudnn.benchmark) if device.startswith('cuda') else None,
+        'tf32': bool(torch.backends.cuda.matmul.allow_tf32) if device.startswith('cuda') else None,
+    }
+    try:
+        import timm
+        stamp['timm'] = timm.__version__
+    except ImportError:  # pragma: no cover
+        pass
+    return BenchResult(
+        throughput=thr, latency_ms_median=med * 1e3, latency_ms_p10=_quantile(xs, 0.1) * 1e3,
+        latency_ms_p90=_quantile(xs, 0.9) * 1e3, latency_ms_p25=_quantile(xs, 0.25) * 1e3,
+        latency_ms_p75=_quantile(xs, 0.75) * 1e3, latency_ms_mean=statistics.fmean(xs) * 1e3,
+        iters=len(lat), peak_mem_bytes=peak_mem, macs_per_image=macs, achieved_macs_per_s=achieved,
+        matmul_peak_macs_per_s=peak, peak_fraction=achieved / peak, stamp=stamp,
+        latencies_ms=[v * 1e3 for v in lat])
+
+
+def _cpu_capability() -> str | None:
+    try:
+        import torch
+        return torch.backends.cpu.get_cpu_capability()
+    except Exception:  # noqa: BLE001
+        return None

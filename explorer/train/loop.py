@@ -1,0 +1,451 @@
+"""Train a composed design on Fashion-MNIST; checkpoints that carry everything needed to use them offline.
+
+The recipe (what worked on 2 CPU cores, see assets/fmnist/RESULTS.md): AdamW (no weight decay on norms,
+biases and scales), linear warm-up then cosine decay to zero, label smoothing 0.1, and light augmentation:
+random crop from the image padded by 2 pixels, and horizontal flips. Images are centred on a 32x32 canvas
+(28 + 2 pixels of background each side) so that strides of 2, 4 and 8 divide the input.
+
+A checkpoint is one `.safetensors` file: the weights (float32) plus string metadata holding the spec JSON,
+the preprocessing rule, the class names, the metrics (test accuracy, epochs, wall time, seed, budget, device,
+threads) and the per-epoch history. `load_trained(path)` rebuilds the model from that file alone.
+
+Determinism: for a given seed, epoch count, batch size and thread count, two runs on one machine give the same
+weights bit for bit (initialisation, data order, augmentation and drop-path all come from the seed). A run
+stopped by `time_budget` depends on the machine's speed at the time: how many steps fit is measured, so
+its step count (recorded) can differ between runs.
+"""
+from __future__ import annotations
+
+import json
+import math
+import platform
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from explorer.core.build import build_model
+from explorer.core.resources import data_path
+from explorer.train.data import CLASSES, Dataset, Preprocessing, load_dataset, preprocess
+from explorer.measure.guard import check_request
+from explorer.core.spec import ArchSpec
+
+FORMAT = 'metaformer-explorer/trained-v1'
+CALIBRATION_STEPS = 20  # steps timed before a time budget fixes the schedule length
+
+
+@dataclass
+class TrainConfig:
+    """The recipe. Every field is recorded in the checkpoint."""
+    epochs: float = 5
+    time_budget: float | None = None  # seconds of training (evaluation excluded); None: run all epochs
+    batch_size: int = 128
+    lr: float = 2e-3  # peak learning rate, for batch 128
+    weight_decay: float = 0.05
+    warmup_epochs: float = 0.25
+    label_smoothing: float = 0.1
+    crop_pad: int = 2  # random crop from the image padded by this many pixels each side; 0: no crop
+    hflip: bool = True
+    erase_prob: float = 0.0  # random erasing (Zhong et al. 2020): chance per image of blanking one rectangle
+    seed: int = 0
+    threads: int | None = None  # torch threads during the run; None: leave torch's setting
+    eval_batch_size: int = 1000
+    eval_every_epoch: bool = True  # test accuracy after every epoch (for the plot; never used to pick weights)
+
+
+@dataclass
+class TrainResult:
+    checkpoint: str | None
+    metrics: dict
+    history: list = field(default_factory=list)
+    model: nn.Module | None = field(default=None, repr=False)  # the trained model, eval mode
+
+    def to_dict(self) -> dict:
+        return {'checkpoint': self.checkpoint, 'metrics': self.metrics, 'history': self.history}
+
+
+class Stopped(Exception):
+    """Raised by a progress callback to stop training early; the weights so far are kept."""
+
+
+# ---- batches -------------------------------------------------------------------------------------------
+def augment(x: torch.Tensor, pad: int, hflip: bool, gen: torch.Generator, erase_prob: float = 0.0
+            ) -> torch.Tensor:
+    """Random crop (zero-padded by `pad`), random horizontal flip and random erasing of a batch (B, C, H, W).
+
+    Run before normalisation, so the padding and the erased rectangles are background (pixel value 0).
+    Erasing blanks, with probability `erase_prob` per image, one rectangle of 2% to 25% of the image with an
+    aspect ratio between 0.3 and 3.3 (log-uniform), at a uniform position.
+    """
+    B, C, H, W = x.shape
+    if pad > 0:
+        xp = F.pad(x, (pad, pad, pad, pad))
+        dy = torch.randint(0, 2 * pad + 1, (B,), generator=gen)
+        dx = torch.randint(0, 2 * pad + 1, (B,), generator=gen)
+        rows = (dy[:, None] + torch.arange(H))[:, None, :, None].expand(B, C, H, W + 2 * pad)
+        x = xp.gather(2, rows)
+        cols = (dx[:, None] + torch.arange(W))[:, None, None, :].expand(B, C, H, W)
+        x = x.gather(3, cols)
+    if hflip:
+        flip = torch.rand(B, generator=gen) < 0.5
+        x = torch.where(flip[:, None, None, None], x.flip(-1), x)
+    if erase_prob > 0:
+        x = _erase(x, erase_prob, gen)
+    return x
+
+
+def _erase(x: torch.Tensor, prob: float, gen: torch.Generator) -> torch.Tensor:
+    B, C, H, W = x.shape
+    on = torch.rand(B, generator=gen) < prob
+    area = (0.02 + 0.23 * torch.rand(B, generator=gen)) * H * W
+    aspect = torch.exp(math.log(0.3) + (math.log(3.3) - math.log(0.3)) * torch.rand(B, generator=gen))
+    h = (area * aspect).sqrt().round().clamp(1, H).long()
+    w = (area / aspect).sqrt().round().clamp(1, W).long()
+    y0 = (torch.rand(B, generator=gen) * (H - h + 1)).long()
+    x0 = (torch.rand(B, generator=gen) * (W - w + 1)).long()
+    rows, cols = torch.arange(H), torch.arange(W)
+    in_rows = (rows >= y0[:, None]) & (rows < (y0 + h)[:, None])  # (B, H)
+    in_cols = (cols >= x0[:, None]) & (cols < (x0 + w)[:, None])  # (B, W)
+    mask = on[:, None, None] & in_rows[:, :, None] & in_cols[:, None, :]
+    return x.masked_fill(mask[:, None], 0.0)
+
+
+def make_batch(images: torch.Tensor, pre: Preprocessing, cfg: TrainConfig | None = None,
+               gen: torch.Generator | None = None) -> torch.Tensor:
+    """uint8 (B, 28, 28) -> model input; augmented when `cfg` and `gen` are given."""
+    if cfg is None:
+        return preprocess(images, pre)
+    raw = Preprocessing(img_size=pre.img_size, resize=pre.resize, mean=0.0, std=1.0, in_chans=1)
+    x = augment(preprocess(images, raw), cfg.crop_pad, cfg.hflip, gen, cfg.erase_prob)
+    x = (x - pre.mean) / pre.std
+    return x.expand(-1, pre.in_chans, -1, -1).contiguous() if pre.in_chans > 1 else x
+
+
+# ---- evaluation -----------------------------------------------------------------------------------------
+@torch.inference_mode()
+def predict_logits(model: nn.Module, images: torch.Tensor, pre: Preprocessing, batch_size: int = 1000
+                   ) -> torch.Tensor:
+    """Logits (N, num_classes) for uint8 images (N, 28, 28), in eval mode, batched."""
+    was_training = model.training
+    model.eval()
+    out = [model(make_batch(images[i:i + batch_size], pre)) for i in range(0, len(images), batch_size)]
+    model.train(was_training)
+    return torch.cat(out)
+
+
+def accuracy_on(model: nn.Module, ds: Dataset, pre: Preprocessing, batch_size: int = 1000) -> dict:
+    logits = predict_logits(model, ds.images, pre, batch_size)
+    pred = logits.argmax(1)
+    correct = pred == ds.labels
+    per_class = {ds.classes[c]: round(float(correct[ds.labels == c].float().mean()), 4)
+                 for c in range(len(ds.classes)) if (ds.labels == c).any()}
+    return {'accuracy': int(correct.sum()) / len(ds), 'n': len(ds), 'correct': int(correct.sum()),
+            'loss': float(F.cross_entropy(logits, ds.labels)), 'per_class': per_class}
+
+
+# ---- training -------------------------------------------------------------------------------------------
+def _param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue  # RandFormer's frozen matrices
+        (no_decay if p.ndim <= 1 else decay).append(p)
+    return [{'params': decay, 'weight_decay': weight_decay}, {'params': no_decay, 'weight_decay': 0.0}]
+
+
+def _lr_at(step: int, total: int, warmup: int, peak: float) -> float:
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    t = (step - warmup) / max(1, total - warmup)
+    return peak * 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
+
+
+def check_trainable(spec: ArchSpec, pre: Preprocessing | None = None) -> None:
+    """Fashion-MNIST needs in_chans 1 and 10 classes; raise ValueError naming the field otherwise."""
+    problems = []
+    if spec.in_chans != 1:
+        problems.append(f'in_chans is {spec.in_chans}; Fashion-MNIST images are grayscale: set in_chans to 1')
+    if spec.num_classes != len(CLASSES):
+        problems.append(f'num_classes is {spec.num_classes}; Fashion-MNIST has {len(CLASSES)} classes')
+    if not 16 <= spec.img_size <= 64:
+        problems.append(f'img_size is {spec.img_size}; Fashion-MNIST images are 28x28: use 28 or 32 '
+                        f'(allowed 16 to 64)')
+    if problems:
+        raise ValueError('; '.join(problems))
+
+
+def train(spec: ArchSpec | dict, dataset: str = 'fashion-mnist', epochs: float = 5, time_budget: float | None = None,
+          batch_size: int = 128, seed: int = 0, out: str | Path | None = None,
+          progress: Callable[[dict], None] | None = None, *, data_dir: str | Path | None = None,
+          download: bool = False, train_limit: int | None = None, test_limit: int | None = None,
+          **recipe) -> TrainResult:
+    """Train `spec` from scratch on the training set, evaluate on the test set, write a checkpoint to `out`.
+
+    recipe: other TrainConfig fields (lr, weight_decay, warmup_epochs, label_smoothing, crop_pad, hflip,
+    erase_prob, threads, eval_batch_size, eval_every_epoch). train_limit / test_limit: use the first N examples only
+    (quick runs, tests). progress(event) is called with dicts: {'kind': 'step', 'step', 'total_steps',
+    'epoch', 'loss', 'lr', 'elapsed'} every few steps, {'kind': 'epoch', ..., 'train_loss', 'test_accuracy'}
+    after each epoch; it may raise `Stopped` to end training early (the checkpoint is still written).
+    Returns TrainResult(checkpoint path, metrics, per-epoch history).
+    """
+    spec = spec if isinstance(spec, ArchSpec) else ArchSpec.from_dict(spec)
+    cfg = TrainConfig(epochs=epochs, time_budget=time_budget, batch_size=batch_size, seed=seed, **recipe)
+    _check_config(cfg)
+    check_trainable(spec)
+    check_request(spec, batch_size=batch_size, training=True)  # before building: refuse what would not fit
+    pre = Preprocessing.for_spec(spec)
+    train_ds = load_dataset(dataset, 'train', data_dir, download)
+    test_ds = load_dataset(dataset, 'test', data_dir, download)
+    if train_limit:
+        train_ds = train_ds.subset(train_limit)
+    if test_limit:
+        test_ds = test_ds.subset(test_limit)
+
+    prev_threads = torch.get_num_threads()
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    try:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)  # drop-path and dropout draw from the global generator
+            model, history, metrics = _run(spec, cfg, pre, train_ds, test_ds, progress)
+    finally:
+        torch.set_num_threads(prev_threads)
+    metrics.update(dataset=dataset, train_examples=len(train_ds))
+    path = None
+    if out is not None:
+        path = save_checkpoint(out, model, spec, pre, metrics, history, cfg)
+    return TrainResult(path, metrics, history, model)
+
+
+def _check_config(cfg: TrainConfig) -> None:
+    if not (isinstance(cfg.batch_size, int) and cfg.batch_size >= 1):
+        raise ValueError(f'batch_size {cfg.batch_size!r} must be a positive integer')
+    if not cfg.epochs or cfg.epochs <= 0:
+        raise ValueError(f'epochs {cfg.epochs!r} must be a positive number')
+    if not 0.0 <= cfg.erase_prob <= 1.0:
+        raise ValueError(f'erase_prob {cfg.erase_prob!r} must be a probability between 0 and 1')
+    if cfg.time_budget is not None and cfg.time_budget <= 0:
+        raise ValueError(f'time_budget {cfg.time_budget!r} must be a positive number of seconds')
+
+
+def _run(spec, cfg: TrainConfig, pre, train_ds, test_ds, progress):
+    model = build_model(spec, seed=cfg.seed)
+    model.train()
+    gen = torch.Generator().manual_seed(cfg.seed)
+    opt = torch.optim.AdamW(_param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=(0.9, 0.999))
+    n = len(train_ds)
+    steps_per_epoch = max(1, n // cfg.batch_size)  # drop the last partial batch: every step the same size
+    total = planned = max(1, round(cfg.epochs * steps_per_epoch))
+    warmup = max(1, min(total // 5, round(cfg.warmup_epochs * steps_per_epoch)))
+    history: list[dict] = []
+    step, t0, train_time, stopped_by = 0, time.perf_counter(), 0.0, 'epochs'
+    epoch = 0
+    report_every = max(1, steps_per_epoch // 20)
+    try:
+        while step < total:
+            perm = torch.randperm(n, generator=gen)
+            losses = []
+            tick = time.perf_counter()
+            for b in range(steps_per_epoch):
+                if step >= total:
+                    break
+                idx = perm[b * cfg.batch_size:(b + 1) * cfg.batch_size]
+                x = make_batch(train_ds.images[idx], pre, cfg, gen)
+                lr = _lr_at(step, total, warmup, cfg.lr)
+                for g in opt.param_groups:
+                    g['lr'] = lr
+                loss = F.cross_entropy(model(x), train_ds.labels[idx], label_smoothing=cfg.label_smoothing)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                losses.append(loss.item())
+                step += 1
+                elapsed = train_time + time.perf_counter() - tick
+                if cfg.time_budget is not None:
+                    if step == CALIBRATION_STEPS or (b == steps_per_epoch - 1 and step > CALIBRATION_STEPS):
+                        # fit the cosine schedule to the steps the rest of the budget allows at the speed so far
+                        fit = step + int((cfg.time_budget - elapsed) / (elapsed / step))
+                        total = min(planned, max(step + 1, fit))  # never past the plan
+                        warmup = max(1, min(warmup, total // 5))
+                    if elapsed >= cfg.time_budget:
+                        total = step
+                if progress and (step % report_every == 0 or step == total):
+                    progress({'kind': 'step', 'step': step, 'total_steps': total, 'epoch': step / steps_per_epoch,
+                              'loss': losses[-1], 'lr': lr, 'elapsed': elapsed})
+            train_time += time.perf_counter() - tick
+            epoch += 1
+            row = {'epoch': round(step / steps_per_epoch, 3), 'step': step,
+                   'train_loss': sum(losses) / max(1, len(losses)), 'train_time': round(train_time, 2)}
+            if cfg.eval_every_epoch or step >= total:
+                ev = accuracy_on(model, test_ds, pre, cfg.eval_batch_size)
+                row.update(test_accuracy=ev['accuracy'], test_loss=ev['loss'])
+            history.append(row)
+            if progress:
+                progress({'kind': 'epoch', 'total_steps': total, **row})
+    except Stopped:
+        stopped_by = 'user'
+    if stopped_by == 'epochs' and total < planned:  # the budget shortened or cut the schedule: it ended training
+        stopped_by = 'time_budget'
+    model.eval()
+    final = accuracy_on(model, test_ds, pre, cfg.eval_batch_size)
+    if history:
+        history[-1].update(test_accuracy=final['accuracy'], test_loss=final['loss'])
+    metrics = {
+        'test_accuracy': final['accuracy'], 'test_n': final['n'], 'test_correct': final['correct'],
+        'test_loss': final['loss'], 'per_class_accuracy': final['per_class'],
+        'epochs': round(step / steps_per_epoch, 3), 'steps': step, 'stopped_by': stopped_by,
+        'train_time_s': round(train_time, 1), 'wall_time_s': round(time.perf_counter() - t0, 1),
+        'seed': cfg.seed, 'epochs_requested': cfg.epochs, 'time_budget_s': cfg.time_budget,
+        'device': 'cpu', 'threads': torch.get_num_threads(), 'torch': torch.__version__,
+        'machine': platform.machine(), 'recipe': asdict(cfg),
+        'params': sum(p.numel() for p in model.parameters()),
+        'trainable_params': sum(p.numel() for p in model.parameters() if p.requires_grad),
+    }
+    return model, history, metrics
+
+
+# ---- checkpoints ----------------------------------------------------------------------------------------
+def save_checkpoint(path: str | Path, model: nn.Module, spec: ArchSpec, pre: Preprocessing, metrics: dict,
+                    history: list, cfg: TrainConfig | None = None) -> str:
+    """Write weights + metadata (all str -> str, JSON where structured) to one .safetensors file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tensors = {k: v.detach().contiguous().clone() for k, v in model.state_dict().items()}
+    meta = {
+        'format': FORMAT,
+        'dataset': metrics.get('dataset', 'fashion-mnist'),
+        'spec': json.dumps(spec.to_dict()),
+        'preprocessing': json.dumps(pre.to_dict()),
+        'classes': json.dumps(list(CLASSES)),
+        'metrics': json.dumps(metrics),
+        'history': json.dumps(history),
+    }
+    save_file(tensors, str(path), metadata=meta)
+    return str(path)
+
+
+def read_metadata(path: str | Path) -> dict:
+    """The checkpoint's metadata with JSON fields decoded (spec, preprocessing, classes, metrics, history)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f'checkpoint {str(path)!r} does not exist')
+    try:
+        with safe_open(str(path), framework='pt') as f:
+            raw = f.metadata() or {}
+    except Exception as e:  # safetensors raises its own error types for bad headers
+        raise ValueError(f'{path} is not a safetensors checkpoint: {e}') from None
+    if raw.get('format') != FORMAT:
+        raise ValueError(f'{path} is not a MetaFormer Explorer trained checkpoint '
+                         f'(metadata format {raw.get("format")!r}, expected {FORMAT!r})')
+    info = dict(raw)
+    for k in ('spec', 'preprocessing', 'classes', 'metrics', 'history'):
+        info[k] = json.loads(raw[k])
+    return info
+
+
+def load_trained(path: str | Path) -> tuple[nn.Module, ArchSpec, dict]:
+    """(model in eval mode, spec, info) from a checkpoint alone.
+
+    info: 'preprocessing' (a Preprocessing), 'classes' (list of names), 'metrics', 'history', 'dataset', 'path'.
+    Turn uint8 28x28 images into inputs with `explorer.train.data.preprocess(images, info['preprocessing'])`.
+    """
+    from safetensors.torch import load_file
+    info = read_metadata(path)
+    spec = ArchSpec.from_dict(info['spec'])
+    model = build_model(spec, seed=0)
+    state = load_file(str(path))
+    model.load_state_dict(state, strict=True)
+    model.eval()
+    info['preprocessing'] = Preprocessing(**info['preprocessing'])
+    info['path'] = str(path)
+    return model, spec, info
+
+
+def evaluate(checkpoint: str | Path, dataset: str = 'fashion-mnist', data_dir: str | Path | None = None,
+             batch_size: int = 1000, limit: int | None = None) -> dict:
+    """Re-evaluate a checkpoint on the test set: {'accuracy', 'n', 'correct', 'loss', 'per_class',
+    'recorded_accuracy', 'checkpoint', 'name'}. accuracy is a fraction in [0, 1]."""
+    model, spec, info = load_trained(checkpoint)
+    ds = load_dataset(dataset, 'test', data_dir)
+    if limit:
+        ds = ds.subset(limit)
+    out = accuracy_on(model, ds, info['preprocessing'], batch_size)
+    out.update(recorded_accuracy=info['metrics'].get('test_accuracy'), checkpoint=str(checkpoint), name=spec.name,
+               dataset=dataset)
+    return out
+
+
+# ---- for the app: adapting a design, finding trained checkpoints -------------------------------------------
+ASSET_DIR = data_path('assets') / 'fmnist'
+USER_DIR = Path.home() / '.cache' / 'metaformer-explorer' / 'trained'
+PUBLISHED_META = ('timm_name', 'pretrained_tag', 'top1', 'params_m', 'frozen_params_m', 'gmacs', 'resolution',
+                  'source', 'differs_from_original')
+
+
+def adapt_for_fmnist(spec: ArchSpec | dict, img_size: int = 32) -> tuple[ArchSpec, list[str]]:
+    """The same design made trainable on Fashion-MNIST: in_chans 1, num_classes 10, img_size 32 (or 28) and a
+    small stem. Staged designs get a 3x3 stem of stride 2 (16x16 tokens at 32x32), or 1 when their downsampling
+    leaves no room; isotropic ones (one token grid) a 4x4/4 patchify stem (8x8 tokens, like ViT's 16x16/16 at
+    224). Stages, widths, depths and mixers stay as they are.
+
+    Returns (spec, notes): notes say what changed, in words. Raises ValueError when no stem stride fits."""
+    spec = spec if isinstance(spec, ArchSpec) else ArchSpec.from_dict(spec)
+    if img_size not in (28, 32):
+        raise ValueError(f'img_size {img_size} is not offered for Fashion-MNIST; choose 28 or 32')
+    n_down = sum(1 for st in spec.stages[1:] if st.downsample)
+    ds = spec.downsample.stride ** n_down
+    options = [(4, 4, 0), (2, 2, 0), (1, 1, 0)] if n_down == 0 else [(3, 2, 1), (3, 1, 1)]
+    fit = next((o for o in options if img_size % (o[1] * ds) == 0), None)
+    if fit is None:
+        raise ValueError(f'stages: {n_down} downsampling stages (stride {spec.downsample.stride} each) do not '
+                         f'divide a {img_size}x{img_size} input; remove a stage or set downsample false on one')
+    stem = dict(zip(('kernel_size', 'stride', 'padding'), fit))
+    stride = fit[1]
+    d = spec.to_dict()
+    meta = {k: v for k, v in d.get('meta', {}).items() if k not in PUBLISHED_META}
+    meta['notes'] = (f'adapted from {spec.name} for Fashion-MNIST: 1 input channel, 10 classes, '
+                     f'{img_size}x{img_size} input, {fit[0]}x{fit[0]}/{stride} stem')
+    name = spec.name if spec.name.endswith('_fmnist') else f'{spec.name}_fmnist'
+    d.update(name=name[:100], in_chans=1, num_classes=10, img_size=img_size, stem=stem, meta=meta)
+    new = ArchSpec.from_dict(d)
+    notes = []
+    for key, old, value in (('in_chans', spec.in_chans, 1), ('num_classes', spec.num_classes, 10),
+                            ('img_size', spec.img_size, img_size)):
+        if old != value:
+            notes.append(f'{key} {old} -> {value}')
+    old_stem = spec.stem
+    if (old_stem.kernel_size, old_stem.stride, old_stem.padding) != fit:
+        notes.append(f'stem {old_stem.kernel_size}x{old_stem.kernel_size}/{old_stem.stride} -> '
+                     f'{fit[0]}x{fit[0]}/{stride}')
+    grids = ' -> '.join(f'{h}x{w}' for h, w in new.grid_sizes())
+    if not notes and spec.stem.stride == stride:  # already trainable as it is: keep it untouched
+        return spec, [f'already set up for Fashion-MNIST; token grids {grids}']
+    notes.append(f'token grids {grids}')
+    return new, notes
+
+
+def list_trained(dirs: list[str | Path] | None = None) -> list[dict]:
+    """Trained checkpoints on this machine: the shipped ones (assets/fmnist) and the user's (USER_DIR, where
+    the app's Train tab writes). Each: {'path', 'name' (file stem), 'spec_name', 'accuracy', 'params', 'epochs',
+    'shipped', 'dataset'},
+    shipped first, then newest first. Unreadable files are left out."""
+    out = []
+    for d in dirs or [ASSET_DIR, USER_DIR]:
+        d = Path(d)
+        files = sorted(d.glob('*.safetensors'), key=lambda p: (-p.stat().st_mtime, p.name)) if d.is_dir() else []
+        for p in files:
+            try:
+                info = read_metadata(p)
+            except (ValueError, OSError, KeyError):
+                continue
+            m = info['metrics']
+            out.append({'path': str(p), 'name': p.stem, 'spec_name': info['spec'].get('name', p.stem),
+                        'accuracy': m.get('test_accuracy'), 'params': m.get('params'), 'epochs': m.get('epochs'),
+                        'shipped': d.resolve() == ASSET_DIR.resolve(), 'dataset': info.get('dataset')})
+    return out
