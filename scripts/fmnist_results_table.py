@@ -82,13 +82,13 @@ def table(directory: Path) -> str:
                      f'`{r["file"]}` ({r["size_mb"]:.1f} MB) |')
     lines += [
         '',
-        f'Fashion-MNIST test set (10,000 images), top-1 accuracy of the weights at the end of training (no '
-        f'checkpoint selection on the test set). Params: every parameter of the model, frozen RandFormer matrices '
-        f'included and shown apart. MACs: one multiply-accumulate = 1, per 32x32 image, forward pass, from '
-        f'`explorer.measure.analytic.analytic_cost`. Recipe: what a row changed from the shared recipe '
-        f'(`explorer.train.loop.TrainConfig` defaults). Training time: wall-clock seconds of the training loop '
-        f'(evaluation excluded) on a 2-core CPU shared with other jobs, with the torch threads shown: it '
-        f'measures the load of the machine as much as the model, so compare MACs for cost.',
+        'Fashion-MNIST test set (10,000 images), top-1 accuracy of the weights at the end of training (no '
+        'checkpoint selection on the test set). Params: every parameter of the model, frozen RandFormer matrices '
+        'included and shown apart. MACs: one multiply-accumulate = 1, per 32x32 image, forward pass, from '
+        '`explorer.measure.analytic.analytic_cost`. Recipe: what a row changed from the shared recipe '
+        '(`explorer.train.loop.TrainConfig` defaults). Training time: wall-clock seconds of the training loop '
+        '(evaluation excluded) on a 2-core CPU shared with other jobs, with the torch threads shown: it '
+        'measures the load of the machine as much as the model, so compare MACs for cost.',
     ]
     return '\n'.join(lines) + '\n'
 

@@ -44,7 +44,7 @@ def test_every_method_gives_a_finite_map_of_the_image_size(model, x, method, smo
 def test_integrated_gradients_completeness(model, x):
     with torch.no_grad():
         expected = float(model(x)[0, 5] - model(torch.zeros_like(x))[0, 5])
-    amap = attribute(model, x, 5, 'ig', n_steps=64)
+    amap = attribute(model, x, 5, 'ig', n_steps=256)  # enough steps that the path integral converges here
     assert abs(expected) > 0.05  # a difference worth checking
     assert float(amap.sum()) == pytest.approx(expected, rel=1e-3, abs=1e-4)
 

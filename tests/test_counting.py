@@ -12,6 +12,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from explorer.measure import analytic as C
+from explorer.measure import fvcore_count as F
 from explorer.core.build import build_model
 from explorer.core.registry import MIXERS
 from explorer.core.spec import ACTIVATIONS, HEADS, NORMS, ArchSpec, SpecError
@@ -90,11 +91,11 @@ def test_hand_computed_macs(mixer):
     assert a.params == COMMON_PARAMS + mixer_params
     assert a.components['token_mixer'] == {'params': mixer_params, 'macs': mixer_macs}
     assert a.stages[0].out_shape == (8, 4, 4)
-    f = C.fvcore_cost(spec)
+    f = F.fvcore_cost(spec)
     assert_same(a, f)
     assert f.macs == COMMON_MACS + mixer_macs
     # the real (randomly initialised) model counts the same as the zero-initialised counting build
-    assert_same(a, C.fvcore_cost(spec, model=build_model(spec, seed=1)))
+    assert_same(a, F.fvcore_cost(spec, model=build_model(spec, seed=1)))
 
 
 def test_fused_and_unfused_attention_count_the_same():
@@ -104,7 +105,7 @@ def test_fused_and_unfused_attention_count_the_same():
     counts = []
     for fused in (True, False):
         mixer.fused_attn = fused
-        counts.append(C.fvcore_cost(spec, model=model))
+        counts.append(F.fvcore_cost(spec, model=model))
     assert_same(counts[0], counts[1])
     assert_same(C.analytic_cost(spec), counts[1])
 
@@ -116,16 +117,16 @@ def test_norm_and_stem_rules():
     assert a.components['norm']['macs'] == 2 * (8 * 16) * 2
     assert a.components['stem']['macs'] == 1536 + 8 * 16 * 4
     assert a.components['stem']['params'] == 104 + 16
-    assert_same(a, C.fvcore_cost(bn))
+    assert_same(a, F.fvcore_cost(bn))
     aff = tiny_spec('identity', norm='affine')
     assert C.analytic_cost(aff).components['norm'] == {'params': 2 * 2 * 8, 'macs': 0}
-    assert_same(C.analytic_cost(aff), C.fvcore_cost(aff))
+    assert_same(C.analytic_cost(aff), F.fvcore_cost(aff))
 
 
 def test_count_in_train_mode_model_is_eval_and_restored():
     spec = tiny_spec('identity', norm='batchnorm')
     model = build_model(spec, seed=0).train()
-    f = C.fvcore_cost(spec, model=model)
+    f = F.fvcore_cost(spec, model=model)
     assert model.training
     assert f.macs == C.analytic_cost(spec).macs
 
@@ -135,7 +136,7 @@ def test_count_in_train_mode_model_is_eval_and_restored():
 @pytest.mark.parametrize('name', preset_names())
 def test_preset_analytic_equals_fvcore(name):
     spec = load_spec(name)
-    assert_same(C.analytic_cost(spec), C.fvcore_cost(spec))
+    assert_same(C.analytic_cost(spec), F.fvcore_cost(spec))
 
 
 def _decimals(x: float) -> int:
@@ -271,11 +272,11 @@ def one_thread():
 @given(case=random_specs())
 def test_random_specs_analytic_equals_fvcore(case, one_thread):
     spec, other_size = case
-    model = C.build_for_counting(spec)  # one build per example, counted at up to two resolutions
-    assert_same(C.analytic_cost(spec), C.fvcore_cost(spec, model=model))
+    model = F.build_for_counting(spec)  # one build per example, counted at up to two resolutions
+    assert_same(C.analytic_cost(spec), F.fvcore_cost(spec, model=model))
     fixed = any(MIXERS[s.mixer].fixed_tokens for s in spec.stages)
     if other_size is not None and not fixed:
-        assert_same(C.analytic_cost(spec, other_size), C.fvcore_cost(spec, other_size, model=model))
+        assert_same(C.analytic_cost(spec, other_size), F.fvcore_cost(spec, other_size, model=model))
 
 
 # ---- speed of the analytic counter, activation memory, scaling curves ------------------------------------

@@ -313,13 +313,13 @@ def test_stage_figure_bars_add_up_to_the_totals():
 
 def test_bench_and_verify_are_guarded_before_building(monkeypatch):
     import explorer.core.build
-    import explorer.measure.analytic
+    import explorer.measure.fvcore_count
     from explorer.measure.guard import ResourceError
 
     def must_not_run(*args, **kwargs):
         raise AssertionError('built a model before the guard refused')
     monkeypatch.setattr(explorer.core.build, 'build_model', must_not_run)
-    monkeypatch.setattr(explorer.measure.analytic, 'build_for_counting', must_not_run)
+    monkeypatch.setattr(explorer.measure.fvcore_count, 'build_for_counting', must_not_run)
     with pytest.raises(ResourceError, match='batch_size: 512 is not allowed; allowed 1 to 256'):
         prof.bench('caformer_b36', batch_size=512)
     monkeypatch.setenv('EXPLORER_MAX_PARAMS_M', '50')

@@ -96,4 +96,4 @@ def test_models_trained_after_start_up_are_offered_when_the_tab_opens(monkeypatc
     offered = [c[1] if isinstance(c, tuple) else c for c in a.choices]
     assert f'{up.TRAINED}mine' in offered and f'{up.TRAINED}mine' not in before
     assert (a.value, b.value) == ('caformer_s18', f'{up.TRAINED}fmnist_pooling')  # selections kept
-    assert up.get_model(f'{up.TRAINED}mine', None, 'pretrained', None)[0].name == 'fmnist_identity'
+    assert up.get_model(f'{up.TRAINED}mine', None, 'pretrained', None).spec.name == 'fmnist_identity'

@@ -154,9 +154,11 @@ def test_erase_probability_outside_0_1_is_refused(tmp_path):
 
 # ---- training ------------------------------------------------------------------------------------------
 def test_short_run_lowers_the_loss_and_learns(fake_dir):
-    res = train(TINY, epochs=6, seed=0, data_dir=fake_dir, lr=1e-2, **QUICK)
+    # 10 epochs: at 6 the loss ratio over seeds 0-4 spreads 0.56-0.84 (initialisation decides); at 10 seed 0
+    # lands at 0.53, a margin under the bound rather than on it
+    res = train(TINY, epochs=10, seed=0, data_dir=fake_dir, lr=1e-2, **QUICK)
     losses = [h['train_loss'] for h in res.history]
-    assert len(losses) == 6 and res.metrics['steps'] == 6 * (320 // 32)
+    assert len(losses) == 10 and res.metrics['steps'] == 10 * (320 // 32)
     assert losses[-1] < 0.6 * losses[0], losses
     assert res.metrics['test_accuracy'] >= 0.3  # chance is 0.1
     assert res.metrics['test_n'] == 200 and res.metrics['threads'] == 1 and res.metrics['stopped_by'] == 'epochs'
@@ -272,7 +274,7 @@ def test_adapt_makes_a_preset_trainable_and_says_what_changed():
 
 def test_training_stream_yields_steps_epochs_and_a_listed_checkpoint(fake_dir, tmp_path):
     from explorer.train.loop import list_trained
-    from explorer.app.train import training_events
+    from explorer.train.runner import training_events
     events = list(training_events(TINY, 2, None, 32, 0, None, 'test-run', out_dir=tmp_path, data_dir=fake_dir,
                                   erase_prob=0.25))
     kinds = [e['kind'] for e in events]

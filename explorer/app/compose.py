@@ -261,7 +261,7 @@ def add_compose_tab(ctx: AppContext) -> None:
 
 def stage_rows(spec: dict | str, report: dict) -> list[list]:
     """Table rows: stage, mixer, depth, dim, token grid, tokens, output (C, H, W), params, MACs."""
-    s = parse_spec(spec)
+    s = catalog.parse_spec(spec)
     rows = []
     for st, sc in zip(s.stages, report['stages']):
         c, h, w = sc['out_shape']

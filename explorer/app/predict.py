@@ -11,30 +11,25 @@ from __future__ import annotations
 import base64
 import binascii
 import os
-import threading
-from collections import OrderedDict
 from typing import Callable
 
 import gradio as gr
 
-from explorer.viz import predict as pp
-from explorer.explain.attribute import METHODS, attribute, deletion_curve, resolve_method
-from explorer.measure.guard import check_request
-from explorer.explain.images import ImageError, example_images, fmnist_examples, load_image
-from explorer.explain.mixing import effective_receptive_fields, mixing_map
-from explorer.explain.predict import class_names, data_config, predict, preprocess, to_display
-from explorer.core.spec import ArchSpec, SpecError
 from explorer.core.catalog import load_spec, preset_names
-from explorer.explain.weights import RANDOM_WARNING, WeightsError, checkpoint_spec, load_model, pretrained_name
+from explorer.core.spec import ArchSpec, SpecError
+from explorer.explain.attribute import METHODS, resolve_method
+from explorer.explain.images import ImageError, example_images, fmnist_examples, load_image
+from explorer.explain.mixing import mixing_map
+from explorer.explain.predict import predict, preprocess, to_display
+from explorer.explain.session import Loaded, ModelCache, explain, open_model, receptive_fields
+from explorer.explain.weights import RANDOM_WARNING, WeightsError, checkpoint_spec, pretrained_name
+from explorer.viz import predict as pp
 
 COMPOSER = '(composer spec)'
 FROM_CHECKPOINT = '(spec inside checkpoint)'
 TRAINED = 'trained: '  # prefix of the trained checkpoints' choices (shipped Fashion-MNIST models, the user's)
 WEIGHT_MODES = ('pretrained', 'checkpoint', 'random')
-_CACHE: OrderedDict = OrderedDict()
-_LOCKS: dict = {}
-_CACHE_SIZE = 3
-GUARD_BATCH = 8  # attribute()'s default internal_batch_size: the most rows one forward+backward pass holds
+MODELS = ModelCache(size=3)  # loaded models by (spec, weights); never in gr.State
 USER_ERRORS = (SpecError, WeightsError, ImageError, ValueError)
 
 
@@ -82,8 +77,8 @@ def resolve_spec(choice: str, spec_dict: dict | None, checkpoint: str | None) ->
     return load_spec(choice)
 
 
-def get_model(choice: str, spec_dict: dict | None, mode: str, checkpoint: str | None):
-    """(spec, model, WeightsInfo, data config), cached by spec and weights."""
+def get_model(choice: str, spec_dict: dict | None, mode: str, checkpoint: str | None) -> Loaded:
+    """The model a picker names with the chosen weights, cached by spec and weights."""
     trained = _trained_path(choice) if isinstance(choice, str) and choice.startswith(TRAINED) else None
     spec = checkpoint_spec(trained) if trained else resolve_spec(choice, spec_dict, checkpoint)
     if mode not in WEIGHT_MODES:
@@ -95,23 +90,7 @@ def get_model(choice: str, spec_dict: dict | None, mode: str, checkpoint: str | 
     weights = checkpoint if mode == 'checkpoint' else mode
     stamp = os.path.getmtime(checkpoint) if mode == 'checkpoint' and os.path.exists(checkpoint) else None
     key = (spec.to_json(), mode, checkpoint if mode == 'checkpoint' else None, stamp)
-    if key in _CACHE:
-        _CACHE.move_to_end(key)
-        return _CACHE[key]
-    check_request(spec, batch_size=GUARD_BATCH, training=True)  # attribution batches keep activations for backward
-    model, info = load_model(spec, weights)
-    entry = (spec, model, info, data_config(spec, info))
-    _LOCKS[id(model)] = threading.Lock()
-    _CACHE[key] = entry
-    while len(_CACHE) > _CACHE_SIZE:
-        _LOCKS.pop(id(_CACHE.popitem(last=False)[1][1]), None)
-    return entry
-
-
-def model_lock(model) -> threading.Lock:
-    """The lock of a cached model: attribution and mixing maps attach hooks and set gradients on it, so
-    concurrent requests for the same model take turns (different models still run side by side)."""
-    return _LOCKS.setdefault(id(model), threading.Lock())
+    return MODELS.get(key, lambda: open_model(spec, weights))
 
 
 def _status(spec: ArchSpec, info) -> str:
@@ -130,36 +109,28 @@ def _error(e: Exception) -> str:
 def predict_handler(choice, spec_dict, mode, checkpoint, image_path, topk=5):
     """-> (top-k Figure, status Markdown)."""
     try:
-        spec, model, info, cfg = get_model(choice, spec_dict, mode, checkpoint)
+        m = get_model(choice, spec_dict, mode, checkpoint)
         if not image_path:
             raise ValueError('image: pick an example or upload an image')
         img = load_image(image_path)
-        with model_lock(model):
-            res = predict(model, img, cfg, topk=int(topk), weights=info)
+        with MODELS.lock(m.model):
+            res = predict(m.model, img, m.cfg, topk=int(topk), weights=m.info)
     except USER_ERRORS as e:
         return None, _error(e)
-    fig = pp.topk_figure([p.__dict__ for p in res.top], f'{spec.name}: top-{len(res.top)}')
-    return fig, _status(spec, info)
+    fig = pp.topk_figure([p.__dict__ for p in res.top], f'{m.spec.name}: top-{len(res.top)}')
+    return fig, _status(m.spec, m.info)
 
 
 def _attribution(choice, spec_dict, mode, checkpoint, image_path, method, smoothgrad, target, stage,
                  progress: Callable | None = None):
-    spec, model, info, cfg = get_model(choice, spec_dict, mode, checkpoint)
+    m = get_model(choice, spec_dict, mode, checkpoint)
     if not image_path:
         raise ValueError('image: pick an example or upload an image')
-    x = preprocess(load_image(image_path), cfg)
     target = None if target in (None, '', -1) else int(target)
-    import torch
-    with model_lock(model):
-        amap = attribute(model, x, target, method, stage=int(stage), smoothgrad=bool(smoothgrad),
-                         progress=progress)
-        with torch.no_grad():
-            probs = model(x).softmax(1)[0]
-        t = int(probs.argmax()) if target is None else target
-        curve = deletion_curve(model, x, amap, t)
-    label = class_names(spec.num_classes, info.label_names)[t]
-    return dict(spec=spec, info=info, image=to_display(x, cfg), map=amap, target=t, label=label,
-                prob=float(probs[t]), curve=curve)
+    with MODELS.lock(m.model):
+        e = explain(m, load_image(image_path), method, target=target, stage=int(stage), smoothgrad=bool(smoothgrad),
+                    progress=progress)
+    return m, e
 
 
 def attribute_handler(choice, spec_dict, mode, checkpoint, image_path, method='ig', smoothgrad=False,
@@ -167,15 +138,14 @@ def attribute_handler(choice, spec_dict, mode, checkpoint, image_path, method='i
     """-> (overlay Figure, deletion-curve Figure, status Markdown)."""
     try:
         method, _ = resolve_method(method)
-        r = _attribution(choice, spec_dict, mode, checkpoint, image_path, method, smoothgrad, target, stage,
-                         progress)
-    except USER_ERRORS as e:
-        return None, None, _error(e)
-    name = METHODS[method] + (' + SmoothGrad' if smoothgrad else '')
-    title = f'{r["spec"].name}: {name}, class {r["target"]} ({pp.clip_text(r["label"], 30)}, p={r["prob"]:.2f})'
-    fig = pp.overlay_figure(r['image'], r['map'], title)
-    dfig = pp.deletion_figure({name: r['curve'].to_dict()})
-    status = (_status(r['spec'], r['info']) + f'\n\nDeletion AUC **{r["curve"].auc:.3f}** (target probability '
+        m, e = _attribution(choice, spec_dict, mode, checkpoint, image_path, method, smoothgrad, target, stage,
+                            progress)
+    except USER_ERRORS as err:
+        return None, None, _error(err)
+    title = f'{m.spec.name}: {e.title}, class {e.target} ({pp.clip_text(e.label, 30)}, p={e.prob:.2f})'
+    fig = pp.overlay_figure(e.image, e.map, title)
+    dfig = pp.deletion_figure({e.title: e.curve.to_dict()})
+    status = (_status(m.spec, m.info) + f'\n\nDeletion AUC **{e.curve.auc:.3f}** (target probability '
               f'as the most-attributed pixels are removed; lower = more faithful).')
     return fig, dfig, status
 
@@ -187,14 +157,14 @@ def compare_handler(choice_a, mode_a, choice_b, mode_b, spec_dict, checkpoint, i
     try:
         method, _ = resolve_method(method)
         for choice, mode in ((choice_a, mode_a), (choice_b, mode_b)):
-            r = _attribution(choice, spec_dict, mode, checkpoint, image_path, method, smoothgrad, None, -1,
-                             progress)
-            title = f'{r["spec"].name}: {pp.clip_text(r["label"], 22)} ({r["prob"]:.2f})'
-            panels.append({'image': r['image'], 'map': r['map'], 'title': title})
-            curves[f'{r["spec"].name} ({mode})'] = r['curve'].to_dict()
-            notes.append(_status(r['spec'], r['info']) + f' deletion AUC {r["curve"].auc:.3f}')
-    except USER_ERRORS as e:
-        return None, None, _error(e)
+            m, e = _attribution(choice, spec_dict, mode, checkpoint, image_path, method, smoothgrad, None, -1,
+                                progress)
+            panels.append({'image': e.image, 'map': e.map,
+                           'title': f'{m.spec.name}: {pp.clip_text(e.label, 22)} ({e.prob:.2f})'})
+            curves[f'{m.spec.name} ({mode})'] = e.curve.to_dict()
+            notes.append(_status(m.spec, m.info) + f' deletion AUC {e.curve.auc:.3f}')
+    except USER_ERRORS as err:
+        return None, None, _error(err)
     return pp.compare_figure(panels), pp.deletion_figure(curves), '\n\n'.join(notes)
 
 
@@ -202,11 +172,12 @@ def mixing_handler(choice, spec_dict, mode, checkpoint, image_path, stage=0, blo
                    method='auto', reduce='diag', head='mean'):
     """-> (mixing-map Figure, status Markdown). row/col -1: the centre token."""
     try:
-        spec, model, info, cfg = get_model(choice, spec_dict, mode, checkpoint)
-        x = preprocess(load_image(image_path), cfg) if image_path else None
+        m = get_model(choice, spec_dict, mode, checkpoint)
+        spec, info = m.spec, m.info
+        x = preprocess(load_image(image_path), m.cfg) if image_path else None
         query = None if int(row) < 0 or int(col) < 0 else (int(row), int(col))
-        with model_lock(model):
-            mm = mixing_map(model, int(stage), int(block), query, x, method=method, reduce=reduce)
+        with MODELS.lock(m.model):
+            mm = mixing_map(m.model, int(stage), int(block), query, x, method=method, reduce=reduce)
         if head in (None, '', 'mean'):
             w, which = mm.mean, 'mean over heads' if mm.weights.shape[0] > 1 else ''
         else:
@@ -216,7 +187,7 @@ def mixing_handler(choice, spec_dict, mode, checkpoint, image_path, stage=0, blo
             w, which = mm.weights[h], f'head {h}'
     except USER_ERRORS as e:
         return None, _error(e)
-    img = to_display(x, cfg) if x is not None else None
+    img = to_display(x, m.cfg) if x is not None else None
     how = mm.method + (f', {mm.reduce}' if mm.reduce else '')
     title = f'S{mm.stage} block {mm.block}: {mm.mixer} ({how}) query {mm.query} {which}'
     status = (_status(spec, info) + f'\n\n{mm.grid[0]}x{mm.grid[1]} tokens; weights sum {w.sum():.4g}; '
@@ -228,19 +199,17 @@ def mixing_handler(choice, spec_dict, mode, checkpoint, image_path, stage=0, blo
 def erf_handler(choice, spec_dict, mode, checkpoint, image_path=None):
     """ERF of every stage averaged over the example images (plus the chosen one). -> (Figure, Markdown)."""
     try:
-        spec, model, info, cfg = get_model(choice, spec_dict, mode, checkpoint)
-        import torch
+        m = get_model(choice, spec_dict, mode, checkpoint)
         paths = [str(p) for p in example_images()] + ([image_path] if image_path else [])
-        x = torch.cat([preprocess(load_image(p), cfg) for p in paths])
-        with model_lock(model):
-            erfs = effective_receptive_fields(model, x)
+        images = [load_image(p) for p in paths]
+        with MODELS.lock(m.model):
+            rows = receptive_fields(m, images)
     except USER_ERRORS as e:
         return None, _error(e)
-    rows = [{'stage': e.stage, 'map': e.map, 'area': e.area, 'mixer': spec.stages[e.stage].mixer} for e in erfs]
     table = '| stage | mixer | 20% | 50% | 90% |\n|---|---|---|---|---|\n' + '\n'.join(
-        f'| {r["stage"]} | {r["mixer"]} | ' + ' | '.join(f'{100 * r["area"][k]:.1f}%' for k in (0.2, 0.5, 0.9))
+        f'| S{r["stage"] + 1} | {r["mixer"]} | ' + ' | '.join(f'{100 * r["area"][k]:.1f}%' for k in ('20%', '50%', '90%'))
         + ' |' for r in rows)
-    return pp.erf_figure(rows), (_status(spec, info) + f'\n\nFraction of the image area holding 20/50/90% of '
+    return pp.erf_figure(rows), (_status(m.spec, m.info) + f'\n\nFraction of the image area holding 20/50/90% of '
                                  f'the centre token\'s |gradient|, {len(paths)} images.\n\n' + table)
 
 
@@ -426,15 +395,15 @@ def api_predict(model: str, image: str, weights: str = 'pretrained', topk: int =
     """Top-k classes of `image` (an example name or base64 bytes) under `model` with `weights`
     ('pretrained': timm's or the trained model's own; 'random'). Probabilities are softmax, fp32, CPU/GPU."""
     try:
-        spec, net, info, cfg = _api_model(model, weights)
+        m = _api_model(model, weights)
         img = load_image(_api_image(image))
         if not isinstance(topk, int) or isinstance(topk, bool) or not 1 <= topk <= 100:
             raise ValueError(f'topk: {topk!r} must be an integer in [1, 100]')
-        with model_lock(net):
-            res = predict(net, img, cfg, topk=topk, weights=info)
+        with MODELS.lock(m.model):
+            res = predict(m.model, img, m.cfg, topk=topk, weights=m.info)
     except USER_ERRORS as e:
         _raise(e)
-    return {'model': spec.name, **res.to_dict()}
+    return {'model': m.spec.name, **res.to_dict()}
 
 
 def api_mixing_map(model: str, image: str = '', weights: str = 'pretrained', stage: int = 0, block: int = 0,
@@ -442,17 +411,17 @@ def api_mixing_map(model: str, image: str = '', weights: str = 'pretrained', sta
     """Token-mixing weights of one block for one query token (-1, -1: the centre) over the input token grid,
     averaged over heads. `image` may be empty: exact maps do not depend on the input."""
     try:
-        spec, net, info, cfg = _api_model(model, weights)
-        x = preprocess(load_image(_api_image(image)), cfg) if image else None
+        m = _api_model(model, weights)
+        x = preprocess(load_image(_api_image(image)), m.cfg) if image else None
         for name, v in (('stage', stage), ('block', block), ('row', row), ('col', col)):
             if not isinstance(v, int) or isinstance(v, bool):
                 raise ValueError(f'{name}: {v!r} must be an integer')
         query = None if row < 0 or col < 0 else (row, col)
-        with model_lock(net):
-            mm = mixing_map(net, stage, block, query, x, method=method)
+        with MODELS.lock(m.model):
+            mm = mixing_map(m.model, stage, block, query, x, method=method)
     except USER_ERRORS as e:
         _raise(e)
-    return {'model': spec.name, 'mixer': mm.mixer, 'stage': mm.stage, 'block': mm.block, 'query': list(mm.query),
+    return {'model': m.spec.name, 'mixer': mm.mixer, 'stage': mm.stage, 'block': mm.block, 'query': list(mm.query),
             'grid': list(mm.grid), 'method': mm.method, 'heads': int(mm.weights.shape[0]),
             'weights': mm.mean.astype(float).round(7).tolist()}
 

@@ -7,21 +7,18 @@ Checkpoints go to explorer.train.loop.USER_DIR, where list_trained() (Predict & 
 """
 from __future__ import annotations
 
-import queue
-import threading
 import time
 import uuid
-from pathlib import Path
 
 import gradio as gr
 
-from explorer.train.data import DatasetNotFound, find_dataset
-from explorer.viz.training import training_figure
 from explorer.core.spec import ArchSpec, SpecError
-from explorer.train.loop import USER_DIR, Stopped, adapt_for_fmnist, check_trainable, list_trained, train
+from explorer.train.data import DatasetNotFound, find_dataset
+from explorer.train.loop import adapt_for_fmnist, check_trainable, list_trained
+from explorer.train.runner import request_stop, training_events
+from explorer.viz.training import training_figure
 
 PRIVATE = dict(api_visibility='private')
-_STOP: dict[str, threading.Event] = {}  # run id -> stop flag, set by the Stop button
 
 
 def adapt_handler(spec: dict | None, img_size: int = 32) -> tuple[dict, str]:
@@ -53,43 +50,6 @@ def readiness(spec: dict | None) -> str:
     except ImportError:
         pass
     return f'Ready: `{s.name}`, {s.img_size}x{s.img_size} grayscale input, 10 classes.{cost}'
-
-
-def training_events(spec: dict, epochs: float, time_budget: float | None, batch_size: int, seed: int,
-                    train_limit: int | None, run_id: str, out_dir: Path = USER_DIR, data_dir: str | None = None,
-                    erase_prob: float = 0.0):
-    """Run `train` in a thread; yield its progress events (dicts), then {'kind': 'done', 'result': TrainResult}
-    or {'kind': 'error', 'message': str}. The run stops early when _STOP[run_id] is set."""
-    stop = _STOP.setdefault(run_id, threading.Event())
-    events: queue.Queue = queue.Queue()
-    name = ArchSpec.from_dict(spec).name
-    out = Path(out_dir) / f'{name}-{time.strftime("%Y%m%d-%H%M%S")}-seed{seed}.safetensors'
-
-    def progress(ev):
-        events.put(ev)
-        if stop.is_set():
-            raise Stopped
-
-    def work():
-        try:
-            res = train(spec, epochs=epochs, time_budget=time_budget, batch_size=batch_size, seed=seed, out=out,
-                        progress=progress, data_dir=data_dir, train_limit=train_limit, erase_prob=erase_prob)
-            events.put({'kind': 'done', 'result': res})
-        except (DatasetNotFound, SpecError, ValueError) as e:
-            events.put({'kind': 'error', 'message': str(e)})
-        except Exception as e:  # the UI must report, not hang
-            events.put({'kind': 'error', 'message': f'{type(e).__name__}: {e}'})
-
-    worker = threading.Thread(target=work, daemon=True)
-    worker.start()
-    try:
-        while True:
-            ev = events.get()
-            yield ev
-            if ev['kind'] in ('done', 'error'):
-                return
-    finally:
-        _STOP.pop(run_id, None)
 
 
 def _result_text(res) -> str:
@@ -152,7 +112,6 @@ def add_train_tab(ctx) -> None:
         except (SpecError, ValueError, DatasetNotFound) as e:
             raise gr.Error(str(e), title='Cannot train', print_exception=False)
         rid = uuid.uuid4().hex
-        _STOP[rid] = threading.Event()
         n = {'all 60,000': None, '10,000': 10_000, '2,000': 2_000}[lim]
         steps, rows, last = [], [], 0.0
         yield rid, 'Starting...', training_figure([], [], s.name), None, None
@@ -178,9 +137,8 @@ def add_train_tab(ctx) -> None:
                 f', test accuracy after epoch {rows[-1]["epoch"]:g}: {100 * acc:.2f}%' if acc is not None else '')
             yield rid, text, training_figure(steps, rows, s.name), None, None
 
-    def request_stop(rid):
-        if rid in _STOP:
-            _STOP[rid].set()
+    def stop_run(rid):
+        if request_stop(rid):
             return 'Stopping after the current step; the checkpoint keeps the weights so far.'
         return 'Nothing is training.'
 
@@ -188,4 +146,4 @@ def add_train_tab(ctx) -> None:
                        [run_id, status, plot, ckpt, trained_path],
                        concurrency_limit=1, concurrency_id='train', **PRIVATE)
     done.then(trained_table, None, table, **PRIVATE)
-    stop.click(request_stop, run_id, status, **PRIVATE)
+    stop.click(stop_run, run_id, status, **PRIVATE)

@@ -77,11 +77,10 @@ def _user_errors(fn):
 
 
 def load(spec_arg: str, weights: str | None):
-    """(spec, model, WeightsInfo, data config) for a SPEC argument and a --weights value."""
-    from explorer.measure.guard import check_request
-    from explorer.explain.predict import data_config
+    """The loaded model (explorer.explain.session.Loaded) for a SPEC argument and a --weights value."""
     from explorer.core.catalog import load_spec
-    from explorer.explain.weights import checkpoint_spec, load_model, pretrained_name
+    from explorer.explain.session import open_model
+    from explorer.explain.weights import checkpoint_spec
     if spec_arg.endswith('.safetensors'):
         spec = checkpoint_spec(spec_arg)
         if spec is None:
@@ -90,11 +89,7 @@ def load(spec_arg: str, weights: str | None):
         weights = weights or spec_arg
     else:
         spec = load_spec(spec_arg)
-    if weights is None:
-        weights = 'pretrained' if pretrained_name(spec) else 'random'
-    check_request(spec, batch_size=8, training=True)  # attribution: 8 rows with activations kept for backward
-    model, info = load_model(spec, weights)
-    return spec, model, info, data_config(spec, info)
+    return open_model(spec, weights)
 
 
 def _progress(enabled: bool):
@@ -112,13 +107,13 @@ def cmd_predict(args) -> int:
     from explorer.explain.images import load_image
     from explorer.explain.predict import predict
     image = load_image(args.image)
-    spec, model, info, cfg = load(args.spec, args.weights)
-    res = predict(model, image, cfg, topk=args.topk, weights=info)
+    m = load(args.spec, args.weights)
+    res = predict(m.model, image, m.cfg, topk=args.topk, weights=m.info)
     if args.json:
-        print(json.dumps({'spec': spec.name, 'image': args.image, **res.to_dict()}, indent=2))
+        print(json.dumps({'spec': m.spec.name, 'image': args.image, **res.to_dict()}, indent=2))
         return 0
-    print(f'{spec.name}: {info.banner()}')
-    print(f'preprocessing: {_cfg_text(cfg)}')
+    print(f'{m.spec.name}: {m.info.banner()}')
+    print(f'preprocessing: {_cfg_text(m.cfg)}')
     for p in res.top:
         print(f'{p.prob:7.2%}  {p.index:>5}  {p.label}')
     return 0
@@ -135,42 +130,34 @@ def _cfg_text(cfg: dict) -> str:
 
 @_user_errors
 def cmd_attribute(args) -> int:
-    import torch
-
-    from explorer.explain.attribute import METHODS, attribute, deletion_curve, resolve_method
+    from explorer.explain.attribute import resolve_method
     from explorer.explain.images import load_image
+    from explorer.explain.session import explain
     from explorer.viz.predict import overlay_png
-    from explorer.explain.predict import class_names, preprocess, to_display
     method, _ = resolve_method(args.method)
     out = Path(args.out)
     if out.suffix.lower() != '.png':
         raise UserError(f'--out: {args.out!r} must end in .png')
     image = load_image(args.image)
-    spec, model, info, cfg = load(args.spec, args.weights)
-    x = preprocess(image, cfg)
-    amap = attribute(model, x, args.target, method, stage=args.stage, smoothgrad=args.smoothgrad,
-                     n_steps=args.steps, internal_batch_size=args.batch, progress=_progress(not args.json))
-    with torch.no_grad():
-        probs = model(x).softmax(1)[0]
-    target = int(probs.argmax()) if args.target is None else args.target
-    label = class_names(spec.num_classes, info.label_names)[target]
-    curve = None if args.no_deletion else deletion_curve(model, x, amap, target, batch_size=args.batch)
-    title = f'{spec.name} {METHODS[method]}{" + SmoothGrad" if args.smoothgrad else ""}: {label} ({target})'
+    m = load(args.spec, args.weights)
+    e = explain(m, image, method, target=args.target, stage=args.stage, smoothgrad=args.smoothgrad,
+                n_steps=args.steps, batch=args.batch, deletion=not args.no_deletion,
+                progress=_progress(not args.json))
     out.parent.mkdir(parents=True, exist_ok=True)
-    overlay_png(to_display(x, cfg), amap, title).save(out)
-    result = {'spec': spec.name, 'image': args.image, 'method': method, 'smoothgrad': args.smoothgrad,
-              'target': target, 'label': label, 'target_prob': float(probs[target]),
-              'map': {'shape': list(amap.shape), 'min': float(amap.min()), 'max': float(amap.max()),
-                      'sum': float(amap.sum())},
-              'deletion_auc': curve.auc if curve else None, 'out': str(out), 'weights': info.to_dict()}
+    overlay_png(e.image, e.map, f'{m.spec.name} {e.title}: {e.label} ({e.target})').save(out)
+    result = {'spec': m.spec.name, 'image': args.image, 'method': method, 'smoothgrad': args.smoothgrad,
+              'target': e.target, 'label': e.label, 'target_prob': e.prob,
+              'map': {'shape': list(e.map.shape), 'min': float(e.map.min()), 'max': float(e.map.max()),
+                      'sum': float(e.map.sum())},
+              'deletion_auc': e.curve.auc if e.curve else None, 'out': str(out), 'weights': m.info.to_dict()}
     if args.json:
         print(json.dumps(result, indent=2))
         return 0
-    print(f'{spec.name}: {info.banner()}')
-    print(f'{METHODS[method]} for class {target} ({label}, p = {float(probs[target]):.3f}); '
-          f'map {amap.shape[0]}x{amap.shape[1]}, range [{amap.min():.3g}, {amap.max():.3g}]')
-    if curve:
-        print(f'deletion AUC {curve.auc:.3g} (target probability as the most-attributed pixels are removed; '
+    print(f'{m.spec.name}: {m.info.banner()}')
+    print(f'{e.title} for class {e.target} ({e.label}, p = {e.prob:.3f}); '
+          f'map {e.map.shape[0]}x{e.map.shape[1]}, range [{e.map.min():.3g}, {e.map.max():.3g}]')
+    if e.curve:
+        print(f'deletion AUC {e.curve.auc:.3g} (target probability as the most-attributed pixels are removed; '
               f'lower = more faithful)')
     print(f'wrote {out}')
     return 0
@@ -189,9 +176,10 @@ def cmd_mixing(args) -> int:
             assert len(query) == 2
         except (ValueError, AssertionError):
             raise UserError(f'--query: {args.query!r} must be ROW,COL (two integers)') from None
-    spec, model, info, cfg = load(args.spec, args.weights)
+    m = load(args.spec, args.weights)
+    spec, info, cfg = m.spec, m.info, m.cfg
     x = preprocess(load_image(args.image), cfg) if args.image else None
-    mm = mixing_map(model, args.stage, args.block, query, x, method=args.method, reduce=args.reduce)
+    mm = mixing_map(m.model, args.stage, args.block, query, x, method=args.method, reduce=args.reduce)
     if args.out:
         import numpy as np
         from PIL import Image
@@ -224,24 +212,20 @@ def cmd_mixing(args) -> int:
 
 @_user_errors
 def cmd_erf(args) -> int:
-    import torch
-
     from explorer.explain.images import example_images, load_image
-    from explorer.explain.mixing import effective_receptive_fields
-    from explorer.explain.predict import preprocess
-    spec, model, info, cfg = load(args.spec, args.weights)
+    from explorer.explain.session import receptive_fields
+    m = load(args.spec, args.weights)
     paths = args.images or [str(p) for p in example_images()]
-    x = torch.cat([preprocess(load_image(p), cfg) for p in paths])
-    erfs = effective_receptive_fields(model, x)
-    rows = [{**e.to_dict(), 'mixer': spec.stages[e.stage].mixer} for e in erfs]
+    rows = [{k: v for k, v in r.items() if k != 'map'} for r in receptive_fields(m, [load_image(p) for p in paths])]
     if args.json:
-        print(json.dumps({'spec': spec.name, 'weights': info.banner(), 'images': paths, 'stages': rows}, indent=2))
+        print(json.dumps({'spec': m.spec.name, 'weights': m.info.banner(), 'images': paths, 'stages': rows},
+                         indent=2))
         return 0
-    print(f'{spec.name}: {info.banner()}; {len(paths)} images at {cfg["input_size"][1]}x{cfg["input_size"][2]}')
+    print(f'{m.spec.name}: {m.info.banner()}; {len(paths)} images at {m.cfg["input_size"][1]}x{m.cfg["input_size"][2]}')
     print('effective receptive field of the centre token: fraction of the image area holding 20/50/90% of '
           '|gradient|')
     print(f'{"stage":<6}{"mixer":<13}{"20%":>8}{"50%":>8}{"90%":>8}')
     for r in rows:
         a = r['area']
-        print(f'{r["stage"]:<6}{r["mixer"]:<13}{a["20%"]:>8.2%}{a["50%"]:>8.2%}{a["90%"]:>8.2%}')
+        print(f'S{r["stage"] + 1:<5}{r["mixer"]:<13}{a["20%"]:>8.2%}{a["50%"]:>8.2%}{a["90%"]:>8.2%}')
     return 0

@@ -11,7 +11,6 @@ import copy
 import json
 import math
 from dataclasses import dataclass, field, fields
-from pathlib import Path
 from typing import Any
 
 from explorer.core.registry import MIXERS

@@ -11,7 +11,6 @@ Imports no torch.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass, field
 from typing import Callable
 

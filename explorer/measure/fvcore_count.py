@@ -9,6 +9,8 @@ analytic counter's (`CONVENTION`, `RULES` there).
 """
 from __future__ import annotations
 
+import math
+
 from explorer.core.registry import MIXERS
 from explorer.core.spec import ArchSpec, SpecError
 from explorer.measure.analytic import (

@@ -133,9 +133,9 @@ def _window(lo: int, hi: int, n: int, margin: int = 2, least: int = 9) -> tuple[
 
 def erf_figure(erfs: list[dict], height: int = 300) -> go.Figure:
     """One heatmap per stage: ERF maps (H, W) on a log10 scale, titled with the 20/50/90 % area fractions.
-    erfs: dicts with stage, map, area ({0.2: f, 0.5: f, 0.9: f}) and mixer."""
+    erfs: dicts with stage (0-based), map, area ({'20%': f, '50%': f, '90%': f}) and mixer."""
     titles = [f'S{e["stage"] + 1} {e.get("mixer", "")}<br>area 20/50/90%: '
-              + '/'.join(f'{100 * e["area"][k]:.1f}' for k in (0.2, 0.5, 0.9)) for e in erfs]
+              + '/'.join(f'{100 * e["area"][k]:.1f}' for k in ('20%', '50%', '90%')) for e in erfs]
     fig = make_subplots(rows=1, cols=len(erfs), subplot_titles=titles, horizontal_spacing=0.03)
     for i, e in enumerate(erfs, start=1):
         m = np.asarray(e['map'], np.float64)

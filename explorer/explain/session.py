@@ -1,0 +1,120 @@
+"""One explanation request, start to end, for the app and the CLI alike: a loaded model (spec, weights, data
+config) checked against the resource guard, and the runs that explain one image with it (attribution with its
+faithfulness score, effective receptive fields). The app adds caching and per-model locks; the CLI adds its
+argument parsing; neither repeats what is here.
+"""
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+import torch.nn as nn
+
+from explorer.core.spec import ArchSpec
+from explorer.explain.attribute import METHODS, DeletionCurve, attribute, deletion_curve
+from explorer.explain.mixing import ERF, effective_receptive_fields
+from explorer.explain.predict import class_names, data_config, preprocess, to_display
+from explorer.explain.weights import WeightsInfo, load_model, pretrained_name
+from explorer.measure.guard import check_request
+
+# attribute()'s default internal batch: the most rows one forward+backward pass holds, so the guard checks a
+# training-style pass (activations kept for backward) of this batch before a model is built
+GUARD_BATCH = 8
+
+
+@dataclass
+class Loaded:
+    """A model ready to explain: its spec, the module (eval mode), where its weights came from and the data
+    config its inputs are preprocessed with (timm's keys: input_size, interpolation, mean, std, crop_pct)."""
+    spec: ArchSpec
+    model: nn.Module
+    info: WeightsInfo
+    cfg: dict
+
+
+def default_weights(spec: ArchSpec) -> str:
+    """'pretrained' where timm has weights for this spec, else 'random'."""
+    return 'pretrained' if pretrained_name(spec) else 'random'
+
+
+def open_model(spec: ArchSpec, weights: str | None = None) -> Loaded:
+    """Check the cost against the guard, then build `spec` and load `weights` ('pretrained', 'random' or a
+    checkpoint path; None: default_weights)."""
+    check_request(spec, batch_size=GUARD_BATCH, training=True)
+    model, info = load_model(spec, weights or default_weights(spec))
+    return Loaded(spec, model, info, data_config(spec, info))
+
+
+class ModelCache:
+    """The last `size` loaded models by key, each with a lock: attribution and mixing maps attach hooks and
+    set gradients on a model, so concurrent requests for one model take turns (different models run side by
+    side)."""
+
+    def __init__(self, size: int = 3):
+        self.size = size
+        self._entries: OrderedDict = OrderedDict()
+        self._locks: dict[int, threading.Lock] = {}
+        self._guard = threading.Lock()
+
+    def get(self, key, load: Callable[[], Loaded]) -> Loaded:
+        with self._guard:
+            if key in self._entries:
+                self._entries.move_to_end(key)
+                return self._entries[key]
+        entry = load()
+        with self._guard:
+            self._entries[key] = entry
+            self._locks.setdefault(id(entry.model), threading.Lock())
+            while len(self._entries) > self.size:
+                old = self._entries.popitem(last=False)[1]
+                self._locks.pop(id(old.model), None)
+        return entry
+
+    def lock(self, model: nn.Module) -> threading.Lock:
+        with self._guard:
+            return self._locks.setdefault(id(model), threading.Lock())
+
+
+@dataclass
+class Explanation:
+    """An attribution map of one image and how far it can be trusted (the deletion curve)."""
+    method: str
+    smoothgrad: bool
+    image: object  # (H, W, 3) uint8, the preprocessed input as displayed
+    map: object  # (H, W) float32 attribution
+    target: int
+    label: str
+    prob: float  # softmax probability of `target`
+    curve: DeletionCurve | None
+
+    @property
+    def title(self) -> str:
+        return METHODS[self.method] + (' + SmoothGrad' if self.smoothgrad else '')
+
+
+def explain(m: Loaded, image, method: str, *, target: int | None = None, stage: int = -1,
+            smoothgrad: bool = False, n_steps: int = 32, batch: int = GUARD_BATCH, deletion: bool = True,
+            progress: Callable | None = None) -> Explanation:
+    """Attribute `image` (a PIL image) to `target` (None: the predicted class) with `method`, and score the
+    map's faithfulness with a deletion curve (target probability as the most-attributed pixels are removed)."""
+    x = preprocess(image, m.cfg)
+    amap = attribute(m.model, x, target, method, stage=stage, smoothgrad=smoothgrad, n_steps=n_steps,
+                     internal_batch_size=batch, progress=progress)
+    with torch.no_grad():
+        probs = m.model(x).softmax(1)[0]
+    t = int(probs.argmax()) if target is None else target
+    curve = deletion_curve(m.model, x, amap, t, batch_size=batch) if deletion else None
+    label = class_names(m.spec.num_classes, m.info.label_names)[t]
+    return Explanation(method, smoothgrad, to_display(x, m.cfg), amap, t, label, float(probs[t]), curve)
+
+
+def receptive_fields(m: Loaded, images: list) -> list[dict]:
+    """Effective receptive field of every stage, averaged over `images` (PIL images). Each row: stage
+    (0-based), mixer, map and area (fraction of the image holding 20/50/90% of the centre token's
+    |gradient|)."""
+    x = torch.cat([preprocess(img, m.cfg) for img in images])
+    erfs: list[ERF] = effective_receptive_fields(m.model, x)
+    return [{**e.to_dict(), 'map': e.map, 'mixer': m.spec.stages[e.stage].mixer} for e in erfs]
