@@ -7,7 +7,7 @@ import pytest
 
 from explorer.measure.analytic import analytic_cost
 from explorer.core.share import encode_share
-from explorer.core.catalog import get_preset
+from explorer.core.catalog import PRESET_DIR, get_preset
 from explorer.core.spec import ArchSpec
 
 pytest.importorskip('gradio_client')
@@ -53,7 +53,7 @@ def test_invalid_spec_is_a_clean_error(client):
 
 def test_presets_diff_share_and_verify(client):
     rows = client.predict(api_name='/list_presets')
-    assert len(rows) == 33 and {'name', 'family', 'top1', 'source'} <= set(rows[0])
+    assert len(rows) == len(list(PRESET_DIR.glob('*.json'))) and {'name', 'family', 'top1', 'source'} <= set(rows[0])
     pooled = get_preset('caformer_s18')
     pooled['stages'][2]['mixer'] = 'pooling'
     d = client.predict(spec_a='caformer_s18', spec_b=pooled, api_name='/diff')

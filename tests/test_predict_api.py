@@ -38,7 +38,7 @@ def test_predict_with_example_and_with_base64_bytes():
 def test_offline_default_is_a_shipped_trained_model():
     from pathlib import Path
 
-    from explorer.train.loop import read_metadata
+    from explorer.train.checkpoints import read_metadata
     choice = up.default_choice()
     assert choice.startswith(up.TRAINED)
     name = choice[len(up.TRAINED):]
@@ -87,8 +87,8 @@ def test_models_trained_after_start_up_are_offered_when_the_tab_opens(monkeypatc
     import shutil
     from pathlib import Path
 
-    import explorer.train.loop
-    monkeypatch.setattr(explorer.train.loop, 'USER_DIR', tmp_path)
+    import explorer.train.checkpoints
+    monkeypatch.setattr(explorer.train.checkpoints, 'USER_DIR', tmp_path)
     before = up.model_choices()
     shutil.copy(Path(__file__).parent.parent / 'assets' / 'fmnist' / 'fmnist_identity.safetensors',
                 tmp_path / 'mine.safetensors')  # as the Train tab writes one

@@ -19,13 +19,13 @@ from explorer.train.data import (
     CLASSES, DatasetNotFound, Preprocessing, find_dataset, load_dataset, preprocess, read_idx,
 )
 from explorer.core.spec import ArchSpec
-from explorer.train.loop import (
-    Stopped, accuracy_on, augment, evaluate, load_trained, predict_logits, read_metadata, train,
-)
+from explorer.train.checkpoints import load_trained, read_metadata
+from explorer.train.loop import Stopped, accuracy_on, augment, evaluate, predict_logits, train
 
 ASSETS = Path(__file__).resolve().parent.parent / 'assets' / 'fmnist'
 SHIPPED = sorted(ASSETS.glob('*.safetensors'))
 FAMILIES = ('identity', 'random', 'pooling', 'sepconv', 'attention', 'spatial_mlp', 'hybrid')
+pytestmark = pytest.mark.train  # trains, or evaluates on Fashion-MNIST
 
 TINY = {
     'name': 'tiny_fmnist', 'img_size': 32, 'in_chans': 1, 'num_classes': 10,
@@ -233,7 +233,23 @@ def test_every_family_has_a_spec_and_a_checkpoint():
         spec = ArchSpec.from_json((ASSETS / 'specs' / f'fmnist_{family}.json').read_text())
         assert spec.in_chans == 1 and spec.num_classes == 10
         assert (ASSETS / f'fmnist_{family}.safetensors').is_file(), family
-    assert len(list((ASSETS / 'images').glob('*.png'))) == 20
+
+
+def test_example_images_are_the_test_set_images_their_names_and_licence_say():
+    """Each shipped example `<index>_<class>.png` is test image <index>, of that class, pixel for pixel, and
+    the licence file lists exactly the files that ship."""
+    import re
+
+    import numpy as np
+    from PIL import Image
+    files = sorted((ASSETS / 'images').glob('*.png'))
+    listed = re.findall(r'`(\d{5}_\w+\.png)`', (ASSETS / 'LICENSES.md').read_text())
+    assert files and sorted(listed) == [p.name for p in files]
+    test = real_test_set_or_skip()
+    for p in files:
+        index, cls = int(p.stem[:5]), p.stem[6:]
+        assert CLASSES[int(test.labels[index])].lower().replace('/', '_').replace(' ', '_').replace('-', '_') == cls
+        assert np.array_equal(np.asarray(Image.open(p)), test.images[index].numpy()), p.name
 
 
 @pytest.mark.parametrize('path', SHIPPED, ids=[p.stem for p in SHIPPED])
@@ -249,11 +265,16 @@ def test_shipped_checkpoint_loads_and_matches_its_recorded_accuracy(path):
 
 
 
-def test_best_shipped_model_meets_the_93_percent_goal():
-    acc = {p.stem: read_metadata(p)['metrics']['test_accuracy'] for p in SHIPPED}
-    best = max(acc, key=acc.get)
-    assert acc[best] >= 0.93, acc  # the issue's goal; re-measured by the test above
-    assert (ASSETS / 'specs' / f'{best}.json').is_file()  # its spec ships beside it, for `explorer train`
+def test_best_shipped_model_meets_the_93_percent_goal_on_the_test_set():
+    """Re-measured, not read back: the most accurate shipped model classifies at least 9,300 of the 10,000
+    Fashion-MNIST test images correctly here."""
+    recorded = {p: read_metadata(p)['metrics']['test_accuracy'] for p in SHIPPED}
+    best = max(recorded, key=recorded.get)
+    test = real_test_set_or_skip()
+    model, spec, info = load_trained(best)
+    got = accuracy_on(model, test, info['preprocessing'], batch_size=1000)
+    assert got['n'] == 10_000 and got['correct'] >= 9_300, (best.stem, got['correct'])
+    assert (ASSETS / 'specs' / f'{best.stem}.json').is_file()  # its spec ships beside it, for `explorer train`
 
 # ---- app: adapting, the training stream, the trained-model list ------------------------------------------
 def test_adapt_makes_a_preset_trainable_and_says_what_changed():
@@ -273,7 +294,7 @@ def test_adapt_makes_a_preset_trainable_and_says_what_changed():
 
 
 def test_training_stream_yields_steps_epochs_and_a_listed_checkpoint(fake_dir, tmp_path):
-    from explorer.train.loop import list_trained
+    from explorer.train.checkpoints import list_trained
     from explorer.train.runner import training_events
     events = list(training_events(TINY, 2, None, 32, 0, None, 'test-run', out_dir=tmp_path, data_dir=fake_dir,
                                   erase_prob=0.25))

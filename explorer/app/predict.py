@@ -18,7 +18,7 @@ import gradio as gr
 from explorer.core.catalog import load_spec, preset_names
 from explorer.core.spec import ArchSpec, SpecError
 from explorer.explain.attribute import METHODS, resolve_method
-from explorer.explain.images import ImageError, example_images, fmnist_examples, load_image
+from explorer.explain.images import ImageError, example_images, example_path, fmnist_examples, load_image
 from explorer.explain.mixing import mixing_map
 from explorer.explain.predict import predict, preprocess, to_display
 from explorer.explain.session import Loaded, ModelCache, explain, open_model, receptive_fields
@@ -36,7 +36,7 @@ USER_ERRORS = (SpecError, WeightsError, ImageError, ValueError)
 # ---- plain handlers ---------------------------------------------------------------------------------------
 def trained_choices() -> dict[str, str]:
     """'trained: <name>' -> checkpoint path, for the shipped Fashion-MNIST models and the user's own."""
-    from explorer.train.loop import list_trained
+    from explorer.train.checkpoints import list_trained
     out = {}
     for t in list_trained():
         out.setdefault(f'{TRAINED}{t["name"]}', t['path'])
@@ -45,7 +45,7 @@ def trained_choices() -> dict[str, str]:
 
 def default_choice() -> str:
     """The most accurate shipped trained model (works offline), else a timm preset."""
-    from explorer.train.loop import list_trained
+    from explorer.train.checkpoints import list_trained
     shipped = [t for t in list_trained() if t['shipped'] and t['accuracy'] is not None]
     return f'{TRAINED}{max(shipped, key=lambda t: t["accuracy"])["name"]}' if shipped else 'poolformer_s12'
 
@@ -216,7 +216,7 @@ def erf_handler(choice, spec_dict, mode, checkpoint, image_path=None):
 def weights_hint(choice: str, spec_dict: dict | None) -> str:
     """Which weights a model choice can have (shown under the picker)."""
     if isinstance(choice, str) and choice.startswith(TRAINED):
-        from explorer.train.loop import read_metadata
+        from explorer.train.checkpoints import read_metadata
         try:
             m = read_metadata(_trained_path(choice))['metrics']
         except (ValueError, OSError, KeyError):
@@ -357,9 +357,9 @@ def _api_image(image: str):
     never opened from the API: only the shipped examples."""
     if not isinstance(image, str) or not image:
         raise ValueError('image: give an example name (see /examples) or base64-encoded image bytes')
-    for p in fmnist_examples() + example_images():
-        if p.name == image:
-            return str(p)
+    example = example_path(image)
+    if example is not None:
+        return str(example)
     data = image.split(',', 1)[1] if image.startswith('data:') else image
     try:
         raw = base64.b64decode(data, validate=True)

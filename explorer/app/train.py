@@ -3,7 +3,7 @@
 Layout and wiring only. The work is explorer.train.loop (train, adapt_for_fmnist, list_trained); the figure is
 explorer.viz.training. Training runs in a worker thread; the click handler is a generator that drains the
 worker's progress events and yields (status, figure, ...) updates, so the plot grows while the model learns.
-Checkpoints go to explorer.train.loop.USER_DIR, where list_trained() (Predict & explain, Compare) finds them.
+Checkpoints go to explorer.train.checkpoints.USER_DIR, where list_trained() (Predict & explain, Compare) finds them.
 """
 from __future__ import annotations
 
@@ -14,7 +14,8 @@ import gradio as gr
 
 from explorer.core.spec import ArchSpec, SpecError
 from explorer.train.data import DatasetNotFound, find_dataset
-from explorer.train.loop import adapt_for_fmnist, check_trainable, list_trained
+from explorer.train.loop import adapt_for_fmnist, check_trainable
+from explorer.train.checkpoints import list_trained
 from explorer.train.runner import request_stop, training_events
 from explorer.viz.training import training_figure
 

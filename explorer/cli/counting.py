@@ -40,7 +40,7 @@ def register(sub) -> None:
     p.set_defaults(func=cmd_profile)
 
     p = sub.add_parser('bench', help='measure throughput, latency, peak memory and fraction of matmul peak',
-                       description='Warm up, then time repeated forward passes (inference). See explorer/speed.py '
+                       description='Warm up, then time repeated forward passes (inference). See explorer/measure/speed.py '
                                    'for the rules.')
     p.add_argument('spec', help='preset name or path to a JSON spec')
     p.add_argument('--device', default='auto', help='auto (default), cpu or cuda[:N]')

@@ -54,8 +54,8 @@ def register(sub) -> None:
 
 
 def _common(p, image_required: bool = True) -> None:
-    p.add_argument('spec', help='preset name, JSON spec or trained .safetensors checkpoint')
-    p.add_argument('image', nargs=None if image_required else '?', help='image file (PNG, JPEG, ...)')
+    p.add_argument('spec', help='preset name, JSON spec, trained .safetensors checkpoint or trained model name')
+    p.add_argument('image', nargs=None if image_required else '?', help='image file (PNG, JPEG, ...) or a shipped example\'s file name')
     p.add_argument('--weights', default=None, help='pretrained | random | PATH (default: see `explorer predict -h`)')
     p.add_argument('--json', action='store_true', help='machine-readable output')
 
@@ -78,9 +78,12 @@ def _user_errors(fn):
 
 def load(spec_arg: str, weights: str | None):
     """The loaded model (explorer.explain.session.Loaded) for a SPEC argument and a --weights value."""
-    from explorer.core.catalog import load_spec
+    from explorer.core.catalog import load_spec, preset_names
     from explorer.explain.session import open_model
     from explorer.explain.weights import checkpoint_spec
+    from explorer.train.checkpoints import trained_path
+    if spec_arg not in preset_names() and not spec_arg.endswith(('.json', '.safetensors')):
+        spec_arg = trained_path(spec_arg) or spec_arg  # a trained model's name (explorer trained)
     if spec_arg.endswith('.safetensors'):
         spec = checkpoint_spec(spec_arg)
         if spec is None:
@@ -90,6 +93,16 @@ def load(spec_arg: str, weights: str | None):
     else:
         spec = load_spec(spec_arg)
     return open_model(spec, weights)
+
+
+def _image(arg: str):
+    """An image file, or the name of a shipped example image (`explorer predict fmnist_hybrid 00000_ankle_boot.png`
+    works from any directory)."""
+    from pathlib import Path
+
+    from explorer.explain.images import example_path, load_image
+    example = None if Path(arg).exists() else example_path(arg)
+    return load_image(example or arg)
 
 
 def _progress(enabled: bool):
@@ -104,9 +117,8 @@ def _progress(enabled: bool):
 
 @_user_errors
 def cmd_predict(args) -> int:
-    from explorer.explain.images import load_image
     from explorer.explain.predict import predict
-    image = load_image(args.image)
+    image = _image(args.image)
     m = load(args.spec, args.weights)
     res = predict(m.model, image, m.cfg, topk=args.topk, weights=m.info)
     if args.json:
@@ -131,14 +143,13 @@ def _cfg_text(cfg: dict) -> str:
 @_user_errors
 def cmd_attribute(args) -> int:
     from explorer.explain.attribute import resolve_method
-    from explorer.explain.images import load_image
     from explorer.explain.session import explain
     from explorer.viz.predict import overlay_png
     method, _ = resolve_method(args.method)
     out = Path(args.out)
     if out.suffix.lower() != '.png':
         raise UserError(f'--out: {args.out!r} must end in .png')
-    image = load_image(args.image)
+    image = _image(args.image)
     m = load(args.spec, args.weights)
     e = explain(m, image, method, target=args.target, stage=args.stage, smoothgrad=args.smoothgrad,
                 n_steps=args.steps, batch=args.batch, deletion=not args.no_deletion,
@@ -165,7 +176,6 @@ def cmd_attribute(args) -> int:
 
 @_user_errors
 def cmd_mixing(args) -> int:
-    from explorer.explain.images import load_image
     from explorer.explain.mixing import mixing_map
     from explorer.viz.predict import overlay_png
     from explorer.explain.predict import preprocess, to_display
@@ -178,7 +188,7 @@ def cmd_mixing(args) -> int:
             raise UserError(f'--query: {args.query!r} must be ROW,COL (two integers)') from None
     m = load(args.spec, args.weights)
     spec, info, cfg = m.spec, m.info, m.cfg
-    x = preprocess(load_image(args.image), cfg) if args.image else None
+    x = preprocess(_image(args.image), cfg) if args.image else None
     mm = mixing_map(m.model, args.stage, args.block, query, x, method=args.method, reduce=args.reduce)
     if args.out:
         import numpy as np
@@ -212,11 +222,11 @@ def cmd_mixing(args) -> int:
 
 @_user_errors
 def cmd_erf(args) -> int:
-    from explorer.explain.images import example_images, load_image
+    from explorer.explain.images import example_images
     from explorer.explain.session import receptive_fields
     m = load(args.spec, args.weights)
     paths = args.images or [str(p) for p in example_images()]
-    rows = [{k: v for k, v in r.items() if k != 'map'} for r in receptive_fields(m, [load_image(p) for p in paths])]
+    rows = [{k: v for k, v in r.items() if k != 'map'} for r in receptive_fields(m, [_image(p) for p in paths])]
     if args.json:
         print(json.dumps({'spec': m.spec.name, 'weights': m.info.banner(), 'images': paths, 'stages': rows},
                          indent=2))

@@ -35,6 +35,11 @@ def example_images() -> list[Path]:
     return sorted(p for p in ASSET_DIR.glob('*') if p.suffix.lower() in IMAGE_SUFFIXES)
 
 
+def example_path(name: str) -> Path | None:
+    """The shipped example image (Fashion-MNIST or photo) whose file name is `name`, or None."""
+    return next((p for p in fmnist_examples() + example_images() if p.name == name), None)
+
+
 def load_image(source: str | Path | bytes | Image.Image, *, max_pixels: int = MAX_PIXELS) -> Image.Image:
     """Open, check and convert an image. Returns an 8-bit RGB PIL image.
 

@@ -130,49 +130,49 @@ class CostReport:
 
 
 # ---- analytic counter -----------------------------------------------------------------------------------
-class _C:
+class Cost:
     """params, MACs, counted activation elements and frozen params of one part (per image)."""
     __slots__ = ('params', 'macs', 'acts', 'frozen')
 
     def __init__(self, params=0, macs=0, acts=0, frozen=0):
         self.params, self.macs, self.acts, self.frozen = params, macs, acts, frozen
 
-    def __add__(self, o: '_C') -> '_C':
-        return _C(self.params + o.params, self.macs + o.macs, self.acts + o.acts, self.frozen + o.frozen)
+    def __add__(self, o: 'Cost') -> 'Cost':
+        return Cost(self.params + o.params, self.macs + o.macs, self.acts + o.acts, self.frozen + o.frozen)
 
-    def __mul__(self, k: int) -> '_C':
-        return _C(self.params * k, self.macs * k, self.acts * k, self.frozen * k)
+    def __mul__(self, k: int) -> 'Cost':
+        return Cost(self.params * k, self.macs * k, self.acts * k, self.frozen * k)
 
 
-def _conv(cin: int, cout: int, k: int, hw: int, bias: bool = True, groups: int = 1) -> _C:
+def _conv(cin: int, cout: int, k: int, hw: int, bias: bool = True, groups: int = 1) -> Cost:
     w = cout * (cin // groups) * k * k
-    return _C(w + (cout if bias else 0), w * hw, cout * hw)
+    return Cost(w + (cout if bias else 0), w * hw, cout * hw)
 
 
-def _linear(rows: int, cin: int, cout: int, bias: bool = True) -> _C:
-    return _C(cin * cout + (cout if bias else 0), rows * cin * cout, rows * cout)
+def _linear(rows: int, cin: int, cout: int, bias: bool = True) -> Cost:
+    return Cost(cin * cout + (cout if bias else 0), rows * cin * cout, rows * cout)
 
 
 def _act_params(act: str) -> int:
     return 2 if act == 'star_relu' else 0  # StarReLU: learnable scale and bias
 
 
-def _norm(kind: str | None, c: int, numel: int) -> _C:
+def _norm(kind: str | None, c: int, numel: int) -> Cost:
     if kind is None:
-        return _C()
+        return Cost()
     if kind in ('layernorm_nobias', 'mln_nobias'):
-        return _C(c, numel * (NORM_STAT_MACS + NORM_WEIGHT_MACS))
+        return Cost(c, numel * (NORM_STAT_MACS + NORM_WEIGHT_MACS))
     if kind in ('layernorm', 'mln'):
-        return _C(2 * c, numel * (NORM_STAT_MACS + NORM_WEIGHT_MACS))
+        return Cost(2 * c, numel * (NORM_STAT_MACS + NORM_WEIGHT_MACS))
     if kind == 'batchnorm':
-        return _C(2 * c, numel * (BATCHNORM_EVAL_MACS + 1))
+        return Cost(2 * c, numel * (BATCHNORM_EVAL_MACS + 1))
     if kind == 'affine':
-        return _C(2 * c, 0)
+        return Cost(2 * c, 0)
     raise ValueError(f'no cost rule for norm {kind!r}')
 
 
-# token-mixer formulas: (dim, H, W, args) -> _C for ONE block's mixer on one image
-MIXER_COSTS: dict[str, Callable[[int, int, int, dict], _C]] = {}
+# token-mixer formulas: (dim, H, W, args) -> Cost for ONE block's mixer on one image
+MIXER_COSTS: dict[str, Callable[[int, int, int, dict], Cost]] = {}
 
 
 def mixer_cost(name: str):
@@ -184,19 +184,19 @@ def mixer_cost(name: str):
 
 @mixer_cost('identity')
 def _identity_cost(dim, h, w, a):
-    return _C()
+    return Cost()
 
 
 @mixer_cost('pooling')
 def _pooling_cost(dim, h, w, a):
     n = dim * h * w  # stride 1, padding k//2: output = input shape
-    return _C(0, n * POOL_MACS_PER_OUTPUT, n)
+    return Cost(0, n * POOL_MACS_PER_OUTPUT, n)
 
 
 @mixer_cost('sepconv')
 def _sepconv_cost(dim, h, w, a):
     med, k, hw = int(a['expansion_ratio'] * dim), a['kernel_size'], h * w
-    return (_conv(dim, med, 1, hw, bias=False) + _C(_act_params('star_relu'))
+    return (_conv(dim, med, 1, hw, bias=False) + Cost(_act_params('star_relu'))
             + _conv(med, med, k, hw, bias=False, groups=med) + _conv(med, dim, 1, hw, bias=False))
 
 
@@ -206,14 +206,14 @@ def _attention_cost(dim, h, w, a):
     heads = max(1, dim // hd)
     adim, n = heads * hd, h * w
     scores = heads * n * n
-    attn = _C(0, 2 * scores * hd, scores + n * adim)  # q@k^T and attn@v; outputs: scores and context
+    attn = Cost(0, 2 * scores * hd, scores + n * adim)  # q@k^T and attn@v; outputs: scores and context
     return _linear(n, dim, 3 * adim, a['qkv_bias']) + attn + _linear(n, adim, dim, a['proj_bias'])
 
 
 @mixer_cost('random')
 def _random_cost(dim, h, w, a):
     n = h * w
-    return _C(n * n, dim * n * n, dim * n, frozen=n * n)
+    return Cost(n * n, dim * n * n, dim * n, frozen=n * n)
 
 
 @mixer_cost('spatial_mlp')
@@ -232,7 +232,7 @@ def _cross_patch_cost(dim, h, w, a):
 @mixer_cost('cycle')
 def _cycle_cost(dim, h, w, a):
     hw = h * w
-    mean = _C(0, dim * hw * MEAN_MACS_PER_INPUT)  # (h + w + c).mean over H, W
+    mean = Cost(0, dim * hw * MEAN_MACS_PER_INPUT)  # (h + w + c).mean over H, W
     hidden = dim // 4
     return (_conv(dim, dim, 1, hw, bias=a['qkv_bias']) + _conv(dim, dim, 1, hw) * 2 + mean
             + _linear(1, dim, hidden) + _linear(1, hidden, 3 * dim) + _conv(dim, dim, 1, hw))
@@ -246,7 +246,7 @@ def spec_at(spec: ArchSpec, img_size: int | None) -> ArchSpec:
     return spec.replace(img_size=img_size)
 
 
-def _breakdown(spec: ArchSpec) -> tuple[_C, list[dict], _C]:
+def _breakdown(spec: ArchSpec) -> tuple[Cost, list[dict], Cost]:
     """(stem, per-stage dicts of components, head) for one image at spec.img_size."""
     # a mixer registered without a cost formula: a SpecError, so the UI, CLI and API show it like any other
     missing = [(f'stages[{i}].mixer', f'{st.mixer!r} has no analytic cost formula; register one with '
@@ -270,19 +270,19 @@ def _breakdown(spec: ArchSpec) -> tuple[_C, list[dict], _C]:
             ds = _norm(spec.downsample_norm, prev_dim, prev_dim * ph * pw) \
                 + _conv(prev_dim, c, spec.downsample.kernel_size, hw)
         else:
-            ds = _C()
+            ds = Cost()
         args = {**MIXERS[st.mixer].defaults(), **st.mixer_args}
         mixer = MIXER_COSTS[st.mixer](c, h, w, args)
         hidden = int(st.mlp_ratio * c)
-        mlp = _linear(hw, c, hidden, spec.mlp_bias) + _C(act_p) + _linear(hw, hidden, c, spec.mlp_bias)
+        mlp = _linear(hw, c, hidden, spec.mlp_bias) + Cost(act_p) + _linear(hw, hidden, c, spec.mlp_bias)
         norm = _norm(spec.norm, c, c * hw) * 2
         n_scales = 2 * ((layer_scales[i] is not None) + (res_scales[i] is not None))
-        scale = _C(n_scales * c)
+        scale = Cost(n_scales * c)
         stages.append({'downsample': ds, 'token_mixer': mixer * st.depth, 'mlp': mlp * st.depth,
                        'norm': norm * st.depth, 'scale': scale * st.depth, 'shape': (c, h, w)})
         prev_dim, ph, pw = c, h, w
     c = spec.stages[-1].dim
-    head = _C(0, c * ph * pw * MEAN_MACS_PER_INPUT) + _norm('layernorm', c, c)  # global pool, LayerNorm2d
+    head = Cost(0, c * ph * pw * MEAN_MACS_PER_INPUT) + _norm('layernorm', c, c)  # global pool, LayerNorm2d
     k = spec.num_classes
     if k > 0:
         if spec.head == 'mlp':  # MlpHead: fc1 (4C), squared ReLU, LayerNorm (bias), fc2
@@ -300,7 +300,7 @@ def analytic_cost(spec: ArchSpec, img_size: int | None = None) -> CostReport:
     """
     spec = spec_at(spec, img_size)
     stem, stage_parts, head = _breakdown(spec)
-    comps = {k: _C() for k in COMPONENTS}
+    comps = {k: Cost() for k in COMPONENTS}
     comps['stem'], comps['head'] = stem, head
     stages = []
     for i, (st, part) in enumerate(zip(spec.stages, stage_parts)):
@@ -313,7 +313,7 @@ def analytic_cost(spec: ArchSpec, img_size: int | None = None) -> CostReport:
             out_shape=part['shape'], token_mixer_params=part['token_mixer'].params,
             token_mixer_macs=part['token_mixer'].macs, mlp_params=part['mlp'].params, mlp_macs=part['mlp'].macs,
             other_params=other.params, other_macs=other.macs, frozen_params=total.frozen, act_elements=total.acts))
-    grand = _C()
+    grand = Cost()
     for v in comps.values():
         grand = grand + v
     return CostReport(

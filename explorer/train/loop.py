@@ -16,7 +16,6 @@ its step count (recorded) can differ between runs.
 """
 from __future__ import annotations
 
-import json
 import math
 import platform
 import time
@@ -27,16 +26,13 @@ from typing import Callable
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from safetensors import safe_open
-from safetensors.torch import save_file
 
 from explorer.core.build import build_model
-from explorer.core.resources import data_path
 from explorer.train.data import CLASSES, Dataset, Preprocessing, load_dataset, preprocess
+from explorer.train.checkpoints import load_trained, save_checkpoint
 from explorer.measure.guard import check_request
 from explorer.core.spec import ArchSpec
 
-FORMAT = 'metaformer-explorer/trained-v1'
 CALIBRATION_STEPS = 20  # steps timed before a time budget fixes the schedule length
 
 
@@ -310,63 +306,6 @@ def _run(spec, cfg: TrainConfig, pre, train_ds, test_ds, progress):
     return model, history, metrics
 
 
-# ---- checkpoints ----------------------------------------------------------------------------------------
-def save_checkpoint(path: str | Path, model: nn.Module, spec: ArchSpec, pre: Preprocessing, metrics: dict,
-                    history: list, cfg: TrainConfig | None = None) -> str:
-    """Write weights + metadata (all str -> str, JSON where structured) to one .safetensors file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tensors = {k: v.detach().contiguous().clone() for k, v in model.state_dict().items()}
-    meta = {
-        'format': FORMAT,
-        'dataset': metrics.get('dataset', 'fashion-mnist'),
-        'spec': json.dumps(spec.to_dict()),
-        'preprocessing': json.dumps(pre.to_dict()),
-        'classes': json.dumps(list(CLASSES)),
-        'metrics': json.dumps(metrics),
-        'history': json.dumps(history),
-    }
-    save_file(tensors, str(path), metadata=meta)
-    return str(path)
-
-
-def read_metadata(path: str | Path) -> dict:
-    """The checkpoint's metadata with JSON fields decoded (spec, preprocessing, classes, metrics, history)."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f'checkpoint {str(path)!r} does not exist')
-    try:
-        with safe_open(str(path), framework='pt') as f:
-            raw = f.metadata() or {}
-    except Exception as e:  # safetensors raises its own error types for bad headers
-        raise ValueError(f'{path} is not a safetensors checkpoint: {e}') from None
-    if raw.get('format') != FORMAT:
-        raise ValueError(f'{path} is not a MetaFormer Explorer trained checkpoint '
-                         f'(metadata format {raw.get("format")!r}, expected {FORMAT!r})')
-    info = dict(raw)
-    for k in ('spec', 'preprocessing', 'classes', 'metrics', 'history'):
-        info[k] = json.loads(raw[k])
-    return info
-
-
-def load_trained(path: str | Path) -> tuple[nn.Module, ArchSpec, dict]:
-    """(model in eval mode, spec, info) from a checkpoint alone.
-
-    info: 'preprocessing' (a Preprocessing), 'classes' (list of names), 'metrics', 'history', 'dataset', 'path'.
-    Turn uint8 28x28 images into inputs with `explorer.train.data.preprocess(images, info['preprocessing'])`.
-    """
-    from safetensors.torch import load_file
-    info = read_metadata(path)
-    spec = ArchSpec.from_dict(info['spec'])
-    model = build_model(spec, seed=0)
-    state = load_file(str(path))
-    model.load_state_dict(state, strict=True)
-    model.eval()
-    info['preprocessing'] = Preprocessing(**info['preprocessing'])
-    info['path'] = str(path)
-    return model, spec, info
-
-
 def evaluate(checkpoint: str | Path, dataset: str = 'fashion-mnist', data_dir: str | Path | None = None,
              batch_size: int = 1000, limit: int | None = None) -> dict:
     """Re-evaluate a checkpoint on the test set: {'accuracy', 'n', 'correct', 'loss', 'per_class',
@@ -381,9 +320,7 @@ def evaluate(checkpoint: str | Path, dataset: str = 'fashion-mnist', data_dir: s
     return out
 
 
-# ---- for the app: adapting a design, finding trained checkpoints -------------------------------------------
-ASSET_DIR = data_path('assets') / 'fmnist'
-USER_DIR = Path.home() / '.cache' / 'metaformer-explorer' / 'trained'
+# ---- adapting a design to Fashion-MNIST -------------------------------------------
 PUBLISHED_META = ('timm_name', 'pretrained_tag', 'top1', 'params_m', 'frozen_params_m', 'gmacs', 'resolution',
                   'source', 'differs_from_original')
 
@@ -428,24 +365,3 @@ def adapt_for_fmnist(spec: ArchSpec | dict, img_size: int = 32) -> tuple[ArchSpe
         return spec, [f'already set up for Fashion-MNIST; token grids {grids}']
     notes.append(f'token grids {grids}')
     return new, notes
-
-
-def list_trained(dirs: list[str | Path] | None = None) -> list[dict]:
-    """Trained checkpoints on this machine: the shipped ones (assets/fmnist) and the user's (USER_DIR, where
-    the app's Train tab writes). Each: {'path', 'name' (file stem), 'spec_name', 'accuracy', 'params', 'epochs',
-    'shipped', 'dataset'},
-    shipped first, then newest first. Unreadable files are left out."""
-    out = []
-    for d in dirs or [ASSET_DIR, USER_DIR]:
-        d = Path(d)
-        files = sorted(d.glob('*.safetensors'), key=lambda p: (-p.stat().st_mtime, p.name)) if d.is_dir() else []
-        for p in files:
-            try:
-                info = read_metadata(p)
-            except (ValueError, OSError, KeyError):
-                continue
-            m = info['metrics']
-            out.append({'path': str(p), 'name': p.stem, 'spec_name': info['spec'].get('name', p.stem),
-                        'accuracy': m.get('test_accuracy'), 'params': m.get('params'), 'epochs': m.get('epochs'),
-                        'shipped': d.resolve() == ASSET_DIR.resolve(), 'dataset': info.get('dataset')})
-    return out

@@ -11,7 +11,8 @@ from pathlib import Path
 
 from explorer.core.spec import ArchSpec, SpecError
 from explorer.train.data import DatasetNotFound
-from explorer.train.loop import USER_DIR, Stopped, train
+from explorer.train.loop import Stopped, train
+from explorer.train.checkpoints import USER_DIR
 
 _STOP: dict[str, threading.Event] = {}  # run id -> stop flag
 

@@ -1,0 +1,104 @@
+"""Trained checkpoints: one .safetensors file holding the weights and, as metadata, the spec, preprocessing,
+class names, metrics and history; and the trained models on this machine (the shipped Fashion-MNIST ones and
+the user's own)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch.nn as nn
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+from explorer.core.build import build_model
+from explorer.core.resources import data_path
+from explorer.core.spec import ArchSpec
+from explorer.train.data import CLASSES, Preprocessing
+
+FORMAT = 'metaformer-explorer/trained-v1'
+ASSET_DIR = data_path('assets') / 'fmnist'
+USER_DIR = Path.home() / '.cache' / 'metaformer-explorer' / 'trained'
+
+
+def save_checkpoint(path: str | Path, model: nn.Module, spec: ArchSpec, pre: Preprocessing, metrics: dict,
+                    history: list, cfg=None) -> str:
+    """Write weights + metadata (all str -> str, JSON where structured) to one .safetensors file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tensors = {k: v.detach().contiguous().clone() for k, v in model.state_dict().items()}
+    meta = {
+        'format': FORMAT,
+        'dataset': metrics.get('dataset', 'fashion-mnist'),
+        'spec': json.dumps(spec.to_dict()),
+        'preprocessing': json.dumps(pre.to_dict()),
+        'classes': json.dumps(list(CLASSES)),
+        'metrics': json.dumps(metrics),
+        'history': json.dumps(history),
+    }
+    save_file(tensors, str(path), metadata=meta)
+    return str(path)
+
+
+def read_metadata(path: str | Path) -> dict:
+    """The checkpoint's metadata with JSON fields decoded (spec, preprocessing, classes, metrics, history)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f'checkpoint {str(path)!r} does not exist')
+    try:
+        with safe_open(str(path), framework='pt') as f:
+            raw = f.metadata() or {}
+    except Exception as e:  # safetensors raises its own error types for bad headers
+        raise ValueError(f'{path} is not a safetensors checkpoint: {e}') from None
+    if raw.get('format') != FORMAT:
+        raise ValueError(f'{path} is not a MetaFormer Explorer trained checkpoint '
+                         f'(metadata format {raw.get("format")!r}, expected {FORMAT!r})')
+    info = dict(raw)
+    for k in ('spec', 'preprocessing', 'classes', 'metrics', 'history'):
+        info[k] = json.loads(raw[k])
+    return info
+
+
+def load_trained(path: str | Path) -> tuple[nn.Module, ArchSpec, dict]:
+    """(model in eval mode, spec, info) from a checkpoint alone.
+
+    info: 'preprocessing' (a Preprocessing), 'classes' (list of names), 'metrics', 'history', 'dataset', 'path'.
+    Turn uint8 28x28 images into inputs with `explorer.train.data.preprocess(images, info['preprocessing'])`.
+    """
+    from safetensors.torch import load_file
+    info = read_metadata(path)
+    spec = ArchSpec.from_dict(info['spec'])
+    model = build_model(spec, seed=0)
+    state = load_file(str(path))
+    model.load_state_dict(state, strict=True)
+    model.eval()
+    info['preprocessing'] = Preprocessing(**info['preprocessing'])
+    info['path'] = str(path)
+    return model, spec, info
+
+
+
+
+def list_trained(dirs: list[str | Path] | None = None) -> list[dict]:
+    """Trained checkpoints on this machine: the shipped ones (assets/fmnist) and the user's (USER_DIR, where
+    the app's Train tab writes). Each: {'path', 'name' (file stem), 'spec_name', 'accuracy', 'params', 'epochs',
+    'shipped', 'dataset'},
+    shipped first, then newest first. Unreadable files are left out."""
+    out = []
+    for d in dirs or [ASSET_DIR, USER_DIR]:
+        d = Path(d)
+        files = sorted(d.glob('*.safetensors'), key=lambda p: (-p.stat().st_mtime, p.name)) if d.is_dir() else []
+        for p in files:
+            try:
+                info = read_metadata(p)
+            except (ValueError, OSError, KeyError):
+                continue
+            m = info['metrics']
+            out.append({'path': str(p), 'name': p.stem, 'spec_name': info['spec'].get('name', p.stem),
+                        'accuracy': m.get('test_accuracy'), 'params': m.get('params'), 'epochs': m.get('epochs'),
+                        'shipped': d.resolve() == ASSET_DIR.resolve(), 'dataset': info.get('dataset')})
+    return out
+
+
+def trained_path(name: str) -> str | None:
+    """The checkpoint of the trained model called `name` (a file stem from list_trained), or None."""
+    return next((t['path'] for t in list_trained() if t['name'] == name), None)
