@@ -1,4 +1,6 @@
-"""MetaFormer Explorer in the browser: `python app.py [--host 127.0.0.1] [--port 7860] [--share]` is `explorer serve`."""
+"""MetaFormer Explorer in the browser: `python app.py [--host 127.0.0.1] [--port 7860] [--share]`, the same as
+`explorer serve`."""
+
 import sys
 
 from explorer.__main__ import main

@@ -1,5 +1,6 @@
 """Shared helpers for the benchmarks: interleaved timing of several runners and a ratio with a bootstrap
 interval. Each benchmark prints its ratios; none is a unit test."""
+
 from __future__ import annotations
 
 import os
@@ -16,12 +17,16 @@ from explorer.measure.speed import time_steps  # noqa: E402
 
 def conditions() -> str:
     import torch
+
     load = os.getloadavg() if hasattr(os, 'getloadavg') else None
     from explorer.measure.speed import cpu_name, cpu_native_bf16
+
     dev = torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'no CUDA'
-    return (f'{time.strftime("%Y-%m-%d %H:%M:%S")}; CPU {cpu_name()} ({os.cpu_count()} CPUs, torch threads '
-            f'{torch.get_num_threads()}, native bf16: {cpu_native_bf16()}); GPU: {dev}; torch {torch.__version__}; '
-            f'load average {"/".join(f"{v:.2f}" for v in load) if load else "n/a"}')
+    return (
+        f'{time.strftime("%Y-%m-%d %H:%M:%S")}; CPU {cpu_name()} ({os.cpu_count()} CPUs, torch threads '
+        f'{torch.get_num_threads()}, native bf16: {cpu_native_bf16()}); GPU: {dev}; torch {torch.__version__}; '
+        f'load average {"/".join(f"{v:.2f}" for v in load) if load else "n/a"}'
+    )
 
 
 def interleaved(runners: dict, device: str, rounds: int, per_turn: int = 1, warmup: int = 2) -> dict:

@@ -7,6 +7,7 @@ explorer's own `fvcore_cost` (which builds without random init), and checks both
 
     python benchmarks/bench_analytic_vs_fvcore.py
 """
+
 from __future__ import annotations
 
 import argparse
@@ -32,15 +33,15 @@ def main() -> int:
     args = ap.parse_args()
 
     from explorer.core.build import build_model
+    from explorer.core.catalog import load_spec, preset_names
     from explorer.measure.analytic import analytic_cost
     from explorer.measure.fvcore_count import fvcore_cost
-    from explorer.core.catalog import load_spec, preset_names
 
     print('# analytic vs build + fvcore:', conditions())
     specs = {n: load_spec(n) for n in preset_names()}
     worst = 0.0
     for name, spec in specs.items():
-        xs = timed(lambda: analytic_cost(spec), args.calls)
+        xs = timed(lambda spec=spec: analytic_cost(spec), args.calls)
         worst = max(worst, statistics.median(xs))
         print(f'{name:28s} analytic best {1e6 * min(xs):7.1f} us, median {1e6 * statistics.median(xs):7.1f} us')
     print(f'# slowest analytic median over all presets: {1e3 * worst:.3f} ms (target < 5 ms)')
@@ -48,7 +49,7 @@ def main() -> int:
     by_params = max(specs, key=lambda n: analytic_cost(specs[n]).params)
     for name in dict.fromkeys((by_macs, by_params)):
         spec = specs[name]
-        a = timed(lambda: analytic_cost(spec), args.calls)
+        a = timed(lambda spec=spec: analytic_cost(spec), args.calls)
         user, own = [], []
         for _ in range(args.builds):
             t0 = time.perf_counter()
@@ -63,14 +64,22 @@ def main() -> int:
         same = (r.macs, r.params) == (f.macs, f.params) == (g.macs, g.params)
         am, um = statistics.median(a), statistics.median(user)
         largest = ' and '.join(k for k, n in (('MACs', by_macs), ('params', by_params)) if n == name)
-        print(f'{name} (largest by {largest}): {r.macs / 1e9:.3f} GMACs, {r.params / 1e6:.2f} M params; '
-              f'counts equal: {same}')
-        print(f'  analytic           median {1e3 * am:8.3f} ms  (best {1e3 * min(a):.3f} ms)  '
-              f'{"PASS" if am < 0.005 else "FAIL"} < 5 ms')
-        print(f'  build + fvcore     median {um:8.2f} s   -> analytic is {um / am:,.0f}x faster '
-              f'{"PASS" if um / am >= 50 else "FAIL"} >= 50x')
-        print(f'  fvcore_cost (no random init) median {statistics.median(own):6.2f} s -> '
-              f'{statistics.median(own) / am:,.0f}x')
+        print(
+            f'{name} (largest by {largest}): {r.macs / 1e9:.3f} GMACs, {r.params / 1e6:.2f} M params; '
+            f'counts equal: {same}'
+        )
+        print(
+            f'  analytic           median {1e3 * am:8.3f} ms  (best {1e3 * min(a):.3f} ms)  '
+            f'{"PASS" if am < 0.005 else "FAIL"} < 5 ms'
+        )
+        print(
+            f'  build + fvcore     median {um:8.2f} s   -> analytic is {um / am:,.0f}x faster '
+            f'{"PASS" if um / am >= 50 else "FAIL"} >= 50x'
+        )
+        print(
+            f'  fvcore_cost (no random init) median {statistics.median(own):6.2f} s -> '
+            f'{statistics.median(own) / am:,.0f}x'
+        )
     print('# after:', conditions())
     return 0
 

@@ -8,6 +8,7 @@ The fast path (`explorer.measure.speed.fast_path`): channels_last + bf16 autocas
     python benchmarks/bench_fast_path.py
     python benchmarks/bench_fast_path.py --device cuda --batch 256
 """
+
 from __future__ import annotations
 
 import argparse
@@ -23,15 +24,15 @@ def main() -> int:
     ap.add_argument('--device', default='cpu')
     ap.add_argument('--seconds', type=float, default=60.0, help='approximate timed seconds in all')
     ap.add_argument('--compile', action='store_true', help='also time torch.compile of the fast path')
-    ap.add_argument('--threads', type=int, default=None, help='torch threads (default: torch\'s choice)')
+    ap.add_argument('--threads', type=int, default=None, help="torch threads (default: torch's choice)")
     args = ap.parse_args()
 
     import timm
     import torch
 
     from explorer.core.build import build_model
-    from explorer.measure.speed import cpu_native_bf16, fast_path, prepare, resolve_device, time_steps
     from explorer.core.catalog import load_spec
+    from explorer.measure.speed import cpu_native_bf16, fast_path, prepare, resolve_device, time_steps
 
     device = resolve_device(args.device)
     if args.threads:
@@ -66,12 +67,16 @@ def main() -> int:
     for label, xs in lat.items():
         r, lo, hi = ratio(xs, base)
         thr = args.batch / statistics.median(xs)
-        print(f'{label:48s} {fmt_ms(xs)} {thr:8.1f} img/s  x{r:.2f} [{lo:.2f}, {hi:.2f}] vs timm eager fp32 '
-              f'(ratio of medians {ratio_of_medians(xs, base):.2f})')
+        print(
+            f'{label:48s} {fmt_ms(xs)} {thr:8.1f} img/s  x{r:.2f} [{lo:.2f}, {hi:.2f}] vs timm eager fp32 '
+            f'(ratio of medians {ratio_of_medians(xs, base):.2f})'
+        )
     r, lo, hi = ratio(lat[fast_name], base)
     print('# after:', conditions())
-    print(f'# fast path / timm eager fp32 = {r:.2f} [{lo:.2f}, {hi:.2f}]; target >= {target} '
-          f'({"native bf16" if native else "bf16 not supported here"}): {"PASS" if r >= target else "FAIL"}')
+    print(
+        f'# fast path / timm eager fp32 = {r:.2f} [{lo:.2f}, {hi:.2f}]; target >= {target} '
+        f'({"native bf16" if native else "bf16 not supported here"}): {"PASS" if r >= target else "FAIL"}'
+    )
     return 0
 
 

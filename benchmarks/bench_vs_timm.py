@@ -7,6 +7,7 @@ for poolformer_s12, convformer_s18, caformer_s18.
     python benchmarks/bench_vs_timm.py                      # CPU, fp32
     python benchmarks/bench_vs_timm.py --device cuda --dtype fp16 --channels-last --batches 1 256
 """
+
 from __future__ import annotations
 
 import argparse
@@ -26,15 +27,15 @@ def main() -> int:
     ap.add_argument('--channels-last', action='store_true')
     ap.add_argument('--seconds', type=float, default=40.0, help='approximate timed seconds per model and batch')
     ap.add_argument('--threshold', type=float, default=0.97)
-    ap.add_argument('--threads', type=int, default=None, help='torch threads (default: torch\'s choice)')
+    ap.add_argument('--threads', type=int, default=None, help="torch threads (default: torch's choice)")
     args = ap.parse_args()
 
     import timm
     import torch
 
     from explorer.core.build import build_model
-    from explorer.measure.speed import prepare, resolve_device, time_steps
     from explorer.core.catalog import load_spec
+    from explorer.measure.speed import prepare, resolve_device, time_steps
 
     device = resolve_device(args.device)
     if args.threads:
@@ -66,10 +67,12 @@ def main() -> int:
             thr_c = batch / statistics.median(lat['composed'])
             thr_t = batch / statistics.median(lat['timm'])
             rows.append((name, batch, thr_c, thr_t, r, lo, hi, ok))
-            print(f'{name:16s} batch {batch:4d}: composed {fmt_ms(lat["composed"])}  {thr_c:8.1f} img/s | '
-                  f'timm {fmt_ms(lat["timm"])}  {thr_t:8.1f} img/s | ratio {r:.3f} [{lo:.3f}, {hi:.3f}] {ok} '
-                  f'(ratio of medians {ratio_of_medians(lat["composed"], lat["timm"]):.3f})',
-                  flush=True)
+            print(
+                f'{name:16s} batch {batch:4d}: composed {fmt_ms(lat["composed"])}  {thr_c:8.1f} img/s | '
+                f'timm {fmt_ms(lat["timm"])}  {thr_t:8.1f} img/s | ratio {r:.3f} [{lo:.3f}, {hi:.3f}] {ok} '
+                f'(ratio of medians {ratio_of_medians(lat["composed"], lat["timm"]):.3f})',
+                flush=True,
+            )
     print('# after:', conditions())
     print(f'# worst ratio {worst:.3f} (target >= {args.threshold})')
     return 0

@@ -8,6 +8,7 @@ traffic goes to 127.0.0.1 only.
 
     python benchmarks/load_test.py [--clients 20] [--rounds 2] [--timeout 600]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -32,12 +33,19 @@ def free_port() -> int:
 
 def start_app(port: int) -> subprocess.Popen:
     env = {**os.environ, 'GRADIO_ANALYTICS_ENABLED': 'False', 'HF_HUB_OFFLINE': '1'}
-    return subprocess.Popen([sys.executable, str(ROOT / 'app.py'), '--port', str(port)], cwd=ROOT, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, str(ROOT / 'app.py'), '--port', str(port)],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def wait_ready(url: str, proc: subprocess.Popen, limit_s: float = 180) -> None:
     import urllib.request
+
     t0 = time.time()
     while time.time() - t0 < limit_s:
         if proc.poll() is not None:
@@ -52,17 +60,30 @@ def wait_ready(url: str, proc: subprocess.Popen, limit_s: float = 180) -> None:
 
 def calls(trained: list[str]) -> list[tuple[str, dict]]:
     """The mix one session makes: (api_name, kwargs)."""
-    mine = {'stages': [{'mixer': 'pooling', 'depth': 2, 'dim': 64}, {'mixer': 'sepconv', 'depth': 2, 'dim': 128},
-                       {'mixer': 'attention', 'depth': 4, 'dim': 256}, {'mixer': 'attention', 'depth': 2, 'dim': 512}]}
+    mine = {
+        'stages': [
+            {'mixer': 'pooling', 'depth': 2, 'dim': 64},
+            {'mixer': 'sepconv', 'depth': 2, 'dim': 128},
+            {'mixer': 'attention', 'depth': 4, 'dim': 256},
+            {'mixer': 'attention', 'depth': 2, 'dim': 512},
+        ]
+    }
     model = trained[0] if trained else 'poolformer_s12'
     weights = 'pretrained' if trained else 'random'
-    out = [('/profile', {'spec': 'caformer_s18'}), ('/profile', {'spec': mine}),
-           ('/predict', {'model': model, 'image': '00000_ankle_boot.png', 'weights': weights, 'topk': 3}),
-           ('/predict', {'model': model, 'image': '00018_bag.png', 'weights': weights, 'topk': 3}),
-           ('/mixing_map', {'model': model, 'image': '', 'weights': weights, 'stage': 0, 'block': 0})]
+    out = [
+        ('/profile', {'spec': 'caformer_s18'}),
+        ('/profile', {'spec': mine}),
+        ('/predict', {'model': model, 'image': '00000_ankle_boot.png', 'weights': weights, 'topk': 3}),
+        ('/predict', {'model': model, 'image': '00018_bag.png', 'weights': weights, 'topk': 3}),
+        ('/mixing_map', {'model': model, 'image': '', 'weights': weights, 'stage': 0, 'block': 0}),
+    ]
     if len(trained) > 1:
-        out.append(('/mixing_map', {'model': trained[1], 'image': '00002_trouser.png', 'weights': 'pretrained',
-                                    'stage': 1, 'block': 0}))
+        out.append(
+            (
+                '/mixing_map',
+                {'model': trained[1], 'image': '00002_trouser.png', 'weights': 'pretrained', 'stage': 1, 'block': 0},
+            )
+        )
     return out
 
 
@@ -125,13 +146,17 @@ def main() -> int:
 
     lat = [r[0] for r in results]
     mismatched = sum(1 for _, api, same in results if ':' not in api and not same)
-    print(f'{args.clients} concurrent sessions x {args.rounds} rounds x {len(mix)} calls = {len(results)} calls '
-          f'(profile, predict, mixing_map; models: {", ".join(trained[:2]) or "poolformer_s12 random"})')
+    print(
+        f'{args.clients} concurrent sessions x {args.rounds} rounds x {len(mix)} calls = {len(results)} calls '
+        f'(profile, predict, mixing_map; models: {", ".join(trained[:2]) or "poolformer_s12 random"})'
+    )
     print(f'errors: {len(errors)}' + (f'  first: {errors[0]}' if errors else ''))
     print(f'answers different from the one-by-one calls: {mismatched}')
-    print(f'throughput: {len(results) / wall:.2f} calls/s over {wall:.1f} s wall; latency p50 '
-          f'{percentile(lat, 50):.2f} s, p95 {percentile(lat, 95):.2f} s (CPU, {os.cpu_count()} cores, '
-          f'app queue: default concurrency 4, model calls 2)')
+    print(
+        f'throughput: {len(results) / wall:.2f} calls/s over {wall:.1f} s wall; latency p50 '
+        f'{percentile(lat, 50):.2f} s, p95 {percentile(lat, 95):.2f} s (CPU, {os.cpu_count()} cores, '
+        f'app queue: default concurrency 4, model calls 2)'
+    )
     return 0 if not errors and not mismatched else 1
 
 

@@ -5,6 +5,7 @@ built):
 
     from explorer import ArchSpec, load_spec, build_model, analytic_cost
 """
+
 from __future__ import annotations
 
 import importlib
@@ -12,9 +13,13 @@ import importlib
 __version__ = '0.1.0'
 
 _EXPORTS = {
-    'ArchSpec': 'explorer.core.spec', 'SpecError': 'explorer.core.spec', 'load_spec': 'explorer.core.catalog',
-    'preset_names': 'explorer.core.catalog', 'build_model': 'explorer.core.build',
-    'analytic_cost': 'explorer.measure.analytic', 'fvcore_cost': 'explorer.measure.fvcore_count',
+    'ArchSpec': 'explorer.core.spec',
+    'SpecError': 'explorer.core.spec',
+    'load_spec': 'explorer.core.catalog',
+    'preset_names': 'explorer.core.catalog',
+    'build_model': 'explorer.core.build',
+    'analytic_cost': 'explorer.measure.analytic',
+    'fvcore_cost': 'explorer.measure.fvcore_count',
 }
 __all__ = sorted(_EXPORTS)
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Installs everything the tests need, then runs them: `bash scripts/test.sh [pytest args]`.
+# Installs everything the tests need, checks lint and format, then runs the tests: `bash scripts/test.sh [pytest args]`.
 # System packages (Debian): chromium for the browser tests, dataset-fashion-mnist for the training tests.
 # Without root or apt they are skipped, and the tests that need them say so.
 set -euo pipefail
@@ -12,4 +12,5 @@ if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
   fi
 fi
 python -m pip install -q -e ".[test]"
+ruff check . && ruff format --check .   # lint and format first: one line each when something is off
 exec python -m pytest "$@"

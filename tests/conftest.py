@@ -27,6 +27,7 @@ def run_cli(*argv) -> tuple[int, str, str]:
     from contextlib import redirect_stderr, redirect_stdout
 
     from explorer.__main__ import main
+
     out, err = io.StringIO(), io.StringIO()
     with redirect_stdout(out), redirect_stderr(err):
         try:
@@ -38,6 +39,7 @@ def run_cli(*argv) -> tuple[int, str, str]:
 
 def free_port() -> int:
     import socket
+
     with socket.socket() as s:
         s.bind(('127.0.0.1', 0))
         return s.getsockname()[1]
@@ -46,8 +48,9 @@ def free_port() -> int:
 @pytest.fixture(scope='session')
 def app_url():
     """The whole app launched once for the session on 127.0.0.1 (a free port)."""
-    from explorer.app.main import build_demo
     from explorer.app.context import launch_kwargs
+    from explorer.app.main import build_demo
+
     demo = build_demo()
     port = free_port()
     demo.launch(server_name='127.0.0.1', server_port=port, prevent_thread_lock=True, quiet=True, **launch_kwargs())
@@ -59,4 +62,5 @@ def app_url():
 def client(app_url):
     """A gradio_client Client of the session's app (tests that use it importorskip gradio_client)."""
     from gradio_client import Client
+
     return Client(app_url, verbose=False)

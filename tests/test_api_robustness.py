@@ -1,14 +1,27 @@
 """Whatever a client sends, every endpoint answers with a result or a clear error naming the problem; the
 server never fails with an internal error and keeps serving."""
-from __future__ import annotations
 
+from __future__ import annotations
 
 import pytest
 
 pytest.importorskip('gradio_client')
 
-JUNK = [None, '', 'nonsense', '{"stages": [}', -1, 10 ** 9, 3.5, True, [], [1, 'a'], {}, {'stages': 'x'},
-        {'stages': [{'mixer': 'attention', 'depth': 1, 'dim': 33}]}]
+JUNK = [
+    None,
+    '',
+    'nonsense',
+    '{"stages": [}',
+    -1,
+    10**9,
+    3.5,
+    True,
+    [],
+    [1, 'a'],
+    {},
+    {'stages': 'x'},
+    {'stages': [{'mixer': 'attention', 'depth': 1, 'dim': 33}]},
+]
 
 
 # endpoint -> the keyword that receives the junk, plus fixed valid keywords
@@ -34,6 +47,7 @@ ENDPOINTS = {
 @pytest.mark.parametrize('endpoint', sorted(ENDPOINTS))
 def test_junk_gives_a_clear_error_never_an_internal_one(client, endpoint):
     from gradio_client.exceptions import AppError
+
     key, fixed = ENDPOINTS[endpoint]
     bad = []
     for junk in JUNK:
@@ -43,8 +57,13 @@ def test_junk_gives_a_clear_error_never_an_internal_one(client, endpoint):
             msg = str(e)
             # an unhandled exception reaches the client as Gradio's generic text; a Python-internal message
             # (int() of junk, KeyError repr) names no field: both count as failures
-            if not msg or 'not enabled verbose error reporting' in msg or 'invalid literal' in msg \
-                    or 'object has no attribute' in msg or 'Traceback' in msg:
+            if (
+                not msg
+                or 'not enabled verbose error reporting' in msg
+                or 'invalid literal' in msg
+                or 'object has no attribute' in msg
+                or 'Traceback' in msg
+            ):
                 bad.append((junk, msg))
         except Exception as e:  # noqa: BLE001
             # the client may refuse to send some values (e.g. it validates types itself): that is fine,

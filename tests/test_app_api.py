@@ -1,32 +1,56 @@
 """The app's named endpoints through gradio_client, against the app launched on 127.0.0.1 (random free port)."""
+
 from __future__ import annotations
 
 import json
 
 import pytest
 
-from explorer.measure.analytic import analytic_cost
-from explorer.core.share import encode_share
 from explorer.core.catalog import PRESET_DIR, get_preset
+from explorer.core.share import encode_share
 from explorer.core.spec import ArchSpec
+from explorer.measure.analytic import analytic_cost
 
 pytest.importorskip('gradio_client')
 
 
-TINY = {'name': 'tiny', 'img_size': 32, 'num_classes': 10,
-        'stages': [{'mixer': 'pooling', 'depth': 1, 'dim': 16},
-                   {'mixer': 'attention', 'depth': 1, 'dim': 32, 'mixer_args': {'head_dim': 16}}]}
+TINY = {
+    'name': 'tiny',
+    'img_size': 32,
+    'num_classes': 10,
+    'stages': [
+        {'mixer': 'pooling', 'depth': 1, 'dim': 16},
+        {'mixer': 'attention', 'depth': 1, 'dim': 32, 'mixer_args': {'head_dim': 16}},
+    ],
+}
 
 
 def test_named_endpoints_are_listed(client):
     names = set(client.view_api(print_info=False, return_format='dict')['named_endpoints'])
-    assert {'/list_presets', '/get_preset', '/profile', '/verify', '/validate', '/memory', '/bench', '/diff',
-            '/scaling', '/compare', '/share', '/unshare', '/snippet', '/diagram', '/add_stage', '/remove_stage'} <= names
+    assert {
+        '/list_presets',
+        '/get_preset',
+        '/profile',
+        '/verify',
+        '/validate',
+        '/memory',
+        '/bench',
+        '/diff',
+        '/scaling',
+        '/compare',
+        '/share',
+        '/unshare',
+        '/snippet',
+        '/diagram',
+        '/add_stage',
+        '/remove_stage',
+    } <= names
     assert not any('lambda' in n or n.startswith('/refresh') for n in names)  # UI wiring stays private
 
 
 def test_profile_a_preset_equals_explorer_profile(client, capsys):
     from explorer.__main__ import main
+
     assert main(['profile', 'caformer_s18', '--json']) == 0
     cli = json.loads(capsys.readouterr().out)
     api = client.predict(spec=get_preset('caformer_s18'), api_name='/profile')
@@ -42,12 +66,14 @@ def test_profile_a_preset_equals_explorer_profile(client, capsys):
 
 def test_invalid_spec_is_a_clean_error(client):
     from gradio_client.exceptions import AppError
+
     bad = json.loads(json.dumps(TINY))
     bad['stages'][1]['dim'] = 33
     with pytest.raises(AppError, match=r'stages\[1\]\.dim'):
         client.predict(spec=bad, api_name='/profile')
-    assert client.predict(spec=bad, api_name='/validate') == [['stages[1].dim', '33 is not divisible by head_dim 16 '
-                                                                                '(attention)']]
+    assert client.predict(spec=bad, api_name='/validate') == [
+        ['stages[1].dim', '33 is not divisible by head_dim 16 (attention)']
+    ]
     assert client.predict(spec=TINY, api_name='/validate') == []
 
 
@@ -77,19 +103,36 @@ def test_presets_diff_share_and_verify(client):
 
 def _bench_row(name: str, preset: str | None, throughput: float) -> dict:
     """A bench result as explorer.measure.profile.bench returns it (fields of speed.BenchResult.to_dict())."""
-    return {'name': name, 'preset': preset, 'throughput': throughput, 'latency_ms_median': 8000 / throughput,
-            'latency_ms_p10': 7000 / throughput, 'latency_ms_p90': 9000 / throughput, 'peak_mem_bytes': 2 ** 27,
-            'peak_fraction': 0.25, 'stamp': {'device': 'cpu', 'device_name': 'test cpu', 'threads': 2,
-                                             'torch': '2.x', 'dtype': 'fp32', 'batch_size': 8,
-                                             'channels_last': False, 'compile': False}}
+    return {
+        'name': name,
+        'preset': preset,
+        'throughput': throughput,
+        'latency_ms_median': 8000 / throughput,
+        'latency_ms_p10': 7000 / throughput,
+        'latency_ms_p90': 9000 / throughput,
+        'peak_mem_bytes': 2**27,
+        'peak_fraction': 0.25,
+        'stamp': {
+            'device': 'cpu',
+            'device_name': 'test cpu',
+            'threads': 2,
+            'torch': '2.x',
+            'dtype': 'fp32',
+            'batch_size': 8,
+            'channels_last': False,
+            'compile': False,
+        },
+    }
 
 
 def test_throughput_scatter_and_history_table_from_measurements():
     from explorer.app.panels import accuracy_plot, history_html
+
     spec, report = get_preset('poolformer_s12'), None
     assert len(accuracy_plot(spec, report, 'throughput', []).data) == 0  # nothing measured: a message
     history = [_bench_row('poolformer_s12', 'poolformer_s12', 30.0), _bench_row('caformer_s18', 'caformer_s18', 9.0)]
     from explorer.measure.profile import profile
+
     fig = accuracy_plot(spec, profile(spec), 'throughput', history)
     xs = sorted(x for t in fig.data if t.mode == 'markers' for x in t.x)
     assert xs == [9.0, 30.0, 30.0]  # two presets plus the composer's model (it is poolformer_s12, measured)

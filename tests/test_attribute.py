@@ -1,12 +1,13 @@
 """explorer.explain.attribute: every method gives a finite (H, W) map; IG completeness; bounded batches; progress;
 clear errors; deletion AUC in [0, 1] with an oracle map beating a random one on a constructed model."""
+
 import numpy as np
 import pytest
 import torch
 import torch.nn as nn
 
-from explorer.explain.attribute import METHODS, NOISE_TUNNEL_METHODS, attribute, deletion_curve
 from explorer.core.build import build_model
+from explorer.explain.attribute import METHODS, NOISE_TUNNEL_METHODS, attribute, deletion_curve
 from tests.conftest import tiny_spec
 
 FAST = dict(n_steps=8, n_samples=4, nt_samples=2, window=8, stride=8)
@@ -60,9 +61,13 @@ def test_internal_batch_size_bounds_every_forward_pass(model, x):
     rows = []
     hook = model.register_forward_pre_hook(lambda m, args: rows.append(args[0].shape[0]))
     try:
-        for method, kw in (('ig', dict(n_steps=12)), ('occlusion', dict(window=4, stride=4)),
-                           ('gradshap', dict(n_samples=10)), ('saliency', dict(smoothgrad=True, nt_samples=9)),
-                           ('ig', dict(n_steps=6, smoothgrad=True, nt_samples=2))):
+        for method, kw in (
+            ('ig', dict(n_steps=12)),
+            ('occlusion', dict(window=4, stride=4)),
+            ('gradshap', dict(n_samples=10)),
+            ('saliency', dict(smoothgrad=True, nt_samples=9)),
+            ('ig', dict(n_steps=6, smoothgrad=True, nt_samples=2)),
+        ):
             rows.clear()
             attribute(model, x, 1, method, internal_batch_size=4, **kw)
             assert 1 < len(rows) and max(rows) <= 4, (method, rows)
@@ -72,8 +77,16 @@ def test_internal_batch_size_bounds_every_forward_pass(model, x):
 
 def test_progress_reports_reach_the_total(model, x):
     calls = []
-    attribute(model, x, 1, 'occlusion', window=8, stride=8, internal_batch_size=4,
-              progress=lambda done, total: calls.append((done, total)))
+    attribute(
+        model,
+        x,
+        1,
+        'occlusion',
+        window=8,
+        stride=8,
+        internal_batch_size=4,
+        progress=lambda done, total: calls.append((done, total)),
+    )
     assert calls[-1] == (17, 17)  # 16 windows + the unperturbed input
     assert [d for d, _ in calls] == sorted(d for d, _ in calls)
 
@@ -94,6 +107,7 @@ def test_bad_arguments_name_the_field(model, x):
 # ---- deletion curve on a model whose evidence is known ----------------------------------------------------
 class PatchModel(nn.Module):
     """Class 0's logit is a weighted sum of the pixels of one 8x8 patch minus 4; class 1's logit is 0."""
+
     num_classes = 2
 
     def __init__(self):

@@ -4,6 +4,7 @@ Few and end to end: load a preset, change a mixer and see the count `explorer pr
 input with its message and the inputs kept, a share link that restores the composition. Screenshots of each
 step go to $MFX_SCREENSHOTS (default: pytest's tmp dir) to look at.
 """
+
 from __future__ import annotations
 
 import json
@@ -12,18 +13,25 @@ from pathlib import Path
 
 import pytest
 
-from explorer.measure.analytic import analytic_cost
-from explorer.measure.fvcore_count import fvcore_cost
 from explorer.core.catalog import get_preset
 from explorer.core.spec import ArchSpec
+from explorer.measure.analytic import analytic_cost
+from explorer.measure.fvcore_count import fvcore_cost
 
 CHROMIUM = '/usr/bin/chromium'
-ARGS = ['--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update',
-        '--disable-sync', '--no-first-run']
+ARGS = [
+    '--no-sandbox',
+    '--disable-gpu',
+    '--disable-background-networking',
+    '--disable-component-update',
+    '--disable-sync',
+    '--no-first-run',
+]
 pytestmark = [
     pytest.mark.browser,
-    pytest.mark.skipif(not Path(CHROMIUM).exists(), reason=f'Debian Chromium is not installed at {CHROMIUM} '
-                                                           '(apt-get install chromium)'),
+    pytest.mark.skipif(
+        not Path(CHROMIUM).exists(), reason=f'Debian Chromium is not installed at {CHROMIUM} (apt-get install chromium)'
+    ),
 ]
 TIMEOUT = 60_000  # ms; first counts on a cold 2-core machine
 
@@ -58,8 +66,9 @@ def macs_shown(page) -> int:
 
 
 def wait_macs(page, value: int) -> None:
-    page.wait_for_function(f'() => {{ const e = document.querySelector("#mfx-macs"); '
-                           f'return e && e.dataset.value === "{value}"; }}')
+    page.wait_for_function(
+        f'() => {{ const e = document.querySelector("#mfx-macs"); return e && e.dataset.value === "{value}"; }}'
+    )
 
 
 def choose(page, elem_id: str, option: str) -> None:

@@ -1,4 +1,5 @@
 """build_model: every mixer x norm x activation works; timm presets are timm's models; published param counts."""
+
 import math
 
 import pytest
@@ -6,10 +7,10 @@ import timm
 import torch
 
 from explorer.core.build import build_model
-from explorer.core.registry import MIXERS
-from explorer.core.mixers import TokenCountError
-from explorer.core.spec import ACTIVATIONS, NORMS, ArchSpec
 from explorer.core.catalog import load_spec, preset_names
+from explorer.core.mixers import TokenCountError
+from explorer.core.registry import MIXERS
+from explorer.core.spec import ACTIVATIONS, NORMS, ArchSpec
 from tests.conftest import tiny_spec
 
 TIMM_PRESETS = [n for n in preset_names() if load_spec(n).meta.get('timm_name')]
@@ -59,7 +60,10 @@ def test_equal_dims_still_downsample_unless_told():
     d = tiny_spec(mixers=('pooling', 'pooling'), dims=(16, 16), depths=(1, 1))
     model = build_model(d)
     assert model.stages[1].downsample.conv.stride == (2, 2)  # timm would have used nn.Identity here
-    assert [o.shape[-1] for o in model.forward_intermediates(torch.randn(1, 3, 32, 32), intermediates_only=True)] == [8, 4]
+    assert [o.shape[-1] for o in model.forward_intermediates(torch.randn(1, 3, 32, 32), intermediates_only=True)] == [
+        8,
+        4,
+    ]
     d['stages'][1]['downsample'] = False
     model = build_model(d)
     assert isinstance(model.stages[1].downsample, torch.nn.Identity)
@@ -106,8 +110,10 @@ def test_seed_makes_builds_reproducible_and_leaves_global_rng_alone():
 
 
 def test_cycle_fc_matches_its_definition():
-    """Cycle FC (1x3 pseudo-kernel): out[o, h, w] = b[o] + sum_c W[o, c] x[c, h, w + ((c + 1) % 3 - 1)], zero outside."""
+    """Cycle FC (1x3 pseudo-kernel): out[o, h, w] = b[o] + sum_c W[o, c] x[c, h, w + ((c + 1) % 3 - 1)], zero
+    outside."""
     from explorer.core.mixers import CycleFC
+
     torch.manual_seed(0)
     fc = CycleFC(5, axis=-1)
     x = torch.randn(1, 5, 3, 4)
@@ -146,7 +152,7 @@ def _published_tolerance(published_m: float) -> float:
     """Published counts are rounded: allow 1%, or half a unit of the last printed digit, whichever is larger
     (ResMLP-S12 is printed as 15M for 15.35M)."""
     decimals = len(repr(float(published_m)).split('.')[1].rstrip('0'))
-    return max(0.01 * published_m, 0.5 * 10 ** -decimals)
+    return max(0.01 * published_m, 0.5 * 10**-decimals)
 
 
 @pytest.mark.parametrize('name', [n for n in preset_names() if n not in TIMM_PRESETS])
@@ -158,4 +164,4 @@ def test_non_timm_presets_match_published_param_counts(name):
     assert math.isclose(total_m, published, abs_tol=_published_tolerance(published)), (total_m, published)
     if 'frozen_params_m' in spec.meta:
         frozen = sum(p.numel() for p in model.parameters() if not p.requires_grad)
-        assert frozen == 6 * 196 ** 2 + 2 * 49 ** 2 if name == 'randformer_s12' else frozen > 0
+        assert frozen == 6 * 196**2 + 2 * 49**2 if name == 'randformer_s12' else frozen > 0

@@ -1,5 +1,6 @@
 """Counting: hand-computed MACs per mixer, analytic == fvcore (every preset, random specs at several
 resolutions), published figures, fvcore's own counts of timm's models, activation memory, the CLI."""
+
 from __future__ import annotations
 
 import json
@@ -11,12 +12,12 @@ import torch
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from explorer.measure import analytic as C
-from explorer.measure import fvcore_count as F
 from explorer.core.build import build_model
+from explorer.core.catalog import load_spec, preset_names
 from explorer.core.registry import MIXERS
 from explorer.core.spec import ACTIVATIONS, HEADS, NORMS, ArchSpec, SpecError
-from explorer.core.catalog import load_spec, preset_names
+from explorer.measure import analytic as C
+from explorer.measure import fvcore_count as F
 from tests.conftest import run_cli
 
 
@@ -24,8 +25,7 @@ def assert_same(a: C.CostReport, f: C.CostReport) -> None:
     """Integer equality of two reports: totals, every stage (params, MACs, components, activation elements),
     every component."""
     assert f.uncounted_ops == {}, f'fvcore could not count {f.uncounted_ops}'
-    assert (a.params, a.macs, a.frozen_params, a.act_elements) == (f.params, f.macs, f.frozen_params,
-                                                                   f.act_elements)
+    assert (a.params, a.macs, a.frozen_params, a.act_elements) == (f.params, f.macs, f.frozen_params, f.act_elements)
     assert [s.to_dict() for s in a.stages] == [s.to_dict() for s in f.stages]
     assert a.components == f.components
     assert sum(c['macs'] for c in a.components.values()) == a.macs
@@ -41,8 +41,8 @@ def assert_same(a: C.CostReport, f: C.CostReport) -> None:
 #   MLP           (8 x 16 + 16 x 8) x 16 positions               = 4096 MACs;  params 2 x 128       = 256
 #   head          global mean 8 x 16 = 128, LayerNorm2d 8 x 4 = 32, fc 8 x 10 = 80 = 240 MACs;
 #                 params LayerNorm2d 8 + 8, fc 80 + 10 = 106
-COMMON_MACS = 1536 + 1024 + 4096 + 128 + 32 + 80   # 6896
-COMMON_PARAMS = 104 + 16 + 256 + 16 + 90           # 482
+COMMON_MACS = 1536 + 1024 + 4096 + 128 + 32 + 80  # 6896
+COMMON_PARAMS = 104 + 16 + 256 + 16 + 90  # 482
 
 HAND = {
     # mixer: (mixer_args, mixer MACs, mixer params)
@@ -69,8 +69,15 @@ HAND = {
 
 def tiny_spec(mixer: str, mixer_args: dict | None = None, **over) -> ArchSpec:
     d = {
-        'name': f'tiny_{mixer}', 'img_size': 8, 'in_chans': 3, 'num_classes': 10, 'mlp_act': 'gelu',
-        'mlp_bias': False, 'norm': 'layernorm_nobias', 'downsample_norm': None, 'head': 'linear',
+        'name': f'tiny_{mixer}',
+        'img_size': 8,
+        'in_chans': 3,
+        'num_classes': 10,
+        'mlp_act': 'gelu',
+        'mlp_bias': False,
+        'norm': 'layernorm_nobias',
+        'downsample_norm': None,
+        'head': 'linear',
         'stem': {'kernel_size': 2, 'stride': 2, 'padding': 0},
         'stages': [{'mixer': mixer, 'depth': 1, 'dim': 8, 'mlp_ratio': 2, 'mixer_args': mixer_args or {}}],
     }
@@ -177,6 +184,7 @@ def test_against_plain_fvcore_on_timm_models(name, gmacs):
     per LayerNorm/GroupNorm element and 1 per pooled element."""
     import timm
     from fvcore.nn import FlopCountAnalysis
+
     model = timm.create_model(name).eval()
     for mod in model.modules():
         if hasattr(mod, 'fused_attn'):
@@ -189,8 +197,9 @@ def test_against_plain_fvcore_on_timm_models(name, gmacs):
     assert round(plain / 1e9, 3) == gmacs
     norm_elements = (ops.get('layer_norm', 0) + ops.get('group_norm', 0)) // 5  # fvcore: 5 per element
     spec = load_spec(name)
-    pooled = sum(st.depth * st.dim * h * w for st, (h, w) in zip(spec.stages, spec.grid_sizes())
-                 if st.mixer == 'pooling')
+    pooled = sum(
+        st.depth * st.dim * h * w for st, (h, w) in zip(spec.stages, spec.grid_sizes()) if st.mixer == 'pooling'
+    )
     ours = C.analytic_cost(spec)
     assert ours.macs == plain - norm_elements + pooled
     assert ours.params == sum(p.numel() for p in model.parameters())
@@ -200,13 +209,18 @@ def test_against_plain_fvcore_on_timm_models(name, gmacs):
 MIXER_ARGS = {
     'identity': st.just({}),
     'pooling': st.fixed_dictionaries({}, optional={'pool_size': st.sampled_from((1, 3, 5, 7))}),
-    'sepconv': st.fixed_dictionaries({}, optional={'expansion_ratio': st.sampled_from((0.5, 1, 1.5, 2)),
-                                                   'kernel_size': st.sampled_from((3, 5, 7))}),
-    'attention': st.fixed_dictionaries({'head_dim': st.sampled_from((4, 8))},
-                                       optional={'qkv_bias': st.booleans(), 'proj_bias': st.booleans()}),
+    'sepconv': st.fixed_dictionaries(
+        {}, optional={'expansion_ratio': st.sampled_from((0.5, 1, 1.5, 2)), 'kernel_size': st.sampled_from((3, 5, 7))}
+    ),
+    'attention': st.fixed_dictionaries(
+        {'head_dim': st.sampled_from((4, 8))}, optional={'qkv_bias': st.booleans(), 'proj_bias': st.booleans()}
+    ),
     'random': st.just({}),
-    'spatial_mlp': st.one_of(st.just({}), st.fixed_dictionaries({'hidden_ratio': st.sampled_from((0.125, 1, 2))}),
-                             st.fixed_dictionaries({'hidden_dim': st.integers(1, 9)})),
+    'spatial_mlp': st.one_of(
+        st.just({}),
+        st.fixed_dictionaries({'hidden_ratio': st.sampled_from((0.125, 1, 2))}),
+        st.fixed_dictionaries({'hidden_dim': st.integers(1, 9)}),
+    ),
     'cross_patch': st.just({}),
     'cycle': st.fixed_dictionaries({}, optional={'qkv_bias': st.booleans()}),
 }
@@ -224,8 +238,16 @@ def random_specs(draw):
         dim = prev if not downsample else draw(st.sampled_from((4, 8, 12, 16)))
         if mixer == 'attention' and dim % args['head_dim']:
             args = {**args, 'head_dim': 4}
-        stages.append({'mixer': mixer, 'depth': draw(st.integers(1, 2)), 'dim': dim, 'mixer_args': args,
-                       'mlp_ratio': draw(st.sampled_from((0.5, 1, 1.5, 2, 4))), 'downsample': downsample})
+        stages.append(
+            {
+                'mixer': mixer,
+                'depth': draw(st.integers(1, 2)),
+                'dim': dim,
+                'mixer_args': args,
+                'mlp_ratio': draw(st.sampled_from((0.5, 1, 1.5, 2, 4))),
+                'downsample': downsample,
+            }
+        )
         prev = dim
     k = draw(st.integers(1, 5))
     stem = {'kernel_size': k, 'stride': draw(st.integers(1, 4)), 'padding': draw(st.integers(0, k // 2))}
@@ -233,11 +255,17 @@ def random_specs(draw):
     down = {'kernel_size': k, 'stride': draw(st.integers(1, 2)), 'padding': draw(st.integers(0, k // 2))}
     scale = st.one_of(st.none(), st.just(1e-5), st.lists(st.sampled_from((None, 1.0)), min_size=n, max_size=n))
     d = {
-        'stages': stages, 'stem': stem, 'downsample': down,
-        'in_chans': draw(st.integers(1, 4)), 'num_classes': draw(st.sampled_from((0, 1, 7))),
-        'mlp_act': draw(st.sampled_from(ACTIVATIONS)), 'mlp_bias': draw(st.booleans()),
-        'norm': draw(st.sampled_from(NORMS)), 'downsample_norm': draw(st.sampled_from(NORMS + (None,))),
-        'head': draw(st.sampled_from(HEADS)), 'layer_scale_init': draw(scale),
+        'stages': stages,
+        'stem': stem,
+        'downsample': down,
+        'in_chans': draw(st.integers(1, 4)),
+        'num_classes': draw(st.sampled_from((0, 1, 7))),
+        'mlp_act': draw(st.sampled_from(ACTIVATIONS)),
+        'mlp_bias': draw(st.booleans()),
+        'norm': draw(st.sampled_from(NORMS)),
+        'downsample_norm': draw(st.sampled_from(NORMS + (None,))),
+        'head': draw(st.sampled_from(HEADS)),
+        'layer_scale_init': draw(scale),
     }
     if draw(st.booleans()):
         d['res_scale_init'] = draw(scale)
@@ -267,8 +295,12 @@ def one_thread():
     torch.set_num_threads(n)
 
 
-@settings(max_examples=220, deadline=None, derandomize=True,
-          suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much, HealthCheck.data_too_large])
+@settings(
+    max_examples=220,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much, HealthCheck.data_too_large],
+)
 @given(case=random_specs())
 def test_random_specs_analytic_equals_fvcore(case, one_thread):
     spec, other_size = case
@@ -378,6 +410,7 @@ def test_cli_profile_errors():
 
 def test_mixer_without_cost_formula_is_a_clear_spec_error(monkeypatch):
     from explorer.core.registry import MIXERS
+
     spec = ArchSpec.from_dict({'img_size': 32, 'stages': [{'mixer': 'pooling', 'depth': 1, 'dim': 8}]})
     monkeypatch.delitem(C.MIXER_COSTS, 'pooling')
     assert 'pooling' in MIXERS

@@ -1,10 +1,11 @@
 """The resource guard refuses oversized requests with the numbers and the limit, before building anything."""
+
 import pytest
 
+from explorer.core.catalog import load_spec
+from explorer.core.spec import ArchSpec, SpecError
 from explorer.measure.analytic import analytic_cost
 from explorer.measure.guard import Limits, ResourceError, check_request
-from explorer.core.spec import ArchSpec, SpecError
-from explorer.core.catalog import load_spec
 from tests.conftest import tiny_spec
 
 
@@ -31,19 +32,22 @@ def test_param_and_activation_limits():
     spec = ArchSpec.from_dict(tiny_spec())
     with pytest.raises(ResourceError, match=r'params: 0\.\d M parameters is over the limit of 0\.001 M'):
         check_request(spec, limits=Limits(max_params_m=0.001))
-    act = analytic_cost(spec).act_elements * 4 / 2 ** 30
+    act = analytic_cost(spec).act_elements * 4 / 2**30
     check_request(spec, batch_size=2, limits=Limits(max_act_gib=act * 2.5))
     with pytest.raises(ResourceError, match='activations: .* training'):
         check_request(spec, batch_size=2, limits=Limits(max_act_gib=act * 2.5), training=True)  # 3x for backward
 
 
-@pytest.mark.parametrize('kwargs,expected', [
-    ({'batch_size': 0}, 'batch_size: 0 is not allowed; allowed 1 to 256'),
-    ({'batch_size': 1000}, 'batch_size: 1000 is not allowed'),
-    ({'batch_size': 2.5}, 'batch_size: 2.5 is not allowed'),
-    ({'img_size': 4000}, 'img_size: 4000 is not allowed; allowed 8 to 1024'),
-    ({'dtype': 'int8'}, "dtype: 'int8' is not allowed; choose from fp32, bf16, fp16"),
-])
+@pytest.mark.parametrize(
+    'kwargs,expected',
+    [
+        ({'batch_size': 0}, 'batch_size: 0 is not allowed; allowed 1 to 256'),
+        ({'batch_size': 1000}, 'batch_size: 1000 is not allowed'),
+        ({'batch_size': 2.5}, 'batch_size: 2.5 is not allowed'),
+        ({'img_size': 4000}, 'img_size: 4000 is not allowed; allowed 8 to 1024'),
+        ({'dtype': 'int8'}, "dtype: 'int8' is not allowed; choose from fp32, bf16, fp16"),
+    ],
+)
 def test_bad_run_settings(kwargs, expected):
     with pytest.raises(ResourceError, match=expected.replace('(', r'\(').replace(')', r'\)')):
         check_request(ArchSpec.from_dict(tiny_spec()), **kwargs)
@@ -66,8 +70,12 @@ def test_bench_and_train_refuse_before_building(monkeypatch, tmp_path):
 
     def must_not_run(*args, **kwargs):
         raise AssertionError('built a model or loaded data before the guard refused')
-    for target, name in ((explorer.core.build, 'build_model'), (explorer.train.loop, 'build_model'),
-                         (explorer.train.loop, 'load_dataset')):
+
+    for target, name in (
+        (explorer.core.build, 'build_model'),
+        (explorer.train.loop, 'build_model'),
+        (explorer.train.loop, 'load_dataset'),
+    ):
         monkeypatch.setattr(target, name, must_not_run)
     monkeypatch.setenv('EXPLORER_MAX_BATCH', '4')
     with pytest.raises(ResourceError, match='batch_size: 8 is not allowed; allowed 1 to 4'):

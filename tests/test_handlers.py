@@ -1,4 +1,5 @@
 """The app's handlers, compare, diagram and plots as plain functions: no server, no browser."""
+
 from __future__ import annotations
 
 import base64
@@ -7,25 +8,30 @@ import math
 
 import pytest
 
-from explorer.measure import compare as cmp
 from explorer.app import compose
 from explorer.app import form as spec_form
-from explorer.core import catalog
-from explorer.core import share
+from explorer.core import catalog, share
+from explorer.core.catalog import preset_names
+from explorer.core.registry import MIXERS
+from explorer.core.spec import ArchSpec, SpecError, default_res_scale
+from explorer.measure import compare as cmp
 from explorer.measure import profile as prof
 from explorer.measure import units
 from explorer.measure.analytic import analytic_cost
 from explorer.viz.diagram import network_svg
-from explorer.core.registry import MIXERS
-from explorer.core.spec import ArchSpec, SpecError, default_res_scale
-from explorer.core.catalog import preset_names
 
 
 def tiny(**changes) -> dict:
     """A 2-stage spec at 32x32 (stem /4 -> 8x8, then 4x4): builds in milliseconds."""
-    d = {'name': 'tiny', 'img_size': 32, 'num_classes': 10,
-         'stages': [{'mixer': 'pooling', 'depth': 1, 'dim': 16}, {'mixer': 'attention', 'depth': 1, 'dim': 32,
-                                                                   'mixer_args': {'head_dim': 16}}]}
+    d = {
+        'name': 'tiny',
+        'img_size': 32,
+        'num_classes': 10,
+        'stages': [
+            {'mixer': 'pooling', 'depth': 1, 'dim': 16},
+            {'mixer': 'attention', 'depth': 1, 'dim': 32, 'mixer_args': {'head_dim': 16}},
+        ],
+    }
     d.update(changes)
     return ArchSpec.from_dict(d).to_dict()
 
@@ -44,7 +50,7 @@ def test_list_presets_has_every_preset_grouped_by_family():
     caf = next(r for r in rows if r['name'] == 'caformer_s18')
     assert (caf['top1'], caf['params_m'], caf['gmacs']) == (83.6, 26, 4.1)
     assert 'sail-sg/metaformer' in caf['source']
-    labels = dict((v, k) for k, v in catalog.preset_choices())
+    labels = {v: k for k, v in catalog.preset_choices()}
     assert labels['caformer_s18'] == 'CAFormer › CAFormer-S18 · 83.6%'
 
 
@@ -183,8 +189,12 @@ def test_verify_agrees_with_analytic_and_is_cached():
 def test_stage_rows_give_output_shapes_and_tokens():
     spec = catalog.get_preset('caformer_s18')
     rows = compose.stage_rows(spec, prof.profile(spec))
-    assert [(r[4], r[5], r[6]) for r in rows] == [('56×56', 3136, '64×56×56'), ('28×28', 784, '128×28×28'),
-                                                  ('14×14', 196, '320×14×14'), ('7×7', 49, '512×7×7')]
+    assert [(r[4], r[5], r[6]) for r in rows] == [
+        ('56×56', 3136, '64×56×56'),
+        ('28×28', 784, '128×28×28'),
+        ('14×14', 196, '320×14×14'),
+        ('7×7', 49, '512×7×7'),
+    ]
 
 
 def test_fmt_count():
@@ -192,7 +202,7 @@ def test_fmt_count():
     assert units.fmt_count(4_125_000_000) == '4.12G'
     assert units.fmt_count(815) == '815'
     assert units.fmt_count(123_456_789_000) == '123G'
-    assert units.fmt_bytes(3 * 2 ** 20) == '3 MiB'
+    assert units.fmt_bytes(3 * 2**20) == '3 MiB'
 
 
 # ---- share ----------------------------------------------------------------------------------------------
@@ -222,9 +232,15 @@ def test_share_token_of_custom_spec_and_bad_tokens():
 
 def test_compact_spec_drops_defaults_only():
     c = share.compact_spec(catalog.get_preset('caformer_s18'))
-    assert c == {'name': 'caformer_s18', 'stages': [
-        {'mixer': 'sepconv', 'depth': 3, 'dim': 64}, {'mixer': 'sepconv', 'depth': 3, 'dim': 128},
-        {'mixer': 'attention', 'depth': 9, 'dim': 320}, {'mixer': 'attention', 'depth': 3, 'dim': 512}]}
+    assert c == {
+        'name': 'caformer_s18',
+        'stages': [
+            {'mixer': 'sepconv', 'depth': 3, 'dim': 64},
+            {'mixer': 'sepconv', 'depth': 3, 'dim': 128},
+            {'mixer': 'attention', 'depth': 9, 'dim': 320},
+            {'mixer': 'attention', 'depth': 3, 'dim': 512},
+        ],
+    }
     c = share.compact_spec(tiny(mlp_act='gelu'))
     assert c['mlp_act'] == 'gelu' and c['stages'][1]['mixer_args'] == {'head_dim': 16}
 
@@ -249,8 +265,15 @@ def test_load_json_text_errors_name_the_field():
 
 # ---- compare ---------------------------------------------------------------------------------------------
 def test_pareto_front_by_hand():
-    pts = [{'x': 1, 'top1': 70}, {'x': 2, 'top1': 75}, {'x': 3, 'top1': 74}, {'x': 4, 'top1': 80},
-           {'x': 2, 'top1': 72}, {'x': 5, 'top1': None}, {'x': None, 'top1': 90}]
+    pts = [
+        {'x': 1, 'top1': 70},
+        {'x': 2, 'top1': 75},
+        {'x': 3, 'top1': 74},
+        {'x': 4, 'top1': 80},
+        {'x': 2, 'top1': 72},
+        {'x': 5, 'top1': None},
+        {'x': None, 'top1': 90},
+    ]
     assert cmp.pareto_front(pts, 'x') == [0, 1, 3]
     assert cmp.pareto_front(pts, 'x', lower_x_better=False) == [3]
     assert cmp.pareto_front([], 'x') == []
@@ -295,8 +318,15 @@ def test_scaling_skips_sizes_a_spec_cannot_take():
 def test_diagram_shows_stages_tokens_and_widths():
     svg = network_svg(ArchSpec.from_dict(catalog.get_preset('caformer_s18')))
     assert svg.startswith('<svg') and svg.endswith('</svg>')
-    for text in ('stage 1', 'sepconv ×3', '64 ch', '56×56 = 3,136 tokens', 'attention ×9', '7×7 = 49 tokens',
-                 '1000 classes'):
+    for text in (
+        'stage 1',
+        'sepconv ×3',
+        '64 ch',
+        '56×56 = 3,136 tokens',
+        'attention ×9',
+        '7×7 = 49 tokens',
+        '1000 classes',
+    ):
         assert text in svg
     evil = network_svg(ArchSpec.from_dict(tiny(name='<script>x</script>')))
     assert '<script>' not in evil
@@ -304,6 +334,7 @@ def test_diagram_shows_stages_tokens_and_widths():
 
 def test_stage_figure_bars_add_up_to_the_totals():
     from explorer.viz.plots import stage_cost_figure
+
     report = prof.profile('caformer_s18')
     fig = stage_cost_figure(report)
     for axis, key, scale in (('x', 'params', 1e6), ('x2', 'macs', 1e9)):
@@ -318,6 +349,7 @@ def test_bench_and_verify_are_guarded_before_building(monkeypatch):
 
     def must_not_run(*args, **kwargs):
         raise AssertionError('built a model before the guard refused')
+
     monkeypatch.setattr(explorer.core.build, 'build_model', must_not_run)
     monkeypatch.setattr(explorer.measure.fvcore_count, 'build_for_counting', must_not_run)
     with pytest.raises(ResourceError, match='batch_size: 512 is not allowed; allowed 1 to 256'):

@@ -1,4 +1,5 @@
 """explorer.explain.images: every PIL mode becomes correct 8-bit RGB; bad files are refused with clear messages."""
+
 import io
 import re
 
@@ -21,9 +22,9 @@ def _px(img, xy=(0, 0)):
 
 def test_rgba_is_composited_over_white():
     a = np.zeros((2, 2, 4), np.uint8)
-    a[0, 0] = (255, 0, 0, 255)    # opaque red
-    a[0, 1] = (0, 0, 255, 0)      # transparent blue: its colour must not show
-    a[1, 0] = (0, 0, 0, 128)      # half-transparent black over white -> mid grey
+    a[0, 0] = (255, 0, 0, 255)  # opaque red
+    a[0, 1] = (0, 0, 255, 0)  # transparent blue: its colour must not show
+    a[1, 0] = (0, 0, 0, 128)  # half-transparent black over white -> mid grey
     out = load_image(_png_bytes(Image.fromarray(a, 'RGBA')))
     assert out.mode == 'RGB'
     assert out.getpixel((0, 0)) == (255, 0, 0)
@@ -89,7 +90,7 @@ def test_bad_inputs_are_refused_with_clear_messages(tmp_path):
         load_image(text)
     good = _png_bytes(Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3), np.uint8)))
     with pytest.raises(ImageError, match='truncated|corrupt'):
-        load_image(good[:len(good) // 2])
+        load_image(good[: len(good) // 2])
     corrupt = bytearray(good)
     corrupt[60:400] = bytes(340)  # signature and header intact, image data destroyed
     with pytest.raises(ImageError, match='cannot decode|corrupt|not an image'):

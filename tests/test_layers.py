@@ -1,5 +1,6 @@
 """The house rules, read from the code: the layers of explorer/ import only downward, nothing imports in a
 circle, the spec and `explorer --help` load no torch, and no block of code is written twice."""
+
 from __future__ import annotations
 
 import ast
@@ -39,7 +40,7 @@ def _imports(name: str) -> set[str]:
             base = node.module or ''
             if node.level:
                 pkg = name.split('.') if path.name == '__init__.py' else name.split('.')[:-1]
-                pkg = pkg[:len(pkg) - node.level + 1]
+                pkg = pkg[: len(pkg) - node.level + 1]
                 base = '.'.join(pkg + ([base] if base else []))
             cands = [base] + [f'{base}.{a.name}' for a in node.names]
         else:
@@ -74,7 +75,7 @@ def test_no_import_cycles():
         state[v] = 1
         for w in sorted(GRAPH[v]):
             if state.get(w) == 1:
-                pytest.fail('import cycle: ' + ' -> '.join(path[path.index(w):] + [w]))
+                pytest.fail('import cycle: ' + ' -> '.join(path[path.index(w) :] + [w]))
             if w not in state:
                 visit(w, path + [w])
         state[v] = 2
@@ -98,8 +99,12 @@ def test_imports_only_point_down():
 
 
 def test_nothing_but_the_entry_point_imports_app_or_cli():
-    bad = [f'{a} -> {b}' for a, ts in GRAPH.items() for b in ts
-           if _layer(b) in ('app', 'cli') and _layer(a) != _layer(b) and a != 'explorer.__main__']
+    bad = [
+        f'{a} -> {b}'
+        for a, ts in GRAPH.items()
+        for b in ts
+        if _layer(b) in ('app', 'cli') and _layer(a) != _layer(b) and a != 'explorer.__main__'
+    ]
     assert not bad, bad
 
 
@@ -109,17 +114,26 @@ def test_core_imports_nothing_else_of_explorer():
 
 
 def _loaded_modules(code: str) -> set[str]:
-    out = subprocess.run([sys.executable, '-c', code + '\nimport sys; print("\\n".join(sys.modules))'],
-                         capture_output=True, text=True, cwd=ROOT, timeout=120, check=True).stdout
+    out = subprocess.run(
+        [sys.executable, '-c', code + '\nimport sys; print("\\n".join(sys.modules))'],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=120,
+        check=True,
+    ).stdout
     return set(out.split())
 
 
-@pytest.mark.parametrize('code', [
-    'import explorer.core.spec',
-    'import explorer.core.catalog, explorer.core.share, explorer.measure.analytic, explorer.measure.guard',
-    'import contextlib, io\nfrom explorer.__main__ import main\nwith contextlib.redirect_stdout(io.StringIO()):\n'
-    '    try:\n        main(["--help"])\n    except SystemExit:\n        pass',
-])
+@pytest.mark.parametrize(
+    'code',
+    [
+        'import explorer.core.spec',
+        'import explorer.core.catalog, explorer.core.share, explorer.measure.analytic, explorer.measure.guard',
+        'import contextlib, io\nfrom explorer.__main__ import main\nwith contextlib.redirect_stdout(io.StringIO()):\n'
+        '    try:\n        main(["--help"])\n    except SystemExit:\n        pass',
+    ],
+)
 def test_spec_counting_and_help_load_no_torch(code):
     loaded = _loaded_modules(code)
     heavy = sorted(m for m in ('torch', 'timm', 'gradio', 'fvcore', 'captum', 'plotly') if m in loaded)
@@ -147,8 +161,9 @@ def test_no_block_of_code_is_written_twice():
     for path in sorted(PKG.rglob('*.py')):
         lines = _normalised_lines(path)
         for k in range(len(lines) - window + 1):
-            chunk = tuple(s for _, s in lines[k:k + window])
+            chunk = tuple(s for _, s in lines[k : k + window])
             seen[chunk].append(f'{path.relative_to(ROOT)}:{lines[k][0]}')
     repeated = {c: places for c, places in seen.items() if len(places) > 1}
     assert not repeated, 'repeated blocks:\n' + '\n'.join(
-        f'{", ".join(places)}:\n    ' + '\n    '.join(chunk) for chunk, places in list(repeated.items())[:5])
+        f'{", ".join(places)}:\n    ' + '\n    '.join(chunk) for chunk, places in list(repeated.items())[:5]
+    )

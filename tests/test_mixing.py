@@ -1,12 +1,18 @@
 """explorer.explain.mixing: exact maps against hand-computed windows, frozen rows and a manual softmax; Jacobian maps
 equal the exact ones for linear mixers; effective receptive fields and their area fractions."""
+
 import numpy as np
 import pytest
 import torch
 
 from explorer.core.build import build_model
 from explorer.explain.mixing import (
-    area_fractions, attention_weights, effective_receptive_fields, mixer_input, mixing_map, pooling_weights,
+    area_fractions,
+    attention_weights,
+    effective_receptive_fields,
+    mixer_input,
+    mixing_map,
+    pooling_weights,
 )
 from tests.conftest import tiny_spec
 
@@ -15,7 +21,7 @@ STEM2 = dict(stem=dict(kernel_size=3, stride=2, padding=1))
 
 
 def _model(mixers, dims=(16, 32, 64), seed=0, **kw):
-    d = tiny_spec(mixers=mixers, dims=dims[:len(mixers)], depths=(2,) * len(mixers), **STEM2, **kw)
+    d = tiny_spec(mixers=mixers, dims=dims[: len(mixers)], depths=(2,) * len(mixers), **STEM2, **kw)
     return build_model(d, seed=seed).eval()
 
 
@@ -77,7 +83,7 @@ def test_attention_rows_sum_to_one_and_match_a_manual_softmax(x):
     W = mixer.qkv.weight.view(3, 4, 8, 32)
     q = torch.einsum('nc,hdc->hnd', tokens[0], W[0])
     k = torch.einsum('nc,hdc->hnd', tokens[0], W[1])
-    manual = torch.softmax(q @ k.transpose(1, 2) / 8 ** 0.5, -1)
+    manual = torch.softmax(q @ k.transpose(1, 2) / 8**0.5, -1)
     assert torch.allclose(attn, manual, atol=1e-6)
     # these are the weights the (fused) mixer really uses: attn @ v then the projection gives its output
     v = torch.einsum('nc,hdc->hnd', tokens[0], W[2])

@@ -1,5 +1,6 @@
 """explorer.explain.predict and the `explorer predict/attribute/mixing-map/erf` commands: preprocessing equal to
 timm's transform, top-k on a head set so the answer is known, class names, clean CLI errors."""
+
 import json
 
 import numpy as np
@@ -10,12 +11,12 @@ from PIL import Image
 from safetensors.torch import save_file
 from timm.data import create_transform, resolve_data_config
 
-from explorer.core.build import build_model
 from explorer.__main__ import main
+from explorer.core.build import build_model
+from explorer.core.catalog import load_spec
+from explorer.core.spec import ArchSpec
 from explorer.explain.images import example_images, load_image
 from explorer.explain.predict import class_names, data_config, predict, preprocess, to_display, top_k
-from explorer.core.spec import ArchSpec
-from explorer.core.catalog import load_spec
 from explorer.explain.weights import WeightsInfo, load_model
 from tests.conftest import tiny_spec
 
@@ -41,14 +42,24 @@ def test_preprocessing_equals_timms_transform(preset, cat):
 
 def test_checkpoint_config_drives_preprocessing(cat):
     spec = ArchSpec.from_dict(tiny_spec())
-    info = WeightsInfo('checkpoint', 'x', {'mean': (0.5, 0.5, 0.5), 'std': (0.25, 0.25, 0.25), 'crop_pct': 1.0,
-                                           'interpolation': 'bilinear', 'input_size': (3, 224, 224)})
+    info = WeightsInfo(
+        'checkpoint',
+        'x',
+        {
+            'mean': (0.5, 0.5, 0.5),
+            'std': (0.25, 0.25, 0.25),
+            'crop_pct': 1.0,
+            'interpolation': 'bilinear',
+            'input_size': (3, 224, 224),
+        },
+    )
     cfg = data_config(spec, info)
     assert cfg['input_size'] == (3, 32, 32)  # the model's size wins: it is built for it
     assert cfg['mean'] == (0.5, 0.5, 0.5) and cfg['crop_pct'] == 1.0 and cfg['interpolation'] == 'bilinear'
     x = preprocess(cat, cfg)
-    ref = create_transform(input_size=(3, 32, 32), interpolation='bilinear', mean=(0.5,) * 3, std=(0.25,) * 3,
-                           crop_pct=1.0)(cat).unsqueeze(0)
+    ref = create_transform(
+        input_size=(3, 32, 32), interpolation='bilinear', mean=(0.5,) * 3, std=(0.25,) * 3, crop_pct=1.0
+    )(cat).unsqueeze(0)
     assert torch.equal(x, ref)
     # to_display undoes the normalisation
     img = to_display(x, cfg)
@@ -58,8 +69,18 @@ def test_checkpoint_config_drives_preprocessing(cat):
 
 def test_grey_padded_preprocessing_of_trained_checkpoints():
     spec = ArchSpec.from_dict({**tiny_spec(), 'in_chans': 1})
-    info = WeightsInfo('checkpoint', 'x', {'input_size': (1, 32, 32), 'mean': (0.25,), 'std': (0.5,),
-                                           'crop_pct': 1.0, 'interpolation': 'bilinear', 'pad_from': 28})
+    info = WeightsInfo(
+        'checkpoint',
+        'x',
+        {
+            'input_size': (1, 32, 32),
+            'mean': (0.25,),
+            'std': (0.5,),
+            'crop_pct': 1.0,
+            'interpolation': 'bilinear',
+            'pad_from': 28,
+        },
+    )
     cfg = data_config(spec, info)
     img = Image.new('RGB', (56, 56), (255, 255, 255))
     x = preprocess(img, cfg)
@@ -134,8 +155,25 @@ def test_cli_predict_json(tiny_files, capsys):
 def test_cli_attribute_writes_png(tiny_files, tmp_path, capsys):
     spec_path, ckpt, image = tiny_files
     out_png = tmp_path / 'maps' / 'ig.png'
-    assert main(['attribute', str(spec_path), image, '--method', 'saliency', '--target', '2', '--weights',
-                 str(ckpt), '--out', str(out_png), '--json']) == 0
+    assert (
+        main(
+            [
+                'attribute',
+                str(spec_path),
+                image,
+                '--method',
+                'saliency',
+                '--target',
+                '2',
+                '--weights',
+                str(ckpt),
+                '--out',
+                str(out_png),
+                '--json',
+            ]
+        )
+        == 0
+    )
     res = json.loads(capsys.readouterr().out)
     assert res['target'] == 2 and res['map']['shape'] == [32, 32] and 0 <= res['deletion_auc'] <= 1
     assert Image.open(out_png).size[0] > 64
@@ -151,21 +189,28 @@ def test_cli_mixing_map_and_erf(tiny_files, capsys):
     assert [s['stage'] for s in res['stages']] == [0, 1, 2]
 
 
-@pytest.mark.parametrize('argv, message', [
-    (['predict', '{spec}', '/no/such/image.png'], "image file '/no/such/image.png' does not exist"),
-    (['predict', '{spec}', '{image}', '--weights', '/no/such.pth'], "checkpoint '/no/such.pth' does not exist"),
-    (['predict', '{spec}', '{image}', '--weights', '{wrong}'], 'does not fit this model'),
-    (['predict', '{spec}', '{image}', '--topk', '0'], 'topk: 0 must be a positive integer'),
-    (['attribute', '{spec}', '{image}', '--method', 'magic', '--out', '{tmp}/a.png'],
-     "method: 'magic' is not an attribution method"),
-    (['attribute', '{spec}', '{image}', '--target', '10', '--out', '{tmp}/a.png'],
-     'target: 10 is out of range; the model has 10 classes (0 to 9)'),
-    (['attribute', '{spec}', '{image}', '--out', '{tmp}/a.jpg'], 'must end in .png'),
-    (['mixing-map', '{spec}', '--stage', '7'], 'stage: 7 is out of range'),
-    (['mixing-map', '{spec}', '--query', '99,0'], 'query: (99, 0) is outside the 8x8 token grid'),
-    (['mixing-map', '{spec}', '--query', 'centre'], "--query: 'centre' must be ROW,COL"),
-    (['predict', 'no_such_preset', '{image}'], 'is neither a preset nor a spec file'),
-])
+@pytest.mark.parametrize(
+    'argv, message',
+    [
+        (['predict', '{spec}', '/no/such/image.png'], "image file '/no/such/image.png' does not exist"),
+        (['predict', '{spec}', '{image}', '--weights', '/no/such.pth'], "checkpoint '/no/such.pth' does not exist"),
+        (['predict', '{spec}', '{image}', '--weights', '{wrong}'], 'does not fit this model'),
+        (['predict', '{spec}', '{image}', '--topk', '0'], 'topk: 0 must be a positive integer'),
+        (
+            ['attribute', '{spec}', '{image}', '--method', 'magic', '--out', '{tmp}/a.png'],
+            "method: 'magic' is not an attribution method",
+        ),
+        (
+            ['attribute', '{spec}', '{image}', '--target', '10', '--out', '{tmp}/a.png'],
+            'target: 10 is out of range; the model has 10 classes (0 to 9)',
+        ),
+        (['attribute', '{spec}', '{image}', '--out', '{tmp}/a.jpg'], 'must end in .png'),
+        (['mixing-map', '{spec}', '--stage', '7'], 'stage: 7 is out of range'),
+        (['mixing-map', '{spec}', '--query', '99,0'], 'query: (99, 0) is outside the 8x8 token grid'),
+        (['mixing-map', '{spec}', '--query', 'centre'], "--query: 'centre' must be ROW,COL"),
+        (['predict', 'no_such_preset', '{image}'], 'is neither a preset nor a spec file'),
+    ],
+)
 def test_cli_errors_are_one_clean_message(tiny_files, tmp_path, capsys, argv, message):
     spec_path, ckpt, image = tiny_files
     wrong = tmp_path / 'wrong.safetensors'
@@ -178,6 +223,7 @@ def test_cli_errors_are_one_clean_message(tiny_files, tmp_path, capsys, argv, me
 
 def test_ui_handlers_run_without_a_server(tiny_files):
     from explorer.app import predict as u
+
     spec_path, ckpt, image = tiny_files
     spec = json.loads(spec_path.read_text())
     fig, status = u.predict_handler(u.COMPOSER, spec, 'checkpoint', str(ckpt), image, 3)

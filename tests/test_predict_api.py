@@ -1,4 +1,5 @@
 """The Predict & explain API functions (what gradio_client calls): models, images and clear refusals."""
+
 import base64
 import io
 
@@ -39,24 +40,30 @@ def test_offline_default_is_a_shipped_trained_model():
     from pathlib import Path
 
     from explorer.train.checkpoints import read_metadata
+
     choice = up.default_choice()
     assert choice.startswith(up.TRAINED)
-    name = choice[len(up.TRAINED):]
-    shipped = {p.stem: read_metadata(p)['metrics']['test_accuracy']
-               for p in (Path(__file__).parent.parent / 'assets' / 'fmnist').glob('*.safetensors')}
+    name = choice[len(up.TRAINED) :]
+    shipped = {
+        p.stem: read_metadata(p)['metrics']['test_accuracy']
+        for p in (Path(__file__).parent.parent / 'assets' / 'fmnist').glob('*.safetensors')
+    }
     assert name == max(shipped, key=shipped.get)  # the most accurate shipped model
     out = up.api_predict(name, '00000_ankle_boot.png', topk=1)
     assert out['weights']['trained'] and out['weights']['source'] == 'checkpoint'
     assert out['top'][0]['label'] in ('Ankle boot', 'Sneaker', 'Sandal')  # footwear, by any sane model
 
 
-@pytest.mark.parametrize('args,pattern', [
-    (('poolformer_s12', '/etc/passwd'), 'neither an example name'),
-    (('poolformer_s12', ''), 'image: give an example name'),
-    (('poolformer_s12', base64.b64encode(b'not an image').decode()), 'not an image|cannot identify|not a'),
-    (('no_such_model', 'chelsea_cat.jpg'), 'neither a preset nor a spec file'),
-    (('', 'chelsea_cat.jpg'), 'model: a preset name'),
-])
+@pytest.mark.parametrize(
+    'args,pattern',
+    [
+        (('poolformer_s12', '/etc/passwd'), 'neither an example name'),
+        (('poolformer_s12', ''), 'image: give an example name'),
+        (('poolformer_s12', base64.b64encode(b'not an image').decode()), 'not an image|cannot identify|not a'),
+        (('no_such_model', 'chelsea_cat.jpg'), 'neither a preset nor a spec file'),
+        (('', 'chelsea_cat.jpg'), 'model: a preset name'),
+    ],
+)
 def test_bad_requests_are_clear_errors(args, pattern):
     with pytest.raises(gr.Error, match=pattern):
         up.api_predict(*args, weights='random')
@@ -65,7 +72,9 @@ def test_bad_requests_are_clear_errors(args, pattern):
 def test_bad_topk_and_weights():
     with pytest.raises(gr.Error, match=r'topk: 0 must be an integer in \[1, 100\]'):
         up.api_predict('poolformer_s12', 'chelsea_cat.jpg', weights='random', topk=0)
-    with pytest.raises(gr.Error, match="weights: 'imagenet' is not allowed; choose from pretrained, checkpoint, random"):
+    with pytest.raises(
+        gr.Error, match="weights: 'imagenet' is not allowed; choose from pretrained, checkpoint, random"
+    ):
         up.api_predict('poolformer_s12', 'chelsea_cat.jpg', weights='imagenet')
 
 
@@ -88,10 +97,13 @@ def test_models_trained_after_start_up_are_offered_when_the_tab_opens(monkeypatc
     from pathlib import Path
 
     import explorer.train.checkpoints
+
     monkeypatch.setattr(explorer.train.checkpoints, 'USER_DIR', tmp_path)
     before = up.model_choices()
-    shutil.copy(Path(__file__).parent.parent / 'assets' / 'fmnist' / 'fmnist_identity.safetensors',
-                tmp_path / 'mine.safetensors')  # as the Train tab writes one
+    shutil.copy(
+        Path(__file__).parent.parent / 'assets' / 'fmnist' / 'fmnist_identity.safetensors',
+        tmp_path / 'mine.safetensors',
+    )  # as the Train tab writes one
     a, b = up.refresh_pickers('caformer_s18', f'{up.TRAINED}fmnist_pooling')
     offered = [c[1] if isinstance(c, tuple) else c for c in a.choices]
     assert f'{up.TRAINED}mine' in offered and f'{up.TRAINED}mine' not in before

@@ -1,10 +1,11 @@
 """The spec: defaults, JSON round trip, and validation messages that name the field, the value and what is allowed."""
+
 import json
 
 import pytest
 
+from explorer.core.catalog import PRESET_DIR, load_spec, preset_names
 from explorer.core.spec import ArchSpec, SpecError, default_res_scale
-from explorer.core.catalog import load_spec, preset_names, PRESET_DIR
 from tests.conftest import tiny_spec
 
 
@@ -68,21 +69,33 @@ BAD_SPECS = [
     (_with_stage(0, depth=0), 'stages[0].depth: 0 is out of range; allowed [1, 64]'),
     (_with_stage(0, depth=2.5), 'stages[0].depth: 2.5 must be an integer'),
     (_with_stage(0, dim=True), 'stages[0].dim: True must be an integer'),
-    (_with_stage(0, mixer_args={'pool_size': 4}), 'stages[0].mixer_args.pool_size: 4 is not allowed; choose from 1, 3, 5'),
-    (_with_stage(0, mixer_args={'kernel': 3}), 'stages[0].mixer_args.kernel: unknown argument for pooling; allowed: pool_size'),
+    (
+        _with_stage(0, mixer_args={'pool_size': 4}),
+        'stages[0].mixer_args.pool_size: 4 is not allowed; choose from 1, 3, 5',
+    ),
+    (
+        _with_stage(0, mixer_args={'kernel': 3}),
+        'stages[0].mixer_args.kernel: unknown argument for pooling; allowed: pool_size',
+    ),
     (_with_stage(1, mixer_args={'kernel_size': 4}), 'stages[1].mixer_args.kernel_size: 4 is not allowed'),
     (_with_stage(1, mlp_ratio=-1), 'stages[1].mlp_ratio: -1 is out of range'),
     (_with_stage(1, colour='red'), 'stages[1].colour: unknown key'),
     (_with_stage(1, downsample=False), 'stages[1].downsample: false needs dim equal to stages[0].dim (16), got 32'),
     (_with_stage(0, downsample=False), 'stages[0].downsample: false is not allowed for the first stage'),
     ({**tiny_spec(), 'img_size': 36}, 'img_size: 36 is not divisible by the total stride 16'),
-    ({**tiny_spec(), 'mlp_act': 'tanh'}, "mlp_act: 'tanh' is not allowed; choose from gelu, relu, silu, squared_relu, star_relu"),
+    (
+        {**tiny_spec(), 'mlp_act': 'tanh'},
+        "mlp_act: 'tanh' is not allowed; choose from gelu, relu, silu, squared_relu, star_relu",
+    ),
     ({**tiny_spec(), 'norm': 'rmsnorm'}, "norm: 'rmsnorm' is not allowed"),
     ({**tiny_spec(), 'head': 'conv'}, "head: 'conv' is not allowed; choose from mlp, linear"),
     ({**tiny_spec(), 'depths': [1, 2]}, 'depths: unknown key'),
     ({**tiny_spec(), 'res_scale_init': [1.0]}, 'res_scale_init: [1.0] has 1 entries but the spec has 3 stages'),
     ({**tiny_spec(), 'layer_scale_init': -1}, 'layer_scale_init: -1 must be null or a number in (0, 10]'),
-    ({**tiny_spec(), 'stem': {'kernel_size': 7}}, 'stem: {\'kernel_size\': 7} must be an object with exactly kernel_size, stride, padding'),
+    (
+        {**tiny_spec(), 'stem': {'kernel_size': 7}},
+        "stem: {'kernel_size': 7} must be an object with exactly kernel_size, stride, padding",
+    ),
     ({**tiny_spec(), 'img_size': 4096}, 'img_size: 4096 is out of range; allowed [8, 1536]'),
     ({**tiny_spec(), 'stages': []}, 'stages: 0 stages; a spec has 1 to 6 stages'),
     ({**tiny_spec(), 'stages': [dict(mixer='identity', depth=1, dim=8)] * 7}, 'stages: 7 stages'),
@@ -107,8 +120,7 @@ def test_all_errors_reported_at_once():
 
 
 def test_fixed_token_mixer_grid_limit():
-    d = dict(img_size=512, stem=dict(kernel_size=4, stride=4, padding=0),
-             stages=[dict(mixer='random', depth=1, dim=8)])
+    d = dict(img_size=512, stem=dict(kernel_size=4, stride=4, padding=0), stages=[dict(mixer='random', depth=1, dim=8)])
     assert 'above the 4096 limit' in _errors(d)
 
 

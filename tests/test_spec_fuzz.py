@@ -6,18 +6,20 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from explorer.core.build import build_model
-from explorer.measure.guard import ResourceError, check_request
 from explorer.core.registry import MIXERS
 from explorer.core.spec import ACTIVATIONS, HEADS, NORMS, ArchSpec, SpecError
+from explorer.measure.guard import ResourceError, check_request
 
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers(-10**6, 10**6) | st.floats(allow_nan=True) | st.text(max_size=12),
+    st.none() | st.booleans() | st.integers(-(10**6), 10**6) | st.floats(allow_nan=True) | st.text(max_size=12),
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner, max_size=4),
     max_leaves=12,
 )
 field_values = st.one_of(
-    json_values, st.sampled_from(list(MIXERS) + list(NORMS) + list(ACTIVATIONS) + list(HEADS)),
-    st.integers(-3, 5000), st.floats(-2, 2000),
+    json_values,
+    st.sampled_from(list(MIXERS) + list(NORMS) + list(ACTIVATIONS) + list(HEADS)),
+    st.integers(-3, 5000),
+    st.floats(-2, 2000),
 )
 
 
@@ -27,17 +29,36 @@ def near_valid_dicts(draw):
     n = draw(st.integers(0, 7))
     stages = []
     for _ in range(n):
-        stage = {'mixer': draw(st.sampled_from(list(MIXERS))), 'depth': draw(st.integers(0, 3)),
-                 'dim': draw(st.sampled_from([0, 3, 8, 16, 24, 33]))}
+        stage = {
+            'mixer': draw(st.sampled_from(list(MIXERS))),
+            'depth': draw(st.integers(0, 3)),
+            'dim': draw(st.sampled_from([0, 3, 8, 16, 24, 33])),
+        }
         if draw(st.booleans()):
             key = draw(st.sampled_from(['mlp_ratio', 'mixer_args', 'downsample', 'depth', 'dim', 'mixer', 'junk']))
             stage[key] = draw(field_values)
         stages.append(stage)
     d = {'img_size': draw(st.sampled_from([16, 32, 48, 64, 31, 0, 4096])), 'num_classes': 5, 'stages': stages}
     for _ in range(draw(st.integers(0, 3))):
-        key = draw(st.sampled_from(['mlp_act', 'norm', 'head', 'stem', 'downsample', 'layer_scale_init',
-                                    'res_scale_init', 'in_chans', 'drop_rate', 'meta', 'name', 'downsample_norm',
-                                    'bogus']))
+        key = draw(
+            st.sampled_from(
+                [
+                    'mlp_act',
+                    'norm',
+                    'head',
+                    'stem',
+                    'downsample',
+                    'layer_scale_init',
+                    'res_scale_init',
+                    'in_chans',
+                    'drop_rate',
+                    'meta',
+                    'name',
+                    'downsample_norm',
+                    'bogus',
+                ]
+            )
+        )
         d[key] = draw(field_values)
     return d
 

@@ -1,5 +1,6 @@
 """Speed measurement: `bench` on CPU for a tiny spec gives positive, finite numbers with the stamp filled
 in; bad requests are clear errors (CLI exit 2); the CLI's JSON round-trips."""
+
 from __future__ import annotations
 
 import json
@@ -8,28 +9,56 @@ import math
 import pytest
 import torch
 
+from explorer.core.spec import ArchSpec
 from explorer.measure import speed
 from explorer.measure.analytic import analytic_cost
-from explorer.core.spec import ArchSpec
 from tests.conftest import run_cli
 
 
 def tiny() -> ArchSpec:
-    return ArchSpec.from_dict({
-        'name': 'tiny_bench', 'img_size': 32, 'num_classes': 10,
-        'stem': {'kernel_size': 4, 'stride': 4, 'padding': 0},
-        'stages': [{'mixer': 'pooling', 'depth': 1, 'dim': 16},
-                   {'mixer': 'attention', 'depth': 1, 'dim': 32, 'mixer_args': {'head_dim': 16}}],
-    })
+    return ArchSpec.from_dict(
+        {
+            'name': 'tiny_bench',
+            'img_size': 32,
+            'num_classes': 10,
+            'stem': {'kernel_size': 4, 'stride': 4, 'padding': 0},
+            'stages': [
+                {'mixer': 'pooling', 'depth': 1, 'dim': 16},
+                {'mixer': 'attention', 'depth': 1, 'dim': 32, 'mixer_args': {'head_dim': 16}},
+            ],
+        }
+    )
 
 
-STAMP_KEYS = ('device', 'device_name', 'threads', 'torch', 'dtype', 'batch_size', 'channels_last', 'memory_format',
-              'compile', 'warmup_iters', 'timed_iters', 'img_size', 'timer', 'peak_mem_rule')
+STAMP_KEYS = (
+    'device',
+    'device_name',
+    'threads',
+    'torch',
+    'dtype',
+    'batch_size',
+    'channels_last',
+    'memory_format',
+    'compile',
+    'warmup_iters',
+    'timed_iters',
+    'img_size',
+    'timer',
+    'peak_mem_rule',
+)
 
 
 def check_result(r: speed.BenchResult, batch: int) -> None:
-    for name in ('throughput', 'latency_ms_median', 'latency_ms_p10', 'latency_ms_p90', 'latency_ms_mean',
-                 'achieved_macs_per_s', 'matmul_peak_macs_per_s', 'peak_fraction'):
+    for name in (
+        'throughput',
+        'latency_ms_median',
+        'latency_ms_p10',
+        'latency_ms_p90',
+        'latency_ms_mean',
+        'achieved_macs_per_s',
+        'matmul_peak_macs_per_s',
+        'peak_fraction',
+    ):
         v = getattr(r, name)
         assert isinstance(v, float) and math.isfinite(v) and v > 0, (name, v)
     assert r.latency_ms_p10 <= r.latency_ms_median <= r.latency_ms_p90
@@ -46,8 +75,9 @@ def check_result(r: speed.BenchResult, batch: int) -> None:
 def test_bench_cpu_tiny_spec():
     spec = tiny()
     calls = []
-    r = speed.bench(spec, device='cpu', batch_size=2, warmup=1, iters=5,
-                    progress=lambda frac, desc=None: calls.append((frac, desc)))
+    r = speed.bench(
+        spec, device='cpu', batch_size=2, warmup=1, iters=5, progress=lambda frac, desc=None: calls.append((frac, desc))
+    )
     check_result(r, 2)
     assert r.iters == 5 and r.stamp['warmup_iters'] == 1
     assert r.macs_per_image == analytic_cost(spec).macs
@@ -80,13 +110,16 @@ def test_matmul_peak_is_cached():
     assert speed.matmul_peak('cpu', 'fp32') == a
 
 
-@pytest.mark.parametrize('kwargs,match', [
-    ({'batch_size': 0}, 'batch size'),
-    ({'batch_size': 2.5}, 'batch size'),
-    ({'dtype': 'int8'}, 'dtype'),
-    ({'device': 'tpu'}, 'device'),
-    ({'iters': 0}, 'iters'),
-])
+@pytest.mark.parametrize(
+    'kwargs,match',
+    [
+        ({'batch_size': 0}, 'batch size'),
+        ({'batch_size': 2.5}, 'batch size'),
+        ({'dtype': 'int8'}, 'dtype'),
+        ({'device': 'tpu'}, 'device'),
+        ({'iters': 0}, 'iters'),
+    ],
+)
 def test_bad_requests(kwargs, match):
     with pytest.raises(speed.BenchError, match=match):
         speed.bench(tiny(), **kwargs)
@@ -129,8 +162,9 @@ def tiny_file(tmp_path):
 
 
 def test_cli_bench_json_round_trip(tiny_file):
-    rc, out, err = run_cli('bench', tiny_file, '--device', 'cpu', '--batch-size', '2', '--warmup', '1',
-                           '--iters', '3', '--json')
+    rc, out, err = run_cli(
+        'bench', tiny_file, '--device', 'cpu', '--batch-size', '2', '--warmup', '1', '--iters', '3', '--json'
+    )
     assert rc == 0, err
     d = json.loads(out)
     assert d['iters'] == 3 and d['stamp']['batch_size'] == 2 and d['throughput'] > 0
@@ -140,12 +174,15 @@ def test_cli_bench_json_round_trip(tiny_file):
     assert 'img/s' in out and 'channels_last' in out and 'matmul peak' in out
 
 
-@pytest.mark.parametrize('argv,match', [
-    (['--batch-size', '0'], 'at least 1'),
-    (['--dtype', 'fp64'], 'invalid choice'),
-    (['--device', 'tpu'], 'device'),
-    (['--min-time', '0'], 'min-time'),
-])
+@pytest.mark.parametrize(
+    'argv,match',
+    [
+        (['--batch-size', '0'], 'at least 1'),
+        (['--dtype', 'fp64'], 'invalid choice'),
+        (['--device', 'tpu'], 'device'),
+        (['--min-time', '0'], 'min-time'),
+    ],
+)
 def test_cli_bench_errors(tiny_file, argv, match):
     rc, _, err = run_cli('bench', tiny_file, *argv)
     assert rc == 2 and match in err

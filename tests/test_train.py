@@ -4,6 +4,7 @@ Most tests train a tiny spec on a synthetic Fashion-MNIST-shaped dataset written
 (so they run anywhere, and exercise the idx reader); the shipped-checkpoint test needs the real test set and
 is skipped, saying why, only where no copy of Fashion-MNIST is installed.
 """
+
 from __future__ import annotations
 
 import gzip
@@ -15,11 +16,17 @@ import pytest
 import torch
 
 from explorer.__main__ import main as cli_main
-from explorer.train.data import (
-    CLASSES, DatasetNotFound, Preprocessing, find_dataset, load_dataset, preprocess, read_idx,
-)
 from explorer.core.spec import ArchSpec
 from explorer.train.checkpoints import load_trained, read_metadata
+from explorer.train.data import (
+    CLASSES,
+    DatasetNotFound,
+    Preprocessing,
+    find_dataset,
+    load_dataset,
+    preprocess,
+    read_idx,
+)
 from explorer.train.loop import Stopped, accuracy_on, augment, evaluate, predict_logits, train
 
 ASSETS = Path(__file__).resolve().parent.parent / 'assets' / 'fmnist'
@@ -28,7 +35,10 @@ FAMILIES = ('identity', 'random', 'pooling', 'sepconv', 'attention', 'spatial_ml
 pytestmark = pytest.mark.train  # trains, or evaluates on Fashion-MNIST
 
 TINY = {
-    'name': 'tiny_fmnist', 'img_size': 32, 'in_chans': 1, 'num_classes': 10,
+    'name': 'tiny_fmnist',
+    'img_size': 32,
+    'in_chans': 1,
+    'num_classes': 10,
     'stem': {'kernel_size': 4, 'stride': 4, 'padding': 0},
     'stages': [{'mixer': 'pooling', 'depth': 1, 'dim': 8}, {'mixer': 'sepconv', 'depth': 1, 'dim': 16}],
 }
@@ -46,7 +56,7 @@ def synthetic_images(labels: torch.Tensor, gen: torch.Generator) -> torch.Tensor
     """Class c is a bright horizontal bar at rows 2c+4..2c+5 on noise: learnable in a few steps."""
     x = torch.randint(0, 60, (len(labels), 28, 28), generator=gen, dtype=torch.uint8)
     for i, c in enumerate(labels.tolist()):
-        x[i, 2 * c + 4:2 * c + 6, 4:24] = 255
+        x[i, 2 * c + 4 : 2 * c + 6, 4:24] = 255
     return x
 
 
@@ -112,8 +122,12 @@ def test_preprocess_pads_28_to_32_with_background():
     assert x.shape == (1, 1, 32, 32)
     assert torch.all(x[0, 0, 2:30, 2:30] == (1 - 0.25) / 0.5)  # pixel 255 -> 1.0 -> normalised
     assert torch.all(x[0, 0, :2] == -0.25 / 0.5) and torch.all(x[0, 0, :, 30:] == -0.25 / 0.5)
-    assert Preprocessing.for_spec(ArchSpec.from_dict({**TINY, 'img_size': 28, 'stem': {
-        'kernel_size': 2, 'stride': 2, 'padding': 0}})).resize == 'none'
+    assert (
+        Preprocessing.for_spec(
+            ArchSpec.from_dict({**TINY, 'img_size': 28, 'stem': {'kernel_size': 2, 'stride': 2, 'padding': 0}})
+        ).resize
+        == 'none'
+    )
 
 
 def test_augment_crops_are_shifted_copies_and_flip_mirrors():
@@ -127,7 +141,6 @@ def test_augment_crops_are_shifted_copies_and_flip_mirrors():
     z = augment(x, pad=0, hflip=True, gen=gen)
     assert torch.all((z[:, 0, 3, 2] == 1) ^ (z[:, 0, 3, 5] == 1))  # each image either kept or mirrored
     assert 0 < int((z[:, 0, 3, 5] == 1).sum()) < 64
-
 
 
 def test_random_erasing_blanks_one_rectangle_of_the_stated_size_in_the_stated_share():
@@ -151,6 +164,7 @@ def test_random_erasing_blanks_one_rectangle_of_the_stated_size_in_the_stated_sh
 def test_erase_probability_outside_0_1_is_refused(tmp_path):
     with pytest.raises(ValueError, match='erase_prob 1.5 must be a probability between 0 and 1'):
         train(TINY, epochs=1, data_dir=tmp_path, erase_prob=1.5, **QUICK)
+
 
 # ---- training ------------------------------------------------------------------------------------------
 def test_short_run_lowers_the_loss_and_learns(fake_dir):
@@ -201,6 +215,7 @@ def test_time_budget_and_stop_end_training_early(fake_dir):
     def stop_after_first_epoch(ev):
         if ev['kind'] == 'epoch':
             raise Stopped
+
     res = train(TINY, epochs=5, seed=0, data_dir=fake_dir, progress=stop_after_first_epoch, **QUICK)
     assert res.metrics['stopped_by'] == 'user' and res.metrics['steps'] == 10
 
@@ -216,8 +231,26 @@ def test_cli_train_and_evaluate_json(fake_dir, tmp_path, capsys):
     spec = tmp_path / 'tiny.json'
     spec.write_text(json.dumps(TINY))
     out = tmp_path / 'cli.safetensors'
-    rc = cli_main(['train', str(spec), '--data-dir', str(fake_dir), '--epochs', '1', '--batch-size', '64',
-                   '--seed', '1', '--threads', '1', '--erase', '0.25', '--out', str(out)])
+    rc = cli_main(
+        [
+            'train',
+            str(spec),
+            '--data-dir',
+            str(fake_dir),
+            '--epochs',
+            '1',
+            '--batch-size',
+            '64',
+            '--seed',
+            '1',
+            '--threads',
+            '1',
+            '--erase',
+            '0.25',
+            '--out',
+            str(out),
+        ]
+    )
     assert rc == 0 and out.is_file()
     assert read_metadata(out)['metrics']['recipe']['erase_prob'] == 0.25
     assert 'test accuracy' in capsys.readouterr().out
@@ -242,6 +275,7 @@ def test_example_images_are_the_test_set_images_their_names_and_licence_say():
 
     import numpy as np
     from PIL import Image
+
     files = sorted((ASSETS / 'images').glob('*.png'))
     listed = re.findall(r'`(\d{5}_\w+\.png)`', (ASSETS / 'LICENSES.md').read_text())
     assert files and sorted(listed) == [p.name for p in files]
@@ -254,7 +288,7 @@ def test_example_images_are_the_test_set_images_their_names_and_licence_say():
 
 @pytest.mark.parametrize('path', SHIPPED, ids=[p.stem for p in SHIPPED])
 def test_shipped_checkpoint_loads_and_matches_its_recorded_accuracy(path):
-    assert path.stat().st_size <= 5 * 2 ** 20, f'{path.name} is over 5 MB'
+    assert path.stat().st_size <= 5 * 2**20, f'{path.name} is over 5 MB'
     meta = read_metadata(path)
     assert meta['dataset'] == 'fashion-mnist' and meta['metrics']['test_n'] == 10_000
     test = real_test_set_or_skip()
@@ -262,7 +296,6 @@ def test_shipped_checkpoint_loads_and_matches_its_recorded_accuracy(path):
     got = accuracy_on(model, test, info['preprocessing'], batch_size=1000)
     # same weights, same batches: exact on the machine that trained it; other CPUs may flip a near-tie
     assert abs(got['accuracy'] - info['metrics']['test_accuracy']) <= 2e-4, (got['accuracy'], info['metrics'])
-
 
 
 def test_best_shipped_model_meets_the_93_percent_goal_on_the_test_set():
@@ -276,16 +309,23 @@ def test_best_shipped_model_meets_the_93_percent_goal_on_the_test_set():
     assert got['n'] == 10_000 and got['correct'] >= 9_300, (best.stem, got['correct'])
     assert (ASSETS / 'specs' / f'{best.stem}.json').is_file()  # its spec ships beside it, for `explorer train`
 
+
 # ---- app: adapting, the training stream, the trained-model list ------------------------------------------
 def test_adapt_makes_a_preset_trainable_and_says_what_changed():
     from explorer.core.catalog import load_spec
     from explorer.train.loop import adapt_for_fmnist, check_trainable
+
     spec, notes = adapt_for_fmnist(load_spec('poolformer_s12'))
     check_trainable(spec)
     assert (spec.in_chans, spec.num_classes, spec.img_size) == (1, 10, 32)
     assert spec.grid_sizes() == [(16, 16), (8, 8), (4, 4), (2, 2)]
-    assert notes == ['in_chans 3 -> 1', 'num_classes 1000 -> 10', 'img_size 224 -> 32', 'stem 7x7/4 -> 3x3/2',
-                     'token grids 16x16 -> 8x8 -> 4x4 -> 2x2']
+    assert notes == [
+        'in_chans 3 -> 1',
+        'num_classes 1000 -> 10',
+        'img_size 224 -> 32',
+        'stem 7x7/4 -> 3x3/2',
+        'token grids 16x16 -> 8x8 -> 4x4 -> 2x2',
+    ]
     assert 'top1' not in spec.meta and [st.dim for st in spec.stages] == [64, 128, 320, 512]
     iso, _ = adapt_for_fmnist(load_spec('deit_small'))
     assert iso.grid_sizes() == [(8, 8)] and iso.stem.kernel_size == 4  # patchify, like 16x16/16 at 224
@@ -296,8 +336,10 @@ def test_adapt_makes_a_preset_trainable_and_says_what_changed():
 def test_training_stream_yields_steps_epochs_and_a_listed_checkpoint(fake_dir, tmp_path):
     from explorer.train.checkpoints import list_trained
     from explorer.train.runner import training_events
-    events = list(training_events(TINY, 2, None, 32, 0, None, 'test-run', out_dir=tmp_path, data_dir=fake_dir,
-                                  erase_prob=0.25))
+
+    events = list(
+        training_events(TINY, 2, None, 32, 0, None, 'test-run', out_dir=tmp_path, data_dir=fake_dir, erase_prob=0.25)
+    )
     kinds = [e['kind'] for e in events]
     assert kinds[-1] == 'done' and kinds.count('epoch') == 2 and 'step' in kinds
     res = events[-1]['result']
@@ -310,12 +352,13 @@ def test_training_stream_yields_steps_epochs_and_a_listed_checkpoint(fake_dir, t
 
 def test_results_table_script_reads_checkpoints_and_names_recipe_changes(fake_dir, tmp_path):
     import importlib.util
-    spec_ = importlib.util.spec_from_file_location('fmnist_table', Path(__file__).parent.parent / 'scripts' /
-                                                   'fmnist_results_table.py')
+
+    spec_ = importlib.util.spec_from_file_location(
+        'fmnist_table', Path(__file__).parent.parent / 'scripts' / 'fmnist_results_table.py'
+    )
     mod = importlib.util.module_from_spec(spec_)
     spec_.loader.exec_module(mod)
-    train(TINY, epochs=1, seed=0, data_dir=fake_dir, out=tmp_path / 'fmnist_tiny.safetensors', erase_prob=0.25,
-          **QUICK)
+    train(TINY, epochs=1, seed=0, data_dir=fake_dir, out=tmp_path / 'fmnist_tiny.safetensors', erase_prob=0.25, **QUICK)
     md = mod.table(tmp_path)
     row = md.splitlines()[2]
     acc = 100 * read_metadata(tmp_path / 'fmnist_tiny.safetensors')['metrics']['test_accuracy']

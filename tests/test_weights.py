@@ -1,5 +1,6 @@
 """explorer.explain.weights: checkpoint round trips in every format, the sail-sg layout, the mismatch report, safe
 loading, and timm pretrained weights through an offline Hugging Face cache written by the test."""
+
 import json
 import os
 import re
@@ -10,10 +11,15 @@ import torch
 from safetensors.torch import save_file
 
 from explorer.core.build import build_model
-from explorer.core.spec import ArchSpec
 from explorer.core.catalog import load_spec
+from explorer.core.spec import ArchSpec
 from explorer.explain.weights import (
-    RANDOM_WARNING, WeightsError, checkpoint_spec, load_checkpoint, load_model, read_checkpoint,
+    RANDOM_WARNING,
+    WeightsError,
+    checkpoint_spec,
+    load_checkpoint,
+    load_model,
+    read_checkpoint,
 )
 from tests.conftest import tiny_spec
 
@@ -32,8 +38,9 @@ def _sd(model):
     return {k: v.detach().clone().contiguous() for k, v in model.state_dict().items()}
 
 
-@pytest.mark.parametrize('fmt', ['safetensors', 'pth', 'pth.tar-state_dict', 'pth-model', 'pth-module-prefix',
-                                 'pt-nested-twice'])
+@pytest.mark.parametrize(
+    'fmt', ['safetensors', 'pth', 'pth.tar-state_dict', 'pth-model', 'pth-module-prefix', 'pt-nested-twice']
+)
 def test_checkpoint_round_trip(tmp_path, fmt):
     spec = _spec()
     src = build_model(spec, seed=1)
@@ -110,13 +117,16 @@ def test_checkpoint_that_shares_nothing_is_an_error(tmp_path):
         load_checkpoint(build_model(_spec()), path, strict=False)
 
 
-@pytest.mark.parametrize('name, content, pattern', [
-    ('missing.pth', None, 'does not exist'),
-    ('empty.pth', b'', r'empty \(0 bytes\)'),
-    ('weights.npz', b'xx', 'unknown file type'),
-    ('bad.safetensors', b'\x08\x00\x00\x00\x00\x00\x00\x00{garbage', 'not a valid safetensors file'),
-    ('bad.pth', b'not a zip file at all', 'not a readable PyTorch file'),
-])
+@pytest.mark.parametrize(
+    'name, content, pattern',
+    [
+        ('missing.pth', None, 'does not exist'),
+        ('empty.pth', b'', r'empty \(0 bytes\)'),
+        ('weights.npz', b'xx', 'unknown file type'),
+        ('bad.safetensors', b'\x08\x00\x00\x00\x00\x00\x00\x00{garbage', 'not a valid safetensors file'),
+        ('bad.pth', b'not a zip file at all', 'not a readable PyTorch file'),
+    ],
+)
 def test_unreadable_checkpoints(tmp_path, name, content, pattern):
     path = tmp_path / name
     if content is not None:
@@ -229,9 +239,14 @@ def test_trained_checkpoint_metadata_gives_spec_labels_and_preprocessing(tmp_pat
     spec = ArchSpec.from_dict({**tiny_spec(), 'in_chans': 1})
     src = build_model(spec, seed=5)
     names = [f'item{i}' for i in range(10)]
-    meta = {'format': 'metaformer-explorer/trained-v1', 'spec': spec.to_json(), 'classes': json.dumps(names),
-            'preprocessing': json.dumps({'img_size': 32, 'resize': 'pad', 'mean': 0.286, 'std': 0.353,
-                                         'in_chans': 1, 'source_size': 28})}
+    meta = {
+        'format': 'metaformer-explorer/trained-v1',
+        'spec': spec.to_json(),
+        'classes': json.dumps(names),
+        'preprocessing': json.dumps(
+            {'img_size': 32, 'resize': 'pad', 'mean': 0.286, 'std': 0.353, 'in_chans': 1, 'source_size': 28}
+        ),
+    }
     path = tmp_path / 'fmnist.safetensors'
     save_file(_sd(src), str(path), metadata=meta)
     assert checkpoint_spec(path).to_dict() == spec.to_dict()
@@ -251,18 +266,31 @@ def _same_outputs_1ch(a, b):
 def test_timm_style_config_json_beside_the_weights(tmp_path):
     spec = _spec()
     save_file(_sd(build_model(spec, seed=1)), str(tmp_path / 'model.safetensors'))
-    (tmp_path / 'config.json').write_text(json.dumps({
-        'architecture': 'tiny', 'num_classes': 10, 'label_names': list('abcdefghij'),
-        'pretrained_cfg': {'input_size': [3, 32, 32], 'mean': [0.5, 0.5, 0.5], 'std': [0.25, 0.25, 0.25],
-                           'crop_pct': 1.0, 'interpolation': 'bilinear'}}))
+    (tmp_path / 'config.json').write_text(
+        json.dumps(
+            {
+                'architecture': 'tiny',
+                'num_classes': 10,
+                'label_names': list('abcdefghij'),
+                'pretrained_cfg': {
+                    'input_size': [3, 32, 32],
+                    'mean': [0.5, 0.5, 0.5],
+                    'std': [0.25, 0.25, 0.25],
+                    'crop_pct': 1.0,
+                    'interpolation': 'bilinear',
+                },
+            }
+        )
+    )
     _, info = load_model(spec, tmp_path / 'model.safetensors')
     assert info.label_names == list('abcdefghij') and info.pretrained_cfg['mean'] == [0.5, 0.5, 0.5]
 
 
 def test_checkpoint_size_limit(tmp_path, monkeypatch):
     from explorer.explain.weights import WeightsError, read_checkpoint
+
     p = tmp_path / 'big.safetensors'
-    p.write_bytes(b'\0' * (2 * 2 ** 20))
+    p.write_bytes(b'\0' * (2 * 2**20))
     monkeypatch.setenv('EXPLORER_MAX_CHECKPOINT_MB', '1')
     with pytest.raises(WeightsError, match=r'is 2 MiB, over the 1 MiB limit \(set EXPLORER_MAX_CHECKPOINT_MB'):
         read_checkpoint(p)

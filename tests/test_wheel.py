@@ -4,6 +4,7 @@ from a directory that is not the source tree (so nothing can come from the check
 The fresh environment gets the wheel and nothing else; its dependencies (torch, timm, gradio, ...) are taken from
 the environment running the tests, added to its path, so the test needs no network and no second torch.
 """
+
 from __future__ import annotations
 
 import json
@@ -28,20 +29,45 @@ ROOT = Path(__file__).resolve().parents[1]
 def installed(tmp_path_factory):
     """(explorer executable, environment variables, working directory) of the wheel in a fresh venv."""
     tmp = tmp_path_factory.mktemp('wheel')
-    subprocess.run([sys.executable, '-m', 'build', '--wheel', '--no-isolation', '--outdir', str(tmp / 'dist'),
-                    str(ROOT)], check=True, capture_output=True, timeout=600)
+    subprocess.run(
+        [sys.executable, '-m', 'build', '--wheel', '--no-isolation', '--outdir', str(tmp / 'dist'), str(ROOT)],
+        check=True,
+        capture_output=True,
+        timeout=600,
+    )
     wheels = list((tmp / 'dist').glob('metaformer_explorer-*.whl'))
     assert len(wheels) == 1, wheels
     env_dir = tmp / 'venv'
     venv.EnvBuilder(with_pip=False).create(env_dir)
     py = env_dir / 'bin' / 'python'
-    env_site = Path(subprocess.run([str(py), '-c', 'import sysconfig; print(sysconfig.get_paths()["purelib"])'],
-                                   capture_output=True, text=True, check=True).stdout.strip())
+    env_site = Path(
+        subprocess.run(
+            [str(py), '-c', 'import sysconfig; print(sysconfig.get_paths()["purelib"])'],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    )
     # the dependencies, not the source tree: this environment's site-packages as a plain path entry (.pth
     # files there, such as an editable install's finder, are not run)
     (env_site / 'deps.pth').write_text('\n'.join(site.getsitepackages()) + '\n')
-    subprocess.run([sys.executable, '-m', 'pip', '--python', str(py), 'install', '--no-deps', '--no-index', '--quiet',
-                    str(wheels[0])], check=True, capture_output=True, timeout=600)
+    subprocess.run(
+        [
+            sys.executable,
+            '-m',
+            'pip',
+            '--python',
+            str(py),
+            'install',
+            '--no-deps',
+            '--no-index',
+            '--quiet',
+            str(wheels[0]),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=600,
+    )
     work = tmp / 'elsewhere'
     work.mkdir()
     env = {k: v for k, v in os.environ.items() if k not in ('PYTHONPATH', 'VIRTUAL_ENV')}
@@ -55,8 +81,14 @@ def run(installed, *args, timeout=300) -> subprocess.CompletedProcess:
 
 def test_the_installed_package_is_the_wheel_not_the_checkout(installed):
     exe, env, work = installed
-    out = subprocess.run([str(exe.parent / 'python'), '-c', 'import explorer; print(explorer.__file__)'],
-                         capture_output=True, text=True, cwd=work, env=env, check=True).stdout
+    out = subprocess.run(
+        [str(exe.parent / 'python'), '-c', 'import explorer; print(explorer.__file__)'],
+        capture_output=True,
+        text=True,
+        cwd=work,
+        env=env,
+        check=True,
+    ).stdout
     assert str(exe.parent.parent) in out and str(ROOT) not in out
 
 
@@ -85,8 +117,14 @@ def test_predict_with_a_shipped_model_and_example_image(installed):
 def test_serve_answers_its_first_page(installed):
     exe, env, work = installed
     port = free_port()
-    proc = subprocess.Popen([str(exe), 'serve', '--port', str(port)], cwd=work, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [str(exe), 'serve', '--port', str(port)],
+        cwd=work,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         deadline, page = time.monotonic() + 180, None
         while time.monotonic() < deadline and proc.poll() is None:

@@ -1,10 +1,11 @@
 """What every tab shares: the AppContext handed to each tab builder, the page style, launch settings and how
 errors are shown. Tabs import this module; explorer.app.main imports the tabs (no cycle)."""
+
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import gradio as gr
 
@@ -61,6 +62,7 @@ class AppContext:
     load_spec(event_fn_returning_spec_dict): wire an event whose function returns a spec dict (or raises
     SpecError) so that the composer shows that spec and recounts it. Returns the chained event.
     """
+
     demo: gr.Blocks
     spec: gr.State
     report: gr.State

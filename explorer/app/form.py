@@ -2,6 +2,7 @@
 
 Pure functions on spec dicts (no gradio), so the form logic is tested without a server.
 """
+
 from __future__ import annotations
 
 import copy
@@ -127,8 +128,12 @@ def add_stage(spec: dict) -> dict:
         raise SpecError([('stages', f'a spec has at most {MAX_STAGES} stages')])
     last = d['stages'][-1]
     dim = last.get('dim')
-    new = {**copy.deepcopy(last), 'depth': 2, 'downsample': True,
-           'dim': min(2 * dim, 2048) if isinstance(dim, int) else dim}
+    new = {
+        **copy.deepcopy(last),
+        'depth': 2,
+        'downsample': True,
+        'dim': min(2 * dim, 2048) if isinstance(dim, int) else dim,
+    }
     d['stages'].append(new)
     _fit_per_stage(d)
     return d

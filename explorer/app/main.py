@@ -9,6 +9,7 @@ function is called inside `gr.Tabs()`: it opens its own `gr.Tab(...)` and create
 included, inside that Tab (a component directly under gr.Tabs shifts the tab buttons' labels in Gradio 6).
 Events may be wired after.
 """
+
 from __future__ import annotations
 
 import gradio as gr
@@ -25,8 +26,10 @@ TABS = (add_compose_tab, add_measure_tab, add_compare_tab, add_share_tab, add_pr
 def build_demo() -> gr.Blocks:
     """The whole app. Cheap: no model is built and no cost is counted until a page loads."""
     with gr.Blocks(title='MetaFormer Explorer') as demo:
-        gr.HTML('<div id="mfx-header"><h1>MetaFormer Explorer</h1><p>Compose a MetaFormer stage by stage, see its '
-                'cost at once, measure it, compare it with every published model.</p></div>')
+        gr.HTML(
+            '<div id="mfx-header"><h1>MetaFormer Explorer</h1><p>Compose a MetaFormer stage by stage, see its '
+            'cost at once, measure it, compare it with every published model.</p></div>'
+        )
         ctx = AppContext(demo=demo, spec=gr.State(None), report=gr.State(None), history=gr.State([]))
         register_api()  # first, so the API names are taken before any UI event is named after its function
         with gr.Tabs():

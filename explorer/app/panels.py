@@ -1,4 +1,5 @@
 """The Measure, Compare and Share tabs, the page-load restore, and the named API endpoints."""
+
 from __future__ import annotations
 
 import functools
@@ -11,16 +12,15 @@ from pathlib import Path
 
 import gradio as gr
 
-from explorer.measure import compare as cmp
 from explorer.app import form as spec_form
-from explorer.core import catalog
-from explorer.core import share
+from explorer.app.context import AppContext, api_error
+from explorer.core import catalog, share
+from explorer.core.spec import SpecError
+from explorer.measure import compare as cmp
 from explorer.measure import profile as prof
 from explorer.measure import units
 from explorer.viz.diagram import network_svg
 from explorer.viz.plots import accuracy_figure, bench_figure, diff_figure, empty_figure, scaling_figure
-from explorer.core.spec import SpecError
-from explorer.app.context import AppContext, api_error
 
 PRIVATE = dict(api_visibility='private')
 DTYPES = ('fp32', 'bf16', 'fp16')
@@ -35,8 +35,20 @@ SHARE_JS = """(q) => {
 
 
 # ---- measure --------------------------------------------------------------------------------------------
-HISTORY_COLUMNS = ('#', 'model', 'device', 'dtype', 'batch', 'ch.-last', 'compile', 'images/s',
-                   'latency ms p50 (p10–p90)', 'peak mem', 'of matmul peak', 'stamp')
+HISTORY_COLUMNS = (
+    '#',
+    'model',
+    'device',
+    'dtype',
+    'batch',
+    'ch.-last',
+    'compile',
+    'images/s',
+    'latency ms p50 (p10–p90)',
+    'peak mem',
+    'of matmul peak',
+    'stamp',
+)
 
 
 def history_cells(i: int, r: dict) -> list[str]:
@@ -45,12 +57,20 @@ def history_cells(i: int, r: dict) -> list[str]:
     yes = lambda v: 'yes' if v else 'no'  # noqa: E731
     mem = units.fmt_bytes(r['peak_mem_bytes']) if r.get('peak_mem_bytes') else '—'
     stamp = f'{st.get("device_name", "")}, {st.get("threads", "?")} threads, torch {st.get("torch", "?")}'
-    return [str(i + 1), escape(r.get('name', '')), escape(str(st.get('device', ''))), escape(str(st.get('dtype', ''))),
-            str(st.get('batch_size', '')), yes(st.get('channels_last')), yes(st.get('compile')),
-            f'{r["throughput"]:.4g}',
-            f'{r["latency_ms_median"]:.4g} ({r["latency_ms_p10"]:.3g}–{r["latency_ms_p90"]:.3g})', mem,
-            f'{100 * r["peak_fraction"]:.1f}%',
-            f'<span title="{escape(json.dumps(st))}">{escape(stamp)}</span>']
+    return [
+        str(i + 1),
+        escape(r.get('name', '')),
+        escape(str(st.get('device', ''))),
+        escape(str(st.get('dtype', ''))),
+        str(st.get('batch_size', '')),
+        yes(st.get('channels_last')),
+        yes(st.get('compile')),
+        f'{r["throughput"]:.4g}',
+        f'{r["latency_ms_median"]:.4g} ({r["latency_ms_p10"]:.3g}–{r["latency_ms_p90"]:.3g})',
+        mem,
+        f'{100 * r["peak_fraction"]:.1f}%',
+        f'<span title="{escape(json.dumps(st))}">{escape(stamp)}</span>',
+    ]
 
 
 def history_html(history: list[dict]) -> str:
@@ -60,28 +80,37 @@ def history_html(history: list[dict]) -> str:
     body = ''
     for i, row in enumerate(history):
         cells = history_cells(i, row)
-        body += '<tr>' + ''.join(f'<td{" class=l" if j in (1, 11) else ""}>{c}</td>' for j, c in enumerate(cells)) \
-            + '</tr>'
-    return (f'<table class="mfx-table" id="mfx-history"><tr>{head}</tr>{body}</table><div class="mfx-note">'
-            'Throughput = batch / median latency; random weights, inference mode. Hover a stamp for the full '
-            'record (threads, load, timer, versions).</div>')
+        body += (
+            '<tr>' + ''.join(f'<td{" class=l" if j in (1, 11) else ""}>{c}</td>' for j, c in enumerate(cells)) + '</tr>'
+        )
+    return (
+        f'<table class="mfx-table" id="mfx-history"><tr>{head}</tr>{body}</table><div class="mfx-note">'
+        'Throughput = batch / median latency; random weights, inference mode. Hover a stamp for the full '
+        'record (threads, load, timer, versions).</div>'
+    )
 
 
 def add_measure_tab(ctx: AppContext) -> None:
     with gr.Tab('Measure', id='measure'):
-        gr.HTML('<div class="mfx-note">Times the composer\'s model (random weights, eval mode, no gradients). '
-                'One measurement runs at a time for everybody, so timings never overlap.</div>')
+        gr.HTML(
+            '<div class="mfx-note">Times the composer\'s model (random weights, eval mode, no gradients). '
+            'One measurement runs at a time for everybody, so timings never overlap.</div>'
+        )
         with gr.Row():
             device = gr.Dropdown(choices=prof.available_devices(), value='auto', label='device', min_width=120)
             batch = gr.Number(value=8, precision=0, label='batch size', min_width=100)
             dtype = gr.Dropdown(choices=list(DTYPES), value='fp32', label='dtype', min_width=100)
             channels_last = gr.Checkbox(label='channels_last', min_width=120)
             compile_ = gr.Checkbox(label='torch.compile (slow first run)', min_width=160)
-            presets = gr.Dropdown(choices=catalog.preset_choices(), multiselect=True, label='also measure presets',
-                                  scale=2, min_width=200)
+            presets = gr.Dropdown(
+                choices=catalog.preset_choices(), multiselect=True, label='also measure presets', scale=2, min_width=200
+            )
         run = gr.Button('Measure', variant='primary', elem_id='mfx-bench')
-        result = gr.HTML('<div class="mfx-note">Press Measure: warm-up, then timed runs for at least 2 s; the '
-                         'progress shows here.</div>', min_height=60)
+        result = gr.HTML(
+            '<div class="mfx-note">Press Measure: warm-up, then timed runs for at least 2 s; the '
+            'progress shows here.</div>',
+            min_height=60,
+        )
         with gr.Row():
             table = gr.HTML(history_html([]), elem_id='mfx-history-box')
         chart = gr.Plot(show_label=False)
@@ -92,22 +121,39 @@ def add_measure_tab(ctx: AppContext) -> None:
         targets = [('composer', spec)] + [(p, catalog.get_preset(p)) for p in presets or []]
         history = list(history or [])
         for k, (label, s) in enumerate(targets):
+
             def report(frac, desc=None, k=k, label=label):
                 progress((k + max(0.0, min(1.0, frac))) / len(targets), desc=f'{label}: {desc or "timing"}')
+
             try:
-                row = prof.bench(s, device=device, batch_size=batch, dtype=dtype, channels_last=channels_last,
-                              compile=compile_, progress=report)
+                row = prof.bench(
+                    s,
+                    device=device,
+                    batch_size=batch,
+                    dtype=dtype,
+                    channels_last=channels_last,
+                    compile=compile_,
+                    progress=report,
+                )
             except (SpecError, ValueError, RuntimeError) as e:
                 raise gr.Error(f'{label}: {e}', print_exception=False) from None
             history.append(row)
         last = history[-1]
-        msg = (f'<div class="mfx-note">Last: <b>{escape(last["name"])}</b> {last["throughput"]:.4g} images/s, '
-               f'{100 * last["peak_fraction"]:.1f}% of this device\'s measured matmul peak.</div>')
+        msg = (
+            f'<div class="mfx-note">Last: <b>{escape(last["name"])}</b> {last["throughput"]:.4g} images/s, '
+            f"{100 * last['peak_fraction']:.1f}% of this device's measured matmul peak.</div>"
+        )
         return history, msg, history_html(history), bench_figure(history)
 
-    run.click(measure, [ctx.spec, device, batch, dtype, channels_last, compile_, presets, ctx.history],
-              [ctx.history, result, table, chart], concurrency_limit=1, concurrency_id='bench', show_progress_on=result,
-              **PRIVATE)
+    run.click(
+        measure,
+        [ctx.spec, device, batch, dtype, channels_last, compile_, presets, ctx.history],
+        [ctx.history, result, table, chart],
+        concurrency_limit=1,
+        concurrency_id='bench',
+        show_progress_on=result,
+        **PRIVATE,
+    )
 
 
 # ---- compare --------------------------------------------------------------------------------------------
@@ -141,24 +187,33 @@ def accuracy_plot(spec: dict | None, report: dict | None, axis: str, history: li
 def add_compare_tab(ctx: AppContext) -> None:
     with gr.Tab('Compare', id='compare') as tab:
         with gr.Row():
-            axis = gr.Radio(['MACs', 'params', 'throughput'], value='MACs', label='top-1 against', scale=0,
-                            min_width=300)
-            gr.HTML('<div class="mfx-note">Presets with a published ImageNet-1k top-1 (hover for the source); '
-                    'cost counted by this package at 224². The dashed line or star is your composition.</div>')
+            axis = gr.Radio(
+                ['MACs', 'params', 'throughput'], value='MACs', label='top-1 against', scale=0, min_width=300
+            )
+            gr.HTML(
+                '<div class="mfx-note">Presets with a published ImageNet-1k top-1 (hover for the source); '
+                'cost counted by this package at 224². The dashed line or star is your composition.</div>'
+            )
         scatter = gr.Plot(show_label=False, elem_id='mfx-scatter')
         with gr.Row():
             with gr.Column(scale=1):
                 gr.Markdown('**Scaling with input resolution** (your model first)')
                 with gr.Row():
                     sizes = gr.Textbox(value=SCALING_SIZES, label='resolutions (px)', scale=2)
-                    others = gr.Dropdown(choices=catalog.preset_choices(), multiselect=True, label='presets',
-                                         value=['poolformerv2_s12', 'convformer_s18'], scale=3)
+                    others = gr.Dropdown(
+                        choices=catalog.preset_choices(),
+                        multiselect=True,
+                        label='presets',
+                        value=['poolformerv2_s12', 'convformer_s18'],
+                        scale=3,
+                    )
                 scale_plot = gr.Plot(show_label=False)
             with gr.Column(scale=1):
                 gr.Markdown('**Diff: per-stage Δ against another spec** (B − A, A = your composition)')
                 with gr.Row():
-                    other = gr.Dropdown(choices=catalog.preset_choices(), value='convformer_s18', label='B: preset',
-                                        scale=3)
+                    other = gr.Dropdown(
+                        choices=catalog.preset_choices(), value='convformer_s18', label='B: preset', scale=3
+                    )
                     upload = gr.UploadButton('B: upload JSON', file_types=['.json'], scale=1, size='md', min_width=150)
                 diff_box = gr.HTML()
                 diff_plot = gr.Plot(show_label=False)
@@ -170,8 +225,9 @@ def add_compare_tab(ctx: AppContext) -> None:
         try:
             sizes = [int(v) for v in sizes_text.replace(';', ',').split(',') if v.strip()]
         except ValueError:
-            raise gr.Error(f'resolutions: {sizes_text!r} must be whole numbers separated by commas',
-                           print_exception=False) from None
+            raise gr.Error(
+                f'resolutions: {sizes_text!r} must be whole numbers separated by commas', print_exception=False
+            ) from None
         if not sizes or any(not 8 <= v <= 1536 for v in sizes):
             raise gr.Error('resolutions: give 1 or more sizes in [8, 1536]', print_exception=False)
         specs = {f'yours: {spec["name"]}': spec, **{n: catalog.get_preset(n) for n in names or []}}
@@ -193,32 +249,41 @@ def add_compare_tab(ctx: AppContext) -> None:
             raise gr.Error(f'uploaded spec: {e}', print_exception=False) from None
 
     plot_in = [ctx.spec, ctx.report, axis, ctx.history]
-    tab.select(accuracy_plot, plot_in, scatter, **PRIVATE) \
-        .then(scaling_plot, [ctx.spec, sizes, others], scale_plot, **PRIVATE) \
-        .then(pick_other, other, other_spec, **PRIVATE).then(diff_view, [ctx.spec, other_spec], [diff_box, diff_plot],
-                                                              **PRIVATE)
+    tab.select(accuracy_plot, plot_in, scatter, **PRIVATE).then(
+        scaling_plot, [ctx.spec, sizes, others], scale_plot, **PRIVATE
+    ).then(pick_other, other, other_spec, **PRIVATE).then(
+        diff_view, [ctx.spec, other_spec], [diff_box, diff_plot], **PRIVATE
+    )
     axis.input(accuracy_plot, plot_in, scatter, **PRIVATE)
     gr.on([sizes.submit, others.input], scaling_plot, [ctx.spec, sizes, others], scale_plot, **PRIVATE)
-    other.input(pick_other, other, other_spec, **PRIVATE).then(diff_view, [ctx.spec, other_spec],
-                                                                 [diff_box, diff_plot], **PRIVATE)
+    other.input(pick_other, other, other_spec, **PRIVATE).then(
+        diff_view, [ctx.spec, other_spec], [diff_box, diff_plot], **PRIVATE
+    )
     upload.upload(upload_other, upload, other_spec, **PRIVATE).success(
-        diff_view, [ctx.spec, other_spec], [diff_box, diff_plot], **PRIVATE)
+        diff_view, [ctx.spec, other_spec], [diff_box, diff_plot], **PRIVATE
+    )
 
 
 def diff_html(d: dict) -> str:
     head = ['stage', f'A: {d["a"]}', f'B: {d["b"]}', 'Δ params', 'Δ MACs']
     body = ''
+
+    def desc(r, side):
+        cost = f'{units.fmt_count(r[f"params_{side}"])} / {units.fmt_count(r[f"macs_{side}"])}'
+        if r.get(f'depth_{side}'):
+            return f'{r[f"mixer_{side}"]} ×{r[f"depth_{side}"]} @ {r[f"dim_{side}"]} · {cost}'
+        return '—' if r.get(f'mixer_{side}') == '—' else cost
+
     for r in d['rows'] + [{**d['total'], 'stage': 'total', 'mixer_a': '', 'mixer_b': ''}]:
-        def desc(side):
-            cost = f'{units.fmt_count(r[f"params_{side}"])} / {units.fmt_count(r[f"macs_{side}"])}'
-            if r.get(f'depth_{side}'):
-                return f'{r[f"mixer_{side}"]} ×{r[f"depth_{side}"]} @ {r[f"dim_{side}"]} · {cost}'
-            return '—' if r.get(f'mixer_{side}') == '—' else cost
-        body += (f'<tr><td>{escape(str(r["stage"]))}</td><td class="l">{escape(desc("a"))}</td>'
-                 f'<td class="l">{escape(desc("b"))}</td><td>{r["d_params"]:+,}</td><td>{r["d_macs"]:+,}</td></tr>')
-    return (f'<table class="mfx-table" id="mfx-diff"><tr>{"".join(f"<th>{escape(c)}</th>" for c in head)}</tr>{body}'
-            f'</table><div class="mfx-note">params / MACs per side; MACs: one multiply-accumulate = 1, one image '
-            f'at each spec\'s own size.</div>')
+        body += (
+            f'<tr><td>{escape(str(r["stage"]))}</td><td class="l">{escape(desc(r, "a"))}</td>'
+            f'<td class="l">{escape(desc(r, "b"))}</td><td>{r["d_params"]:+,}</td><td>{r["d_macs"]:+,}</td></tr>'
+        )
+    return (
+        f'<table class="mfx-table" id="mfx-diff"><tr>{"".join(f"<th>{escape(c)}</th>" for c in head)}</tr>{body}'
+        f'</table><div class="mfx-note">params / MACs per side; MACs: one multiply-accumulate = 1, one image '
+        f"at each spec's own size.</div>"
+    )
 
 
 # ---- share ----------------------------------------------------------------------------------------------
@@ -236,15 +301,20 @@ def _spec_file(spec: dict) -> str:
 
 def add_share_tab(ctx: AppContext) -> None:
     with gr.Tab('Share', id='share'):
-        url = gr.Textbox(label='link that restores this composition', buttons=['copy'], elem_id='mfx-share-url',
-                         interactive=False)
+        url = gr.Textbox(
+            label='link that restores this composition', buttons=['copy'], elem_id='mfx-share-url', interactive=False
+        )
         with gr.Row():
-            download = gr.DownloadButton('Download spec JSON', elem_id='mfx-download', scale=0, min_width=220,
-                                         size='md')
-            upload = gr.UploadButton('Upload spec JSON', file_types=['.json'], elem_id='mfx-upload', scale=0,
-                                     min_width=220, size='md')
-            gr.HTML('<div class="mfx-note">The link holds the whole composition (URL-safe base64 of its compact '
-                    'JSON); the address bar follows every valid change, so a reload keeps your work.</div>')
+            download = gr.DownloadButton(
+                'Download spec JSON', elem_id='mfx-download', scale=0, min_width=220, size='md'
+            )
+            upload = gr.UploadButton(
+                'Upload spec JSON', file_types=['.json'], elem_id='mfx-upload', scale=0, min_width=220, size='md'
+            )
+            gr.HTML(
+                '<div class="mfx-note">The link holds the whole composition (URL-safe base64 of its compact '
+                'JSON); the address bar follows every valid change, so a reload keeps your work.</div>'
+            )
         with gr.Row():
             snippet = gr.Code(language='python', label='Python: rebuild this model', elem_id='mfx-snippet')
             as_json = gr.Code(language='json', label='spec JSON', max_lines=30)
@@ -254,8 +324,9 @@ def add_share_tab(ctx: AppContext) -> None:
             return [gr.skip()] * 4
         return '?spec=' + share.encode_share(spec), _spec_file(spec), share.python_snippet(spec), share.spec_json(spec)
 
-    ctx.spec.change(share_values, ctx.spec, [url, download, snippet, as_json], show_progress='hidden', **PRIVATE) \
-        .then(None, url, url, js=SHARE_JS, **PRIVATE)
+    ctx.spec.change(share_values, ctx.spec, [url, download, snippet, as_json], show_progress='hidden', **PRIVATE).then(
+        None, url, url, js=SHARE_JS, **PRIVATE
+    )
 
     def load_upload(file):
         try:
@@ -284,6 +355,7 @@ def add_share_tab(ctx: AppContext) -> None:
 def _api(fn):
     """Expose a handler as an endpoint: SpecError and bad values become a clean error for the client. Anything
     else is still answered with a message naming the endpoint (never Gradio's generic error), and logged."""
+
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
@@ -292,8 +364,11 @@ def _api(fn):
             raise api_error(e) from None
         except Exception as e:  # noqa: BLE001 - a bug must not look like a crash to the client
             logging.getLogger('explorer').exception('endpoint %s failed', fn.__name__)
-            raise gr.Error(f'{fn.__name__.removeprefix("api_")}: could not handle this request '
-                           f'({type(e).__name__}: {e})', print_exception=False) from None
+            raise gr.Error(
+                f'{fn.__name__.removeprefix("api_")}: could not handle this request ({type(e).__name__}: {e})',
+                print_exception=False,
+            ) from None
+
     return wrapper
 
 
@@ -343,8 +418,14 @@ def api_memory(spec: dict | str, batch_size: int = 1, dtype: str = 'fp32', img_s
     return prof.memory(spec, batch_size, dtype, img_size)
 
 
-def api_bench(spec: dict | str, device: str = 'auto', batch_size: int = 8, dtype: str = 'fp32',
-              channels_last: bool = False, compile: bool = False) -> dict:
+def api_bench(
+    spec: dict | str,
+    device: str = 'auto',
+    batch_size: int = 8,
+    dtype: str = 'fp32',
+    channels_last: bool = False,
+    compile: bool = False,
+) -> dict:
     """Throughput and latency of the built model; one measurement at a time server-wide."""
     return prof.bench(spec, device, batch_size, dtype, channels_last, compile)
 
@@ -401,11 +482,24 @@ def api_diagram(spec: dict | str) -> str:
     return network_svg(catalog.parse_spec(spec))
 
 
-API = {'list_presets': api_list_presets, 'get_preset': api_get_preset, 'profile': api_profile,
-       'verify': api_verify, 'validate': api_validate, 'memory': api_memory, 'bench': api_bench, 'diff': api_diff,
-       'scaling': api_scaling, 'compare': api_compare, 'share': api_share, 'unshare': api_unshare,
-       'snippet': api_snippet, 'diagram': api_diagram, 'add_stage': api_add_stage,
-       'remove_stage': api_remove_stage}
+API = {
+    'list_presets': api_list_presets,
+    'get_preset': api_get_preset,
+    'profile': api_profile,
+    'verify': api_verify,
+    'validate': api_validate,
+    'memory': api_memory,
+    'bench': api_bench,
+    'diff': api_diff,
+    'scaling': api_scaling,
+    'compare': api_compare,
+    'share': api_share,
+    'unshare': api_unshare,
+    'snippet': api_snippet,
+    'diagram': api_diagram,
+    'add_stage': api_add_stage,
+    'remove_stage': api_remove_stage,
+}
 
 
 def register_api() -> None:

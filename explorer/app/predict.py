@@ -6,12 +6,13 @@ holding the composer's spec dict) feeds the "(composer spec)" model choice. With
 State of its own. The handlers below are plain functions (values in, figure + Markdown out) so they can be
 tested without a server; models are cached here by (spec, weights), never stored in gr.State.
 """
+
 from __future__ import annotations
 
 import base64
 import binascii
 import os
-from typing import Callable
+from collections.abc import Callable
 
 import gradio as gr
 
@@ -37,6 +38,7 @@ USER_ERRORS = (SpecError, WeightsError, ImageError, ValueError)
 def trained_choices() -> dict[str, str]:
     """'trained: <name>' -> checkpoint path, for the shipped Fashion-MNIST models and the user's own."""
     from explorer.train.checkpoints import list_trained
+
     out = {}
     for t in list_trained():
         out.setdefault(f'{TRAINED}{t["name"]}', t['path'])
@@ -46,6 +48,7 @@ def trained_choices() -> dict[str, str]:
 def default_choice() -> str:
     """The most accurate shipped trained model (works offline), else a timm preset."""
     from explorer.train.checkpoints import list_trained
+
     shipped = [t for t in list_trained() if t['shipped'] and t['accuracy'] is not None]
     return f'{TRAINED}{max(shipped, key=lambda t: t["accuracy"])["name"]}' if shipped else 'poolformer_s12'
 
@@ -53,8 +56,10 @@ def default_choice() -> str:
 def _trained_path(choice: str) -> str:
     path = trained_choices().get(choice)
     if path is None:
-        raise ValueError(f'model: {choice!r} is not a trained checkpoint on this machine; '
-                         f'available: {", ".join(trained_choices()) or "none"}')
+        raise ValueError(
+            f'model: {choice!r} is not a trained checkpoint on this machine; '
+            f'available: {", ".join(trained_choices()) or "none"}'
+        )
     return path
 
 
@@ -121,46 +126,77 @@ def predict_handler(choice, spec_dict, mode, checkpoint, image_path, topk=5):
     return fig, _status(m.spec, m.info)
 
 
-def _attribution(choice, spec_dict, mode, checkpoint, image_path, method, smoothgrad, target, stage,
-                 progress: Callable | None = None):
+def _attribution(
+    choice, spec_dict, mode, checkpoint, image_path, method, smoothgrad, target, stage, progress: Callable | None = None
+):
     m = get_model(choice, spec_dict, mode, checkpoint)
     if not image_path:
         raise ValueError('image: pick an example or upload an image')
     target = None if target in (None, '', -1) else int(target)
     with MODELS.lock(m.model):
-        e = explain(m, load_image(image_path), method, target=target, stage=int(stage), smoothgrad=bool(smoothgrad),
-                    progress=progress)
+        e = explain(
+            m,
+            load_image(image_path),
+            method,
+            target=target,
+            stage=int(stage),
+            smoothgrad=bool(smoothgrad),
+            progress=progress,
+        )
     return m, e
 
 
-def attribute_handler(choice, spec_dict, mode, checkpoint, image_path, method='ig', smoothgrad=False,
-                      target=None, stage=-1, progress: Callable | None = None):
+def attribute_handler(
+    choice,
+    spec_dict,
+    mode,
+    checkpoint,
+    image_path,
+    method='ig',
+    smoothgrad=False,
+    target=None,
+    stage=-1,
+    progress: Callable | None = None,
+):
     """-> (overlay Figure, deletion-curve Figure, status Markdown)."""
     try:
         method, _ = resolve_method(method)
-        m, e = _attribution(choice, spec_dict, mode, checkpoint, image_path, method, smoothgrad, target, stage,
-                            progress)
+        m, e = _attribution(
+            choice, spec_dict, mode, checkpoint, image_path, method, smoothgrad, target, stage, progress
+        )
     except USER_ERRORS as err:
         return None, None, _error(err)
     title = f'{m.spec.name}: {e.title}, class {e.target} ({pp.clip_text(e.label, 30)}, p={e.prob:.2f})'
     fig = pp.overlay_figure(e.image, e.map, title)
     dfig = pp.deletion_figure({e.title: e.curve.to_dict()})
-    status = (_status(m.spec, m.info) + f'\n\nDeletion AUC **{e.curve.auc:.3f}** (target probability '
-              f'as the most-attributed pixels are removed; lower = more faithful).')
+    status = (
+        _status(m.spec, m.info) + f'\n\nDeletion AUC **{e.curve.auc:.3f}** (target probability '
+        f'as the most-attributed pixels are removed; lower = more faithful).'
+    )
     return fig, dfig, status
 
 
-def compare_handler(choice_a, mode_a, choice_b, mode_b, spec_dict, checkpoint, image_path, method='ig',
-                    smoothgrad=False, progress: Callable | None = None):
+def compare_handler(
+    choice_a,
+    mode_a,
+    choice_b,
+    mode_b,
+    spec_dict,
+    checkpoint,
+    image_path,
+    method='ig',
+    smoothgrad=False,
+    progress: Callable | None = None,
+):
     """Same image and method, two models side by side. -> (Figure, deletion Figure, status Markdown)."""
     panels, curves, notes = [], {}, []
     try:
         method, _ = resolve_method(method)
         for choice, mode in ((choice_a, mode_a), (choice_b, mode_b)):
-            m, e = _attribution(choice, spec_dict, mode, checkpoint, image_path, method, smoothgrad, None, -1,
-                                progress)
-            panels.append({'image': e.image, 'map': e.map,
-                           'title': f'{m.spec.name}: {pp.clip_text(e.label, 22)} ({e.prob:.2f})'})
+            m, e = _attribution(choice, spec_dict, mode, checkpoint, image_path, method, smoothgrad, None, -1, progress)
+            panels.append(
+                {'image': e.image, 'map': e.map, 'title': f'{m.spec.name}: {pp.clip_text(e.label, 22)} ({e.prob:.2f})'}
+            )
             curves[f'{m.spec.name} ({mode})'] = e.curve.to_dict()
             notes.append(_status(m.spec, m.info) + f' deletion AUC {e.curve.auc:.3f}')
     except USER_ERRORS as err:
@@ -168,8 +204,20 @@ def compare_handler(choice_a, mode_a, choice_b, mode_b, spec_dict, checkpoint, i
     return pp.compare_figure(panels), pp.deletion_figure(curves), '\n\n'.join(notes)
 
 
-def mixing_handler(choice, spec_dict, mode, checkpoint, image_path, stage=0, block=0, row=-1, col=-1,
-                   method='auto', reduce='diag', head='mean'):
+def mixing_handler(
+    choice,
+    spec_dict,
+    mode,
+    checkpoint,
+    image_path,
+    stage=0,
+    block=0,
+    row=-1,
+    col=-1,
+    method='auto',
+    reduce='diag',
+    head='mean',
+):
     """-> (mixing-map Figure, status Markdown). row/col -1: the centre token."""
     try:
         m = get_model(choice, spec_dict, mode, checkpoint)
@@ -190,9 +238,11 @@ def mixing_handler(choice, spec_dict, mode, checkpoint, image_path, stage=0, blo
     img = to_display(x, m.cfg) if x is not None else None
     how = mm.method + (f', {mm.reduce}' if mm.reduce else '')
     title = f'S{mm.stage} block {mm.block}: {mm.mixer} ({how}) query {mm.query} {which}'
-    status = (_status(spec, info) + f'\n\n{mm.grid[0]}x{mm.grid[1]} tokens; weights sum {w.sum():.4g}; '
-              f'{mm.weights.shape[0]} head(s).' + ('' if x is not None else ' No image: a seeded random '
-                                                    'mixer input (exact maps do not depend on it).'))
+    status = (
+        _status(spec, info) + f'\n\n{mm.grid[0]}x{mm.grid[1]} tokens; weights sum {w.sum():.4g}; '
+        f'{mm.weights.shape[0]} head(s).'
+        + ('' if x is not None else ' No image: a seeded random mixer input (exact maps do not depend on it).')
+    )
     return pp.mixing_figure(img, w, mm.query, title), status
 
 
@@ -207,24 +257,33 @@ def erf_handler(choice, spec_dict, mode, checkpoint, image_path=None):
     except USER_ERRORS as e:
         return None, _error(e)
     table = '| stage | mixer | 20% | 50% | 90% |\n|---|---|---|---|---|\n' + '\n'.join(
-        f'| S{r["stage"] + 1} | {r["mixer"]} | ' + ' | '.join(f'{100 * r["area"][k]:.1f}%' for k in ('20%', '50%', '90%'))
-        + ' |' for r in rows)
-    return pp.erf_figure(rows), (_status(m.spec, m.info) + f'\n\nFraction of the image area holding 20/50/90% of '
-                                 f'the centre token\'s |gradient|, {len(paths)} images.\n\n' + table)
+        f'| S{r["stage"] + 1} | {r["mixer"]} | '
+        + ' | '.join(f'{100 * r["area"][k]:.1f}%' for k in ('20%', '50%', '90%'))
+        + ' |'
+        for r in rows
+    )
+    return pp.erf_figure(rows), (
+        _status(m.spec, m.info) + f'\n\nFraction of the image area holding 20/50/90% of '
+        f"the centre token's |gradient|, {len(paths)} images.\n\n" + table
+    )
 
 
 def weights_hint(choice: str, spec_dict: dict | None) -> str:
     """Which weights a model choice can have (shown under the picker)."""
     if isinstance(choice, str) and choice.startswith(TRAINED):
         from explorer.train.checkpoints import read_metadata
+
         try:
             m = read_metadata(_trained_path(choice))['metrics']
         except (ValueError, OSError, KeyError):
             return ''
         acc = m.get('test_accuracy')
-        return (f'Trained here on {m.get("dataset", "Fashion-MNIST")}: test accuracy '
-                f'{100 * acc:.2f}%, {m.get("epochs")} epochs. "pretrained" uses these weights.' if acc is not None
-                else '"pretrained" uses this checkpoint\'s weights.')
+        return (
+            f'Trained here on {m.get("dataset", "Fashion-MNIST")}: test accuracy '
+            f'{100 * acc:.2f}%, {m.get("epochs")} epochs. "pretrained" uses these weights.'
+            if acc is not None
+            else '"pretrained" uses this checkpoint\'s weights.'
+        )
     try:
         spec = resolve_spec(choice, spec_dict, None) if choice != FROM_CHECKPOINT else None
     except USER_ERRORS:
@@ -232,8 +291,11 @@ def weights_hint(choice: str, spec_dict: dict | None) -> str:
     if spec is None:
         return 'Weights come from the uploaded checkpoint.'
     name = pretrained_name(spec)
-    return (f'timm pretrained: `{name}` (from the local Hugging Face cache; downloaded when online).' if name
-            else f'No timm pretrained weights for {spec.name}: use a checkpoint, or random ({RANDOM_WARNING}).')
+    return (
+        f'timm pretrained: `{name}` (from the local Hugging Face cache; downloaded when online).'
+        if name
+        else f'No timm pretrained weights for {spec.name}: use a checkpoint, or random ({RANDOM_WARNING}).'
+    )
 
 
 # ---- layout -----------------------------------------------------------------------------------------------
@@ -261,28 +323,40 @@ def add_predict_tab(ctx=None) -> dict:
     spec_state = getattr(ctx, 'spec', None) or gr.State(None)
     first = default_choice()
     fmnist = [str(p) for p in fmnist_examples()]
-    examples = (fmnist + [str(p) for p in example_images()]) if first.startswith(TRAINED) \
+    examples = (
+        (fmnist + [str(p) for p in example_images()])
+        if first.startswith(TRAINED)
         else [str(p) for p in example_images()] + fmnist
+    )
     with gr.Tab('Predict & explain') as tab:
-        gr.Markdown('What does a model see, and how does each token mixer move information? The models trained '
-                    'on Fashion-MNIST that ship with the explorer work offline; ImageNet presets load timm\'s '
-                    'pretrained weights (PoolFormer v1/v2, ConvFormer, CAFormer) from the Hugging Face cache or '
-                    'hub; any spec also runs with a checkpoint or with random weights, which still show the '
-                    'architecture\'s structure.')
+        gr.Markdown(
+            'What does a model see, and how does each token mixer move information? The models trained '
+            "on Fashion-MNIST that ship with the explorer work offline; ImageNet presets load timm's "
+            'pretrained weights (PoolFormer v1/v2, ConvFormer, CAFormer) from the Hugging Face cache or '
+            'hub; any spec also runs with a checkpoint or with random weights, which still show the '
+            "architecture's structure."
+        )
         with gr.Row():
             with gr.Column(scale=2):
                 choice, mode = _model_picker('model', first)
                 hint = gr.Markdown(weights_hint(first, None))
-                ckpt = gr.File(label='checkpoint (.safetensors, .pth, .pth.tar)', type='filepath', height=110,
-                               file_types=['.safetensors', '.pth', '.tar', '.pt', '.bin'])
+                ckpt = gr.File(
+                    label='checkpoint (.safetensors, .pth, .pth.tar)',
+                    type='filepath',
+                    height=110,
+                    file_types=['.safetensors', '.pth', '.tar', '.pt', '.bin'],
+                )
                 status = gr.Markdown()
             with gr.Column(scale=2):
-                image = gr.Image(type='filepath', label='image', value=examples[0] if examples else None,
-                                 height=260)
+                image = gr.Image(type='filepath', label='image', value=examples[0] if examples else None, height=260)
                 if examples:
-                    gr.Examples(examples, inputs=image, examples_per_page=12,
-                                label='examples (Fashion-MNIST test images and photos; licences in '
-                                      'assets/fmnist/images/LICENSES.md and assets/images/LICENSES.md)')
+                    gr.Examples(
+                        examples,
+                        inputs=image,
+                        examples_per_page=12,
+                        label='examples (Fashion-MNIST test images and photos; licences in '
+                        'assets/fmnist/images/LICENSES.md and assets/images/LICENSES.md)',
+                    )
         with gr.Tabs():
             with gr.Tab('Top-k'):
                 with gr.Row():
@@ -321,29 +395,47 @@ def add_predict_tab(ctx=None) -> dict:
 
         common = [choice, spec_state, mode, ckpt, image]
         choice.change(weights_hint, [choice, spec_state], hint, api_visibility='private')
-        tab.select(refresh_pickers, [choice, choice_b], [choice, choice_b], show_progress='hidden',
-                   api_visibility='private')  # a model trained in the Train tab is listed at once
+        tab.select(
+            refresh_pickers, [choice, choice_b], [choice, choice_b], show_progress='hidden', api_visibility='private'
+        )  # a model trained in the Train tab is listed at once
 
         def _attr(c, s, m, k, i, meth, sg, t, st, progress=gr.Progress()):
-            return attribute_handler(c, s, m, k, i, meth, sg, t, st,
-                                     progress=lambda d, n: progress(d / n, desc='attribution'))
+            return attribute_handler(
+                c, s, m, k, i, meth, sg, t, st, progress=lambda d, n: progress(d / n, desc='attribution')
+            )
 
         def _cmp(ca, ma, cb, mb, s, k, i, meth, sg, progress=gr.Progress()):
-            return compare_handler(ca, ma, cb, mb, s, k, i, meth, sg,
-                                   progress=lambda d, n: progress(d / n, desc='attribution'))
+            return compare_handler(
+                ca, ma, cb, mb, s, k, i, meth, sg, progress=lambda d, n: progress(d / n, desc='attribution')
+            )
 
         heavy = dict(api_visibility='private', concurrency_id='model', concurrency_limit=2)
         run_pred.click(predict_handler, common + [topk], [topk_plot, status], **heavy)
         run_attr.click(_attr, common + [method, smooth, target, stage], [attr_plot, del_plot, status], **heavy)
-        run_cmp.click(_cmp, [choice, mode, choice_b, mode_b, spec_state, ckpt, image, method, smooth],
-                      [cmp_plot, cmp_del, status], **heavy)
-        run_mix.click(mixing_handler, common + [mstage, mblock, mrow, mcol, mmethod, mreduce, mhead],
-                      [mix_plot, status], **heavy)
+        run_cmp.click(
+            _cmp,
+            [choice, mode, choice_b, mode_b, spec_state, ckpt, image, method, smooth],
+            [cmp_plot, cmp_del, status],
+            **heavy,
+        )
+        run_mix.click(
+            mixing_handler, common + [mstage, mblock, mrow, mcol, mmethod, mreduce, mhead], [mix_plot, status], **heavy
+        )
         run_erf.click(erf_handler, common, [erf_plot, status], **heavy)
         for name, fn in API.items():
             gr.api(fn, api_name=name, concurrency_id='model', concurrency_limit=2)
-    return dict(choice=choice, mode=mode, checkpoint=ckpt, image=image, status=status, topk_plot=topk_plot,
-                attr_plot=attr_plot, compare_plot=cmp_plot, mixing_plot=mix_plot, erf_plot=erf_plot)
+    return dict(
+        choice=choice,
+        mode=mode,
+        checkpoint=ckpt,
+        image=image,
+        status=status,
+        topk_plot=topk_plot,
+        attr_plot=attr_plot,
+        compare_plot=cmp_plot,
+        mixing_plot=mix_plot,
+        erf_plot=erf_plot,
+    )
 
 
 # ---- API (gradio_client) ------------------------------------------------------------------------------------
@@ -364,8 +456,9 @@ def _api_image(image: str):
     try:
         raw = base64.b64decode(data, validate=True)
     except (binascii.Error, ValueError):
-        raise ValueError(f'image: {clip(image)!r} is neither an example name (see /examples) nor base64 '
-                         f'image bytes') from None
+        raise ValueError(
+            f'image: {clip(image)!r} is neither an example name (see /examples) nor base64 image bytes'
+        ) from None
     return load_image(raw)
 
 
@@ -406,8 +499,16 @@ def api_predict(model: str, image: str, weights: str = 'pretrained', topk: int =
     return {'model': m.spec.name, **res.to_dict()}
 
 
-def api_mixing_map(model: str, image: str = '', weights: str = 'pretrained', stage: int = 0, block: int = 0,
-                   row: int = -1, col: int = -1, method: str = 'auto') -> dict:
+def api_mixing_map(
+    model: str,
+    image: str = '',
+    weights: str = 'pretrained',
+    stage: int = 0,
+    block: int = 0,
+    row: int = -1,
+    col: int = -1,
+    method: str = 'auto',
+) -> dict:
     """Token-mixing weights of one block for one query token (-1, -1: the centre) over the input token grid,
     averaged over heads. `image` may be empty: exact maps do not depend on the input."""
     try:
@@ -421,14 +522,28 @@ def api_mixing_map(model: str, image: str = '', weights: str = 'pretrained', sta
             mm = mixing_map(m.model, stage, block, query, x, method=method)
     except USER_ERRORS as e:
         _raise(e)
-    return {'model': m.spec.name, 'mixer': mm.mixer, 'stage': mm.stage, 'block': mm.block, 'query': list(mm.query),
-            'grid': list(mm.grid), 'method': mm.method, 'heads': int(mm.weights.shape[0]),
-            'weights': mm.mean.astype(float).round(7).tolist()}
+    return {
+        'model': m.spec.name,
+        'mixer': mm.mixer,
+        'stage': mm.stage,
+        'block': mm.block,
+        'query': list(mm.query),
+        'grid': list(mm.grid),
+        'method': mm.method,
+        'heads': int(mm.weights.shape[0]),
+        'weights': mm.mean.astype(float).round(7).tolist(),
+    }
 
 
-API = {'list_models': api_list_models, 'examples': api_examples, 'predict': api_predict,
-       'mixing_map': api_mixing_map}
+API = {'list_models': api_list_models, 'examples': api_examples, 'predict': api_predict, 'mixing_map': api_mixing_map}
 
 
-__all__ = ['add_predict_tab', 'predict_handler', 'attribute_handler', 'compare_handler', 'mixing_handler',
-           'erf_handler', 'get_model']
+__all__ = [
+    'add_predict_tab',
+    'predict_handler',
+    'attribute_handler',
+    'compare_handler',
+    'mixing_handler',
+    'erf_handler',
+    'get_model',
+]

@@ -5,6 +5,7 @@ explorer.viz.training. Training runs in a worker thread; the click handler is a 
 worker's progress events and yields (status, figure, ...) updates, so the plot grows while the model learns.
 Checkpoints go to explorer.train.checkpoints.USER_DIR, where list_trained() (Predict & explain, Compare) finds them.
 """
+
 from __future__ import annotations
 
 import time
@@ -13,9 +14,9 @@ import uuid
 import gradio as gr
 
 from explorer.core.spec import ArchSpec, SpecError
+from explorer.train.checkpoints import list_trained
 from explorer.train.data import DatasetNotFound, find_dataset
 from explorer.train.loop import adapt_for_fmnist, check_trainable
-from explorer.train.checkpoints import list_trained
 from explorer.train.runner import request_stop, training_events
 from explorer.viz.training import training_figure
 
@@ -29,7 +30,7 @@ def adapt_handler(spec: dict | None, img_size: int = 32) -> tuple[dict, str]:
     try:
         new, notes = adapt_for_fmnist(spec, int(img_size))
     except (SpecError, ValueError) as e:
-        raise gr.Error(str(e), title='Cannot adapt', print_exception=False)
+        raise gr.Error(str(e), title='Cannot adapt', print_exception=False) from None
     return new.to_dict(), 'Adapted for Fashion-MNIST: ' + '; '.join(notes) + '.'
 
 
@@ -45,9 +46,12 @@ def readiness(spec: dict | None) -> str:
     cost = ''
     try:
         from explorer.measure.analytic import analytic_cost
+
         r = analytic_cost(s)
-        cost = (f' {r.params / 1e6:.2f} M params, {r.macs / 1e6:.1f} M MACs per image '
-                f'(one multiply-accumulate = 1; a training step costs about 3x the forward pass).')
+        cost = (
+            f' {r.params / 1e6:.2f} M params, {r.macs / 1e6:.1f} M MACs per image '
+            f'(one multiply-accumulate = 1; a training step costs about 3x the forward pass).'
+        )
     except ImportError:
         pass
     return f'Ready: `{s.name}`, {s.img_size}x{s.img_size} grayscale input, 10 classes.{cost}'
@@ -55,15 +59,26 @@ def readiness(spec: dict | None) -> str:
 
 def _result_text(res) -> str:
     m = res.metrics
-    return (f'**Done:** test accuracy **{100 * m["test_accuracy"]:.2f}%** ({m["test_correct"]:,}/{m["test_n"]:,}) '
-            f'after {m["epochs"]:g} epochs ({m["steps"]} steps, stopped by {m["stopped_by"]}), '
-            f'{m["train_time_s"]:.0f} s of training on {m["device"]} with {m["threads"]} threads. '
-            f'Checkpoint: `{res.checkpoint}` (use it in Predict & explain; it is listed in Compare).')
+    return (
+        f'**Done:** test accuracy **{100 * m["test_accuracy"]:.2f}%** ({m["test_correct"]:,}/{m["test_n"]:,}) '
+        f'after {m["epochs"]:g} epochs ({m["steps"]} steps, stopped by {m["stopped_by"]}), '
+        f'{m["train_time_s"]:.0f} s of training on {m["device"]} with {m["threads"]} threads. '
+        f'Checkpoint: `{res.checkpoint}` (use it in Predict & explain; it is listed in Compare).'
+    )
 
 
 def trained_table() -> list[list]:
-    return [[t['name'], None if t['accuracy'] is None else round(100 * t['accuracy'], 2), t['params'], t['epochs'],
-             'shipped' if t['shipped'] else 'yours', t['path']] for t in list_trained()]
+    return [
+        [
+            t['name'],
+            None if t['accuracy'] is None else round(100 * t['accuracy'], 2),
+            t['params'],
+            t['epochs'],
+            'shipped' if t['shipped'] else 'yours',
+            t['path'],
+        ]
+        for t in list_trained()
+    ]
 
 
 def add_train_tab(ctx) -> None:
@@ -71,11 +86,13 @@ def add_train_tab(ctx) -> None:
     ctx.load_spec(event) pushes a spec the event stored in ctx.spec into the composer)."""
     spec_state = ctx.spec
     with gr.Tab('Train'):
-        gr.Markdown('Train the composed design from scratch on **Fashion-MNIST** (60,000 training and 10,000 test '
-                    'images, 28x28 grayscale, 10 classes; MIT licence, Zalando Research), here on the CPU. '
-                    'Images are centred on a 32x32 canvas. Recipe: AdamW, warm-up then cosine decay, label '
-                    'smoothing 0.1, random 2-pixel crops and horizontal flips, optional random erasing (the shipped '
-                    'best model used 0.25).')
+        gr.Markdown(
+            'Train the composed design from scratch on **Fashion-MNIST** (60,000 training and 10,000 test '
+            'images, 28x28 grayscale, 10 classes; MIT licence, Zalando Research), here on the CPU. '
+            'Images are centred on a 32x32 canvas. Recipe: AdamW, warm-up then cosine decay, label '
+            'smoothing 0.1, random 2-pixel crops and horizontal flips, optional random erasing (the shipped '
+            'best model used 0.25).'
+        )
         ready = gr.Markdown(readiness(None))
         with gr.Row():
             img_size = gr.Radio([32, 28], value=32, label='input size', scale=1)
@@ -94,8 +111,11 @@ def add_train_tab(ctx) -> None:
         plot = gr.Plot(label='training curves')
         ckpt = gr.File(label='checkpoint (.safetensors: weights + spec + preprocessing + metrics)')
         with gr.Accordion('Trained models on this machine', open=False):
-            table = gr.Dataframe(headers=['name', 'test acc. (%)', 'params', 'epochs', 'origin', 'path'],
-                                 value=trained_table, interactive=False)
+            table = gr.Dataframe(
+                headers=['name', 'test acc. (%)', 'params', 'epochs', 'origin', 'path'],
+                value=trained_table,
+                interactive=False,
+            )
         run_id = gr.State('')
         trained_path = gr.State(None)
         ctx.extras['trained_checkpoint'] = trained_path  # the latest checkpoint trained in this session
@@ -111,13 +131,14 @@ def add_train_tab(ctx) -> None:
             check_trainable(s)
             find_dataset('fashion-mnist', split='train')
         except (SpecError, ValueError, DatasetNotFound) as e:
-            raise gr.Error(str(e), title='Cannot train', print_exception=False)
+            raise gr.Error(str(e), title='Cannot train', print_exception=False) from None
         rid = uuid.uuid4().hex
         n = {'all 60,000': None, '10,000': 10_000, '2,000': 2_000}[lim]
         steps, rows, last = [], [], 0.0
         yield rid, 'Starting...', training_figure([], [], s.name), None, None
-        for ev in training_events(spec, float(n_epochs), float(secs) or None, int(bs), int(sd or 0), n, rid,
-                                  erase_prob=float(erase_p or 0)):
+        for ev in training_events(
+            spec, float(n_epochs), float(secs) or None, int(bs), int(sd or 0), n, rid, erase_prob=float(erase_p or 0)
+        ):
             if ev['kind'] == 'step':
                 steps.append(ev)
                 progress(ev['step'] / ev['total_steps'], desc=f'epoch {ev["epoch"]:.2f}, loss {ev["loss"]:.3f}')
@@ -129,13 +150,19 @@ def add_train_tab(ctx) -> None:
                 raise gr.Error(ev['message'], title='Training failed', print_exception=False)
             elif ev['kind'] == 'done':
                 res = ev['result']
-                yield rid, _result_text(res), training_figure(steps, res.history, s.name), res.checkpoint, \
-                    res.checkpoint
+                yield (
+                    rid,
+                    _result_text(res),
+                    training_figure(steps, res.history, s.name),
+                    res.checkpoint,
+                    res.checkpoint,
+                )
                 return
             last = time.monotonic()
             acc = next((r['test_accuracy'] for r in reversed(rows) if r.get('test_accuracy') is not None), None)
             text = f'Training `{s.name}`: step {steps[-1]["step"] if steps else 0}/{ev["total_steps"]}' + (
-                f', test accuracy after epoch {rows[-1]["epoch"]:g}: {100 * acc:.2f}%' if acc is not None else '')
+                f', test accuracy after epoch {rows[-1]["epoch"]:g}: {100 * acc:.2f}%' if acc is not None else ''
+            )
             yield rid, text, training_figure(steps, rows, s.name), None, None
 
     def stop_run(rid):
@@ -143,8 +170,13 @@ def add_train_tab(ctx) -> None:
             return 'Stopping after the current step; the checkpoint keeps the weights so far.'
         return 'Nothing is training.'
 
-    done = start.click(run, [spec_state, epochs, budget, batch, seed, limit, erase],
-                       [run_id, status, plot, ckpt, trained_path],
-                       concurrency_limit=1, concurrency_id='train', **PRIVATE)
+    done = start.click(
+        run,
+        [spec_state, epochs, budget, batch, seed, limit, erase],
+        [run_id, status, plot, ckpt, trained_path],
+        concurrency_limit=1,
+        concurrency_id='train',
+        **PRIVATE,
+    )
     done.then(trained_table, None, table, **PRIVATE)
     stop.click(stop_run, run_id, status, **PRIVATE)

@@ -1,5 +1,6 @@
 """`explorer` command line. Each capability registers its sub-commands from its own module in
 `explorer.cli`, so adding a command never touches this file's logic, only the list below."""
+
 from __future__ import annotations
 
 import argparse
@@ -20,8 +21,10 @@ COMMAND_MODULES = [
 
 def build_parser(extra: tuple = ()) -> argparse.ArgumentParser:
     """The parser of every command group, plus `extra` register functions (the app adds `serve`)."""
-    parser = argparse.ArgumentParser(prog='explorer', description='MetaFormer Explorer: compose, count, measure, '
-                                     'explain and compare MetaFormer vision networks.')
+    parser = argparse.ArgumentParser(
+        prog='explorer',
+        description='MetaFormer Explorer: compose, count, measure, explain and compare MetaFormer vision networks.',
+    )
     sub = parser.add_subparsers(dest='command', metavar='COMMAND')
     sub.required = True
     for name in COMMAND_MODULES:
@@ -43,4 +46,3 @@ def main(argv: list[str] | None = None, extra: tuple = ()) -> int:
         return 130
     except BrokenPipeError:  # output piped into `head` and the like
         return 0
-

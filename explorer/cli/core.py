@@ -1,4 +1,5 @@
 """`explorer presets` and `explorer show`."""
+
 from __future__ import annotations
 
 import json
@@ -17,12 +18,21 @@ def register(sub) -> None:
 
 def cmd_presets(args) -> int:
     from explorer.core.catalog import load_spec, preset_names
+
     rows = []
     for name in preset_names():
         m = load_spec(name).meta
-        rows.append({'name': name, 'family': m.get('family', ''), 'top1': m.get('top1'),
-                     'params_m': m.get('params_m'), 'gmacs': m.get('gmacs'), 'timm': m.get('timm_name'),
-                     'pretrained_tag': m.get('pretrained_tag')})
+        rows.append(
+            {
+                'name': name,
+                'family': m.get('family', ''),
+                'top1': m.get('top1'),
+                'params_m': m.get('params_m'),
+                'gmacs': m.get('gmacs'),
+                'timm': m.get('timm_name'),
+                'pretrained_tag': m.get('pretrained_tag'),
+            }
+        )
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
@@ -42,19 +52,33 @@ def _num(v) -> str:
 def cmd_show(args) -> int:
     from explorer.core.catalog import load_spec
     from explorer.measure.summary import summarize
+
     spec = load_spec(args.spec)
     info = summarize(spec)
     if args.json:
         print(json.dumps(info, indent=2))
         return 0
-    print(f'{spec.name}: {spec.num_stages} stages, input {spec.in_chans}x{spec.img_size}x{spec.img_size}, '
-          f'{spec.num_classes} classes, act {spec.mlp_act}, norm {spec.norm}, head {spec.head}')
+    print(
+        f'{spec.name}: {spec.num_stages} stages, input {spec.in_chans}x{spec.img_size}x{spec.img_size}, '
+        f'{spec.num_classes} classes, act {spec.mlp_act}, norm {spec.norm}, head {spec.head}'
+    )
     fmt = '{:<5} {:<12} {:>5} {:>5} {:>6} {:>16} {:>12}'
     print(fmt.format('stage', 'mixer', 'depth', 'dim', 'mlp', 'output (C,H,W)', 'params'))
     for row in info['stages']:
         c, h, w = row['out_shape']
-        print(fmt.format(row['index'], row['mixer'], row['depth'], row['dim'], f'{row["mlp_ratio"]:g}',
-                         f'{c}x{h}x{w}', f'{row["params"]:,}'))
-    print(f'stem {info["stem_params"]:,} params; head {info["head_params"]:,} params; '
-          f'total {info["params"]:,} params ({info["frozen_params"]:,} frozen)')
+        print(
+            fmt.format(
+                row['index'],
+                row['mixer'],
+                row['depth'],
+                row['dim'],
+                f'{row["mlp_ratio"]:g}',
+                f'{c}x{h}x{w}',
+                f'{row["params"]:,}',
+            )
+        )
+    print(
+        f'stem {info["stem_params"]:,} params; head {info["head_params"]:,} params; '
+        f'total {info["params"]:,} params ({info["frozen_params"]:,} frozen)'
+    )
     return 0

@@ -1,4 +1,5 @@
 """`explorer profile` (exact params and MACs) and `explorer bench` (measured speed)."""
+
 from __future__ import annotations
 
 import argparse
@@ -9,6 +10,7 @@ import textwrap
 
 def _int_at_least(low: int):
     """argparse type: an integer >= low, with a message naming the value."""
+
     def parse(text: str) -> int:
         try:
             v = int(text)
@@ -17,6 +19,7 @@ def _int_at_least(low: int):
         if v < low:
             raise argparse.ArgumentTypeError(f'{v} must be at least {low}')
         return v
+
     return parse
 
 
@@ -25,34 +28,52 @@ _non_negative_int = _int_at_least(0)
 
 
 def register(sub) -> None:
-    p = sub.add_parser('profile', help='exact params and MACs: per stage, per component, activation memory',
-                       description='Count params and MACs (one MAC = one multiply-accumulate, fvcore\'s and the '
-                                   'MetaFormer papers\' convention; every mixer op counted, see "convention").')
+    p = sub.add_parser(
+        'profile',
+        help='exact params and MACs: per stage, per component, activation memory',
+        description="Count params and MACs (one MAC = one multiply-accumulate, fvcore's and the "
+        'MetaFormer papers\' convention; every mixer op counted, see "convention").',
+    )
     p.add_argument('spec', help='preset name or path to a JSON spec')
-    p.add_argument('--img-size', type=_positive_int, default=None, help='input resolution (default: the spec\'s)')
-    p.add_argument('--method', choices=('both', 'analytic', 'fvcore'), default='both',
-                   help='both (default): closed form, verified against fvcore on the built model; analytic: '
-                        'closed form only, instant; fvcore: build and count only')
+    p.add_argument('--img-size', type=_positive_int, default=None, help="input resolution (default: the spec's)")
+    p.add_argument(
+        '--method',
+        choices=('both', 'analytic', 'fvcore'),
+        default='both',
+        help='both (default): closed form, verified against fvcore on the built model; analytic: '
+        'closed form only, instant; fvcore: build and count only',
+    )
     p.add_argument('--batch-size', type=_positive_int, default=1, help='batch for the activation-memory estimate')
-    p.add_argument('--dtype', choices=('fp32', 'bf16', 'fp16'), default='fp32',
-                   help='element size for the activation-memory estimate')
+    p.add_argument(
+        '--dtype',
+        choices=('fp32', 'bf16', 'fp16'),
+        default='fp32',
+        help='element size for the activation-memory estimate',
+    )
     p.add_argument('--json', action='store_true', help='machine-readable output')
     p.set_defaults(func=cmd_profile)
 
-    p = sub.add_parser('bench', help='measure throughput, latency, peak memory and fraction of matmul peak',
-                       description='Warm up, then time repeated forward passes (inference). See explorer/measure/speed.py '
-                                   'for the rules.')
+    p = sub.add_parser(
+        'bench',
+        help='measure throughput, latency, peak memory and fraction of matmul peak',
+        description='Warm up, then time repeated forward passes (inference). See explorer/measure/speed.py '
+        'for the rules.',
+    )
     p.add_argument('spec', help='preset name or path to a JSON spec')
     p.add_argument('--device', default='auto', help='auto (default), cpu or cuda[:N]')
     p.add_argument('--batch-size', type=_positive_int, default=8)
-    p.add_argument('--dtype', choices=('fp32', 'bf16', 'fp16'), default=None,
-                   help='fp32 (default) or autocast to bf16/fp16')
+    p.add_argument(
+        '--dtype', choices=('fp32', 'bf16', 'fp16'), default=None, help='fp32 (default) or autocast to bf16/fp16'
+    )
     p.add_argument('--channels-last', action='store_true', help='channels_last memory format')
     p.add_argument('--compile', action='store_true', help='torch.compile the model (compile time is reported)')
-    p.add_argument('--fast', action='store_true',
-                   help='the fast path: channels_last + bf16 autocast on CPUs with native bf16, '
-                        'channels_last on other CPUs, channels_last + fp16 AMP on CUDA')
-    p.add_argument('--img-size', type=_positive_int, default=None, help='input resolution (default: the spec\'s)')
+    p.add_argument(
+        '--fast',
+        action='store_true',
+        help='the fast path: channels_last + bf16 autocast on CPUs with native bf16, '
+        'channels_last on other CPUs, channels_last + fp16 AMP on CUDA',
+    )
+    p.add_argument('--img-size', type=_positive_int, default=None, help="input resolution (default: the spec's)")
     p.add_argument('--warmup', type=_non_negative_int, default=None, help='warm-up iterations (default: by time)')
     p.add_argument('--iters', type=_positive_int, default=None, help='timed iterations (default: by time)')
     p.add_argument('--min-time', type=float, default=2.0, help='seconds of timed runs when --iters is not given')
@@ -62,6 +83,7 @@ def register(sub) -> None:
 
 def _spec(args):
     from explorer.core.catalog import load_spec
+
     spec = load_spec(args.spec)
     if args.img_size is not None and args.img_size != spec.img_size:
         spec = spec.replace(img_size=args.img_size)
@@ -84,6 +106,7 @@ def _mismatches(a, f) -> list[str]:
 def cmd_profile(args) -> int:
     from explorer.measure.analytic import RULES, activation_memory, analytic_cost
     from explorer.measure.fvcore_count import fvcore_cost
+
     spec = _spec(args)
     problems: list[str] = []
     if args.method == 'analytic':
@@ -104,16 +127,19 @@ def cmd_profile(args) -> int:
     d['activation_memory'] = mem
     d['rules'] = RULES
     meta = spec.meta
-    d['published'] = {k: meta[k] for k in ('gmacs', 'params_m', 'frozen_params_m', 'top1', 'resolution', 'source')
-                      if k in meta}
+    d['published'] = {
+        k: meta[k] for k in ('gmacs', 'params_m', 'frozen_params_m', 'top1', 'resolution', 'source') if k in meta
+    }
 
     if args.json:
         print(json.dumps(d, indent=2))
     else:
         _print_profile(spec, report, mem, d)
     if problems:
-        print('error: the analytic count differs from fvcore (a bug; please report it):\n  '
-              + '\n  '.join(problems), file=sys.stderr)
+        print(
+            'error: the analytic count differs from fvcore (a bug; please report it):\n  ' + '\n  '.join(problems),
+            file=sys.stderr,
+        )
         return 1
     if report.uncounted_ops:
         print(f'warning: fvcore could not count: {report.uncounted_ops}', file=sys.stderr)
@@ -122,28 +148,65 @@ def cmd_profile(args) -> int:
 
 def _print_profile(spec, report, mem, d) -> None:
     from explorer.measure.units import fmt_bytes
-    how = {'analytic': 'closed form', 'fvcore': 'fvcore on the built model',
-           'analytic+fvcore': 'closed form, verified equal to fvcore on the built model'}[report.method]
-    print(f'{spec.name} at {report.img_size}x{report.img_size}: {report.params:,} params'
-          + (f' ({report.frozen_params:,} frozen)' if report.frozen_params else '')
-          + f', {report.macs:,} MACs = {report.macs / 1e9:.3f} GMACs  [{how}]')
+
+    how = {
+        'analytic': 'closed form',
+        'fvcore': 'fvcore on the built model',
+        'analytic+fvcore': 'closed form, verified equal to fvcore on the built model',
+    }[report.method]
+    print(
+        f'{spec.name} at {report.img_size}x{report.img_size}: {report.params:,} params'
+        + (f' ({report.frozen_params:,} frozen)' if report.frozen_params else '')
+        + f', {report.macs:,} MACs = {report.macs / 1e9:.3f} GMACs  [{how}]'
+    )
     pub = d['published']
     if 'gmacs' in pub or 'params_m' in pub:
         at = f' at {pub["resolution"]}' if 'resolution' in pub else ''
-        print(f'published{at}: {pub.get("params_m", "-")}M params, {pub.get("gmacs", "-")} GMACs '
-              f'({pub.get("source", "")})')
+        print(
+            f'published{at}: {pub.get("params_m", "-")}M params, {pub.get("gmacs", "-")} GMACs '
+            f'({pub.get("source", "")})'
+        )
     fmt = '{:<5} {:<12} {:>5} {:>5} {:>14} {:>12} {:>15} {:>6} {:>15} {:>15} {:>10}'
-    print(fmt.format('stage', 'mixer', 'depth', 'dim', 'out (C,H,W)', 'params', 'MACs', '%MACs', 'mixer MACs',
-                     'MLP MACs', 'act mem'))
+    print(
+        fmt.format(
+            'stage',
+            'mixer',
+            'depth',
+            'dim',
+            'out (C,H,W)',
+            'params',
+            'MACs',
+            '%MACs',
+            'mixer MACs',
+            'MLP MACs',
+            'act mem',
+        )
+    )
     for s, act in zip(report.stages, mem['stages']):
         c, h, w = s.out_shape
-        print(fmt.format(s.index, s.mixer, s.depth, s.dim, f'{c}x{h}x{w}', f'{s.params:,}', f'{s.macs:,}',
-                         f'{100 * s.macs / max(1, report.macs):.1f}', f'{s.token_mixer_macs:,}',
-                         f'{s.mlp_macs:,}', fmt_bytes(act)))
-    print('components: ' + '; '.join(f'{k} {v["params"]:,} params / {v["macs"]:,} MACs'
-                                     for k, v in report.components.items()))
-    print(f'activation memory (batch {mem["batch_size"]}, {mem["dtype"]}): {fmt_bytes(mem["total"])} '
-          f'(stem {fmt_bytes(mem["stem"])}, head {fmt_bytes(mem["head"])})')
+        print(
+            fmt.format(
+                s.index,
+                s.mixer,
+                s.depth,
+                s.dim,
+                f'{c}x{h}x{w}',
+                f'{s.params:,}',
+                f'{s.macs:,}',
+                f'{100 * s.macs / max(1, report.macs):.1f}',
+                f'{s.token_mixer_macs:,}',
+                f'{s.mlp_macs:,}',
+                fmt_bytes(act),
+            )
+        )
+    print(
+        'components: '
+        + '; '.join(f'{k} {v["params"]:,} params / {v["macs"]:,} MACs' for k, v in report.components.items())
+    )
+    print(
+        f'activation memory (batch {mem["batch_size"]}, {mem["dtype"]}): {fmt_bytes(mem["total"])} '
+        f'(stem {fmt_bytes(mem["stem"])}, head {fmt_bytes(mem["head"])})'
+    )
     if report.method == 'analytic':
         print('uncounted ops: not traced (closed form; --method both checks the built model)')
     else:
@@ -153,8 +216,9 @@ def _print_profile(spec, report, mem, d) -> None:
 
 def cmd_bench(args) -> int:
     from explorer.core.errors import UserError
-    from explorer.measure.units import fmt_bytes
     from explorer.measure.speed import BenchError, bench, fast_path
+    from explorer.measure.units import fmt_bytes
+
     spec = _spec(args)
     try:
         dtype, channels_last = args.dtype or 'fp32', args.channels_last
@@ -166,11 +230,22 @@ def cmd_bench(args) -> int:
             raise BenchError(f'--min-time {args.min_time} must be positive')
         progress = None
         if not args.json and sys.stderr.isatty():
+
             def progress(frac, desc=None):
                 print(f'\r{desc or ""} {100 * frac:5.1f}%   ', end='', file=sys.stderr, flush=True)
-        r = bench(spec, device=args.device, batch_size=args.batch_size, dtype=dtype, channels_last=channels_last,
-                  compile=args.compile, warmup=args.warmup, iters=args.iters, progress=progress,
-                  min_time_s=args.min_time)
+
+        r = bench(
+            spec,
+            device=args.device,
+            batch_size=args.batch_size,
+            dtype=dtype,
+            channels_last=channels_last,
+            compile=args.compile,
+            warmup=args.warmup,
+            iters=args.iters,
+            progress=progress,
+            min_time_s=args.min_time,
+        )
         if progress is not None:
             print(file=sys.stderr)
     except BenchError as e:
@@ -179,17 +254,26 @@ def cmd_bench(args) -> int:
         print(json.dumps(r.to_dict(), indent=2))
         return 0
     st = r.stamp
-    print(f'{spec.name} on {st["device_name"]} ({st["device"]}, {st["threads"]} threads), batch {st["batch_size"]}, '
-          f'{st["dtype"]}{" autocast" if st["autocast"] else ""}, {st["memory_format"]}'
-          f'{", compiled in %.1f s" % st["compile_s"] if st["compile"] else ""}, img {st["img_size"]}')
-    print(f'throughput {r.throughput:.1f} img/s; latency median {r.latency_ms_median:.1f} ms '
-          f'(p10 {r.latency_ms_p10:.1f}, p90 {r.latency_ms_p90:.1f}, IQR {r.latency_ms_iqr:.1f}) '
-          f'over {r.iters} timed runs after {st["warmup_iters"]} warm-up')
+    compiled = f', compiled in {st["compile_s"]:.1f} s' if st['compile'] else ''
+    print(
+        f'{spec.name} on {st["device_name"]} ({st["device"]}, {st["threads"]} threads), batch {st["batch_size"]}, '
+        f'{st["dtype"]}{" autocast" if st["autocast"] else ""}, {st["memory_format"]}'
+        f'{compiled}, img {st["img_size"]}'
+    )
+    print(
+        f'throughput {r.throughput:.1f} img/s; latency median {r.latency_ms_median:.1f} ms '
+        f'(p10 {r.latency_ms_p10:.1f}, p90 {r.latency_ms_p90:.1f}, IQR {r.latency_ms_iqr:.1f}) '
+        f'over {r.iters} timed runs after {st["warmup_iters"]} warm-up'
+    )
     print(f'peak memory {fmt_bytes(r.peak_mem_bytes)} ({st["peak_mem_rule"]})')
-    print(f'achieved {r.achieved_macs_per_s / 1e9:.1f} GMAC/s = {100 * r.peak_fraction:.1f}% of this device\'s '
-          f'measured {st["dtype"]} matmul peak ({r.matmul_peak_macs_per_s / 1e9:.1f} GMAC/s)')
+    print(
+        f"achieved {r.achieved_macs_per_s / 1e9:.1f} GMAC/s = {100 * r.peak_fraction:.1f}% of this device's "
+        f'measured {st["dtype"]} matmul peak ({r.matmul_peak_macs_per_s / 1e9:.1f} GMAC/s)'
+    )
     load = st.get('loadavg_before')
     if load:
-        print(f'load average before/after: {load[0]:.2f} / {st["loadavg_after"][0]:.2f} '
-              f'({st["cpu_count"]} CPUs); torch {st["torch"]}')
+        print(
+            f'load average before/after: {load[0]:.2f} / {st["loadavg_after"][0]:.2f} '
+            f'({st["cpu_count"]} CPUs); torch {st["torch"]}'
+        )
     return 0

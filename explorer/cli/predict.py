@@ -5,6 +5,7 @@ spec in its metadata; its weights are then the default). --weights: 'pretrained'
 Face cache), 'random', or a checkpoint path; the default is the checkpoint given as SPEC, else 'pretrained'
 for presets that have timm weights, else 'random'.
 """
+
 from __future__ import annotations
 
 import functools
@@ -23,8 +24,9 @@ def register(sub) -> None:
 
     p = sub.add_parser('attribute', help='attribution map of an image (captum) written as a PNG overlay')
     _common(p)
-    p.add_argument('--method', default='ig', help='ig, saliency, gradshap, occlusion, gradcam or smoothgrad '
-                   '(default ig)')
+    p.add_argument(
+        '--method', default='ig', help='ig, saliency, gradshap, occlusion, gradcam or smoothgrad (default ig)'
+    )
     p.add_argument('--target', type=int, default=None, help='class index (default: the predicted class)')
     p.add_argument('--stage', type=int, default=-1, help='stage whose output GradCAM explains (default -1: last)')
     p.add_argument('--smoothgrad', action='store_true', help='average over noisy copies (NoiseTunnel)')
@@ -40,8 +42,12 @@ def register(sub) -> None:
     p.add_argument('--block', type=int, default=0, help='block index within the stage (default 0)')
     p.add_argument('--query', default=None, help='output token as ROW,COL (default: the centre)')
     p.add_argument('--method', default='auto', choices=('auto', 'exact', 'jacobian'))
-    p.add_argument('--reduce', default='diag', choices=('diag', 'norm'),
-                   help='Jacobian reduction over channels: diag (signed) or norm (default diag)')
+    p.add_argument(
+        '--reduce',
+        default='diag',
+        choices=('diag', 'norm'),
+        help='Jacobian reduction over channels: diag (signed) or norm (default diag)',
+    )
     p.add_argument('--out', default=None, help='optional PNG of the map over the image')
     p.set_defaults(func=cmd_mixing)
 
@@ -55,24 +61,31 @@ def register(sub) -> None:
 
 def _common(p, image_required: bool = True) -> None:
     p.add_argument('spec', help='preset name, JSON spec, trained .safetensors checkpoint or trained model name')
-    p.add_argument('image', nargs=None if image_required else '?', help='image file (PNG, JPEG, ...) or a shipped example\'s file name')
+    p.add_argument(
+        'image',
+        nargs=None if image_required else '?',
+        help="image file (PNG, JPEG, ...) or a shipped example's file name",
+    )
     p.add_argument('--weights', default=None, help='pretrained | random | PATH (default: see `explorer predict -h`)')
     p.add_argument('--json', action='store_true', help='machine-readable output')
 
 
 def _user_errors(fn):
     """Library errors about the user's input become UserError: one message, exit status 2."""
+
     @functools.wraps(fn)
     def wrap(args):
-        from explorer.explain.images import ImageError
         from explorer.core.spec import SpecError
+        from explorer.explain.images import ImageError
         from explorer.explain.weights import WeightsError
+
         try:
             return fn(args)
         except SpecError:
             raise
         except (ImageError, WeightsError, ValueError) as e:
             raise UserError(str(e)) from None
+
     return wrap
 
 
@@ -82,13 +95,16 @@ def load(spec_arg: str, weights: str | None):
     from explorer.explain.session import open_model
     from explorer.explain.weights import checkpoint_spec
     from explorer.train.checkpoints import trained_path
+
     if spec_arg not in preset_names() and not spec_arg.endswith(('.json', '.safetensors')):
         spec_arg = trained_path(spec_arg) or spec_arg  # a trained model's name (explorer trained)
     if spec_arg.endswith('.safetensors'):
         spec = checkpoint_spec(spec_arg)
         if spec is None:
-            raise UserError(f'{spec_arg!r} holds no spec in its metadata; give a preset or JSON spec as SPEC '
-                            f'and the file as --weights')
+            raise UserError(
+                f'{spec_arg!r} holds no spec in its metadata; give a preset or JSON spec as SPEC '
+                f'and the file as --weights'
+            )
         weights = weights or spec_arg
     else:
         spec = load_spec(spec_arg)
@@ -101,6 +117,7 @@ def _image(arg: str):
     from pathlib import Path
 
     from explorer.explain.images import example_path, load_image
+
     example = None if Path(arg).exists() else example_path(arg)
     return load_image(example or arg)
 
@@ -112,12 +129,14 @@ def _progress(enabled: bool):
     def show(done: int, total: int) -> None:
         n = int(30 * done / total)
         print(f'\r[{"#" * n}{" " * (30 - n)}] {done}/{total}', end='' if done < total else '\n', file=sys.stderr)
+
     return show
 
 
 @_user_errors
 def cmd_predict(args) -> int:
     from explorer.explain.predict import predict
+
     image = _image(args.image)
     m = load(args.spec, args.weights)
     res = predict(m.model, image, m.cfg, topk=args.topk, weights=m.info)
@@ -136,8 +155,9 @@ def _cfg_text(cfg: dict) -> str:
     mean = ', '.join(f'{v:.3f}' for v in cfg['mean'])
     std = ', '.join(f'{v:.3f}' for v in cfg['std'])
     pad = f', pad from {cfg["pad_from"]}' if cfg.get('pad_from') else ''
-    return (f'{cfg["interpolation"]} resize, crop_pct {cfg["crop_pct"]:g} -> {c}x{h}x{w}{pad}, '
-            f'mean ({mean}), std ({std})')
+    return (
+        f'{cfg["interpolation"]} resize, crop_pct {cfg["crop_pct"]:g} -> {c}x{h}x{w}{pad}, mean ({mean}), std ({std})'
+    )
 
 
 @_user_errors
@@ -145,31 +165,58 @@ def cmd_attribute(args) -> int:
     from explorer.explain.attribute import resolve_method
     from explorer.explain.session import explain
     from explorer.viz.predict import overlay_png
+
     method, _ = resolve_method(args.method)
     out = Path(args.out)
     if out.suffix.lower() != '.png':
         raise UserError(f'--out: {args.out!r} must end in .png')
     image = _image(args.image)
     m = load(args.spec, args.weights)
-    e = explain(m, image, method, target=args.target, stage=args.stage, smoothgrad=args.smoothgrad,
-                n_steps=args.steps, batch=args.batch, deletion=not args.no_deletion,
-                progress=_progress(not args.json))
+    e = explain(
+        m,
+        image,
+        method,
+        target=args.target,
+        stage=args.stage,
+        smoothgrad=args.smoothgrad,
+        n_steps=args.steps,
+        batch=args.batch,
+        deletion=not args.no_deletion,
+        progress=_progress(not args.json),
+    )
     out.parent.mkdir(parents=True, exist_ok=True)
     overlay_png(e.image, e.map, f'{m.spec.name} {e.title}: {e.label} ({e.target})').save(out)
-    result = {'spec': m.spec.name, 'image': args.image, 'method': method, 'smoothgrad': args.smoothgrad,
-              'target': e.target, 'label': e.label, 'target_prob': e.prob,
-              'map': {'shape': list(e.map.shape), 'min': float(e.map.min()), 'max': float(e.map.max()),
-                      'sum': float(e.map.sum())},
-              'deletion_auc': e.curve.auc if e.curve else None, 'out': str(out), 'weights': m.info.to_dict()}
+    result = {
+        'spec': m.spec.name,
+        'image': args.image,
+        'method': method,
+        'smoothgrad': args.smoothgrad,
+        'target': e.target,
+        'label': e.label,
+        'target_prob': e.prob,
+        'map': {
+            'shape': list(e.map.shape),
+            'min': float(e.map.min()),
+            'max': float(e.map.max()),
+            'sum': float(e.map.sum()),
+        },
+        'deletion_auc': e.curve.auc if e.curve else None,
+        'out': str(out),
+        'weights': m.info.to_dict(),
+    }
     if args.json:
         print(json.dumps(result, indent=2))
         return 0
     print(f'{m.spec.name}: {m.info.banner()}')
-    print(f'{e.title} for class {e.target} ({e.label}, p = {e.prob:.3f}); '
-          f'map {e.map.shape[0]}x{e.map.shape[1]}, range [{e.map.min():.3g}, {e.map.max():.3g}]')
+    print(
+        f'{e.title} for class {e.target} ({e.label}, p = {e.prob:.3f}); '
+        f'map {e.map.shape[0]}x{e.map.shape[1]}, range [{e.map.min():.3g}, {e.map.max():.3g}]'
+    )
     if e.curve:
-        print(f'deletion AUC {e.curve.auc:.3g} (target probability as the most-attributed pixels are removed; '
-              f'lower = more faithful)')
+        print(
+            f'deletion AUC {e.curve.auc:.3g} (target probability as the most-attributed pixels are removed; '
+            f'lower = more faithful)'
+        )
     print(f'wrote {out}')
     return 0
 
@@ -177,8 +224,9 @@ def cmd_attribute(args) -> int:
 @_user_errors
 def cmd_mixing(args) -> int:
     from explorer.explain.mixing import mixing_map
-    from explorer.viz.predict import overlay_png
     from explorer.explain.predict import preprocess, to_display
+    from explorer.viz.predict import overlay_png
+
     query = None
     if args.query:
         try:
@@ -193,6 +241,7 @@ def cmd_mixing(args) -> int:
     if args.out:
         import numpy as np
         from PIL import Image
+
         H, W = cfg['input_size'][1:]
         up = np.kron(mm.mean, np.ones((H // mm.grid[0], W // mm.grid[1])))
         img = to_display(x, cfg) if x is not None else np.full((up.shape[0], up.shape[1], 3), 128, np.uint8)
@@ -203,9 +252,11 @@ def cmd_mixing(args) -> int:
         print(json.dumps({'spec': spec.name, 'weights': info.banner(), **mm.to_dict()}, indent=2))
         return 0
     print(f'{spec.name}: {info.banner()}')
-    print(f'stage {mm.stage} block {mm.block}: {mm.mixer}, {mm.method}'
-          f'{f" ({mm.reduce})" if mm.reduce else ""}, query token {mm.query} on a {mm.grid[0]}x{mm.grid[1]} grid'
-          f'{f", {mm.weights.shape[0]} heads (mean shown)" if mm.weights.shape[0] > 1 else ""}')
+    print(
+        f'stage {mm.stage} block {mm.block}: {mm.mixer}, {mm.method}'
+        f'{f" ({mm.reduce})" if mm.reduce else ""}, query token {mm.query} on a {mm.grid[0]}x{mm.grid[1]} grid'
+        f'{f", {mm.weights.shape[0]} heads (mean shown)" if mm.weights.shape[0] > 1 else ""}'
+    )
     m = mm.mean
     if max(m.shape) <= 16:
         for row in m:
@@ -213,7 +264,7 @@ def cmd_mixing(args) -> int:
     else:
         r, c = mm.query
         print(f'{m.shape[0]}x{m.shape[1]} map; 7x7 neighbourhood of the query:')
-        for row in m[max(0, r - 3):r + 4, max(0, c - 3):c + 4]:
+        for row in m[max(0, r - 3) : r + 4, max(0, c - 3) : c + 4]:
             print(' '.join(f'{v:7.3f}' for v in row))
     if args.out:
         print(f'wrote {args.out}')
@@ -224,16 +275,15 @@ def cmd_mixing(args) -> int:
 def cmd_erf(args) -> int:
     from explorer.explain.images import example_images
     from explorer.explain.session import receptive_fields
+
     m = load(args.spec, args.weights)
     paths = args.images or [str(p) for p in example_images()]
     rows = [{k: v for k, v in r.items() if k != 'map'} for r in receptive_fields(m, [_image(p) for p in paths])]
     if args.json:
-        print(json.dumps({'spec': m.spec.name, 'weights': m.info.banner(), 'images': paths, 'stages': rows},
-                         indent=2))
+        print(json.dumps({'spec': m.spec.name, 'weights': m.info.banner(), 'images': paths, 'stages': rows}, indent=2))
         return 0
     print(f'{m.spec.name}: {m.info.banner()}; {len(paths)} images at {m.cfg["input_size"][1]}x{m.cfg["input_size"][2]}')
-    print('effective receptive field of the centre token: fraction of the image area holding 20/50/90% of '
-          '|gradient|')
+    print('effective receptive field of the centre token: fraction of the image area holding 20/50/90% of |gradient|')
     print(f'{"stage":<6}{"mixer":<13}{"20%":>8}{"50%":>8}{"90%":>8}')
     for r in rows:
         a = r['area']

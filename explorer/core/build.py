@@ -6,6 +6,7 @@ and forward methods, so `forward_features`, `forward_head`, `feature_info`, `for
 What timm cannot express is added here: any stem, per-stage mixer arguments and MLP ratio, downsampling
 between stages of equal width, norms other than its defaults, and the mixers of `explorer.core.mixers`.
 """
+
 from __future__ import annotations
 
 from collections import OrderedDict
@@ -14,11 +15,29 @@ from functools import partial
 import torch
 import torch.nn as nn
 from timm.layers import (
-    DropPath, GroupNorm1, LayerNorm, LayerNorm2d, Mlp, SelectAdaptivePool2d, calculate_drop_path_rates,
+    DropPath,
+    GroupNorm1,
+    LayerNorm,
+    LayerNorm2d,
+    Mlp,
+    SelectAdaptivePool2d,
+    calculate_drop_path_rates,
 )
 from timm.models.metaformer import (
-    Attention as TimmAttention, Downsampling, GroupNorm1NoBias, LayerNorm2dNoBias, LayerNormNoBias, MetaFormer,
-    MetaFormerBlock, MetaFormerStage, MlpHead, Scale, SquaredReLU, StarReLU,
+    Attention as TimmAttention,
+)
+from timm.models.metaformer import (
+    Downsampling,
+    GroupNorm1NoBias,
+    LayerNorm2dNoBias,
+    LayerNormNoBias,
+    MetaFormer,
+    MetaFormerBlock,
+    MetaFormerStage,
+    MlpHead,
+    Scale,
+    SquaredReLU,
+    StarReLU,
 )
 
 from explorer.core.mixers import mixer_class
@@ -45,6 +64,7 @@ class BatchNormTokens(nn.BatchNorm1d):
 
 class Affine(nn.Module):
     """ResMLP's Aff: a per-channel scale and shift, no statistics. Token layout (B, N, C)."""
+
     channel_dim = -1
 
     def __init__(self, num_channels: int, **kwargs):
@@ -69,8 +89,7 @@ NORM_LAYERS = {
     'batchnorm': (nn.BatchNorm2d, BatchNormTokens),
     'affine': (Affine2d, Affine),
 }
-ACT_LAYERS = {'gelu': nn.GELU, 'relu': nn.ReLU, 'silu': nn.SiLU, 'squared_relu': SquaredReLU,
-              'star_relu': StarReLU}
+ACT_LAYERS = {'gelu': nn.GELU, 'relu': nn.ReLU, 'silu': nn.SiLU, 'squared_relu': SquaredReLU, 'star_relu': StarReLU}
 
 
 class Stem(nn.Module):
@@ -89,21 +108,32 @@ class Block(nn.Module):
     """timm's MetaFormerBlock (same sub-module names, same forward) with the MLP expansion as an argument:
     timm's block fixes it at 4, so it is composed here from the same timm layers instead of subclassed."""
 
-    def __init__(self, dim: int, token_mixer: type, mlp_ratio: float, mlp_act: type, mlp_bias: bool,
-                 norm_layer: type, drop_path: float, use_nchw: bool, layer_scale_init_value: float | None,
-                 res_scale_init_value: float | None, proj_drop: float = 0., **mixer_kwargs):
+    def __init__(
+        self,
+        dim: int,
+        token_mixer: type,
+        mlp_ratio: float,
+        mlp_act: type,
+        mlp_bias: bool,
+        norm_layer: type,
+        drop_path: float,
+        use_nchw: bool,
+        layer_scale_init_value: float | None,
+        res_scale_init_value: float | None,
+        proj_drop: float = 0.0,
+        **mixer_kwargs,
+    ):
         super().__init__()
         ls_layer = partial(Scale, dim=dim, init_value=layer_scale_init_value, use_nchw=use_nchw)
         rs_layer = partial(Scale, dim=dim, init_value=res_scale_init_value, use_nchw=use_nchw)
         self.norm1 = norm_layer(dim)
         self.token_mixer = token_mixer(dim=dim, proj_drop=proj_drop, **mixer_kwargs)
-        self.drop_path1 = DropPath(drop_path) if drop_path > 0. else nn.Identity()
+        self.drop_path1 = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
         self.layer_scale1 = ls_layer() if layer_scale_init_value is not None else nn.Identity()
         self.res_scale1 = rs_layer() if res_scale_init_value is not None else nn.Identity()
         self.norm2 = norm_layer(dim)
-        self.mlp = Mlp(dim, int(mlp_ratio * dim), act_layer=mlp_act, bias=mlp_bias, drop=proj_drop,
-                       use_conv=use_nchw)
-        self.drop_path2 = DropPath(drop_path) if drop_path > 0. else nn.Identity()
+        self.mlp = Mlp(dim, int(mlp_ratio * dim), act_layer=mlp_act, bias=mlp_bias, drop=proj_drop, use_conv=use_nchw)
+        self.drop_path2 = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
         self.layer_scale2 = ls_layer() if layer_scale_init_value is not None else nn.Identity()
         self.res_scale2 = rs_layer() if res_scale_init_value is not None else nn.Identity()
 
@@ -149,8 +179,10 @@ class ComposedMetaFormer(MetaFormer):
         self.head = self._head(spec)
         self.apply(self._init_weights)
         self.pretrained_cfg = {
-            'input_size': (spec.in_chans, spec.img_size, spec.img_size), 'num_classes': spec.num_classes,
-            'first_conv': 'stem.conv', 'classifier': 'head.fc',
+            'input_size': (spec.in_chans, spec.img_size, spec.img_size),
+            'num_classes': spec.num_classes,
+            'first_conv': 'stem.conv',
+            'classifier': 'head.fc',
         }
 
     def _stages(self, spec: ArchSpec, ds_norm) -> list[Stage]:
@@ -170,10 +202,22 @@ class ComposedMetaFormer(MetaFormer):
             else:
                 downsample = nn.Identity()
             norm = NORM_LAYERS[spec.norm][0 if use_nchw else 1]
-            blocks = [Block(
-                st.dim, mixer_cls, st.mlp_ratio, act, spec.mlp_bias, norm, dp_rates[i][j], use_nchw,
-                layer_scales[i], res_scales[i], **spec.mixer_kwargs(i),
-            ) for j in range(st.depth)]
+            blocks = [
+                Block(
+                    st.dim,
+                    mixer_cls,
+                    st.mlp_ratio,
+                    act,
+                    spec.mlp_bias,
+                    norm,
+                    dp_rates[i][j],
+                    use_nchw,
+                    layer_scales[i],
+                    res_scales[i],
+                    **spec.mixer_kwargs(i),
+                )
+                for j in range(st.depth)
+            ]
             stages.append(Stage(st.dim, mixer_cls, downsample, blocks))
             prev_dim = st.dim
             self.feature_info.append(dict(num_chs=st.dim, reduction=reduction, module=f'stages.{i}'))
@@ -186,13 +230,17 @@ class ComposedMetaFormer(MetaFormer):
             final = MlpHead(dim, spec.num_classes) if spec.head == 'mlp' else nn.Linear(dim, spec.num_classes)
         else:
             final = nn.Identity()
-        return nn.Sequential(OrderedDict([
-            ('global_pool', SelectAdaptivePool2d(pool_type='avg')),
-            ('norm', LayerNorm2d(dim)),
-            ('flatten', nn.Flatten(1)),
-            ('drop', nn.Dropout(spec.drop_rate)),
-            ('fc', final),
-        ]))
+        return nn.Sequential(
+            OrderedDict(
+                [
+                    ('global_pool', SelectAdaptivePool2d(pool_type='avg')),
+                    ('norm', LayerNorm2d(dim)),
+                    ('flatten', nn.Flatten(1)),
+                    ('drop', nn.Dropout(spec.drop_rate)),
+                    ('fc', final),
+                ]
+            )
+        )
 
 
 def build_model(spec: ArchSpec | dict, *, seed: int | None = None) -> ComposedMetaFormer:

@@ -1,6 +1,7 @@
 """The catalogue of presets (one JSON spec per published model, shipped as package data) and the ways a
 request names a spec: a preset name, JSON text or a dict. Plain data: no torch, no gradio.
 """
+
 from __future__ import annotations
 
 import copy
@@ -36,8 +37,9 @@ def load_spec(name_or_path: str | Path) -> ArchSpec:
     if not preset.is_file():
         names = preset_names()
         close = [n for n in names if str(name_or_path).lower() in n] or names[:8]
-        raise SpecError([('', f'{str(name_or_path)!r} is neither a preset nor a spec file; '
-                              f'presets include: {", ".join(close)}')])
+        raise SpecError(
+            [('', f'{str(name_or_path)!r} is neither a preset nor a spec file; presets include: {", ".join(close)}')]
+        )
     return ArchSpec.from_json(preset.read_text(encoding='utf-8'))
 
 
@@ -56,10 +58,20 @@ def list_presets() -> list[dict]:
     rows = []
     for name, d in _preset_specs().items():
         m = d['meta']
-        rows.append({'name': name, 'family': m.get('family', 'other'), 'display_name': m.get('display_name', name),
-                     'top1': m.get('top1'), 'params_m': m.get('params_m'), 'gmacs': m.get('gmacs'),
-                     'resolution': m.get('resolution', d['img_size']), 'source': m.get('source', ''),
-                     'timm_name': m.get('timm_name'), 'pretrained_tag': m.get('pretrained_tag')})
+        rows.append(
+            {
+                'name': name,
+                'family': m.get('family', 'other'),
+                'display_name': m.get('display_name', name),
+                'top1': m.get('top1'),
+                'params_m': m.get('params_m'),
+                'gmacs': m.get('gmacs'),
+                'resolution': m.get('resolution', d['img_size']),
+                'source': m.get('source', ''),
+                'timm_name': m.get('timm_name'),
+                'pretrained_tag': m.get('pretrained_tag'),
+            }
+        )
     return sorted(rows, key=lambda r: (r['family'].lower(), r['params_m'] or 0, r['name']))
 
 

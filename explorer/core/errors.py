@@ -1,4 +1,5 @@
 """Errors the command line reports as one message with exit status 2."""
+
 from __future__ import annotations
 
 

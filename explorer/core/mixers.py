@@ -5,6 +5,7 @@ Each class implements a mixer declared in `explorer.core.registry` (name + argum
 `MetaFormerBlock` passes `proj_drop`, `device`, `dtype`). A mixer that subclasses timm's `Attention` runs in
 token layout (B, N, C); all others see NCHW tensors, as in timm.
 """
+
 from __future__ import annotations
 
 import torch
@@ -29,6 +30,7 @@ def implements(name: str):
         MIXER_CLASSES[name] = cls
         cls.mixer_name = name
         return cls
+
     return wrap
 
 
@@ -55,7 +57,8 @@ class FixedTokenMixer(nn.Module):
             raise TokenCountError(
                 f'{self.mixer_name} mixer was built for a {h}x{w} token grid ({self.num_tokens} tokens) but got '
                 f'{x.shape[-2]}x{x.shape[-1]}; it mixes a fixed token count, so rebuild the model with the '
-                f'img_size you want to run at')
+                f'img_size you want to run at'
+            )
         return x.flatten(2)
 
 
@@ -87,8 +90,14 @@ class RandomMixer(FixedTokenMixer):
 @implements('sepconv')
 class SepConvMixer(TimmSepConv):
     def __init__(self, dim: int, expansion_ratio: float = 2, kernel_size: int = 7, **kwargs):
-        super().__init__(dim, expansion_ratio=expansion_ratio, kernel_size=kernel_size, padding=kernel_size // 2,
-                         device=kwargs.get('device'), dtype=kwargs.get('dtype'))
+        super().__init__(
+            dim,
+            expansion_ratio=expansion_ratio,
+            kernel_size=kernel_size,
+            padding=kernel_size // 2,
+            device=kwargs.get('device'),
+            dtype=kwargs.get('dtype'),
+        )
 
 
 @implements('attention')
@@ -96,15 +105,22 @@ class AttentionMixer(TimmAttention):
     """timm's MetaFormer attention; being a subclass, its stage runs in (B, N, C) token layout."""
 
     def __init__(self, dim: int, head_dim: int = 32, qkv_bias: bool = False, proj_bias: bool = False, **kwargs):
-        super().__init__(dim, head_dim=head_dim, qkv_bias=qkv_bias, proj_bias=proj_bias,
-                         proj_drop=kwargs.get('proj_drop', 0.), device=kwargs.get('device'),
-                         dtype=kwargs.get('dtype'))
+        super().__init__(
+            dim,
+            head_dim=head_dim,
+            qkv_bias=qkv_bias,
+            proj_bias=proj_bias,
+            proj_drop=kwargs.get('proj_drop', 0.0),
+            device=kwargs.get('device'),
+            dtype=kwargs.get('dtype'),
+        )
 
 
 @implements('spatial_mlp')
 class SpatialMlpMixer(FixedTokenMixer):
-    def __init__(self, dim: int = 0, grid_size=(14, 14), hidden_ratio: float = 0.5, hidden_dim: int | None = None,
-                 **kwargs):
+    def __init__(
+        self, dim: int = 0, grid_size=(14, 14), hidden_ratio: float = 0.5, hidden_dim: int | None = None, **kwargs
+    ):
         super().__init__(grid_size)
         hidden = hidden_dim or max(1, int(hidden_ratio * self.num_tokens))
         self.mlp = Mlp(self.num_tokens, hidden, act_layer=nn.GELU)

@@ -2,15 +2,18 @@
 fixed token count. The spec validates against this table, so it imports no torch; the modules are in
 `explorer.core.mixers` (`@implements(name)`), the cost rules in `explorer.measure.analytic` (`@mixer_cost`).
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 
 @dataclass(frozen=True)
 class Arg:
     """One mixer argument: its type, default and allowed values (a range or a tuple of choices)."""
+
     kind: type
     default: Any
     low: float | None = None
@@ -63,8 +66,13 @@ class MixerInfo:
 MIXERS: dict[str, MixerInfo] = {}
 
 
-def declare_mixer(name: str, args: dict | None = None, fixed_tokens: bool = False, description: str = '',
-                  check_dim: Callable | None = None) -> MixerInfo:
+def declare_mixer(
+    name: str,
+    args: dict | None = None,
+    fixed_tokens: bool = False,
+    description: str = '',
+    check_dim: Callable | None = None,
+) -> MixerInfo:
     """Add a mixer's schema to MIXERS. Its module is registered in explorer.core.mixers with `@implements`,
     its cost rule in explorer.measure.analytic with `@mixer_cost`; tests check all three exist."""
     MIXERS[name] = info = MixerInfo(name, dict(args or {}), fixed_tokens, description, check_dim)
@@ -79,24 +87,44 @@ def _check_heads(dim: int, args: dict) -> str | None:
 
 
 declare_mixer('identity', description='IdentityFormer: no token mixing at all')
-declare_mixer('pooling', {'pool_size': Arg(int, 3, choices=(1, 3, 5, 7, 9, 11), help='average-pool window')},
-              description='PoolFormer: pool(x) - x, average pooling without padded zeros')
-declare_mixer('random', fixed_tokens=True,
-              description='RandFormer: a frozen random row-stochastic token-mixing matrix')
-declare_mixer('sepconv', {
-    'expansion_ratio': Arg(float, 2, 0.25, 8, help='hidden width / dim'),
-    'kernel_size': Arg(int, 7, choices=(3, 5, 7, 9, 11, 13), help='depthwise kernel'),
-}, description='ConvFormer: pointwise, StarReLU, depthwise, pointwise')
-declare_mixer('attention', {
-    'head_dim': Arg(int, 32, 4, 256, help='channels per head; heads = dim // head_dim'),
-    'qkv_bias': Arg(bool, False),
-    'proj_bias': Arg(bool, False),
-}, description='Transformer: multi-head self-attention over all tokens', check_dim=_check_heads)
-declare_mixer('spatial_mlp', {
-    'hidden_ratio': Arg(float, 0.5, 0.125, 8, help='token-MLP hidden width / token count'),
-    'hidden_dim': Arg(int, None, 1, 8192, nullable=True, help='token-MLP hidden width (overrides hidden_ratio)'),
-}, fixed_tokens=True, description='MLP-Mixer: an MLP across all tokens, shared over channels')
-declare_mixer('cross_patch', fixed_tokens=True,
-              description='ResMLP: one linear layer across tokens, shared over channels')
-declare_mixer('cycle', {'qkv_bias': Arg(bool, False, help='bias of the channel FC')},
-              description='CycleMLP: Cycle FC along H and W plus a channel FC, re-weighted')
+declare_mixer(
+    'pooling',
+    {'pool_size': Arg(int, 3, choices=(1, 3, 5, 7, 9, 11), help='average-pool window')},
+    description='PoolFormer: pool(x) - x, average pooling without padded zeros',
+)
+declare_mixer('random', fixed_tokens=True, description='RandFormer: a frozen random row-stochastic token-mixing matrix')
+declare_mixer(
+    'sepconv',
+    {
+        'expansion_ratio': Arg(float, 2, 0.25, 8, help='hidden width / dim'),
+        'kernel_size': Arg(int, 7, choices=(3, 5, 7, 9, 11, 13), help='depthwise kernel'),
+    },
+    description='ConvFormer: pointwise, StarReLU, depthwise, pointwise',
+)
+declare_mixer(
+    'attention',
+    {
+        'head_dim': Arg(int, 32, 4, 256, help='channels per head; heads = dim // head_dim'),
+        'qkv_bias': Arg(bool, False),
+        'proj_bias': Arg(bool, False),
+    },
+    description='Transformer: multi-head self-attention over all tokens',
+    check_dim=_check_heads,
+)
+declare_mixer(
+    'spatial_mlp',
+    {
+        'hidden_ratio': Arg(float, 0.5, 0.125, 8, help='token-MLP hidden width / token count'),
+        'hidden_dim': Arg(int, None, 1, 8192, nullable=True, help='token-MLP hidden width (overrides hidden_ratio)'),
+    },
+    fixed_tokens=True,
+    description='MLP-Mixer: an MLP across all tokens, shared over channels',
+)
+declare_mixer(
+    'cross_patch', fixed_tokens=True, description='ResMLP: one linear layer across tokens, shared over channels'
+)
+declare_mixer(
+    'cycle',
+    {'qkv_bias': Arg(bool, False, help='bias of the channel FC')},
+    description='CycleMLP: Cycle FC along H and W plus a channel FC, re-weighted',
+)

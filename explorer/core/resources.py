@@ -1,6 +1,7 @@
 """Where the shipped data lives: `presets/` and `assets/` sit at the top of the source tree and are installed
 inside the package (`explorer/presets`, `explorer/assets`; see pyproject.toml), so an installed explorer
 works from any directory and a checkout works without installing."""
+
 from __future__ import annotations
 
 from importlib import resources

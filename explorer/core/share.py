@@ -1,4 +1,5 @@
 """Specs as text to share: the compact form, the `?spec=` link token, pretty JSON and a Python snippet."""
+
 from __future__ import annotations
 
 import base64
@@ -29,8 +30,10 @@ def compact_spec(spec: dict | str) -> dict:
         elif v != defaults[k]:
             out[k] = v
     sdef = {f.name: f.default for f in fields(StageSpec) if f.name in ('mlp_ratio', 'downsample')}
-    out['stages'] = [{k: v for k, v in st.items() if not (k in sdef and v == sdef[k])
-                      and not (k == 'mixer_args' and not v)} for st in full['stages']]
+    out['stages'] = [
+        {k: v for k, v in st.items() if not (k in sdef and v == sdef[k]) and not (k == 'mixer_args' and not v)}
+        for st in full['stages']
+    ]
     return out
 
 
@@ -44,8 +47,9 @@ def decode_share(token: str) -> dict:
     """The spec dict a share token describes (validated; published figures restored if it is a preset)."""
     token = (token or '').strip()
     if not token or len(token) > MAX_SHARE_CHARS:
-        raise SpecError([('spec', f'the share link parameter must be 1 to {MAX_SHARE_CHARS} characters, '
-                                  f'got {len(token)}')])
+        raise SpecError(
+            [('spec', f'the share link parameter must be 1 to {MAX_SHARE_CHARS} characters, got {len(token)}')]
+        )
     try:
         text = base64.urlsafe_b64decode(token + '=' * (-len(token) % 4)).decode('utf-8')
     except (binascii.Error, ValueError):
@@ -60,10 +64,15 @@ def python_snippet(spec: dict | str) -> str:
     body = pprint.pformat(compact_spec(s), indent=1, width=96, sort_dicts=False)
     lines = ['from explorer.core.build import build_model', 'from explorer.core.spec import ArchSpec', '']
     if preset:
-        lines += [f'# the preset {preset!r}: explorer.core.catalog.load_spec({preset!r}) also gives it,',
-                  '# with its published figures']
-    lines += [f'spec = ArchSpec.from_dict({body})', 'model = build_model(spec).eval()',
-              f'# input: (batch, {s.in_chans}, {s.img_size}, {s.img_size}) -> logits (batch, {s.num_classes})']
+        lines += [
+            f'# the preset {preset!r}: explorer.core.catalog.load_spec({preset!r}) also gives it,',
+            '# with its published figures',
+        ]
+    lines += [
+        f'spec = ArchSpec.from_dict({body})',
+        'model = build_model(spec).eval()',
+        f'# input: (batch, {s.in_chans}, {s.img_size}, {s.img_size}) -> logits (batch, {s.num_classes})',
+    ]
     return '\n'.join(lines) + '\n'
 
 

@@ -5,6 +5,7 @@ counters, the app and the CLI all read it. Every field but `stages` has a defaul
 the MetaFormer-Baselines ones (timm's `MetaFormer`): StarReLU MLPs without bias, channel LayerNorm
 without bias, an MLP head, a 7x7/4 stem, 3x3/2 downsampling and res-scale on the second half of stages.
 """
+
 from __future__ import annotations
 
 import copy
@@ -19,9 +20,18 @@ ACTIVATIONS = ('gelu', 'relu', 'silu', 'squared_relu', 'star_relu')
 NORMS = ('layernorm_nobias', 'layernorm', 'mln', 'mln_nobias', 'batchnorm', 'affine')
 HEADS = ('mlp', 'linear')
 META_KEYS = (
-    'family', 'display_name', 'timm_name', 'pretrained_tag',
-    'top1', 'params_m', 'frozen_params_m', 'gmacs',  # published: ImageNet-1k top-1 %, params (millions), GMACs
-    'resolution', 'source', 'notes', 'differs_from_original',
+    'family',
+    'display_name',
+    'timm_name',
+    'pretrained_tag',
+    'top1',
+    'params_m',
+    'frozen_params_m',
+    'gmacs',  # published: ImageNet-1k top-1 %, params (millions), GMACs
+    'resolution',
+    'source',
+    'notes',
+    'differs_from_original',
 )
 
 # Limits that keep a laptop alive; the resource guard checks actual cost on top of these.
@@ -112,7 +122,7 @@ class ArchSpec:
 
     def total_stride(self) -> int:
         n_down = sum(1 for st in self.stages[1:] if st.downsample)
-        return self.stem.stride * self.downsample.stride ** n_down
+        return self.stem.stride * self.downsample.stride**n_down
 
     def mixer_kwargs(self, i: int) -> dict:
         """Constructor arguments of stage i's token mixer: the registry defaults, the spec's mixer_args, and
@@ -144,21 +154,21 @@ class ArchSpec:
         return json.dumps(self.to_dict(), indent=2) + '\n'
 
     @classmethod
-    def from_dict(cls, data: Any) -> 'ArchSpec':
+    def from_dict(cls, data: Any) -> ArchSpec:
         """Parse and validate. Raises SpecError naming every bad field path, value and what is allowed."""
         spec = _parse(data)
         spec.validate()
         return spec
 
     @classmethod
-    def from_json(cls, text: str) -> 'ArchSpec':
+    def from_json(cls, text: str) -> ArchSpec:
         try:
             data = json.loads(text)
         except json.JSONDecodeError as e:
             raise SpecError([('', f'not valid JSON: {e.msg} at line {e.lineno} column {e.colno}')]) from None
         return cls.from_dict(data)
 
-    def replace(self, **changes) -> 'ArchSpec':
+    def replace(self, **changes) -> ArchSpec:
         """A validated copy with top-level fields changed (dict values are parsed like JSON)."""
         d = self.to_dict()
         d.update(changes)
@@ -185,10 +195,9 @@ class ArchSpec:
         for key, conv in (('stem', self.stem), ('downsample', self.downsample)):
             for cf in fields(ConvSpec):
                 _check_int(err, f'{key}.{cf.name}', getattr(conv, cf.name), CONV_RANGES[cf.name])
-        for key, value in (('meta', self.meta),):
-            for k in value:
-                if k not in META_KEYS:
-                    err(f'meta.{k}', f'unknown key; allowed: {", ".join(META_KEYS)}')
+        for k in self.meta:
+            if k not in META_KEYS:
+                err(f'meta.{k}', f'unknown key; allowed: {", ".join(META_KEYS)}')
 
         n = len(self.stages)
         if not 1 <= n <= MAX_STAGES:
@@ -213,12 +222,17 @@ class ArchSpec:
             _check_number(err, f'{p}.mlp_ratio', st.mlp_ratio, MLP_RATIO_RANGE)
             _check_bool(err, f'{p}.downsample', st.downsample)
             if i == 0 and st.downsample is False:
-                err(f'{p}.downsample', 'false is not allowed for the first stage: the stem always runs '
-                    '(set stem.stride to 1 for no downsampling)')
-            if i > 0 and st.downsample is False and isinstance(st.dim, int) \
-                    and st.dim != self.stages[i - 1].dim:
-                err(f'{p}.downsample', f'false needs dim equal to stages[{i - 1}].dim '
-                    f'({self.stages[i - 1].dim}), got {st.dim}: the downsample conv is what changes the width')
+                err(
+                    f'{p}.downsample',
+                    'false is not allowed for the first stage: the stem always runs '
+                    '(set stem.stride to 1 for no downsampling)',
+                )
+            if i > 0 and st.downsample is False and isinstance(st.dim, int) and st.dim != self.stages[i - 1].dim:
+                err(
+                    f'{p}.downsample',
+                    f'false needs dim equal to stages[{i - 1}].dim '
+                    f'({self.stages[i - 1].dim}), got {st.dim}: the downsample conv is what changes the width',
+                )
             if not isinstance(st.mixer_args, dict):
                 err(f'{p}.mixer_args', f'{st.mixer_args!r} must be an object')
             elif known_mixer:
@@ -229,18 +243,24 @@ class ArchSpec:
 
         stride = self.total_stride()
         if self.img_size % stride:
-            err('img_size', f'{self.img_size} is not divisible by the total stride {stride} '
+            err(
+                'img_size',
+                f'{self.img_size} is not divisible by the total stride {stride} '
                 f'(stem {self.stem.stride} x downsample {self.downsample.stride} per downsampling stage); '
-                f'try {max(stride, self.img_size // stride * stride)}')
+                f'try {max(stride, self.img_size // stride * stride)}',
+            )
         else:
             grids = self.grid_sizes()
-            for i, (h, w) in enumerate(grids):
+            for i, (h, _) in enumerate(grids):
                 if h < 1:
                     err(f'stages[{i}]', f'img_size {self.img_size} leaves no tokens at this stage')
             for i, st in enumerate(self.stages):
                 if MIXERS[st.mixer].fixed_tokens and grids[i][0] * grids[i][1] > 4096:
-                    err(f'stages[{i}].mixer', f'{st.mixer} mixes all tokens with a dense matrix; '
-                        f'{grids[i][0]}x{grids[i][1]} tokens is above the 4096 limit')
+                    err(
+                        f'stages[{i}].mixer',
+                        f'{st.mixer} mixes all tokens with a dense matrix; '
+                        f'{grids[i][0]}x{grids[i][1]} tokens is above the 4096 limit',
+                    )
         if errors:
             raise SpecError(errors)
 

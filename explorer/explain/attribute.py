@@ -13,11 +13,12 @@ once (IG steps, Occlusion windows, GradientShap samples, SmoothGrad noise sample
 `deletion_curve` scores a map's faithfulness: the target's softmax probability as the most-attributed pixels
 are replaced by the baseline, and the area under that curve (in [0, 1]; lower = more faithful).
 """
+
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import Callable
 
 import numpy as np
 import torch
@@ -31,8 +32,13 @@ METHODS = {
     'occlusion': 'Occlusion (sliding window)',
     'gradcam': 'LayerGradCam at a stage output',
 }
-ALIASES = {'integrated_gradients': 'ig', 'gradient_shap': 'gradshap', 'grad_cam': 'gradcam',
-           'layergradcam': 'gradcam', 'smoothgrad': 'saliency'}
+ALIASES = {
+    'integrated_gradients': 'ig',
+    'gradient_shap': 'gradshap',
+    'grad_cam': 'gradcam',
+    'layergradcam': 'gradcam',
+    'smoothgrad': 'saliency',
+}
 NOISE_TUNNEL_METHODS = ('ig', 'saliency', 'gradshap', 'gradcam')
 
 Progress = Callable[[int, int], None]  # (forward rows done, rows expected)
@@ -49,23 +55,27 @@ def resolve_method(method: str) -> tuple[str, bool]:
         return m, False
     if m in ALIASES:
         return ALIASES[m], m == 'smoothgrad'
-    raise ValueError(f'method: {method!r} is not an attribution method; choose from '
-                     f'{", ".join(list(METHODS) + ["smoothgrad"])}')
+    raise ValueError(
+        f'method: {method!r} is not an attribution method; choose from {", ".join(list(METHODS) + ["smoothgrad"])}'
+    )
 
 
 def check_target(target, num_classes: int) -> int:
     if isinstance(target, bool) or not isinstance(target, (int, np.integer)):
         raise ValueError(f'target: {target!r} must be a class index (integer)')
     if not 0 <= int(target) < num_classes:
-        raise ValueError(f'target: {target} is out of range; the model has {num_classes} classes '
-                         f'(0 to {num_classes - 1})')
+        raise ValueError(
+            f'target: {target} is out of range; the model has {num_classes} classes (0 to {num_classes - 1})'
+        )
     return int(target)
 
 
 def resolve_stage(stage: int, num_stages: int) -> int:
     if isinstance(stage, bool) or not isinstance(stage, int) or not -num_stages <= stage < num_stages:
-        raise ValueError(f'stage: {stage!r} is out of range; the model has {num_stages} stages '
-                         f'(0 to {num_stages - 1}, or negative from the end)')
+        raise ValueError(
+            f'stage: {stage!r} is out of range; the model has {num_stages} stages '
+            f'(0 to {num_stages - 1}, or negative from the end)'
+        )
     return stage % num_stages
 
 
@@ -84,10 +94,24 @@ class _Counted(nn.Module):
         return y
 
 
-def attribute(model: nn.Module, x: torch.Tensor, target: int | None = None, method: str = 'ig', *,
-              stage: int = -1, smoothgrad: bool = False, nt_samples: int = 8, nt_stdev: float = 0.15,
-              n_steps: int = 32, n_samples: int = 16, window: int | None = None, stride: int | None = None,
-              internal_batch_size: int = 8, seed: int = 0, progress: Progress | None = None) -> np.ndarray:
+def attribute(
+    model: nn.Module,
+    x: torch.Tensor,
+    target: int | None = None,
+    method: str = 'ig',
+    *,
+    stage: int = -1,
+    smoothgrad: bool = False,
+    nt_samples: int = 8,
+    nt_stdev: float = 0.15,
+    n_steps: int = 32,
+    n_samples: int = 16,
+    window: int | None = None,
+    stride: int | None = None,
+    internal_batch_size: int = 8,
+    seed: int = 0,
+    progress: Progress | None = None,
+) -> np.ndarray:
     """Attribution of `target`'s logit to the pixels of one input.
 
     x: (1, C, H, W) normalised model input. target: class index (None: the predicted class).
@@ -101,12 +125,18 @@ def attribute(model: nn.Module, x: torch.Tensor, target: int | None = None, meth
     method, implied_sg = resolve_method(method)
     smoothgrad = smoothgrad or implied_sg
     if smoothgrad and method not in NOISE_TUNNEL_METHODS:
-        raise ValueError(f'smoothgrad: not available for {method}; SmoothGrad averages gradients, use it with '
-                         f'{", ".join(NOISE_TUNNEL_METHODS)}')
+        raise ValueError(
+            f'smoothgrad: not available for {method}; SmoothGrad averages gradients, use it with '
+            f'{", ".join(NOISE_TUNNEL_METHODS)}'
+        )
     if x.dim() != 4 or x.shape[0] != 1:
         raise ValueError(f'x: expected one image shaped (1, C, H, W), got {tuple(x.shape)}')
-    for name, v in (('internal_batch_size', internal_batch_size), ('n_steps', n_steps),
-                    ('n_samples', n_samples), ('nt_samples', nt_samples)):
+    for name, v in (
+        ('internal_batch_size', internal_batch_size),
+        ('n_steps', n_steps),
+        ('n_samples', n_samples),
+        ('nt_samples', nt_samples),
+    ):
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
             raise ValueError(f'{name}: {v!r} must be a positive integer')
     model.eval()
@@ -130,26 +160,41 @@ def attribute(model: nn.Module, x: torch.Tensor, target: int | None = None, meth
         torch.manual_seed(seed)
         if method == 'ig':
             algo = IntegratedGradients(fwd)
-            kw = dict(baselines=torch.zeros_like(x), n_steps=n_steps, method='gausslegendre',
-                      internal_batch_size=internal_batch_size)
+            kw = dict(
+                baselines=torch.zeros_like(x),
+                n_steps=n_steps,
+                method='gausslegendre',
+                internal_batch_size=internal_batch_size,
+            )
         elif method == 'saliency':
             algo, kw = Saliency(fwd), dict(abs=True)
         elif method == 'gradshap':
             algo = _ChunkedGradientShap(fwd, internal_batch_size)
             # GradientShap's own input noise *is* SmoothGrad over its samples (captum builds it on NoiseTunnel)
-            kw = dict(baselines=torch.cat([torch.zeros_like(x), _blur(x)]), n_samples=n_samples * nt,
-                      stdevs=nt_stdev if smoothgrad else 0.0)
+            kw = dict(
+                baselines=torch.cat([torch.zeros_like(x), _blur(x)]),
+                n_samples=n_samples * nt,
+                stdevs=nt_stdev if smoothgrad else 0.0,
+            )
         elif method == 'gradcam':
             stage_i = resolve_stage(stage, len(model.stages))
             algo, kw = LayerGradCam(fwd, model.stages[stage_i]), dict(relu_attributions=True)
         else:
             algo = Occlusion(fwd)
-            kw = dict(sliding_window_shapes=(x.shape[1], window, window), strides=(x.shape[1], stride, stride),
-                      baselines=0.0, perturbations_per_eval=internal_batch_size)
+            kw = dict(
+                sliding_window_shapes=(x.shape[1], window, window),
+                strides=(x.shape[1], stride, stride),
+                baselines=0.0,
+                perturbations_per_eval=internal_batch_size,
+            )
         if smoothgrad and method != 'gradshap':
             algo = NoiseTunnel(algo)
-            kw.update(nt_type='smoothgrad', nt_samples=nt_samples, stdevs=nt_stdev,
-                      nt_samples_batch_size=1 if method == 'ig' else internal_batch_size)
+            kw.update(
+                nt_type='smoothgrad',
+                nt_samples=nt_samples,
+                stdevs=nt_stdev,
+                nt_samples_batch_size=1 if method == 'ig' else internal_batch_size,
+            )
         attr = algo.attribute(x.requires_grad_(True), target=target, **kw)
 
     if method == 'gradcam':
@@ -168,6 +213,7 @@ class _ChunkedGradientShap:
 
     def __init__(self, forward_func, batch: int):
         from captum.attr import GradientShap
+
         self.algo, self.batch = GradientShap(forward_func), batch
 
     def attribute(self, inputs, baselines, target=None, n_samples=16, stdevs=0.0, **kwargs):
@@ -191,6 +237,7 @@ def _blur(x: torch.Tensor, factor: int = 8) -> torch.Tensor:
 class DeletionCurve:
     """Target probability after removing the top `fractions` of pixels (by attribution). auc in [0, 1];
     lower means the map found the pixels the model relies on (more faithful)."""
+
     fractions: list[float]
     probs: list[float]
     auc: float
@@ -201,8 +248,16 @@ class DeletionCurve:
 
 
 @torch.no_grad()
-def deletion_curve(model: nn.Module, x: torch.Tensor, amap: np.ndarray | torch.Tensor, target: int, *,
-                   steps: int = 20, batch_size: int = 8, baseline: float = 0.0) -> DeletionCurve:
+def deletion_curve(
+    model: nn.Module,
+    x: torch.Tensor,
+    amap: np.ndarray | torch.Tensor,
+    target: int,
+    *,
+    steps: int = 20,
+    batch_size: int = 8,
+    baseline: float = 0.0,
+) -> DeletionCurve:
     """Remove pixels (all channels set to `baseline`, 0 = the mean colour) in order of decreasing attribution,
     in `steps` equal slices, and record softmax(model(x))[target] after each slice (and before the first).
     Returns the curve and its trapezoid area over the removed fraction in [0, 1]."""
@@ -222,7 +277,7 @@ def deletion_curve(model: nn.Module, x: torch.Tensor, amap: np.ndarray | torch.T
     fractions = [i / steps for i in range(steps + 1)]
     probs = []
     for start in range(0, len(fractions), batch_size):
-        fr = fractions[start:start + batch_size]
+        fr = fractions[start : start + batch_size]
         counts = torch.tensor([round(f * n) for f in fr], device=x.device).view(-1, 1, 1, 1)
         removed = rank < counts  # (b, 1, H, W)
         xb = torch.where(removed, torch.full_like(x, baseline), x.expand(len(fr), -1, -1, -1))

@@ -5,6 +5,7 @@ Conversions are done by hand where PIL's own `convert('RGB')` is wrong: transpar
 over white (their colour values are often garbage), 16-bit and 32-bit greyscale is rescaled instead of
 clipped at 255, and the EXIF orientation is applied so phone photos are upright.
 """
+
 from __future__ import annotations
 
 import io
@@ -68,8 +69,10 @@ def load_image(source: str | Path | bytes | Image.Image, *, max_pixels: int = MA
             img = Image.open(io.BytesIO(data))
             w, h = img.size
             if w * h > max_pixels:
-                raise ImageError(f'{name} is {w}x{h} = {w * h:,} pixels, above the {max_pixels:,} limit '
-                                 f'(a decompression bomb or a huge scan); resize it first')
+                raise ImageError(
+                    f'{name} is {w}x{h} = {w * h:,} pixels, above the {max_pixels:,} limit '
+                    f'(a decompression bomb or a huge scan); resize it first'
+                )
             if w < 1 or h < 1:
                 raise ImageError(f'{name} has no pixels ({w}x{h})')
             img.seek(0)  # first frame of an animation
@@ -77,11 +80,14 @@ def load_image(source: str | Path | bytes | Image.Image, *, max_pixels: int = MA
         except ImageError:
             raise
         except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-            raise ImageError(f'{name} is too large to decode safely (decompression bomb guard); '
-                             f'resize it below {max_pixels:,} pixels') from None
+            raise ImageError(
+                f'{name} is too large to decode safely (decompression bomb guard); '
+                f'resize it below {max_pixels:,} pixels'
+            ) from None
         except UnidentifiedImageError:
-            raise ImageError(f'{name} is not an image format PIL can read '
-                             f'(use PNG, JPEG, WebP, BMP, GIF or TIFF)') from None
+            raise ImageError(
+                f'{name} is not an image format PIL can read (use PNG, JPEG, WebP, BMP, GIF or TIFF)'
+            ) from None
         except (OSError, SyntaxError, ValueError, EOFError) as e:
             reason = 'it is truncated' if 'truncated' in str(e) else f'it is corrupt ({e})'
             raise ImageError(f'cannot decode {name}: {reason}') from None

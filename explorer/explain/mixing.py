@@ -17,6 +17,7 @@ The effective receptive field of a stage (Luo et al., 2016) is |d(sum over chann
 token) / d(input pixels)|, summed over input channels and averaged over images, normalised to sum 1; with it
 the fractions of the image area that hold 20 %, 50 % and 90 % of that contribution.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -37,6 +38,7 @@ ERF_LEVELS = (0.2, 0.5, 0.9)
 @dataclass
 class MixingMap:
     """weights: (heads, h, w) over the block's input token grid (heads = 1 unless attention)."""
+
     mixer: str
     stage: int
     block: int
@@ -52,10 +54,18 @@ class MixingMap:
         return self.weights.mean(0)
 
     def to_dict(self) -> dict:
-        return {'mixer': self.mixer, 'stage': self.stage, 'block': self.block, 'query': list(self.query),
-                'grid': list(self.grid), 'method': self.method, 'reduce': self.reduce,
-                'heads': int(self.weights.shape[0]), 'weights': self.weights.round(6).tolist(),
-                'mean': self.mean.round(6).tolist()}
+        return {
+            'mixer': self.mixer,
+            'stage': self.stage,
+            'block': self.block,
+            'query': list(self.query),
+            'grid': list(self.grid),
+            'method': self.method,
+            'reduce': self.reduce,
+            'heads': int(self.weights.shape[0]),
+            'weights': self.weights.round(6).tolist(),
+            'mean': self.mean.round(6).tolist(),
+        }
 
 
 def mixer_kind(mixer: nn.Module) -> str:
@@ -94,8 +104,14 @@ def attention_weights(mixer: nn.Module, tokens: torch.Tensor) -> torch.Tensor:
 
 
 # ---- Jacobian maps ----------------------------------------------------------------------------------------
-def jacobian_weights(mixer: nn.Module, inp: torch.Tensor, query: tuple[int, int], grid: tuple[int, int],
-                     reduce: str = 'diag', chunk: int = 32) -> np.ndarray:
+def jacobian_weights(
+    mixer: nn.Module,
+    inp: torch.Tensor,
+    query: tuple[int, int],
+    grid: tuple[int, int],
+    reduce: str = 'diag',
+    chunk: int = 32,
+) -> np.ndarray:
     """(h, w) map from the Jacobian of output token `query` w.r.t. all input tokens, at input `inp`
     ((1, C, h, w) NCHW or (1, N, C) token layout)."""
     if reduce not in REDUCTIONS:
@@ -131,8 +147,7 @@ def _batched_grads(out: torch.Tensor, inp: torch.Tensor, idx: torch.Tensor) -> t
 
 
 # ---- the verb ---------------------------------------------------------------------------------------------
-def mixer_input(model: nn.Module, stage: int, block: int, x: torch.Tensor | None = None,
-                seed: int = 0) -> torch.Tensor:
+def mixer_input(model: nn.Module, stage: int, block: int, x: torch.Tensor | None = None, seed: int = 0) -> torch.Tensor:
     """What the block's token mixer receives (its norm1 output) for image x; a seeded N(0, 1) input of the
     right shape without one. (1, C, h, w), or (1, N, C) for token-layout (attention) stages."""
     st = model.stages[stage]
@@ -162,9 +177,17 @@ def stage_grid(model: nn.Module, stage: int) -> tuple[int, int]:
 
 
 @torch.no_grad()
-def mixing_map(model: nn.Module, stage: int, block: int = 0, query: tuple[int, int] | None = None,
-               x: torch.Tensor | None = None, *, method: str = 'auto', reduce: str = 'diag',
-               seed: int = 0) -> MixingMap:
+def mixing_map(
+    model: nn.Module,
+    stage: int,
+    block: int = 0,
+    query: tuple[int, int] | None = None,
+    x: torch.Tensor | None = None,
+    *,
+    method: str = 'auto',
+    reduce: str = 'diag',
+    seed: int = 0,
+) -> MixingMap:
     """Token-mixing weights of stages[stage].blocks[block] for output token `query` (row, col; default: the
     centre). x: (1, C, H, W) normalised image (None: a seeded random mixer input). method: 'auto' (exact
     where possible, else Jacobian), 'exact' or 'jacobian'."""
@@ -172,21 +195,22 @@ def mixing_map(model: nn.Module, stage: int, block: int = 0, query: tuple[int, i
     stage = resolve_stage(stage, len(model.stages))
     blocks = model.stages[stage].blocks
     if isinstance(block, bool) or not isinstance(block, int) or not -len(blocks) <= block < len(blocks):
-        raise ValueError(f'block: {block!r} is out of range; stage {stage} has {len(blocks)} blocks '
-                         f'(0 to {len(blocks) - 1})')
+        raise ValueError(
+            f'block: {block!r} is out of range; stage {stage} has {len(blocks)} blocks (0 to {len(blocks) - 1})'
+        )
     block %= len(blocks)
     mixer = blocks[block].token_mixer
     kind = mixer_kind(mixer)
     if method not in ('auto', 'exact', 'jacobian'):
         raise ValueError(f'method: {method!r} is not allowed; choose from auto, exact, jacobian')
     if method == 'exact' and kind not in EXACT_MIXERS:
-        raise ValueError(f'method: no exact map for the {kind} mixer (exact: {", ".join(EXACT_MIXERS)}); '
-                         f'use jacobian')
+        raise ValueError(f'method: no exact map for the {kind} mixer (exact: {", ".join(EXACT_MIXERS)}); use jacobian')
     h, w = grid = stage_grid(model, stage)
     query = (h // 2, w // 2) if query is None else tuple(int(v) for v in query)
     if len(query) != 2 or not (0 <= query[0] < h and 0 <= query[1] < w):
-        raise ValueError(f'query: {query} is outside the {h}x{w} token grid of stage {stage} '
-                         f'(row 0 to {h - 1}, column 0 to {w - 1})')
+        raise ValueError(
+            f'query: {query} is outside the {h}x{w} token grid of stage {stage} (row 0 to {h - 1}, column 0 to {w - 1})'
+        )
     qi = query[0] * w + query[1]
     exact = method == 'exact' or (method == 'auto' and kind in EXACT_MIXERS)
     if exact and kind == 'pooling':
@@ -211,14 +235,18 @@ def mixing_map(model: nn.Module, stage: int, block: int = 0, query: tuple[int, i
 @dataclass
 class ERF:
     """map: (H, W) float64, sums to 1. area: {level: fraction of the image area holding that share}."""
+
     stage: int
     map: np.ndarray
     area: dict
     n_images: int
 
     def to_dict(self) -> dict:
-        return {'stage': self.stage, 'n_images': self.n_images,
-                'area': {f'{int(k * 100)}%': v for k, v in self.area.items()}}
+        return {
+            'stage': self.stage,
+            'n_images': self.n_images,
+            'area': {f'{int(k * 100)}%': v for k, v in self.area.items()},
+        }
 
 
 def area_fractions(contrib: np.ndarray, levels=ERF_LEVELS) -> dict:
@@ -231,9 +259,14 @@ def area_fractions(contrib: np.ndarray, levels=ERF_LEVELS) -> dict:
     return {lv: float((np.searchsorted(cum, lv - 1e-12) + 1) / v.size) for lv in levels}
 
 
-def effective_receptive_fields(model: nn.Module, images: torch.Tensor | None = None,
-                               stages: list[int] | None = None, *, n_random: int = 4,
-                               seed: int = 0) -> list[ERF]:
+def effective_receptive_fields(
+    model: nn.Module,
+    images: torch.Tensor | None = None,
+    stages: list[int] | None = None,
+    *,
+    n_random: int = 4,
+    seed: int = 0,
+) -> list[ERF]:
     """ERF of each requested stage (default: all). images: (B, C, H, W) normalised inputs (None: `n_random`
     seeded N(0, 1) images at the spec's size). One forward pass; one backward pass per stage."""
     model.eval()
@@ -246,7 +279,7 @@ def effective_receptive_fields(model: nn.Module, images: torch.Tensor | None = N
     out = []
     with torch.enable_grad():
         feats, f = [], model.stem(x)
-        for st in model.stages[:max(stages) + 1]:
+        for st in model.stages[: max(stages) + 1]:
             f = st(f)
             feats.append(f)
         for s in stages:

@@ -4,6 +4,7 @@ The data config is timm's (`timm.data.resolve_data_config`) fed with the weights
 for ImageNet presets (resize, crop_pct, interpolation, mean/std), the checkpoint's own otherwise, timm's
 defaults when there is none. The input size is always the spec's (the model is built for it).
 """
+
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
@@ -42,6 +43,7 @@ class PredictResult:
 def data_config(spec: ArchSpec, info: WeightsInfo | None = None) -> dict:
     """timm data config (input_size, interpolation, mean, std, crop_pct, crop_mode) for this model+weights."""
     from timm.data import resolve_data_config
+
     cfg = {k: v for k, v in (info.pretrained_cfg if info else {}).items() if k in DATA_KEYS and v is not None}
     cfg['input_size'] = (spec.in_chans, spec.img_size, spec.img_size)
     out = resolve_data_config(args={}, pretrained_cfg=cfg)
@@ -58,6 +60,7 @@ def data_config(spec: ArchSpec, info: WeightsInfo | None = None) -> dict:
 def make_transform(cfg: dict):
     """timm's eval transform (resize, centre crop, to tensor, normalise) for a data config."""
     from timm.data import create_transform
+
     return create_transform(**{k: cfg[k] for k in DATA_KEYS if k in cfg}, is_training=False)
 
 
@@ -73,7 +76,7 @@ def preprocess(image: Image.Image, cfg: dict) -> torch.Tensor:
     mean, std = torch.tensor(cfg['mean']).view(-1, 1, 1), torch.tensor(cfg['std']).view(-1, 1, 1)
     canvas = ((0 - mean) / std).expand(c, h, w).clone()  # background = pixel value 0
     top, left = (h - pad_from) // 2, (w - pad_from) // 2
-    canvas[:, top:top + pad_from, left:left + pad_from] = x
+    canvas[:, top : top + pad_from, left : left + pad_from] = x
     return canvas.unsqueeze(0)
 
 
@@ -94,6 +97,7 @@ def class_names(num_classes: int, label_names: list[str] | None = None) -> list[
         return [str(n) for n in label_names]
     if num_classes == 1000:
         from timm.data import ImageNetInfo
+
         info = ImageNetInfo('imagenet-1k')
         return [info.index_to_description(i) for i in range(1000)]
     return [f'class {i}' for i in range(num_classes)]
@@ -110,8 +114,15 @@ def top_k(logits: torch.Tensor, k: int, names: list[str]) -> list[Prediction]:
 
 
 @torch.no_grad()
-def predict(model: nn.Module, image: Image.Image, cfg: dict, *, topk: int = 5,
-            label_names: list[str] | None = None, weights: WeightsInfo | None = None) -> PredictResult:
+def predict(
+    model: nn.Module,
+    image: Image.Image,
+    cfg: dict,
+    *,
+    topk: int = 5,
+    label_names: list[str] | None = None,
+    weights: WeightsInfo | None = None,
+) -> PredictResult:
     """Classify one RGB PIL image. `cfg` from `data_config`. Runs in eval mode, fp32, on the model's device."""
     model.eval()
     num_classes = getattr(model, 'num_classes', 0)
@@ -119,6 +130,7 @@ def predict(model: nn.Module, image: Image.Image, cfg: dict, *, topk: int = 5,
         raise ValueError('num_classes: the model has no classifier head (num_classes 0); nothing to predict')
     device = next(model.parameters()).device
     logits = model(preprocess(image, cfg).to(device))[0]
-    names = class_names(num_classes, label_names if label_names is not None else
-                        (weights.label_names if weights else None))
+    names = class_names(
+        num_classes, label_names if label_names is not None else (weights.label_names if weights else None)
+    )
     return PredictResult(top_k(logits, topk, names), cfg, weights.to_dict() if weights else {})

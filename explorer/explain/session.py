@@ -3,12 +3,13 @@ config) checked against the resource guard, and the runs that explain one image 
 faithfulness score, effective receptive fields). The app adds caching and per-model locks; the CLI adds its
 argument parsing; neither repeats what is here.
 """
+
 from __future__ import annotations
 
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 import torch.nn as nn
@@ -29,6 +30,7 @@ GUARD_BATCH = 8
 class Loaded:
     """A model ready to explain: its spec, the module (eval mode), where its weights came from and the data
     config its inputs are preprocessed with (timm's keys: input_size, interpolation, mean, std, crop_pct)."""
+
     spec: ArchSpec
     model: nn.Module
     info: WeightsInfo
@@ -81,6 +83,7 @@ class ModelCache:
 @dataclass
 class Explanation:
     """An attribution map of one image and how far it can be trusted (the deletion curve)."""
+
     method: str
     smoothgrad: bool
     image: object  # (H, W, 3) uint8, the preprocessed input as displayed
@@ -95,14 +98,33 @@ class Explanation:
         return METHODS[self.method] + (' + SmoothGrad' if self.smoothgrad else '')
 
 
-def explain(m: Loaded, image, method: str, *, target: int | None = None, stage: int = -1,
-            smoothgrad: bool = False, n_steps: int = 32, batch: int = GUARD_BATCH, deletion: bool = True,
-            progress: Callable | None = None) -> Explanation:
+def explain(
+    m: Loaded,
+    image,
+    method: str,
+    *,
+    target: int | None = None,
+    stage: int = -1,
+    smoothgrad: bool = False,
+    n_steps: int = 32,
+    batch: int = GUARD_BATCH,
+    deletion: bool = True,
+    progress: Callable | None = None,
+) -> Explanation:
     """Attribute `image` (a PIL image) to `target` (None: the predicted class) with `method`, and score the
     map's faithfulness with a deletion curve (target probability as the most-attributed pixels are removed)."""
     x = preprocess(image, m.cfg)
-    amap = attribute(m.model, x, target, method, stage=stage, smoothgrad=smoothgrad, n_steps=n_steps,
-                     internal_batch_size=batch, progress=progress)
+    amap = attribute(
+        m.model,
+        x,
+        target,
+        method,
+        stage=stage,
+        smoothgrad=smoothgrad,
+        n_steps=n_steps,
+        internal_batch_size=batch,
+        progress=progress,
+    )
     with torch.no_grad():
         probs = m.model(x).softmax(1)[0]
     t = int(probs.argmax()) if target is None else target

@@ -10,6 +10,7 @@ Preprocessing travels with the weights: `WeightsInfo.pretrained_cfg` holds timm-
 interpolation, crop_pct, mean, std) from timm's pretrained config, or from the checkpoint's own config
 (`pretrained_cfg` / `data_config` entry, safetensors metadata, or a timm-style `config.json` beside the file).
 """
+
 from __future__ import annotations
 
 import json
@@ -26,8 +27,7 @@ import torch.nn as nn
 from explorer.core.build import build_model
 from explorer.core.spec import ArchSpec
 
-RANDOM_WARNING = ("randomly initialised: predictions are meaningless; maps show the architecture's "
-                  "structure only")
+RANDOM_WARNING = "randomly initialised: predictions are meaningless; maps show the architecture's structure only"
 CHECKPOINT_SUFFIXES = ('.safetensors', '.pth', '.pth.tar', '.pt', '.bin', '.ckpt')
 NESTED_KEYS = ('state_dict', 'model', 'state_dict_ema', 'model_ema', 'module')  # first found wins
 PREFIXES = ('module.', '_orig_mod.')  # DistributedDataParallel, torch.compile
@@ -42,6 +42,7 @@ class WeightsError(ValueError):
 @dataclass
 class LoadReport:
     """How a state dict fitted a model. `mismatched` rows are (key, checkpoint shape, model shape)."""
+
     loaded: int = 0
     missing: list[str] = field(default_factory=list)
     unexpected: list[str] = field(default_factory=list)
@@ -57,10 +58,14 @@ class LoadReport:
         return d
 
     def __str__(self) -> str:
-        lines = [f'{self.loaded} tensors loaded; {len(self.missing)} missing, {len(self.unexpected)} unexpected, '
-                 f'{len(self.mismatched)} with a different shape']
-        for title, keys in (('missing from the checkpoint', self.missing),
-                            ('in the checkpoint but not in the model', self.unexpected)):
+        lines = [
+            f'{self.loaded} tensors loaded; {len(self.missing)} missing, {len(self.unexpected)} unexpected, '
+            f'{len(self.mismatched)} with a different shape'
+        ]
+        for title, keys in (
+            ('missing from the checkpoint', self.missing),
+            ('in the checkpoint but not in the model', self.unexpected),
+        ):
             if keys:
                 lines.append(f'  {title}: {_short_list(keys)}')
         for k, a, b in self.mismatched[:8]:
@@ -69,8 +74,9 @@ class LoadReport:
             lines.append(f'  ... and {len(self.mismatched) - 8} more shape mismatches')
         if any(k.startswith('head.') and k.endswith('weight') for k, _, _ in self.mismatched):
             k, a, b = next(r for r in self.mismatched if r[0].startswith('head.') and r[0].endswith('weight'))
-            lines.append(f'  hint: the checkpoint head has {a[0]} outputs and the spec {b[0]}; '
-                         f'set num_classes to {a[0]}')
+            lines.append(
+                f'  hint: the checkpoint head has {a[0]} outputs and the spec {b[0]}; set num_classes to {a[0]}'
+            )
         return '\n'.join(lines)
 
 
@@ -81,6 +87,7 @@ def _short_list(keys: list[str], n: int = 6) -> str:
 @dataclass
 class WeightsInfo:
     """Where a model's weights came from. source: 'pretrained' | 'checkpoint' | 'random'."""
+
     source: str
     where: str
     pretrained_cfg: dict = field(default_factory=dict)
@@ -101,14 +108,22 @@ class WeightsInfo:
         return f'{RANDOM_WARNING} ({self.where})'
 
     def to_dict(self) -> dict:
-        return {'source': self.source, 'where': self.where, 'trained': self.trained, 'banner': self.banner(),
-                'pretrained_cfg': _jsonable(self.pretrained_cfg),
-                'report': self.report.to_dict() if self.report else None}
+        return {
+            'source': self.source,
+            'where': self.where,
+            'trained': self.trained,
+            'banner': self.banner(),
+            'pretrained_cfg': _jsonable(self.pretrained_cfg),
+            'report': self.report.to_dict() if self.report else None,
+        }
 
 
 def _jsonable(d: dict) -> dict:
-    return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()
-            if isinstance(v, (str, int, float, bool, tuple, list, type(None)))}
+    return {
+        k: list(v) if isinstance(v, tuple) else v
+        for k, v in d.items()
+        if isinstance(v, (str, int, float, bool, tuple, list, type(None)))
+    }
 
 
 # ---- reading checkpoints -------------------------------------------------------------------------------
@@ -130,15 +145,18 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
     (timm data-config keys) and `label_names` found in the file or in a `config.json` beside it."""
     p = Path(path)
     if not p.is_file():
-        raise WeightsError(f'checkpoint {str(p)!r} does not exist' if not p.exists()
-                           else f'checkpoint {str(p)!r} is not a file')
+        raise WeightsError(
+            f'checkpoint {str(p)!r} does not exist' if not p.exists() else f'checkpoint {str(p)!r} is not a file'
+        )
     size = p.stat().st_size
     if size == 0:
         raise WeightsError(f'checkpoint {str(p)!r} is empty (0 bytes)')
     limit_mb = max_checkpoint_mb()
-    if size > limit_mb * 2 ** 20:
-        raise WeightsError(f'checkpoint {str(p)!r} is {size / 2 ** 20:,.0f} MiB, over the {limit_mb:,} MiB limit '
-                           f'(set EXPLORER_MAX_CHECKPOINT_MB to change it)')
+    if size > limit_mb * 2**20:
+        raise WeightsError(
+            f'checkpoint {str(p)!r} is {size / 2**20:,.0f} MiB, over the {limit_mb:,} MiB limit '
+            f'(set EXPLORER_MAX_CHECKPOINT_MB to change it)'
+        )
     if p.name.endswith('.safetensors'):
         sd, extras = _read_safetensors(p)
     elif p.name.endswith(CHECKPOINT_SUFFIXES):
@@ -153,6 +171,7 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
 
 def _read_safetensors(p: Path) -> tuple[dict, dict]:
     from safetensors import SafetensorError, safe_open
+
     try:
         with safe_open(str(p), framework='pt') as f:
             sd = {k: f.get_tensor(k) for k in f.keys()}
@@ -183,8 +202,13 @@ def explorer_preprocessing_cfg(pre: dict) -> dict:
     `pad_from`: resize to source_size, then centre on a background canvas of img_size."""
     c = int(pre.get('in_chans', 1))
     size = int(pre.get('img_size', 32))
-    cfg = {'input_size': (c, size, size), 'mean': (float(pre.get('mean', 0.0)),) * c,
-           'std': (float(pre.get('std', 1.0)),) * c, 'interpolation': 'bilinear', 'crop_pct': 1.0}
+    cfg = {
+        'input_size': (c, size, size),
+        'mean': (float(pre.get('mean', 0.0)),) * c,
+        'std': (float(pre.get('std', 1.0)),) * c,
+        'interpolation': 'bilinear',
+        'crop_pct': 1.0,
+    }
     if pre.get('resize') == 'pad':
         cfg['pad_from'] = int(pre.get('source_size', 28))
     return cfg
@@ -197,12 +221,15 @@ def _read_torch(p: Path) -> tuple[dict, dict]:
         lines = str(e).splitlines()
         glob = next((ln.strip() for ln in lines if 'GLOBAL' in ln or 'global' in ln.split(':')[0]), None)
         if glob is None:  # the weights-only unpickler met bytes that are not a pickle at all
-            raise WeightsError(f'checkpoint {str(p)!r} is not a readable PyTorch file '
-                               f'({next((ln for ln in lines if "Unsupported" in ln), "not a pickle")})') from None
+            raise WeightsError(
+                f'checkpoint {str(p)!r} is not a readable PyTorch file '
+                f'({next((ln for ln in lines if "Unsupported" in ln), "not a pickle")})'
+            ) from None
         raise WeightsError(
             f'refused to load {str(p)!r}: it contains Python objects other than tensors and plain containers, '
             f'and unpickling them could run arbitrary code ({glob[:160]}). Re-save just the state dict '
-            f'(torch.save(model.state_dict(), path)) or convert it to .safetensors') from None
+            f'(torch.save(model.state_dict(), path)) or convert it to .safetensors'
+        ) from None
     except (RuntimeError, OSError, EOFError, ValueError) as e:
         raise WeightsError(f'checkpoint {str(p)!r} is not a readable PyTorch file ({str(e)[:200]})') from None
     if not isinstance(obj, dict):
@@ -228,7 +255,7 @@ def _extra_name(key: str) -> str:
 def _strip_prefixes(sd: dict) -> dict:
     for prefix in PREFIXES:
         if sd and all(k.startswith(prefix) for k in sd):
-            sd = {k[len(prefix):]: v for k, v in sd.items()}
+            sd = {k[len(prefix) :]: v for k, v in sd.items()}
     return sd
 
 
@@ -269,7 +296,8 @@ class _FilterTarget:
 def is_sail_layout(sd: dict) -> bool:
     """State dict from the official sail-sg repositories (not yet renamed to timm's layout)?"""
     return 'stem.conv.weight' not in sd and any(
-        k.startswith(('network.', 'downsample_layers.', 'patch_embed.')) for k in sd)
+        k.startswith(('network.', 'downsample_layers.', 'patch_embed.')) for k in sd
+    )
 
 
 def adapt_state_dict(sd: dict[str, torch.Tensor], model: nn.Module) -> dict[str, torch.Tensor]:
@@ -277,6 +305,7 @@ def adapt_state_dict(sd: dict[str, torch.Tensor], model: nn.Module) -> dict[str,
     if not is_sail_layout(sd):
         return sd
     from timm.models.metaformer import checkpoint_filter_fn
+
     return checkpoint_filter_fn(sd, _FilterTarget(model))
 
 
@@ -285,14 +314,18 @@ def compare_state_dict(model: nn.Module, sd: dict[str, torch.Tensor]) -> LoadRep
     rep = LoadReport()
     rep.missing = [k for k in own if k not in sd]
     rep.unexpected = [k for k in sd if k not in own]
-    rep.mismatched = [(k, tuple(v.shape), tuple(own[k].shape)) for k, v in sd.items()
-                      if k in own and tuple(v.shape) != tuple(own[k].shape)]
+    rep.mismatched = [
+        (k, tuple(v.shape), tuple(own[k].shape))
+        for k, v in sd.items()
+        if k in own and tuple(v.shape) != tuple(own[k].shape)
+    ]
     rep.loaded = len(own) - len(rep.missing) - len(rep.mismatched)
     return rep
 
 
-def load_state_dict(model: nn.Module, sd: dict[str, torch.Tensor], *, strict: bool = True,
-                    name: str = 'checkpoint') -> LoadReport:
+def load_state_dict(
+    model: nn.Module, sd: dict[str, torch.Tensor], *, strict: bool = True, name: str = 'checkpoint'
+) -> LoadReport:
     """Load what fits. With strict, any missing/unexpected/mismatched key raises WeightsError with the report
     and leaves the model untouched."""
     sd = adapt_state_dict(sd, model)
@@ -313,6 +346,7 @@ def checkpoint_spec(path: str | Path) -> ArchSpec | None:
     p = Path(path)
     if p.name.endswith('.safetensors') and p.is_file():
         from safetensors import SafetensorError, safe_open
+
         try:
             with safe_open(str(p), framework='pt') as f:
                 raw = (f.metadata() or {}).get('spec')
@@ -327,8 +361,9 @@ def checkpoint_spec(path: str | Path) -> ArchSpec | None:
 def load_checkpoint(model: nn.Module, path: str | Path, *, strict: bool = True) -> WeightsInfo:
     sd, extras = read_checkpoint(path)
     rep = load_state_dict(model, sd, strict=strict, name=f'checkpoint {str(path)!r}')
-    return WeightsInfo('checkpoint', str(path), dict(extras.get('pretrained_cfg') or {}),
-                       extras.get('label_names'), rep)
+    return WeightsInfo(
+        'checkpoint', str(path), dict(extras.get('pretrained_cfg') or {}), extras.get('label_names'), rep
+    )
 
 
 # ---- timm pretrained weights through the Hugging Face cache ----------------------------------------------
@@ -340,6 +375,7 @@ def pretrained_name(spec: ArchSpec) -> str | None:
 
 def timm_pretrained_cfg(name: str) -> dict:
     import timm.models
+
     cfg = timm.models.get_pretrained_cfg(name)
     if cfg is None:
         raise WeightsError(f'timm has no pretrained config {name!r}')
@@ -349,6 +385,7 @@ def timm_pretrained_cfg(name: str) -> dict:
 def hub_offline() -> bool:
     """HF_HUB_OFFLINE read now (huggingface_hub reads it once at import)."""
     from huggingface_hub import constants
+
     v = os.environ.get('HF_HUB_OFFLINE')
     return constants.HF_HUB_OFFLINE if v is None else v.strip().lower() in ('1', 'on', 'yes', 'true')
 
@@ -356,6 +393,7 @@ def hub_offline() -> bool:
 def pretrained_file(name: str, *, cache_dir: str | Path | None = None) -> Path:
     """Path to the cached weights file of timm pretrained model `name`, downloading it when allowed."""
     from huggingface_hub import constants, hf_hub_download
+
     cfg = timm_pretrained_cfg(name)
     repo = cfg.get('hf_hub_id')
     if not repo:
@@ -367,16 +405,22 @@ def pretrained_file(name: str, *, cache_dir: str | Path | None = None) -> Path:
             return Path(hf_hub_download(repo, fname, cache_dir=cache, local_files_only=True))
         except Exception:  # not cached (huggingface_hub's LocalEntryNotFoundError and friends)
             continue
-    how = (f'get it on a machine with network access: `hf download {repo} {files[0]}` (or '
-           f'python -c "import timm; timm.create_model(\'{name}\', pretrained=True)") and copy the cache '
-           f'folder {cache}; or pass a local checkpoint (--weights PATH / upload)')
+    how = (
+        f'get it on a machine with network access: `hf download {repo} {files[0]}` (or '
+        f'python -c "import timm; timm.create_model(\'{name}\', pretrained=True)") and copy the cache '
+        f'folder {cache}; or pass a local checkpoint (--weights PATH / upload)'
+    )
     if hub_offline():
-        raise WeightsError(f'pretrained weights {name} are not in the local Hugging Face cache and downloads are '
-                           f'off (HF_HUB_OFFLINE=1): missing {repo}/{files[0]} under {cache}. To {how}')
+        raise WeightsError(
+            f'pretrained weights {name} are not in the local Hugging Face cache and downloads are '
+            f'off (HF_HUB_OFFLINE=1): missing {repo}/{files[0]} under {cache}. To {how}'
+        )
     host = urlparse(constants.ENDPOINT).hostname or 'huggingface.co'
     if not _reachable(host):
-        raise WeightsError(f'pretrained weights {name} are not in the local Hugging Face cache and {host} cannot '
-                           f'be reached: missing {repo}/{files[0]} under {cache}. To {how}')
+        raise WeightsError(
+            f'pretrained weights {name} are not in the local Hugging Face cache and {host} cannot '
+            f'be reached: missing {repo}/{files[0]} under {cache}. To {how}'
+        )
     error = ''
     for fname in files:
         try:
@@ -397,23 +441,31 @@ def _reachable(host: str, timeout: float = 3.0) -> bool:
         return False
 
 
-def load_pretrained(model: nn.Module, spec: ArchSpec, *, cache_dir: str | Path | None = None,
-                    strict: bool = True) -> WeightsInfo:
+def load_pretrained(
+    model: nn.Module, spec: ArchSpec, *, cache_dir: str | Path | None = None, strict: bool = True
+) -> WeightsInfo:
     name = pretrained_name(spec)
     if name is None:
-        raise WeightsError(f'{spec.name} has no timm pretrained weights (meta.timm_name / meta.pretrained_tag '
-                           f'unset): only the timm presets PoolFormer v1/v2, ConvFormer and CAFormer have them; '
-                           f'use a local checkpoint or random weights')
+        raise WeightsError(
+            f'{spec.name} has no timm pretrained weights (meta.timm_name / meta.pretrained_tag '
+            f'unset): only the timm presets PoolFormer v1/v2, ConvFormer and CAFormer have them; '
+            f'use a local checkpoint or random weights'
+        )
     path = pretrained_file(name, cache_dir=cache_dir)
     sd, _ = read_checkpoint(path)
     rep = load_state_dict(model, sd, strict=strict, name=f'pretrained {name}')
     cfg = timm_pretrained_cfg(name)
-    return WeightsInfo('pretrained', f'timm {name} (Hugging Face: {cfg.get("hf_hub_id")}, file {path})', cfg,
-                       None, rep)
+    return WeightsInfo('pretrained', f'timm {name} (Hugging Face: {cfg.get("hf_hub_id")}, file {path})', cfg, None, rep)
 
 
-def load_model(spec: ArchSpec, weights: str | Path | None = 'random', *, seed: int = 0,
-               cache_dir: str | Path | None = None, strict: bool = True) -> tuple[nn.Module, WeightsInfo]:
+def load_model(
+    spec: ArchSpec,
+    weights: str | Path | None = 'random',
+    *,
+    seed: int = 0,
+    cache_dir: str | Path | None = None,
+    strict: bool = True,
+) -> tuple[nn.Module, WeightsInfo]:
     """Build `spec` and give it weights: 'pretrained', 'random' (None), or a checkpoint path. Eval mode."""
     model = build_model(spec, seed=seed)
     if weights in (None, '', 'random'):

@@ -9,10 +9,11 @@ The counting rules are in `CONVENTION` (a sentence shown to users) and `RULES` (
 Each mixer's cost rule is registered here with `@mixer_cost(name)`, beside the rules of every other part.
 Imports no torch.
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Callable
 
 from explorer.core.registry import MIXERS
 from explorer.core.spec import ArchSpec, SpecError
@@ -36,17 +37,17 @@ POOL_MACS_PER_OUTPUT = 1
 MEAN_MACS_PER_INPUT = 1
 
 CONVENTION = (
-    'One MAC is one multiply-accumulate (fvcore\'s convention, which the MetaFormer papers used): a convolution '
+    "One MAC is one multiply-accumulate (fvcore's convention, which the MetaFormer papers used): a convolution "
     'or linear layer costs in_channels/groups x out_channels x kernel area per output position; every matmul '
     '(attention q@k^T and attn@v counted alike whether timm runs them fused in scaled_dot_product_attention or '
-    'not, RandFormer\'s token matrix, the spatial/cross-patch token MLPs) costs the product of its dimensions; '
-    'LayerNorm and GroupNorm (MLN) cost 3 per element plus 1 with a weight (fvcore\'s built-in handle says 5, so '
-    'timm\'s fvcore figures run 1 MAC per norm element higher: caformer_s18 4.125 G there, 4.122 G here), '
+    "not, RandFormer's token matrix, the spatial/cross-patch token MLPs) costs the product of its dimensions; "
+    "LayerNorm and GroupNorm (MLN) cost 3 per element plus 1 with a weight (fvcore's built-in handle says 5, so "
+    "timm's fvcore figures run 1 MAC per norm element higher: caformer_s18 4.125 G there, 4.122 G here), "
     'inference BatchNorm 1 plus 1 with a weight; average pooling costs 1 per output element (the window sum is '
     'additions, the division one multiply; the papers counted pooling as 0, which adds at most 0.006 G to a '
-    'PoolFormer at 224); a mean over dimensions (global average pool, CycleMLP\'s re-weighting) costs 1 per '
+    "PoolFormer at 224); a mean over dimensions (global average pool, CycleMLP's re-weighting) costs 1 per "
     'input element; element-wise ops cost 0: activations (GELU, StarReLU, squared ReLU, softmax), residual adds, '
-    'layer/res scales, ResMLP\'s Affine, bias additions, padding, and CycleMLP\'s fixed gather (pure data '
+    "layer/res scales, ResMLP's Affine, bias additions, padding, and CycleMLP's fixed gather (pure data "
     'movement). Counts are for one image at inference (eval mode); dropout and drop-path cost 0. Params count '
     'every parameter, frozen (RandFormer) included.'
 )
@@ -56,10 +57,10 @@ RULES = {
     'linear / matmul / bmm / einsum': 'product of the dimensions (M x K x N x batch)',
     'scaled_dot_product_attention': 'B x heads x L x S x (E + Ev): q@k^T plus attn@v, as the unfused path',
     'layer_norm, group_norm': f'{NORM_STAT_MACS} per element + {NORM_WEIGHT_MACS} with a weight '
-                              '(fvcore: 5 with weight, 4 without)',
-    'batch_norm (eval)': f'{BATCHNORM_EVAL_MACS} per element + 1 with a weight (fvcore\'s rule)',
+    '(fvcore: 5 with weight, 4 without)',
+    'batch_norm (eval)': f"{BATCHNORM_EVAL_MACS} per element + 1 with a weight (fvcore's rule)",
     'avg_pool2d': f'{POOL_MACS_PER_OUTPUT} per output element',
-    'mean, adaptive_avg_pool2d': f'{MEAN_MACS_PER_INPUT} per input element (fvcore\'s rule)',
+    'mean, adaptive_avg_pool2d': f"{MEAN_MACS_PER_INPUT} per input element (fvcore's rule)",
     'element-wise (add, sub, mul, div, pow, square, gelu, silu, relu, sigmoid, softmax, pad, gather, ...)': '0',
 }
 
@@ -76,6 +77,7 @@ COMPONENTS = ('stem', 'token_mixer', 'mlp', 'norm', 'scale', 'downsample', 'head
 @dataclass
 class StageCost:
     """One stage: its downsampling (if any) plus all its blocks. MACs are per image."""
+
     index: int
     mixer: str
     depth: int
@@ -118,8 +120,12 @@ class CostReport:
 
     def to_dict(self) -> dict:
         return {
-            'name': self.name, 'method': self.method, 'img_size': self.img_size,
-            'params': self.params, 'frozen_params': self.frozen_params, 'macs': self.macs,
+            'name': self.name,
+            'method': self.method,
+            'img_size': self.img_size,
+            'params': self.params,
+            'frozen_params': self.frozen_params,
+            'macs': self.macs,
             'gmacs': round(self.macs / 1e9, 4),
             'stages': [s.to_dict() for s in self.stages],
             'components': {k: dict(v) for k, v in self.components.items()},
@@ -132,15 +138,16 @@ class CostReport:
 # ---- analytic counter -----------------------------------------------------------------------------------
 class Cost:
     """params, MACs, counted activation elements and frozen params of one part (per image)."""
+
     __slots__ = ('params', 'macs', 'acts', 'frozen')
 
     def __init__(self, params=0, macs=0, acts=0, frozen=0):
         self.params, self.macs, self.acts, self.frozen = params, macs, acts, frozen
 
-    def __add__(self, o: 'Cost') -> 'Cost':
+    def __add__(self, o: Cost) -> Cost:
         return Cost(self.params + o.params, self.macs + o.macs, self.acts + o.acts, self.frozen + o.frozen)
 
-    def __mul__(self, k: int) -> 'Cost':
+    def __mul__(self, k: int) -> Cost:
         return Cost(self.params * k, self.macs * k, self.acts * k, self.frozen * k)
 
 
@@ -179,6 +186,7 @@ def mixer_cost(name: str):
     def wrap(fn):
         MIXER_COSTS[name] = fn
         return fn
+
     return wrap
 
 
@@ -196,8 +204,12 @@ def _pooling_cost(dim, h, w, a):
 @mixer_cost('sepconv')
 def _sepconv_cost(dim, h, w, a):
     med, k, hw = int(a['expansion_ratio'] * dim), a['kernel_size'], h * w
-    return (_conv(dim, med, 1, hw, bias=False) + Cost(_act_params('star_relu'))
-            + _conv(med, med, k, hw, bias=False, groups=med) + _conv(med, dim, 1, hw, bias=False))
+    return (
+        _conv(dim, med, 1, hw, bias=False)
+        + Cost(_act_params('star_relu'))
+        + _conv(med, med, k, hw, bias=False, groups=med)
+        + _conv(med, dim, 1, hw, bias=False)
+    )
 
 
 @mixer_cost('attention')
@@ -234,8 +246,14 @@ def _cycle_cost(dim, h, w, a):
     hw = h * w
     mean = Cost(0, dim * hw * MEAN_MACS_PER_INPUT)  # (h + w + c).mean over H, W
     hidden = dim // 4
-    return (_conv(dim, dim, 1, hw, bias=a['qkv_bias']) + _conv(dim, dim, 1, hw) * 2 + mean
-            + _linear(1, dim, hidden) + _linear(1, hidden, 3 * dim) + _conv(dim, dim, 1, hw))
+    return (
+        _conv(dim, dim, 1, hw, bias=a['qkv_bias'])
+        + _conv(dim, dim, 1, hw) * 2
+        + mean
+        + _linear(1, dim, hidden)
+        + _linear(1, hidden, 3 * dim)
+        + _conv(dim, dim, 1, hw)
+    )
 
 
 def spec_at(spec: ArchSpec, img_size: int | None) -> ArchSpec:
@@ -249,9 +267,15 @@ def spec_at(spec: ArchSpec, img_size: int | None) -> ArchSpec:
 def _breakdown(spec: ArchSpec) -> tuple[Cost, list[dict], Cost]:
     """(stem, per-stage dicts of components, head) for one image at spec.img_size."""
     # a mixer registered without a cost formula: a SpecError, so the UI, CLI and API show it like any other
-    missing = [(f'stages[{i}].mixer', f'{st.mixer!r} has no analytic cost formula; register one with '
-                f'@mixer_cost({st.mixer!r}) in explorer/counting.py')
-               for i, st in enumerate(spec.stages) if st.mixer not in MIXER_COSTS]
+    missing = [
+        (
+            f'stages[{i}].mixer',
+            f'{st.mixer!r} has no analytic cost formula; register one with '
+            f'@mixer_cost({st.mixer!r}) in explorer/counting.py',
+        )
+        for i, st in enumerate(spec.stages)
+        if st.mixer not in MIXER_COSTS
+    ]
     if missing:
         raise SpecError(missing)
     grids = spec.grid_sizes()
@@ -267,8 +291,9 @@ def _breakdown(spec: ArchSpec) -> tuple[Cost, list[dict], Cost]:
         h, w = grids[i]
         hw, c = h * w, st.dim
         if i > 0 and st.downsample:
-            ds = _norm(spec.downsample_norm, prev_dim, prev_dim * ph * pw) \
-                + _conv(prev_dim, c, spec.downsample.kernel_size, hw)
+            ds = _norm(spec.downsample_norm, prev_dim, prev_dim * ph * pw) + _conv(
+                prev_dim, c, spec.downsample.kernel_size, hw
+            )
         else:
             ds = Cost()
         args = {**MIXERS[st.mixer].defaults(), **st.mixer_args}
@@ -278,8 +303,16 @@ def _breakdown(spec: ArchSpec) -> tuple[Cost, list[dict], Cost]:
         norm = _norm(spec.norm, c, c * hw) * 2
         n_scales = 2 * ((layer_scales[i] is not None) + (res_scales[i] is not None))
         scale = Cost(n_scales * c)
-        stages.append({'downsample': ds, 'token_mixer': mixer * st.depth, 'mlp': mlp * st.depth,
-                       'norm': norm * st.depth, 'scale': scale * st.depth, 'shape': (c, h, w)})
+        stages.append(
+            {
+                'downsample': ds,
+                'token_mixer': mixer * st.depth,
+                'mlp': mlp * st.depth,
+                'norm': norm * st.depth,
+                'scale': scale * st.depth,
+                'shape': (c, h, w),
+            }
+        )
         prev_dim, ph, pw = c, h, w
     c = spec.stages[-1].dim
     head = Cost(0, c * ph * pw * MEAN_MACS_PER_INPUT) + _norm('layernorm', c, c)  # global pool, LayerNorm2d
@@ -308,34 +341,54 @@ def analytic_cost(spec: ArchSpec, img_size: int | None = None) -> CostReport:
         total = part['token_mixer'] + part['mlp'] + other
         for k in ('token_mixer', 'mlp', 'norm', 'scale', 'downsample'):
             comps[k] = comps[k] + part[k]
-        stages.append(StageCost(
-            index=i, mixer=st.mixer, depth=st.depth, dim=st.dim, params=total.params, macs=total.macs,
-            out_shape=part['shape'], token_mixer_params=part['token_mixer'].params,
-            token_mixer_macs=part['token_mixer'].macs, mlp_params=part['mlp'].params, mlp_macs=part['mlp'].macs,
-            other_params=other.params, other_macs=other.macs, frozen_params=total.frozen, act_elements=total.acts))
+        stages.append(
+            StageCost(
+                index=i,
+                mixer=st.mixer,
+                depth=st.depth,
+                dim=st.dim,
+                params=total.params,
+                macs=total.macs,
+                out_shape=part['shape'],
+                token_mixer_params=part['token_mixer'].params,
+                token_mixer_macs=part['token_mixer'].macs,
+                mlp_params=part['mlp'].params,
+                mlp_macs=part['mlp'].macs,
+                other_params=other.params,
+                other_macs=other.macs,
+                frozen_params=total.frozen,
+                act_elements=total.acts,
+            )
+        )
     grand = Cost()
     for v in comps.values():
         grand = grand + v
     return CostReport(
-        params=grand.params, macs=grand.macs, stages=stages,
+        params=grand.params,
+        macs=grand.macs,
+        stages=stages,
         components={k: {'params': v.params, 'macs': v.macs} for k, v in comps.items()},
-        uncounted_ops={}, img_size=spec.img_size, method='analytic', name=spec.name,
-        frozen_params=grand.frozen, act_elements=grand.acts)
+        uncounted_ops={},
+        img_size=spec.img_size,
+        method='analytic',
+        name=spec.name,
+        frozen_params=grand.frozen,
+        act_elements=grand.acts,
+    )
 
 
 # ---- activation memory and scaling curves -----------------------------------------------------------------
 DTYPE_BYTES = BYTES_PER_ELEMENT
 ACTIVATION_RULE = (
     'Activation memory = the elements output by every counted op (each convolution, linear layer and matmul, '
-    'attention\'s N x N scores and its context whether fused or not, and average pooling) x batch x bytes per '
+    "attention's N x N scores and its context whether fused or not, and average pooling) x batch x bytes per "
     'element: the "activations" of Dollar et al. (fvcore\'s ActivationCountAnalysis, timm\'s MActs) plus '
-    'pooling and fused attention. It tracks what a training step keeps for backward, and shows attention\'s '
+    "pooling and fused attention. It tracks what a training step keeps for backward, and shows attention's "
     'N^2 growth; outputs of norms and element-wise ops are left out, so real memory is higher.'
 )
 
 
-def activation_memory(spec: ArchSpec, batch_size: int = 1, dtype: str = 'fp32',
-                      img_size: int | None = None) -> dict:
+def activation_memory(spec: ArchSpec, batch_size: int = 1, dtype: str = 'fp32', img_size: int | None = None) -> dict:
     """Per-stage activation bytes by ACTIVATION_RULE for `batch_size` images of `img_size` in `dtype`."""
     if dtype not in DTYPE_BYTES:
         raise ValueError(f'dtype {dtype!r} is not allowed; choose from {", ".join(DTYPE_BYTES)}')
@@ -349,9 +402,13 @@ def activation_memory(spec: ArchSpec, batch_size: int = 1, dtype: str = 'fp32',
         elems = sum(part[k].acts for k in ('downsample', 'token_mixer', 'mlp', 'norm', 'scale'))
         per_stage.append(elems * scale)
     out = {
-        'img_size': spec.img_size, 'batch_size': batch_size, 'dtype': dtype,
+        'img_size': spec.img_size,
+        'batch_size': batch_size,
+        'dtype': dtype,
         'bytes_per_element': DTYPE_BYTES[dtype],
-        'stem': stem.acts * scale, 'stages': per_stage, 'head': head.acts * scale,
+        'stem': stem.acts * scale,
+        'stages': per_stage,
+        'head': head.acts * scale,
         'token_mixer': sum(p['token_mixer'].acts for p in stages) * scale,
         'rule': ACTIVATION_RULE,
     }
@@ -376,8 +433,10 @@ def scaling_curve(spec: ArchSpec, sizes: list[int]) -> list[dict]:
             r = analytic_cost(at)
             entry.update(params=r.params, macs=r.macs, act_bytes=r.act_elements * DTYPE_BYTES['fp32'], valid=True)
             if fixed and n != spec.img_size:
-                entry['note'] = (f'{", ".join(sorted(set(fixed)))} mixes a fixed token count: '
-                                 f'costed as rebuilt for {n}x{n} (params change)')
+                entry['note'] = (
+                    f'{", ".join(sorted(set(fixed)))} mixes a fixed token count: '
+                    f'costed as rebuilt for {n}x{n} (params change)'
+                )
         except SpecError as e:
             entry['note'] = '; '.join(msg for _, msg in e.errors)
         out.append(entry)

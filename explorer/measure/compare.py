@@ -1,5 +1,6 @@
 """Comparisons: every preset as a point (counted cost + published accuracy), the Pareto frontier, the scaling
 of cost with resolution, and a per-stage diff of two specs. Plain data out; explorer.viz.plots draws it."""
+
 from __future__ import annotations
 
 import functools
@@ -17,13 +18,21 @@ X_AXES = {
 
 @functools.lru_cache(maxsize=1)
 def _preset_points() -> tuple[dict, ...]:
-    from explorer.measure.analytic import analytic_cost
     from explorer.core.catalog import get_preset
+    from explorer.measure.analytic import analytic_cost
+
     out = []
     for row in list_presets():
         report = analytic_cost(ArchSpec.from_dict(get_preset(row['name'])))
-        out.append({**row, 'params': report.params, 'macs': report.macs,
-                    'params_m_counted': report.params / 1e6, 'gmacs_counted': report.macs / 1e9})
+        out.append(
+            {
+                **row,
+                'params': report.params,
+                'macs': report.macs,
+                'params_m_counted': report.params / 1e6,
+                'gmacs_counted': report.macs / 1e9,
+            }
+        )
     return tuple(out)
 
 
@@ -33,8 +42,15 @@ def preset_points(throughput: dict[str, float] | None = None) -> list[dict]:
     given in `throughput` (preset name -> images/s). The scatter's x values are the counted ones, so the
     composer's model (counted the same way) sits on the same scale."""
     throughput = throughput or {}
-    return [{**p, 'x_gmacs': p['gmacs_counted'], 'x_params_m': p['params_m_counted'],
-             'x_throughput': throughput.get(p['name'])} for p in _preset_points()]
+    return [
+        {
+            **p,
+            'x_gmacs': p['gmacs_counted'],
+            'x_params_m': p['params_m_counted'],
+            'x_throughput': throughput.get(p['name']),
+        }
+        for p in _preset_points()
+    ]
 
 
 def pareto_front(points: list[dict], x: str, y: str = 'top1', lower_x_better: bool = True) -> list[int]:
@@ -56,6 +72,7 @@ def scaling(specs: dict[str, dict | str], sizes: list[int]) -> dict[str, list[di
     (explorer.measure.analytic.scaling_curve; sizes a spec cannot take are left out, not errors). Fixed-token mixers
     are costed as rebuilt for each size (their params grow; `note` says so). Activation bytes: batch 1, fp32."""
     from explorer.measure.analytic import scaling_curve
+
     sizes = sorted({int(v) for v in sizes})
     return {name: [r for r in scaling_curve(parse_spec(spec), sizes) if r['valid']] for name, spec in specs.items()}
 
@@ -67,6 +84,7 @@ def diff(spec_a: dict | str, spec_b: dict | str, img_size: int | None = None) ->
     mixer/depth/dim of both sides ('—' where a side has no such stage), params_a, params_b, d_params, macs_a,
     macs_b, d_macs. MACs: one multiply-accumulate = 1, batch 1, at each spec's own img_size unless given."""
     from explorer.measure.analytic import analytic_cost
+
     a, b = parse_spec(spec_a), parse_spec(spec_b)
     ra, rb = analytic_cost(a, img_size=img_size), analytic_cost(b, img_size=img_size)
     rows = []
@@ -86,11 +104,27 @@ def diff(spec_a: dict | str, spec_b: dict | str, img_size: int | None = None) ->
     for side, rep in (('a', ra), ('b', rb)):
         other[f'params_{side}'] = rep.params - sum(s.params for s in rep.stages)
         other[f'macs_{side}'] = rep.macs - sum(s.macs for s in rep.stages)
-    rows.append({'stage': 'stem+head', 'mixer_a': '', 'mixer_b': '', 'depth_a': 0, 'depth_b': 0, 'dim_a': 0,
-                 'dim_b': 0, **other})
+    rows.append(
+        {
+            'stage': 'stem+head',
+            'mixer_a': '',
+            'mixer_b': '',
+            'depth_a': 0,
+            'depth_b': 0,
+            'dim_a': 0,
+            'dim_b': 0,
+            **other,
+        }
+    )
     for row in rows:
         row['d_params'] = row['params_b'] - row['params_a']
         row['d_macs'] = row['macs_b'] - row['macs_a']
-    total = {'params_a': ra.params, 'params_b': rb.params, 'd_params': rb.params - ra.params,
-             'macs_a': ra.macs, 'macs_b': rb.macs, 'd_macs': rb.macs - ra.macs}
+    total = {
+        'params_a': ra.params,
+        'params_b': rb.params,
+        'd_params': rb.params - ra.params,
+        'macs_a': ra.macs,
+        'macs_b': rb.macs,
+        'd_macs': rb.macs - ra.macs,
+    }
     return {'a': a.name, 'b': b.name, 'rows': rows, 'total': total, 'convention': ra.convention}

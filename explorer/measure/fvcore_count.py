@@ -7,6 +7,7 @@ fvcore alone gets MetaFormers wrong: it has no handle for `aten::avg_pool2d` (Po
 attention matmuls the same way whether timm built the fused or the explicit path. The rules are the
 analytic counter's (`CONVENTION`, `RULES` there).
 """
+
 from __future__ import annotations
 
 import math
@@ -14,28 +15,77 @@ import math
 from explorer.core.registry import MIXERS
 from explorer.core.spec import ArchSpec, SpecError
 from explorer.measure.analytic import (
-    BATCHNORM_EVAL_MACS, COMPONENTS, MEAN_MACS_PER_INPUT, NORM_STAT_MACS, NORM_WEIGHT_MACS, POOL_MACS_PER_OUTPUT,
-    CostReport, StageCost, spec_at,
+    BATCHNORM_EVAL_MACS,
+    COMPONENTS,
+    MEAN_MACS_PER_INPUT,
+    NORM_STAT_MACS,
+    NORM_WEIGHT_MACS,
+    POOL_MACS_PER_OUTPUT,
+    CostReport,
+    StageCost,
+    spec_at,
 )
-
 
 # ---- fvcore counter --------------------------------------------------------------------------------------
 # Element-wise and data-movement operators: 0 MACs by the convention. fvcore reports them as unsupported
 # unless told; listing them here is the "0-MAC handle" (fvcore's way to say: seen, counted as nothing).
 ZERO_MAC_OPS = (
-    'aten::add', 'aten::add_', 'aten::sub', 'aten::sub_', 'aten::rsub', 'aten::mul', 'aten::mul_',
-    'aten::div', 'aten::div_', 'aten::pow', 'aten::square', 'aten::sqrt', 'aten::rsqrt', 'aten::neg',
-    'aten::exp', 'aten::tanh', 'aten::sigmoid', 'aten::gelu', 'aten::silu', 'aten::silu_', 'aten::relu',
-    'aten::relu_', 'aten::hardtanh', 'aten::softmax', 'aten::_softmax', 'aten::pad', 'aten::constant_pad_nd',
-    'aten::gather', 'aten::clone', 'aten::dropout', 'aten::feature_dropout', 'aten::expand_as', 'aten::unbind',
-    'aten::transpose', 'aten::permute', 'aten::reshape', 'aten::view', 'aten::flatten', 'aten::contiguous',
-    'aten::to', 'aten::type_as', 'aten::unsqueeze', 'aten::squeeze', 'aten::select', 'aten::slice',
-    'aten::expand', 'aten::arange', 'aten::size', 'aten::numpy_T', 'aten::t',
+    'aten::add',
+    'aten::add_',
+    'aten::sub',
+    'aten::sub_',
+    'aten::rsub',
+    'aten::mul',
+    'aten::mul_',
+    'aten::div',
+    'aten::div_',
+    'aten::pow',
+    'aten::square',
+    'aten::sqrt',
+    'aten::rsqrt',
+    'aten::neg',
+    'aten::exp',
+    'aten::tanh',
+    'aten::sigmoid',
+    'aten::gelu',
+    'aten::silu',
+    'aten::silu_',
+    'aten::relu',
+    'aten::relu_',
+    'aten::hardtanh',
+    'aten::softmax',
+    'aten::_softmax',
+    'aten::pad',
+    'aten::constant_pad_nd',
+    'aten::gather',
+    'aten::clone',
+    'aten::dropout',
+    'aten::feature_dropout',
+    'aten::expand_as',
+    'aten::unbind',
+    'aten::transpose',
+    'aten::permute',
+    'aten::reshape',
+    'aten::view',
+    'aten::flatten',
+    'aten::contiguous',
+    'aten::to',
+    'aten::type_as',
+    'aten::unsqueeze',
+    'aten::squeeze',
+    'aten::select',
+    'aten::slice',
+    'aten::expand',
+    'aten::arange',
+    'aten::size',
+    'aten::numpy_T',
+    'aten::t',
 )
 
 
 def _shape(v) -> list[int] | None:
     from fvcore.nn.jit_handles import get_shape
+
     return get_shape(v)
 
 
@@ -47,6 +97,7 @@ def _norm_handle(weight_index: int):
     def handle(inputs, outputs):
         has_weight = _shape(inputs[weight_index]) is not None
         return _prod(_shape(inputs[0])) * (NORM_STAT_MACS + (NORM_WEIGHT_MACS if has_weight else 0))
+
     return handle
 
 
@@ -93,16 +144,19 @@ def _handle_tables() -> tuple[dict, dict]:
     """(MAC handles, activation handles) by operator: fvcore's defaults plus this module's rules."""
     from fvcore.nn.activation_count import _DEFAULT_SUPPORTED_OPS as fv_acts
     from fvcore.nn.flop_count import _DEFAULT_SUPPORTED_OPS as fv_macs
+
     macs = dict(fv_macs)
-    macs.update({
-        'aten::avg_pool2d': _avg_pool_handle,
-        'aten::scaled_dot_product_attention': _sdpa_handle,
-        'aten::layer_norm': _norm_handle(2),
-        'aten::group_norm': _norm_handle(2),
-        'aten::batch_norm': _batch_norm_handle,
-        'aten::mean': _mean_handle,
-        'aten::adaptive_avg_pool2d': _mean_handle,
-    })
+    macs.update(
+        {
+            'aten::avg_pool2d': _avg_pool_handle,
+            'aten::scaled_dot_product_attention': _sdpa_handle,
+            'aten::layer_norm': _norm_handle(2),
+            'aten::group_norm': _norm_handle(2),
+            'aten::batch_norm': _batch_norm_handle,
+            'aten::mean': _mean_handle,
+            'aten::adaptive_avg_pool2d': _mean_handle,
+        }
+    )
     acts = dict(fv_acts)
     acts.update({'aten::avg_pool2d': _out_numel_handle, 'aten::scaled_dot_product_attention': _sdpa_act_handle})
     return macs, acts
@@ -116,6 +170,7 @@ def cost_analysis(model, inputs):
     from collections import Counter
 
     from fvcore.nn.jit_analysis import JitModelAnalysis
+
     mac_handles, act_handles = _handle_tables()
 
     def both(mh, ah):
@@ -126,12 +181,14 @@ def cost_analysis(model, inputs):
             if ah is not None:
                 c['acts'] = _total(ah(inputs, outputs))
             return c
+
         return handle
 
     ja = JitModelAnalysis(model, inputs)
-    ja.set_op_handle(**{op: both(mac_handles.get(op), act_handles.get(op))
-                        for op in set(mac_handles) | set(act_handles)})
-    ja.set_op_handle(**{op: None for op in ZERO_MAC_OPS})
+    ja.set_op_handle(
+        **{op: both(mac_handles.get(op), act_handles.get(op)) for op in set(mac_handles) | set(act_handles)}
+    )
+    ja.set_op_handle(**dict.fromkeys(ZERO_MAC_OPS))
     ja.unsupported_ops_warnings(False)
     ja.uncalled_modules_warnings(False)
     return ja
@@ -148,6 +205,7 @@ def build_for_counting(spec: ArchSpec):
     from torch.utils._python_dispatch import TorchDispatchMode
 
     from explorer.core.build import build_model
+
     aten = torch.ops.aten
     random_init = {aten.uniform_.default, aten.normal_.default, aten.erfinv_.default}
 
@@ -174,10 +232,20 @@ def fvcore_cost(spec: ArchSpec, img_size: int | None = None, model=None) -> Cost
         model = build_for_counting(spec)
     else:
         built = getattr(model, 'spec', None)
-        if built is not None and built.img_size != spec.img_size and \
-                any(MIXERS[st.mixer].fixed_tokens for st in spec.stages):
-            raise SpecError([('img_size', f'this model mixes a fixed token count for img_size {built.img_size}; '
-                                          f'build it for {spec.img_size} to count it there')])
+        if (
+            built is not None
+            and built.img_size != spec.img_size
+            and any(MIXERS[st.mixer].fixed_tokens for st in spec.stages)
+        ):
+            raise SpecError(
+                [
+                    (
+                        'img_size',
+                        f'this model mixes a fixed token count for img_size {built.img_size}; '
+                        f'build it for {spec.img_size} to count it there',
+                    )
+                ]
+            )
     p0 = next(model.parameters())
     x = torch.zeros(1, spec.in_chans, spec.img_size, spec.img_size, device=p0.device, dtype=p0.dtype)
     was_training = model.training
@@ -211,7 +279,7 @@ def fvcore_cost(spec: ArchSpec, img_size: int | None = None, model=None) -> Cost
         pre = f'stages.{i}'
         parts = {k: [0, 0] for k in ('token_mixer', 'mlp', 'norm', 'scale', 'downsample')}
 
-        def put(comp, name, module):
+        def put(comp, name, module, parts=parts):
             parts[comp][0] += _numel(module)
             parts[comp][1] += get(macs, name)
             add(comp, name, module)
@@ -230,19 +298,37 @@ def fvcore_cost(spec: ArchSpec, img_size: int | None = None, model=None) -> Cost
         if stage_macs != attributed or stage_params != sum(v[0] for v in parts.values()):
             raise RuntimeError(f'stage {i}: {stage_macs - attributed} MACs outside its known sub-modules')
         other = ('norm', 'scale', 'downsample')
-        stages.append(StageCost(
-            index=i, mixer=st.mixer, depth=st.depth, dim=st.dim, params=stage_params, macs=stage_macs,
-            out_shape=(st.dim, *grids[i]),
-            token_mixer_params=parts['token_mixer'][0], token_mixer_macs=parts['token_mixer'][1],
-            mlp_params=parts['mlp'][0], mlp_macs=parts['mlp'][1],
-            other_params=sum(parts[k][0] for k in other), other_macs=sum(parts[k][1] for k in other),
-            frozen_params=sum(p.numel() for p in stage.parameters() if not p.requires_grad),
-            act_elements=get(acts, pre)))
+        stages.append(
+            StageCost(
+                index=i,
+                mixer=st.mixer,
+                depth=st.depth,
+                dim=st.dim,
+                params=stage_params,
+                macs=stage_macs,
+                out_shape=(st.dim, *grids[i]),
+                token_mixer_params=parts['token_mixer'][0],
+                token_mixer_macs=parts['token_mixer'][1],
+                mlp_params=parts['mlp'][0],
+                mlp_macs=parts['mlp'][1],
+                other_params=sum(parts[k][0] for k in other),
+                other_macs=sum(parts[k][1] for k in other),
+                frozen_params=sum(p.numel() for p in stage.parameters() if not p.requires_grad),
+                act_elements=get(acts, pre),
+            )
+        )
     params = _numel(model)
     if total != sum(c['macs'] for c in comps.values()) or params != sum(c['params'] for c in comps.values()):
         raise RuntimeError('model has MACs or params outside stem, stages and head')
     return CostReport(
-        params=params, macs=total, stages=stages, components=comps, uncounted_ops=uncounted,
-        img_size=spec.img_size, method='fvcore', name=spec.name,
+        params=params,
+        macs=total,
+        stages=stages,
+        components=comps,
+        uncounted_ops=uncounted,
+        img_size=spec.img_size,
+        method='fvcore',
+        name=spec.name,
         frozen_params=sum(p.numel() for p in model.parameters() if not p.requires_grad),
-        act_elements=get(acts, ''))
+        act_elements=get(acts, ''),
+    )

@@ -11,6 +11,7 @@ passing `Limits(...)`:
     EXPLORER_MAX_BATCH        batch size of a speed run or training    (default 256)
     EXPLORER_MAX_IMG_SIZE     input resolution of any run              (default 1024)
 """
+
 from __future__ import annotations
 
 import os
@@ -34,7 +35,7 @@ class Limits:
     max_img_size: int = 1024
 
     @classmethod
-    def from_env(cls, environ=None) -> 'Limits':
+    def from_env(cls, environ=None) -> Limits:
         env = os.environ if environ is None else environ
         values = {}
         for f in fields(cls):
@@ -51,11 +52,19 @@ class Limits:
         return cls(**values)
 
 
-def check_request(spec: ArchSpec, batch_size: int = 1, dtype: str = 'fp32', img_size: int | None = None,
-                  limits: Limits | None = None, training: bool = False) -> dict:
+def check_request(
+    spec: ArchSpec,
+    batch_size: int = 1,
+    dtype: str = 'fp32',
+    img_size: int | None = None,
+    limits: Limits | None = None,
+    training: bool = False,
+) -> dict:
     """Check a build/run of `spec` against the limits; return the estimated costs, or raise ResourceError
     naming each figure and its limit. Training keeps activations for the backward pass: counted as 3x."""
-    from explorer.measure.analytic import analytic_cost  # local: counting imports spec, guard is imported by the CLI early
+    from explorer.measure.analytic import (
+        analytic_cost,
+    )  # local: counting imports spec, guard is imported by the CLI early
 
     limits = limits or Limits.from_env()
     size = spec.img_size if img_size is None else img_size
@@ -72,20 +81,37 @@ def check_request(spec: ArchSpec, batch_size: int = 1, dtype: str = 'fp32', img_
     cost = analytic_cost(spec, img_size=size)
     batch = batch_size
     gmacs = cost.macs * batch / 1e9
-    act_gib = cost.act_elements * batch * BYTES_PER_ELEMENT[dtype] * (3 if training else 1) / 2 ** 30
+    act_gib = cost.act_elements * batch * BYTES_PER_ELEMENT[dtype] * (3 if training else 1) / 2**30
     params_m = cost.params / 1e6
     checks = [
         ('params', params_m, limits.max_params_m, f'{params_m:,.1f} M parameters', 'M', 'EXPLORER_MAX_PARAMS_M'),
-        ('macs', gmacs, limits.max_gmacs, f'{gmacs:,.1f} GMACs per call (batch {batch})', 'GMACs',
-         'EXPLORER_MAX_GMACS'),
-        ('activations', act_gib, limits.max_act_gib,
-         f'{act_gib:,.2f} GiB of activations (batch {batch}, {dtype}{", training" if training else ""})', 'GiB',
-         'EXPLORER_MAX_ACT_GIB'),
+        (
+            'macs',
+            gmacs,
+            limits.max_gmacs,
+            f'{gmacs:,.1f} GMACs per call (batch {batch})',
+            'GMACs',
+            'EXPLORER_MAX_GMACS',
+        ),
+        (
+            'activations',
+            act_gib,
+            limits.max_act_gib,
+            f'{act_gib:,.2f} GiB of activations (batch {batch}, {dtype}{", training" if training else ""})',
+            'GiB',
+            'EXPLORER_MAX_ACT_GIB',
+        ),
     ]
     for key, value, limit, text, unit, env in checks:
         if value > limit:
             errors.append((key, f'{text} is over the limit of {limit:,g} {unit} (set {env} to change it)'))
     if errors:
         raise ResourceError(errors)
-    return {'params': cost.params, 'macs_per_call': cost.macs * batch, 'act_bytes': int(act_gib * 2 ** 30),
-            'batch_size': batch, 'img_size': size, 'dtype': dtype}
+    return {
+        'params': cost.params,
+        'macs_per_call': cost.macs * batch,
+        'act_bytes': int(act_gib * 2**30),
+        'batch_size': batch,
+        'img_size': size,
+        'dtype': dtype,
+    }

@@ -2,6 +2,7 @@
 fvcore verification (cached), activation memory and a speed run. Spec dicts, JSON text or preset names in;
 plain dicts out.
 """
+
 from __future__ import annotations
 
 import functools
@@ -15,6 +16,7 @@ def profile(spec: dict | str, img_size: int | None = None) -> dict:
     """Analytic params and MACs (no model is built): the counter's report plus `preset`, the preset this
     spec matches (published figures apply) or None. MACs: one multiply-accumulate = 1, batch 1."""
     from explorer.measure.analytic import analytic_cost
+
     s = parse_spec(spec)
     out = analytic_cost(s, img_size=img_size).to_dict()
     out['preset'] = matching_preset(s)
@@ -24,12 +26,14 @@ def profile(spec: dict | str, img_size: int | None = None) -> dict:
 @functools.lru_cache(maxsize=64)
 def _verified(key: str, img_size: int | None) -> str:
     from explorer.measure.fvcore_count import fvcore_cost
+
     return json.dumps(fvcore_cost(ArchSpec.from_json(key), img_size=img_size).to_dict())
 
 
 def verify(spec: dict | str, img_size: int | None = None) -> dict:
     """fvcore's count of the built model (slower: builds it). Cached by spec, so asking twice is free."""
     from explorer.measure.guard import check_request
+
     s = parse_spec(spec)
     check_request(s, batch_size=1, img_size=img_size)  # before building: refuse what would not fit
     d = s.to_dict()
@@ -38,14 +42,16 @@ def verify(spec: dict | str, img_size: int | None = None) -> dict:
 
 
 def memory(spec: dict | str, batch_size: int = 1, dtype: str = 'fp32', img_size: int | None = None) -> dict:
-    """Activation memory per stage and in total (bytes) for a forward pass, as explorer.measure.analytic estimates it."""
+    """Activation memory per stage and in total (bytes) for a forward pass (explorer.measure.analytic's rule)."""
     from explorer.measure.analytic import activation_memory
+
     return activation_memory(parse_spec(spec), batch_size=batch_size, dtype=dtype, img_size=img_size)
 
 
 def available_devices() -> list[str]:
     """'auto' first, then every device this process can time on."""
     import torch
+
     out = ['auto', 'cpu']
     if torch.cuda.is_available():
         out += [f'cuda:{i}' for i in range(torch.cuda.device_count())]
@@ -54,16 +60,31 @@ def available_devices() -> list[str]:
     return out
 
 
-def bench(spec: dict | str, device: str = 'auto', batch_size: int = 8, dtype: str = 'fp32',
-          channels_last: bool = False, compile: bool = False, progress=None) -> dict:
+def bench(
+    spec: dict | str,
+    device: str = 'auto',
+    batch_size: int = 8,
+    dtype: str = 'fp32',
+    channels_last: bool = False,
+    compile: bool = False,
+    progress=None,
+) -> dict:
     """Measure throughput and latency (explorer.measure.speed.bench) and return its dict plus the spec's name and the
     preset it matches (None when custom)."""
     from explorer.measure.speed import bench as speed_bench  # it runs the resource guard before building
+
     s = parse_spec(spec)
     if isinstance(batch_size, float) and batch_size.is_integer():  # number fields arrive as floats
         batch_size = int(batch_size)
-    result = speed_bench(s, device=device, batch_size=batch_size, dtype=dtype, channels_last=channels_last,
-                         compile=compile, progress=progress)
+    result = speed_bench(
+        s,
+        device=device,
+        batch_size=batch_size,
+        dtype=dtype,
+        channels_last=channels_last,
+        compile=compile,
+        progress=progress,
+    )
     out = result.to_dict()
     out['name'] = s.name
     out['preset'] = matching_preset(s)

@@ -15,6 +15,7 @@ Rules (also in each result's `stamp`):
 - The fast path (`fast_path(device)`): channels_last plus bf16 autocast on CPUs with native bf16 (AVX512-BF16
   or AMX), channels_last alone on other CPUs, channels_last plus fp16 autocast (AMP) on CUDA.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -24,8 +25,8 @@ import platform
 import resource
 import statistics
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Callable
 
 DTYPES = ('fp32', 'bf16', 'fp16')
 
@@ -77,6 +78,7 @@ def cpu_name() -> str:
 def cpu_native_bf16() -> bool:
     """True on CPUs with bf16 arithmetic in hardware (AVX512-BF16 or AMX); elsewhere bf16 is emulated."""
     import torch
+
     cpu = getattr(torch, 'cpu', None)
     for probe in ('_is_avx512_bf16_supported', '_is_amx_tile_supported'):
         fn = getattr(cpu, probe, None)
@@ -90,6 +92,7 @@ def cpu_native_bf16() -> bool:
 
 def cpu_native_fp16() -> bool:
     import torch
+
     fn = getattr(getattr(torch, 'cpu', None), '_is_amx_fp16_supported', None)
     try:
         return bool(fn and fn())
@@ -99,6 +102,7 @@ def cpu_native_fp16() -> bool:
 
 def resolve_device(device: str = 'auto') -> str:
     import torch
+
     if not isinstance(device, str):
         raise BenchError(f'device {device!r} must be auto, cpu or cuda')
     if device == 'auto':
@@ -107,8 +111,10 @@ def resolve_device(device: str = 'auto') -> str:
         return 'cpu'
     if device == 'cuda' or device.startswith('cuda:'):
         if not torch.cuda.is_available():
-            raise BenchError(f'device {device!r} requested but no CUDA GPU is available '
-                             f'(torch {torch.__version__}); use --device cpu or auto')
+            raise BenchError(
+                f'device {device!r} requested but no CUDA GPU is available '
+                f'(torch {torch.__version__}); use --device cpu or auto'
+            )
         if ':' in device:
             idx = device.split(':', 1)[1]
             if not idx.isdigit() or int(idx) >= torch.cuda.device_count():
@@ -119,15 +125,20 @@ def resolve_device(device: str = 'auto') -> str:
 
 def check_dtype(device: str, dtype: str) -> None:
     import torch
+
     if dtype not in DTYPES:
         raise BenchError(f'dtype {dtype!r} is not allowed; choose from {", ".join(DTYPES)}')
     if device == 'cpu':
         if dtype == 'fp16' and not cpu_native_fp16():
-            raise BenchError('fp16 on this CPU has no hardware support (needs AMX-FP16) and would only measure '
-                             'emulation; use --dtype fp32, or bf16 on a CPU with AVX512-BF16/AMX')
+            raise BenchError(
+                'fp16 on this CPU has no hardware support (needs AMX-FP16) and would only measure '
+                'emulation; use --dtype fp32, or bf16 on a CPU with AVX512-BF16/AMX'
+            )
         if dtype == 'bf16' and not cpu_native_bf16():
-            raise BenchError(f'bf16 on this CPU ({cpu_name()}) has no hardware support (needs AVX512-BF16 or '
-                             f'AMX) and would only measure emulation; use --dtype fp32')
+            raise BenchError(
+                f'bf16 on this CPU ({cpu_name()}) has no hardware support (needs AVX512-BF16 or '
+                f'AMX) and would only measure emulation; use --dtype fp32'
+            )
     elif dtype == 'bf16' and not torch.cuda.is_bf16_supported():
         raise BenchError(f'bf16 is not supported on {torch.cuda.get_device_name(device)}; use fp16 or fp32')
 
@@ -142,6 +153,7 @@ def fast_path(device: str = 'auto') -> dict:
 
 def _torch_dtype(dtype: str):
     import torch
+
     return {'fp32': torch.float32, 'bf16': torch.bfloat16, 'fp16': torch.float16}[dtype]
 
 
@@ -153,6 +165,7 @@ def matmul_peak(device: str = 'cpu', dtype: str = 'fp32') -> float:
     """MAC/s of a large square GEMM on `device` in `dtype` (best of several runs), measured once per process
     (per device, dtype, thread count and TF32 setting). CPU: 2048^3, best of 5; CUDA: 8192^3, best of 20."""
     import torch
+
     device = resolve_device(device)
     key = (device, dtype, torch.get_num_threads(), torch.backends.cuda.matmul.allow_tf32)
     if key in _PEAK_CACHE:
@@ -182,7 +195,7 @@ def matmul_peak(device: str = 'cpu', dtype: str = 'fp32') -> float:
                 end.record()
                 torch.cuda.synchronize(device)
                 best = min(best, start.elapsed_time(end) / 1e3)
-    peak = n ** 3 / best
+    peak = n**3 / best
     _PEAK_CACHE[key] = peak
     return peak
 
@@ -216,8 +229,11 @@ class _CpuPeak:
     def __exit__(self, *exc):
         end = _status_kb('VmHWM') if self.exact else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         self.growth_bytes = max(0, (end or 0) - (self.base_kb or 0)) * 1024
-        self.rule = ('peak RSS growth (VmHWM after reset - RSS before)' if self.exact
-                     else 'ru_maxrss growth (lower bound: the process may have peaked higher before)')
+        self.rule = (
+            'peak RSS growth (VmHWM after reset - RSS before)'
+            if self.exact
+            else 'ru_maxrss growth (lower bound: the process may have peaked higher before)'
+        )
         return False
 
 
@@ -231,18 +247,27 @@ def _quantile(sorted_xs: list[float], q: float) -> float:
     return sorted_xs[lo] + (sorted_xs[hi] - sorted_xs[lo]) * (pos - lo)
 
 
-def prepare(spec, device: str = 'cpu', batch_size: int = 8, dtype: str = 'fp32', channels_last: bool = False,
-            compile: bool = False, model=None):
+def prepare(
+    spec,
+    device: str = 'cpu',
+    batch_size: int = 8,
+    dtype: str = 'fp32',
+    channels_last: bool = False,
+    compile: bool = False,
+    model=None,
+):
     """(callable running one forward, input, model, autocast context factory) for a spec on `device`.
     Used by `bench` and by the benchmarks in benchmarks/ (which time timm's models the same way)."""
     import torch
 
     from explorer.core.build import build_model
+
     if model is None:
         model = build_model(spec, seed=0)
     model = model.eval().to(device)
-    x = torch.randn(batch_size, spec.in_chans, spec.img_size, spec.img_size,
-                    generator=torch.Generator().manual_seed(0)).to(device)
+    x = torch.randn(
+        batch_size, spec.in_chans, spec.img_size, spec.img_size, generator=torch.Generator().manual_seed(0)
+    ).to(device)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
         x = x.contiguous(memory_format=torch.channels_last)
@@ -263,12 +288,14 @@ def prepare(spec, device: str = 'cpu', batch_size: int = 8, dtype: str = 'fp32',
     def step():
         with autocast():
             return fn(x)
+
     return step, x, model
 
 
 def time_steps(step: Callable, device: str, n: int) -> list[float]:
     """Latency in seconds of `n` calls of `step` (CUDA: events around each, synchronised before reading)."""
     import torch
+
     out = []
     with torch.inference_mode():
         if device.startswith('cuda'):
@@ -290,10 +317,20 @@ def time_steps(step: Callable, device: str, n: int) -> list[float]:
     return out
 
 
-def bench(spec, device: str = 'auto', batch_size: int = 8, dtype: str = 'fp32', channels_last: bool = False,
-          compile: bool = False, warmup: int | None = None, iters: int | None = None,
-          progress: Callable | None = None, min_time_s: float = 2.0, max_iters: int = 200,
-          model=None) -> BenchResult:
+def bench(
+    spec,
+    device: str = 'auto',
+    batch_size: int = 8,
+    dtype: str = 'fp32',
+    channels_last: bool = False,
+    compile: bool = False,
+    warmup: int | None = None,
+    iters: int | None = None,
+    progress: Callable | None = None,
+    min_time_s: float = 2.0,
+    max_iters: int = 200,
+    model=None,
+) -> BenchResult:
     """Measure inference speed of `spec` (see the module docstring for the rules).
 
     `warmup`/`iters` None: warm up for at least 2 iterations and 0.5 s (plus compilation), then time at
@@ -314,6 +351,7 @@ def bench(spec, device: str = 'auto', batch_size: int = 8, dtype: str = 'fp32', 
     check_dtype(device, dtype)
     if model is None:  # the resource guard, before anything is built (limits: explorer.measure.guard)
         from explorer.measure.guard import check_request
+
         check_request(spec, batch_size=batch_size, dtype=dtype)
     report = progress or (lambda frac, desc=None: None)
     load_before = os.getloadavg() if hasattr(os, 'getloadavg') else None
@@ -380,8 +418,11 @@ def bench(spec, device: str = 'auto', batch_size: int = 8, dtype: str = 'fp32', 
     else:
         cpu_peak.__exit__(None, None, None)
         peak_mem = int(cpu_peak.growth_bytes)
-        mem_rule = cpu_peak.rule + (', model passed in (its weights were already resident)' if given_model
-                                    else ', from before the model was built (weights included)')
+        mem_rule = cpu_peak.rule + (
+            ', model passed in (its weights were already resident)'
+            if given_model
+            else ', from before the model was built (weights included)'
+        )
     report(1.0, 'done')
 
     xs = sorted(lat)
@@ -393,15 +434,27 @@ def bench(spec, device: str = 'auto', batch_size: int = 8, dtype: str = 'fp32', 
     else:
         dev_name = torch.cuda.get_device_name(device)
     stamp = {
-        'device': device, 'device_name': dev_name, 'threads': torch.get_num_threads(),
-        'cpu_count': os.cpu_count(), 'torch': torch.__version__, 'dtype': dtype,
-        'autocast': dtype != 'fp32', 'batch_size': batch_size, 'channels_last': bool(channels_last),
+        'device': device,
+        'device_name': dev_name,
+        'threads': torch.get_num_threads(),
+        'cpu_count': os.cpu_count(),
+        'torch': torch.__version__,
+        'dtype': dtype,
+        'autocast': dtype != 'fp32',
+        'batch_size': batch_size,
+        'channels_last': bool(channels_last),
         'memory_format': 'channels_last' if channels_last else 'contiguous (NCHW)',
-        'compile': bool(compile), 'compile_s': compile_s, 'warmup_iters': n_warm, 'timed_iters': len(lat),
-        'img_size': spec.img_size, 'model': spec.name,
+        'compile': bool(compile),
+        'compile_s': compile_s,
+        'warmup_iters': n_warm,
+        'timed_iters': len(lat),
+        'img_size': spec.img_size,
+        'model': spec.name,
         'timer': 'CUDA events + synchronize' if device.startswith('cuda') else 'time.perf_counter',
-        'peak_mem_rule': mem_rule, 'python': platform.python_version(),
-        'cpu_capability': _cpu_capability(), 'native_bf16_cpu': cpu_native_bf16() if device == 'cpu' else None,
+        'peak_mem_rule': mem_rule,
+        'python': platform.python_version(),
+        'cpu_capability': _cpu_capability(),
+        'native_bf16_cpu': cpu_native_bf16() if device == 'cpu' else None,
         'loadavg_before': list(load_before) if load_before else None,
         'loadavg_after': list(os.getloadavg()) if hasattr(os, 'getloadavg') else None,
         'cudnn_benchmark': bool(torch.backends.cudnn.benchmark) if device.startswith('cuda') else None,
@@ -409,21 +462,33 @@ def bench(spec, device: str = 'auto', batch_size: int = 8, dtype: str = 'fp32', 
     }
     try:
         import timm
+
         stamp['timm'] = timm.__version__
     except ImportError:  # pragma: no cover
         pass
     return BenchResult(
-        throughput=thr, latency_ms_median=med * 1e3, latency_ms_p10=_quantile(xs, 0.1) * 1e3,
-        latency_ms_p90=_quantile(xs, 0.9) * 1e3, latency_ms_p25=_quantile(xs, 0.25) * 1e3,
-        latency_ms_p75=_quantile(xs, 0.75) * 1e3, latency_ms_mean=statistics.fmean(xs) * 1e3,
-        iters=len(lat), peak_mem_bytes=peak_mem, macs_per_image=macs, achieved_macs_per_s=achieved,
-        matmul_peak_macs_per_s=peak, peak_fraction=achieved / peak, stamp=stamp,
-        latencies_ms=[v * 1e3 for v in lat])
+        throughput=thr,
+        latency_ms_median=med * 1e3,
+        latency_ms_p10=_quantile(xs, 0.1) * 1e3,
+        latency_ms_p90=_quantile(xs, 0.9) * 1e3,
+        latency_ms_p25=_quantile(xs, 0.25) * 1e3,
+        latency_ms_p75=_quantile(xs, 0.75) * 1e3,
+        latency_ms_mean=statistics.fmean(xs) * 1e3,
+        iters=len(lat),
+        peak_mem_bytes=peak_mem,
+        macs_per_image=macs,
+        achieved_macs_per_s=achieved,
+        matmul_peak_macs_per_s=peak,
+        peak_fraction=achieved / peak,
+        stamp=stamp,
+        latencies_ms=[v * 1e3 for v in lat],
+    )
 
 
 def _cpu_capability() -> str | None:
     try:
         import torch
+
         return torch.backends.cpu.get_cpu_capability()
     except Exception:  # noqa: BLE001
         return None

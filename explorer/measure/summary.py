@@ -1,4 +1,5 @@
 """Structural summary of a built model: what `explorer show` prints."""
+
 from __future__ import annotations
 
 from explorer.core.build import build_model
@@ -18,8 +19,23 @@ def summarize(spec: ArchSpec) -> dict:
     grids = spec.grid_sizes()
     stages = []
     for i, (st, stage) in enumerate(zip(spec.stages, model.stages)):
-        stages.append({'index': i, 'mixer': st.mixer, 'depth': st.depth, 'dim': st.dim, 'mlp_ratio': st.mlp_ratio,
-                       'out_shape': [st.dim, *grids[i]], 'params': _count(stage)})
+        stages.append(
+            {
+                'index': i,
+                'mixer': st.mixer,
+                'depth': st.depth,
+                'dim': st.dim,
+                'mlp_ratio': st.mlp_ratio,
+                'out_shape': [st.dim, *grids[i]],
+                'params': _count(stage),
+            }
+        )
     frozen = sum(p.numel() for p in model.parameters() if not p.requires_grad)
-    return {'name': spec.name, 'stages': stages, 'stem_params': _count(model.stem), 'head_params': _count(model.head),
-            'params': _count(model), 'frozen_params': frozen}
+    return {
+        'name': spec.name,
+        'stages': stages,
+        'stem_params': _count(model.stem),
+        'head_params': _count(model.head),
+        'params': _count(model),
+        'frozen_params': frozen,
+    }

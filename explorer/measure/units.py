@@ -1,4 +1,5 @@
 """Numbers for people: counts and byte sizes with three significant figures."""
+
 from __future__ import annotations
 
 
@@ -14,7 +15,7 @@ def fmt_count(n: int | float | None, unit: str = '') -> str:
 
 
 def fmt_bytes(n: int | float) -> str:
-    for div, suffix in ((2 ** 30, 'GiB'), (2 ** 20, 'MiB'), (2 ** 10, 'KiB')):
+    for div, suffix in ((2**30, 'GiB'), (2**20, 'MiB'), (2**10, 'KiB')):
         if n >= div:
             return f'{n / div:.3g} {suffix}'
     return f'{n:g} B'

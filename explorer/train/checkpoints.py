@@ -1,6 +1,7 @@
 """Trained checkpoints: one .safetensors file holding the weights and, as metadata, the spec, preprocessing,
 class names, metrics and history; and the trained models on this machine (the shipped Fashion-MNIST ones and
 the user's own)."""
+
 from __future__ import annotations
 
 import json
@@ -20,8 +21,9 @@ ASSET_DIR = data_path('assets') / 'fmnist'
 USER_DIR = Path.home() / '.cache' / 'metaformer-explorer' / 'trained'
 
 
-def save_checkpoint(path: str | Path, model: nn.Module, spec: ArchSpec, pre: Preprocessing, metrics: dict,
-                    history: list, cfg=None) -> str:
+def save_checkpoint(
+    path: str | Path, model: nn.Module, spec: ArchSpec, pre: Preprocessing, metrics: dict, history: list, cfg=None
+) -> str:
     """Write weights + metadata (all str -> str, JSON where structured) to one .safetensors file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -50,8 +52,10 @@ def read_metadata(path: str | Path) -> dict:
     except Exception as e:  # safetensors raises its own error types for bad headers
         raise ValueError(f'{path} is not a safetensors checkpoint: {e}') from None
     if raw.get('format') != FORMAT:
-        raise ValueError(f'{path} is not a MetaFormer Explorer trained checkpoint '
-                         f'(metadata format {raw.get("format")!r}, expected {FORMAT!r})')
+        raise ValueError(
+            f'{path} is not a MetaFormer Explorer trained checkpoint '
+            f'(metadata format {raw.get("format")!r}, expected {FORMAT!r})'
+        )
     info = dict(raw)
     for k in ('spec', 'preprocessing', 'classes', 'metrics', 'history'):
         info[k] = json.loads(raw[k])
@@ -65,6 +69,7 @@ def load_trained(path: str | Path) -> tuple[nn.Module, ArchSpec, dict]:
     Turn uint8 28x28 images into inputs with `explorer.train.data.preprocess(images, info['preprocessing'])`.
     """
     from safetensors.torch import load_file
+
     info = read_metadata(path)
     spec = ArchSpec.from_dict(info['spec'])
     model = build_model(spec, seed=0)
@@ -74,8 +79,6 @@ def load_trained(path: str | Path) -> tuple[nn.Module, ArchSpec, dict]:
     info['preprocessing'] = Preprocessing(**info['preprocessing'])
     info['path'] = str(path)
     return model, spec, info
-
-
 
 
 def list_trained(dirs: list[str | Path] | None = None) -> list[dict]:
@@ -93,9 +96,18 @@ def list_trained(dirs: list[str | Path] | None = None) -> list[dict]:
             except (ValueError, OSError, KeyError):
                 continue
             m = info['metrics']
-            out.append({'path': str(p), 'name': p.stem, 'spec_name': info['spec'].get('name', p.stem),
-                        'accuracy': m.get('test_accuracy'), 'params': m.get('params'), 'epochs': m.get('epochs'),
-                        'shipped': d.resolve() == ASSET_DIR.resolve(), 'dataset': info.get('dataset')})
+            out.append(
+                {
+                    'path': str(p),
+                    'name': p.stem,
+                    'spec_name': info['spec'].get('name', p.stem),
+                    'accuracy': m.get('test_accuracy'),
+                    'params': m.get('params'),
+                    'epochs': m.get('epochs'),
+                    'shipped': d.resolve() == ASSET_DIR.resolve(),
+                    'dataset': info.get('dataset'),
+                }
+            )
     return out
 
 

@@ -9,6 +9,7 @@ or torchvision's `FashionMNIST/raw/` layout below it.
 Images stay uint8 (N, 28, 28) in memory (47 MB for the training set); `preprocess` turns them into the
 float tensors a model sees, with the rule recorded in every checkpoint (`Preprocessing`).
 """
+
 from __future__ import annotations
 
 import gzip
@@ -27,8 +28,7 @@ FILES = {
     'train': ('train-images-idx3-ubyte', 'train-labels-idx1-ubyte'),
     'test': ('t10k-images-idx3-ubyte', 't10k-labels-idx1-ubyte'),
 }
-CLASSES = ('T-shirt/top', 'Trouser', 'Pullover', 'Dress', 'Coat', 'Sandal', 'Shirt', 'Sneaker', 'Bag',
-           'Ankle boot')
+CLASSES = ('T-shirt/top', 'Trouser', 'Pullover', 'Dress', 'Coat', 'Sandal', 'Shirt', 'Sneaker', 'Bag', 'Ankle boot')
 # Mean and std of the 60,000 training images' pixels scaled to [0, 1] (computed with `pixel_stats`).
 MEAN, STD = 0.2860, 0.3530
 
@@ -40,6 +40,7 @@ class DatasetNotFound(FileNotFoundError):
 @dataclass
 class Dataset:
     """A split held in memory. images: (N, H, W) uint8; labels: (N,) int64."""
+
     name: str
     split: str
     images: torch.Tensor
@@ -50,7 +51,7 @@ class Dataset:
     def __len__(self) -> int:
         return len(self.labels)
 
-    def subset(self, n: int) -> 'Dataset':
+    def subset(self, n: int) -> Dataset:
         """The first n examples (a stable subset for quick runs and tests)."""
         return Dataset(self.name, self.split, self.images[:n], self.labels[:n], self.source, self.classes)
 
@@ -62,6 +63,7 @@ class Preprocessing:
     resize: 'pad' centres the image on a zero (background) canvas of img_size (28 -> 32 adds 2 pixels each
     side); 'none' needs img_size 28; 'bilinear' resizes. Then x = (pixel / 255 - mean) / std.
     """
+
     img_size: int = 32
     resize: str = 'pad'
     mean: float = MEAN
@@ -73,7 +75,7 @@ class Preprocessing:
         return asdict(self)
 
     @classmethod
-    def for_spec(cls, spec) -> 'Preprocessing':
+    def for_spec(cls, spec) -> Preprocessing:
         """The rule for a spec's img_size: pad when it is larger than 28, resize when smaller."""
         size = spec.img_size
         resize = 'none' if size == 28 else 'pad' if size > 28 and (size - 28) % 2 == 0 else 'bilinear'
@@ -91,8 +93,9 @@ def preprocess(images: torch.Tensor, pre: Preprocessing) -> torch.Tensor:
     elif pre.resize == 'bilinear':
         x = F.interpolate(x, size=(pre.img_size, pre.img_size), mode='bilinear', align_corners=False)
     elif x.shape[-1] != pre.img_size:
-        raise ValueError(f'preprocessing resize "none" needs {pre.img_size}x{pre.img_size} images, '
-                         f'got {x.shape[-2]}x{x.shape[-1]}')
+        raise ValueError(
+            f'preprocessing resize "none" needs {pre.img_size}x{pre.img_size} images, got {x.shape[-2]}x{x.shape[-1]}'
+        )
     x = (x - pre.mean) / pre.std
     if pre.in_chans > 1:
         x = x.expand(-1, pre.in_chans, -1, -1).contiguous()
@@ -108,8 +111,8 @@ def read_idx(path: Path) -> torch.Tensor:
     zero, dtype, ndim = struct.unpack('>HBB', data[:4])
     if zero != 0 or dtype != 0x08:
         raise ValueError(f'{path} is not an idx file of unsigned bytes (header {data[:4].hex()})')
-    shape = struct.unpack(f'>{ndim}I', data[4:4 + 4 * ndim])
-    body = data[4 + 4 * ndim:]
+    shape = struct.unpack(f'>{ndim}I', data[4 : 4 + 4 * ndim])
+    body = data[4 + 4 * ndim :]
     n = 1
     for s in shape:
         n *= s
@@ -143,8 +146,9 @@ def candidate_dirs(data_dir: str | Path | None = None) -> list[Path]:
     return dirs
 
 
-def find_dataset(name: str = 'fashion-mnist', data_dir: str | Path | None = None, split: str = 'train',
-                 download: bool = False) -> Path:
+def find_dataset(
+    name: str = 'fashion-mnist', data_dir: str | Path | None = None, split: str = 'train', download: bool = False
+) -> Path:
     """The directory holding the split's idx files. Raises DatasetNotFound with what was tried and how to fix it.
 
     When `data_dir` is given, only that directory is used (a user's explicit choice is never silently replaced).
@@ -163,9 +167,10 @@ def find_dataset(name: str = 'fashion-mnist', data_dir: str | Path | None = None
     where = '\n'.join(f'  {d}' for d in dirs)
     raise DatasetNotFound(
         f'Fashion-MNIST ({split} split) not found. Looked for {files} in:\n{where}\n'
-        f'Fix: install Debian\'s package (apt install dataset-fashion-mnist), pass --data-dir DIR holding the '
+        f"Fix: install Debian's package (apt install dataset-fashion-mnist), pass --data-dir DIR holding the "
         f'idx files (from https://github.com/zalandoresearch/fashion-mnist), or pass --download to fetch it '
-        f'with torchvision.')
+        f'with torchvision.'
+    )
 
 
 def _download(target: Path) -> None:
@@ -189,8 +194,9 @@ def _check_name(name: str) -> None:
 _CACHE: dict[tuple, Dataset] = {}
 
 
-def load_dataset(name: str = 'fashion-mnist', split: str = 'train', data_dir: str | Path | None = None,
-                 download: bool = False) -> Dataset:
+def load_dataset(
+    name: str = 'fashion-mnist', split: str = 'train', data_dir: str | Path | None = None, download: bool = False
+) -> Dataset:
     """Load a split into memory (cached per process). split: 'train' (60,000) or 'test' (10,000)."""
     if split not in FILES:
         raise ValueError(f'split {split!r} is not known; choose train or test')

@@ -14,24 +14,25 @@ weights bit for bit (initialisation, data order, augmentation and drop-path all 
 stopped by `time_budget` depends on the machine's speed at the time: how many steps fit is measured, so
 its step count (recorded) can differ between runs.
 """
+
 from __future__ import annotations
 
 import math
 import platform
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from explorer.core.build import build_model
-from explorer.train.data import CLASSES, Dataset, Preprocessing, load_dataset, preprocess
-from explorer.train.checkpoints import load_trained, save_checkpoint
-from explorer.measure.guard import check_request
 from explorer.core.spec import ArchSpec
+from explorer.measure.guard import check_request
+from explorer.train.checkpoints import load_trained, save_checkpoint
+from explorer.train.data import CLASSES, Dataset, Preprocessing, load_dataset, preprocess
 
 CALIBRATION_STEPS = 20  # steps timed before a time budget fixes the schedule length
 
@@ -39,6 +40,7 @@ CALIBRATION_STEPS = 20  # steps timed before a time budget fixes the schedule le
 @dataclass
 class TrainConfig:
     """The recipe. Every field is recorded in the checkpoint."""
+
     epochs: float = 5
     time_budget: float | None = None  # seconds of training (evaluation excluded); None: run all epochs
     batch_size: int = 128
@@ -71,8 +73,7 @@ class Stopped(Exception):
 
 
 # ---- batches -------------------------------------------------------------------------------------------
-def augment(x: torch.Tensor, pad: int, hflip: bool, gen: torch.Generator, erase_prob: float = 0.0
-            ) -> torch.Tensor:
+def augment(x: torch.Tensor, pad: int, hflip: bool, gen: torch.Generator, erase_prob: float = 0.0) -> torch.Tensor:
     """Random crop (zero-padded by `pad`), random horizontal flip and random erasing of a batch (B, C, H, W).
 
     Run before normalisation, so the padding and the erased rectangles are background (pixel value 0).
@@ -112,8 +113,9 @@ def _erase(x: torch.Tensor, prob: float, gen: torch.Generator) -> torch.Tensor:
     return x.masked_fill(mask[:, None], 0.0)
 
 
-def make_batch(images: torch.Tensor, pre: Preprocessing, cfg: TrainConfig | None = None,
-               gen: torch.Generator | None = None) -> torch.Tensor:
+def make_batch(
+    images: torch.Tensor, pre: Preprocessing, cfg: TrainConfig | None = None, gen: torch.Generator | None = None
+) -> torch.Tensor:
     """uint8 (B, 28, 28) -> model input; augmented when `cfg` and `gen` are given."""
     if cfg is None:
         return preprocess(images, pre)
@@ -125,12 +127,11 @@ def make_batch(images: torch.Tensor, pre: Preprocessing, cfg: TrainConfig | None
 
 # ---- evaluation -----------------------------------------------------------------------------------------
 @torch.inference_mode()
-def predict_logits(model: nn.Module, images: torch.Tensor, pre: Preprocessing, batch_size: int = 1000
-                   ) -> torch.Tensor:
+def predict_logits(model: nn.Module, images: torch.Tensor, pre: Preprocessing, batch_size: int = 1000) -> torch.Tensor:
     """Logits (N, num_classes) for uint8 images (N, 28, 28), in eval mode, batched."""
     was_training = model.training
     model.eval()
-    out = [model(make_batch(images[i:i + batch_size], pre)) for i in range(0, len(images), batch_size)]
+    out = [model(make_batch(images[i : i + batch_size], pre)) for i in range(0, len(images), batch_size)]
     model.train(was_training)
     return torch.cat(out)
 
@@ -139,16 +140,24 @@ def accuracy_on(model: nn.Module, ds: Dataset, pre: Preprocessing, batch_size: i
     logits = predict_logits(model, ds.images, pre, batch_size)
     pred = logits.argmax(1)
     correct = pred == ds.labels
-    per_class = {ds.classes[c]: round(float(correct[ds.labels == c].float().mean()), 4)
-                 for c in range(len(ds.classes)) if (ds.labels == c).any()}
-    return {'accuracy': int(correct.sum()) / len(ds), 'n': len(ds), 'correct': int(correct.sum()),
-            'loss': float(F.cross_entropy(logits, ds.labels)), 'per_class': per_class}
+    per_class = {
+        ds.classes[c]: round(float(correct[ds.labels == c].float().mean()), 4)
+        for c in range(len(ds.classes))
+        if (ds.labels == c).any()
+    }
+    return {
+        'accuracy': int(correct.sum()) / len(ds),
+        'n': len(ds),
+        'correct': int(correct.sum()),
+        'loss': float(F.cross_entropy(logits, ds.labels)),
+        'per_class': per_class,
+    }
 
 
 # ---- training -------------------------------------------------------------------------------------------
 def _param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     decay, no_decay = [], []
-    for name, p in model.named_parameters():
+    for p in model.parameters():
         if not p.requires_grad:
             continue  # RandFormer's frozen matrices
         (no_decay if p.ndim <= 1 else decay).append(p)
@@ -170,17 +179,27 @@ def check_trainable(spec: ArchSpec, pre: Preprocessing | None = None) -> None:
     if spec.num_classes != len(CLASSES):
         problems.append(f'num_classes is {spec.num_classes}; Fashion-MNIST has {len(CLASSES)} classes')
     if not 16 <= spec.img_size <= 64:
-        problems.append(f'img_size is {spec.img_size}; Fashion-MNIST images are 28x28: use 28 or 32 '
-                        f'(allowed 16 to 64)')
+        problems.append(f'img_size is {spec.img_size}; Fashion-MNIST images are 28x28: use 28 or 32 (allowed 16 to 64)')
     if problems:
         raise ValueError('; '.join(problems))
 
 
-def train(spec: ArchSpec | dict, dataset: str = 'fashion-mnist', epochs: float = 5, time_budget: float | None = None,
-          batch_size: int = 128, seed: int = 0, out: str | Path | None = None,
-          progress: Callable[[dict], None] | None = None, *, data_dir: str | Path | None = None,
-          download: bool = False, train_limit: int | None = None, test_limit: int | None = None,
-          **recipe) -> TrainResult:
+def train(
+    spec: ArchSpec | dict,
+    dataset: str = 'fashion-mnist',
+    epochs: float = 5,
+    time_budget: float | None = None,
+    batch_size: int = 128,
+    seed: int = 0,
+    out: str | Path | None = None,
+    progress: Callable[[dict], None] | None = None,
+    *,
+    data_dir: str | Path | None = None,
+    download: bool = False,
+    train_limit: int | None = None,
+    test_limit: int | None = None,
+    **recipe,
+) -> TrainResult:
     """Train `spec` from scratch on the training set, evaluate on the test set, write a checkpoint to `out`.
 
     recipe: other TrainConfig fields (lr, weight_decay, warmup_epochs, label_smoothing, crop_pad, hflip,
@@ -251,7 +270,7 @@ def _run(spec, cfg: TrainConfig, pre, train_ds, test_ds, progress):
             for b in range(steps_per_epoch):
                 if step >= total:
                     break
-                idx = perm[b * cfg.batch_size:(b + 1) * cfg.batch_size]
+                idx = perm[b * cfg.batch_size : (b + 1) * cfg.batch_size]
                 x = make_batch(train_ds.images[idx], pre, cfg, gen)
                 lr = _lr_at(step, total, warmup, cfg.lr)
                 for g in opt.param_groups:
@@ -272,12 +291,25 @@ def _run(spec, cfg: TrainConfig, pre, train_ds, test_ds, progress):
                     if elapsed >= cfg.time_budget:
                         total = step
                 if progress and (step % report_every == 0 or step == total):
-                    progress({'kind': 'step', 'step': step, 'total_steps': total, 'epoch': step / steps_per_epoch,
-                              'loss': losses[-1], 'lr': lr, 'elapsed': elapsed})
+                    progress(
+                        {
+                            'kind': 'step',
+                            'step': step,
+                            'total_steps': total,
+                            'epoch': step / steps_per_epoch,
+                            'loss': losses[-1],
+                            'lr': lr,
+                            'elapsed': elapsed,
+                        }
+                    )
             train_time += time.perf_counter() - tick
             epoch += 1
-            row = {'epoch': round(step / steps_per_epoch, 3), 'step': step,
-                   'train_loss': sum(losses) / max(1, len(losses)), 'train_time': round(train_time, 2)}
+            row = {
+                'epoch': round(step / steps_per_epoch, 3),
+                'step': step,
+                'train_loss': sum(losses) / max(1, len(losses)),
+                'train_time': round(train_time, 2),
+            }
             if cfg.eval_every_epoch or step >= total:
                 ev = accuracy_on(model, test_ds, pre, cfg.eval_batch_size)
                 row.update(test_accuracy=ev['accuracy'], test_loss=ev['loss'])
@@ -293,21 +325,37 @@ def _run(spec, cfg: TrainConfig, pre, train_ds, test_ds, progress):
     if history:
         history[-1].update(test_accuracy=final['accuracy'], test_loss=final['loss'])
     metrics = {
-        'test_accuracy': final['accuracy'], 'test_n': final['n'], 'test_correct': final['correct'],
-        'test_loss': final['loss'], 'per_class_accuracy': final['per_class'],
-        'epochs': round(step / steps_per_epoch, 3), 'steps': step, 'stopped_by': stopped_by,
-        'train_time_s': round(train_time, 1), 'wall_time_s': round(time.perf_counter() - t0, 1),
-        'seed': cfg.seed, 'epochs_requested': cfg.epochs, 'time_budget_s': cfg.time_budget,
-        'device': 'cpu', 'threads': torch.get_num_threads(), 'torch': torch.__version__,
-        'machine': platform.machine(), 'recipe': asdict(cfg),
+        'test_accuracy': final['accuracy'],
+        'test_n': final['n'],
+        'test_correct': final['correct'],
+        'test_loss': final['loss'],
+        'per_class_accuracy': final['per_class'],
+        'epochs': round(step / steps_per_epoch, 3),
+        'steps': step,
+        'stopped_by': stopped_by,
+        'train_time_s': round(train_time, 1),
+        'wall_time_s': round(time.perf_counter() - t0, 1),
+        'seed': cfg.seed,
+        'epochs_requested': cfg.epochs,
+        'time_budget_s': cfg.time_budget,
+        'device': 'cpu',
+        'threads': torch.get_num_threads(),
+        'torch': torch.__version__,
+        'machine': platform.machine(),
+        'recipe': asdict(cfg),
         'params': sum(p.numel() for p in model.parameters()),
         'trainable_params': sum(p.numel() for p in model.parameters() if p.requires_grad),
     }
     return model, history, metrics
 
 
-def evaluate(checkpoint: str | Path, dataset: str = 'fashion-mnist', data_dir: str | Path | None = None,
-             batch_size: int = 1000, limit: int | None = None) -> dict:
+def evaluate(
+    checkpoint: str | Path,
+    dataset: str = 'fashion-mnist',
+    data_dir: str | Path | None = None,
+    batch_size: int = 1000,
+    limit: int | None = None,
+) -> dict:
     """Re-evaluate a checkpoint on the test set: {'accuracy', 'n', 'correct', 'loss', 'per_class',
     'recorded_accuracy', 'checkpoint', 'name'}. accuracy is a fraction in [0, 1]."""
     model, spec, info = load_trained(checkpoint)
@@ -315,14 +363,27 @@ def evaluate(checkpoint: str | Path, dataset: str = 'fashion-mnist', data_dir: s
     if limit:
         ds = ds.subset(limit)
     out = accuracy_on(model, ds, info['preprocessing'], batch_size)
-    out.update(recorded_accuracy=info['metrics'].get('test_accuracy'), checkpoint=str(checkpoint), name=spec.name,
-               dataset=dataset)
+    out.update(
+        recorded_accuracy=info['metrics'].get('test_accuracy'),
+        checkpoint=str(checkpoint),
+        name=spec.name,
+        dataset=dataset,
+    )
     return out
 
 
 # ---- adapting a design to Fashion-MNIST -------------------------------------------
-PUBLISHED_META = ('timm_name', 'pretrained_tag', 'top1', 'params_m', 'frozen_params_m', 'gmacs', 'resolution',
-                  'source', 'differs_from_original')
+PUBLISHED_META = (
+    'timm_name',
+    'pretrained_tag',
+    'top1',
+    'params_m',
+    'frozen_params_m',
+    'gmacs',
+    'resolution',
+    'source',
+    'differs_from_original',
+)
 
 
 def adapt_for_fmnist(spec: ArchSpec | dict, img_size: int = 32) -> tuple[ArchSpec, list[str]]:
@@ -336,30 +397,38 @@ def adapt_for_fmnist(spec: ArchSpec | dict, img_size: int = 32) -> tuple[ArchSpe
     if img_size not in (28, 32):
         raise ValueError(f'img_size {img_size} is not offered for Fashion-MNIST; choose 28 or 32')
     n_down = sum(1 for st in spec.stages[1:] if st.downsample)
-    ds = spec.downsample.stride ** n_down
+    ds = spec.downsample.stride**n_down
     options = [(4, 4, 0), (2, 2, 0), (1, 1, 0)] if n_down == 0 else [(3, 2, 1), (3, 1, 1)]
     fit = next((o for o in options if img_size % (o[1] * ds) == 0), None)
     if fit is None:
-        raise ValueError(f'stages: {n_down} downsampling stages (stride {spec.downsample.stride} each) do not '
-                         f'divide a {img_size}x{img_size} input; remove a stage or set downsample false on one')
+        raise ValueError(
+            f'stages: {n_down} downsampling stages (stride {spec.downsample.stride} each) do not '
+            f'divide a {img_size}x{img_size} input; remove a stage or set downsample false on one'
+        )
     stem = dict(zip(('kernel_size', 'stride', 'padding'), fit))
     stride = fit[1]
     d = spec.to_dict()
     meta = {k: v for k, v in d.get('meta', {}).items() if k not in PUBLISHED_META}
-    meta['notes'] = (f'adapted from {spec.name} for Fashion-MNIST: 1 input channel, 10 classes, '
-                     f'{img_size}x{img_size} input, {fit[0]}x{fit[0]}/{stride} stem')
+    meta['notes'] = (
+        f'adapted from {spec.name} for Fashion-MNIST: 1 input channel, 10 classes, '
+        f'{img_size}x{img_size} input, {fit[0]}x{fit[0]}/{stride} stem'
+    )
     name = spec.name if spec.name.endswith('_fmnist') else f'{spec.name}_fmnist'
     d.update(name=name[:100], in_chans=1, num_classes=10, img_size=img_size, stem=stem, meta=meta)
     new = ArchSpec.from_dict(d)
     notes = []
-    for key, old, value in (('in_chans', spec.in_chans, 1), ('num_classes', spec.num_classes, 10),
-                            ('img_size', spec.img_size, img_size)):
+    for key, old, value in (
+        ('in_chans', spec.in_chans, 1),
+        ('num_classes', spec.num_classes, 10),
+        ('img_size', spec.img_size, img_size),
+    ):
         if old != value:
             notes.append(f'{key} {old} -> {value}')
     old_stem = spec.stem
     if (old_stem.kernel_size, old_stem.stride, old_stem.padding) != fit:
-        notes.append(f'stem {old_stem.kernel_size}x{old_stem.kernel_size}/{old_stem.stride} -> '
-                     f'{fit[0]}x{fit[0]}/{stride}')
+        notes.append(
+            f'stem {old_stem.kernel_size}x{old_stem.kernel_size}/{old_stem.stride} -> {fit[0]}x{fit[0]}/{stride}'
+        )
     grids = ' -> '.join(f'{h}x{w}' for h, w in new.grid_sizes())
     if not notes and spec.stem.stride == stride:  # already trainable as it is: keep it untouched
         return spec, [f'already set up for Fashion-MNIST; token grids {grids}']

@@ -2,6 +2,7 @@
 caller one by one, so a screen (the app's Train tab) can draw while the model learns and stop it between two
 steps. The CLI calls `explorer.train.loop.train` directly; both train through that one function.
 """
+
 from __future__ import annotations
 
 import queue
@@ -10,9 +11,9 @@ import time
 from pathlib import Path
 
 from explorer.core.spec import ArchSpec, SpecError
+from explorer.train.checkpoints import USER_DIR
 from explorer.train.data import DatasetNotFound
 from explorer.train.loop import Stopped, train
-from explorer.train.checkpoints import USER_DIR
 
 _STOP: dict[str, threading.Event] = {}  # run id -> stop flag
 
@@ -27,9 +28,18 @@ def request_stop(run_id: str) -> bool:
     return True
 
 
-def training_events(spec: dict, epochs: float, time_budget: float | None, batch_size: int, seed: int,
-                    train_limit: int | None, run_id: str, out_dir: Path = USER_DIR, data_dir: str | None = None,
-                    erase_prob: float = 0.0):
+def training_events(
+    spec: dict,
+    epochs: float,
+    time_budget: float | None,
+    batch_size: int,
+    seed: int,
+    train_limit: int | None,
+    run_id: str,
+    out_dir: Path = USER_DIR,
+    data_dir: str | None = None,
+    erase_prob: float = 0.0,
+):
     """Run `train` in a thread; yield its progress events (dicts), then {'kind': 'done', 'result': TrainResult}
     or {'kind': 'error', 'message': str}. The run stops early when _STOP[run_id] is set."""
     stop = _STOP.setdefault(run_id, threading.Event())
@@ -44,8 +54,18 @@ def training_events(spec: dict, epochs: float, time_budget: float | None, batch_
 
     def work():
         try:
-            res = train(spec, epochs=epochs, time_budget=time_budget, batch_size=batch_size, seed=seed, out=out,
-                        progress=progress, data_dir=data_dir, train_limit=train_limit, erase_prob=erase_prob)
+            res = train(
+                spec,
+                epochs=epochs,
+                time_budget=time_budget,
+                batch_size=batch_size,
+                seed=seed,
+                out=out,
+                progress=progress,
+                data_dir=data_dir,
+                train_limit=train_limit,
+                erase_prob=erase_prob,
+            )
             events.put({'kind': 'done', 'result': res})
         except (DatasetNotFound, SpecError, ValueError) as e:
             events.put({'kind': 'error', 'message': str(e)})
