@@ -12,5 +12,6 @@ if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
   fi
 fi
 python -m pip install -q -e ".[test]"
-ruff check . && ruff format --check .   # lint and format first: one line each when something is off
+ruff check .            # lint, then format: each fails the run (set -e) with one line per problem
+ruff format --check .
 exec python -m pytest "$@"
