@@ -14,7 +14,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from explorer.core.spec import ArchSpec  # noqa: E402
-from explorer.train.loop import TrainConfig, read_metadata  # noqa: E402
+from explorer.train.checkpoints import read_metadata  # noqa: E402
+from explorer.train.loop import TrainConfig  # noqa: E402
 
 ORDER = ('identity', 'random', 'pooling', 'sepconv', 'attention', 'spatial_mlp', 'hybrid')
 

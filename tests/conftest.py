@@ -16,6 +16,18 @@ def tiny_spec(mixers=('pooling', 'sepconv', 'attention'), dims=(16, 32, 64), dep
     return dict(name='tiny', img_size=img_size, num_classes=10, stages=stages, **kw)
 
 
+# pooling then attention at 32x32 (stem /4 -> 8x8, then 4x4): builds in milliseconds
+TWO_STAGE = {
+    'name': 'tiny',
+    'img_size': 32,
+    'num_classes': 10,
+    'stages': [
+        {'mixer': 'pooling', 'depth': 1, 'dim': 16},
+        {'mixer': 'attention', 'depth': 1, 'dim': 32, 'mixer_args': {'head_dim': 16}},
+    ],
+}
+
+
 @pytest.fixture
 def tiny():
     return tiny_spec

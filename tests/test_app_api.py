@@ -10,19 +10,12 @@ from explorer.core.catalog import PRESET_DIR, get_preset
 from explorer.core.share import encode_share
 from explorer.core.spec import ArchSpec
 from explorer.measure.analytic import analytic_cost
+from tests.conftest import TWO_STAGE
 
 pytest.importorskip('gradio_client')
 
 
-TINY = {
-    'name': 'tiny',
-    'img_size': 32,
-    'num_classes': 10,
-    'stages': [
-        {'mixer': 'pooling', 'depth': 1, 'dim': 16},
-        {'mixer': 'attention', 'depth': 1, 'dim': 32, 'mixer_args': {'head_dim': 16}},
-    ],
-}
+TINY = TWO_STAGE
 
 
 def test_named_endpoints_are_listed(client):

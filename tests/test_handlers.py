@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import copy
 import json
 import math
 
@@ -19,20 +20,12 @@ from explorer.measure import profile as prof
 from explorer.measure import units
 from explorer.measure.analytic import analytic_cost
 from explorer.viz.diagram import network_svg
+from tests.conftest import TWO_STAGE
 
 
 def tiny(**changes) -> dict:
     """A 2-stage spec at 32x32 (stem /4 -> 8x8, then 4x4): builds in milliseconds."""
-    d = {
-        'name': 'tiny',
-        'img_size': 32,
-        'num_classes': 10,
-        'stages': [
-            {'mixer': 'pooling', 'depth': 1, 'dim': 16},
-            {'mixer': 'attention', 'depth': 1, 'dim': 32, 'mixer_args': {'head_dim': 16}},
-        ],
-    }
-    d.update(changes)
+    d = {**copy.deepcopy(TWO_STAGE), **changes}
     return ArchSpec.from_dict(d).to_dict()
 
 

@@ -140,11 +140,26 @@ def test_spec_counting_and_help_load_no_torch(code):
     assert not heavy, f'{code!r} imported {heavy}'
 
 
+def _signature_lines(source: str) -> set[int]:
+    """Line numbers of function signatures (def line to the line before the body): a wrapper that passes its
+    arguments on repeats its callee's signature by design."""
+    out: set[int] = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            out.update(range(node.lineno, node.body[0].lineno))
+    return out
+
+
 def _normalised_lines(path: Path) -> list[tuple[int, str]]:
-    """(line number, text) of the code lines worth comparing: no blanks, comments, docstring-ish or import lines."""
+    """(line number, text) of the code lines worth comparing: no blanks, comments, docstring-ish, import or
+    signature lines."""
     out = []
-    for i, line in enumerate(path.read_text(encoding='utf-8').splitlines(), 1):
+    source = path.read_text(encoding='utf-8')
+    signatures = _signature_lines(source)
+    for i, line in enumerate(source.splitlines(), 1):
         s = line.strip()
+        if i in signatures:
+            continue
         if not s or s.startswith(('#', 'from ', 'import ', '"""', "'''", '@')) or len(s) < 12:
             continue
         if re.fullmatch(r'[\])},]*', s):

@@ -260,6 +260,17 @@ def test_cli_train_and_evaluate_json(fake_dir, tmp_path, capsys):
     assert cli_main(['evaluate', str(tmp_path / 'missing.safetensors')]) == 2
 
 
+def test_normalisation_constants_are_the_training_set_statistics():
+    from explorer.train.data import MEAN, STD, pixel_stats
+
+    try:
+        ds = load_dataset('fashion-mnist', 'train')
+    except DatasetNotFound as e:
+        pytest.skip(f'Fashion-MNIST is not installed here (apt install dataset-fashion-mnist): {e}')
+    mean, std = pixel_stats(ds)
+    assert (round(mean, 4), round(std, 4)) == (MEAN, STD)
+
+
 # ---- shipped checkpoints -------------------------------------------------------------------------------
 def test_every_family_has_a_spec_and_a_checkpoint():
     for family in FAMILIES:

@@ -25,6 +25,14 @@ pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def _installed_here() -> str | None:
+    """Where the environment running the tests has metaformer-explorer installed from (None: not installed)."""
+    out = subprocess.run(
+        [sys.executable, '-m', 'pip', 'show', '-f', 'metaformer-explorer'], capture_output=True, text=True
+    )
+    return out.stdout if out.returncode == 0 else None
+
+
 @pytest.fixture(scope='module')
 def installed(tmp_path_factory):
     """(explorer executable, environment variables, working directory) of the wheel in a fresh venv."""
@@ -48,26 +56,14 @@ def installed(tmp_path_factory):
             check=True,
         ).stdout.strip()
     )
-    # the dependencies, not the source tree: this environment's site-packages as a plain path entry (.pth
-    # files there, such as an editable install's finder, are not run)
+    before = _installed_here()
+    pip = [sys.executable, '-m', 'pip', '--python', str(py), 'install', '--no-deps', '--no-index', '--quiet']
+    subprocess.run([*pip, str(wheels[0])], check=True, capture_output=True, timeout=600)
+    assert _installed_here() == before, 'installing the wheel elsewhere changed the environment running the tests'
+    # then the dependencies, not the source tree: this environment's site-packages as a plain path entry (.pth
+    # files there, such as an editable install's finder, are not run). Only after the install: with them in
+    # view, pip would take the running environment's explorer as the one to replace, and uninstall it
     (env_site / 'deps.pth').write_text('\n'.join(site.getsitepackages()) + '\n')
-    subprocess.run(
-        [
-            sys.executable,
-            '-m',
-            'pip',
-            '--python',
-            str(py),
-            'install',
-            '--no-deps',
-            '--no-index',
-            '--quiet',
-            str(wheels[0]),
-        ],
-        check=True,
-        capture_output=True,
-        timeout=600,
-    )
     work = tmp / 'elsewhere'
     work.mkdir()
     env = {k: v for k, v in os.environ.items() if k not in ('PYTHONPATH', 'VIRTUAL_ENV')}

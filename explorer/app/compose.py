@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from collections import OrderedDict
 from html import escape
+from types import SimpleNamespace
 
 import gradio as gr
 
@@ -167,7 +168,8 @@ def _table_html(rows: list[list], report: dict) -> str:
     return f'<table class="mfx-table" id="mfx-shapes"><tr>{"".join(f"<th>{c}</th>" for c in head)}</tr>{body}</table>'
 
 
-def add_compose_tab(ctx: AppContext) -> None:
+def _layout() -> SimpleNamespace:
+    """The tab's components: preset picker, global fields `g`, stage `rows`, and the result panes."""
     with gr.Tab('Compose', id='compose'):
         with gr.Row():
             with gr.Column(scale=8, min_width=640):
@@ -210,13 +212,33 @@ def add_compose_tab(ctx: AppContext) -> None:
                 chart = gr.Plot(show_label=False, elem_id='mfx-chart')
                 table = gr.HTML(elem_id='mfx-table')
         n_state = gr.State(4)  # inside the Tab: a component directly under gr.Tabs shifts the tab buttons
+    return SimpleNamespace(
+        preset=preset,
+        scratch=scratch,
+        g=g,
+        rows=rows,
+        add=add,
+        diagram=diagram,
+        totals=totals,
+        verified=verified,
+        error=error,
+        chart=chart,
+        table=table,
+        n_state=n_state,
+    )
+
+
+def _form_io(ui: SimpleNamespace, spec_state) -> SimpleNamespace:
+    """How the form's values map to a spec dict and back: `form` (inputs) -> read_form -> raw spec dict;
+    spec dict -> fill -> `fill_outputs` updates."""
+    g, rows, n_state = ui.g, ui.rows, ui.n_state
     keys = [k for k, _, _ in spec_form.option_slots()]
     row_fields = [
         c
         for r in rows
         for c in (r['mixer'], r['depth'], r['dim'], r['mlp_ratio'], r['downsample'], *r['options'].values())
     ]
-    form = [ctx.spec, n_state, *g.values(), *row_fields]
+    form = [spec_state, n_state, *g.values(), *row_fields]
     fill_outputs = [n_state, *g.values(), *[r['group'] for r in rows], *row_fields]
     per_row = 5 + len(keys)
 
@@ -238,6 +260,17 @@ def add_compose_tab(ctx: AppContext) -> None:
             out += [r['mixer'], r['depth'], r['dim'], r['mlp_ratio'], gr.update(value=r['downsample'])]
             out += [gr.update(value=r['options'][k], visible=k in shown) for k in keys]
         return out
+
+    return SimpleNamespace(
+        keys=keys, row_fields=row_fields, form=form, fill_outputs=fill_outputs, read_form=read_form, fill=fill
+    )
+
+
+def add_compose_tab(ctx: AppContext) -> None:
+    ui = _layout()
+    io = _form_io(ui, ctx.spec)
+    g, rows, keys, preset = ui.g, ui.rows, io.keys, ui.preset
+    form, fill_outputs, read_form, fill = io.form, io.fill_outputs, io.read_form, io.fill
 
     def refresh(request: gr.Request, *values):
         """Count the form's network; on an invalid form only the message changes."""
@@ -268,7 +301,7 @@ def add_compose_tab(ctx: AppContext) -> None:
         # an edit that arrived while fvcore ran has its own verification coming: never show stale numbers
         return html if _LATEST.is_current(request, spec) else gr.skip()
 
-    refresh_outputs = [ctx.spec, ctx.report, totals, verified, error, chart, table, diagram, preset]
+    refresh_outputs = [ctx.spec, ctx.report, ui.totals, ui.verified, ui.error, ui.chart, ui.table, ui.diagram, preset]
 
     # chained steps run again for the latest input when triggered while a previous run is still pending
     # (the default for chained events, 'once', would drop them and leave stale numbers on screen)
@@ -276,7 +309,7 @@ def add_compose_tab(ctx: AppContext) -> None:
 
     def verify_after(event):
         return event.then(
-            verify, [ctx.spec, ctx.report], verified, concurrency_limit=1, concurrency_id='verify', **chained
+            verify, [ctx.spec, ctx.report], ui.verified, concurrency_limit=1, concurrency_id='verify', **chained
         )
 
     def chain_count(event):
@@ -289,7 +322,7 @@ def add_compose_tab(ctx: AppContext) -> None:
     ctx.load_spec = load_spec
 
     # every user edit: recount at once (no model build), then verify
-    edits = [c.input for c in g.values()] + [c.input for c in row_fields]
+    edits = [c.input for c in g.values()] + [c.input for c in io.row_fields]
     verify_after(
         gr.on(edits, refresh, form, refresh_outputs, trigger_mode='always_last', show_progress='hidden', **PRIVATE)
     )
@@ -309,7 +342,7 @@ def add_compose_tab(ctx: AppContext) -> None:
 
     load_spec(preset.input(pick_preset, preset, ctx.spec, **PRIVATE))
     load_spec(
-        scratch.click(catalog.scratch_spec, None, ctx.spec, **PRIVATE).then(lambda: None, None, preset, **PRIVATE)
+        ui.scratch.click(catalog.scratch_spec, None, ctx.spec, **PRIVATE).then(lambda: None, None, preset, **PRIVATE)
     )
 
     def edit_stages(op, index, values):
@@ -323,7 +356,7 @@ def add_compose_tab(ctx: AppContext) -> None:
         # the edited raw spec goes through the form, not the state: it may still be invalid
         return lambda *values: fill(edit_stages(op, index, values))
 
-    chain_count(add.click(staged(spec_form.add_stage), form, fill_outputs, show_progress='hidden', **PRIVATE))
+    chain_count(ui.add.click(staged(spec_form.add_stage), form, fill_outputs, show_progress='hidden', **PRIVATE))
     for i, r in enumerate(rows):
         chain_count(
             r['remove'].click(staged(spec_form.remove_stage, i), form, fill_outputs, show_progress='hidden', **PRIVATE)

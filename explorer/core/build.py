@@ -23,9 +23,7 @@ from timm.layers import (
     SelectAdaptivePool2d,
     calculate_drop_path_rates,
 )
-from timm.models.metaformer import (
-    Attention as TimmAttention,
-)
+from timm.models.metaformer import Attention as TimmAttention
 from timm.models.metaformer import (
     Downsampling,
     GroupNorm1NoBias,

@@ -44,10 +44,6 @@ NOISE_TUNNEL_METHODS = ('ig', 'saliency', 'gradshap', 'gradcam')
 Progress = Callable[[int, int], None]  # (forward rows done, rows expected)
 
 
-def method_names() -> list[str]:
-    return list(METHODS)
-
-
 def resolve_method(method: str) -> tuple[str, bool]:
     """Canonical name and whether the name itself asks for SmoothGrad ('smoothgrad' = SmoothGrad saliency)."""
     m = str(method).strip().lower().replace('-', '_')

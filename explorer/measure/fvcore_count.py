@@ -142,6 +142,8 @@ def _total(v) -> int:
 
 def _handle_tables() -> tuple[dict, dict]:
     """(MAC handles, activation handles) by operator: fvcore's defaults plus this module's rules."""
+    # fvcore has no public getter for its default handles (FlopCountAnalysis and ActivationCountAnalysis load
+    # these two tables in their constructors); counting MACs and activations in one trace needs both as tables
     from fvcore.nn.activation_count import _DEFAULT_SUPPORTED_OPS as fv_acts
     from fvcore.nn.flop_count import _DEFAULT_SUPPORTED_OPS as fv_macs
 
@@ -202,7 +204,7 @@ def build_for_counting(spec: ArchSpec):
     """`build_model(spec)` with the random initialisation skipped (weights zero): the same modules and
     shapes, several times faster to build, for counting only."""
     import torch
-    from torch.utils._python_dispatch import TorchDispatchMode
+    from torch.utils._python_dispatch import TorchDispatchMode  # torch's only home of dispatch modes
 
     from explorer.core.build import build_model
 

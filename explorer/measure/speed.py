@@ -373,43 +373,9 @@ def bench(
         torch.cuda.reset_peak_memory_stats(device)
         weights_bytes = torch.cuda.memory_allocated(device)
 
-    # warm-up (the first call compiles when compile=True)
     report(0.1, 'compiling and warming up' if compile else 'warming up')
-    t0 = time.perf_counter()
-    try:
-        first = time_steps(step, device, 1)[0]
-    except BenchError:
-        raise
-    except Exception as e:  # noqa: BLE001 - torch.compile fails at the first call (no C++ compiler, ...)
-        if not compile:
-            raise
-        raise BenchError(f'torch.compile failed on this machine: {type(e).__name__}: {str(e)[:300]}') from None
-    compile_s = first if compile else None
-    n_warm = 1
-    if warmup is None:
-        while n_warm < 2 or time.perf_counter() - t0 - (first if compile else 0) < 0.5:
-            time_steps(step, device, 1)
-            n_warm += 1
-    else:
-        if warmup > 1:
-            time_steps(step, device, warmup - 1)
-        n_warm = max(1, warmup)
-
-    # timed runs
-    lat: list[float] = []
-    t_start = time.perf_counter()
-    target = iters
-    while True:
-        lat += time_steps(step, device, 1)
-        elapsed = time.perf_counter() - t_start
-        if target is not None:
-            report(0.2 + 0.8 * len(lat) / target, f'timed run {len(lat)}/{target}')
-            if len(lat) >= target:
-                break
-        else:
-            report(0.2 + 0.8 * min(1.0, elapsed / min_time_s), f'timed run {len(lat)}')
-            if (len(lat) >= 5 and elapsed >= min_time_s) or len(lat) >= max_iters:
-                break
+    n_warm, compile_s = _warm_up(step, device, warmup, compile)
+    lat = _timed_runs(step, device, iters, min_time_s, max_iters, report)
 
     if device.startswith('cuda'):
         torch.cuda.synchronize(device)
@@ -425,17 +391,9 @@ def bench(
         )
     report(1.0, 'done')
 
-    xs = sorted(lat)
-    med = statistics.median(xs)
-    thr = batch_size / med
-    achieved = macs * thr
-    if device == 'cpu':
-        dev_name = cpu_name()
-    else:
-        dev_name = torch.cuda.get_device_name(device)
     stamp = {
         'device': device,
-        'device_name': dev_name,
+        'device_name': cpu_name() if device == 'cpu' else torch.cuda.get_device_name(device),
         'threads': torch.get_num_threads(),
         'cpu_count': os.cpu_count(),
         'torch': torch.__version__,
@@ -466,6 +424,55 @@ def bench(
         stamp['timm'] = timm.__version__
     except ImportError:  # pragma: no cover
         pass
+    return _result(lat, batch_size, macs, peak, peak_mem, stamp)
+
+
+def _warm_up(step, device: str, warmup: int | None, compile: bool) -> tuple[int, float | None]:
+    """Run the untimed calls: the first (which compiles when `compile`), then `warmup` in all, or by time (at
+    least 2 calls and 0.5 s past compilation) when None. Returns (calls made, compile seconds or None)."""
+    t0 = time.perf_counter()
+    try:
+        first = time_steps(step, device, 1)[0]
+    except BenchError:
+        raise
+    except Exception as e:  # noqa: BLE001 - torch.compile fails at the first call (no C++ compiler, ...)
+        if not compile:
+            raise
+        raise BenchError(f'torch.compile failed on this machine: {type(e).__name__}: {str(e)[:300]}') from None
+    if warmup is not None:
+        if warmup > 1:
+            time_steps(step, device, warmup - 1)
+        return max(1, warmup), first if compile else None
+    n_warm = 1
+    while n_warm < 2 or time.perf_counter() - t0 - (first if compile else 0) < 0.5:
+        time_steps(step, device, 1)
+        n_warm += 1
+    return n_warm, first if compile else None
+
+
+def _timed_runs(step, device: str, iters: int | None, min_time_s: float, max_iters: int, report) -> list[float]:
+    """Latencies (s) of single timed calls: `iters` of them, or by time (at least 5 calls and `min_time_s`
+    seconds, at most `max_iters`) when None."""
+    lat: list[float] = []
+    t_start = time.perf_counter()
+    while True:
+        lat += time_steps(step, device, 1)
+        elapsed = time.perf_counter() - t_start
+        if iters is not None:
+            report(0.2 + 0.8 * len(lat) / iters, f'timed run {len(lat)}/{iters}')
+            if len(lat) >= iters:
+                return lat
+        else:
+            report(0.2 + 0.8 * min(1.0, elapsed / min_time_s), f'timed run {len(lat)}')
+            if (len(lat) >= 5 and elapsed >= min_time_s) or len(lat) >= max_iters:
+                return lat
+
+
+def _result(lat: list[float], batch_size: int, macs: int, peak: float, peak_mem: int, stamp: dict) -> BenchResult:
+    xs = sorted(lat)
+    med = statistics.median(xs)
+    thr = batch_size / med
+    achieved = macs * thr
     return BenchResult(
         throughput=thr,
         latency_ms_median=med * 1e3,
