@@ -87,7 +87,7 @@ def test_presets_diff_share_and_verify(client):
     assert (v['params'], v['macs']) == (p['params'], p['macs'])
     front = client.predict(axis='gmacs', api_name='/compare')['frontier']
     assert 'caformer_b36' in front
-    assert client.predict(spec=TINY, api_name='/snippet').startswith('from explorer.core.build import build_model')
+    assert client.predict(spec=TINY, api_name='/snippet').startswith('from explorer import ArchSpec, build_model')
     assert '16 ch' in client.predict(spec=TINY, api_name='/diagram')
     three = client.predict(spec=TINY, api_name='/add_stage')
     assert [st['dim'] for st in three['stages']] == [16, 32, 64]

@@ -60,7 +60,7 @@ def test_offline_default_is_a_shipped_trained_model():
         (('poolformer_s12', '/etc/passwd'), 'neither an example name'),
         (('poolformer_s12', ''), 'image: give an example name'),
         (('poolformer_s12', base64.b64encode(b'not an image').decode()), 'not an image|cannot identify|not a'),
-        (('no_such_model', 'chelsea_cat.jpg'), 'neither a preset nor a spec file'),
+        (('no_such_model', 'chelsea_cat.jpg'), "unknown model 'no_such_model'; known models: trained ones"),
         (('', 'chelsea_cat.jpg'), 'model: a preset name'),
     ],
 )

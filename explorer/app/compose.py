@@ -15,7 +15,7 @@ from types import SimpleNamespace
 import gradio as gr
 
 from explorer.app import form as spec_form
-from explorer.app.context import AppContext, error_text
+from explorer.app.context import AppContext, error_text, user_error
 from explorer.core import catalog
 from explorer.core.registry import MIXERS
 from explorer.core.spec import ACTIVATIONS, HEADS, MAX_STAGES, NORMS, ArchSpec, SpecError
@@ -350,7 +350,7 @@ def add_compose_tab(ctx: AppContext) -> None:
             raw = read_form(values)
             return op(raw, index) if index is not None else op(raw)
         except SpecError as e:
-            raise gr.Error(str(e), print_exception=False) from None
+            raise user_error(e) from None
 
     def staged(op, index=None):
         # the edited raw spec goes through the form, not the state: it may still be invalid

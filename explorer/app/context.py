@@ -3,9 +3,12 @@ errors are shown. Tabs import this module; explorer.app.main imports the tabs (n
 
 from __future__ import annotations
 
+import html
 import os
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import gradio as gr
 
@@ -85,11 +88,60 @@ def launch_kwargs() -> dict:
     return {'theme': THEME, 'css': CSS, 'max_file_size': f'{max_upload_mb()}mb'}
 
 
+# ---- showing text that came with a request ---------------------------------------------------------------
+# Messages repeat what a visitor sent (a spec's name, a field's value) and what the server knows (a file's
+# location). Before any of it is shown: server paths become file names, long text is clipped, and HTML and
+# Markdown are escaped, so a shared link cannot put a link, an image or markup on someone else's screen.
+MAX_MESSAGE_CHARS = 1_000
+_SERVER_PATH = re.compile(r'(?<![\w.])/(?:[\w.@+-]+/)+([\w.@+-]*)')
+_MARKDOWN = re.compile(r'([\\`*_{}\[\]()#+!|~>:.-])')  # CommonMark's escapable punctuation, : and . against autolinks
+
+
+def public_text(text: object, limit: int = MAX_MESSAGE_CHARS) -> str:
+    """`text` without server paths (each becomes its file name) and at most `limit` characters."""
+    text = _SERVER_PATH.sub(lambda m: m.group(1) or '(a server folder)', str(text))
+    return text if len(text) <= limit else text[:limit] + f' … ({len(text) - limit:,} more characters)'
+
+
+def html_text(text: object, limit: int = MAX_MESSAGE_CHARS) -> str:
+    """public_text, escaped for HTML (and for gr.Error / gr.Warning, which render HTML)."""
+    return html.escape(public_text(text, limit), quote=False)
+
+
+def md_text(text: object, limit: int = MAX_MESSAGE_CHARS) -> str:
+    """public_text, escaped for Markdown: no markup, link or HTML from the text survives."""
+    return _MARKDOWN.sub(r'\\\1', html.escape(public_text(text, limit), quote=False))
+
+
+def user_error(e: object, title: str = 'Error') -> gr.Error:
+    """gr.Error for a message that may carry request text."""
+    return gr.Error(html_text(e), title=title, print_exception=False)
+
+
 def error_text(e: SpecError) -> str:
     """A SpecError as Markdown: one bullet per field path."""
-    lines = [f'- `{p}`: {m}' if p else f'- {m}' for p, m in e.errors]
+    lines = [f'- <code>{html_text(p, 200)}</code>: {md_text(m)}' if p else f'- {md_text(m)}' for p, m in e.errors[:20]]
+    if len(e.errors) > 20:
+        lines.append(f'- … and {len(e.errors) - 20} more')
     return '**Not a valid network** (the numbers show the last valid one):\n' + '\n'.join(lines)
 
 
 def api_error(e: Exception) -> gr.Error:
-    return gr.Error(str(e), title='Invalid spec' if isinstance(e, SpecError) else 'Error', print_exception=False)
+    return user_error(e, title='Invalid spec' if isinstance(e, SpecError) else 'Error')
+
+
+MAX_SPEC_FILE_BYTES = 1_000_000  # a spec is a few kB; an upload above this is refused before it is read
+
+
+def read_uploaded_spec(file) -> dict:
+    """An uploaded spec file (a path gradio gives for this session's upload) -> validated spec dict."""
+    from explorer.core.share import load_json_text
+
+    path = Path(file)
+    size = path.stat().st_size
+    if size > MAX_SPEC_FILE_BYTES:
+        raise user_error(f'uploaded spec: {size:,} bytes is over the {MAX_SPEC_FILE_BYTES:,}-byte limit for a spec')
+    try:
+        return load_json_text(path.read_text(encoding='utf-8'))
+    except (SpecError, UnicodeDecodeError) as e:
+        raise user_error(f'uploaded spec: {e}') from None

@@ -13,7 +13,7 @@ from pathlib import Path
 import gradio as gr
 
 from explorer.app import form as spec_form
-from explorer.app.context import AppContext, api_error
+from explorer.app.context import AppContext, api_error, html_text, read_uploaded_spec, user_error
 from explorer.core import catalog, share
 from explorer.core.spec import SpecError
 from explorer.measure import compare as cmp
@@ -136,7 +136,7 @@ def add_measure_tab(ctx: AppContext) -> None:
                     progress=report,
                 )
             except (SpecError, ValueError, RuntimeError) as e:
-                raise gr.Error(f'{label}: {e}', print_exception=False) from None
+                raise user_error(f'{label}: {e}') from None
             history.append(row)
         last = history[-1]
         msg = (
@@ -225,9 +225,7 @@ def add_compare_tab(ctx: AppContext) -> None:
         try:
             sizes = [int(v) for v in sizes_text.replace(';', ',').split(',') if v.strip()]
         except ValueError:
-            raise gr.Error(
-                f'resolutions: {sizes_text!r} must be whole numbers separated by commas', print_exception=False
-            ) from None
+            raise user_error(f'resolutions: {sizes_text!r} must be whole numbers separated by commas') from None
         if not sizes or any(not 8 <= v <= 1536 for v in sizes):
             raise gr.Error('resolutions: give 1 or more sizes in [8, 1536]', print_exception=False)
         specs = {f'yours: {spec["name"]}': spec, **{n: catalog.get_preset(n) for n in names or []}}
@@ -242,12 +240,6 @@ def add_compare_tab(ctx: AppContext) -> None:
     def pick_other(name):
         return catalog.get_preset(_str_arg('name', name)) if name else gr.skip()
 
-    def upload_other(file):
-        try:
-            return share.load_json_text(Path(file).read_text(encoding='utf-8'))
-        except (SpecError, UnicodeDecodeError) as e:
-            raise gr.Error(f'uploaded spec: {e}', print_exception=False) from None
-
     plot_in = [ctx.spec, ctx.report, axis, ctx.history]
     tab.select(accuracy_plot, plot_in, scatter, **PRIVATE).then(
         scaling_plot, [ctx.spec, sizes, others], scale_plot, **PRIVATE
@@ -259,7 +251,7 @@ def add_compare_tab(ctx: AppContext) -> None:
     other.input(pick_other, other, other_spec, **PRIVATE).then(
         diff_view, [ctx.spec, other_spec], [diff_box, diff_plot], **PRIVATE
     )
-    upload.upload(upload_other, upload, other_spec, **PRIVATE).success(
+    upload.upload(read_uploaded_spec, upload, other_spec, **PRIVATE).success(
         diff_view, [ctx.spec, other_spec], [diff_box, diff_plot], **PRIVATE
     )
 
@@ -328,13 +320,7 @@ def add_share_tab(ctx: AppContext) -> None:
         None, url, url, js=SHARE_JS, **PRIVATE
     )
 
-    def load_upload(file):
-        try:
-            return share.load_json_text(Path(file).read_text(encoding='utf-8'))
-        except (SpecError, UnicodeDecodeError) as e:
-            raise gr.Error(f'uploaded spec: {e}', print_exception=False) from None
-
-    ctx.load_spec(upload.upload(load_upload, upload, ctx.spec, **PRIVATE))
+    ctx.load_spec(upload.upload(read_uploaded_spec, upload, ctx.spec, **PRIVATE))
 
     def initial(request: gr.Request):
         """?spec=<token> restores a shared composition, ?preset=<name> opens a preset; else the default."""
@@ -345,7 +331,7 @@ def add_share_tab(ctx: AppContext) -> None:
             if params.get('preset'):
                 return catalog.get_preset(params['preset'])
         except SpecError as e:
-            gr.Warning(f'Could not restore the link: {e}')
+            gr.Warning(html_text(f'Could not restore the link: {e}'))
         return catalog.get_preset(catalog.DEFAULT_PRESET)
 
     ctx.load_spec(ctx.demo.load(initial, None, ctx.spec, **PRIVATE))
@@ -364,9 +350,8 @@ def _api(fn):
             raise api_error(e) from None
         except Exception as e:  # noqa: BLE001 - a bug must not look like a crash to the client
             logging.getLogger('explorer').exception('endpoint %s failed', fn.__name__)
-            raise gr.Error(
-                f'{fn.__name__.removeprefix("api_")}: could not handle this request ({type(e).__name__}: {e})',
-                print_exception=False,
+            raise user_error(
+                f'{fn.__name__.removeprefix("api_")}: could not handle this request ({type(e).__name__}: {e})'
             ) from None
 
     return wrapper

@@ -16,7 +16,8 @@ from collections.abc import Callable
 
 import gradio as gr
 
-from explorer.core.catalog import load_spec, preset_names
+from explorer.app.context import html_text, md_text, user_error
+from explorer.core.catalog import get_preset, preset_names
 from explorer.core.spec import ArchSpec, SpecError
 from explorer.explain.attribute import METHODS, resolve_method
 from explorer.explain.images import ImageError, example_images, example_path, fmnist_examples, load_image
@@ -57,7 +58,7 @@ def _trained_path(choice: str) -> str:
     path = trained_choices().get(choice)
     if path is None:
         raise ValueError(
-            f'model: {choice!r} is not a trained checkpoint on this machine; '
+            f'model: {clip(choice)!r} is not a trained checkpoint on this machine; '
             f'available: {", ".join(trained_choices()) or "none"}'
         )
     return path
@@ -79,7 +80,18 @@ def resolve_spec(choice: str, spec_dict: dict | None, checkpoint: str | None) ->
         if spec is None:
             raise ValueError('model: the uploaded checkpoint holds no spec; pick a preset or the composer spec')
         return spec
-    return load_spec(choice)
+    return preset_spec(choice)
+
+
+def preset_spec(name: str) -> ArchSpec:
+    """A preset by name: the server opens no file a request names, so anything else is an unknown model."""
+    if name not in preset_names():
+        trained = [c.removeprefix(TRAINED) for c in trained_choices()]
+        raise ValueError(
+            f'unknown model {clip(name)!r}; known models: trained ones ({", ".join(trained) or "none"}) '
+            f'and presets ({", ".join(preset_names())})'
+        )
+    return ArchSpec.from_dict(get_preset(name))
 
 
 def get_model(choice: str, spec_dict: dict | None, mode: str, checkpoint: str | None) -> Loaded:
@@ -95,20 +107,26 @@ def get_model(choice: str, spec_dict: dict | None, mode: str, checkpoint: str | 
     weights = checkpoint if mode == 'checkpoint' else mode
     stamp = os.path.getmtime(checkpoint) if mode == 'checkpoint' and os.path.exists(checkpoint) else None
     key = (spec.to_json(), mode, checkpoint if mode == 'checkpoint' else None, stamp)
-    return MODELS.get(key, lambda: open_model(spec, weights))
+    if trained:
+        label = f'trained model {choice.removeprefix(TRAINED)!r}'
+    elif mode == 'checkpoint':
+        label = 'the uploaded checkpoint'
+    else:
+        label = f'timm {pretrained_name(spec)} (Hugging Face)'
+    return MODELS.get(key, lambda: open_model(spec, weights, label=label))
 
 
 def _status(spec: ArchSpec, info) -> str:
     if info.trained:
-        text = f'**{spec.name}**: {info.banner()}'
+        text = f'**{md_text(spec.name)}**: {md_text(info.banner())}'
         if info.report is not None and not info.report.ok:
-            text += f'\n\n```\n{info.report}\n```'
+            text += f'\n\n<pre>{html_text(info.report, 4000)}</pre>'
         return text
-    return f'**{spec.name}**: ⚠️ {RANDOM_WARNING}'
+    return f'**{md_text(spec.name)}**: ⚠️ {RANDOM_WARNING}'
 
 
 def _error(e: Exception) -> str:
-    return f'**Error:** {e}'
+    return f'**Error:** {md_text(e)}'
 
 
 def predict_handler(choice, spec_dict, mode, checkpoint, image_path, topk=5):
@@ -294,7 +312,7 @@ def weights_hint(choice: str, spec_dict: dict | None) -> str:
     return (
         f'timm pretrained: `{name}` (from the local Hugging Face cache; downloaded when online).'
         if name
-        else f'No timm pretrained weights for {spec.name}: use a checkpoint, or random ({RANDOM_WARNING}).'
+        else f'No timm pretrained weights for {md_text(spec.name)}: use a checkpoint, or random ({RANDOM_WARNING}).'
     )
 
 
@@ -476,7 +494,7 @@ def _api_model(model: str, weights: str):
 
 
 def _raise(e: Exception):
-    raise gr.Error(str(e), print_exception=False) from None
+    raise user_error(e) from None
 
 
 def api_list_models() -> list[str]:

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import time
 import uuid
+from pathlib import Path
 
 import gradio as gr
 
+from explorer.app.context import md_text, user_error
 from explorer.core.spec import ArchSpec, SpecError
 from explorer.train.checkpoints import list_trained
 from explorer.train.data import DatasetNotFound, find_dataset
@@ -30,7 +32,7 @@ def adapt_handler(spec: dict | None, img_size: int = 32) -> tuple[dict, str]:
     try:
         new, notes = adapt_for_fmnist(spec, int(img_size))
     except (SpecError, ValueError) as e:
-        raise gr.Error(str(e), title='Cannot adapt', print_exception=False) from None
+        raise user_error(e, title='Cannot adapt') from None
     return new.to_dict(), 'Adapted for Fashion-MNIST: ' + '; '.join(notes) + '.'
 
 
@@ -42,7 +44,7 @@ def readiness(spec: dict | None) -> str:
         s = ArchSpec.from_dict(spec)
         check_trainable(s)
     except (SpecError, ValueError) as e:
-        return f'**Not trainable as it is:** {e}. Press *Adapt to Fashion-MNIST*.'
+        return f'**Not trainable as it is:** {md_text(e)}. Press *Adapt to Fashion-MNIST*.'
     cost = ''
     try:
         from explorer.measure.analytic import analytic_cost
@@ -54,7 +56,7 @@ def readiness(spec: dict | None) -> str:
         )
     except ImportError:
         pass
-    return f'Ready: `{s.name}`, {s.img_size}x{s.img_size} grayscale input, 10 classes.{cost}'
+    return f'Ready: **{md_text(s.name)}**, {s.img_size}x{s.img_size} grayscale input, 10 classes.{cost}'
 
 
 def _result_text(res) -> str:
@@ -63,7 +65,7 @@ def _result_text(res) -> str:
         f'**Done:** test accuracy **{100 * m["test_accuracy"]:.2f}%** ({m["test_correct"]:,}/{m["test_n"]:,}) '
         f'after {m["epochs"]:g} epochs ({m["steps"]} steps, stopped by {m["stopped_by"]}), '
         f'{m["train_time_s"]:.0f} s of training on {m["device"]} with {m["threads"]} threads. '
-        f'Checkpoint: `{res.checkpoint}` (use it in Predict & explain; it is listed in Compare).'
+        f'Saved as the trained model **{md_text(Path(res.checkpoint).stem)}** (pick it in Predict & explain).'
     )
 
 
@@ -74,8 +76,7 @@ def trained_table() -> list[list]:
             None if t['accuracy'] is None else round(100 * t['accuracy'], 2),
             t['params'],
             t['epochs'],
-            'shipped' if t['shipped'] else 'yours',
-            t['path'],
+            'shipped' if t['shipped'] else 'trained here',
         ]
         for t in list_trained()
     ]
@@ -112,9 +113,7 @@ def add_train_tab(ctx) -> None:
         ckpt = gr.File(label='checkpoint (.safetensors: weights + spec + preprocessing + metrics)')
         with gr.Accordion('Trained models on this machine', open=False):
             table = gr.Dataframe(
-                headers=['name', 'test acc. (%)', 'params', 'epochs', 'origin', 'path'],
-                value=trained_table,
-                interactive=False,
+                headers=['name', 'test acc. (%)', 'params', 'epochs', 'origin'], value=trained_table, interactive=False
             )
         run_id = gr.State('')
         trained_path = gr.State(None)
@@ -131,7 +130,7 @@ def add_train_tab(ctx) -> None:
             check_trainable(s)
             find_dataset('fashion-mnist', split='train')
         except (SpecError, ValueError, DatasetNotFound) as e:
-            raise gr.Error(str(e), title='Cannot train', print_exception=False) from None
+            raise user_error(e, title='Cannot train') from None
         rid = uuid.uuid4().hex
         n = {'all 60,000': None, '10,000': 10_000, '2,000': 2_000}[lim]
         steps, rows, last = [], [], 0.0
@@ -147,7 +146,7 @@ def add_train_tab(ctx) -> None:
             elif ev['kind'] == 'epoch':
                 rows.append(ev)
             elif ev['kind'] == 'error':
-                raise gr.Error(ev['message'], title='Training failed', print_exception=False)
+                raise user_error(ev['message'], title='Training failed')
             elif ev['kind'] == 'done':
                 res = ev['result']
                 yield (

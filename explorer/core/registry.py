@@ -10,6 +10,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 
+def show(v, limit: int = 60) -> str:
+    """repr of a value for a message, clipped: an error names the value, it does not echo a megabyte back."""
+    text = repr(v)
+    return text if len(text) <= limit else text[:limit] + f'... ({len(text):,} characters)'
+
+
 @dataclass(frozen=True)
 class Arg:
     """One mixer argument: its type, default and allowed values (a range or a tuple of choices)."""
@@ -26,10 +32,10 @@ class Arg:
         if v is None:
             return None if self.nullable else 'must not be null'
         if self.kind is bool:
-            return None if isinstance(v, bool) else f'{v!r} must be true or false'
+            return None if isinstance(v, bool) else f'{show(v)} must be true or false'
         ok_type = isinstance(v, (int, float)) if self.kind is float else isinstance(v, int)
         if isinstance(v, bool) or not ok_type:
-            return f'{v!r} must be {"a number" if self.kind is float else "an integer"}'
+            return f'{show(v)} must be {"a number" if self.kind is float else "an integer"}'
         if self.choices is not None and v not in self.choices:
             return f'{v} is not allowed; choose from {", ".join(map(str, self.choices))}'
         if self.low is not None and not self.low <= v <= self.high:

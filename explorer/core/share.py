@@ -62,10 +62,10 @@ def python_snippet(spec: dict | str) -> str:
     s = parse_spec(spec)
     preset = matching_preset(s)
     body = pprint.pformat(compact_spec(s), indent=1, width=96, sort_dicts=False)
-    lines = ['from explorer.core.build import build_model', 'from explorer.core.spec import ArchSpec', '']
+    lines = ['from explorer import ArchSpec, build_model', '']
     if preset:
         lines += [
-            f'# the preset {preset!r}: explorer.core.catalog.load_spec({preset!r}) also gives it,',
+            f'# the preset {preset!r}: explorer.load_spec({preset!r}) also gives it,',
             '# with its published figures',
         ]
     lines += [

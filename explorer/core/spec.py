@@ -14,7 +14,7 @@ import math
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from explorer.core.registry import MIXERS
+from explorer.core.registry import MIXERS, show
 
 ACTIVATIONS = ('gelu', 'relu', 'silu', 'squared_relu', 'star_relu')
 NORMS = ('layernorm_nobias', 'layernorm', 'mln', 'mln_nobias', 'batchnorm', 'affine')
@@ -44,6 +44,11 @@ NUM_CLASSES_RANGE = (0, 100_000)
 MLP_RATIO_RANGE = (0.25, 16)
 RATE_RANGE = (0.0, 0.9)
 CONV_RANGES = {'kernel_size': (1, 32), 'stride': (1, 32), 'padding': (0, 16)}
+
+
+MAX_JSON_DEPTH = 16  # a spec nests 4 deep (stages -> stage -> mixer_args -> value); meta a little more
+MAX_JSON_ITEMS = 20_000  # values in one spec, all levels together
+MAX_JSON_CHARS = 1_000_000  # a spec's JSON text
 
 
 class SpecError(ValueError):
@@ -162,10 +167,16 @@ class ArchSpec:
 
     @classmethod
     def from_json(cls, text: str) -> ArchSpec:
+        if len(text) > MAX_JSON_CHARS:
+            raise SpecError(
+                [('', f'{len(text):,} characters is over the {MAX_JSON_CHARS:,}-character limit for a spec')]
+            )
         try:
             data = json.loads(text)
         except json.JSONDecodeError as e:
             raise SpecError([('', f'not valid JSON: {e.msg} at line {e.lineno} column {e.colno}')]) from None
+        except RecursionError:
+            raise SpecError([('', f'the spec is nested more than {MAX_JSON_DEPTH} levels deep')]) from None
         return cls.from_dict(data)
 
     def replace(self, **changes) -> ArchSpec:
@@ -189,7 +200,7 @@ class ArchSpec:
         _check_choice(err, 'head', self.head, HEADS)
         _check_bool(err, 'mlp_bias', self.mlp_bias)
         if not isinstance(self.name, str) or not self.name.strip() or len(self.name) > 100:
-            err('name', f'{self.name!r} must be a non-empty string of at most 100 characters')
+            err('name', f'{show(self.name)} must be a non-empty string of at most 100 characters')
         for key in ('drop_path_rate', 'drop_rate'):
             _check_number(err, key, getattr(self, key), RATE_RANGE)
         for key, conv in (('stem', self.stem), ('downsample', self.downsample)):
@@ -216,7 +227,7 @@ class ArchSpec:
             p = f'stages[{i}]'
             known_mixer = isinstance(st.mixer, str) and st.mixer in MIXERS
             if not known_mixer:
-                err(f'{p}.mixer', f'{st.mixer!r} is not a registered mixer; choose from {", ".join(MIXERS)}')
+                err(f'{p}.mixer', f'{show(st.mixer)} is not a registered mixer; choose from {", ".join(MIXERS)}')
             _check_int(err, f'{p}.depth', st.depth, DEPTH_RANGE)
             _check_int(err, f'{p}.dim', st.dim, DIM_RANGE)
             _check_number(err, f'{p}.mlp_ratio', st.mlp_ratio, MLP_RATIO_RANGE)
@@ -234,7 +245,7 @@ class ArchSpec:
                     f'({self.stages[i - 1].dim}), got {st.dim}: the downsample conv is what changes the width',
                 )
             if not isinstance(st.mixer_args, dict):
-                err(f'{p}.mixer_args', f'{st.mixer_args!r} must be an object')
+                err(f'{p}.mixer_args', f'{show(st.mixer_args)} must be an object')
             elif known_mixer:
                 MIXERS[st.mixer].check_args(err, p, st.mixer_args, st.dim)
 
@@ -266,10 +277,30 @@ class ArchSpec:
 
 
 # ---- parsing helpers ----------------------------------------------------------------------------------
+def check_size(data: Any) -> None:
+    """Refuse data nested deeper than MAX_JSON_DEPTH or holding more than MAX_JSON_ITEMS values, before anything
+    walks it recursively (no RecursionError, no minute spent on a million stages)."""
+    stack, items = [(data, 1)], 0
+    while stack:
+        value, depth = stack.pop()
+        items += 1
+        if depth > MAX_JSON_DEPTH:
+            raise SpecError([('', f'the spec is nested more than {MAX_JSON_DEPTH} levels deep')])
+        if items > MAX_JSON_ITEMS:
+            raise SpecError([('', f'the spec holds more than {MAX_JSON_ITEMS:,} values')])
+        if isinstance(value, dict):
+            stack.extend((v, depth + 1) for v in value.values())
+        elif isinstance(value, list):
+            stack.extend((v, depth + 1) for v in value)
+
+
 def _parse(data: Any) -> ArchSpec:
     errors: list[tuple[str, str]] = []
     if not isinstance(data, dict):
         raise SpecError([('', f'a spec is a JSON object, got {type(data).__name__}')])
+    check_size(data)
+    if isinstance(data.get('stages'), list) and len(data['stages']) > MAX_STAGES:
+        raise SpecError([('stages', f'{len(data["stages"]):,} stages; a spec has 1 to {MAX_STAGES} stages')])
     known = {f.name for f in fields(ArchSpec)}
     for k in data:
         if k not in known:
@@ -277,12 +308,12 @@ def _parse(data: Any) -> ArchSpec:
     if 'stages' not in data:
         errors.append(('stages', 'missing; a spec needs at least one stage'))
     elif not isinstance(data['stages'], list):
-        errors.append(('stages', f'{data["stages"]!r} must be a list of stage objects'))
+        errors.append(('stages', f'{show(data["stages"])} must be a list of stage objects'))
     stages = []
     for i, s in enumerate(data.get('stages') or [] if isinstance(data.get('stages'), list) else []):
         p = f'stages[{i}]'
         if not isinstance(s, dict):
-            errors.append((p, f'{s!r} must be an object with mixer, depth and dim'))
+            errors.append((p, f'{show(s)} must be an object with mixer, depth and dim'))
             continue
         sknown = {f.name for f in fields(StageSpec)}
         for k in s:
@@ -299,12 +330,12 @@ def _parse(data: Any) -> ArchSpec:
             v = kwargs[key]
             cnames = [f.name for f in fields(ConvSpec)]
             if not isinstance(v, dict) or set(v) != set(cnames):
-                errors.append((key, f'{v!r} must be an object with exactly {", ".join(cnames)}'))
+                errors.append((key, f'{show(v)} must be an object with exactly {", ".join(cnames)}'))
                 kwargs.pop(key)
             else:
                 kwargs[key] = ConvSpec(**v)
     if 'meta' in kwargs and not isinstance(kwargs['meta'], dict):
-        errors.append(('meta', f'{kwargs["meta"]!r} must be an object'))
+        errors.append(('meta', f'{show(kwargs["meta"])} must be an object'))
         kwargs.pop('meta')
     if errors:
         raise SpecError(errors)
@@ -324,28 +355,28 @@ def _is_number(v) -> bool:
 
 def _check_int(err, path, v, rng):
     if not _is_int(v):
-        err(path, f'{v!r} must be an integer in [{rng[0]}, {rng[1]}]')
+        err(path, f'{show(v)} must be an integer in [{rng[0]}, {rng[1]}]')
     elif not rng[0] <= v <= rng[1]:
         err(path, f'{v} is out of range; allowed [{rng[0]}, {rng[1]}]')
 
 
 def _check_number(err, path, v, rng):
     if not _is_number(v):
-        err(path, f'{v!r} must be a number in [{rng[0]}, {rng[1]}]')
+        err(path, f'{show(v)} must be a number in [{rng[0]}, {rng[1]}]')
     elif not rng[0] <= v <= rng[1]:
         err(path, f'{v} is out of range; allowed [{rng[0]}, {rng[1]}]')
 
 
 def _check_bool(err, path, v):
     if not isinstance(v, bool):
-        err(path, f'{v!r} must be true or false')
+        err(path, f'{show(v)} must be true or false')
 
 
 def _check_choice(err, path, v, choices):
     if v not in choices:
-        err(path, f'{v!r} is not allowed; choose from {", ".join(choices)}')
+        err(path, f'{show(v)} is not allowed; choose from {", ".join(choices)}')
 
 
 def _check_scale(err, path, v):
     if v is not None and not (_is_number(v) and 0 < v <= 10):
-        err(path, f'{v!r} must be null or a number in (0, 10]')
+        err(path, f'{show(v)} must be null or a number in (0, 10]')

@@ -42,11 +42,14 @@ def default_weights(spec: ArchSpec) -> str:
     return 'pretrained' if pretrained_name(spec) else 'random'
 
 
-def open_model(spec: ArchSpec, weights: str | None = None) -> Loaded:
+def open_model(spec: ArchSpec, weights: str | None = None, *, label: str | None = None) -> Loaded:
     """Check the cost against the guard, then build `spec` and load `weights` ('pretrained', 'random' or a
-    checkpoint path; None: default_weights)."""
+    checkpoint path; None: default_weights). `label`, when given, is what messages say the weights came from
+    in place of a file's location (a server never shows its paths)."""
     check_request(spec, batch_size=GUARD_BATCH, training=True)
     model, info = load_model(spec, weights or default_weights(spec))
+    if label is not None and info.source != 'random':
+        info.where = label
     return Loaded(spec, model, info, data_config(spec, info))
 
 

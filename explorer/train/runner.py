@@ -5,9 +5,13 @@ steps. The CLI calls `explorer.train.loop.train` directly; both train through th
 
 from __future__ import annotations
 
+import math
+import os
 import queue
+import re
 import threading
 import time
+import uuid
 from pathlib import Path
 
 from explorer.core.spec import ArchSpec, SpecError
@@ -16,6 +20,30 @@ from explorer.train.data import DatasetNotFound
 from explorer.train.loop import Stopped, train
 
 _STOP: dict[str, threading.Event] = {}  # run id -> stop flag
+_SLOT = threading.Lock()  # one training at a time in this process: held by the worker until it has finished
+
+
+class Busy(RuntimeError):
+    """Another training is running on this server."""
+
+
+def max_train_seconds() -> float:
+    """Server-side limit on one training's wall-clock time, seconds: EXPLORER_MAX_TRAIN_S (default 3600)."""
+    raw = os.environ.get('EXPLORER_MAX_TRAIN_S', '3600')
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ValueError(f'EXPLORER_MAX_TRAIN_S={raw!r} is not a number') from None
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(f'EXPLORER_MAX_TRAIN_S={raw!r} must be a positive number of seconds')
+    return value
+
+
+def run_file_name(spec_name: str, seed: int) -> str:
+    """A checkpoint file name made by the server: the spec's name reduced to letters, digits, '_', '-' and '.'
+    (at most 40), a time stamp and a random suffix. Never a path: no separator, no leading dot."""
+    stem = re.sub(r'[^A-Za-z0-9_.-]+', '_', spec_name)[:40].strip('._-') or 'model'
+    return f'{stem}-{time.strftime("%Y%m%d-%H%M%S")}-seed{seed}-{uuid.uuid4().hex[:8]}.safetensors'
 
 
 def request_stop(run_id: str) -> bool:
@@ -40,16 +68,36 @@ def training_events(
     data_dir: str | None = None,
     erase_prob: float = 0.0,
 ):
-    """Run `train` in a thread; yield its progress events (dicts), then {'kind': 'done', 'result': TrainResult}
-    or {'kind': 'error', 'message': str}. The run stops early when _STOP[run_id] is set."""
+    """Run `train` in a worker thread; yield its progress events (dicts), then {'kind': 'done', 'result':
+    TrainResult} or {'kind': 'error', 'message': str}.
+
+    One training at a time server-wide: when another is running this yields an error at once. The run stops
+    after its current step when `request_stop(run_id)` is called, when the consumer stops listening (a closed
+    browser tab closes this generator) and at the server's time limit (max_train_seconds). The checkpoint goes
+    to `out_dir` under a name the server makes (run_file_name).
+    """
+    if not _SLOT.acquire(blocking=False):
+        yield {
+            'kind': 'error',
+            'message': 'another training is running on this server (one at a time); try again when it has finished',
+        }
+        return
     stop = _STOP.setdefault(run_id, threading.Event())
     events: queue.Queue = queue.Queue()
-    name = ArchSpec.from_dict(spec).name
-    out = Path(out_dir) / f'{name}-{time.strftime("%Y%m%d-%H%M%S")}-seed{seed}.safetensors'
+    try:
+        limit = max_train_seconds()
+        out = Path(out_dir) / run_file_name(ArchSpec.from_dict(spec).name, seed)
+    except (SpecError, ValueError) as e:
+        _SLOT.release()
+        _STOP.pop(run_id, None)
+        yield {'kind': 'error', 'message': str(e)}
+        return
+    budget = limit if time_budget is None else min(time_budget, limit)
+    started = time.monotonic()
 
     def progress(ev):
         events.put(ev)
-        if stop.is_set():
+        if stop.is_set() or time.monotonic() - started > limit:
             raise Stopped
 
     def work():
@@ -57,7 +105,7 @@ def training_events(
             res = train(
                 spec,
                 epochs=epochs,
-                time_budget=time_budget,
+                time_budget=budget,
                 batch_size=batch_size,
                 seed=seed,
                 out=out,
@@ -71,9 +119,11 @@ def training_events(
             events.put({'kind': 'error', 'message': str(e)})
         except Exception as e:  # the UI must report, not hang
             events.put({'kind': 'error', 'message': f'{type(e).__name__}: {e}'})
+        finally:
+            _STOP.pop(run_id, None)
+            _SLOT.release()
 
-    worker = threading.Thread(target=work, daemon=True)
-    worker.start()
+    threading.Thread(target=work, daemon=True, name=f'train-{run_id}').start()
     try:
         while True:
             ev = events.get()
@@ -81,4 +131,4 @@ def training_events(
             if ev['kind'] in ('done', 'error'):
                 return
     finally:
-        _STOP.pop(run_id, None)
+        stop.set()  # nobody is listening any more (done, or the tab closed): the worker stops at its next step

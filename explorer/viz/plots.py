@@ -7,6 +7,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from explorer.viz.diagram import mixer_colour
+from explorer.viz.text import plain
 
 PART_COLOURS = {'token mixer': '#f59e0b', 'MLP': '#3b82f6', 'other': '#94a3b8'}
 FAMILY_COLOURS = (
@@ -141,7 +142,7 @@ def accuracy_figure(
                     x=[user['x']],
                     y=[user['top1']],
                     mode='markers',
-                    name=f'yours: {user["name"]}',
+                    name=f'yours: {plain(user["name"])}',
                     marker=dict(symbol='star', size=18, color='#e11d48', line=dict(width=1, color='#0f172a')),
                 )
             )
@@ -149,7 +150,7 @@ def accuracy_figure(
             fig.add_vline(
                 x=user['x'],
                 line=dict(color='#e11d48', width=2, dash='dash'),
-                annotation_text=f'yours: {user["name"]} (accuracy unknown)',
+                annotation_text=f'yours: {plain(user["name"])} (accuracy unknown)',
                 annotation_position='top left',
                 annotation_font=dict(color='#e11d48', size=11),
             )
@@ -165,7 +166,8 @@ def scaling_figure(curves: dict[str, list[dict]], height: int = 340) -> go.Figur
     fig = make_subplots(
         rows=1, cols=2, subplot_titles=('MACs (G), batch 1', 'activation memory (MiB), batch 1'), horizontal_spacing=0.1
     )
-    for k, (name, rows) in enumerate(curves.items()):
+    for k, (raw_name, rows) in enumerate(curves.items()):
+        name = plain(raw_name)
         if not rows:
             continue
         colour = LINE_COLOURS[k % len(LINE_COLOURS)]
@@ -211,7 +213,10 @@ def diff_figure(diff: dict, height: int = 300) -> go.Figure:
     fig = make_subplots(
         rows=1,
         cols=2,
-        subplot_titles=(f'Δ parameters (M), {diff["b"]} − {diff["a"]}', f'Δ MACs (G), {diff["b"]} − {diff["a"]}'),
+        subplot_titles=(
+            f'Δ parameters (M), {plain(diff["b"])} − {plain(diff["a"])}',
+            f'Δ MACs (G), {plain(diff["b"])} − {plain(diff["a"])}',
+        ),
         horizontal_spacing=0.1,
     )
     for col, key, scale in ((1, 'd_params', 1e6), (2, 'd_macs', 1e9)):
@@ -237,7 +242,7 @@ def bench_figure(history: list[dict], height: int = 280) -> go.Figure:
     """Throughput (images/s) of each run in the history, labelled by model and settings."""
     if not history:
         return empty_figure('no measurement yet', height)
-    labels = [f'#{i + 1} {h["name"]}' for i, h in enumerate(history)]
+    labels = [f'#{i + 1} {plain(h["name"])}' for i, h in enumerate(history)]
     fig = go.Figure(
         go.Bar(
             x=labels,

@@ -12,6 +12,8 @@ import plotly.graph_objects as go
 from PIL import Image, ImageDraw
 from plotly.subplots import make_subplots
 
+from explorer.viz.text import plain
+
 _LAYOUT = dict(template='plotly_white', margin=dict(l=10, r=10, t=40, b=10), font=dict(size=12))
 DIVERGING = [[0.0, '#2166ac'], [0.25, '#92c5de'], [0.5, '#f7f7f7'], [0.75, '#f4a582'], [1.0, '#b2182b']]
 SEQUENTIAL = [[0.0, '#000004'], [0.25, '#57106e'], [0.5, '#bc3754'], [0.75, '#f98e09'], [1.0, '#fcffa4']]
@@ -31,7 +33,7 @@ def _limits(a: np.ndarray) -> tuple[float, float]:
 def topk_figure(top: list[dict], title: str = 'top-k', height: int = 300) -> go.Figure:
     """Horizontal bars of softmax probability; `top` rows are Prediction dicts (index, label, prob)."""
     rows = list(reversed(top))
-    labels = [f'{clip_text(r["label"], 38)} ({r["index"]})' for r in rows]
+    labels = [f'{plain(clip_text(r["label"], 38))} ({r["index"]})' for r in rows]
     fig = go.Figure(
         go.Bar(
             x=[r['prob'] for r in rows],
@@ -45,7 +47,7 @@ def topk_figure(top: list[dict], title: str = 'top-k', height: int = 300) -> go.
     )
     fig.update_layout(
         **_LAYOUT,
-        title=dict(text=title, font=dict(size=13)),
+        title=dict(text=plain(title), font=dict(size=13)),
         height=height,
         xaxis=dict(range=[0, 1], title='softmax probability', tickformat='.0%'),
     )
@@ -76,7 +78,7 @@ def overlay_figure(
     fig = go.Figure()
     _add_overlay(fig, image, amap, opacity, colorbar_title)
     h, w = amap.shape
-    fig.update_layout(**_LAYOUT, title=dict(text=title, font=dict(size=13)), height=height)
+    fig.update_layout(**_LAYOUT, title=dict(text=plain(title), font=dict(size=13)), height=height)
     _image_axes(fig, h, w)
     return fig
 
@@ -105,7 +107,7 @@ def _add_overlay(fig, image, amap, opacity, colorbar_title, row=None, col=None, 
 def compare_figure(panels: list[dict], height: int = 380) -> go.Figure:
     """Side by side overlays. panels: dicts with image (H, W, 3), map (H, W), title."""
     n = len(panels)
-    fig = make_subplots(rows=1, cols=n, subplot_titles=[p['title'] for p in panels], horizontal_spacing=0.12)
+    fig = make_subplots(rows=1, cols=n, subplot_titles=[plain(p['title']) for p in panels], horizontal_spacing=0.12)
     for i, p in enumerate(panels, start=1):
         _add_overlay(fig, p['image'], p['map'], 0.55, '', row=1, col=i, colorbar_x=i / n - 0.02 if n > 1 else None)
         h, w = p['map'].shape
@@ -160,7 +162,7 @@ def mixing_figure(
         y1=(r + 1) * sy - 0.5,
         line=dict(color='#16a34a', width=2),
     )
-    fig.update_layout(**_LAYOUT, title=dict(text=title, font=dict(size=13)), height=height)
+    fig.update_layout(**_LAYOUT, title=dict(text=plain(title), font=dict(size=13)), height=height)
     _image_axes(fig, H, W)
     rows, cols = np.nonzero(weights)
     if zoom and rows.size and max(h, w) > 9:
@@ -223,7 +225,7 @@ def deletion_figure(curves: dict[str, dict], height: int = 260) -> go.Figure:
                 y=c['probs'],
                 mode='lines+markers',
                 marker=dict(size=4),
-                name=f'{name}: AUC {c["auc"]:.3f}',
+                name=f'{plain(name)}: AUC {c["auc"]:.3f}',
             )
         )
     fig.update_layout(

@@ -5,6 +5,8 @@ from __future__ import annotations
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from explorer.viz.text import plain
+
 _LAYOUT = dict(
     template='plotly_white',
     margin=dict(l=50, r=50, t=36, b=40),
@@ -55,7 +57,7 @@ def training_figure(steps: list[dict], epochs: list[dict], title: str = '', heig
             ),
             secondary_y=True,
         )
-    fig.update_layout(**_LAYOUT, height=height, title=dict(text=title, font=dict(size=13)))
+    fig.update_layout(**_LAYOUT, height=height, title=dict(text=plain(title), font=dict(size=13)))
     fig.update_xaxes(title_text='epoch', rangemode='tozero')
     fig.update_yaxes(title_text='loss (label-smoothed cross-entropy)', rangemode='tozero', secondary_y=False)
     fig.update_yaxes(title_text='test accuracy (%)', range=[0, 100], secondary_y=True)
