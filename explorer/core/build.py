@@ -37,6 +37,7 @@ from timm.models.metaformer import (
     SquaredReLU,
     StarReLU,
 )
+from torch.utils._python_dispatch import TorchDispatchMode  # torch's only home of dispatch modes
 
 from explorer.core.mixers import mixer_class
 from explorer.core.spec import ArchSpec
@@ -174,8 +175,7 @@ class ComposedMetaFormer(MetaFormer):
         ds_norm = NORM_LAYERS[spec.downsample_norm][0] if spec.downsample_norm else None
         self.stem = Stem(spec.in_chans, dims[0], spec.stem.kernel_size, spec.stem.stride, spec.stem.padding, ds_norm)
         self.stages = nn.Sequential(*self._stages(spec, ds_norm))
-        self.head = self._head(spec)
-        self.apply(self._init_weights)
+        self.head = self._head(spec)  # weights: build_model initialises them from its own generator
         self.pretrained_cfg = {
             'input_size': (spec.in_chans, spec.img_size, spec.img_size),
             'num_classes': spec.num_classes,
@@ -241,16 +241,47 @@ class ComposedMetaFormer(MetaFormer):
         )
 
 
-def build_model(spec: ArchSpec | dict, *, seed: int | None = None) -> ComposedMetaFormer:
-    """Build the model a spec describes (randomly initialised, eval mode off: as nn.Module leaves it).
+class _SkipRandomInit(TorchDispatchMode):
+    """While active (in this thread only: dispatch modes are thread-local), the random draws with which torch's
+    layers initialise themselves fill zeros instead: construction touches no random number generator."""
 
-    `seed` makes the initialisation (and RandFormer's frozen matrices) reproducible without touching the
-    global RNG state of the caller.
+    RANDOM_INIT = frozenset({torch.ops.aten.uniform_.default, torch.ops.aten.normal_.default})
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func in self.RANDOM_INIT:
+            return args[0].zero_()
+        return func(*args, **(kwargs or {}))
+
+
+def init_weights(model: nn.Module, generator: torch.Generator) -> None:
+    """timm's MetaFormer initialisation (truncated normal, std 0.02, for every convolution and linear layer; zero
+    biases) and RandFormer's frozen matrices, drawn from `generator` alone."""
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, (nn.Conv2d, nn.Linear)):
+                nn.init.trunc_normal_(m.weight, std=0.02, generator=generator)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+            elif hasattr(m, 'reset_random'):
+                m.reset_random(generator)
+
+
+def build_model(spec: ArchSpec | dict, *, seed: int | None = None, init: bool = True) -> ComposedMetaFormer:
+    """Build the model a spec describes (randomly initialised; train mode, as nn.Module leaves it).
+
+    The initialisation draws from its own `torch.Generator` seeded with `seed` (None: a fresh random seed), never
+    from torch's global generator: the same spec and seed give the same weights in any thread, beside any other
+    work. `init=False` leaves every weight zero (for counting, which needs shapes only).
     """
     if isinstance(spec, dict):
         spec = ArchSpec.from_dict(spec)
-    if seed is None:
-        return ComposedMetaFormer(spec)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        return ComposedMetaFormer(spec)
+    with _SkipRandomInit():
+        model = ComposedMetaFormer(spec)
+    if init:
+        generator = torch.Generator()
+        if seed is None:
+            generator.seed()
+        else:
+            generator.manual_seed(seed)
+        init_weights(model, generator)
+    return model

@@ -79,8 +79,14 @@ class RandomMixer(FixedTokenMixer):
     def __init__(self, dim: int = 0, grid_size: tuple[int, int] = (14, 14), **kwargs):
         super().__init__(grid_size)
         n = self.num_tokens
-        # softmax of uniform noise, as in MetaFormer Baselines; frozen (counted, never trained)
-        self.random_matrix = nn.Parameter(torch.softmax(torch.rand(n, n), dim=-1), requires_grad=False)
+        # frozen (counted, never trained); uniform until reset_random draws it (build_model does)
+        self.random_matrix = nn.Parameter(torch.full((n, n), 1.0 / n), requires_grad=False)
+
+    @torch.no_grad()
+    def reset_random(self, generator: torch.Generator | None = None) -> None:
+        """Draw the mixing matrix: softmax of uniform noise over each row, as in MetaFormer Baselines."""
+        n = self.num_tokens
+        self.random_matrix.copy_(torch.softmax(torch.rand(n, n, generator=generator), dim=-1))
 
     def forward(self, x):
         y = self.flat_tokens(x) @ self.random_matrix.t()  # y[b, c, m] = sum_n R[m, n] x[b, c, n]

@@ -7,6 +7,7 @@ defaults when there is none. The input size is always the spec's (the model is b
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -54,7 +55,36 @@ def data_config(spec: ArchSpec, info: WeightsInfo | None = None) -> dict:
         out[key] = v
     cfg_in = info.pretrained_cfg if info else {}
     out.update({k: cfg_in[k] for k in EXTRA_KEYS if cfg_in.get(k)})
+    check_data_config(out)
     return out
+
+
+INTERPOLATIONS = ('nearest', 'bilinear', 'bicubic', 'lanczos', 'box', 'hamming')
+
+
+def check_data_config(cfg: dict) -> None:
+    """Refuse preprocessing (which a checkpoint may bring) that would make a huge image or divide by zero:
+    crop_pct in [0.25, 1] (the resize is at most 4x the input), pad_from in [1, input size], a known
+    interpolation, finite mean and positive finite std, one per channel. Raises ValueError naming the key."""
+    c, h, w = cfg['input_size']
+    crop = cfg.get('crop_pct', 1.0)
+    if not isinstance(crop, (int, float)) or isinstance(crop, bool) or not 0.25 <= crop <= 1.0:
+        raise ValueError(f'preprocessing: crop_pct {crop!r} is not allowed; allowed [0.25, 1]')
+    pad = cfg.get('pad_from')
+    if pad is not None and (not isinstance(pad, int) or isinstance(pad, bool) or not 1 <= pad <= min(h, w)):
+        raise ValueError(f'preprocessing: pad_from {pad!r} is not allowed; allowed 1 to {min(h, w)}')
+    if cfg.get('interpolation', 'bilinear') not in INTERPOLATIONS:
+        raise ValueError(
+            f'preprocessing: interpolation {cfg.get("interpolation")!r} is not allowed; '
+            f'choose from {", ".join(INTERPOLATIONS)}'
+        )
+    for key in ('mean', 'std'):
+        v = cfg[key]
+        if len(v) != c or not all(math.isfinite(a) for a in v) or (key == 'std' and min(v) <= 0):
+            raise ValueError(
+                f'preprocessing: {key} {tuple(v)!r} must be {c} finite numbers'
+                + (', all positive' if key == 'std' else '')
+            )
 
 
 def make_transform(cfg: dict):

@@ -17,6 +17,7 @@ import json
 import os
 import pickle
 import socket
+import zipfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from urllib.parse import urlparse
@@ -215,6 +216,7 @@ def explorer_preprocessing_cfg(pre: dict) -> dict:
 
 
 def _read_torch(p: Path) -> tuple[dict, dict]:
+    _check_zip_size(p)
     try:
         obj = torch.load(str(p), map_location='cpu', weights_only=True)
     except pickle.UnpicklingError as e:
@@ -246,6 +248,24 @@ def _read_torch(p: Path) -> tuple[dict, dict]:
         sd = inner
     sd = {k: v for k, v in sd.items() if isinstance(k, str) and isinstance(v, torch.Tensor)}
     return _strip_prefixes(sd), extras
+
+
+def _check_zip_size(p: Path) -> None:
+    """A .pth saved by torch.save is a zip: refuse one that would unpack to more than the checkpoint limit,
+    reading only its directory (a 1 MB file can claim gigabytes)."""
+    if not zipfile.is_zipfile(p):
+        return
+    try:
+        with zipfile.ZipFile(p) as z:
+            total = sum(info.file_size for info in z.infolist())
+    except (zipfile.BadZipFile, OSError) as e:
+        raise WeightsError(f'checkpoint {str(p)!r} is not a readable PyTorch file ({e})') from None
+    limit_mb = max_checkpoint_mb()
+    if total > limit_mb * 2**20:
+        raise WeightsError(
+            f'checkpoint {str(p)!r} unpacks to {total / 2**20:,.0f} MiB, over the {limit_mb:,} MiB limit '
+            f'(set EXPLORER_MAX_CHECKPOINT_MB to change it)'
+        )
 
 
 def _extra_name(key: str) -> str:
@@ -342,9 +362,12 @@ def load_state_dict(
 def checkpoint_spec(path: str | Path) -> ArchSpec | None:
     """The spec stored in a checkpoint's metadata (MetaFormer Explorer trained checkpoints), else None.
 
-    A .safetensors file's spec is in its header: only the header is read (no tensors)."""
+    Only .safetensors checkpoints carry one, in their header: only the header is read (no tensors); other
+    files are not opened here (they are read once, when their weights are loaded)."""
     p = Path(path)
-    if p.name.endswith('.safetensors') and p.is_file():
+    if not p.name.endswith('.safetensors'):
+        return None
+    if p.is_file():
         from safetensors import SafetensorError, safe_open
 
         try:

@@ -201,24 +201,11 @@ def _numel(module) -> int:
 
 
 def build_for_counting(spec: ArchSpec):
-    """`build_model(spec)` with the random initialisation skipped (weights zero): the same modules and
-    shapes, several times faster to build, for counting only."""
-    import torch
-    from torch.utils._python_dispatch import TorchDispatchMode  # torch's only home of dispatch modes
-
+    """`build_model(spec)` with every weight zero (no initialisation): the same modules and shapes, several
+    times faster to build, for counting only."""
     from explorer.core.build import build_model
 
-    aten = torch.ops.aten
-    random_init = {aten.uniform_.default, aten.normal_.default, aten.erfinv_.default}
-
-    class _ZeroInit(TorchDispatchMode):  # dispatch modes are thread-local: safe beside other threads
-        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-            if func in random_init:
-                return args[0].zero_()
-            return func(*args, **(kwargs or {}))
-
-    with _ZeroInit():
-        return build_model(spec)
+    return build_model(spec, init=False)
 
 
 def fvcore_cost(spec: ArchSpec, img_size: int | None = None, model=None) -> CostReport:

@@ -10,16 +10,19 @@ passing `Limits(...)`:
     EXPLORER_MAX_ACT_GIB      activation memory of one call, GiB       (default 8)
     EXPLORER_MAX_BATCH        batch size of a speed run or training    (default 256)
     EXPLORER_MAX_IMG_SIZE     input resolution of any run              (default 1024)
+    EXPLORER_MAX_BENCH_S      wall-clock seconds of one speed run      (default 60; the app's, not the CLI's)
+    EXPLORER_MAX_TRAIN_S      wall-clock seconds of one training       (default 3600; the app's, not the CLI's)
 """
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, fields
 
+from explorer.core.registry import show
 from explorer.core.spec import ArchSpec, SpecError
-
-BYTES_PER_ELEMENT = {'fp32': 4, 'bf16': 2, 'fp16': 2}
+from explorer.measure.analytic import BYTES_PER_ELEMENT, analytic_cost
 
 
 class ResourceError(SpecError):
@@ -33,6 +36,8 @@ class Limits:
     max_act_gib: float = 8.0
     max_batch: int = 256
     max_img_size: int = 1024
+    max_bench_s: float = 60.0
+    max_train_s: float = 3600.0
 
     @classmethod
     def from_env(cls, environ=None) -> Limits:
@@ -46,10 +51,29 @@ class Limits:
                 value = type(f.default)(raw)  # int or float, as the default
             except ValueError:
                 raise SpecError([('', f'EXPLORER_{f.name.upper()}={raw!r} is not a number')]) from None
-            if value <= 0:
+            if not math.isfinite(value) or value <= 0:
                 raise SpecError([('', f'EXPLORER_{f.name.upper()}={raw!r} must be positive')])
             values[f.name] = value
         return cls(**values)
+
+
+def check_inputs(
+    spec: ArchSpec, batch_size: int = 1, dtype: str = 'fp32', img_size: int | None = None, limits: Limits | None = None
+) -> int:
+    """Check the numbers that size a request (batch, resolution, dtype) against the limits; return the
+    resolution. Raises ResourceError naming each bad one."""
+    limits = limits or Limits.from_env()
+    size = spec.img_size if img_size is None else img_size
+    errors = []
+    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or not 1 <= batch_size <= limits.max_batch:
+        errors.append(('batch_size', f'{show(batch_size)} is not allowed; allowed 1 to {limits.max_batch}'))
+    if not isinstance(size, int) or isinstance(size, bool) or not 8 <= size <= limits.max_img_size:
+        errors.append(('img_size', f'{show(size)} is not allowed; allowed 8 to {limits.max_img_size}'))
+    if dtype not in BYTES_PER_ELEMENT:
+        errors.append(('dtype', f'{show(dtype)} is not allowed; choose from {", ".join(BYTES_PER_ELEMENT)}'))
+    if errors:
+        raise ResourceError(errors)
+    return size
 
 
 def check_request(
@@ -62,22 +86,9 @@ def check_request(
 ) -> dict:
     """Check a build/run of `spec` against the limits; return the estimated costs, or raise ResourceError
     naming each figure and its limit. Training keeps activations for the backward pass: counted as 3x."""
-    from explorer.measure.analytic import (
-        analytic_cost,
-    )  # local: counting imports spec, guard is imported by the CLI early
-
     limits = limits or Limits.from_env()
-    size = spec.img_size if img_size is None else img_size
+    size = check_inputs(spec, batch_size, dtype, img_size, limits)
     errors = []
-    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or not 1 <= batch_size <= limits.max_batch:
-        errors.append(('batch_size', f'{batch_size!r} is not allowed; allowed 1 to {limits.max_batch}'))
-    if not isinstance(size, int) or not 8 <= size <= limits.max_img_size:
-        errors.append(('img_size', f'{size!r} is not allowed; allowed 8 to {limits.max_img_size}'))
-    if dtype not in BYTES_PER_ELEMENT:
-        errors.append(('dtype', f'{dtype!r} is not allowed; choose from {", ".join(BYTES_PER_ELEMENT)}'))
-    if errors:
-        raise ResourceError(errors)
-
     cost = analytic_cost(spec, img_size=size)
     batch = batch_size
     gmacs = cost.macs * batch / 1e9

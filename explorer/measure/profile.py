@@ -44,8 +44,11 @@ def verify(spec: dict | str, img_size: int | None = None) -> dict:
 def memory(spec: dict | str, batch_size: int = 1, dtype: str = 'fp32', img_size: int | None = None) -> dict:
     """Activation memory per stage and in total (bytes) for a forward pass (explorer.measure.analytic's rule)."""
     from explorer.measure.analytic import activation_memory
+    from explorer.measure.guard import check_inputs
 
-    return activation_memory(parse_spec(spec), batch_size=batch_size, dtype=dtype, img_size=img_size)
+    s = parse_spec(spec)
+    check_inputs(s, batch_size, dtype, img_size)  # the same bounds as a run of that batch and size
+    return activation_memory(s, batch_size=batch_size, dtype=dtype, img_size=img_size)
 
 
 def available_devices() -> list[str]:
@@ -71,6 +74,7 @@ def bench(
 ) -> dict:
     """Measure throughput and latency (explorer.measure.speed.bench) and return its dict plus the spec's name and the
     preset it matches (None when custom)."""
+    from explorer.measure.guard import Limits
     from explorer.measure.speed import bench as speed_bench  # it runs the resource guard before building
 
     s = parse_spec(spec)
@@ -84,6 +88,7 @@ def bench(
         channels_last=channels_last,
         compile=compile,
         progress=progress,
+        time_budget_s=Limits.from_env().max_bench_s,  # the app's speed slot is shared: one run may not hold it
     )
     out = result.to_dict()
     out['name'] = s.name

@@ -330,6 +330,7 @@ def bench(
     min_time_s: float = 2.0,
     max_iters: int = 200,
     model=None,
+    time_budget_s: float | None = None,
 ) -> BenchResult:
     """Measure inference speed of `spec` (see the module docstring for the rules).
 
@@ -337,6 +338,10 @@ def bench(
     least 5 iterations and `min_time_s` seconds (at most `max_iters`). The first call is never timed, so
     `warmup=0` still runs one untimed call. `progress(fraction, description)` is
     called as it goes (gradio's `gr.Progress` fits). Raises BenchError for what this machine cannot do.
+
+    `time_budget_s` (a server's limit on one run): refused before building when the batch's MACs at this
+    device's measured matmul peak already need more than a tenth of it per call, or after the first call
+    when that call took more than half of it; timed runs stop when it is spent (at least one is timed).
     """
     import torch
 
@@ -347,6 +352,8 @@ def bench(
     for name, v in (('warmup', warmup), ('iters', iters)):
         if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < (0 if name == 'warmup' else 1)):
             raise BenchError(f'{name} {v!r} must be a{" non-negative" if name == "warmup" else " positive"} integer')
+    if not isinstance(min_time_s, (int, float)) or not math.isfinite(min_time_s) or min_time_s <= 0:
+        raise BenchError(f'min time {min_time_s!r} must be a positive number of seconds')
     device = resolve_device(device)
     check_dtype(device, dtype)
     if model is None:  # the resource guard, before anything is built (limits: explorer.measure.guard)
@@ -360,6 +367,13 @@ def bench(
     peak = matmul_peak(device, dtype)
     report(0.05, 'building the model')
     macs = analytic_cost(spec).macs
+    t_start = time.monotonic()
+    if time_budget_s is not None and macs * batch_size / peak > time_budget_s / 10:
+        raise BenchError(
+            f"batch {batch_size} needs at least {macs * batch_size / peak:.2f} s per call at this device's "
+            f'measured matmul peak; a speed run here may take {time_budget_s:g} s in all '
+            f'(EXPLORER_MAX_BENCH_S): use a smaller batch size'
+        )
 
     if device.startswith('cuda'):
         torch.cuda.synchronize(device)
@@ -375,7 +389,16 @@ def bench(
 
     report(0.1, 'compiling and warming up' if compile else 'warming up')
     n_warm, compile_s = _warm_up(step, device, warmup, compile)
-    lat = _timed_runs(step, device, iters, min_time_s, max_iters, report)
+    deadline = None
+    if time_budget_s is not None:
+        spent = time.monotonic() - t_start
+        if spent > time_budget_s / 2:
+            raise BenchError(
+                f'building and warming up took {spent:.1f} s, over half of the {time_budget_s:g} s a speed run '
+                f'may take here (EXPLORER_MAX_BENCH_S): use a smaller batch size'
+            )
+        deadline = t_start + time_budget_s
+    lat = _timed_runs(step, device, iters, min_time_s, max_iters, report, deadline)
 
     if device.startswith('cuda'):
         torch.cuda.synchronize(device)
@@ -450,13 +473,17 @@ def _warm_up(step, device: str, warmup: int | None, compile: bool) -> tuple[int,
     return n_warm, first if compile else None
 
 
-def _timed_runs(step, device: str, iters: int | None, min_time_s: float, max_iters: int, report) -> list[float]:
+def _timed_runs(
+    step, device: str, iters: int | None, min_time_s: float, max_iters: int, report, deadline: float | None = None
+) -> list[float]:
     """Latencies (s) of single timed calls: `iters` of them, or by time (at least 5 calls and `min_time_s`
-    seconds, at most `max_iters`) when None."""
+    seconds, at most `max_iters`) when None; fewer when time.monotonic() passes `deadline`."""
     lat: list[float] = []
     t_start = time.perf_counter()
     while True:
         lat += time_steps(step, device, 1)
+        if deadline is not None and time.monotonic() > deadline:
+            return lat
         elapsed = time.perf_counter() - t_start
         if iters is not None:
             report(0.2 + 0.8 * len(lat) / iters, f'timed run {len(lat)}/{iters}')

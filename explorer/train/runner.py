@@ -5,8 +5,6 @@ steps. The CLI calls `explorer.train.loop.train` directly; both train through th
 
 from __future__ import annotations
 
-import math
-import os
 import queue
 import re
 import threading
@@ -15,6 +13,7 @@ import uuid
 from pathlib import Path
 
 from explorer.core.spec import ArchSpec, SpecError
+from explorer.measure.guard import Limits
 from explorer.train.checkpoints import USER_DIR
 from explorer.train.data import DatasetNotFound
 from explorer.train.loop import Stopped, train
@@ -25,18 +24,6 @@ _SLOT = threading.Lock()  # one training at a time in this process: held by the 
 
 class Busy(RuntimeError):
     """Another training is running on this server."""
-
-
-def max_train_seconds() -> float:
-    """Server-side limit on one training's wall-clock time, seconds: EXPLORER_MAX_TRAIN_S (default 3600)."""
-    raw = os.environ.get('EXPLORER_MAX_TRAIN_S', '3600')
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ValueError(f'EXPLORER_MAX_TRAIN_S={raw!r} is not a number') from None
-    if not math.isfinite(value) or value <= 0:
-        raise ValueError(f'EXPLORER_MAX_TRAIN_S={raw!r} must be a positive number of seconds')
-    return value
 
 
 def run_file_name(spec_name: str, seed: int) -> str:
@@ -73,8 +60,9 @@ def training_events(
 
     One training at a time server-wide: when another is running this yields an error at once. The run stops
     after its current step when `request_stop(run_id)` is called, when the consumer stops listening (a closed
-    browser tab closes this generator) and at the server's time limit (max_train_seconds). The checkpoint goes
-    to `out_dir` under a name the server makes (run_file_name).
+    browser tab closes this generator) and at the server's time limit (EXPLORER_MAX_TRAIN_S; see
+    explorer.measure.guard.Limits). The checkpoint goes to `out_dir` under a name the server makes
+    (run_file_name).
     """
     if not _SLOT.acquire(blocking=False):
         yield {
@@ -85,7 +73,7 @@ def training_events(
     stop = _STOP.setdefault(run_id, threading.Event())
     events: queue.Queue = queue.Queue()
     try:
-        limit = max_train_seconds()
+        limit = Limits.from_env().max_train_s
         out = Path(out_dir) / run_file_name(ArchSpec.from_dict(spec).name, seed)
     except (SpecError, ValueError) as e:
         _SLOT.release()
