@@ -123,3 +123,24 @@ def test_compose_count_error_and_share_link(app_url, page, shots):
     assert fresh.input_value('#mfx-s4-dim input') == '512'
     assert fresh.input_value('#mfx-name textarea, #mfx-name input') == 'caformer_s18'
     fresh.close()
+
+
+def test_links_cannot_put_markup_on_the_page(app_url, page, shots):
+    """A shared link is request text: ?preset= and a spec's name inside ?spec= show as written, never as HTML."""
+    from urllib.parse import quote
+
+    from explorer.core.share import encode_share
+
+    attack = '<img src=x id=mfx-injected onerror="document.title=\'pwned\'">'
+    page.goto(f'{app_url}?preset={quote(attack)}')
+    page.wait_for_selector('#mfx-macs')
+    page.wait_for_timeout(1500)  # the warning toast has arrived
+    page.screenshot(path=str(shots / 'injection-preset.png'))
+    assert page.locator('#mfx-injected').count() == 0 and page.title() != 'pwned'
+    assert page.get_by_text('is not a preset', exact=False).count() >= 1  # the refusal is shown, as text
+    spec = {**get_preset('poolformer_s12'), 'name': '<b id=mfx-bold>x</b>[link](http://evil.example)'}
+    page.goto(f'{app_url}?spec={encode_share(spec)}')
+    page.wait_for_selector('#mfx-macs')
+    page.wait_for_timeout(1000)
+    assert page.locator('#mfx-bold').count() == 0 and page.locator('a[href="http://evil.example"]').count() == 0
+    assert page.locator('#mfx-name textarea, #mfx-name input').first.input_value() == spec['name']  # as written

@@ -7,9 +7,7 @@ is skipped, saying why, only where no copy of Fashion-MNIST is installed.
 
 from __future__ import annotations
 
-import gzip
 import json
-import struct
 from pathlib import Path
 
 import pytest
@@ -34,41 +32,7 @@ SHIPPED = sorted(ASSETS.glob('*.safetensors'))
 FAMILIES = ('identity', 'random', 'pooling', 'sepconv', 'attention', 'spatial_mlp', 'hybrid')
 pytestmark = pytest.mark.train  # trains, or evaluates on Fashion-MNIST
 
-TINY = {
-    'name': 'tiny_fmnist',
-    'img_size': 32,
-    'in_chans': 1,
-    'num_classes': 10,
-    'stem': {'kernel_size': 4, 'stride': 4, 'padding': 0},
-    'stages': [{'mixer': 'pooling', 'depth': 1, 'dim': 8}, {'mixer': 'sepconv', 'depth': 1, 'dim': 16}],
-}
-QUICK = dict(batch_size=32, crop_pad=0, eval_every_epoch=False, threads=1)
-
-
-def write_idx(path: Path, array: torch.Tensor) -> None:
-    """uint8 tensor -> gzipped idx file (magic 0x0000 08 ndim, big-endian sizes, raw bytes)."""
-    header = struct.pack('>HBB', 0, 0x08, array.dim()) + struct.pack(f'>{array.dim()}I', *array.shape)
-    with gzip.open(path, 'wb') as f:
-        f.write(header + array.numpy().tobytes())
-
-
-def synthetic_images(labels: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-    """Class c is a bright horizontal bar at rows 2c+4..2c+5 on noise: learnable in a few steps."""
-    x = torch.randint(0, 60, (len(labels), 28, 28), generator=gen, dtype=torch.uint8)
-    for i, c in enumerate(labels.tolist()):
-        x[i, 2 * c + 4 : 2 * c + 6, 4:24] = 255
-    return x
-
-
-@pytest.fixture(scope='module')
-def fake_dir(tmp_path_factory) -> Path:
-    d = tmp_path_factory.mktemp('fake_fmnist')
-    gen = torch.Generator().manual_seed(0)
-    for split, n in (('train', 320), ('t10k', 200)):
-        labels = torch.arange(n, dtype=torch.uint8) % 10
-        write_idx(d / f'{split}-images-idx3-ubyte.gz', synthetic_images(labels, gen))
-        write_idx(d / f'{split}-labels-idx1-ubyte.gz', labels)
-    return d
+from tests.conftest import QUICK, TINY, write_idx  # noqa: E402  (shared with tests/security)
 
 
 def real_test_set_or_skip():

@@ -25,7 +25,8 @@ TABS = (add_compose_tab, add_measure_tab, add_compare_tab, add_share_tab, add_pr
 
 def build_demo() -> gr.Blocks:
     """The whole app. Cheap: no model is built and no cost is counted until a page loads."""
-    with gr.Blocks(title='MetaFormer Explorer') as demo:
+    # Gradio's own cache (uploads, files handed to the browser) is swept every 30 min of anything over 1 h old
+    with gr.Blocks(title='MetaFormer Explorer', delete_cache=(1800, 3600)) as demo:
         gr.HTML(
             '<div id="mfx-header"><h1>MetaFormer Explorer</h1><p>Compose a MetaFormer stage by stage, see its '
             'cost at once, measure it, compare it with every published model.</p></div>'

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import atexit
 import functools
 import hashlib
 import json
 import logging
+import shutil
 import tempfile
 from html import escape
 from pathlib import Path
@@ -279,15 +281,24 @@ def diff_html(d: dict) -> str:
 
 
 # ---- share ----------------------------------------------------------------------------------------------
-_DOWNLOAD_DIR = Path(tempfile.mkdtemp(prefix='mfx-specs-'))
+_DOWNLOAD_DIR = Path(tempfile.mkdtemp(prefix='mfx-specs-'))  # this process's, removed when it exits
+atexit.register(shutil.rmtree, _DOWNLOAD_DIR, ignore_errors=True)
+MAX_DOWNLOAD_FILES = 256  # the newest spec files kept for download; older ones are removed as new ones come
 
 
 def _spec_file(spec: dict) -> str:
+    """The spec as a JSON file to download. Its name is the spec's name reduced to letters, digits, '-', '_'
+    and '.' (at most 60) plus a hash of the content: a file name, never a path."""
     text = share.spec_json(spec)
-    name = f'{spec["name"]}-{hashlib.sha1(text.encode()).hexdigest()[:8]}.json'
-    path = _DOWNLOAD_DIR / ''.join(c if c.isalnum() or c in '-_.' else '_' for c in name)
+    stem = ''.join(c if c.isalnum() or c in '-_.' else '_' for c in str(spec['name'])[:60]).strip('.') or 'spec'
+    path = _DOWNLOAD_DIR / f'{stem}-{hashlib.sha1(text.encode()).hexdigest()[:8]}.json'
+    if path.parent != _DOWNLOAD_DIR:  # cannot happen with the characters above; checked all the same
+        raise ValueError('spec name: not usable as a file name')
     if not path.exists():
         path.write_text(text, encoding='utf-8')
+        files = sorted(_DOWNLOAD_DIR.glob('*.json'), key=lambda p: p.stat().st_mtime)
+        for old in files[:-MAX_DOWNLOAD_FILES]:
+            old.unlink(missing_ok=True)
     return str(path)
 
 

@@ -3,7 +3,14 @@ command line), so the CLI never imports the app; gradio is imported only when th
 
 from __future__ import annotations
 
+import ipaddress
+import os
+import sys
+from pathlib import Path
+
 from explorer.core.errors import UserError
+
+AUTH_ENV = 'EXPLORER_AUTH'  # user:password[,user:password...]
 
 
 def register(sub) -> None:
@@ -15,7 +22,54 @@ def register(sub) -> None:
     )
     p.add_argument('--port', type=int, default=7860, help='port (default 7860)')
     p.add_argument('--share', action='store_true', help='also open a public gradio.live link (off unless asked)')
+    p.add_argument(
+        '--auth-file',
+        metavar='FILE',
+        default=None,
+        help=f'ask for a login: FILE holds one user:password per line (or set {AUTH_ENV}=user:password,...)',
+    )
     p.set_defaults(func=cmd_serve)
+
+
+def parse_credentials(text: str, where: str) -> list[tuple[str, str]]:
+    """'user:password' entries, one per line or comma-separated -> [(user, password), ...]."""
+    pairs = []
+    for n, entry in enumerate(e.strip() for e in text.replace(',', '\n').splitlines()):
+        if not entry or entry.startswith('#'):
+            continue
+        user, sep, password = entry.partition(':')
+        if not sep or not user or not password:
+            raise UserError(f'{where}: entry {n + 1} is not user:password')
+        pairs.append((user, password))
+    if not pairs:
+        raise UserError(f'{where}: no user:password entries')
+    return pairs
+
+
+def credentials(auth_file: str | None, environ=None) -> list[tuple[str, str]] | None:
+    """Logins from --auth-file, else from EXPLORER_AUTH, else None (no login asked)."""
+    env = os.environ if environ is None else environ
+    if auth_file:
+        path = Path(auth_file)
+        if not path.is_file():
+            raise UserError(f'--auth-file: {auth_file!r} ' + ('is not a file' if path.exists() else 'does not exist'))
+        try:
+            text = path.read_text(encoding='utf-8')
+        except (OSError, UnicodeDecodeError) as e:
+            raise UserError(f'--auth-file: cannot read {auth_file!r}: {e}') from None
+        return parse_credentials(text, f'--auth-file {auth_file}')
+    if env.get(AUTH_ENV):
+        return parse_credentials(env[AUTH_ENV], AUTH_ENV)
+    return None
+
+
+def is_loopback(host: str) -> bool:
+    if host == 'localhost':
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def cmd_serve(args) -> int:
@@ -24,9 +78,17 @@ def cmd_serve(args) -> int:
 
     if not 1 <= args.port <= 65535:
         raise UserError(f'--port {args.port} is out of range; allowed [1, 65535]')
+    auth = credentials(args.auth_file)
+    if auth is None and (args.share or not is_loopback(args.host)):
+        reach = 'a public gradio.live link' if args.share else f'{args.host} (other machines can reach it)'
+        print(
+            f'warning: serving on {reach} without a login; anyone who can reach it can use it. '
+            f'Give --auth-file FILE or set {AUTH_ENV}=user:password.',
+            file=sys.stderr,
+        )
     demo = build_demo()
     try:
-        demo.launch(server_name=args.host, server_port=args.port, share=args.share, **launch_kwargs())
+        demo.launch(server_name=args.host, server_port=args.port, share=args.share, auth=auth, **launch_kwargs())
     except OSError as e:
-        raise UserError(f'cannot listen on {args.host}:{args.port}: {e}') from None
+        raise UserError(f'cannot listen on {args.host}:{args.port}: {e.strerror or e}') from None
     return 0

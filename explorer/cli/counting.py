@@ -2,29 +2,14 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import textwrap
 
+from explorer.cli.args import int_in, number_in
 
-def _int_at_least(low: int):
-    """argparse type: an integer >= low, with a message naming the value."""
-
-    def parse(text: str) -> int:
-        try:
-            v = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f'{text!r} is not an integer') from None
-        if v < low:
-            raise argparse.ArgumentTypeError(f'{v} must be at least {low}')
-        return v
-
-    return parse
-
-
-_positive_int = _int_at_least(1)
-_non_negative_int = _int_at_least(0)
+_positive_int = int_in(1)
+_non_negative_int = int_in(0)
 
 
 def register(sub) -> None:
@@ -76,7 +61,12 @@ def register(sub) -> None:
     p.add_argument('--img-size', type=_positive_int, default=None, help="input resolution (default: the spec's)")
     p.add_argument('--warmup', type=_non_negative_int, default=None, help='warm-up iterations (default: by time)')
     p.add_argument('--iters', type=_positive_int, default=None, help='timed iterations (default: by time)')
-    p.add_argument('--min-time', type=float, default=2.0, help='seconds of timed runs when --iters is not given')
+    p.add_argument(
+        '--min-time',
+        type=number_in(0, 3600, low_open=True),
+        default=2.0,
+        help='seconds of timed runs when --iters is not given',
+    )
     p.add_argument('--json', action='store_true', help='machine-readable output')
     p.set_defaults(func=cmd_bench)
 

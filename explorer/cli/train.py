@@ -3,7 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import sys
+import threading
+from pathlib import Path
 
+from explorer.cli.args import int_in, number_in
 from explorer.core.errors import UserError
 
 
@@ -15,29 +21,40 @@ def register(sub) -> None:
     )
     p.add_argument('spec', help='preset name or path to a JSON spec')
     p.add_argument('--dataset', default='fashion-mnist', choices=['fashion-mnist'])
-    p.add_argument('--epochs', type=float, default=5, help='epochs to train (default 5; fractions allowed)')
+    p.add_argument(
+        '--epochs',
+        type=number_in(0, 1000, low_open=True),
+        default=5,
+        help='epochs to train (default 5; fractions allowed)',
+    )
     p.add_argument(
         '--time-budget',
-        type=float,
+        type=number_in(0, 30 * 86400, low_open=True),
         default=None,
         metavar='S',
         help='stop after S seconds of training; the cosine schedule is fitted to the steps that fit',
     )
-    p.add_argument('--batch-size', type=int, default=128)
-    p.add_argument('--lr', type=float, default=None, help='peak learning rate (default 2e-3)')
+    p.add_argument('--batch-size', type=int_in(1, 4096), default=128)
+    p.add_argument('--lr', type=number_in(0, 10, low_open=True), default=None, help='peak learning rate (default 2e-3)')
     p.add_argument(
         '--erase',
-        type=float,
+        type=number_in(0, 1),
         default=None,
         metavar='P',
         help='random erasing: chance per image of blanking one rectangle (default 0: off)',
     )
-    p.add_argument('--seed', type=int, default=0)
-    p.add_argument('--threads', type=int, default=None, help="torch CPU threads (default: torch's setting)")
+    p.add_argument('--seed', type=int_in(0, 2**63 - 1), default=0)
+    p.add_argument('--threads', type=int_in(1, 1024), default=None, help="torch CPU threads (default: torch's setting)")
     p.add_argument('--data-dir', default=None, metavar='PATH', help='directory holding the Fashion-MNIST idx files')
     p.add_argument('--download', action='store_true', help='download with torchvision when no local copy exists')
-    p.add_argument('--train-limit', type=int, default=None, metavar='N', help='use the first N training images')
+    p.add_argument('--train-limit', type=int_in(1), default=None, metavar='N', help='use the first N training images')
     p.add_argument('--out', required=True, metavar='FILE', help='checkpoint to write (.safetensors)')
+    p.add_argument(
+        '--resume',
+        action='store_true',
+        help='continue the run interrupted at --out (its state, FILE.state, is saved after every epoch and on '
+        'Ctrl-C / SIGTERM)',
+    )
     p.add_argument('--quiet', action='store_true', help='no per-epoch lines')
     p.add_argument('--json', action='store_true', help='print the metrics as JSON at the end')
     p.set_defaults(func=cmd_train)
@@ -46,7 +63,7 @@ def register(sub) -> None:
     p.add_argument('checkpoint', help='a .safetensors file written by `explorer train`')
     p.add_argument('--dataset', default='fashion-mnist', choices=['fashion-mnist'])
     p.add_argument('--data-dir', default=None, metavar='PATH')
-    p.add_argument('--batch-size', type=int, default=1000)
+    p.add_argument('--batch-size', type=int_in(1, 100_000), default=1000)
     p.add_argument('--json', action='store_true', help='machine-readable output')
     p.set_defaults(func=cmd_evaluate)
 
@@ -72,8 +89,12 @@ def _user_errors(fn):
 @_user_errors
 def cmd_train(args) -> int:
     from explorer.core.catalog import load_spec
-    from explorer.train.loop import train
+    from explorer.train.loop import Stopped, train
 
+    out = check_out(args.out)
+    state_file = out.with_name(out.name + '.state')
+    if args.resume and not state_file.is_file():
+        raise UserError(f'--resume: there is no interrupted run at {str(out)!r} (no {state_file.name} beside it)')
     spec = load_spec(args.spec)
     recipe = {}
     if args.lr is not None:
@@ -82,6 +103,7 @@ def cmd_train(args) -> int:
         recipe['threads'] = args.threads
     if args.erase is not None:
         recipe['erase_prob'] = args.erase
+    stop = threading.Event()
 
     def progress(ev):
         if ev['kind'] == 'epoch' and not args.quiet:
@@ -92,21 +114,26 @@ def cmd_train(args) -> int:
                 f'test accuracy {acc}, {ev["train_time"]:.0f} s',
                 flush=True,
             )
+        if stop.is_set():
+            raise Stopped
 
-    res = train(
-        spec,
-        args.dataset,
-        epochs=args.epochs,
-        time_budget=args.time_budget,
-        batch_size=args.batch_size,
-        seed=args.seed,
-        out=args.out,
-        progress=progress,
-        data_dir=args.data_dir,
-        download=args.download,
-        train_limit=args.train_limit,
-        **recipe,
-    )
+    with _stop_on_signals(stop):
+        res = train(
+            spec,
+            args.dataset,
+            epochs=args.epochs,
+            time_budget=args.time_budget,
+            batch_size=args.batch_size,
+            seed=args.seed,
+            out=out,
+            progress=progress,
+            data_dir=args.data_dir,
+            download=args.download,
+            train_limit=args.train_limit,
+            state_file=state_file,
+            resume=args.resume,
+            **recipe,
+        )
     m = res.metrics
     if args.json:
         print(json.dumps(m, indent=2))
@@ -114,11 +141,55 @@ def cmd_train(args) -> int:
         print(
             f'{spec.name}: test accuracy {100 * m["test_accuracy"]:.2f}% ({m["test_correct"]}/{m["test_n"]}) after '
             f'{m["epochs"]:g} epoch{"" if m["epochs"] == 1 else "s"} ({m["steps"]} steps, batch {args.batch_size}), '
-            f'{m["train_time_s"]:.0f} s '
-            f'training on {m["device"]} with {m["threads"]} threads; {m["params"]:,} params; '
-            f'wrote {res.checkpoint}'
+            f'{m["train_time_s"]:.0f} s training on {m["device"]} with {m["threads"]} threads; '
+            f'{m["params"]:,} params; wrote {res.checkpoint}'
         )
+    if stop.is_set():
+        print(
+            'stopped: the checkpoint holds the weights so far; continue with the same command and --resume',
+            file=sys.stderr,
+        )
+        return 130
     return 0
+
+
+def check_out(path: str) -> Path:
+    """--out, checked before any work: a file (not a folder) whose folder exists and can be written to."""
+    out = Path(path)
+    if out.is_dir():
+        raise UserError(f'--out: {path!r} is a folder; give a file name such as {str(out / "model.safetensors")!r}')
+    parent = out.parent
+    if not parent.is_dir():
+        raise UserError(f'--out: the folder {str(parent)!r} does not exist; create it first')
+    if not os.access(parent, os.W_OK | os.X_OK) or (out.exists() and not os.access(out, os.W_OK)):
+        raise UserError(f'--out: {path!r} cannot be written here (permission denied)')
+    return out
+
+
+class _stop_on_signals:
+    """While active, SIGINT (Ctrl-C) and SIGTERM set `stop` instead of ending the process at once: training then
+    stops after its current step and saves what it has. A second signal ends the process as usual."""
+
+    def __init__(self, stop: threading.Event):
+        self.stop, self.saved = stop, {}
+
+    def handle(self, signum, frame):
+        if self.stop.is_set():  # asked twice: the user means it
+            signal.signal(signum, self.saved.get(signum, signal.SIG_DFL))
+            signal.raise_signal(signum)
+        self.stop.set()
+        print(f'\n{signal.Signals(signum).name}: stopping after this step and saving...', file=sys.stderr, flush=True)
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():  # signal handlers live in the main thread
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self.saved[sig] = signal.signal(sig, self.handle)
+        return self
+
+    def __exit__(self, *exc):
+        for sig, old in self.saved.items():
+            signal.signal(sig, old)
+        return False
 
 
 @_user_errors

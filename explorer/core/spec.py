@@ -298,9 +298,9 @@ def _parse(data: Any) -> ArchSpec:
     errors: list[tuple[str, str]] = []
     if not isinstance(data, dict):
         raise SpecError([('', f'a spec is a JSON object, got {type(data).__name__}')])
-    check_size(data)
     if isinstance(data.get('stages'), list) and len(data['stages']) > MAX_STAGES:
         raise SpecError([('stages', f'{len(data["stages"]):,} stages; a spec has 1 to {MAX_STAGES} stages')])
+    check_size(data)
     known = {f.name for f in fields(ArchSpec)}
     for k in data:
         if k not in known:

@@ -5,8 +5,11 @@ the user's own)."""
 from __future__ import annotations
 
 import json
+import os
+import threading
 from pathlib import Path
 
+import torch
 import torch.nn as nn
 from safetensors import safe_open
 from safetensors.torch import save_file
@@ -19,6 +22,34 @@ from explorer.train.data import CLASSES, Preprocessing
 FORMAT = 'metaformer-explorer/trained-v1'
 ASSET_DIR = data_path('assets') / 'fmnist'
 USER_DIR = Path.home() / '.cache' / 'metaformer-explorer' / 'trained'
+
+
+def atomic_write(path: str | Path, write) -> None:
+    """`write(tmp_path)` writes the file beside `path` under a temporary name, then it is renamed to `path`:
+    a reader (or a crash) sees the old file or the new one, never half of one."""
+    path = Path(path)
+    tmp = path.with_name(f'.{path.name}.tmp-{os.getpid()}-{threading.get_ident()}')
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def save_state(path: str | Path, state: dict) -> None:
+    """A resumable training state (explorer.train.loop: weights, optimiser, generators, position), atomically."""
+    atomic_write(path, lambda tmp: torch.save(state, tmp))
+
+
+def load_state(path: str | Path) -> dict:
+    """A state written by save_state (tensors and plain containers only: nothing in it can run code)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f'no training state to resume at {str(path)!r} (it is written after each epoch)')
+    try:
+        return torch.load(path, map_location='cpu', weights_only=True)
+    except (RuntimeError, OSError, EOFError, ValueError) as e:
+        raise ValueError(f'{path} is not a readable training state ({str(e)[:200]})') from None
 
 
 def save_checkpoint(
@@ -37,7 +68,7 @@ def save_checkpoint(
         'metrics': json.dumps(metrics),
         'history': json.dumps(history),
     }
-    save_file(tensors, str(path), metadata=meta)
+    atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=meta))
     return str(path)
 
 

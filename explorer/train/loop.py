@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from explorer.core.build import build_model
 from explorer.core.spec import ArchSpec
 from explorer.measure.guard import check_request
-from explorer.train.checkpoints import load_trained, save_checkpoint
+from explorer.train.checkpoints import load_state, load_trained, save_checkpoint, save_state
 from explorer.train.data import CLASSES, Dataset, Preprocessing, load_dataset, preprocess
 
 CALIBRATION_STEPS = 20  # steps timed before a time budget fixes the schedule length
@@ -131,7 +131,8 @@ def predict_logits(model: nn.Module, images: torch.Tensor, pre: Preprocessing, b
     """Logits (N, num_classes) for uint8 images (N, 28, 28), in eval mode, batched."""
     was_training = model.training
     model.eval()
-    out = [model(make_batch(images[i : i + batch_size], pre)) for i in range(0, len(images), batch_size)]
+    with torch.no_grad():
+        out = [model(make_batch(images[i : i + batch_size], pre)) for i in range(0, len(images), batch_size)]
     model.train(was_training)
     return torch.cat(out)
 
@@ -198,6 +199,8 @@ def train(
     download: bool = False,
     train_limit: int | None = None,
     test_limit: int | None = None,
+    state_file: str | Path | None = None,
+    resume: bool = False,
     **recipe,
 ) -> TrainResult:
     """Train `spec` from scratch on the training set, evaluate on the test set, write a checkpoint to `out`.
@@ -208,6 +211,10 @@ def train(
     'epoch', 'loss', 'lr', 'elapsed'} every few steps, {'kind': 'epoch', ..., 'train_loss', 'test_accuracy'}
     after each epoch; it may raise `Stopped` to end training early (the checkpoint is still written).
     Returns TrainResult(checkpoint path, metrics, per-epoch history).
+
+    state_file: where to keep a resumable state (after every epoch and when stopped; removed when the run
+    completes). resume: continue the run that state_file holds (same spec and recipe); without a time budget
+    the result is the same, bit for bit, as a run never interrupted.
     """
     spec = spec if isinstance(spec, ArchSpec) else ArchSpec.from_dict(spec)
     cfg = TrainConfig(epochs=epochs, time_budget=time_budget, batch_size=batch_size, seed=seed, **recipe)
@@ -222,74 +229,144 @@ def train(
     if test_limit:
         test_ds = test_ds.subset(test_limit)
 
+    state, keep_state = None, None
+    if resume:
+        if state_file is None:
+            raise ValueError('resume: give the state file to continue from')
+        state = load_state(state_file)
+        theirs = (state.get('spec'), {k: v for k, v in state.get('recipe', {}).items() if k != 'threads'})
+        ours = (spec.to_dict(), {k: v for k, v in asdict(cfg).items() if k != 'threads'})
+        if theirs != ours:
+            raise ValueError(f'resume: {state_file} was written for another spec or recipe; start a new run instead')
+    if state_file is not None:
+        tagged = {'spec': spec.to_dict(), 'recipe': asdict(cfg)}
+
+        def keep_state(s: dict) -> None:
+            save_state(state_file, {**tagged, **s})
+
     prev_threads = torch.get_num_threads()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     try:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)  # drop-path and dropout draw from the global generator
-            model, history, metrics = _run(spec, cfg, pre, train_ds, test_ds, progress)
+            model, history, metrics = _run(spec, cfg, pre, train_ds, test_ds, progress, state, keep_state)
     finally:
         torch.set_num_threads(prev_threads)
     metrics.update(dataset=dataset, train_examples=len(train_ds))
     path = None
     if out is not None:
         path = save_checkpoint(out, model, spec, pre, metrics, history, cfg)
+    if state_file is not None and metrics['stopped_by'] != 'user':
+        Path(state_file).unlink(missing_ok=True)  # finished: nothing left to resume
     return TrainResult(path, metrics, history, model)
 
 
+MAX_EPOCHS = 1000
+
+
 def _check_config(cfg: TrainConfig) -> None:
-    if not (isinstance(cfg.batch_size, int) and cfg.batch_size >= 1):
+    """Every number of the recipe, checked before any data is loaded: finite and in range, named when not."""
+
+    def number(v) -> bool:
+        return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+    def integer(v) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool)
+
+    if not integer(cfg.batch_size) or cfg.batch_size < 1:
         raise ValueError(f'batch_size {cfg.batch_size!r} must be a positive integer')
-    if not cfg.epochs or cfg.epochs <= 0:
-        raise ValueError(f'epochs {cfg.epochs!r} must be a positive number')
-    if not 0.0 <= cfg.erase_prob <= 1.0:
+    if not number(cfg.epochs) or not 0 < cfg.epochs <= MAX_EPOCHS:
+        raise ValueError(f'epochs {cfg.epochs!r} must be a number in (0, {MAX_EPOCHS}]')
+    if not number(cfg.erase_prob) or not 0.0 <= cfg.erase_prob <= 1.0:
         raise ValueError(f'erase_prob {cfg.erase_prob!r} must be a probability between 0 and 1')
-    if cfg.time_budget is not None and cfg.time_budget <= 0:
+    if cfg.time_budget is not None and (not number(cfg.time_budget) or cfg.time_budget <= 0):
         raise ValueError(f'time_budget {cfg.time_budget!r} must be a positive number of seconds')
+    for key in ('lr', 'warmup_epochs', 'weight_decay', 'label_smoothing'):
+        v = getattr(cfg, key)
+        if not number(v) or v < 0 or (key == 'lr' and v == 0) or (key == 'label_smoothing' and v >= 1):
+            raise ValueError(f'{key} {v!r} must be a finite {"positive" if key == "lr" else "non-negative"} number')
+    if not integer(cfg.seed) or cfg.seed < 0:
+        raise ValueError(f'seed {cfg.seed!r} must be a non-negative integer')
+    if cfg.threads is not None and (not integer(cfg.threads) or not 1 <= cfg.threads <= 1024):
+        raise ValueError(f'threads {cfg.threads!r} must be an integer in [1, 1024]')
+    if not integer(cfg.crop_pad) or not 0 <= cfg.crop_pad <= 16:
+        raise ValueError(f'crop_pad {cfg.crop_pad!r} must be an integer in [0, 16]')
+    if not integer(cfg.eval_batch_size) or cfg.eval_batch_size < 1:
+        raise ValueError(f'eval_batch_size {cfg.eval_batch_size!r} must be a positive integer')
 
 
-def _run(spec, cfg: TrainConfig, pre, train_ds, test_ds, progress):
+def _run(spec, cfg: TrainConfig, pre, train_ds, test_ds, progress, state=None, save_state=None):
+    """The training loop. `state` (from a `save_state` call of an earlier run of the same spec and recipe)
+    continues that run where it stopped; `save_state(state)` is called at the end of every epoch and when the
+    run is stopped, with everything needed to continue it (weights, optimiser, both random generators and the
+    position in the epoch), so a resumed run ends with the same weights as one never interrupted."""
     model = build_model(spec, seed=cfg.seed)
     model.train()
     gen = torch.Generator().manual_seed(cfg.seed)
     opt = torch.optim.AdamW(_param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=(0.9, 0.999))
     n = len(train_ds)
     steps_per_epoch = max(1, n // cfg.batch_size)  # drop the last partial batch: every step the same size
-    total = planned = max(1, round(cfg.epochs * steps_per_epoch))
-    warmup = max(1, min(total // 5, round(cfg.warmup_epochs * steps_per_epoch)))
-    history: list[dict] = []
-    step, t0, train_time, stopped_by = 0, time.perf_counter(), 0.0, 'epochs'
-    epoch = 0
+    planned = max(1, round(cfg.epochs * steps_per_epoch))
+    # where the run is: the step, the epoch's order and next batch, and what was recorded so far
+    pos = {
+        'step': 0,
+        'total': planned,
+        'warmup': max(1, min(planned // 5, round(cfg.warmup_epochs * steps_per_epoch))),
+        'perm': None,
+        'batch': 0,
+        'losses': [],
+        'history': [],
+        'train_time': 0.0,
+    }
+    if state is not None:
+        model.load_state_dict(state['model'])
+        opt.load_state_dict(state['optimizer'])
+        gen.set_state(state['generator'])
+        torch.set_rng_state(state['global_rng'])
+        pos.update(state['position'])
+
+    def snapshot() -> dict:
+        return {
+            'model': model.state_dict(),
+            'optimizer': opt.state_dict(),
+            'generator': gen.get_state(),
+            'global_rng': torch.get_rng_state(),
+            'position': dict(pos),
+        }
+
+    t0, stopped_by = time.perf_counter(), 'epochs'
     report_every = max(1, steps_per_epoch // 20)
     try:
-        while step < total:
-            perm = torch.randperm(n, generator=gen)
-            losses = []
+        while pos['step'] < pos['total']:
+            if pos['perm'] is None:
+                pos.update(perm=torch.randperm(n, generator=gen), batch=0, losses=[])
             tick = time.perf_counter()
-            for b in range(steps_per_epoch):
+            for b in range(pos['batch'], steps_per_epoch):
+                step, total = pos['step'], pos['total']
                 if step >= total:
                     break
-                idx = perm[b * cfg.batch_size : (b + 1) * cfg.batch_size]
+                idx = pos['perm'][b * cfg.batch_size : (b + 1) * cfg.batch_size]
                 x = make_batch(train_ds.images[idx], pre, cfg, gen)
-                lr = _lr_at(step, total, warmup, cfg.lr)
+                lr = _lr_at(step, total, pos['warmup'], cfg.lr)
                 for g in opt.param_groups:
                     g['lr'] = lr
                 loss = F.cross_entropy(model(x), train_ds.labels[idx], label_smoothing=cfg.label_smoothing)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
-                losses.append(loss.item())
-                step += 1
-                elapsed = train_time + time.perf_counter() - tick
+                pos['losses'].append(loss.item())
+                pos['step'] = step = step + 1
+                pos['batch'] = b + 1
+                elapsed = pos['train_time'] + time.perf_counter() - tick
                 if cfg.time_budget is not None:
                     if step == CALIBRATION_STEPS or (b == steps_per_epoch - 1 and step > CALIBRATION_STEPS):
                         # fit the cosine schedule to the steps the rest of the budget allows at the speed so far
                         fit = step + int((cfg.time_budget - elapsed) / (elapsed / step))
-                        total = min(planned, max(step + 1, fit))  # never past the plan
-                        warmup = max(1, min(warmup, total // 5))
+                        pos['total'] = total = min(planned, max(step + 1, fit))  # never past the plan
+                        pos['warmup'] = max(1, min(pos['warmup'], total // 5))
                     if elapsed >= cfg.time_budget:
-                        total = step
+                        pos['total'] = total = step
                 if progress and (step % report_every == 0 or step == total):
                     progress(
                         {
@@ -297,27 +374,32 @@ def _run(spec, cfg: TrainConfig, pre, train_ds, test_ds, progress):
                             'step': step,
                             'total_steps': total,
                             'epoch': step / steps_per_epoch,
-                            'loss': losses[-1],
+                            'loss': pos['losses'][-1],
                             'lr': lr,
                             'elapsed': elapsed,
                         }
                     )
-            train_time += time.perf_counter() - tick
-            epoch += 1
+            pos['train_time'] += time.perf_counter() - tick
             row = {
-                'epoch': round(step / steps_per_epoch, 3),
-                'step': step,
-                'train_loss': sum(losses) / max(1, len(losses)),
-                'train_time': round(train_time, 2),
+                'epoch': round(pos['step'] / steps_per_epoch, 3),
+                'step': pos['step'],
+                'train_loss': sum(pos['losses']) / max(1, len(pos['losses'])),
+                'train_time': round(pos['train_time'], 2),
             }
-            if cfg.eval_every_epoch or step >= total:
+            pos['perm'] = None  # the epoch is done: the next one draws its order
+            if cfg.eval_every_epoch or pos['step'] >= pos['total']:
                 ev = accuracy_on(model, test_ds, pre, cfg.eval_batch_size)
                 row.update(test_accuracy=ev['accuracy'], test_loss=ev['loss'])
-            history.append(row)
+            pos['history'] = [*pos['history'], row]
+            if save_state:
+                save_state(snapshot())
             if progress:
-                progress({'kind': 'epoch', 'total_steps': total, **row})
+                progress({'kind': 'epoch', 'total_steps': pos['total'], **row})
     except Stopped:
         stopped_by = 'user'
+        if save_state:
+            save_state(snapshot())  # mid-epoch: the position says which batch comes next
+    step, total, history, train_time = pos['step'], pos['total'], pos['history'], pos['train_time']
     if stopped_by == 'epochs' and total < planned:  # the budget shortened or cut the schedule: it ended training
         stopped_by = 'time_budget'
     model.eval()

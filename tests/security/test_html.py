@@ -1,0 +1,50 @@
+"""Nothing a request carries is rendered as HTML or Markdown: it is shown as written."""
+
+from __future__ import annotations
+
+import pytest
+
+from explorer.app import predict as up
+from explorer.app.context import error_text, html_text, md_text, public_text
+from explorer.app.train import readiness
+from explorer.core.spec import ArchSpec, SpecError
+from explorer.viz.predict import topk_figure
+from explorer.viz.training import training_figure
+from tests.conftest import TINY
+
+EVIL = '<img src=x onerror=alert(1)> [click](http://evil.example) **bold** `code`'
+
+
+def test_markdown_text_keeps_no_markup():
+    out = md_text(EVIL)
+    assert '<img' not in out and '](' not in out and '**' not in out
+    assert out == (
+        '&lt;img src=x onerror=alert\\(1\\)&gt; \\[click\\]\\(http\\://evil\\.example\\) \\*\\*bold\\*\\* \\`code\\`'
+    )
+
+
+def test_html_text_and_server_paths():
+    assert html_text('<b>x</b>') == '&lt;b&gt;x&lt;/b&gt;'
+    assert public_text('cannot read /home/alice/secret/model.pth: bad') == 'cannot read model.pth: bad'
+    assert public_text('x' * 5000).endswith('(4,000 more characters)')
+
+
+def test_spec_errors_are_escaped():
+    with pytest.raises(SpecError) as info:
+        ArchSpec.from_dict({'name': EVIL, 'stages': [{'mixer': EVIL, 'depth': 1, 'dim': 8}]})
+    text = error_text(info.value)
+    assert '<img' not in text and '](' not in text
+
+
+def test_names_in_status_lines_and_figures_are_escaped():
+    spec = {**TINY, 'name': '<a href="http://evil.example">x</a>'}
+    assert '<a' not in readiness(spec)
+    fig = training_figure([], [], spec['name'])
+    assert fig.layout.title.text == '&lt;a href="http://evil.example"&gt;x&lt;/a&gt;'
+    top = topk_figure([{'label': '<b>cat</b>', 'index': 1, 'prob': 0.5}], '<i>t</i>')
+    assert '<b>' not in top.data[0].y[0] and top.layout.title.text == '&lt;i&gt;t&lt;/i&gt;'
+
+
+def test_unknown_model_message_is_escaped_and_clipped():
+    fig, status = up.predict_handler('<script>' + 'x' * 10_000, None, 'random', None, None)
+    assert fig is None and '<script>' not in status and len(status) < 3_000

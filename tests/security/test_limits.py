@@ -1,0 +1,101 @@
+"""Every input that sizes work is checked before anything is allocated, and refused with a short message that
+names it, in bounded time."""
+
+from __future__ import annotations
+
+import json
+import time
+import zipfile
+
+import pytest
+import torch
+
+from explorer.core.spec import MAX_JSON_DEPTH, ArchSpec, SpecError
+from explorer.explain.predict import data_config
+from explorer.explain.weights import WeightsError, WeightsInfo, read_checkpoint
+from explorer.measure import profile as prof
+from explorer.measure.guard import ResourceError
+from explorer.measure.speed import BenchError
+from tests.conftest import tiny_spec
+
+
+def refused_quickly(fn, exc, match: str, seconds: float = 2.0) -> str:
+    t0 = time.perf_counter()
+    with pytest.raises(exc, match=match) as info:
+        fn()
+    assert time.perf_counter() - t0 < seconds, f'took {time.perf_counter() - t0:.1f} s'
+    message = str(info.value)
+    assert len(message) < 2_000, f'a {len(message):,}-character message'
+    return message
+
+
+def test_two_hundred_thousand_stages():
+    stages = [{'mixer': 'pooling', 'depth': 1, 'dim': 8}] * 200_000
+    refused_quickly(lambda: ArchSpec.from_dict({'stages': stages}), SpecError, 'stages: 200,000 stages')
+
+
+def test_a_twenty_megabyte_name_is_not_echoed():
+    msg = refused_quickly(lambda: ArchSpec.from_dict({**tiny_spec(), 'name': 'x' * 20_000_000}), SpecError, 'name')
+    assert 'characters)' in msg
+
+
+@pytest.mark.parametrize('depth', [MAX_JSON_DEPTH + 1, 100_000])
+def test_deep_json_is_a_spec_error(depth):
+    text = '{"stages": [], "meta": ' + '[' * depth + ']' * depth + '}'
+    refused_quickly(lambda: ArchSpec.from_json(text), SpecError, 'nested more than')
+    deep = current = []
+    for _ in range(min(depth, 5_000)):
+        current.append([])
+        current = current[0]
+    refused_quickly(lambda: ArchSpec.from_dict({'stages': [], 'meta': {'x': deep}}), SpecError, 'nested more than')
+
+
+def test_huge_json_text_and_many_values():
+    refused_quickly(lambda: ArchSpec.from_json(' ' * 2_000_001), SpecError, 'character limit')
+    many = {'stages': [], 'meta': {'notes': list(range(50_000))}}
+    refused_quickly(lambda: ArchSpec.from_dict(many), SpecError, 'more than 20,000 values')
+
+
+def test_memory_with_an_absurd_batch():
+    refused_quickly(lambda: prof.memory('poolformer_s12', batch_size=10**18), ResourceError, 'batch_size')
+    refused_quickly(lambda: prof.memory('poolformer_s12', img_size=10**9), ResourceError, 'img_size')
+
+
+def test_zip_bomb_checkpoint_is_refused_by_its_directory(tmp_path, monkeypatch):
+    monkeypatch.setenv('EXPLORER_MAX_CHECKPOINT_MB', '1')
+    bomb = tmp_path / 'bomb.pth'
+    with zipfile.ZipFile(bomb, 'w', compression=zipfile.ZIP_DEFLATED) as z:
+        z.writestr('archive/data.pkl', b'\0' * (64 * 2**20))  # 64 MiB of zeros in a few kB
+    assert bomb.stat().st_size < 2**20
+    refused_quickly(lambda: read_checkpoint(bomb), WeightsError, r'unpacks to 64 MiB, over the 1 MiB limit')
+
+
+@pytest.mark.parametrize(
+    'cfg, match',
+    [
+        ({'crop_pct': 0.002}, 'crop_pct 0.002 is not allowed'),
+        ({'crop_pct': float('nan')}, 'crop_pct'),
+        ({'pad_from': 13_000}, 'pad_from 13000 is not allowed'),
+        ({'interpolation': 'sinc'}, 'interpolation'),
+        ({'std': [0.0, 1.0, 1.0]}, 'std'),
+        ({'mean': [float('inf'), 0.0, 0.0]}, 'mean'),
+    ],
+)
+def test_checkpoint_preprocessing_that_would_make_a_huge_image(cfg, match):
+    spec = ArchSpec.from_dict(tiny_spec())
+    info = WeightsInfo('checkpoint', 'an upload', {'input_size': (3, 32, 32), **cfg})
+    refused_quickly(lambda: data_config(spec, info), ValueError, match)
+
+
+def test_a_speed_run_over_the_time_budget_is_refused_before_it_holds_the_slot(monkeypatch):
+    monkeypatch.setenv('EXPLORER_MAX_BENCH_S', '0.05')
+    msg = refused_quickly(lambda: prof.bench('caformer_s18', batch_size=64), BenchError, 'EXPLORER_MAX_BENCH_S', 20)
+    assert 'smaller batch' in msg
+
+
+def test_a_speed_run_stops_when_its_budget_is_spent(monkeypatch):
+    monkeypatch.setenv('EXPLORER_MAX_BENCH_S', '2')
+    t0 = time.perf_counter()
+    out = prof.bench(json.dumps(tiny_spec()), batch_size=1)
+    assert time.perf_counter() - t0 < 8 and out['iters'] >= 1
+    torch.set_num_threads(torch.get_num_threads())  # the run leaves the thread count as it found it

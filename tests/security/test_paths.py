@@ -1,0 +1,107 @@
+"""No path from a request reaches the file system: models are names in a registry, files the server writes
+have names it makes, and answers never show where the server keeps things."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from explorer.app import predict as up
+from explorer.app.panels import _DOWNLOAD_DIR, _spec_file
+from explorer.core.catalog import PRESET_DIR, get_preset
+from explorer.train.runner import run_file_name, training_events
+from tests.conftest import TINY
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def probes(tmp_path: Path) -> list[str]:
+    """Names a visitor might send as a model: absolute and relative paths to real files, a symlink, a folder."""
+    link = tmp_path / 'link.json'
+    link.symlink_to(PRESET_DIR / 'caformer_s18.json')
+    return [
+        str(PRESET_DIR / 'caformer_s18.json'),
+        '../presets/caformer_s18.json',
+        '../../../../etc/passwd',
+        '/etc/passwd',
+        str(link),
+        str(tmp_path),
+        str(ROOT / 'assets' / 'fmnist' / 'fmnist_hybrid.safetensors'),
+        'presets/caformer_s18',
+    ]
+
+
+def test_api_opens_no_path_given_as_a_model(tmp_path):
+    for probe in probes(tmp_path):
+        for call in (
+            lambda m: up.api_predict(m, 'chelsea_cat.jpg', 'random'),
+            lambda m: up.api_mixing_map(m, '', 'random'),
+        ):
+            with pytest.raises(Exception) as info:
+                call(probe)
+            message = str(info.value)
+            assert 'unknown model' in message and 'known models' in message, (probe, message)
+            assert 'root:' not in message and '"stages"' not in message  # nothing of the file comes back
+
+
+def test_ui_handlers_open_no_path_given_as_a_model(tmp_path):
+    for probe in probes(tmp_path):
+        fig, status = up.predict_handler(probe, None, 'random', None, str(ROOT / 'assets/images/chelsea_cat.jpg'))
+        assert fig is None and 'unknown model' in status, (probe, status)
+
+
+def test_answers_name_no_server_path():
+    out = up.api_predict('fmnist_hybrid', '00000_ankle_boot.png', 'pretrained', 3)
+    text = json.dumps(out)
+    for secret in (str(ROOT), str(Path.home()), '/tmp/', 'site-packages'):
+        assert secret not in text, secret
+    assert out['weights']['where'] == "trained model 'fmnist_hybrid'"
+    image = str(ROOT / 'assets' / 'fmnist' / 'images' / '00000_ankle_boot.png')
+    fig, status = up.predict_handler('trained: fmnist_hybrid', None, 'pretrained', None, image)
+    assert fig is not None and str(ROOT) not in status and "trained model 'fmnist\\_hybrid'" in status, status
+
+
+def test_run_file_names_are_names_not_paths():
+    for name in ('../../etc/cron.d/x', '/abs/path', '..', 'a' * 500, 'ok_name', 'na\x00me', '\u202eevil', ''):
+        made = run_file_name(name, 0)
+        assert '/' not in made and '\x00' not in made and not made.startswith('.') and made.endswith('.safetensors')
+        assert len(made) < 100
+    assert run_file_name('caformer_s18', 3).startswith('caformer_s18-')
+
+
+def test_a_training_named_like_a_path_writes_inside_the_runs_folder(tmp_path, fake_dir):
+    runs = tmp_path / 'runs'
+    before = set(tmp_path.parent.iterdir())
+    spec = {**TINY, 'name': '../../escaped'}
+    events = list(training_events(spec, 0.1, None, 32, 0, 64, 'path-test', out_dir=runs, data_dir=fake_dir))
+    assert events[-1]['kind'] == 'done', events[-1]
+    written = Path(events[-1]['result'].checkpoint)
+    assert written.parent == runs and written.is_file()
+    assert set(tmp_path.parent.iterdir()) == before  # nothing appeared beside the test's folder
+
+
+def test_spec_downloads_stay_in_their_folder_and_are_bounded(monkeypatch):
+    import explorer.app.panels as panels
+
+    monkeypatch.setattr(panels, 'MAX_DOWNLOAD_FILES', 3)
+    base = get_preset('poolformer_s12')
+    for i, name in enumerate(['../../x', '/etc/passwd', '..', 'a/b', 'c', 'd']):
+        path = Path(_spec_file({**base, 'name': name, 'img_size': 224 + 32 * i}))
+        assert path.parent == _DOWNLOAD_DIR and path.is_file()
+    assert len(list(_DOWNLOAD_DIR.glob('*.json'))) <= 3
+
+
+def test_gradio_sweeps_its_cache():
+    from explorer.app.main import build_demo
+
+    assert build_demo().delete_cache == (1800, 3600)
+
+
+def test_symlinked_examples_are_not_followed_outside(tmp_path):
+    """An API image is an example's name or bytes: a name that is a path (even one that exists) is refused."""
+    with pytest.raises(Exception, match='neither an example name'):
+        up.api_predict('fmnist_hybrid', str(ROOT / 'assets' / 'images' / 'chelsea_cat.jpg'), 'pretrained')
+    assert os.path.exists(ROOT / 'assets' / 'images' / 'chelsea_cat.jpg')

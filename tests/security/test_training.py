@@ -1,0 +1,165 @@
+"""Trainings: one at a time for real, stopped when nobody listens or at the server's limit, and `explorer
+train` loses nothing when stopped: it saves atomically and resumes to the same weights, bit for bit."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from explorer.train.loop import Stopped, train
+from explorer.train.runner import training_events
+from tests.conftest import QUICK, TINY, run_cli
+
+pytestmark = pytest.mark.train
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def wait_until(predicate, seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return predicate()
+
+
+def training_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name.startswith('train-')]
+
+
+def test_one_training_at_a_time_and_an_abandoned_one_stops(tmp_path, fake_dir):
+    first = training_events(TINY, 50, None, 32, 0, None, 'first', out_dir=tmp_path, data_dir=fake_dir)
+    assert next(first)['kind'] in ('step', 'epoch')
+    second = list(training_events(TINY, 1, None, 32, 0, None, 'second', out_dir=tmp_path, data_dir=fake_dir))
+    assert second == [{'kind': 'error', 'message': second[0]['message']}]
+    assert 'another training is running' in second[0]['message']
+    first.close()  # the browser tab closed: gradio closes the generator
+    assert wait_until(lambda: not training_threads(), 30), 'the abandoned training kept running'
+    third = list(training_events(TINY, 0.1, None, 32, 0, 64, 'third', out_dir=tmp_path, data_dir=fake_dir))
+    assert third[-1]['kind'] == 'done'  # the slot is free again
+
+
+def test_the_server_time_limit_stops_a_training(tmp_path, fake_dir, monkeypatch):
+    monkeypatch.setenv('EXPLORER_MAX_TRAIN_S', '1')
+    t0 = time.monotonic()
+    events = list(training_events(TINY, 500, None, 32, 0, None, 'limited', out_dir=tmp_path, data_dir=fake_dir))
+    assert events[-1]['kind'] == 'done' and time.monotonic() - t0 < 30
+    assert events[-1]['result'].metrics['stopped_by'] in ('time_budget', 'user')
+
+
+def weights(path) -> dict:
+    return load_file(str(path))
+
+
+def test_stop_mid_epoch_and_resume_gives_the_same_weights_bitwise(tmp_path, fake_dir):
+    recipe = dict(epochs=3, seed=0, data_dir=fake_dir, **QUICK)
+    whole = train(TINY, out=tmp_path / 'whole.safetensors', **recipe)
+    state = tmp_path / 'part.safetensors.state'
+    seen = []
+
+    def stop_at_step_14(ev):
+        seen.append(ev)
+        if ev['kind'] == 'step' and ev['step'] >= 14:  # in the middle of the second epoch (10 steps each)
+            raise Stopped
+
+    part = train(TINY, out=tmp_path / 'part.safetensors', progress=stop_at_step_14, state_file=state, **recipe)
+    assert part.metrics['stopped_by'] == 'user' and state.is_file()
+    resumed = train(TINY, out=tmp_path / 'part.safetensors', state_file=state, resume=True, **recipe)
+    assert resumed.metrics['steps'] == whole.metrics['steps'] == 30 and not state.exists()
+    a, b = weights(whole.checkpoint), weights(resumed.checkpoint)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_resume_refuses_another_recipe(tmp_path, fake_dir):
+    state = tmp_path / 'r.state'
+
+    def stop(ev):
+        raise Stopped
+
+    train(TINY, epochs=1, seed=0, data_dir=fake_dir, progress=stop, state_file=state, **QUICK)
+    with pytest.raises(ValueError, match='another spec or recipe'):
+        train(TINY, epochs=1, seed=1, data_dir=fake_dir, state_file=state, resume=True, **QUICK)
+
+
+def test_sigterm_saves_and_resume_finishes_like_an_uninterrupted_run(tmp_path, fake_dir):
+    """The real command: killed with SIGTERM after its first epoch, then --resume; the weights equal those of a
+    run that was never stopped."""
+    base = [
+        'train',
+        str(ROOT / 'assets/fmnist/specs/fmnist_identity.json'),
+        '--data-dir',
+        str(fake_dir),
+        '--epochs',
+        '4',
+        '--batch-size',
+        '32',
+        '--threads',
+        '1',
+        '--seed',
+        '0',
+    ]
+    rc, out, err = run_cli(*base, '--out', str(tmp_path / 'whole.safetensors'))
+    assert rc == 0, err
+    cut = tmp_path / 'cut.safetensors'
+    env = {**os.environ, 'PYTHONPATH': str(ROOT)}
+    proc = subprocess.Popen(
+        [sys.executable, '-m', 'explorer', *base, '--out', str(cut)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    line = proc.stdout.readline()  # 'epoch 1: ...' once the first epoch is done (and its state saved)
+    assert line.startswith('epoch 1'), line + proc.stderr.read()
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert 'continue with the same command and --resume' in err
+    assert cut.is_file() and cut.with_name(cut.name + '.state').is_file()
+    rc, out, err = run_cli(*base, '--out', str(cut), '--resume')
+    assert rc == 0, err
+    a, b = weights(tmp_path / 'whole.safetensors'), weights(cut)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not list(tmp_path.glob('.*.tmp-*'))  # atomic writes leave no temporary files
+
+
+@pytest.mark.parametrize(
+    'args, message',
+    [
+        (['--epochs', 'inf'], "argument --epochs: 'inf' is not a finite number"),
+        (['--epochs', 'nan'], "argument --epochs: 'nan' is not a finite number"),
+        (['--threads', '-1'], 'argument --threads: -1 is out of range'),
+        (['--train-limit', '-5'], 'argument --train-limit: -5 must be at least 1'),
+        (['--time-budget', 'nan'], "argument --time-budget: 'nan' is not a finite number"),
+        (['--erase', '1.5'], 'argument --erase: 1.5 is out of range; allowed [0, 1]'),
+        (['--lr', '0'], 'argument --lr: 0 is out of range'),
+    ],
+)
+def test_cli_numbers_are_checked_by_flag(tmp_path, args, message):
+    rc, out, err = run_cli('train', 'poolformer_s12', *args, '--out', str(tmp_path / 'x.safetensors'))
+    assert rc == 2 and message in err, err
+
+
+def test_out_is_checked_before_any_work(tmp_path):
+    locked = tmp_path / 'locked'
+    locked.mkdir()
+    locked.chmod(0o500)
+    cases = [
+        (str(tmp_path), 'is a folder'),
+        (str(tmp_path / 'missing' / 'x.safetensors'), 'does not exist; create it first'),
+    ]
+    if os.geteuid() != 0:  # root writes anywhere
+        cases.append((str(locked / 'x.safetensors'), 'permission denied'))
+    for out, message in cases:
+        t0 = time.perf_counter()
+        rc, _, err = run_cli('train', 'poolformer_s12', '--out', out)
+        assert rc == 2 and message in err and time.perf_counter() - t0 < 5, err
