@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import gradio as gr
@@ -179,3 +180,52 @@ def add_train_tab(ctx) -> None:
     )
     done.then(trained_table, None, table, **PRIVATE)
     stop.click(stop_run, run_id, status, **PRIVATE)
+    gr.api(api_train, api_name='train', concurrency_id='train', concurrency_limit=1)
+
+
+def api_train(
+    spec: dict | str, epochs: float = 1.0, batch_size: int = 128, seed: int = 0, train_limit: int = 0
+) -> Iterator[dict]:
+    """Train `spec` (a spec dict or JSON; in_chans 1, 10 classes, 28 or 32 px) on Fashion-MNIST on this server.
+
+    Streams progress dicts ({'kind': 'step' | 'epoch', ...}), then {'kind': 'done', 'model': name, 'metrics':
+    {...}}: the trained model is then offered by /list_models and /predict under that name. One training at a
+    time server-wide (EXPLORER_MAX_TRAIN_S limits each); cancelling the job stops the training after its
+    current step, keeping the weights so far. train_limit: use the first N training images (0: all).
+    """
+    import contextlib
+    import json
+
+    try:
+        s = ArchSpec.from_json(spec) if isinstance(spec, str) else ArchSpec.from_dict(spec)
+        check_trainable(s)
+        for name, v, low, high in (
+            ('epochs', epochs, 0.01, 100),
+            ('batch_size', batch_size, 1, 256),
+            ('seed', seed, 0, 2**31 - 1),
+            ('train_limit', train_limit, 0, 60_000),
+        ):
+            ok = isinstance(v, (int, float)) and not isinstance(v, bool) and low <= v <= high
+            if not ok or (name != 'epochs' and int(v) != v):
+                raise ValueError(
+                    f'{name}: {v!r} must be a number in [{low}, {high}]' + ('' if name == 'epochs' else ' (whole)')
+                )
+        find_dataset('fashion-mnist', split='train')
+    except (SpecError, ValueError, DatasetNotFound) as e:
+        raise user_error(e, title='Cannot train') from None
+    run = training_events(
+        s.to_dict(), float(epochs), None, int(batch_size), int(seed), int(train_limit) or None, uuid.uuid4().hex
+    )
+    with contextlib.closing(run) as events:  # a cancelled job closes this generator, and so stops the training
+        for ev in events:
+            if ev['kind'] == 'error':
+                raise user_error(ev['message'], title='Training failed')
+            if ev['kind'] == 'done':
+                res = ev['result']
+                yield {
+                    'kind': 'done',
+                    'model': Path(res.checkpoint).stem,
+                    'metrics': json.loads(json.dumps(res.metrics)),
+                }
+                return
+            yield ev

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from explorer.core.spec import ArchSpec, SpecError
 from explorer.measure.guard import Limits
-from explorer.train.checkpoints import USER_DIR
+from explorer.train import checkpoints
 from explorer.train.data import DatasetNotFound
 from explorer.train.loop import Stopped, train
 
@@ -51,7 +51,7 @@ def training_events(
     seed: int,
     train_limit: int | None,
     run_id: str,
-    out_dir: Path = USER_DIR,
+    out_dir: Path | None = None,
     data_dir: str | None = None,
     erase_prob: float = 0.0,
 ):
@@ -61,8 +61,8 @@ def training_events(
     One training at a time server-wide: when another is running this yields an error at once. The run stops
     after its current step when `request_stop(run_id)` is called, when the consumer stops listening (a closed
     browser tab closes this generator) and at the server's time limit (EXPLORER_MAX_TRAIN_S; see
-    explorer.measure.guard.Limits). The checkpoint goes to `out_dir` under a name the server makes
-    (run_file_name).
+    explorer.measure.guard.Limits). The checkpoint goes to `out_dir` (default: the runs folder,
+    explorer.train.checkpoints.USER_DIR) under a name the server makes (run_file_name).
     """
     if not _SLOT.acquire(blocking=False):
         yield {
@@ -74,7 +74,8 @@ def training_events(
     events: queue.Queue = queue.Queue()
     try:
         limit = Limits.from_env().max_train_s
-        out = Path(out_dir) / run_file_name(ArchSpec.from_dict(spec).name, seed)
+        runs = Path(out_dir) if out_dir is not None else checkpoints.USER_DIR
+        out = runs / run_file_name(ArchSpec.from_dict(spec).name, seed)
     except (SpecError, ValueError) as e:
         _SLOT.release()
         _STOP.pop(run_id, None)

@@ -163,3 +163,23 @@ def test_out_is_checked_before_any_work(tmp_path):
         t0 = time.perf_counter()
         rc, _, err = run_cli('train', 'poolformer_s12', '--out', out)
         assert rc == 2 and message in err and time.perf_counter() - t0 < 5, err
+
+
+def test_a_cancelled_api_training_stops(client, tmp_path, monkeypatch):
+    """/train through gradio_client, cancelled as a visitor closing the tab would: the worker ends."""
+    import json
+
+    import explorer.train.checkpoints as checkpoints
+    from explorer.train.data import DatasetNotFound, find_dataset
+
+    try:
+        find_dataset('fashion-mnist', split='train')
+    except DatasetNotFound:
+        pytest.skip('Fashion-MNIST is not installed here (apt install dataset-fashion-mnist)')
+    monkeypatch.setattr(checkpoints, 'USER_DIR', tmp_path)  # the runs folder: the checkpoint goes there
+    spec = json.loads((ROOT / 'assets/fmnist/specs/fmnist_identity.json').read_text())
+    job = client.submit(spec=spec, epochs=20, batch_size=64, seed=0, train_limit=0, api_name='/train')
+    assert wait_until(lambda: len(job.outputs()) >= 2, 120), job.status()
+    assert any(t for t in training_threads())
+    job.cancel()
+    assert wait_until(lambda: not training_threads(), 60), 'the cancelled training kept running'
