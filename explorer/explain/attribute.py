@@ -17,6 +17,7 @@ are replaced by the baseline, and the area under that curve (in [0, 1]; lower = 
 from __future__ import annotations
 
 import math
+import threading
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
@@ -25,6 +26,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+_GLOBAL_RNG = threading.Lock()
 METHODS = {
     'ig': 'Integrated Gradients',
     'saliency': 'Saliency (max |gradient| over channels)',
@@ -152,7 +154,9 @@ def attribute(
         total = nt * {'ig': n_steps, 'gradshap': n_samples}.get(method, 1)
     fwd = _Counted(model, total, progress)
 
-    with torch.random.fork_rng(devices=[]), torch.enable_grad():
+    # captum's noise (SmoothGrad, GradientSHAP) draws from torch's global generator: one attribution at a time
+    # seeds and uses it, so the same request gives the same map beside any other
+    with _GLOBAL_RNG, torch.random.fork_rng(devices=[]), torch.enable_grad():
         torch.manual_seed(seed)
         if method == 'ig':
             algo = IntegratedGradients(fwd)

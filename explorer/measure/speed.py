@@ -347,13 +347,7 @@ def bench(
 
     from explorer.measure.analytic import analytic_cost
 
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or not 1 <= batch_size <= 4096:
-        raise BenchError(f'batch size {batch_size!r} must be an integer in [1, 4096]')
-    for name, v in (('warmup', warmup), ('iters', iters)):
-        if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < (0 if name == 'warmup' else 1)):
-            raise BenchError(f'{name} {v!r} must be a{" non-negative" if name == "warmup" else " positive"} integer')
-    if not isinstance(min_time_s, (int, float)) or not math.isfinite(min_time_s) or min_time_s <= 0:
-        raise BenchError(f'min time {min_time_s!r} must be a positive number of seconds')
+    _check_counts(batch_size, warmup, iters, min_time_s)
     device = resolve_device(device)
     check_dtype(device, dtype)
     if model is None:  # the resource guard, before anything is built (limits: explorer.measure.guard)
@@ -414,12 +408,7 @@ def bench(
         )
     report(1.0, 'done')
 
-    stamp = {
-        'device': device,
-        'device_name': cpu_name() if device == 'cpu' else torch.cuda.get_device_name(device),
-        'threads': torch.get_num_threads(),
-        'cpu_count': os.cpu_count(),
-        'torch': torch.__version__,
+    stamp = _environment(device, load_before) | {
         'dtype': dtype,
         'autocast': dtype != 'fp32',
         'batch_size': batch_size,
@@ -433,21 +422,41 @@ def bench(
         'model': spec.name,
         'timer': 'CUDA events + synchronize' if device.startswith('cuda') else 'time.perf_counter',
         'peak_mem_rule': mem_rule,
+    }
+    return _result(lat, batch_size, macs, peak, peak_mem, stamp)
+
+
+def _check_counts(batch_size, warmup, iters, min_time_s) -> None:
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or not 1 <= batch_size <= 4096:
+        raise BenchError(f'batch size {batch_size!r} must be an integer in [1, 4096]')
+    for name, v in (('warmup', warmup), ('iters', iters)):
+        if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < (0 if name == 'warmup' else 1)):
+            raise BenchError(f'{name} {v!r} must be a{" non-negative" if name == "warmup" else " positive"} integer')
+    if not isinstance(min_time_s, (int, float)) or not math.isfinite(min_time_s) or min_time_s <= 0:
+        raise BenchError(f'min time {min_time_s!r} must be a positive number of seconds')
+
+
+def _environment(device: str, load_before) -> dict:
+    """What a measurement ran on: device, threads, versions, CPU capability, load before and after."""
+    import timm
+    import torch
+
+    cuda = device.startswith('cuda')
+    return {
+        'device': device,
+        'device_name': cpu_name() if device == 'cpu' else torch.cuda.get_device_name(device),
+        'threads': torch.get_num_threads(),
+        'cpu_count': os.cpu_count(),
+        'torch': torch.__version__,
+        'timm': timm.__version__,
         'python': platform.python_version(),
         'cpu_capability': _cpu_capability(),
         'native_bf16_cpu': cpu_native_bf16() if device == 'cpu' else None,
         'loadavg_before': list(load_before) if load_before else None,
         'loadavg_after': list(os.getloadavg()) if hasattr(os, 'getloadavg') else None,
-        'cudnn_benchmark': bool(torch.backends.cudnn.benchmark) if device.startswith('cuda') else None,
-        'tf32': bool(torch.backends.cuda.matmul.allow_tf32) if device.startswith('cuda') else None,
+        'cudnn_benchmark': bool(torch.backends.cudnn.benchmark) if cuda else None,
+        'tf32': bool(torch.backends.cuda.matmul.allow_tf32) if cuda else None,
     }
-    try:
-        import timm
-
-        stamp['timm'] = timm.__version__
-    except ImportError:  # pragma: no cover
-        pass
-    return _result(lat, batch_size, macs, peak, peak_mem, stamp)
 
 
 def _warm_up(step, device: str, warmup: int | None, compile: bool) -> tuple[int, float | None]:

@@ -336,49 +336,12 @@ def _run(spec, cfg: TrainConfig, pre, train_ds, test_ds, progress, state=None, s
         }
 
     t0, stopped_by = time.perf_counter(), 'epochs'
-    report_every = max(1, steps_per_epoch // 20)
     try:
         while pos['step'] < pos['total']:
             if pos['perm'] is None:
                 pos.update(perm=torch.randperm(n, generator=gen), batch=0, losses=[])
             tick = time.perf_counter()
-            for b in range(pos['batch'], steps_per_epoch):
-                step, total = pos['step'], pos['total']
-                if step >= total:
-                    break
-                idx = pos['perm'][b * cfg.batch_size : (b + 1) * cfg.batch_size]
-                x = make_batch(train_ds.images[idx], pre, cfg, gen)
-                lr = _lr_at(step, total, pos['warmup'], cfg.lr)
-                for g in opt.param_groups:
-                    g['lr'] = lr
-                loss = F.cross_entropy(model(x), train_ds.labels[idx], label_smoothing=cfg.label_smoothing)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                pos['losses'].append(loss.item())
-                pos['step'] = step = step + 1
-                pos['batch'] = b + 1
-                elapsed = pos['train_time'] + time.perf_counter() - tick
-                if cfg.time_budget is not None:
-                    if step == CALIBRATION_STEPS or (b == steps_per_epoch - 1 and step > CALIBRATION_STEPS):
-                        # fit the cosine schedule to the steps the rest of the budget allows at the speed so far
-                        fit = step + int((cfg.time_budget - elapsed) / (elapsed / step))
-                        pos['total'] = total = min(planned, max(step + 1, fit))  # never past the plan
-                        pos['warmup'] = max(1, min(pos['warmup'], total // 5))
-                    if elapsed >= cfg.time_budget:
-                        pos['total'] = total = step
-                if progress and (step % report_every == 0 or step == total):
-                    progress(
-                        {
-                            'kind': 'step',
-                            'step': step,
-                            'total_steps': total,
-                            'epoch': step / steps_per_epoch,
-                            'loss': pos['losses'][-1],
-                            'lr': lr,
-                            'elapsed': elapsed,
-                        }
-                    )
+            _train_epoch(model, opt, gen, pos, cfg, pre, train_ds, steps_per_epoch, planned, tick, progress)
             pos['train_time'] += time.perf_counter() - tick
             row = {
                 'epoch': round(pos['step'] / steps_per_epoch, 3),
@@ -429,6 +392,51 @@ def _run(spec, cfg: TrainConfig, pre, train_ds, test_ds, progress, state=None, s
         'trainable_params': sum(p.numel() for p in model.parameters() if p.requires_grad),
     }
     return model, history, metrics
+
+
+def _train_epoch(
+    model, opt, gen, pos: dict, cfg, pre, train_ds, steps_per_epoch: int, planned: int, tick: float, progress
+) -> None:
+    """The steps of one epoch from pos['batch'] on (or up to pos['total']), updating `pos` after each step; a
+    time budget refits the schedule as it goes. `tick`: when this epoch's timing started."""
+    report_every = max(1, steps_per_epoch // 20)
+    for b in range(pos['batch'], steps_per_epoch):
+        step, total = pos['step'], pos['total']
+        if step >= total:
+            break
+        idx = pos['perm'][b * cfg.batch_size : (b + 1) * cfg.batch_size]
+        x = make_batch(train_ds.images[idx], pre, cfg, gen)
+        lr = _lr_at(step, total, pos['warmup'], cfg.lr)
+        for g in opt.param_groups:
+            g['lr'] = lr
+        loss = F.cross_entropy(model(x), train_ds.labels[idx], label_smoothing=cfg.label_smoothing)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        pos['losses'].append(loss.item())
+        pos['step'] = step = step + 1
+        pos['batch'] = b + 1
+        elapsed = pos['train_time'] + time.perf_counter() - tick
+        if cfg.time_budget is not None:
+            if step == CALIBRATION_STEPS or (b == steps_per_epoch - 1 and step > CALIBRATION_STEPS):
+                # fit the cosine schedule to the steps the rest of the budget allows at the speed so far
+                fit = step + int((cfg.time_budget - elapsed) / (elapsed / step))
+                pos['total'] = total = min(planned, max(step + 1, fit))  # never past the plan
+                pos['warmup'] = max(1, min(pos['warmup'], total // 5))
+            if elapsed >= cfg.time_budget:
+                pos['total'] = total = step
+        if progress and (step % report_every == 0 or step == total):
+            progress(
+                {
+                    'kind': 'step',
+                    'step': step,
+                    'total_steps': total,
+                    'epoch': step / steps_per_epoch,
+                    'loss': pos['losses'][-1],
+                    'lr': lr,
+                    'elapsed': elapsed,
+                }
+            )
 
 
 def evaluate(
