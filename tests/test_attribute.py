@@ -7,7 +7,8 @@ import torch
 import torch.nn as nn
 
 from explorer.core.build import build_model
-from explorer.explain.attribute import METHODS, NOISE_TUNNEL_METHODS, attribute, deletion_curve
+from explorer.explain.attribute import attribute, deletion_curve
+from explorer.explain.methods import METHODS, NOISE_TUNNEL_METHODS
 from tests.conftest import tiny_spec
 
 FAST = dict(n_steps=8, n_samples=4, nt_samples=2, window=8, stride=8)

@@ -182,3 +182,11 @@ def test_no_block_of_code_is_written_twice():
     assert not repeated, 'repeated blocks:\n' + '\n'.join(
         f'{", ".join(places)}:\n    ' + '\n    '.join(chunk) for chunk, places in list(repeated.items())[:5]
     )
+
+
+def test_the_app_starts_without_the_model_code():
+    """The page and its counts need JSON and arithmetic: building the whole app imports no torch, timm, fvcore or
+    captum (they load in the background once a page is open, or on first use)."""
+    loaded = _loaded_modules('from explorer.app.main import build_demo\nbuild_demo()')
+    heavy = sorted(m for m in ('torch', 'timm', 'fvcore', 'captum') if m in loaded)
+    assert not heavy, f'building the app imported {heavy}'

@@ -288,7 +288,7 @@ def test_best_shipped_model_meets_the_93_percent_goal_on_the_test_set():
 # ---- app: adapting, the training stream, the trained-model list ------------------------------------------
 def test_adapt_makes_a_preset_trainable_and_says_what_changed():
     from explorer.core.catalog import load_spec
-    from explorer.train.loop import adapt_for_fmnist, check_trainable
+    from explorer.train.fit import adapt_for_fmnist, check_trainable
 
     spec, notes = adapt_for_fmnist(load_spec('poolformer_s12'))
     check_trainable(spec)

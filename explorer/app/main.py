@@ -12,6 +12,8 @@ Events may be wired after.
 
 from __future__ import annotations
 
+import threading
+
 import gradio as gr
 
 from explorer.app.compose import add_compose_tab
@@ -19,6 +21,24 @@ from explorer.app.context import AppContext
 from explorer.app.panels import add_compare_tab, add_measure_tab, add_share_tab, register_api
 from explorer.app.predict import add_predict_tab
 from explorer.app.train import add_train_tab
+
+_PRELOAD = threading.Event()
+
+
+def preload_model_code() -> None:
+    """Import the model code (torch, timm, fvcore, captum) in a background thread, once: the page and its counts
+    never wait for it, and the first prediction or verification finds it loaded."""
+    if _PRELOAD.is_set():
+        return
+    _PRELOAD.set()
+
+    def load():
+        import captum.attr  # noqa: F401
+        import fvcore.nn  # noqa: F401
+        import timm  # noqa: F401
+
+    threading.Thread(target=load, daemon=True, name='preload-model-code').start()
+
 
 TABS = (add_compose_tab, add_measure_tab, add_compare_tab, add_share_tab, add_predict_tab, add_train_tab)
 
@@ -36,5 +56,7 @@ def build_demo() -> gr.Blocks:
         with gr.Tabs():
             for add_tab in TABS:
                 add_tab(ctx)
+        # after the page is served: the model code loads while the visitor reads the first counts
+        demo.load(preload_model_code, None, None, api_visibility='private', show_progress='hidden', queue=False)
     demo.queue(default_concurrency_limit=4)
     return demo

@@ -93,13 +93,14 @@ def history_html(history: list[dict]) -> str:
 
 
 def add_measure_tab(ctx: AppContext) -> None:
-    with gr.Tab('Measure', id='measure'):
+    with gr.Tab('Measure', id='measure') as tab:
         gr.HTML(
             '<div class="mfx-note">Times the composer\'s model (random weights, eval mode, no gradients). '
             'One measurement runs at a time for everybody, so timings never overlap.</div>'
         )
         with gr.Row():
-            device = gr.Dropdown(choices=prof.available_devices(), value='auto', label='device', min_width=120)
+            # the GPUs are listed when the tab opens: asking torch at start-up would make the page wait for it
+            device = gr.Dropdown(choices=['auto', 'cpu'], value='auto', label='device', min_width=120)
             batch = gr.Number(value=8, precision=0, label='batch size', min_width=100)
             dtype = gr.Dropdown(choices=list(DTYPES), value='fp32', label='dtype', min_width=100)
             channels_last = gr.Checkbox(label='channels_last', min_width=120)
@@ -116,6 +117,11 @@ def add_measure_tab(ctx: AppContext) -> None:
         with gr.Row():
             table = gr.HTML(history_html([]), elem_id='mfx-history-box')
         chart = gr.Plot(show_label=False)
+
+    def list_devices(current):
+        return gr.Dropdown(choices=prof.available_devices(), value=current)
+
+    tab.select(list_devices, device, device, show_progress='hidden', **PRIVATE)
 
     def measure(spec, device, batch, dtype, channels_last, compile_, presets, history, progress=gr.Progress()):
         if not spec:

@@ -17,14 +17,11 @@ from collections.abc import Callable
 import gradio as gr
 
 from explorer.app.context import html_text, md_text, user_error
-from explorer.core.catalog import get_preset, preset_names
+from explorer.core.catalog import get_preset, preset_names, pretrained_name
 from explorer.core.spec import ArchSpec, SpecError
-from explorer.explain.attribute import METHODS, resolve_method
+from explorer.explain.cache import ModelCache
 from explorer.explain.images import ImageError, example_images, example_path, fmnist_examples, load_image
-from explorer.explain.mixing import mixing_map
-from explorer.explain.predict import predict, preprocess, to_display
-from explorer.explain.session import Loaded, ModelCache, explain, open_model, receptive_fields
-from explorer.explain.weights import RANDOM_WARNING, WeightsError, checkpoint_spec, pretrained_name
+from explorer.explain.methods import METHODS, RANDOM_WARNING, resolve_method
 from explorer.viz import predict as pp
 
 COMPOSER = '(composer spec)'
@@ -32,7 +29,9 @@ FROM_CHECKPOINT = '(spec inside checkpoint)'
 TRAINED = 'trained: '  # prefix of the trained checkpoints' choices (shipped Fashion-MNIST models, the user's)
 WEIGHT_MODES = ('pretrained', 'checkpoint', 'random')
 MODELS = ModelCache(size=3)  # loaded models by (spec, weights); never in gr.State
-USER_ERRORS = (SpecError, WeightsError, ImageError, ValueError)
+USER_ERRORS = (SpecError, ImageError, ValueError)  # WeightsError is a ValueError
+# The model code (torch, timm, captum) is imported by the handlers that run a model, not with this module: the
+# page and its counts come up without waiting for it.
 
 
 # ---- plain handlers ---------------------------------------------------------------------------------------
@@ -65,6 +64,8 @@ def _trained_path(choice: str) -> str:
 
 
 def resolve_spec(choice: str, spec_dict: dict | None, checkpoint: str | None) -> ArchSpec:
+    from explorer.explain.weights import checkpoint_spec
+
     if not isinstance(choice, str) or not choice:
         raise ValueError('model: pick a preset, a trained model or the composer spec')
     if choice.startswith(TRAINED):
@@ -94,8 +95,11 @@ def preset_spec(name: str) -> ArchSpec:
     return ArchSpec.from_dict(get_preset(name))
 
 
-def get_model(choice: str, spec_dict: dict | None, mode: str, checkpoint: str | None) -> Loaded:
-    """The model a picker names with the chosen weights, cached by spec and weights."""
+def get_model(choice: str, spec_dict: dict | None, mode: str, checkpoint: str | None):
+    """The model a picker names with the chosen weights (explain.session.Loaded), cached by spec and weights."""
+    from explorer.explain.session import open_model
+    from explorer.explain.weights import checkpoint_spec
+
     trained = _trained_path(choice) if isinstance(choice, str) and choice.startswith(TRAINED) else None
     spec = checkpoint_spec(trained) if trained else resolve_spec(choice, spec_dict, checkpoint)
     if mode not in WEIGHT_MODES:
@@ -131,6 +135,8 @@ def _error(e: Exception) -> str:
 
 def predict_handler(choice, spec_dict, mode, checkpoint, image_path, topk=5):
     """-> (top-k Figure, status Markdown)."""
+    from explorer.explain.predict import predict
+
     try:
         m = get_model(choice, spec_dict, mode, checkpoint)
         if not image_path:
@@ -147,6 +153,8 @@ def predict_handler(choice, spec_dict, mode, checkpoint, image_path, topk=5):
 def _attribution(
     choice, spec_dict, mode, checkpoint, image_path, method, smoothgrad, target, stage, progress: Callable | None = None
 ):
+    from explorer.explain.session import explain
+
     m = get_model(choice, spec_dict, mode, checkpoint)
     if not image_path:
         raise ValueError('image: pick an example or upload an image')
@@ -237,6 +245,9 @@ def mixing_handler(
     head='mean',
 ):
     """-> (mixing-map Figure, status Markdown). row/col -1: the centre token."""
+    from explorer.explain.mixing import mixing_map
+    from explorer.explain.predict import preprocess, to_display
+
     try:
         m = get_model(choice, spec_dict, mode, checkpoint)
         spec, info = m.spec, m.info
@@ -266,6 +277,8 @@ def mixing_handler(
 
 def erf_handler(choice, spec_dict, mode, checkpoint, image_path=None):
     """ERF of every stage averaged over the example images (plus the chosen one). -> (Figure, Markdown)."""
+    from explorer.explain.session import receptive_fields
+
     try:
         m = get_model(choice, spec_dict, mode, checkpoint)
         paths = [str(p) for p in example_images()] + ([image_path] if image_path else [])
@@ -505,6 +518,8 @@ def api_list_models() -> list[str]:
 def api_predict(model: str, image: str, weights: str = 'pretrained', topk: int = 5) -> dict:
     """Top-k classes of `image` (an example name or base64 bytes) under `model` with `weights`
     ('pretrained': timm's or the trained model's own; 'random'). Probabilities are softmax, fp32, CPU/GPU."""
+    from explorer.explain.predict import predict
+
     try:
         m = _api_model(model, weights)
         img = load_image(_api_image(image))
@@ -529,6 +544,9 @@ def api_mixing_map(
 ) -> dict:
     """Token-mixing weights of one block for one query token (-1, -1: the centre) over the input token grid,
     averaged over heads. `image` may be empty: exact maps do not depend on the input."""
+    from explorer.explain.mixing import mixing_map
+    from explorer.explain.predict import preprocess
+
     try:
         m = _api_model(model, weights)
         x = preprocess(load_image(_api_image(image)), m.cfg) if image else None

@@ -19,7 +19,7 @@ from explorer.app.context import md_text, user_error
 from explorer.core.spec import ArchSpec, SpecError
 from explorer.train.checkpoints import list_trained
 from explorer.train.data import DatasetNotFound, find_dataset
-from explorer.train.loop import adapt_for_fmnist, check_trainable
+from explorer.train.fit import adapt_for_fmnist, check_trainable
 from explorer.train.runner import request_stop, training_events
 from explorer.viz.training import training_figure
 
@@ -116,6 +116,7 @@ def add_train_tab(ctx) -> None:
             table = gr.Dataframe(
                 headers=['name', 'test acc. (%)', 'params', 'epochs', 'origin'], value=trained_table, interactive=False
             )
+        gr.api(api_train, api_name='train', concurrency_id='train', concurrency_limit=1)
         run_id = gr.State('')
         trained_path = gr.State(None)
         ctx.extras['trained_checkpoint'] = trained_path  # the latest checkpoint trained in this session
@@ -180,7 +181,6 @@ def add_train_tab(ctx) -> None:
     )
     done.then(trained_table, None, table, **PRIVATE)
     stop.click(stop_run, run_id, status, **PRIVATE)
-    gr.api(api_train, api_name='train', concurrency_id='train', concurrency_limit=1)
 
 
 def api_train(

@@ -162,7 +162,7 @@ def _cfg_text(cfg: dict) -> str:
 
 @_user_errors
 def cmd_attribute(args) -> int:
-    from explorer.explain.attribute import resolve_method
+    from explorer.explain.methods import resolve_method
     from explorer.explain.session import explain
     from explorer.viz.predict import overlay_png
 

@@ -149,3 +149,9 @@ def with_published_meta(spec: ArchSpec) -> ArchSpec:
     spec = copy.deepcopy(spec)
     spec.meta = copy.deepcopy(_preset_specs()[name]['meta']) if name else {}
     return spec
+
+
+def pretrained_name(spec: ArchSpec) -> str | None:
+    """'poolformer_s12.sail_in1k' for presets with a timm pretrained tag, else None."""
+    name, tag = spec.meta.get('timm_name'), spec.meta.get('pretrained_tag')
+    return f'{name}.{tag}' if name and tag else None

@@ -26,36 +26,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from explorer.explain.methods import NOISE_TUNNEL_METHODS, resolve_method
+
 _GLOBAL_RNG = threading.Lock()
-METHODS = {
-    'ig': 'Integrated Gradients',
-    'saliency': 'Saliency (max |gradient| over channels)',
-    'gradshap': 'GradientShap',
-    'occlusion': 'Occlusion (sliding window)',
-    'gradcam': 'LayerGradCam at a stage output',
-}
-ALIASES = {
-    'integrated_gradients': 'ig',
-    'gradient_shap': 'gradshap',
-    'grad_cam': 'gradcam',
-    'layergradcam': 'gradcam',
-    'smoothgrad': 'saliency',
-}
-NOISE_TUNNEL_METHODS = ('ig', 'saliency', 'gradshap', 'gradcam')
-
 Progress = Callable[[int, int], None]  # (forward rows done, rows expected)
-
-
-def resolve_method(method: str) -> tuple[str, bool]:
-    """Canonical name and whether the name itself asks for SmoothGrad ('smoothgrad' = SmoothGrad saliency)."""
-    m = str(method).strip().lower().replace('-', '_')
-    if m in METHODS:
-        return m, False
-    if m in ALIASES:
-        return ALIASES[m], m == 'smoothgrad'
-    raise ValueError(
-        f'method: {method!r} is not an attribution method; choose from {", ".join(list(METHODS) + ["smoothgrad"])}'
-    )
 
 
 def check_target(target, num_classes: int) -> int:

@@ -6,19 +6,19 @@ argument parsing; neither repeats what is here.
 
 from __future__ import annotations
 
-import threading
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
 
+from explorer.core.catalog import pretrained_name
 from explorer.core.spec import ArchSpec
-from explorer.explain.attribute import METHODS, DeletionCurve, attribute, deletion_curve
+from explorer.explain.attribute import DeletionCurve, attribute, deletion_curve
+from explorer.explain.methods import METHODS
 from explorer.explain.mixing import ERF, effective_receptive_fields
 from explorer.explain.predict import class_names, data_config, preprocess, to_display
-from explorer.explain.weights import WeightsInfo, load_model, pretrained_name
+from explorer.explain.weights import WeightsInfo, load_model
 from explorer.measure.guard import check_request
 
 # attribute()'s default internal batch: the most rows one forward+backward pass holds, so the guard checks a
@@ -51,36 +51,6 @@ def open_model(spec: ArchSpec, weights: str | None = None, *, label: str | None 
     if label is not None and info.source != 'random':
         info.where = label
     return Loaded(spec, model, info, data_config(spec, info))
-
-
-class ModelCache:
-    """The last `size` loaded models by key, each with a lock: attribution and mixing maps attach hooks and
-    set gradients on a model, so concurrent requests for one model take turns (different models run side by
-    side)."""
-
-    def __init__(self, size: int = 3):
-        self.size = size
-        self._entries: OrderedDict = OrderedDict()
-        self._locks: dict[int, threading.Lock] = {}
-        self._guard = threading.Lock()
-
-    def get(self, key, load: Callable[[], Loaded]) -> Loaded:
-        with self._guard:
-            if key in self._entries:
-                self._entries.move_to_end(key)
-                return self._entries[key]
-        entry = load()
-        with self._guard:
-            self._entries[key] = entry
-            self._locks.setdefault(id(entry.model), threading.Lock())
-            while len(self._entries) > self.size:
-                old = self._entries.popitem(last=False)[1]
-                self._locks.pop(id(old.model), None)
-        return entry
-
-    def lock(self, model: nn.Module) -> threading.Lock:
-        with self._guard:
-            return self._locks.setdefault(id(model), threading.Lock())
 
 
 @dataclass

@@ -26,9 +26,10 @@ import torch
 import torch.nn as nn
 
 from explorer.core.build import build_model
+from explorer.core.catalog import pretrained_name
 from explorer.core.spec import ArchSpec
+from explorer.explain.methods import RANDOM_WARNING
 
-RANDOM_WARNING = "randomly initialised: predictions are meaningless; maps show the architecture's structure only"
 CHECKPOINT_SUFFIXES = ('.safetensors', '.pth', '.pth.tar', '.pt', '.bin', '.ckpt')
 NESTED_KEYS = ('state_dict', 'model', 'state_dict_ema', 'model_ema', 'module')  # first found wins
 PREFIXES = ('module.', '_orig_mod.')  # DistributedDataParallel, torch.compile
@@ -390,12 +391,6 @@ def load_checkpoint(model: nn.Module, path: str | Path, *, strict: bool = True) 
 
 
 # ---- timm pretrained weights through the Hugging Face cache ----------------------------------------------
-def pretrained_name(spec: ArchSpec) -> str | None:
-    """'poolformer_s12.sail_in1k' for presets with a timm pretrained tag, else None."""
-    name, tag = spec.meta.get('timm_name'), spec.meta.get('pretrained_tag')
-    return f'{name}.{tag}' if name and tag else None
-
-
 def timm_pretrained_cfg(name: str) -> dict:
     import timm.models
 

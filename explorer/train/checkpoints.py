@@ -8,16 +8,16 @@ import json
 import os
 import threading
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
-import torch.nn as nn
 from safetensors import safe_open
-from safetensors.torch import save_file
 
-from explorer.core.build import build_model
 from explorer.core.resources import data_path
 from explorer.core.spec import ArchSpec
 from explorer.train.data import CLASSES, Preprocessing
+
+if TYPE_CHECKING:  # listing and reading metadata need no torch; weights are loaded where they are used
+    import torch.nn as nn
 
 FORMAT = 'metaformer-explorer/trained-v1'
 ASSET_DIR = data_path('assets') / 'fmnist'
@@ -38,6 +38,8 @@ def atomic_write(path: str | Path, write) -> None:
 
 def save_state(path: str | Path, state: dict) -> None:
     """A resumable training state (explorer.train.loop: weights, optimiser, generators, position), atomically."""
+    import torch
+
     atomic_write(path, lambda tmp: torch.save(state, tmp))
 
 
@@ -46,6 +48,8 @@ def load_state(path: str | Path) -> dict:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f'no training state to resume at {str(path)!r} (it is written after each epoch)')
+    import torch
+
     try:
         return torch.load(path, map_location='cpu', weights_only=True)
     except (RuntimeError, OSError, EOFError, ValueError) as e:
@@ -68,6 +72,8 @@ def save_checkpoint(
         'metrics': json.dumps(metrics),
         'history': json.dumps(history),
     }
+    from safetensors.torch import save_file
+
     atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=meta))
     return str(path)
 
@@ -78,7 +84,7 @@ def read_metadata(path: str | Path) -> dict:
     if not path.is_file():
         raise FileNotFoundError(f'checkpoint {str(path)!r} does not exist')
     try:
-        with safe_open(str(path), framework='pt') as f:
+        with safe_open(str(path), framework='numpy') as f:  # the header only: no tensor is read
             raw = f.metadata() or {}
     except Exception as e:  # safetensors raises its own error types for bad headers
         raise ValueError(f'{path} is not a safetensors checkpoint: {e}') from None
@@ -100,6 +106,8 @@ def load_trained(path: str | Path) -> tuple[nn.Module, ArchSpec, dict]:
     Turn uint8 28x28 images into inputs with `explorer.train.data.preprocess(images, info['preprocessing'])`.
     """
     from safetensors.torch import load_file
+
+    from explorer.core.build import build_model
 
     info = read_metadata(path)
     spec = ArchSpec.from_dict(info['spec'])

@@ -17,9 +17,10 @@ import os
 import struct
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
-import torch.nn.functional as F
+if TYPE_CHECKING:  # torch is imported where tensors are made: finding the data needs none
+    import torch
 
 DATASETS = ('fashion-mnist',)
 DEBIAN_DIR = Path('/usr/share/datasets/fashion-mnist')
@@ -84,6 +85,8 @@ class Preprocessing:
 
 def preprocess(images: torch.Tensor, pre: Preprocessing) -> torch.Tensor:
     """(N, 28, 28) uint8 (or (28, 28)) -> (N, in_chans, img_size, img_size) float32, normalised."""
+    import torch.nn.functional as F
+
     if images.dim() == 2:
         images = images[None]
     x = images.float().div_(255).unsqueeze(1)
@@ -105,6 +108,8 @@ def preprocess(images: torch.Tensor, pre: Preprocessing) -> torch.Tensor:
 # ---- idx files ---------------------------------------------------------------------------------------
 def read_idx(path: Path) -> torch.Tensor:
     """One idx file (gzipped or not) -> uint8 tensor of the shape its header gives."""
+    import torch
+
     opener = gzip.open if path.suffix == '.gz' else open
     with opener(path, 'rb') as f:
         data = f.read()

@@ -16,7 +16,6 @@ from explorer.core.spec import ArchSpec, SpecError
 from explorer.measure.guard import Limits
 from explorer.train import checkpoints
 from explorer.train.data import DatasetNotFound
-from explorer.train.loop import Stopped, train
 
 _STOP: dict[str, threading.Event] = {}  # run id -> stop flag
 _SLOT = threading.Lock()  # one training at a time in this process: held by the worker until it has finished
@@ -64,6 +63,8 @@ def training_events(
     explorer.measure.guard.Limits). The checkpoint goes to `out_dir` (default: the runs folder,
     explorer.train.checkpoints.USER_DIR) under a name the server makes (run_file_name).
     """
+    from explorer.train.loop import Stopped, train  # torch: loaded when a training starts
+
     if not _SLOT.acquire(blocking=False):
         yield {
             'kind': 'error',
