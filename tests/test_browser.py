@@ -144,3 +144,41 @@ def test_links_cannot_put_markup_on_the_page(app_url, page, shots):
     page.wait_for_timeout(1000)
     assert page.locator('#mfx-bold').count() == 0 and page.locator('a[href="http://evil.example"]').count() == 0
     assert page.locator('#mfx-name textarea, #mfx-name input').first.input_value() == spec['name']  # as written
+
+
+def test_a_training_from_the_train_tab_finishes_with_curves_and_a_download(app_url, page, shots):
+    """The journey a user makes: adapt the default design, train it briefly in the server's own runs folder, get
+    the result, the curves and the checkpoint to download (Gradio used to refuse to serve it from the runs
+    folder, so every run ended in red error badges)."""
+    from explorer.train import checkpoints
+    from explorer.train.data import DatasetNotFound, find_dataset
+
+    try:
+        find_dataset('fashion-mnist', split='train')
+    except DatasetNotFound:
+        pytest.skip('Fashion-MNIST is not installed here (apt install dataset-fashion-mnist)')
+    runs = checkpoints.USER_DIR  # the server's default runs folder, as a user's server has it
+    before = set(runs.glob('*.safetensors')) if runs.is_dir() else set()
+    try:
+        page.goto(app_url + '?preset=poolformer_s12')
+        page.wait_for_selector('#mfx-macs')
+        page.get_by_role('tab', name='Train').click()
+        page.get_by_role('button', name='Adapt to Fashion-MNIST').click()
+        page.wait_for_selector('text=Adapted for Fashion-MNIST')
+        epochs = page.get_by_label('epochs')
+        epochs.fill('0.05')
+        epochs.press('Tab')
+        page.get_by_label('training images').click()
+        page.locator('[role=option]', has_text='2,000').first.click()
+        page.get_by_role('button', name='Train', exact=True).click()
+        page.wait_for_selector('text=Done:', timeout=180_000)
+        page.screenshot(path=str(shots / 'trained.png'))
+        assert 'Error' not in page.inner_text('body')  # no red badge on status, plot or file
+        link = page.locator('a[download], a[href*=".safetensors"]').first
+        assert '.safetensors' in (link.get_attribute('href') or '') + (link.inner_text() or '')
+        assert page.locator('.js-plotly-plot').count() >= 1  # the curves
+        made = set(runs.glob('*.safetensors')) - before
+        assert len(made) == 1 and next(iter(made)).parent == runs
+    finally:
+        for path in set(runs.glob('*.safetensors')) - before:
+            path.unlink(missing_ok=True)

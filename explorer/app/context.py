@@ -3,9 +3,12 @@ errors are shown. Tabs import this module; explorer.app.main imports the tabs (n
 
 from __future__ import annotations
 
+import atexit
 import html
 import os
 import re
+import shutil
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -145,3 +148,25 @@ def read_uploaded_spec(file) -> dict:
         return load_json_text(path.read_text(encoding='utf-8'))
     except (SpecError, UnicodeDecodeError) as e:
         raise user_error(f'uploaded spec: {e}') from None
+
+
+# ---- files handed to the browser ----------------------------------------------------------------------------
+DOWNLOAD_DIR = Path(tempfile.mkdtemp(prefix='mfx-downloads-'))  # this process's, removed when it exits
+atexit.register(shutil.rmtree, DOWNLOAD_DIR, ignore_errors=True)
+MAX_DOWNLOAD_FILES = 256  # the newest files kept for download; older ones are removed as new ones come
+
+
+def download_file(stem: str, suffix: str, write) -> str:
+    """A file the browser may download: `write(path)` fills it once. Gradio serves files from the temporary
+    folder (not from the runs folder), so downloads are made here. The name is `stem` reduced to letters,
+    digits, '-', '_' and '.' (at most 80) plus `suffix`: a file name, never a path."""
+    safe = ''.join(c if c.isalnum() or c in '-_.' else '_' for c in stem[:80]).strip('.') or 'file'
+    path = DOWNLOAD_DIR / f'{safe}{suffix}'
+    if path.parent != DOWNLOAD_DIR:  # cannot happen with the characters above; checked all the same
+        raise ValueError('not usable as a file name')
+    if not path.exists():
+        write(path)
+        files = sorted(DOWNLOAD_DIR.iterdir(), key=lambda p: p.stat().st_mtime)
+        for old in files[:-MAX_DOWNLOAD_FILES]:
+            old.unlink(missing_ok=True)
+    return str(path)

@@ -2,20 +2,16 @@
 
 from __future__ import annotations
 
-import atexit
 import functools
 import hashlib
 import json
 import logging
-import shutil
-import tempfile
 from html import escape
-from pathlib import Path
 
 import gradio as gr
 
 from explorer.app import form as spec_form
-from explorer.app.context import AppContext, api_error, html_text, read_uploaded_spec, user_error
+from explorer.app.context import AppContext, api_error, download_file, html_text, read_uploaded_spec, user_error
 from explorer.core import catalog, share
 from explorer.core.spec import SpecError
 from explorer.measure import compare as cmp
@@ -287,25 +283,11 @@ def diff_html(d: dict) -> str:
 
 
 # ---- share ----------------------------------------------------------------------------------------------
-_DOWNLOAD_DIR = Path(tempfile.mkdtemp(prefix='mfx-specs-'))  # this process's, removed when it exits
-atexit.register(shutil.rmtree, _DOWNLOAD_DIR, ignore_errors=True)
-MAX_DOWNLOAD_FILES = 256  # the newest spec files kept for download; older ones are removed as new ones come
-
-
 def _spec_file(spec: dict) -> str:
-    """The spec as a JSON file to download. Its name is the spec's name reduced to letters, digits, '-', '_'
-    and '.' (at most 60) plus a hash of the content: a file name, never a path."""
+    """The spec as a JSON file to download, named after the spec (see download_file)."""
     text = share.spec_json(spec)
-    stem = ''.join(c if c.isalnum() or c in '-_.' else '_' for c in str(spec['name'])[:60]).strip('.') or 'spec'
-    path = _DOWNLOAD_DIR / f'{stem}-{hashlib.sha1(text.encode()).hexdigest()[:8]}.json'
-    if path.parent != _DOWNLOAD_DIR:  # cannot happen with the characters above; checked all the same
-        raise ValueError('spec name: not usable as a file name')
-    if not path.exists():
-        path.write_text(text, encoding='utf-8')
-        files = sorted(_DOWNLOAD_DIR.glob('*.json'), key=lambda p: p.stat().st_mtime)
-        for old in files[:-MAX_DOWNLOAD_FILES]:
-            old.unlink(missing_ok=True)
-    return str(path)
+    stem = f'{str(spec["name"])[:60]}-{hashlib.sha1(text.encode()).hexdigest()[:8]}'
+    return download_file(stem, '.json', lambda path: path.write_text(text, encoding='utf-8'))
 
 
 def add_share_tab(ctx: AppContext) -> None:

@@ -8,6 +8,7 @@ Checkpoints go to explorer.train.checkpoints.USER_DIR, where list_trained() (Pre
 
 from __future__ import annotations
 
+import shutil
 import time
 import uuid
 from collections.abc import Iterator
@@ -15,7 +16,7 @@ from pathlib import Path
 
 import gradio as gr
 
-from explorer.app.context import md_text, user_error
+from explorer.app.context import download_file, md_text, user_error
 from explorer.core.spec import ArchSpec, SpecError
 from explorer.train.checkpoints import list_trained
 from explorer.train.data import DatasetNotFound, find_dataset
@@ -151,13 +152,10 @@ def add_train_tab(ctx) -> None:
                 raise user_error(ev['message'], title='Training failed')
             elif ev['kind'] == 'done':
                 res = ev['result']
-                yield (
-                    rid,
-                    _result_text(res),
-                    training_figure(steps, res.history, s.name),
-                    res.checkpoint,
-                    res.checkpoint,
-                )
+                # the checkpoint stays in the runs folder; the browser downloads a copy Gradio may serve
+                src = res.checkpoint
+                copy = download_file(Path(src).stem, '.safetensors', lambda p, src=src: shutil.copyfile(src, p))
+                yield rid, _result_text(res), training_figure(steps, res.history, s.name), copy, res.checkpoint
                 return
             last = time.monotonic()
             acc = next((r['test_accuracy'] for r in reversed(rows) if r.get('test_accuracy') is not None), None)

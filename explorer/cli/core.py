@@ -11,7 +11,7 @@ def register(sub) -> None:
     p.set_defaults(func=cmd_presets)
 
     p = sub.add_parser('show', help='module summary of a spec: per-stage mixer, depth, dim, output shape, params')
-    p.add_argument('spec', help='preset name or path to a JSON spec')
+    p.add_argument('spec', help='preset name, JSON spec file, trained .safetensors checkpoint or trained model name')
     p.add_argument('--json', action='store_true', help='machine-readable output')
     p.set_defaults(func=cmd_show)
 
@@ -50,10 +50,10 @@ def _num(v) -> str:
 
 
 def cmd_show(args) -> int:
-    from explorer.core.catalog import load_spec
+    from explorer.cli.specs import resolve_spec
     from explorer.measure.summary import summarize
 
-    spec = load_spec(args.spec)
+    spec, _ = resolve_spec(args.spec)
     info = summarize(spec)
     if args.json:
         print(json.dumps(info, indent=2))

@@ -19,7 +19,7 @@ def register(sub) -> None:
         description="Count params and MACs (one MAC = one multiply-accumulate, fvcore's and the "
         'MetaFormer papers\' convention; every mixer op counted, see "convention").',
     )
-    p.add_argument('spec', help='preset name or path to a JSON spec')
+    p.add_argument('spec', help='preset name, JSON spec file, trained .safetensors checkpoint or trained model name')
     p.add_argument('--img-size', type=_positive_int, default=None, help="input resolution (default: the spec's)")
     p.add_argument(
         '--method',
@@ -44,7 +44,7 @@ def register(sub) -> None:
         description='Warm up, then time repeated forward passes (inference). See explorer/measure/speed.py '
         'for the rules.',
     )
-    p.add_argument('spec', help='preset name or path to a JSON spec')
+    p.add_argument('spec', help='preset name, JSON spec file, trained .safetensors checkpoint or trained model name')
     p.add_argument('--device', default='auto', help='auto (default), cpu or cuda[:N]')
     p.add_argument('--batch-size', type=_positive_int, default=8)
     p.add_argument(
@@ -72,9 +72,9 @@ def register(sub) -> None:
 
 
 def _spec(args):
-    from explorer.core.catalog import load_spec
+    from explorer.cli.specs import resolve_spec
 
-    spec = load_spec(args.spec)
+    spec, _ = resolve_spec(args.spec)
     if args.img_size is not None and args.img_size != spec.img_size:
         spec = spec.replace(img_size=args.img_size)
     return spec

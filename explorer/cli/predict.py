@@ -91,24 +91,11 @@ def _user_errors(fn):
 
 def load(spec_arg: str, weights: str | None):
     """The loaded model (explorer.explain.session.Loaded) for a SPEC argument and a --weights value."""
-    from explorer.core.catalog import load_spec, preset_names
+    from explorer.cli.specs import resolve_spec
     from explorer.explain.session import open_model
-    from explorer.explain.weights import checkpoint_spec
-    from explorer.train.checkpoints import trained_path
 
-    if spec_arg not in preset_names() and not spec_arg.endswith(('.json', '.safetensors')):
-        spec_arg = trained_path(spec_arg) or spec_arg  # a trained model's name (explorer trained)
-    if spec_arg.endswith('.safetensors'):
-        spec = checkpoint_spec(spec_arg)
-        if spec is None:
-            raise UserError(
-                f'{spec_arg!r} holds no spec in its metadata; give a preset or JSON spec as SPEC '
-                f'and the file as --weights'
-            )
-        weights = weights or spec_arg
-    else:
-        spec = load_spec(spec_arg)
-    return open_model(spec, weights)
+    spec, checkpoint = resolve_spec(spec_arg)
+    return open_model(spec, weights or checkpoint)
 
 
 def _image(arg: str):

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from explorer.app import predict as up
-from explorer.app.panels import _DOWNLOAD_DIR, _spec_file
+from explorer.app.context import DOWNLOAD_DIR
+from explorer.app.panels import _spec_file
 from explorer.core.catalog import PRESET_DIR, get_preset
 from explorer.train.runner import run_file_name, training_events
 from tests.conftest import TINY
@@ -84,14 +85,14 @@ def test_a_training_named_like_a_path_writes_inside_the_runs_folder(tmp_path, fa
 
 
 def test_spec_downloads_stay_in_their_folder_and_are_bounded(monkeypatch):
-    import explorer.app.panels as panels
+    import explorer.app.context as context
 
-    monkeypatch.setattr(panels, 'MAX_DOWNLOAD_FILES', 3)
+    monkeypatch.setattr(context, 'MAX_DOWNLOAD_FILES', 3)
     base = get_preset('poolformer_s12')
     for i, name in enumerate(['../../x', '/etc/passwd', '..', 'a/b', 'c', 'd']):
         path = Path(_spec_file({**base, 'name': name, 'img_size': 224 + 32 * i}))
-        assert path.parent == _DOWNLOAD_DIR and path.is_file()
-    assert len(list(_DOWNLOAD_DIR.glob('*.json'))) <= 3
+        assert path.parent == DOWNLOAD_DIR and path.is_file()
+    assert len(list(DOWNLOAD_DIR.iterdir())) <= 3
 
 
 def test_gradio_sweeps_its_cache():
