@@ -109,7 +109,7 @@ def test_compose_count_error_and_share_link(app_url, page, shots):
     dim = page.locator('#mfx-s4-dim input')
     dim.fill('500')
     dim.press('Tab')
-    page.wait_for_selector('#mfx-error:has-text("stages[3].dim")')
+    page.wait_for_selector('#mfx-error:has-text("S4 dim")')  # the form's name for stages[3].dim
     assert 'not divisible by head_dim 32' in page.inner_text('#mfx-error')
     assert dim.input_value() == '500'
     assert macs_shown(page) == expect_pooled
@@ -182,3 +182,14 @@ def test_a_training_from_the_train_tab_finishes_with_curves_and_a_download(app_u
     finally:
         for path in set(runs.glob('*.safetensors')) - before:
             path.unlink(missing_ok=True)
+
+
+def test_presets_are_found_by_their_timm_name(app_url, page):
+    page.goto(app_url + '?preset=poolformer_s12')
+    page.wait_for_selector('#mfx-macs')
+    box = page.locator('#mfx-preset input')
+    box.click()
+    box.fill('caformer_s18')
+    option = page.locator('[role=option]', has_text='CAFormer-S18 (caformer_s18)').first
+    option.click()
+    wait_macs(page, analytic_cost(ArchSpec.from_dict(get_preset('caformer_s18'))).macs)

@@ -44,7 +44,7 @@ def test_list_presets_has_every_preset_grouped_by_family():
     assert (caf['top1'], caf['params_m'], caf['gmacs']) == (83.6, 26, 4.1)
     assert 'sail-sg/metaformer' in caf['source']
     labels = {v: k for k, v in catalog.preset_choices()}
-    assert labels['caformer_s18'] == 'CAFormer › CAFormer-S18 · 83.6%'
+    assert labels['caformer_s18'] == 'CAFormer › CAFormer-S18 (caformer_s18) · 83.6%'
 
 
 def test_get_preset_unknown_name_is_a_spec_error():
@@ -350,3 +350,23 @@ def test_bench_and_verify_are_guarded_before_building(monkeypatch):
     monkeypatch.setenv('EXPLORER_MAX_PARAMS_M', '50')
     with pytest.raises(ResourceError, match=r'params: 98\.8 M parameters is over the limit of 50 M'):
         prof.verify('caformer_b36')
+
+
+def test_add_stage_keeps_the_default_design_valid():
+    """The default preset at 224 is already at stride 32: another downsampling stage would not divide the input,
+    so the new stage keeps the grid and width (it used to make the design invalid at once)."""
+    caf = catalog.get_preset(catalog.DEFAULT_PRESET)
+    five = ArchSpec.from_dict(spec_form.add_stage(caf))  # valid: no SpecError
+    assert five.num_stages == 5 and five.stages[4].downsample is False and five.stages[4].dim == 512
+    roomy = {**caf, 'img_size': 448}  # 448 / 64 = 7: room for one more stride 2
+    six = ArchSpec.from_dict(spec_form.add_stage(roomy))
+    assert six.stages[4].downsample is True and six.stages[4].dim == 1024
+
+
+def test_trained_model_texts_read_as_a_person_writes():
+    from explorer.app import predict as up
+
+    assert [up._epochs(v) for v in (30.002, 2.3, 1, None)] == ['30 epochs', '2.3 epochs', '1 epoch', 'epochs unknown']
+    first = up.default_choice()
+    second = up.second_choice(first)
+    assert second != first and second.startswith(up.TRAINED)  # both work offline

@@ -121,9 +121,18 @@ def user_error(e: object, title: str = 'Error') -> gr.Error:
     return gr.Error(html_text(e), title=title, print_exception=False)
 
 
+def person_path(path: str) -> str:
+    """A field path as the form names it: 'stages[2].dim' -> 'S3 dim' (stages are S1..S6 wherever people read;
+    the API keeps the machine path)."""
+    return re.sub(r'stages\[(\d+)\]\.?', lambda m: f'S{int(m.group(1)) + 1} ', path).strip()
+
+
 def error_text(e: SpecError) -> str:
-    """A SpecError as Markdown: one bullet per field path."""
-    lines = [f'- <code>{html_text(p, 200)}</code>: {md_text(m)}' if p else f'- {md_text(m)}' for p, m in e.errors[:20]]
+    """A SpecError as Markdown: one bullet per field, named as the form names it."""
+    lines = [
+        f'- <code>{html_text(person_path(p), 200)}</code>: {md_text(person_path(m))}' if p else f'- {md_text(m)}'
+        for p, m in e.errors[:20]
+    ]
     if len(e.errors) > 20:
         lines.append(f'- … and {len(e.errors) - 20} more')
     return '**Not a valid network** (the numbers show the last valid one):\n' + '\n'.join(lines)

@@ -9,7 +9,7 @@ import copy
 import functools
 
 from explorer.core.registry import MIXERS, Arg
-from explorer.core.spec import MAX_STAGES, SpecError, default_res_scale
+from explorer.core.spec import MAX_STAGES, ArchSpec, SpecError, default_res_scale
 
 GLOBAL_FIELDS = ('name', 'img_size', 'in_chans', 'num_classes', 'mlp_act', 'norm', 'head')
 STAGE_FIELDS = ('mixer', 'depth', 'dim', 'mlp_ratio', 'downsample')
@@ -122,7 +122,9 @@ def _fit_per_stage(d: dict, removed: int | None = None) -> None:
 
 
 def add_stage(spec: dict) -> dict:
-    """A copy with one more stage at the end: the last stage's mixer, depth 2, twice its width (max 2048)."""
+    """A copy with one more stage at the end: the last stage's mixer, depth 2, twice its width (max 2048) after
+    one more downsampling, or, when the input size cannot be divided once more (224 at stride 32 already), the
+    same width and grid without downsampling, so the design stays valid."""
     d = copy.deepcopy(spec)
     if len(d['stages']) >= MAX_STAGES:
         raise SpecError([('stages', f'a spec has at most {MAX_STAGES} stages')])
@@ -136,6 +138,11 @@ def add_stage(spec: dict) -> dict:
     }
     d['stages'].append(new)
     _fit_per_stage(d)
+    try:
+        ArchSpec.from_dict(d)
+    except SpecError as e:
+        if any(path == 'img_size' or path.startswith(f'stages[{len(d["stages"]) - 1}]') for path, _ in e.errors):
+            new.update(downsample=False, dim=dim)  # no room for another stride: widen nothing, keep the grid
     return d
 
 

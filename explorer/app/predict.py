@@ -53,6 +53,20 @@ def default_choice() -> str:
     return f'{TRAINED}{max(shipped, key=lambda t: t["accuracy"])["name"]}' if shipped else 'poolformer_s12'
 
 
+def _epochs(n) -> str:
+    """30.002 -> '30 epochs', 2.3 -> '2.3 epochs', 1 -> '1 epoch'."""
+    if not isinstance(n, (int, float)):
+        return 'epochs unknown'
+    v = round(n, 1)
+    return f'{v:g} epoch' + ('' if v == 1 else 's')
+
+
+def second_choice(first: str) -> str:
+    """The second model to compare with: another shipped trained model (works offline), else a preset."""
+    others = [c for c in trained_choices() if c != first]
+    return others[0] if others else 'poolformer_s12'
+
+
 def _trained_path(choice: str) -> str:
     path = trained_choices().get(choice)
     if path is None:
@@ -311,7 +325,7 @@ def weights_hint(choice: str, spec_dict: dict | None) -> str:
         acc = m.get('test_accuracy')
         return (
             f'Trained here on {m.get("dataset", "Fashion-MNIST")}: test accuracy '
-            f'{100 * acc:.2f}%, {m.get("epochs")} epochs. "pretrained" uses these weights.'
+            f'{100 * acc:.2f}%, {_epochs(m.get("epochs"))}. "pretrained" uses these weights.'
             if acc is not None
             else '"pretrained" uses this checkpoint\'s weights.'
         )
@@ -405,7 +419,7 @@ def add_predict_tab(ctx=None) -> dict:
                     attr_plot = gr.Plot(label='attribution overlay')
                     del_plot = gr.Plot(label='deletion curve')
             with gr.Tab('Compare two models'):
-                choice_b, mode_b = _model_picker('second model', 'caformer_s18')
+                choice_b, mode_b = _model_picker('second model', second_choice(first))
                 run_cmp = gr.Button('Compare (same image and method)', variant='primary')
                 cmp_plot = gr.Plot(label='side by side')
                 cmp_del = gr.Plot(label='deletion curves')

@@ -68,7 +68,7 @@ def cmd_show(args) -> int:
         c, h, w = row['out_shape']
         print(
             fmt.format(
-                row['index'],
+                f'S{row["index"] + 1}',
                 row['mixer'],
                 row['depth'],
                 row['dim'],

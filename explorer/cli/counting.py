@@ -176,7 +176,7 @@ def _print_profile(spec, report, mem, d) -> None:
         c, h, w = s.out_shape
         print(
             fmt.format(
-                s.index,
+                f'S{s.index + 1}',
                 s.mixer,
                 s.depth,
                 s.dim,

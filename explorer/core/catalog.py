@@ -76,11 +76,12 @@ def list_presets() -> list[dict]:
 
 
 def preset_choices() -> list[tuple[str, str]]:
-    """(label, name) pairs for a dropdown, grouped by family (families in alphabetical order, small to big)."""
+    """(label, name) pairs for a dropdown, grouped by family (families in alphabetical order, small to big). The
+    label carries the preset's file name (timm's model name where timm has one), so typing either finds it."""
     out = []
     for r in list_presets():
         top1 = f' · {r["top1"]:g}%' if r['top1'] is not None else ''
-        out.append((f'{r["family"]} › {r["display_name"]}{top1}', r['name']))
+        out.append((f'{r["family"]} › {r["display_name"]} ({r["name"]}){top1}', r['name']))
     return out
 
 
