@@ -36,3 +36,12 @@ def test_a_checkpoint_without_a_spec_is_refused_by_name(tmp_path):
     save_file({'w': torch.zeros(2)}, str(bare))
     rc, out, err = run_cli('show', str(bare))
     assert rc == 2 and 'holds no spec in its metadata' in err
+
+
+def test_erf_of_a_fashion_mnist_model_uses_fashion_mnist_images():
+    from explorer.explain.images import fmnist_examples
+
+    rc, out, err = run_cli('erf', 'fmnist_hybrid', '--json')
+    assert rc == 0, err
+    used = json.loads(out)['images']
+    assert used == [str(p) for p in fmnist_examples()] and all('/fmnist/' in p for p in used)

@@ -20,7 +20,7 @@ from explorer.app.context import html_text, md_text, user_error
 from explorer.core.catalog import get_preset, preset_names, pretrained_name
 from explorer.core.spec import ArchSpec, SpecError
 from explorer.explain.cache import ModelCache
-from explorer.explain.images import ImageError, example_images, example_path, fmnist_examples, load_image
+from explorer.explain.images import ImageError, example_images, example_path, examples_for, fmnist_examples, load_image
 from explorer.explain.methods import METHODS, RANDOM_WARNING, resolve_method
 from explorer.viz import predict as pp
 
@@ -295,7 +295,7 @@ def erf_handler(choice, spec_dict, mode, checkpoint, image_path=None):
 
     try:
         m = get_model(choice, spec_dict, mode, checkpoint)
-        paths = [str(p) for p in example_images()] + ([image_path] if image_path else [])
+        paths = [str(p) for p in examples_for(m.spec.in_chans)] + ([image_path] if image_path else [])
         images = [load_image(p) for p in paths]
         with MODELS.lock(m.model):
             rows = receptive_fields(m, images)

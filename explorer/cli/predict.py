@@ -52,8 +52,13 @@ def register(sub) -> None:
     p.set_defaults(func=cmd_mixing)
 
     p = sub.add_parser('erf', help='effective receptive field of every stage (area holding 20/50/90%%)')
-    p.add_argument('spec', help='preset name, JSON spec or trained .safetensors checkpoint')
-    p.add_argument('images', nargs='*', help='images to average over (default: the example images)')
+    p.add_argument('spec', help='preset name, JSON spec file, trained .safetensors checkpoint or trained model name')
+    p.add_argument(
+        'images',
+        nargs='*',
+        help='images to average over (default: the shipped examples the model is for: the Fashion-MNIST '
+        'images for a grayscale model, else the photos)',
+    )
     p.add_argument('--weights', default=None, help='pretrained | random | PATH')
     p.add_argument('--json', action='store_true', help='machine-readable output')
     p.set_defaults(func=cmd_erf)
@@ -260,11 +265,11 @@ def cmd_mixing(args) -> int:
 
 @_user_errors
 def cmd_erf(args) -> int:
-    from explorer.explain.images import example_images
+    from explorer.explain.images import examples_for
     from explorer.explain.session import receptive_fields
 
     m = load(args.spec, args.weights)
-    paths = args.images or [str(p) for p in example_images()]
+    paths = args.images or [str(p) for p in examples_for(m.spec.in_chans)]
     rows = [{k: v for k, v in r.items() if k != 'map'} for r in receptive_fields(m, [_image(p) for p in paths])]
     if args.json:
         print(json.dumps({'spec': m.spec.name, 'weights': m.info.banner(), 'images': paths, 'stages': rows}, indent=2))

@@ -36,6 +36,13 @@ def example_images() -> list[Path]:
     return sorted(p for p in ASSET_DIR.glob('*') if p.suffix.lower() in IMAGE_SUFFIXES)
 
 
+def examples_for(in_chans: int) -> list[Path]:
+    """The shipped examples a model of `in_chans` channels was made for: the Fashion-MNIST test images for
+    grayscale models, the photos otherwise (a receptive field measured on photos says little of a model that
+    only ever saw 28x28 clothing)."""
+    return fmnist_examples() if in_chans == 1 else example_images()
+
+
 def example_path(name: str) -> Path | None:
     """The shipped example image (Fashion-MNIST or photo) whose file name is `name`, or None."""
     return next((p for p in fmnist_examples() + example_images() if p.name == name), None)
