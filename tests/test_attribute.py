@@ -147,3 +147,30 @@ def test_deletion_curve_checks_its_inputs():
         deletion_curve(model, x, np.zeros((8, 8)), 0)
     with pytest.raises(ValueError, match='target: 2 is out of range'):
         deletion_curve(model, x, np.zeros((16, 16)), 2)
+
+
+def test_ig_answers_say_how_complete_they_are():
+    """IG doubles its steps until the map sums to f(x) - f(baseline) within 1% (or a cap), and says so."""
+    from pathlib import Path
+
+    from explorer.explain.images import load_image
+    from explorer.explain.session import IG_TOLERANCE, explain, open_model
+    from explorer.explain.weights import checkpoint_spec
+
+    path = Path(__file__).resolve().parent.parent / 'assets' / 'fmnist' / 'fmnist_hybrid.safetensors'
+    m = open_model(checkpoint_spec(path), str(path))
+    image = load_image(Path(__file__).resolve().parent.parent / 'assets/fmnist/images/00000_ankle_boot.png')
+    e = explain(m, image, 'ig', n_steps=8, deletion=False)
+    c = e.completeness
+    assert c['steps'] >= 8 and c['max_steps'] == 256
+    from explorer.explain.predict import preprocess
+
+    x = preprocess(image, m.cfg)
+    with torch.no_grad():
+        delta = float(m.model(x)[0, e.target] - m.model(torch.zeros_like(x))[0, e.target])
+    assert c['delta'] == pytest.approx(delta, rel=1e-6)
+    assert c['relative_gap'] == pytest.approx(abs(float(e.map.sum()) - delta) / abs(delta), rel=1e-6)
+    assert c['converged'] == (c['relative_gap'] <= IG_TOLERANCE)
+    if c['steps'] < 256:
+        assert c['converged']  # it only stops early once the gap is under the tolerance
+    assert explain(m, image, 'saliency', deletion=False).completeness is None  # a gradient map has no such sum

@@ -213,6 +213,10 @@ def attribute_handler(
         _status(m.spec, m.info) + f'\n\nDeletion AUC **{e.curve.auc:.3f}** (target probability '
         f'as the most-attributed pixels are removed; lower = more faithful).'
     )
+    if e.completeness:
+        from explorer.explain.session import completeness_text
+
+        status += f'\n\n{completeness_text(e.completeness)}.'
     return fig, dfig, status
 
 

@@ -155,7 +155,7 @@ def _cfg_text(cfg: dict) -> str:
 @_user_errors
 def cmd_attribute(args) -> int:
     from explorer.explain.methods import resolve_method
-    from explorer.explain.session import explain
+    from explorer.explain.session import completeness_text, explain
     from explorer.viz.predict import overlay_png
 
     method, _ = resolve_method(args.method)
@@ -193,6 +193,7 @@ def cmd_attribute(args) -> int:
             'sum': float(e.map.sum()),
         },
         'deletion_auc': e.curve.auc if e.curve else None,
+        'completeness': e.completeness,  # Integrated Gradients: steps, gap, converged
         'out': str(out),
         'weights': m.info.to_dict(),
     }
@@ -204,6 +205,8 @@ def cmd_attribute(args) -> int:
         f'{e.title} for class {e.target} ({e.label}, p = {e.prob:.3f}); '
         f'map {e.map.shape[0]}x{e.map.shape[1]}, range [{e.map.min():.3g}, {e.map.max():.3g}]'
     )
+    if e.completeness:
+        print(completeness_text(e.completeness))
     if e.curve:
         print(
             f'deletion AUC {e.curve.auc:.3g} (target probability as the most-attributed pixels are removed; '

@@ -65,10 +65,25 @@ class Explanation:
     label: str
     prob: float  # softmax probability of `target`
     curve: DeletionCurve | None
+    completeness: dict | None = None  # Integrated Gradients only: see ig_completeness
 
     @property
     def title(self) -> str:
         return METHODS[self.method] + (' + SmoothGrad' if self.smoothgrad else '')
+
+
+IG_TOLERANCE = 0.01  # relative completeness gap IG aims for
+IG_MAX_STEPS = 256  # where it stops doubling the steps
+
+
+def ig_completeness(model, x: torch.Tensor, amap, target: int) -> dict:
+    """How far an Integrated Gradients map can be trusted: its sum should equal f(x) - f(baseline) for the target
+    logit (completeness). Returns {'gap': |sum - delta|, 'relative_gap': gap / |delta| (None when delta is ~0),
+    'delta': f(x) - f(0)}; the baseline is the all-zero (mean) image, as attribute() uses."""
+    with torch.no_grad():
+        delta = float(model(x)[0, target] - model(torch.zeros_like(x))[0, target])
+    gap = abs(float(amap.sum()) - delta)
+    return {'gap': gap, 'relative_gap': gap / abs(delta) if abs(delta) > 1e-6 else None, 'delta': delta}
 
 
 def explain(
@@ -87,6 +102,8 @@ def explain(
     """Attribute `image` (a PIL image) to `target` (None: the predicted class) with `method`, and score the
     map's faithfulness with a deletion curve (target probability as the most-attributed pixels are removed)."""
     x = preprocess(image, m.cfg)
+    if method == 'ig' and not smoothgrad:
+        return _explain_ig(m, x, target, n_steps, batch, deletion, progress)
     amap = attribute(
         m.model,
         x,
@@ -104,6 +121,43 @@ def explain(
     curve = deletion_curve(m.model, x, amap, t, batch_size=batch) if deletion else None
     label = class_names(m.spec.num_classes, m.info.label_names)[t]
     return Explanation(method, smoothgrad, to_display(x, m.cfg), amap, t, label, float(probs[t]), curve)
+
+
+def _explain_ig(m: Loaded, x: torch.Tensor, target, n_steps: int, batch: int, deletion: bool, progress) -> Explanation:
+    """Integrated Gradients with the steps doubled (from `n_steps`, up to IG_MAX_STEPS) until the completeness gap
+    is under IG_TOLERANCE of f(x) - f(baseline); the answer says the steps used, the gap and whether it got there."""
+    with torch.no_grad():
+        probs = m.model(x).softmax(1)[0]
+    t = int(probs.argmax()) if target is None else target
+    steps = n_steps
+    while True:
+        amap = attribute(m.model, x, t, 'ig', n_steps=steps, internal_batch_size=batch, progress=progress)
+        check = ig_completeness(m.model, x, amap, t)
+        rel = check['relative_gap']
+        converged = check['gap'] < 1e-4 if rel is None else rel <= IG_TOLERANCE
+        if converged or steps >= IG_MAX_STEPS:
+            break
+        steps = min(2 * steps, IG_MAX_STEPS)
+    completeness = {
+        **check,
+        'steps': steps,
+        'converged': converged,
+        'tolerance': IG_TOLERANCE,
+        'max_steps': IG_MAX_STEPS,
+    }
+    curve = deletion_curve(m.model, x, amap, t, batch_size=batch) if deletion else None
+    label = class_names(m.spec.num_classes, m.info.label_names)[t]
+    return Explanation('ig', False, to_display(x, m.cfg), amap, t, label, float(probs[t]), curve, completeness)
+
+
+def completeness_text(c: dict) -> str:
+    """One sentence for people: the steps, the completeness gap and whether IG converged."""
+    gap = 'n/a' if c['relative_gap'] is None else f'{100 * c["relative_gap"]:.2f}%'
+    verdict = 'converged' if c['converged'] else f'not converged at the {c["max_steps"]}-step cap'
+    return (
+        f'Integrated Gradients: {c["steps"]} steps, completeness gap {gap} of f(x) - f(baseline) '
+        f'({verdict}; target under {100 * c["tolerance"]:g}%)'
+    )
 
 
 def receptive_fields(m: Loaded, images: list) -> list[dict]:
