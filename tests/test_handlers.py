@@ -370,3 +370,25 @@ def test_trained_model_texts_read_as_a_person_writes():
     first = up.default_choice()
     second = up.second_choice(first)
     assert second != first and second.startswith(up.TRAINED)  # both work offline
+
+
+def test_speed_rows_say_what_their_memory_is_and_warn_when_the_cpu_was_busy():
+    from explorer.app.panels import history_cells
+
+    row = {
+        'name': 'x',
+        'throughput': 1084.26,
+        'latency_ms_median': 3421.5,
+        'latency_ms_p10': 1080.0,
+        'latency_ms_p90': 3420.0,
+        'peak_mem_bytes': 30 * 2**20,
+        'peak_fraction': 0.1,
+        'stamp': {'device': 'cpu', 'cpu_count': 2, 'loadavg_before': [3.1, 2, 2], 'loadavg_after': [2.5, 2, 2]},
+    }
+    cells = history_cells(0, row)
+    assert cells[7] == '1,084.3' and cells[8] == '3,421.5 (1,080.0–3,420.0)'  # never 1.08e+03
+    assert cells[9] == '30 MiB CPU RSS growth'
+    assert 'busy CPU: load 3.1 on 2 cores' in cells[11]
+    quiet = {**row, 'stamp': {**row['stamp'], 'device': 'cuda:0', 'loadavg_before': [0.5], 'loadavg_after': [0.4]}}
+    cells = history_cells(0, quiet)
+    assert cells[9] == '30 MiB CUDA peak allocated' and 'busy' not in cells[11]

@@ -43,18 +43,37 @@ HISTORY_COLUMNS = (
     'compile',
     'images/s',
     'latency ms p50 (p10–p90)',
-    'peak mem',
+    'memory',
     'of matmul peak',
     'stamp',
 )
+
+
+def plain(v: float) -> str:
+    """A measured number as people write it: 1,084.3 or 3.42, never 1.08e+03."""
+    return f'{v:,.1f}' if abs(v) >= 100 else f'{v:.3g}'
+
+
+def busy_note(stamp: dict) -> str | None:
+    """'busy CPU: load 3.1 on 2 cores' when the load average around a measurement exceeded the core count (other
+    work shared the CPU: the figure is low and noisy), else None."""
+    cores = stamp.get('cpu_count') or 0
+    loads = [v[0] for v in (stamp.get('loadavg_before'), stamp.get('loadavg_after')) if v]
+    if cores and loads and max(loads) > cores:
+        return f'busy CPU: load {max(loads):.1f} on {cores} cores, so this figure is low and noisy'
+    return None
 
 
 def history_cells(i: int, r: dict) -> list[str]:
     """One history row from a bench result dict (explorer.measure.speed.BenchResult.to_dict() + name)."""
     st = r.get('stamp', {})
     yes = lambda v: 'yes' if v else 'no'  # noqa: E731
-    mem = units.fmt_bytes(r['peak_mem_bytes']) if r.get('peak_mem_bytes') else '—'
+    what = 'CUDA peak allocated' if str(st.get('device', '')).startswith('cuda') else 'CPU RSS growth'
+    mem = f'{units.fmt_bytes(r["peak_mem_bytes"])} {what}' if r.get('peak_mem_bytes') else '—'
     stamp = f'{st.get("device_name", "")}, {st.get("threads", "?")} threads, torch {st.get("torch", "?")}'
+    busy = busy_note(st)
+    if busy:
+        stamp = f'⚠ {busy}; {stamp}'
     return [
         str(i + 1),
         escape(r.get('name', '')),
@@ -63,8 +82,8 @@ def history_cells(i: int, r: dict) -> list[str]:
         str(st.get('batch_size', '')),
         yes(st.get('channels_last')),
         yes(st.get('compile')),
-        f'{r["throughput"]:.4g}',
-        f'{r["latency_ms_median"]:.4g} ({r["latency_ms_p10"]:.3g}–{r["latency_ms_p90"]:.3g})',
+        plain(r['throughput']),
+        f'{plain(r["latency_ms_median"])} ({plain(r["latency_ms_p10"])}–{plain(r["latency_ms_p90"])})',
         mem,
         f'{100 * r["peak_fraction"]:.1f}%',
         f'<span title="{escape(json.dumps(st))}">{escape(stamp)}</span>',
@@ -143,9 +162,12 @@ def add_measure_tab(ctx: AppContext) -> None:
                 raise user_error(f'{label}: {e}') from None
             history.append(row)
         last = history[-1]
+        busy = busy_note(last.get('stamp', {}))
         msg = (
-            f'<div class="mfx-note">Last: <b>{escape(last["name"])}</b> {last["throughput"]:.4g} images/s, '
-            f"{100 * last['peak_fraction']:.1f}% of this device's measured matmul peak.</div>"
+            f'<div class="mfx-note">Last: <b>{escape(last["name"])}</b> {plain(last["throughput"])} images/s, '
+            f"{100 * last['peak_fraction']:.1f}% of this device's measured matmul peak"
+            + (f'. ⚠ {escape(busy)}: measure again when the machine is quieter.' if busy else '.')
+            + '</div>'
         )
         return history, msg, history_html(history), bench_figure(history)
 
