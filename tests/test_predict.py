@@ -236,3 +236,30 @@ def test_ui_handlers_run_without_a_server(tiny_files):
     assert fig is not None and '8 head(s)' in status
     fig, dfig, status = u.attribute_handler(u.COMPOSER, spec, 'random', None, image, 'gradcam', False, -1, 1)
     assert fig is not None and 'Deletion AUC' in status
+
+
+@pytest.mark.slow  # builds every timm-registered model once
+def test_every_timm_preset_preprocesses_as_timm_does():
+    """Input size, crop, interpolation, mean and std of each preset with timm weights equal timm's own data config
+    for that model (a different crop changes the top-5 from the third class on)."""
+    import timm
+
+    from explorer.core.catalog import load_spec, preset_names, pretrained_name
+    from explorer.explain.predict import data_config
+    from explorer.explain.weights import WeightsInfo, timm_pretrained_cfg
+
+    checked = 0
+    for name in preset_names():
+        spec = load_spec(name)
+        tag = pretrained_name(spec)
+        if not tag:
+            continue
+        ours = data_config(spec, WeightsInfo('random', 'test', timm_pretrained_cfg(tag)))
+        theirs = timm.data.resolve_data_config({}, model=timm.create_model(tag, pretrained=False))
+        for key in ('input_size', 'crop_pct', 'interpolation', 'mean', 'std'):
+            a, b = ours[key], theirs[key]
+            assert (tuple(a) if isinstance(a, (list, tuple)) else a) == (
+                tuple(b) if isinstance(b, (list, tuple)) else b
+            ), (name, key, a, b)
+        checked += 1
+    assert checked >= 18  # every timm-registered preset with weights
