@@ -209,10 +209,7 @@ def attribute_handler(
     title = f'{m.spec.name}: {e.title}, class {e.target} ({pp.clip_text(e.label, 30)}, p={e.prob:.2f})'
     fig = pp.overlay_figure(e.image, e.map, title)
     dfig = pp.deletion_figure({e.title: e.curve.to_dict()})
-    status = (
-        _status(m.spec, m.info) + f'\n\nDeletion AUC **{e.curve.auc:.3f}** (target probability '
-        f'as the most-attributed pixels are removed; lower = more faithful).'
-    )
+    status = _status(m.spec, m.info) + f'\n\nHow far to trust it: {md_text(e.faithfulness.text())}.'
     if e.completeness:
         from explorer.explain.session import completeness_text
 
@@ -242,7 +239,7 @@ def compare_handler(
                 {'image': e.image, 'map': e.map, 'title': f'{m.spec.name}: {pp.clip_text(e.label, 22)} ({e.prob:.2f})'}
             )
             curves[f'{m.spec.name} ({mode})'] = e.curve.to_dict()
-            notes.append(_status(m.spec, m.info) + f' deletion AUC {e.curve.auc:.3f}')
+            notes.append(_status(m.spec, m.info) + f' {md_text(e.faithfulness.text())}')
     except USER_ERRORS as err:
         return None, None, _error(err)
     return pp.compare_figure(panels), pp.deletion_figure(curves), '\n\n'.join(notes)

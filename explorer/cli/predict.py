@@ -32,7 +32,11 @@ def register(sub) -> None:
     p.add_argument('--smoothgrad', action='store_true', help='average over noisy copies (NoiseTunnel)')
     p.add_argument('--steps', type=int, default=32, help='Integrated Gradients steps (default 32)')
     p.add_argument('--batch', type=int, default=8, help='rows per forward pass: bounds memory (default 8)')
-    p.add_argument('--no-deletion', action='store_true', help='skip the deletion-curve faithfulness score')
+    p.add_argument(
+        '--no-deletion',
+        action='store_true',
+        help='skip the faithfulness scores (deletion and insertion curves beside random orders)',
+    )
     p.add_argument('--out', required=True, help='PNG file: input | overlay | colour scale')
     p.set_defaults(func=cmd_attribute)
 
@@ -193,6 +197,7 @@ def cmd_attribute(args) -> int:
             'sum': float(e.map.sum()),
         },
         'deletion_auc': e.curve.auc if e.curve else None,
+        'faithfulness': e.faithfulness.to_dict() if e.faithfulness else None,
         'completeness': e.completeness,  # Integrated Gradients: steps, gap, converged
         'out': str(out),
         'weights': m.info.to_dict(),
@@ -207,11 +212,8 @@ def cmd_attribute(args) -> int:
     )
     if e.completeness:
         print(completeness_text(e.completeness))
-    if e.curve:
-        print(
-            f'deletion AUC {e.curve.auc:.3g} (target probability as the most-attributed pixels are removed; '
-            f'lower = more faithful)'
-        )
+    if e.faithfulness:
+        print(f'how far to trust it: {e.faithfulness.text()}')
     print(f'wrote {out}')
     return 0
 

@@ -83,6 +83,7 @@ def attribute(
     internal_batch_size: int = 8,
     seed: int = 0,
     progress: Progress | None = None,
+    baseline: float | torch.Tensor = 0.0,
 ) -> np.ndarray:
     """Attribution of `target`'s logit to the pixels of one input.
 
@@ -90,6 +91,8 @@ def attribute(
     method: one of METHODS (or an alias). stage: GradCAM layer (stage output, negative from the end).
     smoothgrad: average over `nt_samples` noisy copies (stdev `nt_stdev` in normalised units).
     n_steps: IG steps. n_samples: GradientShap samples. window/stride: Occlusion patch (pixels).
+    baseline: the 'absent' input IG starts from, Occlusion paints and GradientShap samples beside a blurred copy:
+    a number in normalised units (0 = the mean colour) or a (1, C, 1, 1) tensor of per-channel values.
     Returns: (H, W) float32 map (signed except Saliency and GradCAM, which are >= 0).
     """
     from captum.attr import IntegratedGradients, LayerAttribution, LayerGradCam, NoiseTunnel, Occlusion, Saliency
@@ -115,6 +118,7 @@ def attribute(
     num_classes = getattr(model, 'num_classes', None) or int(model(x).shape[1])
     H, W = x.shape[-2:]
     x = x.detach().clone()
+    blank = torch.as_tensor(baseline, dtype=x.dtype).expand_as(x).contiguous()
     with torch.no_grad():
         logits = model(x)
     target = int(logits.argmax(1)) if target is None else check_target(target, num_classes)
@@ -134,21 +138,14 @@ def attribute(
         torch.manual_seed(seed)
         if method == 'ig':
             algo = IntegratedGradients(fwd)
-            kw = dict(
-                baselines=torch.zeros_like(x),
-                n_steps=n_steps,
-                method='gausslegendre',
-                internal_batch_size=internal_batch_size,
-            )
+            kw = dict(baselines=blank, n_steps=n_steps, method='gausslegendre', internal_batch_size=internal_batch_size)
         elif method == 'saliency':
             algo, kw = Saliency(fwd), dict(abs=True)
         elif method == 'gradshap':
             algo = _ChunkedGradientShap(fwd, internal_batch_size)
             # GradientShap's own input noise *is* SmoothGrad over its samples (captum builds it on NoiseTunnel)
             kw = dict(
-                baselines=torch.cat([torch.zeros_like(x), _blur(x)]),
-                n_samples=n_samples * nt,
-                stdevs=nt_stdev if smoothgrad else 0.0,
+                baselines=torch.cat([blank, _blur(x)]), n_samples=n_samples * nt, stdevs=nt_stdev if smoothgrad else 0.0
             )
         elif method == 'gradcam':
             stage_i = resolve_stage(stage, len(model.stages))
@@ -158,7 +155,7 @@ def attribute(
             kw = dict(
                 sliding_window_shapes=(x.shape[1], window, window),
                 strides=(x.shape[1], stride, stride),
-                baselines=0.0,
+                baselines=blank,
                 perturbations_per_eval=internal_batch_size,
             )
         if smoothgrad and method != 'gradshap':
@@ -221,7 +218,55 @@ class DeletionCurve:
         return asdict(self)
 
 
+def removal_ranks(amap: np.ndarray | torch.Tensor) -> torch.Tensor:
+    """(H, W) rank of every pixel by decreasing attribution (0 = most attributed; NaN last, ties in order)."""
+    amap = torch.as_tensor(np.asarray(amap), dtype=torch.float32)
+    n = amap.numel()
+    order = torch.argsort(torch.nan_to_num(amap.flatten(), nan=-math.inf), descending=True, stable=True)
+    rank = torch.empty(n, dtype=torch.long)
+    rank[order] = torch.arange(n)
+    return rank.view(amap.shape)
+
+
 @torch.no_grad()
+def pixel_curve(
+    model: nn.Module,
+    x: torch.Tensor,
+    rank: torch.Tensor,
+    target: int,
+    *,
+    insertion: bool = False,
+    steps: int = 20,
+    batch_size: int = 8,
+    baseline: float | torch.Tensor = 0.0,
+) -> DeletionCurve:
+    """softmax(model(x))[target] as pixels are removed (set to `baseline`: a number, 0 = the mean colour, or a
+    (1, C, 1, 1) tensor of per-channel values), or, with
+    `insertion`, put back into an all-baseline image, in the order of `rank` (0 first), in `steps` equal slices;
+    the curve and its trapezoid area over the fraction in [0, 1]."""
+    model.eval()
+    if tuple(rank.shape) != tuple(x.shape[-2:]):
+        raise ValueError(f'amap: shape {tuple(rank.shape)} must equal the input size {tuple(x.shape[-2:])}')
+    num_classes = getattr(model, 'num_classes', None) or int(model(x).shape[1])
+    target = check_target(target, num_classes)
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise ValueError(f'steps: {steps!r} must be a positive integer')
+    n = rank.numel()
+    rank = rank.view(1, 1, *rank.shape).to(x.device)
+    fractions = [i / steps for i in range(steps + 1)]
+    probs = []
+    for start in range(0, len(fractions), batch_size):
+        fr = fractions[start : start + batch_size]
+        counts = torch.tensor([round(f * n) for f in fr], device=x.device).view(-1, 1, 1, 1)
+        chosen = rank < counts  # (b, 1, H, W): the pixels removed (deletion) or put back (insertion) so far
+        keep = chosen if insertion else ~chosen
+        blank = torch.as_tensor(baseline, dtype=x.dtype, device=x.device).expand_as(x)
+        xb = torch.where(keep, x.expand(len(fr), -1, -1, -1), blank)
+        probs += model(xb).float().softmax(1)[:, target].tolist()
+    auc = float(np.trapezoid(probs, fractions)) if hasattr(np, 'trapezoid') else float(np.trapz(probs, fractions))
+    return DeletionCurve(fractions, probs, auc, target)
+
+
 def deletion_curve(
     model: nn.Module,
     x: torch.Tensor,
@@ -235,26 +280,7 @@ def deletion_curve(
     """Remove pixels (all channels set to `baseline`, 0 = the mean colour) in order of decreasing attribution,
     in `steps` equal slices, and record softmax(model(x))[target] after each slice (and before the first).
     Returns the curve and its trapezoid area over the removed fraction in [0, 1]."""
-    model.eval()
     amap = torch.as_tensor(np.asarray(amap), dtype=torch.float32)
     if tuple(amap.shape) != tuple(x.shape[-2:]):
         raise ValueError(f'amap: shape {tuple(amap.shape)} must equal the input size {tuple(x.shape[-2:])}')
-    num_classes = getattr(model, 'num_classes', None) or int(model(x).shape[1])
-    target = check_target(target, num_classes)
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise ValueError(f'steps: {steps!r} must be a positive integer')
-    n = amap.numel()
-    order = torch.argsort(torch.nan_to_num(amap.flatten(), nan=-math.inf), descending=True, stable=True)
-    rank = torch.empty(n, dtype=torch.long)
-    rank[order] = torch.arange(n)
-    rank = rank.view(1, 1, *amap.shape).to(x.device)
-    fractions = [i / steps for i in range(steps + 1)]
-    probs = []
-    for start in range(0, len(fractions), batch_size):
-        fr = fractions[start : start + batch_size]
-        counts = torch.tensor([round(f * n) for f in fr], device=x.device).view(-1, 1, 1, 1)
-        removed = rank < counts  # (b, 1, H, W)
-        xb = torch.where(removed, torch.full_like(x, baseline), x.expand(len(fr), -1, -1, -1))
-        probs += model(xb).float().softmax(1)[:, target].tolist()
-    auc = float(np.trapezoid(probs, fractions)) if hasattr(np, 'trapezoid') else float(np.trapz(probs, fractions))
-    return DeletionCurve(fractions, probs, auc, target)
+    return pixel_curve(model, x, removal_ranks(amap), target, steps=steps, batch_size=batch_size, baseline=baseline)

@@ -14,7 +14,8 @@ import torch.nn as nn
 
 from explorer.core.catalog import pretrained_name
 from explorer.core.spec import ArchSpec
-from explorer.explain.attribute import DeletionCurve, attribute, deletion_curve
+from explorer.explain.attribute import DeletionCurve, attribute
+from explorer.explain.faithfulness import Faithfulness, faithfulness
 from explorer.explain.methods import METHODS
 from explorer.explain.mixing import ERF, effective_receptive_fields
 from explorer.explain.predict import class_names, data_config, preprocess, to_display
@@ -55,7 +56,8 @@ def open_model(spec: ArchSpec, weights: str | None = None, *, label: str | None 
 
 @dataclass
 class Explanation:
-    """An attribution map of one image and how far it can be trusted (the deletion curve)."""
+    """An attribution map of one image and how far it can be trusted: its deletion and insertion curves beside
+    random pixel orders, and for Integrated Gradients its completeness."""
 
     method: str
     smoothgrad: bool
@@ -64,24 +66,37 @@ class Explanation:
     target: int
     label: str
     prob: float  # softmax probability of `target`
-    curve: DeletionCurve | None
+    faithfulness: Faithfulness | None
     completeness: dict | None = None  # Integrated Gradients only: see ig_completeness
 
     @property
     def title(self) -> str:
         return METHODS[self.method] + (' + SmoothGrad' if self.smoothgrad else '')
 
+    @property
+    def curve(self) -> DeletionCurve | None:
+        return self.faithfulness.deletion if self.faithfulness else None
+
 
 IG_TOLERANCE = 0.01  # relative completeness gap IG aims for
 IG_MAX_STEPS = 256  # where it stops doubling the steps
 
 
-def ig_completeness(model, x: torch.Tensor, amap, target: int) -> dict:
+def black(cfg: dict) -> torch.Tensor:
+    """The input's 'absent' value: a black pixel (0 before normalisation) in normalised units, (1, C, 1, 1).
+    IG starts from it, Occlusion paints it, the faithfulness curves remove pixels to it. The mean colour (0 after
+    normalisation) is the other common choice; on Fashion-MNIST, whose background is black, it paints the
+    background grey, and a random order of such removals then drops the prediction as fast as any map."""
+    mean, std = torch.tensor(cfg['mean']), torch.tensor(cfg['std'])
+    return ((0 - mean) / std).view(1, -1, 1, 1)
+
+
+def ig_completeness(model, x: torch.Tensor, amap, target: int, baseline: torch.Tensor) -> dict:
     """How far an Integrated Gradients map can be trusted: its sum should equal f(x) - f(baseline) for the target
     logit (completeness). Returns {'gap': |sum - delta|, 'relative_gap': gap / |delta| (None when delta is ~0),
-    'delta': f(x) - f(0)}; the baseline is the all-zero (mean) image, as attribute() uses."""
+    'delta': f(x) - f(baseline)}."""
     with torch.no_grad():
-        delta = float(model(x)[0, target] - model(torch.zeros_like(x))[0, target])
+        delta = float(model(x)[0, target] - model(baseline.expand_as(x))[0, target])
     gap = abs(float(amap.sum()) - delta)
     return {'gap': gap, 'relative_gap': gap / abs(delta) if abs(delta) > 1e-6 else None, 'delta': delta}
 
@@ -99,55 +114,51 @@ def explain(
     deletion: bool = True,
     progress: Callable | None = None,
 ) -> Explanation:
-    """Attribute `image` (a PIL image) to `target` (None: the predicted class) with `method`, and score the
-    map's faithfulness with a deletion curve (target probability as the most-attributed pixels are removed)."""
+    """Attribute `image` (a PIL image) to `target` (None: the predicted class) with `method` from a black
+    baseline, and score the map's faithfulness (deletion and insertion beside random orders; `deletion=False`
+    skips it). Integrated Gradients doubles its steps from `n_steps` until complete (see _ig)."""
     x = preprocess(image, m.cfg)
+    blank = black(m.cfg)
+    with torch.no_grad():
+        probs = m.model(x).softmax(1)[0]
+    t = int(probs.argmax()) if target is None else target
+    completeness = None
     if method == 'ig' and not smoothgrad:
-        return _explain_ig(m, x, target, n_steps, batch, deletion, progress)
-    amap = attribute(
-        m.model,
-        x,
-        target,
-        method,
-        stage=stage,
-        smoothgrad=smoothgrad,
-        n_steps=n_steps,
-        internal_batch_size=batch,
-        progress=progress,
-    )
-    with torch.no_grad():
-        probs = m.model(x).softmax(1)[0]
-    t = int(probs.argmax()) if target is None else target
-    curve = deletion_curve(m.model, x, amap, t, batch_size=batch) if deletion else None
+        amap, completeness = _ig(m, x, t, n_steps, batch, progress, blank)
+    else:
+        amap = attribute(
+            m.model,
+            x,
+            t,
+            method,
+            stage=stage,
+            smoothgrad=smoothgrad,
+            n_steps=n_steps,
+            internal_batch_size=batch,
+            progress=progress,
+            baseline=blank,
+        )
+    faith = faithfulness(m.model, x, amap, t, batch_size=batch, baseline=blank) if deletion else None
     label = class_names(m.spec.num_classes, m.info.label_names)[t]
-    return Explanation(method, smoothgrad, to_display(x, m.cfg), amap, t, label, float(probs[t]), curve)
+    return Explanation(method, smoothgrad, to_display(x, m.cfg), amap, t, label, float(probs[t]), faith, completeness)
 
 
-def _explain_ig(m: Loaded, x: torch.Tensor, target, n_steps: int, batch: int, deletion: bool, progress) -> Explanation:
+def _ig(m: Loaded, x: torch.Tensor, t: int, n_steps: int, batch: int, progress, blank) -> tuple:
     """Integrated Gradients with the steps doubled (from `n_steps`, up to IG_MAX_STEPS) until the completeness gap
-    is under IG_TOLERANCE of f(x) - f(baseline); the answer says the steps used, the gap and whether it got there."""
-    with torch.no_grad():
-        probs = m.model(x).softmax(1)[0]
-    t = int(probs.argmax()) if target is None else target
+    is under IG_TOLERANCE of f(x) - f(baseline). Returns (map, completeness: the steps used, the gap, whether it
+    got there)."""
     steps = n_steps
     while True:
-        amap = attribute(m.model, x, t, 'ig', n_steps=steps, internal_batch_size=batch, progress=progress)
-        check = ig_completeness(m.model, x, amap, t)
+        amap = attribute(
+            m.model, x, t, 'ig', n_steps=steps, internal_batch_size=batch, progress=progress, baseline=blank
+        )
+        check = ig_completeness(m.model, x, amap, t, blank)
         rel = check['relative_gap']
         converged = check['gap'] < 1e-4 if rel is None else rel <= IG_TOLERANCE
         if converged or steps >= IG_MAX_STEPS:
             break
         steps = min(2 * steps, IG_MAX_STEPS)
-    completeness = {
-        **check,
-        'steps': steps,
-        'converged': converged,
-        'tolerance': IG_TOLERANCE,
-        'max_steps': IG_MAX_STEPS,
-    }
-    curve = deletion_curve(m.model, x, amap, t, batch_size=batch) if deletion else None
-    label = class_names(m.spec.num_classes, m.info.label_names)[t]
-    return Explanation('ig', False, to_display(x, m.cfg), amap, t, label, float(probs[t]), curve, completeness)
+    return amap, {**check, 'steps': steps, 'converged': converged, 'tolerance': IG_TOLERANCE, 'max_steps': IG_MAX_STEPS}
 
 
 def completeness_text(c: dict) -> str:
