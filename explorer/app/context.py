@@ -86,9 +86,66 @@ def max_upload_mb() -> int:
     return int(raw)
 
 
+def max_request_mb() -> int:
+    """Largest request body other than an upload, MiB: EXPLORER_MAX_REQUEST_MB, default 16 (an API call carries at
+    most a spec, whose JSON is limited to 1 MB, or an image as base64)."""
+    raw = os.environ.get('EXPLORER_MAX_REQUEST_MB', '16')
+    if not raw.isdigit() or int(raw) <= 0:
+        raise SpecError([('', f'EXPLORER_MAX_REQUEST_MB={raw!r} must be a positive integer')])
+    return int(raw)
+
+
+class BodyLimit:
+    """ASGI middleware: refuse a request body over `max_bytes` with 413 before the app reads it (by its
+    Content-Length, and by counting a body sent without one). Uploads are left to Gradio's max_file_size."""
+
+    def __init__(self, app, max_bytes: int):
+        self.app, self.max_bytes = app, max_bytes
+
+    async def __call__(self, scope, receive, send):
+        if scope['type'] != 'http' or scope['path'].rstrip('/').endswith('/upload'):
+            return await self.app(scope, receive, send)
+        length = dict(scope.get('headers') or []).get(b'content-length')
+        if length is not None and (not length.isdigit() or int(length) > self.max_bytes):
+            return await self._refuse(send)
+        seen = 0
+
+        async def counted():
+            nonlocal seen
+            message = await receive()
+            if message['type'] == 'http.request':
+                seen += len(message.get('body', b''))
+                if seen > self.max_bytes:  # no Content-Length, or a false one: stop reading here
+                    return {'type': 'http.disconnect'}
+            return message
+
+        return await self.app(scope, counted, send)
+
+    async def _refuse(self, send):
+        body = (
+            f'{{"error": "request body over the {self.max_bytes // 2**20} MiB limit '
+            f'(EXPLORER_MAX_REQUEST_MB; uploads have their own limit)"}}'
+        ).encode()
+        await send(
+            {
+                'type': 'http.response.start',
+                'status': 413,
+                'headers': [(b'content-type', b'application/json'), (b'content-length', str(len(body)).encode())],
+            }
+        )
+        await send({'type': 'http.response.body', 'body': body})
+
+
 def launch_kwargs() -> dict:
-    """theme, css and the upload limit for Blocks.launch (Gradio 6 takes them there, not in Blocks())."""
-    return {'theme': THEME, 'css': CSS, 'max_file_size': f'{max_upload_mb()}mb'}
+    """theme, css, the upload limit and the request-body limit for Blocks.launch (Gradio 6 takes them there)."""
+    from starlette.middleware import Middleware
+
+    return {
+        'theme': THEME,
+        'css': CSS,
+        'max_file_size': f'{max_upload_mb()}mb',
+        'app_kwargs': {'middleware': [Middleware(BodyLimit, max_bytes=max_request_mb() * 2**20)]},
+    }
 
 
 # ---- showing text that came with a request ---------------------------------------------------------------

@@ -99,3 +99,49 @@ def test_a_speed_run_stops_when_its_budget_is_spent(monkeypatch):
     out = prof.bench(json.dumps(tiny_spec()), batch_size=1)
     assert time.perf_counter() - t0 < 8 and out['iters'] >= 1
     torch.set_num_threads(torch.get_num_threads())  # the run leaves the thread count as it found it
+
+
+def test_a_huge_request_body_is_refused_before_the_app_reads_it(app_url, client):
+    """A request announcing 20 MB of JSON to the queue gets 413 at once, before its body is sent or read; one
+    that sends more than it announced is cut off; the app still answers the next request."""
+    import http.client
+    from urllib.parse import urlparse
+
+    url = urlparse(app_url)
+    conn = http.client.HTTPConnection(url.hostname, url.port, timeout=30)
+    t0 = time.perf_counter()
+    conn.putrequest('POST', '/gradio_api/queue/join')
+    conn.putheader('Content-Type', 'application/json')
+    conn.putheader('Content-Length', str(20 * 2**20))
+    conn.endheaders()  # the body never follows: the answer must not wait for it
+    response = conn.getresponse()
+    assert response.status == 413 and b'EXPLORER_MAX_REQUEST_MB' in response.read()
+    assert time.perf_counter() - t0 < 10
+    conn.close()
+    assert client.predict(spec='poolformer_s12', api_name='/validate') == []  # still serving
+
+
+def test_a_body_sent_without_its_length_is_cut_off_at_the_limit():
+    import asyncio
+
+    from explorer.app.context import BodyLimit
+
+    seen = []
+
+    async def app(scope, receive, send):
+        while True:
+            message = await receive()
+            seen.append(message['type'])
+            if message['type'] == 'http.disconnect' or not message.get('more_body'):
+                return
+
+    chunks = [{'type': 'http.request', 'body': b'x' * 1000, 'more_body': True} for _ in range(10)]
+
+    async def receive():
+        return chunks.pop(0)
+
+    async def send(message):
+        raise AssertionError('nothing is sent for a body without a length: the app just stops reading')
+
+    asyncio.run(BodyLimit(app, max_bytes=2500)({'type': 'http', 'path': '/x', 'headers': []}, receive, send))
+    assert seen == ['http.request', 'http.request', 'http.disconnect']  # the third kilobyte crosses 2,500 bytes
