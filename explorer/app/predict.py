@@ -18,6 +18,7 @@ import gradio as gr
 
 from explorer.app.context import html_text, md_text, user_error
 from explorer.core.catalog import get_preset, preset_names, pretrained_name
+from explorer.core.registry import show
 from explorer.core.spec import ArchSpec, SpecError
 from explorer.explain.cache import ModelCache
 from explorer.explain.images import ImageError, example_images, example_path, examples_for, fmnist_examples, load_image
@@ -71,7 +72,7 @@ def _trained_path(choice: str) -> str:
     path = trained_choices().get(choice)
     if path is None:
         raise ValueError(
-            f'model: {clip(choice)!r} is not a trained checkpoint on this machine; '
+            f'model: {show(choice, 40)} is not a trained checkpoint on this machine; '
             f'available: {", ".join(trained_choices()) or "none"}'
         )
     return path
@@ -103,7 +104,7 @@ def preset_spec(name: str) -> ArchSpec:
     if name not in preset_names():
         trained = [c.removeprefix(TRAINED) for c in trained_choices()]
         raise ValueError(
-            f'unknown model {clip(name)!r}; known models: trained ones ({", ".join(trained) or "none"}) '
+            f'unknown model {show(name, 40)}; known models: trained ones ({", ".join(trained) or "none"}) '
             f'and presets ({", ".join(preset_names())})'
         )
     return ArchSpec.from_dict(get_preset(name))
@@ -503,13 +504,9 @@ def _api_image(image: str):
         raw = base64.b64decode(data, validate=True)
     except (binascii.Error, ValueError):
         raise ValueError(
-            f'image: {clip(image)!r} is neither an example name (see /examples) nor base64 image bytes'
+            f'image: {show(image, 40)} is neither an example name (see /examples) nor base64 image bytes'
         ) from None
     return load_image(raw)
-
-
-def clip(text: str, n: int = 40) -> str:
-    return text if len(text) <= n else text[:n] + '...'
 
 
 def _api_model(model: str, weights: str):
