@@ -4,6 +4,7 @@ errors are shown. Tabs import this module; explorer.app.main imports the tabs (n
 from __future__ import annotations
 
 import atexit
+import hashlib
 import html
 import os
 import re
@@ -236,3 +237,13 @@ def download_file(stem: str, suffix: str, write) -> str:
         for old in files[:-MAX_DOWNLOAD_FILES]:
             old.unlink(missing_ok=True)
     return str(path)
+
+
+def spec_download(spec: dict) -> str:
+    """The spec as a JSON file to download, named after the spec and its content (so a name never serves
+    another spec's stale file)."""
+    from explorer.core import share
+
+    text = share.spec_json(spec)
+    stem = f'{str(spec["name"])[:60]}-{hashlib.sha1(text.encode()).hexdigest()[:8]}'
+    return download_file(stem, '.json', lambda path: path.write_text(text, encoding='utf-8'))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import hashlib
 import json
 import logging
 from html import escape
@@ -11,7 +10,7 @@ from html import escape
 import gradio as gr
 
 from explorer.app import form as spec_form
-from explorer.app.context import AppContext, api_error, download_file, html_text, read_uploaded_spec, user_error
+from explorer.app.context import AppContext, api_error, html_text, read_uploaded_spec, spec_download, user_error
 from explorer.core import catalog, share
 from explorer.core.spec import SpecError
 from explorer.measure import compare as cmp
@@ -305,13 +304,6 @@ def diff_html(d: dict) -> str:
 
 
 # ---- share ----------------------------------------------------------------------------------------------
-def _spec_file(spec: dict) -> str:
-    """The spec as a JSON file to download, named after the spec (see download_file)."""
-    text = share.spec_json(spec)
-    stem = f'{str(spec["name"])[:60]}-{hashlib.sha1(text.encode()).hexdigest()[:8]}'
-    return download_file(stem, '.json', lambda path: path.write_text(text, encoding='utf-8'))
-
-
 def add_share_tab(ctx: AppContext) -> None:
     with gr.Tab('Share', id='share'):
         url = gr.Textbox(
@@ -335,7 +327,8 @@ def add_share_tab(ctx: AppContext) -> None:
     def share_values(spec):
         if not spec:
             return [gr.skip()] * 4
-        return '?spec=' + share.encode_share(spec), _spec_file(spec), share.python_snippet(spec), share.spec_json(spec)
+        link = '?spec=' + share.encode_share(spec)
+        return link, spec_download(spec), share.python_snippet(spec), share.spec_json(spec)
 
     ctx.spec.change(share_values, ctx.spec, [url, download, snippet, as_json], show_progress='hidden', **PRIVATE).then(
         None, url, url, js=SHARE_JS, **PRIVATE

@@ -16,11 +16,11 @@ from pathlib import Path
 
 import gradio as gr
 
-from explorer.app.context import download_file, md_text, user_error
+from explorer.app.context import download_file, md_text, spec_download, user_error
 from explorer.core.spec import ArchSpec, SpecError
 from explorer.train.checkpoints import list_trained
 from explorer.train.data import DatasetNotFound, find_dataset
-from explorer.train.fit import adapt_for_fmnist, check_trainable
+from explorer.train.fit import adapt_for_fmnist, check_trainable, scale_command
 from explorer.train.runner import request_stop, training_events
 from explorer.viz.training import training_figure
 
@@ -59,6 +59,18 @@ def readiness(spec: dict | None) -> str:
     except ImportError:
         pass
     return f'Ready: **{md_text(s.name)}**, {s.img_size}x{s.img_size} grayscale input, 10 classes.{cost}'
+
+
+def scale_values(spec: dict | None) -> tuple:
+    """(the torchrun commands for this design, its spec file to download) for the "at scale" panel."""
+    if not spec:
+        return 'Compose a valid network first.', None
+    try:
+        s = ArchSpec.from_dict(spec)
+    except SpecError as e:
+        return f'Not a valid spec: {e}', None
+    path = spec_download(spec)
+    return scale_command(s, Path(path).name), path
 
 
 def _result_text(res) -> str:
@@ -117,12 +129,20 @@ def add_train_tab(ctx) -> None:
             table = gr.Dataframe(
                 headers=['name', 'test acc. (%)', 'params', 'epochs', 'origin'], value=trained_table, interactive=False
             )
+        with gr.Accordion('Train at scale: many GPUs, many machines (torchrun)', open=False):
+            gr.Markdown(
+                'The same design, trained with `torchrun` (DistributedDataParallel) on an image folder in '
+                "ImageNet's layout or on Fashion-MNIST, then exported as a timm model. Download the spec, then:"
+            )
+            at_scale = gr.Code(language='shell', label='commands', elem_id='mfx-scale-cmd')
+            spec_file = gr.DownloadButton('Download spec JSON', size='sm')
         gr.api(api_train, api_name='train', concurrency_id='train', concurrency_limit=1)
         run_id = gr.State('')
         trained_path = gr.State(None)
         ctx.extras['trained_checkpoint'] = trained_path  # the latest checkpoint trained in this session
 
     spec_state.change(readiness, spec_state, ready, show_progress='hidden', **PRIVATE)
+    spec_state.change(scale_values, spec_state, [at_scale, spec_file], show_progress='hidden', **PRIVATE)
     adapted = adapt.click(adapt_handler, [spec_state, img_size], [spec_state, status], **PRIVATE)
     if getattr(ctx, 'load_spec', None):
         ctx.load_spec(adapted)

@@ -11,7 +11,13 @@ from explorer.core.errors import UserError
 from explorer.core.spec import SpecError
 
 # module path of each command group; each module has `register(subparsers)`
-COMMAND_MODULES = ['explorer.cli.core', 'explorer.cli.counting', 'explorer.cli.predict', 'explorer.cli.train']
+COMMAND_MODULES = [
+    'explorer.cli.core',
+    'explorer.cli.counting',
+    'explorer.cli.predict',
+    'explorer.cli.train',
+    'explorer.cli.export',
+]
 
 
 def build_parser(extra: tuple = ()) -> argparse.ArgumentParser:

@@ -16,11 +16,19 @@ from explorer.core.errors import UserError
 def register(sub) -> None:
     p = sub.add_parser(
         'train',
-        help='train a spec (in_chans 1, img_size 28-32) on Fashion-MNIST; '
-        'writes a .safetensors checkpoint with spec, preprocessing and metrics',
+        help='train a spec on Fashion-MNIST (in_chans 1, img_size 28-32) or an image folder (ImageNet layout), '
+        'in one process or many (torchrun); writes a .safetensors checkpoint with spec, preprocessing and metrics',
+        description='Train a spec. Under torchrun (torchrun --nproc_per_node N -m explorer train ...) each process '
+        'trains on its share of every batch with DistributedDataParallel (gloo on CPU, NCCL on GPUs); rank 0 '
+        'writes the checkpoint and prints. --batch-size is per process.',
     )
     p.add_argument('spec', help='preset name or path to a JSON spec')
-    p.add_argument('--dataset', default='fashion-mnist', choices=['fashion-mnist'])
+    p.add_argument(
+        '--dataset',
+        default='fashion-mnist',
+        choices=['fashion-mnist', 'imagefolder'],
+        help="imagefolder: --data-dir holds train/ and val/ with one folder per class (ImageNet's layout)",
+    )
     p.add_argument(
         '--epochs',
         type=number_in(0, 1000, low_open=True),
@@ -34,7 +42,7 @@ def register(sub) -> None:
         metavar='S',
         help='stop after S seconds of training; the cosine schedule is fitted to the steps that fit',
     )
-    p.add_argument('--batch-size', type=int_in(1, 4096), default=128)
+    p.add_argument('--batch-size', type=int_in(1, 4096), default=128, help='per process (default 128)')
     p.add_argument('--lr', type=number_in(0, 10, low_open=True), default=None, help='peak learning rate (default 2e-3)')
     p.add_argument(
         '--erase',
@@ -45,9 +53,26 @@ def register(sub) -> None:
     )
     p.add_argument('--seed', type=int_in(0, 2**63 - 1), default=0)
     p.add_argument('--threads', type=int_in(1, 1024), default=None, help="torch CPU threads (default: torch's setting)")
-    p.add_argument('--data-dir', default=None, metavar='PATH', help='directory holding the Fashion-MNIST idx files')
+    p.add_argument(
+        '--data-dir',
+        default=None,
+        metavar='PATH',
+        help='Fashion-MNIST: the folder holding its idx files; imagefolder: the folder holding train/ and val/',
+    )
+    p.add_argument('--device', choices=['cpu', 'cuda'], default=None, help='default: CUDA when there is one')
+    p.add_argument(
+        '--amp', choices=['bf16', 'fp16'], default=None, help='mixed precision (fp16 needs CUDA; default fp32)'
+    )
+    p.add_argument(
+        '--aa',
+        default=None,
+        metavar='POLICY',
+        help="imagefolder: timm's auto-augment policy, e.g. rand-m9-mstd0.5-inc1 (RandAugment)",
+    )
+    p.add_argument('--workers', type=int_in(0, 64), default=4, help='imagefolder: data-loading processes per rank')
     p.add_argument('--download', action='store_true', help='download with torchvision when no local copy exists')
-    p.add_argument('--train-limit', type=int_in(1), default=None, metavar='N', help='use the first N training images')
+    p.add_argument('--train-limit', type=int_in(1), default=None, metavar='N', help='use N training images')
+    p.add_argument('--test-limit', type=int_in(1), default=None, metavar='N', help='evaluate on N test images')
     p.add_argument('--out', required=True, metavar='FILE', help='checkpoint to write (.safetensors)')
     p.add_argument(
         '--resume',
@@ -89,14 +114,15 @@ def _user_errors(fn):
 @_user_errors
 def cmd_train(args) -> int:
     from explorer.core.catalog import load_spec
-    from explorer.train.loop import Stopped, train
+    from explorer.train.loop import train
 
     out = check_out(args.out)
+    main = os.environ.get('RANK', '0') == '0'  # under torchrun, rank 0 alone prints
     state_file = out.with_name(out.name + '.state')
-    if args.resume and not state_file.is_file():
+    if args.resume and main and not state_file.is_file():
         raise UserError(f'--resume: there is no interrupted run at {str(out)!r} (no {state_file.name} beside it)')
     spec = load_spec(args.spec)
-    recipe = {}
+    recipe = {'amp': args.amp, 'auto_augment': args.aa}
     if args.lr is not None:
         recipe['lr'] = args.lr
     if args.threads is not None:
@@ -104,53 +130,88 @@ def cmd_train(args) -> int:
     if args.erase is not None:
         recipe['erase_prob'] = args.erase
     stop = threading.Event()
-
-    def progress(ev):
-        if ev['kind'] == 'epoch' and not args.quiet:
-            acc = ev.get('test_accuracy')
-            acc = '-' if acc is None else f'{100 * acc:.2f}%'
-            print(
-                f'epoch {ev["epoch"]:g}: step {ev["step"]}/{ev["total_steps"]}, train loss {ev["train_loss"]:.4f}, '
-                f'test accuracy {acc}, {ev["train_time"]:.0f} s',
-                flush=True,
+    show = _Progress(enabled=main and not args.quiet)
+    try:
+        with _stop_on_signals(stop):
+            res = train(
+                spec,
+                args.dataset,
+                epochs=args.epochs,
+                time_budget=args.time_budget,
+                batch_size=args.batch_size,
+                seed=args.seed,
+                out=out,
+                progress=show,
+                data_dir=args.data_dir,
+                download=args.download,
+                train_limit=args.train_limit,
+                test_limit=args.test_limit,
+                state_file=state_file,
+                resume=args.resume,
+                device=args.device,
+                should_stop=stop.is_set,
+                workers=args.workers,
+                **recipe,
             )
-        if stop.is_set():
-            raise Stopped
-
-    with _stop_on_signals(stop):
-        res = train(
-            spec,
-            args.dataset,
-            epochs=args.epochs,
-            time_budget=args.time_budget,
-            batch_size=args.batch_size,
-            seed=args.seed,
-            out=out,
-            progress=progress,
-            data_dir=args.data_dir,
-            download=args.download,
-            train_limit=args.train_limit,
-            state_file=state_file,
-            resume=args.resume,
-            **recipe,
-        )
+    finally:
+        show.close()
+    if not main:
+        return 130 if stop.is_set() or res.metrics['stopped_by'] == 'user' else 0
     m = res.metrics
     if args.json:
         print(json.dumps(m, indent=2))
     else:
+        procs = f', {m["processes"]} processes' if m['processes'] > 1 else ''
         print(
-            f'{spec.name}: test accuracy {100 * m["test_accuracy"]:.2f}% ({m["test_correct"]}/{m["test_n"]}) after '
-            f'{m["epochs"]:g} epoch{"" if m["epochs"] == 1 else "s"} ({m["steps"]} steps, batch {args.batch_size}), '
-            f'{m["train_time_s"]:.0f} s training on {m["device"]} with {m["threads"]} threads; '
-            f'{m["params"]:,} params; wrote {res.checkpoint}'
+            f'{spec.name}: test accuracy {100 * m["test_accuracy"]:.2f}% '
+            f'({m["test_correct"]}/{m["test_n"]}) after {m["epochs"]:g} epoch{"" if m["epochs"] == 1 else "s"} '
+            f'({m["steps"]} steps, global batch {m["global_batch"]}{procs}), {m["train_time_s"]:.0f} s training on '
+            f'{m["device"]} with {m["threads"]} threads; {m["params"]:,} params; wrote {res.checkpoint}'
         )
-    if stop.is_set():
+    if m['stopped_by'] == 'user':
         print(
             'stopped: the checkpoint holds the weights so far; continue with the same command and --resume',
             file=sys.stderr,
         )
         return 130
     return 0
+
+
+class _Progress:
+    """A progress bar (tqdm, on stderr) with images/s, loss and ETA, and one line per epoch on stdout."""
+
+    def __init__(self, enabled: bool):
+        self.enabled, self.bar, self.done = enabled, None, 0
+
+    def __call__(self, ev: dict) -> None:
+        if not self.enabled:
+            return
+        if ev['kind'] == 'step':
+            self._step(ev)
+            return
+        acc = ev.get('test_accuracy')
+        acc = '-' if acc is None else f'{100 * acc:.2f}%'
+        line = (
+            f'epoch {ev["epoch"]:g}: step {ev["step"]}/{ev["total_steps"]}, train loss {ev["train_loss"]:.4f}, '
+            f'test accuracy {acc}, {ev["train_time"]:.0f} s'
+        )
+        (self.bar.write if self.bar else print)(line)
+
+    def _step(self, ev: dict) -> None:
+        from tqdm import tqdm
+
+        if self.bar is None:
+            self.bar = tqdm(total=ev['total_steps'], initial=ev['step'], unit='step', file=sys.stderr, leave=False)
+            self.done = ev['step']
+        self.bar.total = ev['total_steps']  # a time budget refits the schedule
+        self.bar.update(ev['step'] - self.done)
+        self.done = ev['step']
+        rate = ev['images'] / ev['elapsed'] if ev['elapsed'] > 0 else 0.0
+        self.bar.set_postfix_str(f'{rate:,.0f} images/s, loss {ev["loss"]:.4f}, lr {ev["lr"]:.2e}', refresh=False)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
 
 
 def check_out(path: str) -> Path:

@@ -57,18 +57,28 @@ def load_state(path: str | Path) -> dict:
 
 
 def save_checkpoint(
-    path: str | Path, model: nn.Module, spec: ArchSpec, pre: Preprocessing, metrics: dict, history: list, cfg=None
+    path: str | Path,
+    model: nn.Module,
+    spec: ArchSpec,
+    pre: Preprocessing | dict,
+    metrics: dict,
+    history: list,
+    cfg=None,
+    classes: list[str] | None = None,
 ) -> str:
-    """Write weights + metadata (all str -> str, JSON where structured) to one .safetensors file."""
+    """Write weights + metadata (all str -> str, JSON where structured) to one .safetensors file.
+
+    pre: the Fashion-MNIST preprocessing, or for an image folder timm's data config tagged {'kind': 'timm', ...}.
+    classes: the class names in label order (default: Fashion-MNIST's)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tensors = {k: v.detach().contiguous().clone() for k, v in model.state_dict().items()}
+    tensors = {k: v.detach().cpu().contiguous().clone() for k, v in model.state_dict().items()}
     meta = {
         'format': FORMAT,
         'dataset': metrics.get('dataset', 'fashion-mnist'),
         'spec': json.dumps(spec.to_dict()),
-        'preprocessing': json.dumps(pre.to_dict()),
-        'classes': json.dumps(list(CLASSES)),
+        'preprocessing': json.dumps(pre if isinstance(pre, dict) else pre.to_dict()),
+        'classes': json.dumps(list(classes or CLASSES)),
         'metrics': json.dumps(metrics),
         'history': json.dumps(history),
     }
@@ -102,7 +112,8 @@ def read_metadata(path: str | Path) -> dict:
 def load_trained(path: str | Path) -> tuple[nn.Module, ArchSpec, dict]:
     """(model in eval mode, spec, info) from a checkpoint alone.
 
-    info: 'preprocessing' (a Preprocessing), 'classes' (list of names), 'metrics', 'history', 'dataset', 'path'.
+    info: 'preprocessing' (a Preprocessing; for an image-folder run, timm's data config as a dict with 'kind':
+    'timm'), 'classes' (list of names), 'metrics', 'history', 'dataset', 'path'.
     Turn uint8 28x28 images into inputs with `explorer.train.data.preprocess(images, info['preprocessing'])`.
     """
     from safetensors.torch import load_file
@@ -115,7 +126,8 @@ def load_trained(path: str | Path) -> tuple[nn.Module, ArchSpec, dict]:
     state = load_file(str(path))
     model.load_state_dict(state, strict=True)
     model.eval()
-    info['preprocessing'] = Preprocessing(**info['preprocessing'])
+    if info['preprocessing'].get('kind') != 'timm':  # image folders keep timm's data config as a dict
+        info['preprocessing'] = Preprocessing(**info['preprocessing'])
     info['path'] = str(path)
     return model, spec, info
 
@@ -124,7 +136,8 @@ def list_trained(dirs: list[str | Path] | None = None) -> list[dict]:
     """Trained checkpoints on this machine: the shipped ones (assets/fmnist) and the user's (USER_DIR, where
     the app's Train tab writes). Each: {'path', 'name' (file stem), 'spec_name', 'accuracy', 'params', 'epochs',
     'shipped', 'dataset'},
-    shipped first, then newest first. Unreadable files are left out."""
+    shipped first, then newest first. Unreadable files, and runs on other datasets than Fashion-MNIST (the app's
+    examples and predictions are Fashion-MNIST's), are left out."""
     out = []
     for d in dirs or [ASSET_DIR, USER_DIR]:
         d = Path(d)
@@ -133,6 +146,8 @@ def list_trained(dirs: list[str | Path] | None = None) -> list[dict]:
             try:
                 info = read_metadata(p)
             except (ValueError, OSError, KeyError):
+                continue
+            if info.get('dataset', 'fashion-mnist') != 'fashion-mnist':
                 continue
             m = info['metrics']
             out.append(

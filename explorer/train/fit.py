@@ -81,3 +81,40 @@ def adapt_for_fmnist(spec: ArchSpec | dict, img_size: int = 32) -> tuple[ArchSpe
         return spec, [f'already set up for Fashion-MNIST; token grids {grids}']
     notes.append(f'token grids {grids}')
     return new, notes
+
+
+def scale_command(spec: ArchSpec, spec_file: str, gpus: int = 8, epochs: int = 300) -> str:
+    """The shell commands that train `spec` (saved as `spec_file`) with torchrun on `gpus` GPUs per machine: on
+    an image folder in ImageNet's layout for an RGB design, on Fashion-MNIST for a grayscale one. Plain text
+    (shown in a code box, never as HTML); the file name is quoted for the shell."""
+    import shlex
+
+    f = shlex.quote(spec_file)
+    out = shlex.quote(spec_file.rsplit('.', 1)[0] + '.safetensors')
+    run = f'torchrun --nproc_per_node {gpus} -m explorer train {f}'
+    if spec.in_chans == 3:
+        batch = 128
+        data = (
+            f'  --dataset imagefolder --data-dir /data/imagenet --workers 8 \\\n'
+            f'  --epochs {epochs} --batch-size {batch} --lr {4e-3 * gpus * batch / 4096:.2g} --amp bf16 '
+            f'--aa rand-m9-mstd0.5-inc1 --erase 0.25 \\\n'
+        )
+        note = (
+            "# /data/imagenet holds train/ and val/, one folder per class (ImageNet's layout); the learning rate is\n"
+            "# the MetaFormer recipe's 4e-3 at global batch 4096, scaled linearly"
+        )
+    else:
+        batch = 64
+        data = f'  --dataset fashion-mnist --epochs 30 --batch-size {batch} \\\n'
+        note = '# a grayscale design trains on Fashion-MNIST; set in_chans 3 to train on an image folder'
+    return (
+        f'# on every machine: install the explorer (README, Install) with a CUDA build of torch\n{note}\n'
+        f'# one machine, {gpus} GPUs (--batch-size is per GPU: global batch {gpus} x {batch} = {gpus * batch}):\n'
+        f'{run} \\\n{data}  --out {out}\n'
+        f'# N machines: the same on each, with a rendezvous on the first (HOST:29500):\n'
+        f'torchrun --nnodes N --nproc_per_node {gpus} --rdzv-backend c10d --rdzv-endpoint HOST:29500 \\\n'
+        f'  -m explorer train {f} ...\n'
+        f'# interrupted (Ctrl-C, a lost node)? the same command with --resume continues where it stopped\n'
+        f'# then out as a timm model (timm.create_model) and ONNX:\n'
+        f'explorer export {out} --to exported/ --onnx'
+    )

@@ -32,9 +32,22 @@ from explorer.core.build import build_model
 from explorer.core.spec import ArchSpec
 from explorer.measure.guard import check_request
 from explorer.train.checkpoints import load_state, load_trained, save_checkpoint, save_state
-from explorer.train.data import Dataset, Preprocessing, load_dataset, preprocess
+from explorer.train.data import Dataset, Preprocessing, load_dataset
+from explorer.train.distributed import Dist
 from explorer.train.fit import check_trainable
+from explorer.train.folder import check_layout, data_config_for, open_folder
+from explorer.train.sources import (  # noqa: F401 (augment, make_batch: used from here by tests and scripts)
+    FolderSource,
+    MemorySource,
+    augment,
+    autocast,
+    counts_to_metrics,
+    eval_counts,
+    make_batch,
+)
 
+DATASETS = ('fashion-mnist', 'imagefolder')
+AMP = (None, 'bf16', 'fp16')
 CALIBRATION_STEPS = 20  # steps timed before a time budget fixes the schedule length
 
 
@@ -56,6 +69,8 @@ class TrainConfig:
     threads: int | None = None  # torch threads during the run; None: leave torch's setting
     eval_batch_size: int = 1000
     eval_every_epoch: bool = True  # test accuracy after every epoch (for the plot; never used to pick weights)
+    amp: str | None = None  # mixed precision: None (fp32), 'bf16' (CPU or GPU) or 'fp16' (GPU, loss scaling)
+    auto_augment: str | None = None  # image folders: a timm policy, e.g. 'rand-m9-mstd0.5-inc1' (RandAugment)
 
 
 @dataclass
@@ -73,59 +88,6 @@ class Stopped(Exception):
     """Raised by a progress callback to stop training early; the weights so far are kept."""
 
 
-# ---- batches -------------------------------------------------------------------------------------------
-def augment(x: torch.Tensor, pad: int, hflip: bool, gen: torch.Generator, erase_prob: float = 0.0) -> torch.Tensor:
-    """Random crop (zero-padded by `pad`), random horizontal flip and random erasing of a batch (B, C, H, W).
-
-    Run before normalisation, so the padding and the erased rectangles are background (pixel value 0).
-    Erasing blanks, with probability `erase_prob` per image, one rectangle of 2% to 25% of the image with an
-    aspect ratio between 0.3 and 3.3 (log-uniform), at a uniform position.
-    """
-    B, C, H, W = x.shape
-    if pad > 0:
-        xp = F.pad(x, (pad, pad, pad, pad))
-        dy = torch.randint(0, 2 * pad + 1, (B,), generator=gen)
-        dx = torch.randint(0, 2 * pad + 1, (B,), generator=gen)
-        rows = (dy[:, None] + torch.arange(H))[:, None, :, None].expand(B, C, H, W + 2 * pad)
-        x = xp.gather(2, rows)
-        cols = (dx[:, None] + torch.arange(W))[:, None, None, :].expand(B, C, H, W)
-        x = x.gather(3, cols)
-    if hflip:
-        flip = torch.rand(B, generator=gen) < 0.5
-        x = torch.where(flip[:, None, None, None], x.flip(-1), x)
-    if erase_prob > 0:
-        x = _erase(x, erase_prob, gen)
-    return x
-
-
-def _erase(x: torch.Tensor, prob: float, gen: torch.Generator) -> torch.Tensor:
-    B, C, H, W = x.shape
-    on = torch.rand(B, generator=gen) < prob
-    area = (0.02 + 0.23 * torch.rand(B, generator=gen)) * H * W
-    aspect = torch.exp(math.log(0.3) + (math.log(3.3) - math.log(0.3)) * torch.rand(B, generator=gen))
-    h = (area * aspect).sqrt().round().clamp(1, H).long()
-    w = (area / aspect).sqrt().round().clamp(1, W).long()
-    y0 = (torch.rand(B, generator=gen) * (H - h + 1)).long()
-    x0 = (torch.rand(B, generator=gen) * (W - w + 1)).long()
-    rows, cols = torch.arange(H), torch.arange(W)
-    in_rows = (rows >= y0[:, None]) & (rows < (y0 + h)[:, None])  # (B, H)
-    in_cols = (cols >= x0[:, None]) & (cols < (x0 + w)[:, None])  # (B, W)
-    mask = on[:, None, None] & in_rows[:, :, None] & in_cols[:, None, :]
-    return x.masked_fill(mask[:, None], 0.0)
-
-
-def make_batch(
-    images: torch.Tensor, pre: Preprocessing, cfg: TrainConfig | None = None, gen: torch.Generator | None = None
-) -> torch.Tensor:
-    """uint8 (B, 28, 28) -> model input; augmented when `cfg` and `gen` are given."""
-    if cfg is None:
-        return preprocess(images, pre)
-    raw = Preprocessing(img_size=pre.img_size, resize=pre.resize, mean=0.0, std=1.0, in_chans=1)
-    x = augment(preprocess(images, raw), cfg.crop_pad, cfg.hflip, gen, cfg.erase_prob)
-    x = (x - pre.mean) / pre.std
-    return x.expand(-1, pre.in_chans, -1, -1).contiguous() if pre.in_chans > 1 else x
-
-
 # ---- evaluation -----------------------------------------------------------------------------------------
 @torch.inference_mode()
 def predict_logits(model: nn.Module, images: torch.Tensor, pre: Preprocessing, batch_size: int = 1000) -> torch.Tensor:
@@ -139,21 +101,17 @@ def predict_logits(model: nn.Module, images: torch.Tensor, pre: Preprocessing, b
 
 
 def accuracy_on(model: nn.Module, ds: Dataset, pre: Preprocessing, batch_size: int = 1000) -> dict:
-    logits = predict_logits(model, ds.images, pre, batch_size)
-    pred = logits.argmax(1)
-    correct = pred == ds.labels
-    per_class = {
-        ds.classes[c]: round(float(correct[ds.labels == c].float().mean()), 4)
-        for c in range(len(ds.classes))
-        if (ds.labels == c).any()
-    }
-    return {
-        'accuracy': int(correct.sum()) / len(ds),
-        'n': len(ds),
-        'correct': int(correct.sum()),
-        'loss': float(F.cross_entropy(logits, ds.labels)),
-        'per_class': per_class,
-    }
+    """{'accuracy' (fraction), 'n', 'correct', 'loss' (mean cross-entropy), 'per_class'} on a split, eval mode."""
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    chunks = (
+        (make_batch(ds.images[i : i + batch_size], pre), ds.labels[i : i + batch_size])
+        for i in range(0, len(ds), batch_size)
+    )
+    counts = eval_counts(model, chunks, len(ds.classes), device)
+    model.train(was_training)
+    return counts_to_metrics(counts, list(ds.classes))
 
 
 # ---- training -------------------------------------------------------------------------------------------
@@ -189,65 +147,121 @@ def train(
     test_limit: int | None = None,
     state_file: str | Path | None = None,
     resume: bool = False,
+    device: str | None = 'cpu',
+    should_stop: Callable[[], bool] | None = None,
+    workers: int = 4,
     **recipe,
 ) -> TrainResult:
     """Train `spec` from scratch on the training set, evaluate on the test set, write a checkpoint to `out`.
 
+    dataset: 'fashion-mnist' (found offline, see explorer.train.data) or 'imagefolder' (data_dir = ROOT holding
+    train/ and val/ in ImageNet's layout; the spec's num_classes is set to the number of class folders).
     recipe: other TrainConfig fields (lr, weight_decay, warmup_epochs, label_smoothing, crop_pad, hflip,
-    erase_prob, threads, eval_batch_size, eval_every_epoch). train_limit / test_limit: use the first N examples only
-    (quick runs, tests). progress(event) is called with dicts: {'kind': 'step', 'step', 'total_steps',
-    'epoch', 'loss', 'lr', 'elapsed'} every few steps, {'kind': 'epoch', ..., 'train_loss', 'test_accuracy'}
-    after each epoch; it may raise `Stopped` to end training early (the checkpoint is still written).
+    erase_prob, amp, auto_augment, threads, eval_batch_size, eval_every_epoch). train_limit / test_limit: use N
+    examples only (quick runs, tests). progress(event) is called on rank 0 with dicts: {'kind': 'step', 'step',
+    'total_steps', 'epoch', 'loss', 'lr', 'elapsed', 'images'} every few steps, {'kind': 'epoch', ...,
+    'train_loss', 'test_accuracy'} after each epoch; it may raise `Stopped` to end training early (the
+    checkpoint is still written). should_stop(), asked after every step on every rank, does the same for all
+    ranks at once. device: 'cpu', 'cuda' or None (CUDA when there is one); under torchrun, one process per rank.
+    batch_size is per process: the global batch is batch_size x processes.
     Returns TrainResult(checkpoint path, metrics, per-epoch history).
 
     state_file: where to keep a resumable state (after every epoch and when stopped; removed when the run
-    completes). resume: continue the run that state_file holds (same spec and recipe); without a time budget
-    the result is the same, bit for bit, as a run never interrupted.
+    completes). resume: continue the run that state_file holds (same spec and recipe); without a time budget,
+    in one process, the result is the same, bit for bit, as a run never interrupted.
     """
     spec = spec if isinstance(spec, ArchSpec) else ArchSpec.from_dict(spec)
     cfg = TrainConfig(epochs=epochs, time_budget=time_budget, batch_size=batch_size, seed=seed, **recipe)
     _check_config(cfg)
-    check_trainable(spec)
-    check_request(spec, batch_size=batch_size, training=True)  # before building: refuse what would not fit
-    pre = Preprocessing.for_spec(spec)
-    train_ds = load_dataset(dataset, 'train', data_dir, download)
-    test_ds = load_dataset(dataset, 'test', data_dir, download)
-    if train_limit:
-        train_ds = train_ds.subset(train_limit)
-    if test_limit:
-        test_ds = test_ds.subset(test_limit)
+    if dataset not in DATASETS:
+        raise ValueError(f'dataset {dataset!r} is not supported; choose from {", ".join(DATASETS)}')
+    dist = Dist.from_env(device)
+    if cfg.amp == 'fp16' and dist.device.type != 'cuda':
+        raise ValueError('amp fp16 needs a CUDA device (its loss scaling is for GPUs); use amp bf16 on CPU')
+    try:
+        if dataset == 'fashion-mnist':
+            check_trainable(spec)
+        check_request(spec, batch_size=batch_size, training=True)  # before building: refuse what would not fit
+        spec, pre, source = _open_data(spec, dataset, cfg, dist, data_dir, download, train_limit, test_limit, workers)
+        state, keep_state = _resumable(spec, cfg, dist, state_file, resume)
+        prev_threads = torch.get_num_threads()
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        try:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(seed + dist.rank)  # drop-path and dropout draw from the global generator
+                model, history, metrics = _run(spec, cfg, source, dist, progress, should_stop, state, keep_state)
+        finally:
+            torch.set_num_threads(prev_threads)
+        metrics.update(dataset=dataset, train_examples=source.n)
+        path = None
+        if out is not None:
+            if dist.main:
+                save_checkpoint(out, model, spec, pre, metrics, history, cfg, classes=source.classes)
+            path = str(out)
+        if dist.main and state_file is not None and metrics['stopped_by'] != 'user':
+            Path(state_file).unlink(missing_ok=True)  # finished: nothing left to resume
+        return TrainResult(path, metrics, history, model)
+    finally:
+        dist.close()
 
+
+def _open_data(spec, dataset, cfg, dist, data_dir, download, train_limit, test_limit, workers):
+    """(spec, preprocessing to record, batch source). An image folder sets the spec's num_classes to its own."""
+    if dataset == 'fashion-mnist':
+        pre = Preprocessing.for_spec(spec)
+        train_ds = load_dataset(dataset, 'train', data_dir, download)
+        test_ds = load_dataset(dataset, 'test', data_dir, download)
+        if train_limit:
+            train_ds = train_ds.subset(train_limit)
+        if test_limit:
+            test_ds = test_ds.subset(test_limit)
+        return spec, pre, MemorySource(train_ds, test_ds, pre, cfg, dist)
+    if data_dir is None:
+        raise ValueError('dataset imagefolder: give the folder holding train/ and val/ (--data-dir)')
+    if spec.in_chans != 3:
+        raise ValueError(f'in_chans is {spec.in_chans}; image folders are read as RGB: set in_chans to 3')
+    classes = check_layout(data_dir)
+    if spec.num_classes != len(classes):
+        spec = ArchSpec.from_dict({**spec.to_dict(), 'num_classes': len(classes)})
+    pre = data_config_for(build_model(spec, init=False), spec.in_chans, spec.img_size)
+    data = open_folder(
+        data_dir,
+        pre,
+        hflip=cfg.hflip,
+        auto_augment=cfg.auto_augment,
+        erase_prob=cfg.erase_prob,
+        train_limit=train_limit,
+        val_limit=test_limit,
+    )
+    return spec, {'kind': 'timm', **pre}, FolderSource(data, cfg, dist, workers)
+
+
+def _resumable(spec, cfg, dist, state_file, resume):
+    """(state to continue from or None, function saving a state or None). Rank 0 reads and writes the file;
+    the other ranks get its state by broadcast (on many machines only rank 0's needs to see it)."""
     state, keep_state = None, None
     if resume:
         if state_file is None:
             raise ValueError('resume: give the state file to continue from')
-        state = load_state(state_file)
-        theirs = (state.get('spec'), {k: v for k, v in state.get('recipe', {}).items() if k != 'threads'})
-        ours = (spec.to_dict(), {k: v for k, v in asdict(cfg).items() if k != 'threads'})
+        state = dist.broadcast(load_state(state_file) if dist.main else None)
+        skip = ('threads', 'eval_batch_size', 'batch_size')  # any process count with the same global batch
+        theirs = (
+            state.get('spec'),
+            state.get('global_batch', state.get('recipe', {}).get('batch_size')),
+            {k: v for k, v in state.get('recipe', {}).items() if k not in skip},
+        )
+        ours = (spec.to_dict(), cfg.batch_size * dist.world, {k: v for k, v in asdict(cfg).items() if k not in skip})
         if theirs != ours:
-            raise ValueError(f'resume: {state_file} was written for another spec or recipe; start a new run instead')
-    if state_file is not None:
-        tagged = {'spec': spec.to_dict(), 'recipe': asdict(cfg)}
+            what = 'global batch' if theirs[1] != ours[1] else 'spec or recipe'
+            raise ValueError(f'resume: {state_file} was written for another {what}; start a new run instead')
+    if state_file is not None and dist.main:
+        tagged = {'spec': spec.to_dict(), 'recipe': asdict(cfg), 'global_batch': cfg.batch_size * dist.world}
 
         def keep_state(s: dict) -> None:
             save_state(state_file, {**tagged, **s})
 
-    prev_threads = torch.get_num_threads()
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    try:
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)  # drop-path and dropout draw from the global generator
-            model, history, metrics = _run(spec, cfg, pre, train_ds, test_ds, progress, state, keep_state)
-    finally:
-        torch.set_num_threads(prev_threads)
-    metrics.update(dataset=dataset, train_examples=len(train_ds))
-    path = None
-    if out is not None:
-        path = save_checkpoint(out, model, spec, pre, metrics, history, cfg)
-    if state_file is not None and metrics['stopped_by'] != 'user':
-        Path(state_file).unlink(missing_ok=True)  # finished: nothing left to resume
-    return TrainResult(path, metrics, history, model)
+    return state, keep_state
 
 
 MAX_EPOCHS = 1000
@@ -280,21 +294,27 @@ def _check_config(cfg: TrainConfig) -> None:
         raise ValueError(f'threads {cfg.threads!r} must be an integer in [1, 1024]')
     if not integer(cfg.crop_pad) or not 0 <= cfg.crop_pad <= 16:
         raise ValueError(f'crop_pad {cfg.crop_pad!r} must be an integer in [0, 16]')
+    if cfg.amp not in AMP:
+        raise ValueError(f'amp {cfg.amp!r} is not known; choose bf16, fp16 or none (fp32)')
+    if cfg.auto_augment is not None and not (isinstance(cfg.auto_augment, str) and len(cfg.auto_augment) <= 100):
+        raise ValueError(f'auto_augment {cfg.auto_augment!r} must be a timm policy string such as rand-m9-mstd0.5')
     if not integer(cfg.eval_batch_size) or cfg.eval_batch_size < 1:
         raise ValueError(f'eval_batch_size {cfg.eval_batch_size!r} must be a positive integer')
 
 
-def _run(spec, cfg: TrainConfig, pre, train_ds, test_ds, progress, state=None, save_state=None):
+def _run(spec, cfg: TrainConfig, source, dist: Dist, progress, should_stop, state=None, save_state=None):
     """The training loop. `state` (from a `save_state` call of an earlier run of the same spec and recipe)
     continues that run where it stopped; `save_state(state)` is called at the end of every epoch and when the
     run is stopped, with everything needed to continue it (weights, optimiser, both random generators and the
     position in the epoch), so a resumed run ends with the same weights as one never interrupted."""
-    model = build_model(spec, seed=cfg.seed)
+    device = dist.device
+    model = build_model(spec, seed=cfg.seed).to(device)
     model.train()
+    net = dist.wrap(model)
     gen = torch.Generator().manual_seed(cfg.seed)
     opt = torch.optim.AdamW(_param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=(0.9, 0.999))
-    n = len(train_ds)
-    steps_per_epoch = max(1, n // cfg.batch_size)  # drop the last partial batch: every step the same size
+    scaler = torch.amp.GradScaler(device.type, enabled=cfg.amp == 'fp16')
+    steps_per_epoch = source.steps_per_epoch
     planned = max(1, round(cfg.epochs * steps_per_epoch))
     # where the run is: the step, the epoch's order and next batch, and what was recorded so far
     pos = {
@@ -311,25 +331,27 @@ def _run(spec, cfg: TrainConfig, pre, train_ds, test_ds, progress, state=None, s
         model.load_state_dict(state['model'])
         opt.load_state_dict(state['optimizer'])
         gen.set_state(state['generator'])
-        torch.set_rng_state(state['global_rng'])
+        if dist.main:  # the other ranks' drop-path draws start afresh (seeded by rank)
+            torch.set_rng_state(state['global_rng'])
         pos.update(state['position'])
 
     def snapshot() -> dict:
         return {
-            'model': model.state_dict(),
+            'model': {k: v.cpu() for k, v in model.state_dict().items()},
             'optimizer': opt.state_dict(),
             'generator': gen.get_state(),
             'global_rng': torch.get_rng_state(),
             'position': dict(pos),
         }
 
+    step_fn = _Step(net, opt, scaler, cfg, device, dist, should_stop)
     t0, stopped_by = time.perf_counter(), 'epochs'
     try:
         while pos['step'] < pos['total']:
             if pos['perm'] is None:
-                pos.update(perm=torch.randperm(n, generator=gen), batch=0, losses=[])
+                pos.update(perm=source.order(gen, pos['step'] // steps_per_epoch), batch=0, losses=[])
             tick = time.perf_counter()
-            _train_epoch(model, opt, gen, pos, cfg, pre, train_ds, steps_per_epoch, planned, tick, progress)
+            _train_epoch(step_fn, source, gen, pos, cfg, planned, tick, progress if dist.main else None)
             pos['train_time'] += time.perf_counter() - tick
             row = {
                 'epoch': round(pos['step'] / steps_per_epoch, 3),
@@ -339,12 +361,14 @@ def _run(spec, cfg: TrainConfig, pre, train_ds, test_ds, progress, state=None, s
             }
             pos['perm'] = None  # the epoch is done: the next one draws its order
             if cfg.eval_every_epoch or pos['step'] >= pos['total']:
-                ev = accuracy_on(model, test_ds, pre, cfg.eval_batch_size)
+                model.eval()
+                ev = source.evaluate(model, device, cfg.amp)
+                model.train()
                 row.update(test_accuracy=ev['accuracy'], test_loss=ev['loss'])
             pos['history'] = [*pos['history'], row]
             if save_state:
                 save_state(snapshot())
-            if progress:
+            if progress and dist.main:
                 progress({'kind': 'epoch', 'total_steps': pos['total'], **row})
     except Stopped:
         stopped_by = 'user'
@@ -354,7 +378,8 @@ def _run(spec, cfg: TrainConfig, pre, train_ds, test_ds, progress, state=None, s
     if stopped_by == 'epochs' and total < planned:  # the budget shortened or cut the schedule: it ended training
         stopped_by = 'time_budget'
     model.eval()
-    final = accuracy_on(model, test_ds, pre, cfg.eval_batch_size)
+    final = source.evaluate(model, device, cfg.amp)
+    model.cpu()
     if history:
         history[-1].update(test_accuracy=final['accuracy'], test_loss=final['loss'])
     metrics = {
@@ -371,7 +396,10 @@ def _run(spec, cfg: TrainConfig, pre, train_ds, test_ds, progress, state=None, s
         'seed': cfg.seed,
         'epochs_requested': cfg.epochs,
         'time_budget_s': cfg.time_budget,
-        'device': 'cpu',
+        'device': device.type,
+        'processes': dist.world,
+        'global_batch': cfg.batch_size * dist.world,
+        'amp': cfg.amp,
         'threads': torch.get_num_threads(),
         'torch': torch.__version__,
         'machine': platform.machine(),
@@ -382,36 +410,53 @@ def _run(spec, cfg: TrainConfig, pre, train_ds, test_ds, progress, state=None, s
     return model, history, metrics
 
 
-def _train_epoch(
-    model, opt, gen, pos: dict, cfg, pre, train_ds, steps_per_epoch: int, planned: int, tick: float, progress
-) -> None:
+class _Step:
+    """One optimisation step on this rank's share of a batch; the ranks agree on the mean loss and on stopping."""
+
+    def __init__(self, net, opt, scaler, cfg, device, dist, should_stop):
+        self.net, self.opt, self.scaler, self.cfg, self.device, self.dist = net, opt, scaler, cfg, device, dist
+        self.should_stop = should_stop or (lambda: False)
+
+    def __call__(self, x, y, lr: float, over_budget: bool) -> tuple[float, bool, bool]:
+        """(mean loss over ranks, stop asked on any rank, time budget spent on any rank)."""
+        for g in self.opt.param_groups:
+            g['lr'] = lr
+        x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+        with autocast(self.device, self.cfg.amp):
+            loss = F.cross_entropy(self.net(x).float(), y, label_smoothing=self.cfg.label_smoothing)
+        self.opt.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.opt)
+        self.scaler.update()
+        return self.dist.step_agree(loss, self.should_stop(), over_budget)
+
+
+def _train_epoch(step_fn: _Step, source, gen, pos: dict, cfg, planned: int, tick: float, progress) -> None:
     """The steps of one epoch from pos['batch'] on (or up to pos['total']), updating `pos` after each step; a
     time budget refits the schedule as it goes. `tick`: when this epoch's timing started."""
+    steps_per_epoch, dist = source.steps_per_epoch, step_fn.dist
     report_every = max(1, steps_per_epoch // 20)
+    batches = source.batches(pos['perm'], pos['batch'], gen)
     for b in range(pos['batch'], steps_per_epoch):
         step, total = pos['step'], pos['total']
         if step >= total:
             break
-        idx = pos['perm'][b * cfg.batch_size : (b + 1) * cfg.batch_size]
-        x = make_batch(train_ds.images[idx], pre, cfg, gen)
+        x, y = next(batches)
         lr = _lr_at(step, total, pos['warmup'], cfg.lr)
-        for g in opt.param_groups:
-            g['lr'] = lr
-        loss = F.cross_entropy(model(x), train_ds.labels[idx], label_smoothing=cfg.label_smoothing)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        pos['losses'].append(loss.item())
+        elapsed = pos['train_time'] + time.perf_counter() - tick
+        over = cfg.time_budget is not None and elapsed >= cfg.time_budget
+        loss, stop, over = step_fn(x, y, lr, over)
+        pos['losses'].append(loss)
         pos['step'] = step = step + 1
         pos['batch'] = b + 1
         elapsed = pos['train_time'] + time.perf_counter() - tick
         if cfg.time_budget is not None:
             if step == CALIBRATION_STEPS or (b == steps_per_epoch - 1 and step > CALIBRATION_STEPS):
                 # fit the cosine schedule to the steps the rest of the budget allows at the speed so far
-                fit = step + int((cfg.time_budget - elapsed) / (elapsed / step))
+                fit = dist.min_int(step + int((cfg.time_budget - elapsed) / (elapsed / step)))
                 pos['total'] = total = min(planned, max(step + 1, fit))  # never past the plan
                 pos['warmup'] = max(1, min(pos['warmup'], total // 5))
-            if elapsed >= cfg.time_budget:
+            if over or elapsed >= cfg.time_budget and dist.world == 1:
                 pos['total'] = total = step
         if progress and (step % report_every == 0 or step == total):
             progress(
@@ -420,11 +465,14 @@ def _train_epoch(
                     'step': step,
                     'total_steps': total,
                     'epoch': step / steps_per_epoch,
-                    'loss': pos['losses'][-1],
+                    'loss': loss,
                     'lr': lr,
                     'elapsed': elapsed,
+                    'images': step * cfg.batch_size * dist.world,
                 }
             )
+        if stop:
+            raise Stopped
 
 
 def evaluate(
