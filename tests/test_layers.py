@@ -15,7 +15,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 PKG = ROOT / 'explorer'
 # lowest first; a module may import its own layer and the layers below it
-RANK = {'core': 0, 'measure': 1, 'explain': 1, 'train': 1, 'viz': 2, 'app': 3, 'cli': 3}
+RANK = {'core': 0, 'measure': 1, 'explain': 1, 'train': 1, 'search': 2, 'viz': 2, 'app': 3, 'cli': 3}
 
 
 def _modules() -> dict[str, Path]:
@@ -136,7 +136,7 @@ def _loaded_modules(code: str) -> set[str]:
 )
 def test_spec_counting_and_help_load_no_torch(code):
     loaded = _loaded_modules(code)
-    heavy = sorted(m for m in ('torch', 'timm', 'gradio', 'fvcore', 'captum', 'plotly') if m in loaded)
+    heavy = sorted(m for m in ('torch', 'timm', 'gradio', 'fvcore', 'captum', 'plotly', 'optuna') if m in loaded)
     assert not heavy, f'{code!r} imported {heavy}'
 
 

@@ -17,6 +17,7 @@ COMMAND_MODULES = [
     'explorer.cli.predict',
     'explorer.cli.train',
     'explorer.cli.export',
+    'explorer.cli.search',
 ]
 
 

@@ -1,0 +1,101 @@
+"""`explorer search`: the Pareto frontier of a design space (Optuna), written as spec files and CSV."""
+
+from __future__ import annotations
+
+import json
+import sys
+import threading
+
+from explorer.cli.args import int_in
+from explorer.core.errors import UserError
+
+
+def register(sub) -> None:
+    p = sub.add_parser(
+        'search',
+        help='search a design space (Optuna, multi-objective) for the Pareto frontier under constraints',
+        description='Search a design space: a shipped one (metaformer_hybrid, fmnist_small_budget, mobile_latency) '
+        'or a SPACE.json file (format: explorer/search/space.py and README). The study lives in an Optuna '
+        'storage (default: a SQLite file under ~/.cache/metaformer-explorer/search), so runs continue it and '
+        'several workers, here or on other machines (--storage URL), fill one study.',
+    )
+    p.add_argument('space', help='a shipped space name or a path to a space JSON file')
+    p.add_argument('--trials', type=int_in(1, 100_000), default=200, help='trials to add to the study (default 200)')
+    p.add_argument(
+        '--storage',
+        default=None,
+        metavar='URL',
+        help='an Optuna storage: sqlite:///FILE, postgresql://..., mysql://..., or journal:FILE (a journal file on '
+        'a shared file system); default: the SQLite file in the runs folder',
+    )
+    p.add_argument('--study', default=None, metavar='NAME', help='study name (default: space name + its hash)')
+    p.add_argument('--workers', type=int_in(1, 64), default=1, help='processes sharing the study (default 1)')
+    p.add_argument('--sampler', choices=['nsga2', 'tpe', 'random'], default='nsga2')
+    p.add_argument('--seed', type=int_in(0, 2**31 - 1), default=None)
+    p.add_argument('--out', default=None, metavar='DIR', help='write each frontier design as a spec file + CSV')
+    p.add_argument('--json', action='store_true', help='print the frontier as JSON')
+    p.set_defaults(func=cmd_search)
+
+    p = sub.add_parser('spaces', help='the shipped design spaces, with their size, objectives and constraints')
+    p.set_defaults(func=cmd_spaces)
+
+
+def cmd_search(args) -> int:
+    from explorer.search.space import SpaceError, load_space
+    from explorer.search.study import run_search, write_frontier
+
+    stop = threading.Event()
+    quiet = args.json
+
+    def progress(ev):
+        if not quiet and (ev['done'] % max(1, ev['total'] // 10) == 0 or ev['done'] == ev['total']):
+            print(f'trial {ev["done"]}/{ev["total"]}', file=sys.stderr, flush=True)
+
+    try:
+        space = load_space(args.space)
+        front = run_search(
+            space,
+            trials=args.trials,
+            storage=args.storage,
+            study=args.study,
+            workers=args.workers,
+            sampler=args.sampler,
+            seed=args.seed,
+            progress=progress,
+            should_stop=stop.is_set,
+        )
+    except SpaceError as e:
+        raise UserError(str(e)) from None
+    except KeyboardInterrupt:
+        return 130
+    if args.out:
+        write_frontier(front, args.out)
+    if args.json:
+        print(json.dumps(front.to_dict(), indent=2))
+        return 0
+    d = front.to_dict()
+    print(
+        f'study {d["study"]}: {d["trials"]} trials ({d["feasible"]} within the constraints), '
+        f'{len(d["frontier"])} on the frontier of {", ".join(f"{k} ({v})" for k, v in d["objectives"].items())}'
+    )
+    if d['latency_calibrated_on']:
+        print(f'latency predicted for batch {space.latency["batch_size"]}, calibrated on {d["latency_calibrated_on"]}')
+    keys = list(d['objectives']) + [k for k in ('params_m', 'gmacs') if k not in d['objectives']]
+    print(f'{"trial":>6}  {"pattern":<8}' + ''.join(f'{k:>12}' for k in keys) + '  design')
+    for t in front.frontier:
+        vals = ''.join(f'{t["metrics"][k]:>12.4g}' for k in keys)
+        print(f'{t["number"]:>6}  {t["pattern"]:<8}{vals}  {t["design"]}')
+    if args.out:
+        print(f'wrote {len(front.files) - 1} spec files and frontier.csv to {args.out}')
+    return 0
+
+
+def cmd_spaces(args) -> int:
+    from explorer.search.space import load_space, space_names
+
+    for name in space_names():
+        s = load_space(name)
+        objs = ', '.join(f'{k} ({v})' for k, v in s.objectives.items())
+        cons = ', '.join(f'{k} {b}' for k, b in s.constraints.items()) or 'none'
+        print(f'{name}: {s.size():,} designs; objectives {objs}; constraints {cons}')
+    return 0

@@ -1,0 +1,316 @@
+"""Search a space with Optuna: multi-objective (NSGA-II by default, or TPE), constraints through the sampler's
+constraints_func, the study in an Optuna storage so that many workers (processes here, or machines sharing a
+database) fill one study and a study outlives the process that started it.
+
+Storage: by default a SQLite file in the runs folder (STUDY_DB, nothing to set up); any Optuna storage URL
+otherwise (`postgresql://...`, `mysql://...`, or a JournalStorage file on a shared file system given as
+`journal:PATH`). A study is named after its space (`<space name>-<hash of the space>`, or `study=`): reopening it
+continues it; a study made for another space is refused.
+
+Every trial stores its metrics, feasibility, pattern (mixer letters per stage) and a one-line description as
+one user attribute ('r'), its constraints with `trial.set_constraint` and, for the accuracy objective, its
+per-epoch curve ('curve'); `frontier(study)` reads them back from the storage,
+so the frontier of a study filled by several workers is computed over all of them.
+"""
+
+from __future__ import annotations
+
+import math
+import multiprocessing
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from explorer.search.space import Scorer, Space, SpaceError, describe, design, pareto_front, pattern, violations
+
+STUDY_DIR = Path.home() / '.cache' / 'metaformer-explorer' / 'search'
+MAX_TRIALS = 100_000
+SAMPLERS = ('nsga2', 'tpe', 'random')
+
+
+def default_storage() -> str:
+    STUDY_DIR.mkdir(parents=True, exist_ok=True)
+    return f'sqlite:///{STUDY_DIR / "studies.db"}'
+
+
+def _storage(url: str | None):
+    """An Optuna storage from a URL: None -> the default SQLite file; 'journal:PATH' -> a journal file."""
+    import optuna
+
+    url = url or default_storage()
+    if url.startswith('journal:'):
+        from optuna.storages.journal import JournalFileBackend
+
+        return optuna.storages.JournalStorage(JournalFileBackend(url.removeprefix('journal:')))
+    if url.startswith('sqlite:///'):  # a shared SQLite file: wait for the other workers' writes
+        storage = optuna.storages.RDBStorage(url, engine_kwargs={'connect_args': {'timeout': 60}})
+        _wal(storage.engine)
+        return storage
+    return optuna.storages.RDBStorage(url)
+
+
+def _wal(engine) -> None:
+    """Write-ahead logging for a SQLite study: readers do not block the writer (several workers), and a commit
+    syncs less often (about 2x the trials per second; a power cut can lose the last trials, never corrupt)."""
+    from sqlalchemy import event
+
+    @event.listens_for(engine, 'connect')
+    def _pragmas(conn, _record):
+        cur = conn.cursor()
+        cur.execute('PRAGMA journal_mode=WAL')
+        cur.execute('PRAGMA synchronous=NORMAL')
+        cur.close()
+
+    engine.dispose()  # connections made from now on get the pragmas
+
+
+def study_name(space: Space, name: str | None = None) -> str:
+    return name or f'{space.name}-{space.key}'
+
+
+def open_study(space: Space, storage: str | None = None, name: str | None = None, sampler: str = 'nsga2', seed=None):
+    """The study for `space` (created when new). Raises SpaceError when `name` holds a study of another space."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    if sampler not in SAMPLERS:
+        raise SpaceError(f'sampler {sampler!r} is not known; choose from {", ".join(SAMPLERS)}')
+    samplers = {  # constraints reach them through trial.set_constraint (Optuna 5)
+        'nsga2': lambda: optuna.samplers.NSGAIISampler(seed=seed),
+        'tpe': lambda: optuna.samplers.TPESampler(seed=seed, multivariate=True),
+        'random': lambda: optuna.samplers.RandomSampler(seed=seed),
+    }
+    directions = list(space.objectives.values())
+    study = optuna.create_study(
+        storage=_storage(storage),
+        study_name=study_name(space, name),
+        directions=directions,
+        sampler=samplers[sampler](),
+        load_if_exists=True,
+    )
+    theirs = study.user_attrs.get('space_key')
+    if theirs is None:
+        study.set_user_attr('space_key', space.key)
+        study.set_user_attr('space', space.source)
+    elif theirs != space.key:
+        raise SpaceError(
+            f'study {study.study_name!r} in this storage was made for another space; name a new study (--study)'
+        )
+    if [d.name.lower() for d in study.directions] != directions:
+        raise SpaceError(f'study {study.study_name!r} has other objectives; name a new study (--study)')
+    return study
+
+
+# ---- one trial ---------------------------------------------------------------------------------------------
+def suggest(trial, space: Space) -> dict:
+    """The trial's point of the space (Optuna parameters named s0.mixer, s0.depth, ..., mlp_act, ...)."""
+    params = {}
+    for i, st in enumerate(space.stages):
+        params[f's{i}.mixer'] = trial.suggest_categorical(f's{i}.mixer', st.mixers)
+        params[f's{i}.depth'] = trial.suggest_int(f's{i}.depth', *st.depth)
+        params[f's{i}.dim'] = trial.suggest_categorical(f's{i}.dim', st.dims)
+        params[f's{i}.mlp_ratio'] = trial.suggest_categorical(f's{i}.mlp_ratio', st.mlp_ratios)
+    for k, values in space.choices.items():
+        params[k] = trial.suggest_categorical(k, values)
+    return params
+
+
+class Objective:
+    """Optuna's objective: design -> metrics -> objective values; constraints stored for the sampler. With the
+    accuracy objective, `trainer(spec, report)` trains the design and returns its test accuracy."""
+
+    def __init__(self, space: Space, scorer: Scorer, trainer: Callable | None = None):
+        self.space, self.scorer, self.trainer = space, scorer, trainer
+
+    def __call__(self, trial):
+        params = suggest(trial, self.space)
+        n = len(self.space.stages)
+        spec = design(self.space, params, name=f'{self.space.name}_t{trial.number}')
+        metrics = self.scorer.metrics(spec)
+        cons = violations(self.space, metrics)
+        for i, c in enumerate(cons):
+            trial.set_constraint(f'c{i}', c)
+        feasible = all(c <= 0 for c in cons)
+        if self.trainer is not None and feasible:
+            metrics['accuracy'] = 100 * self.trainer(spec, trial)
+        # one attribute per trial (each is a write to the storage)
+        rounded = {k: v if isinstance(v, int) else round(v, 6) for k, v in metrics.items()}
+        record = {'metrics': rounded, 'feasible': feasible, 'worker': os.getpid()}
+        trial.set_user_attr('r', {**record, 'pattern': pattern(params, n), 'design': describe(params, n)})
+        if 'accuracy' in self.space.objectives and 'accuracy' not in metrics:
+            metrics['accuracy'] = 0.0  # infeasible: not trained, and dominated on accuracy
+        return tuple(metrics[k] for k in self.space.objectives)
+
+
+# ---- a search --------------------------------------------------------------------------------------------
+@dataclass
+class Frontier:
+    """A study's trials and its Pareto frontier over the feasible ones (all workers' trials)."""
+
+    study: str
+    objectives: dict
+    trials: list[dict]  # {'number', 'params', 'metrics', 'pattern', 'design', 'feasible', 'state'}
+    frontier: list[dict]  # the same entries plus 'spec' (a spec dict), sorted by the first objective
+    calibrated_on: str | None = None
+    files: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return {
+            'study': self.study,
+            'objectives': self.objectives,
+            'trials': len(self.trials),
+            'feasible': sum(t['feasible'] for t in self.trials),
+            'frontier': [
+                {
+                    'number': t['number'],
+                    'pattern': t['pattern'],
+                    'design': t['design'],
+                    **{k: t['metrics'].get(k) for k in ('params', 'macs', 'latency_ms')},
+                    'metrics': t['metrics'],
+                    'spec': t['spec'],
+                }
+                for t in self.frontier
+            ],
+            'latency_calibrated_on': self.calibrated_on,
+            'files': self.files,
+        }
+
+
+def frontier(study, space: Space, calibrated_on: str | None = None) -> Frontier:
+    """All complete trials of the study (every worker's), and the Pareto frontier of the feasible ones."""
+    import optuna
+
+    trials = []
+    for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
+        r = t.user_attrs.get('r')
+        if not isinstance(r, dict) or any(k not in r.get('metrics', {}) for k in space.objectives):
+            continue  # not one of ours
+        trials.append({'number': t.number, 'params': dict(t.params), **r})
+    ok = [t for t in trials if t['feasible']]
+    front = []
+    for i in pareto_front([t['metrics'] for t in ok], space.objectives):
+        t = ok[i]
+        spec = design(space, t['params'], name=f'{space.name}_t{t["number"]}').to_dict()
+        front.append({**t, 'spec': spec})
+    return Frontier(study.study_name, dict(space.objectives), trials, front, calibrated_on)
+
+
+def run_search(
+    space: Space,
+    trials: int = 200,
+    storage: str | None = None,
+    study: str | None = None,
+    workers: int = 1,
+    sampler: str = 'nsga2',
+    seed: int | None = None,
+    progress: Callable[[dict], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    trainer: Callable | None = None,
+) -> Frontier:
+    """Run `trials` more trials of the space's study (shared between `workers` processes), then read the whole
+    study's frontier. progress(event) gets {'kind': 'trial', 'done', 'total', 'number', 'values'} after each
+    trial of this process; should_stop() ends the search after the current trial."""
+
+    if not isinstance(trials, int) or isinstance(trials, bool) or not 1 <= trials <= MAX_TRIALS:
+        raise SpaceError(f'trials {trials!r} must be an integer from 1 to {MAX_TRIALS:,}')
+    if not isinstance(workers, int) or isinstance(workers, bool) or not 1 <= workers <= 64:
+        raise SpaceError(f'workers {workers!r} must be an integer from 1 to 64')
+    if workers > 1 and storage is not None and storage.startswith('sqlite:///:memory:'):
+        raise SpaceError('workers > 1 need a storage every process can open (a file or a database)')
+    scorer = Scorer(space)
+    trainer = trainer or _trainer(space)
+    st = open_study(space, storage, study, sampler, seed)
+    shares = [trials // workers + (i < trials % workers) for i in range(workers)]
+    procs = []
+    if workers > 1:
+        ctx = multiprocessing.get_context('spawn')
+        args = (space.source, storage or default_storage(), st.study_name, sampler)
+        procs = [
+            ctx.Process(target=_worker, args=(*args, n, None if seed is None else seed + i + 1))
+            for i, n in enumerate(shares[1:])
+        ]
+        for p in procs:
+            p.start()
+    done = 0
+
+    def callback(s, trial):
+        nonlocal done
+        done += 1
+        if progress:
+            progress(
+                {'kind': 'trial', 'done': done, 'total': shares[0], 'number': trial.number, 'values': trial.values}
+            )
+        if should_stop and should_stop():
+            s.stop()
+
+    try:
+        st.optimize(Objective(space, scorer, trainer), n_trials=shares[0], callbacks=[callback], catch=(SpaceError,))
+    finally:
+        for p in procs:
+            p.join()
+    bad = [p.exitcode for p in procs if p.exitcode != 0]
+    if bad:
+        raise RuntimeError(f'{len(bad)} search worker process(es) failed (exit status {bad})')
+    return frontier(st, space, scorer.calibrated_on)
+
+
+def _worker(source: dict, storage: str, name: str, sampler: str, trials: int, seed) -> None:
+    """One more process on the same study (spawned: it imports what it needs afresh)."""
+    from explorer.search.space import parse_space
+
+    space = parse_space(source)
+    st = open_study(space, storage, name, sampler, seed)
+    st.optimize(Objective(space, Scorer(space), _trainer(space)), n_trials=trials, catch=(SpaceError,))
+
+
+def _trainer(space: Space):
+    if not space.needs_training:
+        return None
+    from explorer.search.accuracy import Trainer
+
+    return Trainer(space)
+
+
+def write_frontier(front: Frontier, out_dir: str | Path) -> list[str]:
+    """Each frontier design as a spec file `<study>_t<number>.json` in out_dir (created), plus `frontier.csv`."""
+    import json
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    files = []
+    for t in front.frontier:
+        path = out / f'{_safe(front.study)}_t{t["number"]}.json'
+        path.write_text(json.dumps(t['spec'], indent=2) + '\n', encoding='utf-8')
+        files.append(str(path))
+    csv_path = out / 'frontier.csv'
+    csv_path.write_text(frontier_csv(front), encoding='utf-8')
+    files.append(str(csv_path))
+    front.files = files
+    return files
+
+
+def frontier_csv(front: Frontier) -> str:
+    """The frontier as CSV: trial, pattern, every metric, the design in one line."""
+    import csv
+    import io
+
+    keys = sorted({k for t in front.frontier for k in t['metrics']})
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(['trial', 'pattern', *keys, 'design'])
+    for t in front.frontier:
+        w.writerow([t['number'], t['pattern'], *(_num(t['metrics'].get(k)) for k in keys), t['design']])
+    return buf.getvalue()
+
+
+def _num(v):
+    return '' if v is None else (f'{v:.6g}' if isinstance(v, float) and math.isfinite(v) else v)
+
+
+def _safe(name: str) -> str:
+    return ''.join(c if c.isalnum() or c in '-_' else '_' for c in name)[:80] or 'study'
+
+
+def cpu_workers() -> int:
+    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count() or 1)

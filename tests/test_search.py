@@ -1,0 +1,193 @@
+"""Design-space search: spaces are checked field by field, designs are valid specs with the counts the frontier
+reports, the Pareto frontier is the textbook one, two worker processes fill one study without counting a trial
+twice, and the study outlives the process (a second run continues it)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from explorer.core.spec import ArchSpec
+from explorer.measure.analytic import analytic_cost
+from explorer.search.space import (
+    SpaceError,
+    design,
+    first_choices,
+    load_space,
+    pareto_front,
+    parse_space,
+    space_names,
+    violations,
+)
+from explorer.search.study import frontier, open_study, run_search
+
+from .conftest import run_cli
+
+SMALL = {
+    'name': 'small',
+    'base': 'poolformer_s12',
+    'stages': [
+        {'mixers': ['pooling', 'identity'], 'depth': [1, 2], 'dim': [32, 64]},
+        {'mixers': ['pooling', 'sepconv'], 'depth': [1, 2], 'dim': [64]},
+        {'mixers': ['pooling', 'attention'], 'depth': [1, 3], 'dim': [128, 160]},
+        {'mixers': ['pooling', 'attention'], 'depth': [1, 2], 'dim': [256]},
+    ],
+    'choices': {'img_size': [224]},
+    'constraints': {'params_m': {'max': 3}},
+    'objectives': {'gmacs': 'minimize', 'params_m': 'maximize'},
+}
+
+
+def test_the_pareto_front_is_the_textbook_one():
+    pts = [
+        {'a': 1, 'b': 5},  # 0: front
+        {'a': 2, 'b': 3},  # 1: front
+        {'a': 2, 'b': 4},  # 2: dominated by 1
+        {'a': 3, 'b': 1},  # 3: front
+        {'a': 4, 'b': 1},  # 4: dominated by 3
+        {'a': 2, 'b': 3},  # 5: the same trade-off as 1: kept once
+    ]
+    assert pareto_front(pts, {'a': 'minimize', 'b': 'minimize'}) == [0, 1, 3]
+    # maximising b: the largest b per a wins
+    assert pareto_front(pts, {'a': 'minimize', 'b': 'maximize'}) == [0]
+    assert pareto_front([{'a': 3}, {'a': 1}, {'a': 2}], {'a': 'maximize'}) == [0]
+
+
+def test_constraints_are_relative_excesses():
+    sp = parse_space({**SMALL, 'constraints': {'params_m': {'max': 10}, 'gmacs': {'min': 0.5, 'max': 2}}})
+    assert violations(sp, {'params_m': 12.0, 'gmacs': 1.0}) == pytest.approx([0.2, -0.5, -1.0])
+    assert violations(sp, {'params_m': 5.0, 'gmacs': 0.25}) == pytest.approx([-0.5, -0.875, 0.5])
+
+
+def test_a_design_is_the_base_with_the_choices_and_counts_as_analytic_says():
+    sp = parse_space(SMALL)
+    params = {**first_choices(sp), 's2.mixer': 'attention', 's2.dim': 160, 's2.depth': 3}
+    spec = design(sp, params)
+    assert [s.mixer for s in spec.stages] == ['pooling', 'pooling', 'attention', 'pooling']
+    assert spec.stages[2].mixer_args['head_dim'] == 32 and spec.stages[2].dim == 160 and spec.stages[2].depth == 3
+    assert (
+        spec.mlp_act
+        == ArchSpec.from_dict(
+            json.loads((Path(__file__).parents[1] / 'presets/poolformer_s12.json').read_text())
+        ).mlp_act
+    )
+    # head_dim follows the width when 32 does not divide it
+    odd = parse_space(
+        {
+            **SMALL,
+            'stages': [
+                *SMALL['stages'][:2],
+                {'mixers': ['attention'], 'depth': [1, 1], 'dim': [72]},
+                SMALL['stages'][3],
+            ],
+        }
+    )
+    assert design(odd, first_choices(odd)).stages[2].mixer_args['head_dim'] == 24
+    assert sp.size() == (2 * 2 * 2) * (2 * 2 * 1) * (2 * 3 * 2) * (2 * 2 * 1)
+
+
+@pytest.mark.parametrize(
+    'change, message',
+    [
+        ({'stages': []}, 'stages: a list of 4 stage ranges'),
+        ({'objectives': {'speed': 'minimize'}}, "objectives: 'speed'"),
+        ({'objectives': {'accuracy': 'minimize'}}, 'accuracy can only be maximized'),
+        ({'constraints': {'gmacs': {'below': 3}}}, 'constraints.gmacs: an object with "min" and/or "max"'),
+        ({'choices': {'depth': [1]}}, "choices: 'depth' cannot vary"),
+        ({'base': 'no_such_model'}, "base: 'no_such_model' is not a preset"),
+        ({'colour': 'red'}, "unknown field(s) ['colour']"),
+    ],
+)
+def test_a_bad_space_names_the_field(change, message):
+    with pytest.raises(SpaceError) as e:
+        parse_space({**SMALL, **change})
+    assert message in str(e.value)
+
+
+def test_stage_ranges_are_checked():
+    bad = json.loads(json.dumps(SMALL))
+    bad['stages'][1] = {'mixers': ['conv'], 'depth': [3, 1], 'dim': [64, 64], 'kernel': 3}
+    with pytest.raises(SpaceError) as e:
+        parse_space(bad)
+    text = str(e.value)
+    for part in ("stages[1] (S2): unknown field(s) ['kernel']", 'stages[1] (S2).mixers: ["conv"] not allowed',
+                 'stages[1] (S2).depth: [low, high]', 'stages[1] (S2).dim: values repeat'):  # fmt: skip
+        assert part in text
+    with pytest.raises(SpaceError, match='not valid JSON'):
+        parse_space('{"name": ')
+
+
+def test_the_shipped_spaces_parse():
+    assert space_names() == ['fmnist_small_budget', 'metaformer_hybrid', 'mobile_latency']
+    for name in space_names():
+        sp = load_space(name)
+        assert sp.size() > 1000 and design(sp, first_choices(sp))
+
+
+def test_a_latency_objective_without_a_calibration_says_what_to_run(tmp_path, monkeypatch):
+    monkeypatch.setenv('EXPLORER_LATENCY_DIR', str(tmp_path / 'none'))
+    with pytest.raises(SpaceError, match='explorer calibrate --device cpu --batch-size 1'):
+        run_search(load_space('mobile_latency'), trials=1, storage=f'sqlite:///{tmp_path}/s.db')
+
+
+def test_a_study_lives_in_its_storage_and_belongs_to_one_space(tmp_path):
+    url = f'sqlite:///{tmp_path}/studies.db'
+    sp = parse_space(SMALL)
+    first = run_search(sp, trials=15, storage=url, seed=0)
+    again = run_search(sp, trials=10, storage=url, seed=1)
+    assert len(first.trials) == 15 and len(again.trials) == 25  # continued, not restarted
+    assert first.study == again.study == f'small-{sp.key}'
+    other = parse_space({**SMALL, 'constraints': {}})
+    with pytest.raises(SpaceError, match='was made for another space'):
+        run_search(other, trials=1, storage=url, study=first.study)
+
+
+def test_frontier_designs_are_specs_with_the_counts_reported(tmp_path):
+    sp = parse_space(SMALL)
+    front = run_search(sp, trials=40, storage=f'sqlite:///{tmp_path}/s.db', seed=0)
+    ok = [t for t in front.trials if t['feasible']]
+    assert front.frontier and len(ok) < len(front.trials)  # the 3 M constraint bites
+    for t in front.frontier:
+        cost = analytic_cost(ArchSpec.from_dict(t['spec']))
+        assert (t['metrics']['params'], t['metrics']['macs']) == (cost.params, cost.macs)
+        assert t['metrics']['params_m'] <= 3
+    # nothing feasible dominates a frontier point
+    for t in front.frontier:
+        m = t['metrics']
+        assert not any(o['metrics']['gmacs'] <= m['gmacs'] and o['metrics']['params_m'] >= m['params_m']
+                       and (o['metrics']['gmacs'], o['metrics']['params_m']) != (m['gmacs'], m['params_m'])
+                       for o in ok)  # fmt: skip
+
+
+def test_two_worker_processes_fill_one_study_and_the_frontier_is_their_union(tmp_path):
+    url = f'sqlite:///{tmp_path}/shared.db'
+    sp = parse_space(SMALL)
+    front = run_search(sp, trials=40, storage=url, workers=2, seed=0)
+    numbers = sorted(t['number'] for t in front.trials)
+    assert numbers == list(range(40))  # every trial counted once
+    assert len({t['worker'] for t in front.trials}) == 2  # and both processes did some
+    # the frontier read back from the storage is the frontier of all 40 trials
+    study = open_study(sp, url)
+    union = [t for t in frontier(study, sp).trials if t['feasible']]
+    expected = {union[i]['number'] for i in pareto_front([t['metrics'] for t in union], sp.objectives)}
+    assert {t['number'] for t in front.frontier} == expected
+
+
+def test_explorer_search_prints_and_writes_the_frontier(tmp_path):
+    space = tmp_path / 'space.json'
+    space.write_text(json.dumps(SMALL))
+    code, out, err = run_cli('search', str(space), '--trials', '25', '--storage', f'sqlite:///{tmp_path}/s.db',
+                             '--seed', '0', '--json', '--out', str(tmp_path / 'front'))  # fmt: skip
+    assert code == 0, err
+    d = json.loads(out)
+    assert d['trials'] == 25 and d['frontier']
+    entry = d['frontier'][0]
+    assert {'spec', 'params', 'macs', 'latency_ms', 'pattern'} <= set(entry)
+    files = sorted((tmp_path / 'front').iterdir())
+    assert len(files) == len(d['frontier']) + 1 and (tmp_path / 'front' / 'frontier.csv').is_file()
+    written = ArchSpec.from_dict(json.loads((tmp_path / 'front' / f'{d["study"]}_t{entry["number"]}.json').read_text()))
+    assert analytic_cost(written).macs == entry['macs']
+    code, out, err = run_cli('search', 'nowhere.json', '--trials', '1')
+    assert code == 2 and "'nowhere.json' is neither a shipped space" in err
