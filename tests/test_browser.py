@@ -193,3 +193,52 @@ def test_presets_are_found_by_their_timm_name(app_url, page):
     option = page.locator('[role=option]', has_text='CAFormer-S18 (caformer_s18)').first
     option.click()
     wait_macs(page, analytic_cost(ArchSpec.from_dict(get_preset('caformer_s18'))).macs)
+
+
+def test_a_search_draws_its_frontier_and_a_click_opens_the_design(app_url, page, shots, tmp_path, monkeypatch):
+    """The Search tab end to end: a small search of the shipped hybrid space, its frontier plotted, a click on a
+    frontier point, and the composer showing that design (its MACs equal the trial's)."""
+    import explorer.search.study as study
+
+    monkeypatch.setattr(study, 'STUDY_DIR', tmp_path)  # the default storage, in a folder of this test
+    page.goto(app_url)
+    page.get_by_role('tab', name='Search').click()
+    page.locator('#mfx-search-start').wait_for()
+    trials = page.get_by_label('trials to add')
+    trials.fill('30')
+    trials.press('Tab')
+    page.locator('#mfx-search-start').click()
+    try:
+        page.wait_for_function(
+            '() => /Study .*: 30 trials/.test(document.querySelector("#mfx-search-status").innerText) && '
+            '!/Searching/.test(document.querySelector("#mfx-search-status").innerText)',
+            timeout=120_000,
+        )
+    finally:
+        page.screenshot(path=str(shots / 'search-frontier.png'), full_page=True)
+    status = page.locator('#mfx-search-status').inner_text()
+    assert 'on the frontier' in status
+    # click the first point of the frontier trace (the one whose legend says "Pareto frontier") where it is drawn
+    plot = 'document.querySelector("#mfx-search-plot .js-plotly-plot")'
+    page.wait_for_function(f'() => {plot} && {plot}.__mfxHooked && {plot}.data.some(t => /^Pareto/.test(t.name))')
+    page.wait_for_timeout(1000)  # plotly's redraw settles
+    names = page.evaluate(f'() => {plot}.data.map(t => t.name)')
+    k = next(i for i, n in enumerate(names) if n.startswith('Pareto frontier'))
+    on_front = set(page.evaluate(f'() => {plot}.data[{k}].customdata.map(c => c[0])'))
+    point = page.locator('#mfx-search-plot g.trace.scatter').nth(k).locator('path.point').first
+    point.scroll_into_view_if_needed()
+    box = point.bounding_box()
+    page.mouse.move(box['x'] + box['width'] / 2, box['y'] + box['height'] / 2)
+    page.mouse.click(box['x'] + box['width'] / 2, box['y'] + box['height'] / 2)
+    # the composer opens with that design: its name says the trial, its MACs are the trial's
+    page.wait_for_function(
+        '() => /^metaformer_hybrid_t\\d+$/.test(document.querySelector("#mfx-name textarea, #mfx-name input")?.value)'
+    )
+    number = int(page.locator('#mfx-name textarea, #mfx-name input').first.input_value().rsplit('_t', 1)[1])
+    assert number in on_front
+    from explorer.search.space import design, load_space
+
+    sp = load_space('metaformer_hybrid')
+    trial = study.open_study(sp).trials[number]
+    wait_macs(page, analytic_cost(design(sp, trial.params)).macs)
+    page.screenshot(path=str(shots / 'search-opened.png'), full_page=True)

@@ -191,3 +191,43 @@ def test_explorer_search_prints_and_writes_the_frontier(tmp_path):
     assert analytic_cost(written).macs == entry['macs']
     code, out, err = run_cli('search', 'nowhere.json', '--trials', '1')
     assert code == 2 and "'nowhere.json' is neither a shipped space" in err
+
+
+@pytest.mark.train
+def test_trained_accuracy_is_an_objective_and_laggards_are_pruned(tmp_path):
+    from explorer.train.data import DatasetNotFound, find_dataset
+
+    try:
+        find_dataset('fashion-mnist', split='train')
+    except DatasetNotFound:
+        pytest.skip('Fashion-MNIST is not installed here (apt install dataset-fashion-mnist)')
+    space = json.loads((Path(__file__).parents[1] / 'presets/spaces/fmnist_small_budget.json').read_text())
+    space['training'] = {'epochs': 2, 'train_limit': 512, 'test_limit': 200, 'batch_size': 64, 'min_trials': 2}
+    space['constraints'] = {}
+    sp = parse_space(space)
+    front = run_search(sp, trials=6, storage=f'sqlite:///{tmp_path}/a.db', seed=0)
+    study = open_study(sp, f'sqlite:///{tmp_path}/a.db')
+    states = [t.state.name for t in study.trials]
+    assert states.count('COMPLETE') + states.count('PRUNED') == 6
+    for t in study.trials:
+        assert len(t.user_attrs['curve']) == (2 if t.state.name == 'COMPLETE' else 1)  # pruned after epoch 1
+    for t in front.trials:
+        assert 10 < t['metrics']['accuracy'] <= 100  # percent, better than chance after 2 short epochs
+    assert front.frontier and front.to_dict()['objectives'] == {'accuracy': 'maximize', 'gmacs': 'minimize'}
+
+
+def test_the_search_tabs_form_writes_into_the_space_and_leaves_the_shipped_one_alone():
+    import gradio as gr
+
+    from explorer.app.search import form_values, merged_space, space_text
+
+    text = space_text('metaformer_hybrid')
+    form = form_values(text)
+    assert form == [30, 4.5, None, 'gmacs', 'minimize', 'params_m', 'maximize']
+    assert merged_space(text, *form).key == load_space('metaformer_hybrid').key  # the same study as the CLI's
+    changed = merged_space(text, 20, 0, None, 'params_m', 'maximize', 'none', 'minimize')
+    assert changed.constraints == {'params_m': {'max': 20.0}} and changed.objectives == {'params_m': 'maximize'}
+    with pytest.raises(gr.Error):
+        merged_space('{"name": ', *form)
+    with pytest.raises(gr.Error):
+        merged_space(text, *form[:3], 'speed', 'minimize', 'none', 'minimize')

@@ -20,6 +20,7 @@ from explorer.app.compose import add_compose_tab
 from explorer.app.context import AppContext
 from explorer.app.panels import add_compare_tab, add_measure_tab, add_share_tab, register_api
 from explorer.app.predict import add_predict_tab
+from explorer.app.search import add_search_tab
 from explorer.app.train import add_train_tab
 
 _PRELOAD = threading.Event()
@@ -40,7 +41,15 @@ def preload_model_code() -> None:
     threading.Thread(target=load, daemon=True, name='preload-model-code').start()
 
 
-TABS = (add_compose_tab, add_measure_tab, add_compare_tab, add_share_tab, add_predict_tab, add_train_tab)
+TABS = (
+    add_compose_tab,
+    add_measure_tab,
+    add_compare_tab,
+    add_search_tab,
+    add_share_tab,
+    add_predict_tab,
+    add_train_tab,
+)
 
 
 def build_demo() -> gr.Blocks:
@@ -53,7 +62,8 @@ def build_demo() -> gr.Blocks:
         )
         ctx = AppContext(demo=demo, spec=gr.State(None), report=gr.State(None), history=gr.State([]))
         register_api()  # first, so the API names are taken before any UI event is named after its function
-        with gr.Tabs():
+        with gr.Tabs() as tabs:
+            ctx.extras['tabs'] = tabs  # a tab may switch to another (Search opens a design in Compose)
             for add_tab in TABS:
                 add_tab(ctx)
         # after the page is served: the model code loads while the visitor reads the first counts

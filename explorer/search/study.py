@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 import multiprocessing
 import os
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,11 +35,23 @@ def default_storage() -> str:
     return f'sqlite:///{STUDY_DIR / "studies.db"}'
 
 
+_STORAGES: dict = {}  # url -> storage: one per process (Optuna's storages are thread-safe)
+_STORAGE_LOCK = threading.Lock()  # two threads creating one new database would both write its schema
+
+
 def _storage(url: str | None):
-    """An Optuna storage from a URL: None -> the default SQLite file; 'journal:PATH' -> a journal file."""
+    """An Optuna storage from a URL (None: the default SQLite file), made once per process."""
+    url = url or default_storage()
+    with _STORAGE_LOCK:
+        if url not in _STORAGES:
+            _STORAGES[url] = _new_storage(url)
+        return _STORAGES[url]
+
+
+def _new_storage(url: str):
+    """'journal:PATH' -> a journal file; sqlite:/// -> SQLite in WAL mode; any other RDB URL as it is."""
     import optuna
 
-    url = url or default_storage()
     if url.startswith('journal:'):
         from optuna.storages.journal import JournalFileBackend
 
