@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import queue
 import threading
 import time
 import uuid
@@ -22,6 +21,7 @@ import gradio as gr
 from explorer.app.context import download_file, md_text, user_error
 from explorer.core.spec import SpecError
 from explorer.search.space import SpaceError, design, load_space, parse_space, space_names
+from explorer.train.runner import background
 
 PRIVATE = dict(api_visibility='private')
 DEFAULT_SPACE = 'metaformer_hybrid'
@@ -139,28 +139,11 @@ def search_events(space, trials: int, stop: threading.Event):
     if not _SLOT.acquire(blocking=False):
         yield {'kind': 'error', 'message': 'another search is running on this server (one at a time); try again soon'}
         return
-    events: queue.Queue = queue.Queue()
 
-    def work():
-        try:
-            run_search(space, trials=trials, progress=events.put, should_stop=stop.is_set)
-            events.put({'kind': 'done'})
-        except (SpaceError, SpecError, ValueError) as e:
-            events.put({'kind': 'error', 'message': str(e)})
-        except Exception as e:  # the page must report, not hang
-            events.put({'kind': 'error', 'message': f'{type(e).__name__}: {e}'})
-        finally:
-            _SLOT.release()
+    def work(emit):
+        run_search(space, trials=trials, progress=emit, should_stop=stop.is_set)
 
-    threading.Thread(target=work, daemon=True, name='search').start()
-    try:
-        while True:
-            ev = events.get()
-            yield ev
-            if ev['kind'] in ('done', 'error'):
-                return
-    finally:
-        stop.set()  # the page went away: the search ends after its current trial
+    yield from background(work, stop, 'search', (SpaceError, SpecError, ValueError), _SLOT.release)
 
 
 def add_search_tab(ctx) -> None:

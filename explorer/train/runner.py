@@ -72,7 +72,6 @@ def training_events(
         }
         return
     stop = _STOP.setdefault(run_id, threading.Event())
-    events: queue.Queue = queue.Queue()
     try:
         limit = Limits.from_env().max_train_s
         runs = Path(out_dir) if out_dir is not None else checkpoints.USER_DIR
@@ -85,35 +84,51 @@ def training_events(
     budget = limit if time_budget is None else min(time_budget, limit)
     started = time.monotonic()
 
-    def progress(ev):
-        events.put(ev)
-        if stop.is_set() or time.monotonic() - started > limit:
-            raise Stopped
+    def work(emit):
+        def progress(ev):
+            emit(ev)
+            if stop.is_set() or time.monotonic() - started > limit:
+                raise Stopped
+
+        return train(
+            spec,
+            epochs=epochs,
+            time_budget=budget,
+            batch_size=batch_size,
+            seed=seed,
+            out=out,
+            progress=progress,
+            data_dir=data_dir,
+            train_limit=train_limit,
+            erase_prob=erase_prob,
+        )
+
+    def cleanup():
+        _STOP.pop(run_id, None)
+        _SLOT.release()
+
+    yield from background(work, stop, f'train-{run_id}', (DatasetNotFound, SpecError, ValueError), cleanup)
+
+
+def background(job, stop: threading.Event, name: str, expected: tuple = (), cleanup=None):
+    """Run `job(emit)` in a daemon thread and yield each event it emits, then {'kind': 'done', 'result': what it
+    returned} or {'kind': 'error', 'message'} (the message of an `expected` exception, else its type and
+    message: the screen must report, never hang). `cleanup()` runs in the thread when the job ends; closing
+    this generator (done, or the page went away) sets `stop`, which the job checks between two steps."""
+    events: queue.Queue = queue.Queue()
 
     def work():
         try:
-            res = train(
-                spec,
-                epochs=epochs,
-                time_budget=budget,
-                batch_size=batch_size,
-                seed=seed,
-                out=out,
-                progress=progress,
-                data_dir=data_dir,
-                train_limit=train_limit,
-                erase_prob=erase_prob,
-            )
-            events.put({'kind': 'done', 'result': res})
-        except (DatasetNotFound, SpecError, ValueError) as e:
+            events.put({'kind': 'done', 'result': job(events.put)})
+        except expected as e:
             events.put({'kind': 'error', 'message': str(e)})
-        except Exception as e:  # the UI must report, not hang
+        except Exception as e:  # many types; all are reported
             events.put({'kind': 'error', 'message': f'{type(e).__name__}: {e}'})
         finally:
-            _STOP.pop(run_id, None)
-            _SLOT.release()
+            if cleanup:
+                cleanup()
 
-    threading.Thread(target=work, daemon=True, name=f'train-{run_id}').start()
+    threading.Thread(target=work, daemon=True, name=name).start()
     try:
         while True:
             ev = events.get()
@@ -121,4 +136,4 @@ def training_events(
             if ev['kind'] in ('done', 'error'):
                 return
     finally:
-        stop.set()  # nobody is listening any more (done, or the tab closed): the worker stops at its next step
+        stop.set()
