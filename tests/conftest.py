@@ -1,6 +1,7 @@
 import gzip
 import os
 import struct
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -8,6 +9,9 @@ import torch
 
 # Tests run on the CPU with a fixed, small thread count so results do not depend on the machine's load.
 torch.set_num_threads(min(2, os.cpu_count() or 1))
+# the app's search studies and latency calibrations go to folders of this test session, not the user's
+os.environ.setdefault('EXPLORER_SEARCH_DIR', tempfile.mkdtemp(prefix='mfx-test-search-'))
+os.environ.setdefault('EXPLORER_LATENCY_DIR', tempfile.mkdtemp(prefix='mfx-test-latency-'))
 
 
 def tiny_spec(mixers=('pooling', 'sepconv', 'attention'), dims=(16, 32, 64), depths=(1, 1, 1), img_size=32, **kw):

@@ -200,7 +200,7 @@ def test_a_search_draws_its_frontier_and_a_click_opens_the_design(app_url, page,
     frontier point, and the composer showing that design (its MACs equal the trial's)."""
     import explorer.search.study as study
 
-    monkeypatch.setattr(study, 'STUDY_DIR', tmp_path)  # the default storage, in a folder of this test
+    monkeypatch.setenv('EXPLORER_SEARCH_DIR', str(tmp_path))  # the default storage, in a folder of this test
     page.goto(app_url)
     page.get_by_role('tab', name='Search').click()
     page.locator('#mfx-search-start').wait_for()

@@ -15,7 +15,7 @@ from types import SimpleNamespace
 import gradio as gr
 
 from explorer.app import form as spec_form
-from explorer.app.context import AppContext, error_text, user_error
+from explorer.app.context import AppContext, error_text, load_model_code, user_error
 from explorer.core import catalog
 from explorer.core.registry import MIXERS
 from explorer.core.spec import ACTIVATIONS, HEADS, MAX_STAGES, NORMS, ArchSpec, SpecError
@@ -90,6 +90,25 @@ def _stage_row(i: int) -> dict:
     return row
 
 
+def _latency_card(spec: ArchSpec) -> tuple:
+    """Predicted latency of one image on this machine's CPU (float32) from its calibration, or why there is none.
+    Closed-form features and a fitted linear model: tens of microseconds, no model built."""
+    from explorer.measure.latency import LatencyError, predict_latency
+
+    try:
+        p = predict_latency(spec, batch_size=1, dtype='float32', device='cpu')
+    except (LatencyError, ValueError) as e:
+        return 'latency (predicted)', 'n/a', escape(str(e)[:120]), 'mfx-latency'
+    if p.seconds is None:
+        return 'latency (predicted)', '—', 'not calibrated for this device (explorer calibrate)', 'mfx-latency'
+    return (
+        'latency (predicted)',
+        f'{p.ms:.3g} ms',
+        f'{p.ms:.4g} ms, batch 1, fp32, calibrated on {escape(p.calibrated_on)}',
+        'mfx-latency',
+    )
+
+
 def _totals_html(spec: ArchSpec, report: dict) -> str:
     """The headline: params, MACs, matching preset and its published figures, the counting convention."""
     preset = report.get('preset')
@@ -102,6 +121,7 @@ def _totals_html(spec: ArchSpec, report: dict) -> str:
             'mfx-params',
         ),
         ('MACs', units.fmt_count(report['macs']), f'{report["macs"]:,}', 'mfx-macs'),
+        _latency_card(spec),
     ]
     html = (
         '<div class="mfx-cards">'
@@ -297,6 +317,7 @@ def add_compose_tab(ctx: AppContext) -> None:
     def verify(request: gr.Request, spec: dict, report: dict):
         if not spec or not report or not _LATEST.is_current(request, spec):
             return gr.skip()
+        load_model_code()
         html = _verified_html(report, prof.verify(spec))
         # an edit that arrived while fvcore ran has its own verification coming: never show stale numbers
         return html if _LATEST.is_current(request, spec) else gr.skip()

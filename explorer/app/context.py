@@ -10,6 +10,7 @@ import os
 import re
 import shutil
 import tempfile
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -247,3 +248,25 @@ def spec_download(spec: dict) -> str:
     text = share.spec_json(spec)
     stem = f'{str(spec["name"])[:60]}-{hashlib.sha1(text.encode()).hexdigest()[:8]}'
     return download_file(stem, '.json', lambda path: path.write_text(text, encoding='utf-8'))
+
+
+_MODEL_CODE = threading.Lock()
+_MODEL_CODE_READY = threading.Event()
+
+
+def load_model_code() -> None:
+    """Import the model code (torch, timm, fvcore, captum) once, in whichever thread asks first, while the others
+    wait: two threads importing timm at the same moment can each meet the other's half-initialised modules
+    ("cannot import name ... from partially initialized module"), as the page-load preload and the first
+    verification of the default preset did on a fresh server."""
+    if _MODEL_CODE_READY.is_set():
+        return
+    with _MODEL_CODE:
+        if not _MODEL_CODE_READY.is_set():
+            import captum.attr  # noqa: F401
+            import fvcore.nn  # noqa: F401
+            import timm  # noqa: F401
+
+            import explorer.core.build  # noqa: F401
+
+            _MODEL_CODE_READY.set()

@@ -17,7 +17,7 @@ import threading
 import gradio as gr
 
 from explorer.app.compose import add_compose_tab
-from explorer.app.context import AppContext
+from explorer.app.context import AppContext, load_model_code
 from explorer.app.panels import add_compare_tab, add_measure_tab, add_share_tab, register_api
 from explorer.app.predict import add_predict_tab
 from explorer.app.search import add_search_tab
@@ -33,12 +33,7 @@ def preload_model_code() -> None:
         return
     _PRELOAD.set()
 
-    def load():
-        import captum.attr  # noqa: F401
-        import fvcore.nn  # noqa: F401
-        import timm  # noqa: F401
-
-    threading.Thread(target=load, daemon=True, name='preload-model-code').start()
+    threading.Thread(target=load_model_code, daemon=True, name='preload-model-code').start()
 
 
 TABS = (

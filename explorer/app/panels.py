@@ -10,7 +10,15 @@ from html import escape
 import gradio as gr
 
 from explorer.app import form as spec_form
-from explorer.app.context import AppContext, api_error, html_text, read_uploaded_spec, spec_download, user_error
+from explorer.app.context import (
+    AppContext,
+    api_error,
+    html_text,
+    load_model_code,
+    read_uploaded_spec,
+    spec_download,
+    user_error,
+)
 from explorer.core import catalog, share
 from explorer.core.spec import SpecError
 from explorer.measure import compare as cmp
@@ -404,6 +412,7 @@ def api_profile(spec: dict | str, img_size: int | None = None) -> dict:
 
 def api_verify(spec: dict | str, img_size: int | None = None) -> dict:
     """fvcore's count of the built model (slower; cached per spec)."""
+    load_model_code()
     return prof.verify(spec, img_size)
 
 

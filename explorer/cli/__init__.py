@@ -16,6 +16,7 @@ COMMAND_MODULES = [
     'explorer.cli.counting',
     'explorer.cli.predict',
     'explorer.cli.train',
+    'explorer.cli.latency',
     'explorer.cli.export',
     'explorer.cli.search',
 ]

@@ -31,8 +31,10 @@ SAMPLERS = ('nsga2', 'tpe', 'random')
 
 
 def default_storage() -> str:
-    STUDY_DIR.mkdir(parents=True, exist_ok=True)
-    return f'sqlite:///{STUDY_DIR / "studies.db"}'
+    """The SQLite file of the runs folder: $EXPLORER_SEARCH_DIR/studies.db, else STUDY_DIR/studies.db."""
+    folder = Path(os.environ.get('EXPLORER_SEARCH_DIR') or STUDY_DIR)
+    folder.mkdir(parents=True, exist_ok=True)
+    return f'sqlite:///{folder / "studies.db"}'
 
 
 _STORAGES: dict = {}  # url -> storage: one per process (Optuna's storages are thread-safe)

@@ -10,8 +10,7 @@ from pathlib import Path
 import pytest
 
 from explorer.app import predict as up
-from explorer.app.context import DOWNLOAD_DIR
-from explorer.app.panels import _spec_file
+from explorer.app.context import DOWNLOAD_DIR, spec_download
 from explorer.core.catalog import PRESET_DIR, get_preset
 from explorer.train.runner import run_file_name, training_events
 from tests.conftest import TINY
@@ -90,7 +89,7 @@ def test_spec_downloads_stay_in_their_folder_and_are_bounded(monkeypatch):
     monkeypatch.setattr(context, 'MAX_DOWNLOAD_FILES', 3)
     base = get_preset('poolformer_s12')
     for i, name in enumerate(['../../x', '/etc/passwd', '..', 'a/b', 'c', 'd']):
-        path = Path(_spec_file({**base, 'name': name, 'img_size': 224 + 32 * i}))
+        path = Path(spec_download({**base, 'name': name, 'img_size': 224 + 32 * i}))
         assert path.parent == DOWNLOAD_DIR and path.is_file()
     assert len(list(DOWNLOAD_DIR.iterdir())) <= 3
 

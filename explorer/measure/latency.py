@@ -1,0 +1,843 @@
+"""Predicted latency of a spec on this machine, from a per-component model calibrated by measurement.
+
+MACs do not predict speed: pooling, norms, attention scores and small layers cost time that MACs hide, and how
+much depends on the device. `calibrate` measures random designs that span the space (stages, mixers, widths,
+resolutions), fits a non-negative linear model on kernel-level features computed from the spec alone
+(`features`: fixed per-block and per-call overheads, MACs by kind of kernel, elements moved by element-wise
+work, attention scores, pooling windows) and saves it as JSON, one file per device fingerprint (processor,
+threads, torch version, dtype, device, batch size) under `latency_dir()`. `predict_latency(spec)` loads the
+file for this machine (cached in memory) and answers in about 0.1 ms: no model is built and no torch
+is imported (`explorer.measure.analytic` is torch-free; the torch version is read from package metadata).
+
+Rules (also in each saved model's `measure`):
+- All designs are built and warmed up, then timed in interleaved rounds: every design once per round, the order
+  rotated and reversed from round to round. A design's turn is the median of back-to-back forward calls lasting
+  ~20 ms (one call when it is longer), under `torch.inference_mode()`, timed with `time.perf_counter` (CUDA:
+  CUDA events, `explorer.measure.speed.time_steps`). Threads are fixed for the whole run.
+- A shared CPU only ever adds time, so a design's latency is its fastest *quiet* turn: one during which tasks
+  waited for a CPU less than 5% of the time (Linux pressure stall information, /proc/pressure/cpu). Designs
+  without two quiet turns within 3% of each other get up to as many rounds again.
+- The fit minimises the squared *relative* error (each design weighted by 1 / its latency) with every
+  coefficient >= 0 (Lawson-Hanson NNLS in numpy), so each coefficient is a cost per unit of one component.
+- The baseline is latency proportional to MACs: one scale factor fitted on the same designs, same objective.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import math
+import os
+import random
+import statistics
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from explorer.core.registry import MIXERS
+from explorer.core.spec import ArchSpec, SpecError
+from explorer.measure.analytic import MIXER_COSTS, analytic_cost
+
+FORMAT = 'metaformer-explorer/latency-v1'
+ENV_DIR = 'EXPLORER_LATENCY_DIR'
+# dtype names the user may give -> the canonical name in a fingerprint, and explorer.measure.speed's name
+DTYPE_NAMES = {
+    'float32': 'float32',
+    'fp32': 'float32',
+    'bfloat16': 'bfloat16',
+    'bf16': 'bfloat16',
+    'float16': 'float16',
+    'fp16': 'float16',
+}
+SPEED_DTYPE = {'float32': 'fp32', 'bfloat16': 'bf16', 'float16': 'fp16'}
+TURN_S = 0.02  # each design's turn in a round lasts about this long (several calls when one is shorter)
+SETTLED = 0.03  # a design's latency is settled when its two fastest quiet turns are within 3%
+QUIET = 0.05  # a turn is quiet when tasks waited for a CPU during at most 5% of it (Linux PSI)
+
+
+class LatencyError(ValueError):
+    """A latency request that cannot be honoured (unknown dtype or device, bad counts)."""
+
+
+def latency_dir() -> Path:
+    """Where calibrations are saved: $EXPLORER_LATENCY_DIR, else ~/.cache/metaformer-explorer/latency."""
+    env = os.environ.get(ENV_DIR)
+    return Path(env) if env else Path.home() / '.cache' / 'metaformer-explorer' / 'latency'
+
+
+def canonical_dtype(dtype: str) -> str:
+    if not isinstance(dtype, str) or dtype not in DTYPE_NAMES:
+        raise LatencyError(f'dtype {dtype!r} is not allowed; choose float32, bfloat16 or float16')
+    return DTYPE_NAMES[dtype]
+
+
+def canonical_device(device: str) -> str:
+    if isinstance(device, str) and (device in ('cpu', 'cuda') or (device[:5] == 'cuda:' and device[5:].isdigit())):
+        return device
+    raise LatencyError(f'device {device!r} is not allowed; choose cpu or cuda[:N]')
+
+
+# ---- fingerprint ---------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Fingerprint:
+    """What a latency model is valid for. `key()` (a hash) names its file, so no path is built from input."""
+
+    device: str  # 'cpu' or 'cuda[:N]'
+    device_name: str  # processor model name or GPU name
+    threads: int  # torch intra-op threads (CPU); 0 on CUDA, where it does not matter
+    torch: str  # torch version (package metadata)
+    dtype: str  # float32 | bfloat16 | float16
+    batch_size: int
+
+    def key(self) -> str:
+        text = json.dumps(asdict(self), sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()[:20]
+
+    def file_name(self) -> str:
+        return f'latency-{self.key()}.json'
+
+    def label(self) -> str:
+        """'<processor> (cpu, 2 threads, torch 2.14.1, float32, batch 1)'"""
+        threads = f', {self.threads} threads' if self.device == 'cpu' else ''
+        return f'{self.device_name} ({self.device}{threads}, torch {self.torch}, {self.dtype}, batch {self.batch_size})'
+
+
+@functools.lru_cache(maxsize=1)
+def _torch_version() -> str:
+    """torch's version from its package metadata (importing torch takes seconds), without a local tag."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version('torch').split('+')[0]
+    except PackageNotFoundError:
+        return 'none'
+
+
+@functools.lru_cache(maxsize=1)
+def _cpu_name() -> str:
+    from explorer.measure.speed import cpu_name
+
+    return cpu_name()
+
+
+def current_threads() -> int:
+    """torch's intra-op thread count, without importing torch when it is not loaded yet: OMP_NUM_THREADS, else
+    the CPUs this process may run on (what torch starts with on such a machine)."""
+    if 'torch' in sys.modules:
+        return sys.modules['torch'].get_num_threads()
+    env = os.environ.get('OMP_NUM_THREADS', '')
+    if env.isdigit() and int(env) > 0:
+        return int(env)
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def fingerprint(
+    device: str = 'cpu', dtype: str = 'float32', batch_size: int = 1, threads: int | None = None
+) -> Fingerprint:
+    """This machine's fingerprint for `device` (CUDA: imports torch for the GPU's name)."""
+    device, dtype = canonical_device(device), canonical_dtype(dtype)
+    if device == 'cpu':
+        name, threads = _cpu_name(), threads or current_threads()
+    else:
+        import torch
+
+        if not torch.cuda.is_available():
+            raise LatencyError(f'device {device!r}: no CUDA GPU is available here')
+        name, threads = torch.cuda.get_device_name(device), 0
+    return Fingerprint(device, name, int(threads), _torch_version(), dtype, int(batch_size))
+
+
+# ---- features -------------------------------------------------------------------------------------------------
+NORM_KINDS = ('layernorm_nobias', 'layernorm', 'mln', 'mln_nobias', 'batchnorm', 'affine')
+ACT_KINDS = ('gelu', 'relu', 'silu', 'squared_relu', 'star_relu')
+# Memory sweeps (read + write of the tensor) of one call, as the eager kernels run them: StarReLU is relu, pow,
+# mul, add; a channel LayerNorm on NCHW permutes to a contiguous copy first; GroupNorm on tokens transposes twice.
+ACT_PASSES = {'gelu': 1, 'relu': 1, 'silu': 1, 'squared_relu': 2, 'star_relu': 4}
+NORM_PASSES = {'layernorm_nobias': 3, 'layernorm': 3, 'mln': 2, 'mln_nobias': 2, 'batchnorm': 1, 'affine': 2}
+NORM_TOKEN_PASSES = {'layernorm_nobias': 2, 'layernorm': 2, 'mln': 4, 'mln_nobias': 4, 'batchnorm': 3, 'affine': 2}
+# Every sweep (a kernel's output written, element-wise work) also counts in sweeps.<i> by the tensor's size (bytes,
+# one call): below 128 KiB (32768 fp32 elements, torch's grain size: one thread), then up to 1 MiB and 4 MiB
+# (caches), 32 MiB, and above (glibc serves such allocations with fresh pages from mmap: page faults every call)
+SWEEP_BYTES = (1 << 17, 1 << 20, 1 << 22, 1 << 25)
+FEATURES: tuple[str, ...] = (
+    'calls',
+    'downsamples',
+    'head.mlp',
+    'head.linear',
+    *(f'blocks.{m}' for m in MIXERS),
+    *(f'norms.{k}' for k in NORM_KINDS),
+    *(f'acts.{k}' for k in ACT_KINDS),
+    'scales',
+    'weights',
+    'macs.conv1x1',
+    'macs.conv1x1_nchw',
+    'elems.conv1x1_nchw',
+    'macs.linear',
+    'macs.token',
+    'macs.depthwise',
+    'macs.depthwise_nchw',
+    'depthwise_fallback',
+    'macs.stem',
+    'macs.conv',
+    *(f'elems.mixer.{m}' for m in MIXERS),
+    *(f'elems.norm.{k}' for k in NORM_KINDS),
+    'elems.norm_tokens',
+    *(f'elems.act.{k}' for k in ACT_KINDS),
+    'elems.residual',
+    'elems.residual_nchw',
+    'elems.mixed_layout',
+    'elems.scores',
+    'elems.window',
+    'elems.window_nchw',
+    'elems.input',
+    *(f'sweeps.{i}' for i in range(len(SWEEP_BYTES) + 1)),
+)
+
+
+class _Features:
+    """Accumulates one call's features: `count` for fixed overheads, `work` for work that scales with the batch."""
+
+    def __init__(self, batch: int, elem_bytes: int):
+        self.f = dict.fromkeys(FEATURES, 0.0)
+        self.batch, self.elem_bytes = batch, elem_bytes
+
+    def count(self, key: str, n: float = 1) -> None:
+        self.f[key] += n
+
+    def work(self, key: str, per_image: float, times: float = 1, passes: float = 0) -> None:
+        """`per_image` units (MACs, or elements of one tensor) done `times` times; `passes`: memory sweeps over
+        that tensor each time, which also count in sweeps.<i>, i the tensor's size class (SWEEP_BYTES)."""
+        e = self.batch * float(per_image)
+        self.f[key] += e * times
+        if passes:
+            self.sweep(per_image, times * passes)
+
+    def sweep(self, per_image: float, times: float = 1) -> None:
+        """`times` memory sweeps over a tensor of `per_image` elements per image, in its size class."""
+        e = self.batch * float(per_image)
+        self.f[f'sweeps.{sum(e * self.elem_bytes >= limit for limit in SWEEP_BYTES)}'] += e * times
+
+
+LAYERNORMS = ('layernorm', 'layernorm_nobias')
+
+
+def channels_last(spec: ArchSpec) -> bool:
+    """Whether the convolutions of NCHW stages see channels-last tensors: timm's LayerNorm2d (as a block norm or
+    after the stem) returns a permuted, channels-last view, and the convolutions keep that layout; with other
+    norms everywhere they run on contiguous NCHW, where oneDNN's 1x1 and depthwise kernels are several times
+    slower."""
+    return spec.norm in LAYERNORMS or spec.downsample_norm in LAYERNORMS
+
+
+def _mixer_work(acc: _Features, spec: ArchSpec, i: int, c: int, h: int, w: int, d: int) -> None:
+    """Stage i's token mixers (d blocks): MACs by kernel, element-wise work, and the mixer's own quirks."""
+    st = spec.stages[i]
+    args = {**MIXERS[st.mixer].defaults(), **st.mixer_args}
+    n, m = h * w, st.mixer
+    macs = MIXER_COSTS[m](c, h, w, args).macs
+    conv1x1 = 'macs.conv1x1' if channels_last(spec) else 'macs.conv1x1_nchw'
+    key = f'elems.mixer.{m}'
+    if m == 'attention':
+        heads = max(1, c // args['head_dim'])
+        adim = heads * args['head_dim']
+        token = 2 * heads * n * n * args['head_dim']
+        acc.work('elems.scores', heads * n * n, d, passes=2)
+        acc.work('macs.token', token, d)
+        acc.work(key, adim * n, d, passes=6)  # q, k, v, their permuted copy, the context, its transpose
+        acc.work('macs.linear', macs - token, d)
+        acc.sweep(c * n, d)  # the projection's output
+    elif m == 'pooling':
+        window = 'elems.window' if channels_last(spec) else 'elems.window_nchw'  # other avg_pool2d kernels
+        acc.work(window, c * n * args['pool_size'] ** 2, d)
+        acc.work(key, c * n, d, passes=2)  # pool, subtract
+    elif m == 'sepconv':
+        med = int(args['expansion_ratio'] * c)
+        dw = med * n * args['kernel_size'] ** 2
+        acc.work('macs.depthwise' if channels_last(spec) else 'macs.depthwise_nchw', dw, d)
+        # padding past the input, in NCHW (a 1x1 grid reads as NCHW too): oneDNN runs a GEMM per channel
+        if args['kernel_size'] // 2 > min(h, w) and (h * w == 1 or not channels_last(spec)):
+            acc.work('depthwise_fallback', med, d)
+        acc.work(key, med * n, d, passes=6)  # pointwise out, StarReLU (4), depthwise out
+        acc.work(conv1x1, macs - dw, d)
+        acc.sweep(c * n, d)  # the second pointwise conv's output
+    elif m in ('random', 'spatial_mlp', 'cross_patch'):
+        acc.work('macs.token', macs, d)
+        acc.work(key, c * n, d, passes=2)  # the matmul's output, its reshaped copy
+        if m == 'spatial_mlp':
+            hidden = args.get('hidden_dim') or max(1, int(args['hidden_ratio'] * n))
+            acc.sweep(c * hidden, 2 * d)  # the token MLP's hidden layer and its GELU
+    elif m == 'cycle':
+        acc.work(conv1x1, macs, d)
+        acc.work(key, c * n, d, passes=12)  # 2 pads and gathers, 3 branches, their sum, 3 weights, the sum
+    else:
+        acc.work(key, c * n, d)
+
+
+def features(spec: ArchSpec, batch_size: int = 1, elem_bytes: int = 4) -> dict[str, float]:
+    """Kernel-level features of one forward call of `batch_size` images, from the spec alone (no model built).
+
+    Fixed overheads (counts, not scaled by the batch): `calls`, `downsamples`, `head.<kind>`, `blocks.<mixer>`
+    (the mixer's kernels and the residual adds), `norms.<kind>` and `acts.<kind>` (calls), `scales` (layer and
+    res scales), `weights` (parameters, read once per call).
+    MACs x batch, explorer.measure.analytic's counts split by kernel: `macs.conv1x1` (MLPs and channel mixing
+    of NCHW stages in channels-last memory; `_nchw`: in contiguous NCHW, see `channels_last`), `macs.linear`
+    (the same in attention stages), `macs.token` (matmuls across tokens: q@k^T and attn@v, RandFormer,
+    MLP-Mixer, ResMLP), `macs.depthwise` (ConvFormer; `_nchw` as above), `depthwise_fallback` (channels of an
+    NCHW or 1x1-grid depthwise conv whose padding is larger than its input: a GEMM per channel), `macs.stem`,
+    `macs.conv` (downsampling, head).
+    Elements x batch: `elems.mixer.<mixer>`, `elems.norm.<kind>` (NCHW stages) and `elems.norm_tokens`,
+    `elems.act.<kind>` (the MLP's hidden layer), `elems.residual` (adds, scales; `_nchw` as above),
+    `elems.mixed_layout` (adds of an NCHW stream and a channels-last branch), `elems.scores` (attention's
+    heads x N^2), `elems.window` (pooling: C x N x window; `_nchw` as above), `elems.input`; `sweeps.<i>`: the
+    memory sweeps of all of these (outputs written, element-wise passes) by the tensor's size (SWEEP_BYTES).
+    """
+    acc = _Features(batch_size, elem_bytes)
+    cost = analytic_cost(spec)
+    grids = spec.grid_sizes()
+    acc.count('calls')
+    acc.count(f'head.{spec.head}')
+    acc.count('weights', cost.params)
+    acc.work('elems.input', spec.in_chans * spec.img_size**2, passes=1)
+    comps = cost.components
+    acc.work('macs.stem', comps['stem']['macs'])
+    acc.sweep(spec.stages[0].dim * grids[0][0] * grids[0][1])
+    acc.work('macs.conv', comps['downsample']['macs'] + comps['head']['macs'])
+    layer_scales, res_scales = spec.per_stage(spec.layer_scale_init), spec.per_stage(spec.res_scale_init)
+    for i, (st, sc) in enumerate(zip(spec.stages, cost.stages)):
+        c, h, w = sc.out_shape
+        n, d, tokens = h * w, st.depth, st.mixer == 'attention'
+        if i and st.downsample:
+            acc.count('downsamples')
+            acc.sweep(c * n)  # the downsampling conv's output
+        if spec.downsample_norm and (i == 0 or st.downsample):  # after the stem, before a downsampling conv
+            k = spec.downsample_norm
+            acc.count(f'norms.{k}')
+            numel = spec.stages[i - 1].dim * grids[i - 1][0] * grids[i - 1][1] if i else c * n
+            acc.work(f'elems.norm.{k}', numel, passes=NORM_PASSES[k])
+        acc.count(f'blocks.{st.mixer}', d)
+        acc.count(f'norms.{spec.norm}', 2 * d)
+        acc.count(f'acts.{spec.mlp_act}', d)
+        n_scales = 2 * ((layer_scales[i] is not None) + (res_scales[i] is not None))
+        acc.count('scales', n_scales * d)
+        if tokens:
+            acc.work('elems.norm_tokens', c * n, 2 * d, NORM_TOKEN_PASSES[spec.norm])
+        else:
+            acc.work(f'elems.norm.{spec.norm}', c * n, 2 * d, NORM_PASSES[spec.norm])
+        # the MLP: its first layer's output and the activation's sweeps over it; its second layer's output, the
+        # residual adds and the scales over the block's width
+        acc.work(f'elems.act.{spec.mlp_act}', int(st.mlp_ratio * c) * n, d, 1 + ACT_PASSES[spec.mlp_act])
+        residual = 'elems.residual' if tokens or channels_last(spec) else 'elems.residual_nchw'
+        acc.work(residual, c * n, (2 + n_scales) * d, passes=1)
+        acc.sweep(c * n, d)
+        if tokens:
+            acc.work('macs.linear', sc.mlp_macs)
+        elif channels_last(spec):
+            acc.work('macs.conv1x1', sc.mlp_macs)
+        else:  # NCHW 1x1 convs: their inputs and outputs cost beside the MACs
+            acc.work('macs.conv1x1_nchw', sc.mlp_macs)
+            acc.work('elems.conv1x1_nchw', (c + int(st.mlp_ratio * c)) * n, 2 * d)
+        if not tokens and spec.norm in LAYERNORMS and spec.downsample_norm not in LAYERNORMS:
+            acc.work('elems.mixed_layout', c * n, 2 * d)  # NCHW residual stream + channels-last branch
+        _mixer_work(acc, spec, i, c, h, w, d)
+    return acc.f
+
+
+def macs_per_call(spec: ArchSpec, batch_size: int = 1) -> int:
+    return analytic_cost(spec).macs * batch_size
+
+
+# ---- the model -----------------------------------------------------------------------------------------------
+@dataclass
+class LatencyModel:
+    """latency (s) = sum over features of coef[name] x feature, every coefficient >= 0."""
+
+    fingerprint: dict  # Fingerprint as a dict
+    coef: dict  # feature name -> seconds per unit
+    baseline_s_per_mac: float  # the MACs-proportional baseline fitted on the same designs
+    n_designs: int = 0
+    evaluation: dict | None = None  # holdout accuracy of the model and of the baseline, if one was measured
+    measure: dict = field(default_factory=dict)  # how the designs were measured (rounds, timer, seconds taken)
+    created: str = ''
+    format: str = FORMAT
+
+    def predict(self, spec: ArchSpec) -> float:
+        """Predicted seconds of one forward call of the fingerprint's batch."""
+        f = features(spec, self.fingerprint['batch_size'])
+        return sum(self.coef.get(k, 0.0) * v for k, v in f.items())
+
+    def components(self, spec: ArchSpec) -> dict[str, float]:
+        """Predicted seconds per feature (they sum to `predict`), nonzero ones only."""
+        f = features(spec, self.fingerprint['batch_size'])
+        out: dict[str, float] = {}
+        for k, v in f.items():
+            t = self.coef.get(k, 0.0) * v
+            if t > 0:
+                out[k] = t
+        return out
+
+    def baseline(self, spec: ArchSpec) -> float:
+        return self.baseline_s_per_mac * macs_per_call(spec, self.fingerprint['batch_size'])
+
+    def label(self) -> str:
+        return Fingerprint(**self.fingerprint).label()
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> LatencyModel:
+        if not isinstance(d, dict) or d.get('format') != FORMAT:
+            raise ValueError(f'not a latency model (format {d.get("format") if isinstance(d, dict) else None!r})')
+        fp = Fingerprint(**d['fingerprint'])  # raises TypeError on missing or unknown keys
+        coef = {str(k): float(v) for k, v in d['coef'].items()}
+        if any(not math.isfinite(v) or v < 0 for v in coef.values()):
+            raise ValueError('a latency model has a negative or non-finite coefficient')
+        return cls(
+            fingerprint=asdict(fp),
+            coef=coef,
+            baseline_s_per_mac=float(d['baseline_s_per_mac']),
+            n_designs=int(d.get('n_designs', 0)),
+            evaluation=d.get('evaluation'),
+            measure=dict(d.get('measure') or {}),
+            created=str(d.get('created', '')),
+        )
+
+
+# ---- save, load, predict ---------------------------------------------------------------------------------
+_LOADED: dict = {}  # path -> (mtime_ns, LatencyModel | None)
+
+
+def model_path(fp: Fingerprint, folder: str | Path | None = None) -> Path:
+    return Path(folder or latency_dir()) / fp.file_name()
+
+
+def save_model(model: LatencyModel, folder: str | Path | None = None) -> Path:
+    """Write the model as JSON (atomically) under `folder` (default `latency_dir()`); returns the path."""
+    path = model_path(Fingerprint(**model.fingerprint), folder)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f'.{path.name}.tmp-{os.getpid()}')
+    try:
+        tmp.write_text(json.dumps(model.to_dict(), indent=1) + '\n', encoding='utf-8')
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    _LOADED.pop(str(path), None)
+    return path
+
+
+def load_model(fp: Fingerprint, folder: str | Path | None = None) -> LatencyModel | None:
+    """The saved model for `fp`, or None when there is none (or it is unreadable). Cached per file and mtime."""
+    path = model_path(fp, folder)
+    try:
+        mtime = path.stat().st_mtime_ns
+    except OSError:
+        return None
+    hit = _LOADED.get(str(path))
+    if hit is not None and hit[0] == mtime:
+        return hit[1]
+    try:
+        model = LatencyModel.from_dict(json.loads(path.read_text(encoding='utf-8')))
+        if model.fingerprint != asdict(fp):
+            model = None
+    except (OSError, ValueError, TypeError, KeyError):
+        model = None
+    _LOADED[str(path)] = (mtime, model)
+    return model
+
+
+@dataclass
+class Prediction:
+    """Predicted latency of one forward call (inference) of `batch_size` images. seconds is None and
+    calibrated_on None when this device has no calibration (the UI then says "not calibrated for this device")."""
+
+    seconds: float | None
+    calibrated_on: str | None  # the fingerprint's label, e.g. 'Intel(R) Xeon(R) ... (cpu, 2 threads, ...)'
+    batch_size: int
+    dtype: str
+    device: str
+    components: dict = field(default_factory=dict)  # feature -> predicted seconds
+    holdout: dict | None = None  # the calibration's accuracy on designs it never saw
+
+    @property
+    def ms(self) -> float | None:
+        return None if self.seconds is None else self.seconds * 1e3
+
+    def text(self) -> str:
+        """'12.3 ms (batch 1, float32), calibrated on <device>' or '... not calibrated for this device'."""
+        if self.seconds is None:
+            return (
+                f'latency: not calibrated for this device ({self.device}, {self.dtype}, batch {self.batch_size}); '
+                f'run `explorer calibrate --batch-size {self.batch_size}`'
+            )
+        return (
+            f'latency {_fmt_s(self.seconds)} (batch {self.batch_size}, {self.dtype}), '
+            f'calibrated on {self.calibrated_on}'
+        )
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d['ms'] = self.ms
+        d['text'] = self.text()
+        return d
+
+
+def _fmt_s(s: float) -> str:
+    return f'{s * 1e3:.3g} ms' if s < 1 else f'{s:.3g} s'
+
+
+def predict_latency(
+    spec: ArchSpec | dict,
+    batch_size: int = 1,
+    dtype: str = 'float32',
+    device: str = 'cpu',
+    threads: int | None = None,
+    folder: str | Path | None = None,
+) -> Prediction:
+    """Predicted latency of one inference call of `spec` at `batch_size` on this machine, from the calibration
+    saved for this fingerprint (see `fingerprint`); no model is built and no torch imported (CPU). About
+    0.1 ms once the calibration file is cached. `spec`: an ArchSpec or a spec dict (validated)."""
+    if not isinstance(spec, ArchSpec):
+        spec = ArchSpec.from_dict(spec)  # raises SpecError naming every bad field
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise LatencyError(f'batch size {batch_size!r} must be a positive integer')
+    fp = fingerprint(device, dtype, batch_size, threads)
+    model = load_model(fp, folder)
+    if model is None:
+        return Prediction(None, None, batch_size, fp.dtype, fp.device)
+    comps = model.components(spec)
+    return Prediction(sum(comps.values()), fp.label(), batch_size, fp.dtype, fp.device, comps, model.evaluation)
+
+
+# ---- designs that span the space ---------------------------------------------------------------------------
+DIMS = (16, 24, 32, 48, 64, 96, 128, 160, 192, 256)
+# per-image MACs and activation elements of a calibration design: keeps each call short at batch 32 on a CPU
+MAX_DESIGN_MACS = 120e6
+MAX_DESIGN_ACTS = 6e6
+
+
+def random_design(rng: random.Random, max_macs: float = MAX_DESIGN_MACS, name: str = 'design') -> ArchSpec:
+    """One random valid design: 1-4 stages, every mixer, depths 1-4, widths 16-256, mixer arguments, MLP ratios,
+    norms, activations and heads, at an image size of 32-224 (whatever keeps it under `max_macs` per image)."""
+    while True:
+        n_stages = rng.choice((1, 2, 3, 3, 4, 4))
+        patch = n_stages <= 2 and rng.random() < 0.5
+        stem_stride = rng.choice((4, 8)) if patch else 4
+        stride = stem_stride * 2 ** (n_stages - 1)
+        grid0 = rng.choice((4, 6, 8, 12, 16, 20, 24, 28, 32, 40, 48, 56))
+        img = max(stride, grid0 * stem_stride // stride * stride)
+        k = rng.randrange(len(DIMS) - 3)
+        stages = []
+        for i in range(n_stages):
+            k = min(len(DIMS) - 1, k + (rng.choice((0, 1, 1, 2)) if i else 0))
+            mixer = rng.choice(list(MIXERS))
+            stages.append(
+                {
+                    'mixer': mixer,
+                    'depth': rng.choice((1, 1, 2, 2, 3, 4)),
+                    'dim': DIMS[k],
+                    'mlp_ratio': rng.choice((1, 2, 3, 4, 4)),
+                    'mixer_args': _random_args(rng, mixer, DIMS[k]),
+                }
+            )
+        d = {
+            'name': name,
+            'img_size': img,
+            'num_classes': rng.choice((10, 100, 1000)),
+            'mlp_act': rng.choice(('star_relu',) * 4 + ('gelu', 'relu', 'squared_relu', 'silu')),
+            'norm': rng.choice(('layernorm_nobias',) * 4 + ('layernorm', 'mln', 'mln_nobias', 'batchnorm', 'affine')),
+            'downsample_norm': rng.choice(('layernorm_nobias',) * 5 + (None, None, 'layernorm', 'mln', 'batchnorm')),
+            'head': rng.choice(('mlp', 'mlp', 'linear')),
+            'stages': stages,
+        }
+        if patch:
+            d['stem'] = {'kernel_size': stem_stride, 'stride': stem_stride, 'padding': 0}
+        try:
+            spec = ArchSpec.from_dict(d)
+            cost = analytic_cost(spec)
+        except SpecError:
+            continue
+        if cost.macs <= max_macs and cost.act_elements <= MAX_DESIGN_ACTS:
+            return spec
+
+
+def _random_args(rng: random.Random, mixer: str, dim: int) -> dict:
+    if mixer == 'pooling':
+        return {'pool_size': rng.choice((3, 3, 5, 7))}
+    if mixer == 'sepconv':
+        return {'kernel_size': rng.choice((3, 5, 7, 7)), 'expansion_ratio': rng.choice((1, 2, 2))}
+    if mixer == 'attention':
+        return {'head_dim': rng.choice([h for h in (8, 16, 32, 64) if dim % h == 0] or [dim])}
+    if mixer == 'spatial_mlp':
+        return {'hidden_ratio': rng.choice((0.25, 0.5, 1))}
+    return {}
+
+
+def random_designs(n: int, seed: int = 0, max_macs: float = MAX_DESIGN_MACS) -> list[ArchSpec]:
+    """`n` random designs (`random_design`), reproducible from `seed`."""
+    rng = random.Random(seed)
+    return [random_design(rng, max_macs, name=f'design_{seed}_{i}') for i in range(n)]
+
+
+# ---- measuring -------------------------------------------------------------------------------------------------
+def measure_latencies(
+    specs: Sequence[ArchSpec],
+    device: str = 'cpu',
+    batch_size: int = 1,
+    dtype: str = 'float32',
+    rounds: int = 9,
+    threads: int | None = None,
+    progress: Callable | None = None,
+) -> list[float]:
+    """Seconds per forward call of each spec: the fastest of its quiet turns (`measure_rounds`, `estimate`)."""
+    return [estimate(t) for t in measure_rounds(specs, device, batch_size, dtype, rounds, threads, progress)]
+
+
+def measure_rounds(
+    specs: Sequence[ArchSpec],
+    device: str = 'cpu',
+    batch_size: int = 1,
+    dtype: str = 'float32',
+    rounds: int = 9,
+    threads: int | None = None,
+    progress: Callable | None = None,
+) -> list[list[tuple[float, float]]]:
+    """Per spec, (seconds per call, contention) of each of its turns. A turn is the median of back-to-back calls
+    lasting about TURN_S; contention is the share of the turn during which some task on this machine waited for
+    a CPU (Linux pressure stall information, /proc/pressure/cpu; 0 where it is not available). All models are
+    built and warmed up first; every round runs every spec once, the order rotated and reversed from round to
+    round; after `rounds`, up to as many again for the specs that are not yet `_settled`."""
+    import torch
+
+    from explorer.measure.speed import check_dtype, prepare, resolve_device, time_steps
+
+    device, sdt = resolve_device(canonical_device(device)), SPEED_DTYPE[canonical_dtype(dtype)]
+    check_dtype(device, sdt)
+    report = progress or (lambda frac, text='': None)
+    prev = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        steps, reps = [], []
+        for i, spec in enumerate(specs):
+            report(0.3 * i / len(specs), f'building and warming up {i + 1}/{len(specs)}')
+            step = prepare(spec, device, batch_size, sdt)[0]
+            time_steps(step, device, 1)  # first call: allocation, kernel selection
+            est = min(time_steps(step, device, 2))
+            steps.append(step)
+            reps.append(max(1, min(50, round(TURN_S / max(est, 1e-6)))))
+        turns: list[list[tuple[float, float]]] = [[] for _ in specs]
+        for r in range(2 * rounds):
+            order = [j for j in range(len(specs)) if r < rounds or not _settled(turns[j])]
+            if not order:
+                break
+            report(0.3 + 0.7 * min(r, rounds - 1) / rounds, f'timing round {r + 1} ({len(order)} designs)')
+            k = r * len(order) // max(rounds, r + 1)
+            for j in order[k:][::-1] + order[:k][::-1] if r % 2 else order[k:] + order[:k]:
+                p0, t0 = _cpu_stall_us(), time.perf_counter()
+                seconds = statistics.median(time_steps(steps[j], device, reps[j]))
+                wall, p1 = time.perf_counter() - t0, _cpu_stall_us()
+                turns[j].append((seconds, min(1.0, (p1 - p0) / 1e6 / wall) if p0 is not None else 0.0))
+        report(1.0, 'measured')
+        return turns
+    finally:
+        torch.set_num_threads(prev)
+
+
+def _cpu_stall_us() -> int | None:
+    """Microseconds some task waited for a CPU since boot (PSI 'some' total), or None without PSI."""
+    try:
+        with open('/proc/pressure/cpu', encoding='ascii') as f:
+            return int(f.readline().rsplit('total=', 1)[1])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _quiet(turns: list[tuple[float, float]]) -> list[float]:
+    """Seconds of the turns during which (almost) nothing else wanted a CPU; all of them if there is none."""
+    quiet = [s for s, c in turns if c <= QUIET]
+    return quiet or [s for s, _ in turns]
+
+
+def estimate(turns: list[tuple[float, float]]) -> float:
+    """A design's latency from its turns: the fastest quiet one (other work on a shared CPU only adds time)."""
+    return min(_quiet(turns))
+
+
+def _settled(turns: list[tuple[float, float]]) -> bool:
+    """Two quiet turns within SETTLED of each other at the bottom."""
+    xs = sorted(s for s, c in turns if c <= QUIET)
+    return len(xs) > 1 and xs[1] <= xs[0] * (1 + SETTLED)
+
+
+# ---- fitting ---------------------------------------------------------------------------------------------------
+def nnls(a, b, max_iter: int | None = None):
+    """x >= 0 minimising ||a x - b||_2 (Lawson & Hanson's active-set algorithm). a: (m, n), b: (m,) numpy."""
+    import numpy as np
+
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    m, n = a.shape
+    x, passive = np.zeros(n), np.zeros(n, dtype=bool)
+    tol = 10 * np.finfo(float).eps * np.linalg.norm(a, 1) * max(m, n)
+    for _ in range(max_iter or 3 * n):
+        grad = a.T @ (b - a @ x)
+        if passive.all() or grad[~passive].max(initial=-np.inf) <= tol:
+            break
+        j = np.where(~passive, grad, -np.inf).argmax()
+        passive[j] = True
+        while True:
+            z = np.zeros(n)
+            z[passive] = np.linalg.lstsq(a[:, passive], b, rcond=None)[0]
+            if (z[passive] > 0).all():
+                x = z
+                break
+            neg = passive & (z <= 0)
+            alpha = np.min(x[neg] / (x[neg] - z[neg]))
+            x = x + alpha * (z - x)
+            passive &= x > tol
+            x[~passive] = 0.0
+    return x
+
+
+def fit_latency_model(specs: Sequence[ArchSpec], seconds: Sequence[float], fp: Fingerprint) -> LatencyModel:
+    """Non-negative coefficients minimising the squared relative error over the designs, and the MACs baseline."""
+    import numpy as np
+
+    if len(specs) != len(seconds) or not specs:
+        raise LatencyError(f'{len(specs)} designs and {len(seconds)} latencies: need the same number, at least 1')
+    y = np.asarray(seconds, dtype=float)
+    x = np.array([[features(s, fp.batch_size)[k] for k in FEATURES] for s in specs])
+    scale = x.max(axis=0)
+    scale[scale == 0] = 1.0
+    w = 1.0 / y  # relative error: row i divided by its own latency
+    coef = nnls(x / scale * w[:, None], np.ones_like(y)) / scale
+    macs = np.array([macs_per_call(s, fp.batch_size) for s in specs], dtype=float)
+    r = macs / y  # baseline: y ~ k * macs, minimising sum ((k macs - y) / y)^2
+    k = float(r.sum() / (r * r).sum())
+    return LatencyModel(
+        fingerprint=asdict(fp),
+        coef={name: float(c) for name, c in zip(FEATURES, coef)},
+        baseline_s_per_mac=k,
+        n_designs=len(specs),
+        created=time.strftime('%Y-%m-%d %H:%M:%S'),
+    )
+
+
+# ---- accuracy ----------------------------------------------------------------------------------------------------
+def spearman(a: Sequence[float], b: Sequence[float]) -> float:
+    """Spearman's rank correlation (average ranks for ties)."""
+
+    def ranks(v):
+        order = sorted(range(len(v)), key=v.__getitem__)
+        r = [0.0] * len(v)
+        i = 0
+        while i < len(v):
+            j = i
+            while j + 1 < len(v) and v[order[j + 1]] == v[order[i]]:
+                j += 1
+            for t in range(i, j + 1):
+                r[order[t]] = (i + j) / 2
+            i = j + 1
+        return r
+
+    ra, rb = ranks(list(a)), ranks(list(b))
+    ma, mb = statistics.fmean(ra), statistics.fmean(rb)
+    cov = sum((p - ma) * (q - mb) for p, q in zip(ra, rb))
+    den = math.sqrt(sum((p - ma) ** 2 for p in ra) * sum((q - mb) ** 2 for q in rb))
+    return cov / den if den else 0.0
+
+
+def accuracy(predicted: Sequence[float], measured: Sequence[float], tolerance: float = 0.10) -> dict:
+    """within (fraction of |predicted / measured - 1| <= tolerance), spearman, median and max abs % error."""
+    errs = [abs(p / m - 1) for p, m in zip(predicted, measured)]
+    return {
+        'n': len(errs),
+        'within': sum(e <= tolerance for e in errs) / len(errs),
+        'tolerance': tolerance,
+        'spearman': spearman(predicted, measured),
+        'median_abs_pct': 100 * statistics.median(errs),
+        'max_abs_pct': 100 * max(errs),
+    }
+
+
+def evaluate_latency_model(model: LatencyModel, designs: Sequence[ArchSpec], seconds: Sequence[float]) -> dict:
+    """Accuracy on designs with measured `seconds`: {'model': accuracy(...), 'baseline': accuracy(...)} where the
+    baseline is latency proportional to MACs (fitted on the model's calibration designs)."""
+    if len(designs) != len(seconds) or not designs:
+        raise LatencyError(f'{len(designs)} designs and {len(seconds)} latencies: need the same number, at least 1')
+    return {
+        'model': accuracy([model.predict(s) for s in designs], seconds),
+        'baseline': accuracy([model.baseline(s) for s in designs], seconds),
+    }
+
+
+# ---- the whole calibration ----------------------------------------------------------------------------------
+@dataclass
+class Calibration:
+    model: LatencyModel
+    path: str | None  # where it was saved
+    evaluation: dict | None  # evaluate_latency_model on the holdout designs
+    seconds_taken: float
+
+    def to_dict(self) -> dict:
+        return {
+            'path': self.path,
+            'seconds_taken': self.seconds_taken,
+            'evaluation': self.evaluation,
+            'model': self.model.to_dict(),
+        }
+
+
+def calibrate(
+    device: str = 'cpu',
+    batch_size: int = 1,
+    dtype: str = 'float32',
+    designs: int = 200,
+    holdout: int = 30,
+    threads: int | None = None,
+    rounds: int = 9,
+    seed: int = 0,
+    save: bool = True,
+    folder: str | Path | None = None,
+    progress: Callable | None = None,
+    max_macs: float = MAX_DESIGN_MACS,
+) -> Calibration:
+    """Measure `designs + holdout` random designs in the same interleaved rounds, fit on the first `designs`,
+    report accuracy on the `holdout` ones (never used in the fit), save the model for this fingerprint."""
+    if not isinstance(designs, int) or designs < 2:
+        raise LatencyError(f'designs {designs!r} must be an integer >= 2')
+    if not isinstance(holdout, int) or holdout < 0:
+        raise LatencyError(f'holdout {holdout!r} must be a non-negative integer')
+    if not isinstance(rounds, int) or rounds < 1:
+        raise LatencyError(f'rounds {rounds!r} must be a positive integer')
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or not 1 <= batch_size <= 256:
+        raise LatencyError(f'batch size {batch_size!r} must be an integer in [1, 256]')
+    t0 = time.monotonic()
+    fp = fingerprint(device, dtype, batch_size, threads)
+    specs = random_designs(designs + holdout, seed, max_macs)
+    turns = measure_rounds(specs, fp.device, batch_size, fp.dtype, rounds, fp.threads or None, progress)
+    secs = [estimate(t) for t in turns]
+    model = fit_latency_model(specs[:designs], secs[:designs], fp)
+    evaluation = evaluate_latency_model(model, specs[designs:], secs[designs:]) if holdout else None
+    model.evaluation = evaluation
+    taken = time.monotonic() - t0
+    model.measure = {
+        'rounds': rounds,
+        'seed': seed,
+        'max_macs': max_macs,
+        'designs': designs,
+        'holdout': holdout,
+        'timer': 'CUDA events' if fp.device.startswith('cuda') else 'time.perf_counter',
+        'estimate': 'fastest quiet turn (PSI contention <= 5%), a turn = median of calls over ~20 ms',
+        'settled': round(sum(map(_settled, turns)) / len(turns), 3),  # two quiet turns within 3%
+        'quiet_turns': round(sum(c <= QUIET for t in turns for _, c in t) / sum(map(len, turns)), 3),
+        'seconds_taken': round(taken, 1),
+        'loadavg': list(os.getloadavg()) if hasattr(os, 'getloadavg') else None,
+    }
+    path = str(save_model(model, folder)) if save else None
+    return Calibration(model, path, evaluation, taken)

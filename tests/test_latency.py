@@ -1,0 +1,268 @@
+"""Latency model: hand-checkable features of a tiny spec, a fit that recovers a known linear model, save/load
+and the fingerprint's file name, "not calibrated for this device" when there is no file, a tiny real
+calibration end to end, and the CLI (exit 0, and exit 2 with a named error for bad input)."""
+
+from __future__ import annotations
+
+import json
+import statistics
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from explorer.core.spec import ArchSpec
+from explorer.measure import latency as lat
+from explorer.measure.analytic import analytic_cost
+from tests.conftest import run_cli
+
+MAC_FEATURES = tuple(k for k in lat.FEATURES if k.startswith('macs.'))
+
+
+@pytest.fixture(autouse=True)
+def latency_dir(tmp_path, monkeypatch):
+    """Every test saves and looks up calibrations in its own empty folder."""
+    monkeypatch.setenv(lat.ENV_DIR, str(tmp_path))
+    return tmp_path
+
+
+def tiny(**kw) -> ArchSpec:
+    """32x32 -> sepconv on 8x8 tokens (dim 16), attention on 4x4 (dim 32, 2 heads of 16)."""
+    d = {
+        'name': 'tiny_latency',
+        'img_size': 32,
+        'num_classes': 10,
+        'stages': [
+            {'mixer': 'sepconv', 'depth': 1, 'dim': 16},
+            {'mixer': 'attention', 'depth': 2, 'dim': 32, 'mixer_args': {'head_dim': 16}},
+        ],
+    }
+    d.update(kw)
+    return ArchSpec.from_dict(d)
+
+
+def fake_model(batch_size: int = 1, **coef) -> lat.LatencyModel:
+    fp = lat.fingerprint('cpu', 'float32', batch_size)
+    return lat.LatencyModel(fingerprint=fp.__dict__, coef=coef, baseline_s_per_mac=1e-10, n_designs=3)
+
+
+# ---- features ----------------------------------------------------------------------------------------------
+@pytest.mark.parametrize('batch', [1, 4])
+def test_features_of_a_tiny_spec_by_hand(batch):
+    spec = tiny()
+    f = lat.features(spec, batch)
+    assert set(f) == set(lat.FEATURES)
+    # counts do not scale with the batch
+    assert (f['calls'], f['blocks.sepconv'], f['blocks.attention'], f['downsamples']) == (1, 1, 2, 1)
+    assert f['norms.layernorm_nobias'] == 2 * 3 + 2  # two per block, after the stem and before the downsampling
+    assert f['acts.star_relu'] == 3 and f['head.mlp'] == 1
+    # attention on 4x4 = 16 tokens, 2 heads of 16: scores 2 x 16 x 16, q@k^T and attn@v 2 x 2 x 16 x 16 x 16
+    assert f['elems.scores'] == batch * 2 * (2 * 16 * 16)
+    assert f['macs.token'] == batch * 2 * (2 * 2 * 16 * 16 * 16)
+    # ConvFormer's depthwise 7x7 on 32 channels (expansion 2) at 8x8; padding 3 < 8: oneDNN's own kernel
+    assert f['macs.depthwise'] == batch * 32 * 64 * 49
+    assert f['depthwise_fallback'] == 0
+    # the MAC features split the analytic count: all of it but the blocks' norms
+    cost = analytic_cost(spec)
+    assert sum(f[k] for k in MAC_FEATURES) == batch * (cost.macs - cost.components['norm']['macs'])
+    assert f['elems.input'] == batch * 3 * 32 * 32
+    assert f['weights'] == cost.params
+
+
+def test_depthwise_padding_past_the_input_is_its_own_feature():
+    """oneDNN runs a 7x7 depthwise conv whose padding (3) exceeds its input as one GEMM per channel, in NCHW
+    memory; a channels-last tensor keeps its fast kernel, except on a 1x1 grid (which reads as NCHW)."""
+    one = [{'mixer': 'sepconv', 'depth': 1, 'dim': 16}]  # 32 channels inside (expansion 2)
+    fallback = lambda **kw: lat.features(ArchSpec.from_dict({'stages': one, **kw}), 2)['depthwise_fallback']  # noqa: E731
+    assert fallback(img_size=16) == 0  # 4x4 grid: padding 3 < 4
+    assert fallback(img_size=8) == 0  # 2x2, channels-last (LayerNorm2d after the stem)
+    assert fallback(img_size=8, norm='mln', downsample_norm=None) == 2 * 32  # 2x2 in NCHW
+    assert fallback(img_size=8, stem={'kernel_size': 8, 'stride': 8, 'padding': 0}) == 2 * 32  # 1x1 grid
+    assert not lat.channels_last(ArchSpec.from_dict({'stages': one, 'norm': 'mln', 'downsample_norm': None}))
+
+
+def test_sweeps_are_binned_by_tensor_size():
+    sweeps = [f'sweeps.{i}' for i in range(len(lat.SWEEP_BYTES) + 1)]
+    small, large = lat.features(tiny(), 1), lat.features(tiny(), 1024)
+    total = sum(small[k] for k in sweeps)
+    assert total > 0 and small['sweeps.0'] == total  # batch 1: every tensor under 128 KiB
+    assert sum(large[k] for k in sweeps) == 1024 * total  # the same sweeps, 1024 times the elements
+    assert large['sweeps.0'] == large['sweeps.1'] == 0  # the smallest tensor is now 2 MiB (32 x 4 x 4 x 1024)
+
+
+# ---- fitting -----------------------------------------------------------------------------------------------
+def test_nnls_known_answers():
+    rng = np.random.default_rng(0)
+    a = rng.random((40, 5))
+    x_true = np.array([1.0, 0.0, 2.0, 0.0, 0.5])
+    np.testing.assert_allclose(lat.nnls(a, a @ x_true), x_true, atol=1e-10)
+    # unconstrained least squares would make the second coefficient negative; NNLS clips it to 0
+    np.testing.assert_allclose(lat.nnls(np.eye(2), np.array([1.0, -1.0])), [1.0, 0.0])
+
+
+def test_fit_recovers_a_known_linear_model():
+    specs = lat.random_designs(60, seed=3, max_macs=20e6)
+    true = {'calls': 2e-4, 'blocks.attention': 5e-5, 'macs.conv1x1': 2e-11, 'elems.act.star_relu': 1e-9}
+    fp = lat.fingerprint('cpu', 'float32', 8)
+    y = [sum(c * lat.features(s, 8)[k] for k, c in true.items()) for s in specs]
+    model = lat.fit_latency_model(specs, y, fp)
+    pred = [model.predict(s) for s in specs]
+    np.testing.assert_allclose(pred, y, rtol=1e-6)
+    assert all(v >= 0 for v in model.coef.values())
+    # the baseline is one scale factor: its predictions are proportional to MACs
+    ratios = {model.baseline(s) / (analytic_cost(s).macs * 8) for s in specs}
+    assert max(ratios) == pytest.approx(min(ratios))
+
+
+def test_a_design_latency_is_its_fastest_quiet_turn():
+    turns = [(1.0, 0.5), (1.3, 0.01), (1.2, 0.0), (1.25, 0.04)]  # (seconds, share of the turn others waited)
+    assert lat.estimate(turns) == 1.2  # the 1.0 s turn ran while others wanted the CPU: not trusted
+    assert lat.estimate([(2.0, 0.5), (1.5, 0.9)]) == 1.5  # no quiet turn: the fastest of all
+    assert lat._settled([(1.2, 0.0), (1.23, 0.0)]) and not lat._settled([(1.2, 0.0), (1.3, 0.0), (1.0, 0.6)])
+
+
+def test_accuracy_and_spearman_by_hand():
+    assert lat.spearman([1, 2, 3, 4], [10, 20, 30, 40]) == pytest.approx(1.0)
+    assert lat.spearman([1, 2, 3, 4], [4, 3, 2, 1]) == pytest.approx(-1.0)
+    a = lat.accuracy([1.05, 2.0, 3.5], [1.0, 2.0, 3.0])
+    assert a['within'] == pytest.approx(2 / 3) and a['median_abs_pct'] == pytest.approx(5.0)
+
+
+def test_evaluation_compares_with_the_macs_baseline():
+    model = fake_model(1, **{'blocks.attention': 1e-4, 'calls': 1e-3})
+    specs = [tiny(), tiny(img_size=64)]
+    truth = [model.predict(s) for s in specs]
+    ev = lat.evaluate_latency_model(model, specs, truth)
+    assert ev['model']['within'] == 1.0 and ev['model']['median_abs_pct'] == pytest.approx(0.0)
+    assert set(ev['baseline']) == set(ev['model'])
+
+
+# ---- saving, loading, predicting ----------------------------------------------------------------------------
+def test_fingerprint_names_the_file_and_round_trips(latency_dir):
+    fp = lat.fingerprint('cpu', 'fp32', 1)
+    assert fp.dtype == 'float32' and fp.device == 'cpu' and fp.threads >= 1
+    assert fp.key() != lat.fingerprint('cpu', 'float32', 32).key()
+    assert fp.key() == lat.fingerprint('cpu', 'float32', 1).key()
+    model = fake_model(1, calls=1e-3)
+    path = lat.save_model(model)
+    assert path == latency_dir / f'latency-{fp.key()}.json'
+    assert lat.load_model(fp).to_dict() == model.to_dict()
+    assert lat.LatencyModel.from_dict(json.loads(path.read_text())).to_dict() == model.to_dict()
+
+
+def test_predict_says_not_calibrated_without_a_file():
+    p = lat.predict_latency(tiny())
+    assert p.seconds is None and p.calibrated_on is None
+    assert 'not calibrated for this device' in p.text()
+
+
+def test_predict_uses_the_calibration_for_this_fingerprint():
+    model = fake_model(1, calls=1e-3, **{'macs.token': 1e-9})
+    lat.save_model(model)
+    p = lat.predict_latency(tiny(), batch_size=1)
+    assert p.seconds == pytest.approx(model.predict(tiny()))
+    assert p.calibrated_on == model.label() and 'calibrated on' in p.text()
+    assert lat.predict_latency(tiny(), batch_size=2).calibrated_on is None  # another batch: another fingerprint
+
+
+def test_a_bad_file_reads_as_not_calibrated(latency_dir):
+    fp = lat.fingerprint('cpu', 'float32', 1)
+    (latency_dir / fp.file_name()).write_text('{"format": "something else"}')
+    assert lat.predict_latency(tiny()).calibrated_on is None
+
+
+def test_predict_is_fast_and_imports_no_torch(latency_dir):
+    code = (
+        'import sys, time\n'
+        'from explorer.core.catalog import load_spec\n'
+        'from explorer.measure.latency import predict_latency\n'
+        "spec = load_spec('caformer_s18')\n"
+        'predict_latency(spec)\n'
+        "assert 'torch' not in sys.modules, 'predict_latency imported torch'\n"
+    )
+    subprocess.run([sys.executable, '-c', code], check=True, env={'EXPLORER_LATENCY_DIR': str(latency_dir)})
+    lat.save_model(fake_model(1, calls=1e-3))
+    from explorer.core.catalog import load_spec
+
+    spec = load_spec('caformer_s18')
+    lat.predict_latency(spec)  # loads and caches the file
+    best = min(statistics.median(_timed(lambda: lat.predict_latency(spec)) for _ in range(10)) for _ in range(3))
+    assert best < 1e-3, f'predict_latency took {best * 1e3:.2f} ms'
+
+
+def _timed(fn) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def test_bad_requests_are_named():
+    with pytest.raises(lat.LatencyError, match='dtype'):
+        lat.predict_latency(tiny(), dtype='int8')
+    with pytest.raises(lat.LatencyError, match='device'):
+        lat.predict_latency(tiny(), device='tpu')
+    with pytest.raises(lat.LatencyError, match='batch size'):
+        lat.predict_latency(tiny(), batch_size=0)
+    with pytest.raises(lat.LatencyError, match='designs'):
+        lat.calibrate(designs=1)
+
+
+# ---- real calibration, CLI ------------------------------------------------------------------------------------
+def test_random_designs_are_valid_and_span_the_mixers():
+    specs = lat.random_designs(40, seed=0)
+    assert len({s.to_json() for s in specs}) == 40
+    assert {st.mixer for s in specs for st in s.stages} == set(lat.MIXERS)
+    assert all(analytic_cost(s).macs <= lat.MAX_DESIGN_MACS for s in specs)
+    assert [s.to_json() for s in lat.random_designs(5, seed=1)] == [s.to_json() for s in lat.random_designs(5, 1)]
+
+
+def test_tiny_calibration_end_to_end(latency_dir):
+    cal = lat.calibrate(batch_size=2, designs=4, holdout=2, rounds=2, max_macs=2e6)
+    assert cal.path == str(latency_dir / lat.fingerprint('cpu', 'float32', 2).file_name())
+    assert cal.model.n_designs == 4 and cal.evaluation['model']['n'] == 2
+    p = lat.predict_latency(tiny(), batch_size=2)
+    assert p.calibrated_on is not None and p.seconds > 0
+
+
+def test_cli_latency_and_calibrate():
+    rc, out, err = run_cli('latency', 'poolformer_s12')
+    assert rc == 0, err
+    assert 'not calibrated for this device' in out
+    rc, out, err = run_cli(
+        'calibrate', '--designs', '4', '--holdout', '2', '--rounds', '1', '--max-mmacs', '2', '--batch-size', '1'
+    )
+    assert rc == 0, err
+    assert 'calibrated on' in out and 'MACs x constant' in out
+    rc, out, err = run_cli('latency', 'poolformer_s12', '--json')
+    assert rc == 0, err
+    d = json.loads(out)
+    assert d['calibrated_on'] and d['seconds'] > 0 and d['batch_size'] == 1
+
+
+@pytest.mark.parametrize(
+    'argv, needle',
+    [
+        (('calibrate', '--designs', '1'), '--designs'),
+        (('calibrate', '--dtype', 'int8'), '--dtype'),
+        (('calibrate', '--device', 'tpu', '--designs', '2', '--holdout', '0'), "device 'tpu'"),
+        (('latency', 'poolformer_s12', '--batch-size', '0'), '--batch-size'),
+        (('latency', 'no_such_model'), 'no_such_model'),
+    ],
+)
+def test_cli_bad_input_exits_2_with_a_named_error(argv, needle):
+    rc, out, err = run_cli(*argv)
+    assert rc == 2
+    assert needle in err and 'Traceback' not in err
+
+
+def test_the_composer_shows_predicted_latency_or_says_it_is_not_calibrated(latency_dir):
+    from explorer.app.compose import _latency_card
+
+    title, value, detail, elem = _latency_card(tiny())
+    assert (value, elem) == ('—', 'mfx-latency') and 'not calibrated for this device' in detail
+    model = fake_model(1, calls=2e-3)  # 2 ms per call, nothing else
+    lat.save_model(model)
+    title, value, detail, _ = _latency_card(tiny())
+    assert value == '2 ms' and f'calibrated on {model.label()}' in detail and 'batch 1, fp32' in detail
