@@ -231,3 +231,16 @@ def test_the_search_tabs_form_writes_into_the_space_and_leaves_the_shipped_one_a
         merged_space('{"name": ', *form)
     with pytest.raises(gr.Error):
         merged_space(text, *form[:3], 'speed', 'minimize', 'none', 'minimize')
+
+
+def test_the_search_api_returns_what_the_cli_prints(client):
+    """/search through gradio_client: the frontier of a shipped space, every entry a spec with its exact counts."""
+    pytest.importorskip('gradio_client')
+    d = client.predict(space='metaformer_hybrid', trials=12, api_name='/search')
+    assert d['trials'] >= 12 and d['frontier'] and 'files' not in d
+    for entry in d['frontier']:
+        assert analytic_cost(ArchSpec.from_dict(entry['spec'])).macs == entry['macs']
+    with pytest.raises(Exception, match='objectives'):
+        client.predict(space={**SMALL, 'objectives': {'speed': 'minimize'}}, trials=1, api_name='/search')
+    with pytest.raises(Exception, match='trials'):
+        client.predict(space='metaformer_hybrid', trials=10**9, api_name='/search')

@@ -146,6 +146,37 @@ def search_events(space, trials: int, stop: threading.Event):
     yield from background(work, stop, 'search', (SpaceError, SpecError, ValueError), _SLOT.release)
 
 
+def api_search(space: dict | str, trials: int = 100) -> dict:
+    """Add `trials` trials to a space's study and return its frontier, as `explorer search SPACE --json` prints
+    it: {'study', 'objectives', 'trials', 'feasible', 'frontier': [{'number', 'pattern', 'design', 'params',
+    'macs', 'latency_ms', 'metrics', 'spec'}, ...]}. space: a shipped space's name, or a space as a JSON object
+    or text. Analytic objectives only (trained accuracy runs from the command line); one search at a time."""
+    from explorer.search.study import run_search
+
+    try:
+        if isinstance(space, str) and space in space_names():
+            sp = load_space(space)
+        else:
+            sp = parse_space(space)
+        if sp.needs_training:
+            raise SpaceError('trained accuracy trains every trial: run it with `explorer search` on a machine of yours')
+        if isinstance(trials, bool) or not isinstance(trials, int) or not 1 <= trials <= max_trials():
+            raise SpaceError(f'trials {str(trials)[:20]!r} must be an integer from 1 to {max_trials():,}')
+    except SpaceError as e:
+        raise user_error(e, title='Bad space') from None
+    if not _SLOT.acquire(blocking=False):
+        raise user_error('another search is running on this server (one at a time); try again soon', title='Busy')
+    try:
+        front = run_search(sp, trials=trials)
+    except (SpaceError, SpecError) as e:
+        raise user_error(e, title='Search failed') from None
+    finally:
+        _SLOT.release()
+    d = front.to_dict()
+    d.pop('files', None)  # paths on the server are not the caller's business
+    return d
+
+
 def add_search_tab(ctx) -> None:
     with gr.Tab('Search', id='search'):
         gr.Markdown(
@@ -180,6 +211,7 @@ def add_search_tab(ctx) -> None:
             csv_file = gr.DownloadButton('Frontier as CSV', size='sm')
             zip_file = gr.DownloadButton('Frontier as spec files (.zip)', size='sm')
         stop_flag = gr.State(None)
+        gr.api(api_search, api_name='search', concurrency_id='search', concurrency_limit=1)
 
     form = [*limits, x_obj, x_dir, y_obj, y_dir]
     view = [plot, table, csv_file, zip_file, status]
