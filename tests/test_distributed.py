@@ -162,6 +162,29 @@ def test_an_image_folder_trains_with_timms_pipeline_and_records_it(tmp_path):
 
     assert not list_trained([tmp_path])  # the app lists Fashion-MNIST runs only
 
+    # and out as a timm model: the folder run's data config becomes its pretrained_cfg, the weights load offline
+    import importlib.util
+
+    import timm
+
+    from explorer.train.export import export_design
+
+    exported = export_design(res.checkpoint, tmp_path / 'out', name='colours_t0', onnx=True)
+    assert exported.onnx.ok, exported.onnx.error
+    found = importlib.util.spec_from_file_location('colours_t0', exported.files['module'])
+    sys.modules['colours_t0'] = module = importlib.util.module_from_spec(found)  # timm's registry looks it up
+    found.loader.exec_module(module)
+    net = timm.create_model('colours_t0', pretrained=True).eval()
+    cfg = timm.data.resolve_data_config(model=net)
+    assert (
+        cfg['input_size'] == (3, 32, 32)
+        and cfg['crop_pct'] == 0.875
+        and cfg['mean'] == pytest.approx((0.485, 0.456, 0.406))
+    )
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(net(x), model(x))
+
 
 def test_an_image_folder_trains_in_two_processes(tmp_path):
     root = make_folder(tmp_path / 'data')
