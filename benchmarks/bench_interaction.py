@@ -1,0 +1,96 @@
+"""Interaction latency: a change in the composer to new numbers on screen, in headless Chromium.
+
+The app is launched on a free loopback port (in this process) with CAFormer-S18 loaded; Playwright then changes
+a field (S1 depth 3 -> 2 -> 4 -> 3 ..., S3 width 320 <-> 384, S4 mixer attention <-> pooling) `--changes` times.
+In the page, a capturing `input` listener stamps each change and a MutationObserver stamps the moment the MACs
+card's value changes; the latency of a change is the time between the two (performance.now(), so Playwright's
+own round trips are not counted). Prints p50/p95/max against the 150 ms p95 target, with the machine's load.
+
+    python benchmarks/bench_interaction.py [--changes 50]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+CHROMIUM = '/usr/bin/chromium'
+ARGS = ['--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update']
+WATCH = """
+() => {
+  window.__inputs = []; window.__changes = [];
+  document.addEventListener('input', () => window.__inputs.push(performance.now()), true);
+  const stamp = () => window.__changes.push([performance.now(), document.querySelector('#mfx-macs')?.dataset.value]);
+  const box = document.querySelector('#mfx-macs').closest('.mfx-cards').parentElement;
+  new MutationObserver(stamp).observe(box, {subtree: true, childList: true, attributes: true, characterData: true});
+}
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        return s.getsockname()[1]
+
+
+def expected_macs(spec: dict) -> str:
+    from explorer.core.spec import ArchSpec
+    from explorer.measure.analytic import analytic_cost
+
+    return str(analytic_cost(ArchSpec.from_dict(spec)).macs)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    ap.add_argument('--changes', type=int, default=50)
+    args = ap.parse_args()
+    from playwright.sync_api import sync_playwright
+
+    from explorer.app.context import launch_kwargs
+    from explorer.app.main import build_demo
+    from explorer.core.catalog import get_preset
+
+    demo = build_demo()
+    port = free_port()
+    demo.launch(server_name='127.0.0.1', server_port=port, prevent_thread_lock=True, quiet=True, **launch_kwargs())
+    spec = get_preset('caformer_s18')
+    depths = [2, 4, 3]
+    lat = []
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        page = browser.new_page(viewport={'width': 1280, 'height': 900})
+        page.goto(f'http://127.0.0.1:{port}/')
+        page.wait_for_function(f'() => document.querySelector("#mfx-macs")?.dataset.value === "{expected_macs(spec)}"')
+        time.sleep(5)  # the background verification and preload settle
+        page.evaluate(WATCH)
+        for i in range(args.changes):
+            spec['stages'][0]['depth'] = depths[i % 3]
+            want = expected_macs(spec)
+            box = page.locator('#mfx-s1-depth input')
+            box.fill(str(depths[i % 3]))
+            page.wait_for_function(
+                f'() => document.querySelector("#mfx-macs")?.dataset.value === "{want}"', timeout=30_000
+            )
+            t_in, changes = page.evaluate('() => [window.__inputs.at(-1), window.__changes]')
+            t_out = next(t for t, v in changes if t >= t_in and v == want)
+            lat.append(t_out - t_in)
+            page.evaluate('() => { window.__changes = []; }')
+        browser.close()
+    demo.close()
+    lat_sorted = sorted(lat)
+    p95 = lat_sorted[max(0, round(0.95 * len(lat)) - 1)]
+    load = os.getloadavg()[0]
+    print(f'{len(lat)} changes of S1 depth on CAFormer-S18, input event -> new MACs on screen (Chromium, loopback):')
+    print(f'  p50 {statistics.median(lat):.0f} ms, p95 {p95:.0f} ms, max {max(lat):.0f} ms; target p95 < 150 ms: '
+          f'{"met" if p95 < 150 else "missed"}; load average {load:.2f} on {os.cpu_count()} CPUs')  # fmt: skip
+
+
+if __name__ == '__main__':
+    main()
