@@ -82,7 +82,8 @@ def client(app_url):
     """A gradio_client Client of the session's app (tests that use it importorskip gradio_client)."""
     from gradio_client import Client
 
-    return Client(app_url, verbose=False)
+    # a generous timeout: on a loaded 2-core machine the server can take more than httpx's 5 s to answer a cancel
+    return Client(app_url, verbose=False, httpx_kwargs={'timeout': 60})
 
 
 # ---- Fashion-MNIST-shaped data written as idx files: training tests run anywhere ----------------------
