@@ -62,8 +62,9 @@ def check_layout(root: str | Path) -> list[str]:
     return train
 
 
-def data_config_for(model: torch.nn.Module, in_chans: int, img_size: int) -> dict:
-    """timm's data config for `model` at the spec's input size."""
+def training_data_config(model: torch.nn.Module, in_chans: int, img_size: int) -> dict:
+    """timm's data config for training `model` from scratch at the spec's input size (export.data_config_for is
+    the one a trained checkpoint records)."""
     from timm.data import resolve_data_config
 
     cfg = resolve_data_config({'input_size': (in_chans, img_size, img_size)}, model=model)

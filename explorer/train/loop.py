@@ -35,7 +35,7 @@ from explorer.train.checkpoints import load_state, load_trained, save_checkpoint
 from explorer.train.data import Dataset, Preprocessing, load_dataset
 from explorer.train.distributed import Dist
 from explorer.train.fit import check_trainable
-from explorer.train.folder import check_layout, data_config_for, open_folder
+from explorer.train.folder import check_layout, open_folder, training_data_config
 from explorer.train.sources import (  # noqa: F401 (augment, make_batch: used from here by tests and scripts)
     FolderSource,
     MemorySource,
@@ -224,7 +224,7 @@ def _open_data(spec, dataset, cfg, dist, data_dir, download, train_limit, test_l
     classes = check_layout(data_dir)
     if spec.num_classes != len(classes):
         spec = ArchSpec.from_dict({**spec.to_dict(), 'num_classes': len(classes)})
-    pre = data_config_for(build_model(spec, init=False), spec.in_chans, spec.img_size)
+    pre = training_data_config(build_model(spec, init=False), spec.in_chans, spec.img_size)
     data = open_folder(
         data_dir,
         pre,
