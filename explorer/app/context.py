@@ -67,6 +67,7 @@ class AppContext:
     """What a tab builder gets: the shared state and how to push a spec into the composer.
 
     spec: gr.State with the composer's last valid spec dict; report: its analytic CostReport dict.
+    pins: gr.State with the designs the visitor pinned to compare, a list of {'name': str, 'spec': dict}.
     load_spec(event_fn_returning_spec_dict): wire an event whose function returns a spec dict (or raises
     SpecError) so that the composer shows that spec and recounts it. Returns the chained event.
     """
@@ -75,6 +76,7 @@ class AppContext:
     spec: gr.State
     report: gr.State
     history: gr.State
+    pins: gr.State = None
     load_spec: Callable = None
     extras: dict = field(default_factory=dict)
 

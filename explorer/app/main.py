@@ -55,7 +55,7 @@ def build_demo() -> gr.Blocks:
             '<div id="mfx-header"><h1>MetaFormer Explorer</h1><p>Compose a MetaFormer stage by stage, see its '
             'cost at once, measure it, compare it with every published model.</p></div>'
         )
-        ctx = AppContext(demo=demo, spec=gr.State(None), report=gr.State(None), history=gr.State([]))
+        ctx = AppContext(demo=demo, spec=gr.State(None), report=gr.State(None), history=gr.State([]), pins=gr.State([]))
         register_api()  # first, so the API names are taken before any UI event is named after its function
         with gr.Tabs() as tabs:
             ctx.extras['tabs'] = tabs  # a tab may switch to another (Search opens a design in Compose)
