@@ -7,6 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests.browser_kit import browser, page, shots  # noqa: F401  (fixtures for every browser test file)
+
 # Tests run on the CPU with a fixed, small thread count so results do not depend on the machine's load.
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 # the app's search studies and latency calibrations go to folders of this test session, not the user's

@@ -57,8 +57,9 @@ HAND = {
     'attention': ({'head_dim': 4}, 3072 + 2048 + 2048 + 1024, 192 + 64),
     # random: (8 x 16) @ (16 x 16): 8*16*16; a frozen 16x16 matrix
     'random': ({}, 2048, 256),
-    # spatial MLP over 16 tokens, hidden 0.5*16 = 8: 8*16*8 + 8*8*16; params 16*8+8 + 8*16+16
-    'spatial_mlp': ({}, 1024 + 1024, 136 + 144),
+    # spatial MLP over 16 tokens, hidden 0.5 x 8 channels = 4 (MLP-Mixer's D_S = C/2): 8*16*4 + 8*4*16;
+    # params 16*4+4 + 4*16+16
+    'spatial_mlp': ({}, 512 + 512, 68 + 80),
     # cross-patch: Linear(16, 16) on 8 channel rows: 8*16*16; params 256 + 16
     'cross_patch': ({}, 2048, 272),
     # cycle: four 1x1 convs 8*8*16 each (mlp_c, sfc_h.proj, sfc_w.proj, proj) + mean 8*16 + re-weight MLP
