@@ -71,6 +71,15 @@ def main() -> int:
             f'{label:48s} {fmt_ms(xs)} {thr:8.1f} img/s  x{r:.2f} [{lo:.2f}, {hi:.2f}] vs timm eager fp32 '
             f'(ratio of medians {ratio_of_medians(xs, base):.2f})'
         )
+    if device.startswith('cuda'):
+        print('# peak CUDA memory of each variant: max_memory_allocated during 3 steps, above what was resident')
+        for label, step in runners.items():
+            torch.cuda.synchronize(device)
+            resident = torch.cuda.memory_allocated(device)
+            torch.cuda.reset_peak_memory_stats(device)
+            time_steps(step, device, 3)
+            peak = torch.cuda.max_memory_allocated(device) - resident
+            print(f'{label:48s} peak {peak / 2**20:9.1f} MiB (batch {args.batch})')
     r, lo, hi = ratio(lat[fast_name], base)
     print('# after:', conditions())
     print(

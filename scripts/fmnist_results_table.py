@@ -1,6 +1,9 @@
-"""Print the Fashion-MNIST ablation table (Markdown) from the trained checkpoints in a directory.
+"""Print the Fashion-MNIST ablation table (Markdown) from the trained checkpoints in a directory (and its seed1/
+folder: the same families trained with another seed), and draw the per-epoch test accuracy of every family row.
 
-    python scripts/fmnist_results_table.py [DIR]          (default: assets/fmnist)
+    python scripts/fmnist_results_table.py [DIR] [--plot PNG]          (default: assets/fmnist)
+
+The plot is a plotly figure rendered to PNG in Debian's Chromium (Playwright), so it needs no image exporter.
 
 Every number comes from the checkpoints' own metadata (accuracy measured at the end of training on the
 10,000 test images; `explorer evaluate` re-measures it) and from explorer.measure.analytic.analytic_cost (params, MACs).
@@ -17,7 +20,7 @@ from explorer.core.spec import ArchSpec  # noqa: E402
 from explorer.train.checkpoints import read_metadata  # noqa: E402
 from explorer.train.loop import TrainConfig  # noqa: E402
 
-ORDER = ('identity', 'random', 'pooling', 'sepconv', 'attention', 'spatial_mlp', 'hybrid')
+ORDER = ('identity', 'random', 'randformer', 'pooling', 'sepconv', 'attention', 'spatial_mlp', 'hybrid')
 
 
 def macs_of(spec: ArchSpec) -> tuple[int | None, int | None]:
@@ -31,7 +34,7 @@ def macs_of(spec: ArchSpec) -> tuple[int | None, int | None]:
 
 def rows(directory: Path) -> list[dict]:
     out = []
-    for path in sorted(directory.glob('*.safetensors')):
+    for path in sorted(directory.glob('*.safetensors')) + sorted(directory.glob('seed1/*.safetensors')):
         info = read_metadata(path)
         spec = ArchSpec.from_dict(info['spec'])
         m = info['metrics']
@@ -39,7 +42,9 @@ def rows(directory: Path) -> list[dict]:
         key = path.stem.removeprefix('fmnist_')
         out.append(
             {
-                'file': path.name,
+                'file': path.relative_to(directory).as_posix(),
+                'seed': m.get('seed', m.get('recipe', {}).get('seed')),
+                'history': info.get('history') or [],
                 'key': key,
                 'family': spec.meta.get('family', spec.name),
                 'mixers': ' / '.join(st.mixer for st in spec.stages),
@@ -56,7 +61,7 @@ def rows(directory: Path) -> list[dict]:
             }
         )
     rank = {k: i for i, k in enumerate(ORDER)}
-    return sorted(out, key=lambda r: (rank.get(r['key'], len(ORDER)), r['file']))
+    return sorted(out, key=lambda r: (rank.get(r['key'], len(ORDER)), r['seed'] or 0, r['file']))
 
 
 def _budget(m: dict) -> str:
@@ -94,15 +99,15 @@ def table(directory: Path) -> str:
     rs = rows(directory)
     lines = [
         '| model (token mixer) | mixers per stage | test acc. (%) | params | MACs / image | epochs | budget | '
-        'recipe | threads | training time (s) | file |',
-        '|---|---|---:|---:|---:|---:|---|---|---:|---:|---|',
+        'recipe | seed | threads | training time (s) | file |',
+        '|---|---|---:|---:|---:|---:|---|---|---:|---:|---:|---|',
     ]
     for r in rs:
         params = f'{r["params"] / 1e6:.3f} M' + (f' ({r["frozen"] / 1e6:.3f} M frozen)' if r['frozen'] else '')
         macs = '-' if r['macs'] is None else f'{r["macs"] / 1e6:.1f} M'
         lines.append(
             f'| {r["family"]} | {r["mixers"]} | {r["acc"]:.2f} | {params} | {macs} | {r["epochs"]:g} | '
-            f'{r["budget"]} | {r["recipe"]} | {r["threads"]} | {r["time"]:.0f} | '
+            f'{r["budget"]} | {r["recipe"]} | {r["seed"]} | {r["threads"]} | {r["time"]:.0f} | '
             f'`{r["file"]}` ({r["size_mb"]:.1f} MB) |'
         )
     lines += [
@@ -115,11 +120,71 @@ def table(directory: Path) -> str:
         '(evaluation excluded) on a 2-core CPU shared with other jobs, with the torch threads shown: it '
         'measures the load of the machine as much as the model, so compare MACs for cost.',
     ]
+    spread = _seed_spread(rs)
+    if spread:
+        lines += ['', 'Seed spread (same spec, recipe and budget; only the seed differs):', ''] + spread
     return '\n'.join(lines) + '\n'
 
 
-if __name__ == '__main__':
-    print(
-        table(Path(sys.argv[1]) if len(sys.argv) > 1 else Path(__file__).resolve().parent.parent / 'assets' / 'fmnist'),
-        end='',
+def _seed_spread(rs: list[dict]) -> list[str]:
+    by_key: dict[str, list[dict]] = {}
+    for r in rs:
+        if r['key'] in ORDER:
+            by_key.setdefault(r['key'], []).append(r)
+    out = []
+    for runs in by_key.values():
+        if len(runs) > 1:
+            accs = ', '.join(f'seed {r["seed"]}: {r["acc"]:.2f}' for r in runs)
+            gap = max(r['acc'] for r in runs) - min(r['acc'] for r in runs)
+            out.append(f'- {runs[0]["family"]}: {accs} (spread {gap:.2f} points)')
+    return out
+
+
+def plot(rs: list[dict], png: Path) -> None:
+    """Test accuracy after each epoch of every family row (seed 1 dashed), as a PNG drawn by Chromium."""
+    import plotly.graph_objects as go
+    from playwright.sync_api import sync_playwright
+
+    fig = go.Figure()
+    for r in rs:
+        if r['key'] not in ORDER or len(r['history']) < 2:
+            continue
+        h = [e for e in r['history'] if e.get('test_accuracy') is not None]
+        fig.add_scatter(
+            x=[e['epoch'] for e in h],
+            y=[100 * e['test_accuracy'] for e in h],
+            mode='lines+markers',
+            name=f'{r["family"]} (seed {r["seed"]})',
+            line={'dash': 'dash' if r['seed'] else 'solid'},
+        )
+    fig.update_layout(
+        title='Fashion-MNIST: test accuracy after each epoch, only the token mixer differs',
+        xaxis_title='epoch',
+        yaxis_title='test accuracy (%), 10,000 images',
+        width=1000,
+        height=600,
+        template='plotly_white',
     )
+    html = png.with_suffix('.html')
+    fig.write_html(html, include_plotlyjs=True, full_html=True)
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path='/usr/bin/chromium', args=['--no-sandbox', '--disable-gpu'])
+        page = b.new_page(viewport={'width': 1000, 'height': 600})
+        page.goto(html.resolve().as_uri())
+        page.wait_for_selector('.main-svg')
+        page.screenshot(path=str(png))
+        b.close()
+    html.unlink()
+
+
+if __name__ == '__main__':
+    args = sys.argv[1:]
+    out_png = None
+    if '--plot' in args:
+        i = args.index('--plot')
+        out_png = Path(args[i + 1])
+        del args[i : i + 2]
+    d = Path(args[0]) if args else Path(__file__).resolve().parent.parent / 'assets' / 'fmnist'
+    print(table(d), end='')
+    if out_png:
+        plot(rows(d), out_png)

@@ -48,5 +48,5 @@ extra_row() {
 }
 extra_row "$LONG_SPEC" "$LONG_EPOCHS" "$LONG_BUDGET" "$THREADS" "$OUT/fmnist_${LONG_SPEC}_long.safetensors"
 extra_row "$BEST_SPEC" "$BEST_EPOCHS" "$BEST_BUDGET" "$BEST_THREADS" "$OUT/fmnist_${BEST_SPEC}.safetensors" --erase 0.25
-python scripts/fmnist_results_table.py "$OUT" > "$OUT/RESULTS_TABLE.md"  # RESULTS.md = this table + recipe + findings
+python scripts/fmnist_results_table.py "$OUT" --plot "$OUT/ablation.png" > "$OUT/RESULTS_TABLE.md"  # RESULTS.md = this table + recipe + findings
 cat "$OUT/RESULTS_TABLE.md"

@@ -61,6 +61,19 @@ class BatchNormTokens(nn.BatchNorm1d):
         return super().forward(x.transpose(1, 2)).transpose(1, 2)
 
 
+class LayerNorm2dEps5(LayerNorm2d):
+    """PoolFormer's LayerNormChannel: LayerNorm over the channels of each token, with weight and bias and eps 1e-5
+    (timm's LayerNorm2d with torch's default eps; the biased variance, as F.layer_norm and the original)."""
+
+    def __init__(self, num_channels: int, eps: float = 1e-5, **kwargs):
+        super().__init__(num_channels, eps=eps, **kwargs)
+
+
+class LayerNormEps5(LayerNorm):
+    def __init__(self, num_channels: int, eps: float = 1e-5, **kwargs):
+        super().__init__(num_channels, eps=eps, **kwargs)
+
+
 class Affine(nn.Module):
     """ResMLP's Aff: a per-channel scale and shift, no statistics. Token layout (B, N, C)."""
 
@@ -83,6 +96,7 @@ class Affine2d(Affine):
 NORM_LAYERS = {
     'layernorm_nobias': (LayerNorm2dNoBias, LayerNormNoBias),
     'layernorm': (LayerNorm2d, LayerNorm),
+    'layernorm_channel': (LayerNorm2dEps5, LayerNormEps5),
     'mln': (GroupNorm1, GroupNorm1Tokens),
     'mln_nobias': (GroupNorm1NoBias, GroupNorm1NoBiasTokens),
     'batchnorm': (nn.BatchNorm2d, BatchNormTokens),
@@ -137,6 +151,19 @@ class Block(nn.Module):
         self.res_scale2 = rs_layer() if res_scale_init_value is not None else nn.Identity()
 
     forward = MetaFormerBlock.forward  # x + mixer(norm(x)), then x + mlp(norm(x)), with the scales
+
+
+class PositionEmbedding(nn.Module):
+    """A learned position embedding added to a stage's input (C, H, W), zeros at init: the PoolFormer paper's
+    AddPositionEmb before its attention stages. It takes the downsampling's place in the stage (`downsample.0` is
+    the downsampling, `downsample.1` this), so the stage's forward is timm's."""
+
+    def __init__(self, dim: int, grid: tuple[int, int]):
+        super().__init__()
+        self.pos_embed = nn.Parameter(torch.zeros(1, dim, *grid))
+
+    def forward(self, x):
+        return x + self.pos_embed
 
 
 class Stage(MetaFormerStage):
@@ -199,6 +226,8 @@ class ComposedMetaFormer(MetaFormer):
                 reduction *= ds.stride
             else:
                 downsample = nn.Identity()
+            if st.pos_embed:
+                downsample = nn.Sequential(downsample, PositionEmbedding(st.dim, spec.grid_sizes()[i]))
             norm = NORM_LAYERS[spec.norm][0 if use_nchw else 1]
             blocks = [
                 Block(
@@ -232,13 +261,21 @@ class ComposedMetaFormer(MetaFormer):
             OrderedDict(
                 [
                     ('global_pool', SelectAdaptivePool2d(pool_type='avg')),
-                    ('norm', LayerNorm2d(dim)),
+                    ('norm', NORM_LAYERS[spec.head_norm][0](dim)),
                     ('flatten', nn.Flatten(1)),
                     ('drop', nn.Dropout(spec.drop_rate)),
                     ('fc', final),
                 ]
             )
         )
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False):
+        """timm's head; with head_order 'norm_pool' the norm runs on every token before the average pool."""
+        if self.spec.head_order == 'pool_norm':
+            return super().forward_head(x, pre_logits)
+        x = self.head.global_pool(self.head.norm(x))
+        x = self.head.drop(self.head.flatten(x))
+        return x if pre_logits else self.head.fc(x)
 
 
 class _SkipRandomInit(TorchDispatchMode):

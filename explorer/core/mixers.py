@@ -128,7 +128,7 @@ class SpatialMlpMixer(FixedTokenMixer):
         self, dim: int = 0, grid_size=(14, 14), hidden_ratio: float = 0.5, hidden_dim: int | None = None, **kwargs
     ):
         super().__init__(grid_size)
-        hidden = hidden_dim or max(1, int(hidden_ratio * self.num_tokens))
+        hidden = hidden_dim or max(1, int(hidden_ratio * dim))  # MLP-Mixer's D_S = C / 2 (384 for B/16)
         self.mlp = Mlp(self.num_tokens, hidden, act_layer=nn.GELU)
 
     def forward(self, x):

@@ -120,7 +120,7 @@ declare_mixer(
 declare_mixer(
     'spatial_mlp',
     {
-        'hidden_ratio': Arg(float, 0.5, 0.125, 8, help='token-MLP hidden width / token count'),
+        'hidden_ratio': Arg(float, 0.5, 0.125, 8, help='token-MLP hidden width / channels (MLP-Mixer: 0.5)'),
         'hidden_dim': Arg(int, None, 1, 8192, nullable=True, help='token-MLP hidden width (overrides hidden_ratio)'),
     },
     fixed_tokens=True,

@@ -29,7 +29,7 @@ def compact_spec(spec: dict | str) -> dict:
                 out[k] = v
         elif v != defaults[k]:
             out[k] = v
-    sdef = {f.name: f.default for f in fields(StageSpec) if f.name in ('mlp_ratio', 'downsample')}
+    sdef = {f.name: f.default for f in fields(StageSpec) if f.name in ('mlp_ratio', 'downsample', 'pos_embed')}
     out['stages'] = [
         {k: v for k, v in st.items() if not (k in sdef and v == sdef[k]) and not (k == 'mixer_args' and not v)}
         for st in full['stages']

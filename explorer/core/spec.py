@@ -17,8 +17,14 @@ from typing import Any
 from explorer.core.registry import MIXERS, show
 
 ACTIVATIONS = ('gelu', 'relu', 'silu', 'squared_relu', 'star_relu')
-NORMS = ('layernorm_nobias', 'layernorm', 'mln', 'mln_nobias', 'batchnorm', 'affine')
+# layernorm*: over channels at each token (eps 1e-6, timm's); layernorm_channel: the same with eps 1e-5, as
+# PoolFormer's LayerNormChannel and torch's nn.LayerNorm default (CycleMLP); mln: GroupNorm with one group
+NORMS = ('layernorm_nobias', 'layernorm', 'layernorm_channel', 'mln', 'mln_nobias', 'batchnorm', 'affine')
 HEADS = ('mlp', 'linear')
+# the head: global average pool then norm (MetaFormer, timm), or norm every token then pool (MLP-Mixer, ResMLP,
+# CycleMLP and the PoolFormer paper's hybrids normalise all tokens first)
+HEAD_ORDERS = ('pool_norm', 'norm_pool')
+DATA_CFG_KEYS = ('crop_pct', 'interpolation', 'mean', 'std')  # meta.data_cfg: the authors' preprocessing
 META_KEYS = (
     'family',
     'display_name',
@@ -32,6 +38,7 @@ META_KEYS = (
     'source',
     'notes',
     'differs_from_original',
+    'data_cfg',  # preprocessing of the original where timm has no pretrained config (timm's keys)
 )
 
 # Limits that keep a laptop alive; the resource guard checks actual cost on top of these.
@@ -83,6 +90,7 @@ class StageSpec:
     mlp_ratio: float = 4
     mixer_args: dict = field(default_factory=dict)
     downsample: bool = True  # stages >= 1: a strided conv before the blocks (timm skips it when dims are equal)
+    pos_embed: bool = False  # a learned position embedding (dim x H x W, zeros at init) added before the blocks
 
 
 @dataclass
@@ -97,6 +105,8 @@ class ArchSpec:
     norm: str = 'layernorm_nobias'
     downsample_norm: str | None = 'layernorm_nobias'  # norm after the stem conv and before each downsample conv
     head: str = 'mlp'
+    head_norm: str = 'layernorm'  # the head's norm (timm's MetaFormer: LayerNorm2d, eps 1e-6)
+    head_order: str = 'pool_norm'  # HEAD_ORDERS
     stem: ConvSpec = field(default_factory=lambda: ConvSpec(7, 4, 2))
     downsample: ConvSpec = field(default_factory=lambda: ConvSpec(3, 2, 1))
     layer_scale_init: Any = None  # number, null, or one (number | null) per stage
@@ -198,6 +208,10 @@ class ArchSpec:
         if self.downsample_norm is not None:
             _check_choice(err, 'downsample_norm', self.downsample_norm, NORMS)
         _check_choice(err, 'head', self.head, HEADS)
+        _check_choice(err, 'head_norm', self.head_norm, NORMS)
+        _check_choice(err, 'head_order', self.head_order, HEAD_ORDERS)
+        if self.head_order == 'norm_pool' and self.head_norm == 'batchnorm':
+            err('head_norm', 'batchnorm is allowed only with head_order pool_norm (it normalises pooled features)')
         _check_bool(err, 'mlp_bias', self.mlp_bias)
         if not isinstance(self.name, str) or not self.name.strip() or len(self.name) > 100:
             err('name', f'{show(self.name)} must be a non-empty string of at most 100 characters')
@@ -209,6 +223,7 @@ class ArchSpec:
         for k in self.meta:
             if k not in META_KEYS:
                 err(f'meta.{k}', f'unknown key; allowed: {", ".join(META_KEYS)}')
+        _check_data_cfg(err, self.meta.get('data_cfg'))
 
         n = len(self.stages)
         if not 1 <= n <= MAX_STAGES:
@@ -232,6 +247,7 @@ class ArchSpec:
             _check_int(err, f'{p}.dim', st.dim, DIM_RANGE)
             _check_number(err, f'{p}.mlp_ratio', st.mlp_ratio, MLP_RATIO_RANGE)
             _check_bool(err, f'{p}.downsample', st.downsample)
+            _check_bool(err, f'{p}.pos_embed', st.pos_embed)
             if i == 0 and st.downsample is False:
                 err(
                     f'{p}.downsample',
@@ -266,6 +282,12 @@ class ArchSpec:
                 if h < 1:
                     err(f'stages[{i}]', f'img_size {self.img_size} leaves no tokens at this stage')
             for i, st in enumerate(self.stages):
+                if st.pos_embed is True and st.dim * grids[i][0] * grids[i][1] > 2**24:
+                    err(
+                        f'stages[{i}].pos_embed',
+                        f'a position embedding of {st.dim}x{grids[i][0]}x{grids[i][1]} values is over the '
+                        f'{2**24:,}-value limit',
+                    )
                 if MIXERS[st.mixer].fixed_tokens and grids[i][0] * grids[i][1] > 4096:
                     err(
                         f'stages[{i}].mixer',
@@ -375,6 +397,29 @@ def _check_bool(err, path, v):
 def _check_choice(err, path, v, choices):
     if v not in choices:
         err(path, f'{show(v)} is not allowed; choose from {", ".join(choices)}')
+
+
+def _check_data_cfg(err, cfg):
+    """meta.data_cfg: {crop_pct in [0.25, 1], interpolation, mean and std (lists of 1-16 numbers)}."""
+    if cfg is None:
+        return
+    if not isinstance(cfg, dict):
+        err('meta.data_cfg', f'{show(cfg)} must be an object with keys from {", ".join(DATA_CFG_KEYS)}')
+        return
+    for k, v in cfg.items():
+        p = f'meta.data_cfg.{k}'
+        if k not in DATA_CFG_KEYS:
+            err(p, f'unknown key; allowed: {", ".join(DATA_CFG_KEYS)}')
+        elif k == 'crop_pct':
+            _check_number(err, p, v, (0.25, 1.0))
+        elif k == 'interpolation':
+            _check_choice(err, p, v, ('bilinear', 'bicubic', 'nearest'))
+        else:  # mean in [0, 1], std in (0, 1]: timm's convention of pixel values scaled to [0, 1]
+            low_ok = (lambda a: a >= 0) if k == 'mean' else (lambda a: a > 0)
+            if not (
+                isinstance(v, list) and 1 <= len(v) <= 16 and all(_is_number(a) and low_ok(a) and a <= 1 for a in v)
+            ):
+                err(p, f'{show(v)} must be a list of 1 to 16 numbers in {"[0, 1]" if k == "mean" else "(0, 1]"}')
 
 
 def _check_scale(err, path, v):

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import re
 import socket
 import zipfile
 from dataclasses import asdict, dataclass, field
@@ -321,8 +322,46 @@ def is_sail_layout(sd: dict) -> bool:
     )
 
 
+def is_timm_mixer_layout(sd: dict) -> bool:
+    """State dict of timm's MlpMixer class (MLP-Mixer `mixer_*`, ResMLP `resmlp_*`): one flat `blocks` list."""
+    return 'stem.proj.weight' in sd and ('blocks.0.norm1.weight' in sd or 'blocks.0.norm1.alpha' in sd)
+
+
+# timm MlpMixer/ResMLP key -> this package's key (one stage: `stages.0`); {j} is the block index
+_MIXER_KEYS = (
+    (r'stem\.proj\.', 'stem.conv.'),
+    (r'blocks\.(\d+)\.mlp_tokens\.', r'stages.0.blocks.\1.token_mixer.mlp.'),  # MLP-Mixer's token MLP
+    (r'blocks\.(\d+)\.linear_tokens\.', r'stages.0.blocks.\1.token_mixer.fc.'),  # ResMLP's cross-patch layer
+    (r'blocks\.(\d+)\.mlp_channels\.', r'stages.0.blocks.\1.mlp.'),
+    (r'blocks\.(\d+)\.ls(\d)$', r'stages.0.blocks.\1.layer_scale\2.scale'),
+    (r'blocks\.(\d+)\.(norm\d)\.', r'stages.0.blocks.\1.\2.'),
+    (r'^head\.', 'head.fc.'),  # before the next rule makes head.norm
+    (r'^norm\.', 'head.norm.'),
+    (r'\.alpha$', '.weight'),  # ResMLP's Affine: alpha, beta -> weight, bias
+    (r'\.beta$', '.bias'),
+)
+
+
+def mixer_state_dict(sd: dict[str, torch.Tensor], model: nn.Module) -> dict[str, torch.Tensor]:
+    """Rename timm's MlpMixer/ResMLP keys to this package's single-stage MetaFormer keys, and reshape what differs
+    only in layout (linear weights used as 1x1 convolutions, Affine's (1, 1, C) vectors)."""
+    own = model.state_dict()
+    out = {}
+    for key, value in sd.items():
+        new = key
+        for pattern, repl in _MIXER_KEYS:
+            new = re.sub(pattern, repl, new)
+        if new in own and value.numel() == own[new].numel() and value.shape != own[new].shape:
+            value = value.reshape(own[new].shape)
+        out[new] = value
+    return out
+
+
 def adapt_state_dict(sd: dict[str, torch.Tensor], model: nn.Module) -> dict[str, torch.Tensor]:
-    """Rename an official sail-sg state dict to timm's keys with timm's `checkpoint_filter_fn`."""
+    """Rename an official sail-sg state dict to timm's keys with timm's `checkpoint_filter_fn`, and timm's
+    MLP-Mixer / ResMLP state dicts to this package's keys (`mixer_state_dict`)."""
+    if is_timm_mixer_layout(sd):
+        return mixer_state_dict(sd, model)
     if not is_sail_layout(sd):
         return sd
     from timm.models.metaformer import checkpoint_filter_fn
@@ -398,6 +437,16 @@ def timm_pretrained_cfg(name: str) -> dict:
     if cfg is None:
         raise WeightsError(f'timm has no pretrained config {name!r}')
     return cfg.to_dict()
+
+
+def spec_pretrained_cfg(spec: ArchSpec) -> dict:
+    """The preprocessing a spec's model was published with: timm's pretrained config where timm has its weights,
+    else the authors' from the preset's meta.data_cfg (IdentityFormer/RandFormer crop 1.0, ...), else {} (timm's
+    defaults then apply)."""
+    name = pretrained_name(spec)
+    if name:
+        return timm_pretrained_cfg(name)
+    return dict(spec.meta.get('data_cfg') or {})
 
 
 def hub_offline() -> bool:
@@ -487,8 +536,7 @@ def load_model(
     """Build `spec` and give it weights: 'pretrained', 'random' (None), or a checkpoint path. Eval mode."""
     model = build_model(spec, seed=seed)
     if weights in (None, '', 'random'):
-        cfg = timm_pretrained_cfg(pretrained_name(spec)) if pretrained_name(spec) else {}
-        info = WeightsInfo('random', f'seed {seed}', cfg)
+        info = WeightsInfo('random', f'seed {seed}', spec_pretrained_cfg(spec))
     elif weights == 'pretrained':
         info = load_pretrained(model, spec, cache_dir=cache_dir, strict=strict)
     else:

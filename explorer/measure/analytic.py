@@ -47,6 +47,7 @@ CONVENTION = (
     'additions, the division one multiply; the papers counted pooling as 0, which adds at most 0.006 G to a '
     "PoolFormer at 224); a mean over dimensions (global average pool, CycleMLP's re-weighting) costs 1 per "
     'input element; element-wise ops cost 0: activations (GELU, StarReLU, squared ReLU, softmax), residual adds, '
+    'learned position embeddings, '
     "layer/res scales, ResMLP's Affine, bias additions, padding, and CycleMLP's fixed gather (pure data "
     'movement). Counts are for one image at inference (eval mode); dropout and drop-path cost 0. Params count '
     'every parameter, frozen (RandFormer) included.'
@@ -169,7 +170,7 @@ def _norm(kind: str | None, c: int, numel: int) -> Cost:
         return Cost()
     if kind in ('layernorm_nobias', 'mln_nobias'):
         return Cost(c, numel * (NORM_STAT_MACS + NORM_WEIGHT_MACS))
-    if kind in ('layernorm', 'mln'):
+    if kind in ('layernorm', 'layernorm_channel', 'mln'):
         return Cost(2 * c, numel * (NORM_STAT_MACS + NORM_WEIGHT_MACS))
     if kind == 'batchnorm':
         return Cost(2 * c, numel * (BATCHNORM_EVAL_MACS + 1))
@@ -231,7 +232,7 @@ def _random_cost(dim, h, w, a):
 @mixer_cost('spatial_mlp')
 def _spatial_mlp_cost(dim, h, w, a):
     n = h * w
-    hidden = a.get('hidden_dim') or max(1, int(a['hidden_ratio'] * n))
+    hidden = a.get('hidden_dim') or max(1, int(a['hidden_ratio'] * dim))
     return _linear(dim, n, hidden) + _linear(dim, hidden, n)
 
 
@@ -296,6 +297,8 @@ def _breakdown(spec: ArchSpec) -> tuple[Cost, list[dict], Cost]:
             )
         else:
             ds = Cost()
+        if st.pos_embed:  # a learned (C, H, W) addition: parameters, no multiply-accumulate
+            ds = ds + Cost(c * hw)
         args = {**MIXERS[st.mixer].defaults(), **st.mixer_args}
         mixer = MIXER_COSTS[st.mixer](c, h, w, args)
         hidden = int(st.mlp_ratio * c)
@@ -315,7 +318,9 @@ def _breakdown(spec: ArchSpec) -> tuple[Cost, list[dict], Cost]:
         )
         prev_dim, ph, pw = c, h, w
     c = spec.stages[-1].dim
-    head = Cost(0, c * ph * pw * MEAN_MACS_PER_INPUT) + _norm('layernorm', c, c)  # global pool, LayerNorm2d
+    pool = Cost(0, c * ph * pw * MEAN_MACS_PER_INPUT)
+    # the head's norm on the pooled vector, or (norm_pool) on every token before the pool
+    head = pool + _norm(spec.head_norm, c, c * ph * pw if spec.head_order == 'norm_pool' else c)
     k = spec.num_classes
     if k > 0:
         if spec.head == 'mlp':  # MlpHead: fc1 (4C), squared ReLU, LayerNorm (bias), fc2

@@ -270,7 +270,7 @@ def _mixer_work(acc: _Features, spec: ArchSpec, i: int, c: int, h: int, w: int, 
         acc.work('macs.token', macs, d)
         acc.work(key, c * n, d, passes=2)  # the matmul's output, its reshaped copy
         if m == 'spatial_mlp':
-            hidden = args.get('hidden_dim') or max(1, int(args['hidden_ratio'] * n))
+            hidden = args.get('hidden_dim') or max(1, int(args['hidden_ratio'] * c))
             acc.sweep(c * hidden, 2 * d)  # the token MLP's hidden layer and its GELU
     elif m == 'cycle':
         acc.work(conv1x1, macs, d)

@@ -172,17 +172,15 @@ def data_config_for(src: Source) -> dict:
     """timm data config (input_size, interpolation, mean, std, crop_pct, crop_mode, and the explorer's pad_from)
     the model expects: a checkpoint's recorded preprocessing, else what `explorer predict` uses for the spec
     (timm's config for presets with timm weights, timm's defaults otherwise)."""
-    from explorer.core.catalog import pretrained_name
     from explorer.explain.predict import DATA_KEYS, data_config
-    from explorer.explain.weights import WeightsInfo, explorer_preprocessing_cfg, timm_pretrained_cfg
+    from explorer.explain.weights import WeightsInfo, explorer_preprocessing_cfg, spec_pretrained_cfg
 
     if src.checkpoint is not None:
         pre = src.info['preprocessing']
         timm_kind = pre.get('kind') == 'timm'  # an image-folder run keeps timm's data config
         cfg = {k: pre[k] for k in DATA_KEYS if k in pre} if timm_kind else explorer_preprocessing_cfg(pre)
     else:
-        timm_name = pretrained_name(src.spec)
-        cfg = timm_pretrained_cfg(timm_name) if timm_name else {}
+        cfg = spec_pretrained_cfg(src.spec)
     return data_config(src.spec, WeightsInfo('checkpoint' if src.checkpoint else 'random', src.label, cfg))
 
 
