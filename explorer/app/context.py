@@ -58,6 +58,64 @@ table.mfx-table td:first-child, table.mfx-table th:first-child, table.mfx-table 
 .mfx-stage-title div {font-weight: 700; font-size: 13px; text-align: center}
 .mfx-remove {flex: 0 0 30px !important; min-width: 30px !important; max-width: 30px; align-self: center}
 #mfx-scratch {max-height: 40px; align-self: center; white-space: nowrap; font-size: 14px}
+/* compare */
+.mfx-compare-bar {align-items: flex-end; flex-wrap: wrap !important}
+#mfx-compare-csv {align-self: center; white-space: nowrap}
+#mfx-families .wrap {gap: 4px 6px}
+#mfx-families label {padding: 4px 8px !important}
+#mfx-history-box {overflow-x: auto}
+#mfx-history td:last-child {white-space: normal; min-width: 240px}
+/* compose */
+#mfx-figs {position: sticky; top: 4px; align-self: flex-start; max-height: calc(100vh - 8px); overflow-y: auto;
+           overscroll-behavior: contain; flex-wrap: nowrap !important}
+#mfx-figs > * {flex-shrink: 0}
+#mfx-compose {align-items: flex-start}
+.gradio-container:has(#mfx-figs) {overflow: clip !important}  /* hidden would stop the figures being sticky */
+#mfx-field-errors {display: none}
+.mfx-stage .form, .mfx-globals .form {flex-wrap: wrap !important; align-items: flex-end !important; row-gap: 2px}
+.mfx-stage .block:has(input[type=number]), .mfx-globals .block:has(input[type=number]) {min-width: 68px !important}
+.mfx-stage .block:has(input[role=combobox]) {min-width: 76px !important}
+.mfx-stage .block:first-child:has(input[role=combobox]) {min-width: 112px !important}
+.mfx-stage .block:has(input[type=checkbox]) {min-width: 86px !important}
+.mfx-globals .block:has(input[role=combobox]) {min-width: 100px !important}
+.mfx-globals #mfx-name {min-width: 150px !important}
+.mfx-globals #mfx-norm {min-width: 150px !important}
+.mfx-stage input[type=number], .mfx-globals input[type=number] {font-variant-numeric: tabular-nums}
+.mfx-stage label span {white-space: normal !important; overflow-wrap: anywhere; line-height: 1.15}
+.mfx-invalid {position: relative; overflow: visible !important; z-index: 20}
+.mfx-invalid input, .mfx-invalid textarea, .mfx-invalid .wrap {outline: 2px solid #dc2626 !important;
+           outline-offset: -1px; background: #fef2f2 !important}
+.mfx-stage.mfx-invalid {border-color: #dc2626 !important}
+.mfx-stage:has(.mfx-invalid), .mfx-stage .form:has(.mfx-invalid), .mfx-globals .form:has(.mfx-invalid),
+.mfx-globals:has(.mfx-invalid) {overflow: visible !important; z-index: 20}
+.mfx-field-msg {position: absolute; top: calc(100% - 2px); left: 2px; min-width: 160px; max-width: 260px;
+           z-index: 30; background: #fef2f2; color: #991b1b; border: 1px solid #fca5a5; border-radius: 4px;
+           padding: 2px 6px; font-size: 12px; line-height: 1.3; white-space: normal; box-shadow: 0 1px 3px #0002}
+#mfx-stale {position: relative; height: 0; overflow: visible; z-index: 10}
+.mfx-stale {position: absolute; top: 2px; left: 0; right: 0; border: 1px solid #f59e0b; background: #fffbeb;
+           color: #92400e; border-radius: 6px; padding: 4px 10px; font-size: 12px}
+.gradio-container:has(.mfx-stale) #mfx-chart, .gradio-container:has(.mfx-stale) #mfx-diagram,
+.gradio-container:has(.mfx-stale) #mfx-table {opacity: 0.4; filter: grayscale(0.6)}
+.gradio-container:has(.mfx-stale) #mfx-diagram {outline: 2px dashed #f59e0b; outline-offset: 2px}
+.mfx-toolbar {align-items: center}
+.mfx-toolbar #mfx-pin-status {flex: 1 1 200px; margin: 0}
+.mfx-toolbar #mfx-pin-status p {margin: 0}
+.mfx-notice {border: 1px solid #93c5fd; background: #eff6ff; border-radius: 6px; align-items: center;
+           padding: 0 6px}
+.mfx-notice p {margin: 0}
+#mfx-pins .wrap {gap: 4px 10px}
+/* train */
+#mfx-runs [aria-label="Static column"] {display: none}
+#mfx-runs .header-cell, #mfx-runs .body-cell {font-variant-numeric: tabular-nums}
+#mfx-runs-use {align-self: center}
+/* predict */
+#mfx-predict-image img, .mfx-pixelated img {image-rendering: pixelated; width: 100% !important;
+            height: 100% !important; object-fit: contain}
+#mfx-predict-examples img {image-rendering: pixelated}
+.mfx-trust-warning {border: 1px solid #f59e0b; background: #fffbeb; color: #92400e; border-radius: 8px;
+            padding: 6px 12px; font-size: 13px; font-weight: 600; margin: 4px 0}
+.mfx-trust {font-size: 13px}
+#mfx-click-js {display: none}
 """
 THEME = gr.themes.Default(primary_hue='blue', radius_size='sm', spacing_size='sm', text_size='sm')
 

@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+import copy
+import csv
 import functools
+import hashlib
+import io
 import json
 import logging
 from html import escape
 
 import gradio as gr
+from gradio.components.plot import PlotData
 
 from explorer.app import form as spec_form
 from explorer.app.context import (
     AppContext,
     api_error,
+    download_file,
     html_text,
     load_model_code,
     read_uploaded_spec,
@@ -25,7 +31,7 @@ from explorer.measure import compare as cmp
 from explorer.measure import profile as prof
 from explorer.measure import units
 from explorer.viz.diagram import network_svg
-from explorer.viz.plots import accuracy_figure, bench_figure, diff_figure, empty_figure, scaling_figure
+from explorer.viz.plots import accuracy_figure, bench_figure, diff_figure, empty_figure, export_config, scaling_figure
 
 PRIVATE = dict(api_visibility='private')
 DTYPES = ('fp32', 'bf16', 'fp16')
@@ -48,12 +54,14 @@ HISTORY_COLUMNS = (
     'batch',
     'ch.-last',
     'compile',
-    'images/s',
+    'images/s median (slowest–fastest round)',
     'latency ms p50 (p10–p90)',
-    'memory',
+    'peak memory (what it is)',
     'of matmul peak',
     'stamp',
 )
+ROUNDS = 3  # the Measure tab's default number of timed rounds
+UNSTEADY = 1.25  # fastest / slowest round above this: the rounds disagree, the machine was not steady
 
 
 def plain(v: float) -> str:
@@ -71,16 +79,38 @@ def busy_note(stamp: dict) -> str | None:
     return None
 
 
+def unsteady_note(r: dict) -> str | None:
+    """'rounds differ 1.8x' when the fastest round's images/s exceeds the slowest's by more than UNSTEADY."""
+    rounds = r.get('round_throughputs') or []
+    if len(rounds) > 1 and min(rounds) > 0 and max(rounds) / min(rounds) > UNSTEADY:
+        return f'its {len(rounds)} rounds differ {max(rounds) / min(rounds):.1f}×, so the machine was not steady'
+    return None
+
+
+def throughput_cell(r: dict) -> str:
+    """'1,084.3 (1,001.2–1,120.0, 3 rounds)': images/s over all timed calls, then the slowest and fastest round."""
+    rounds = r.get('round_throughputs') or []
+    if len(rounds) < 2:
+        return plain(r['throughput'])
+    return f'{plain(r["throughput"])} ({plain(min(rounds))}–{plain(max(rounds))}, {len(rounds)} rounds)'
+
+
+def memory_cell(r: dict) -> str:
+    """Peak memory with what it is: CUDA peak allocated (weights included) or the CPU process's RSS growth."""
+    if not r.get('peak_mem_bytes'):
+        return '—'
+    cuda = str(r.get('stamp', {}).get('device', '')).startswith('cuda')
+    return f'{units.fmt_bytes(r["peak_mem_bytes"])} {"CUDA peak allocated" if cuda else "CPU RSS growth"}'
+
+
 def history_cells(i: int, r: dict) -> list[str]:
     """One history row from a bench result dict (explorer.measure.speed.BenchResult.to_dict() + name)."""
     st = r.get('stamp', {})
     yes = lambda v: 'yes' if v else 'no'  # noqa: E731
-    what = 'CUDA peak allocated' if str(st.get('device', '')).startswith('cuda') else 'CPU RSS growth'
-    mem = f'{units.fmt_bytes(r["peak_mem_bytes"])} {what}' if r.get('peak_mem_bytes') else '—'
     stamp = f'{st.get("device_name", "")}, {st.get("threads", "?")} threads, torch {st.get("torch", "?")}'
-    busy = busy_note(st)
-    if busy:
-        stamp = f'⚠ {busy}; {stamp}'
+    warnings = [w for w in (busy_note(st), unsteady_note(r)) if w]
+    if warnings:
+        stamp = f'⚠ {"; ".join(warnings)}; {stamp}'
     return [
         str(i + 1),
         escape(r.get('name', '')),
@@ -89,9 +119,9 @@ def history_cells(i: int, r: dict) -> list[str]:
         str(st.get('batch_size', '')),
         yes(st.get('channels_last')),
         yes(st.get('compile')),
-        plain(r['throughput']),
+        throughput_cell(r),
         f'{plain(r["latency_ms_median"])} ({plain(r["latency_ms_p10"])}–{plain(r["latency_ms_p90"])})',
-        mem,
+        memory_cell(r),
         f'{100 * r["peak_fraction"]:.1f}%',
         f'<span title="{escape(json.dumps(st))}">{escape(stamp)}</span>',
     ]
@@ -109,8 +139,23 @@ def history_html(history: list[dict]) -> str:
         )
     return (
         f'<table class="mfx-table" id="mfx-history"><tr>{head}</tr>{body}</table><div class="mfx-note">'
-        'Throughput = batch / median latency; random weights, inference mode. Hover a stamp for the full '
+        'images/s = batch / median latency over all timed calls (random weights, inference mode); in brackets the '
+        "slowest and the fastest round's own images/s: a wide bracket means the machine was not steady. "
+        "Memory: on CUDA torch.cuda.max_memory_allocated (weights included); on CPU the growth of the process's "
+        'peak resident set from before the model was built (RSS, a lower bound). Hover a stamp for the full '
         'record (threads, load, timer, versions).</div>'
+    )
+
+
+def measure_message(last: dict) -> str:
+    """The line under the Measure button: the last figure, its spread, and why not to trust it when so."""
+    warnings = [w for w in (busy_note(last.get('stamp', {})), unsteady_note(last)) if w]
+    return (
+        f'<div class="mfx-note" id="mfx-measured">Last: <b>{escape(last["name"])}</b> {throughput_cell(last)} '
+        f"images/s, {100 * last['peak_fraction']:.1f}% of this device's measured matmul peak, "
+        f'peak memory {memory_cell(last)}'
+        + (f'. ⚠ {escape("; ".join(warnings))}: measure again when the machine is quieter.' if warnings else '.')
+        + '</div>'
     )
 
 
@@ -125,6 +170,7 @@ def add_measure_tab(ctx: AppContext) -> None:
             device = gr.Dropdown(choices=['auto', 'cpu'], value='auto', label='device', min_width=120)
             batch = gr.Number(value=8, precision=0, label='batch size', min_width=100)
             dtype = gr.Dropdown(choices=list(DTYPES), value='fp32', label='dtype', min_width=100)
+            rounds = gr.Number(value=ROUNDS, precision=0, minimum=1, maximum=10, label='rounds (spread)', min_width=100)
             channels_last = gr.Checkbox(label='channels_last', min_width=120)
             compile_ = gr.Checkbox(label='torch.compile (slow first run)', min_width=160)
             presets = gr.Dropdown(
@@ -132,22 +178,26 @@ def add_measure_tab(ctx: AppContext) -> None:
             )
         run = gr.Button('Measure', variant='primary', elem_id='mfx-bench')
         result = gr.HTML(
-            '<div class="mfx-note">Press Measure: warm-up, then timed runs for at least 2 s; the '
-            'progress shows here.</div>',
+            '<div class="mfx-note">Press Measure: warm-up, then the timed runs in rounds (at least 2 s in all); '
+            'the progress shows here.</div>',
             min_height=60,
         )
         with gr.Row():
             table = gr.HTML(history_html([]), elem_id='mfx-history-box')
-        chart = gr.Plot(show_label=False)
+        chart = gr.Plot(show_label=False, elem_id='mfx-bench-chart')
 
     def list_devices(current):
         return gr.Dropdown(choices=prof.available_devices(), value=current)
 
     tab.select(list_devices, device, device, show_progress='hidden', **PRIVATE)
 
-    def measure(spec, device, batch, dtype, channels_last, compile_, presets, history, progress=gr.Progress()):
+    def measure(spec, device, batch, dtype, rounds, channels_last, compile_, presets, history, progress=gr.Progress()):
         if not spec:
             raise gr.Error('Compose a valid network first.')
+        try:
+            rounds = _int_arg('rounds', rounds, 1, 10)
+        except ValueError as e:
+            raise user_error(e) from None
         targets = [('composer', spec)] + [(p, catalog.get_preset(p)) for p in presets or []]
         history = list(history or [])
         for k, (label, s) in enumerate(targets):
@@ -164,23 +214,17 @@ def add_measure_tab(ctx: AppContext) -> None:
                     channels_last=channels_last,
                     compile=compile_,
                     progress=report,
+                    repeats=rounds,
                 )
             except (SpecError, ValueError, RuntimeError) as e:
                 raise user_error(f'{label}: {e}') from None
             history.append(row)
-        last = history[-1]
-        busy = busy_note(last.get('stamp', {}))
-        msg = (
-            f'<div class="mfx-note">Last: <b>{escape(last["name"])}</b> {plain(last["throughput"])} images/s, '
-            f"{100 * last['peak_fraction']:.1f}% of this device's measured matmul peak"
-            + (f'. ⚠ {escape(busy)}: measure again when the machine is quieter.' if busy else '.')
-            + '</div>'
-        )
-        return history, msg, history_html(history), bench_figure(history)
+        figure = exportable(bench_figure(history), 'speed')
+        return history, measure_message(history[-1]), history_html(history), figure
 
     run.click(
         measure,
-        [ctx.spec, device, batch, dtype, channels_last, compile_, presets, ctx.history],
+        [ctx.spec, device, batch, dtype, rounds, channels_last, compile_, presets, ctx.history],
         [ctx.history, result, table, chart],
         concurrency_limit=1,
         concurrency_id='bench',
@@ -190,6 +234,24 @@ def add_measure_tab(ctx: AppContext) -> None:
 
 
 # ---- compare --------------------------------------------------------------------------------------------
+AXES = {'MACs': 'gmacs', 'params': 'params_m', 'throughput': 'throughput'}
+CLICK_MODES = [('load it into the composer', 'load'), ('diff it against your design', 'diff')]
+IMAGE_FORMATS = [('PNG', 'png'), ('SVG', 'svg')]
+CSV_COLUMNS = ('kind', 'key', 'name', 'family', 'x_measure', 'x', 'top1', 'params', 'macs', 'source')
+CURRENT = 'current'  # the key of the composer's design in the chart and the diff lists
+
+
+def exportable(fig, name: str, image_format: str = 'png') -> PlotData:
+    """A plotly figure for gr.Plot with a modebar config: its camera button saves `name`.png or .svg."""
+    data = json.loads(fig.to_json())
+    data['config'] = export_config(name, image_format)
+    return PlotData(type='plotly', plot=json.dumps(data))
+
+
+def preset_families() -> list[str]:
+    return sorted({r['family'] for r in catalog.list_presets()})
+
+
 def _throughput_by_preset(history: list[dict]) -> dict[str, float]:
     out = {}
     for row in history or []:
@@ -198,36 +260,192 @@ def _throughput_by_preset(history: list[dict]) -> dict[str, float]:
     return out
 
 
-def accuracy_plot(spec: dict | None, report: dict | None, axis: str, history: list[dict] | None):
-    """Top-1 of every preset against the chosen axis, the frontier, and the composer's model."""
-    x = {'MACs': 'x_gmacs', 'params': 'x_params_m', 'throughput': 'x_throughput'}[axis]
-    points = cmp.preset_points(_throughput_by_preset(history))
-    front = cmp.pareto_front(points, x, lower_x_better=axis != 'throughput')
-    user = None
-    if spec and report:
-        top1 = (spec.get('meta') or {}).get('top1')
-        ux = {'MACs': report['macs'] / 1e9, 'params': report['params'] / 1e6}.get(axis)
-        if axis == 'throughput':
-            mine = [r for r in history or [] if r.get('name') == spec['name'] and r.get('throughput')]
-            ux = mine[-1]['throughput'] if mine else None
-        user = {'name': spec['name'], 'x': ux, 'top1': top1}
-    title = cmp.X_AXES[x[2:]]
-    if axis == 'throughput' and not any(p['x_throughput'] for p in points):
-        return empty_figure('No preset measured yet: pick presets under "also measure presets" in the Measure tab.')
-    return accuracy_figure(points, x, title, front, user)
+def _pins(pins) -> list[dict]:
+    """The pinned designs that are well formed: [{'name': str, 'spec': dict}, ...] (others are left out)."""
+    return [p for p in pins or [] if isinstance(p, dict) and isinstance(p.get('spec'), dict)]
+
+
+def _design_row(kind: str, key: str, spec: dict, axis: str, history, report: dict | None = None) -> dict | None:
+    """A design (the composer's or a pinned one) as a chart point, or None when it has no x on this axis."""
+    try:
+        report = report or prof.profile(spec)
+    except SpecError:
+        return None
+    name = str(spec.get('name', ''))
+    x = {'MACs': report['macs'] / 1e9, 'params': report['params'] / 1e6}.get(axis)
+    if axis == 'throughput':
+        mine = [r for r in history or [] if r.get('name') == name and r.get('throughput')]
+        x = mine[-1]['throughput'] if mine else None
+    if x is None:
+        return None
+    top1 = (spec.get('meta') or {}).get('top1')
+    source = 'published for this architecture' if top1 is not None else 'not trained on ImageNet-1k here'
+    family = {'current': 'your design', 'pin': 'pinned'}[kind]
+    return dict(
+        kind=kind,
+        key=key,
+        name=name,
+        family=family,
+        x=x,
+        top1=top1,
+        params=report['params'],
+        macs=report['macs'],
+        source=source,
+    )
+
+
+def compare_rows(
+    spec: dict | None, report: dict | None, axis: str, history=None, pins=None, families=None
+) -> tuple[list[dict], list[str]]:
+    """The Compare chart's points and the keys of the presets on its top-1 Pareto frontier.
+
+    Presets of `families` (None: all) with their published top-1 (None where the source has none) against the
+    counted x of `axis` ('MACs': GMACs at 224², 'params': millions, 'throughput': images/s measured in this
+    session, presets unmeasured are left out); then the composer's design (`spec`, `report`) and the pins.
+    Each row: kind, key ('preset:<name>', 'current', 'pin:<index>'), name, family, x, top1, params, macs, source."""
+    if axis not in AXES:
+        raise ValueError(f'axis {axis!r}: choose one of {", ".join(AXES)}')
+    x = f'x_{AXES[axis]}'
+    points = [p for p in cmp.preset_points(_throughput_by_preset(history)) if p.get(x) is not None]
+    if families is not None:
+        points = [p for p in points if p['family'] in families]
+    rows = [
+        dict(
+            kind='preset',
+            key=f'preset:{p["name"]}',
+            name=p['display_name'],
+            family=p['family'],
+            x=p[x],
+            top1=p['top1'],
+            params=p['params'],
+            macs=p['macs'],
+            source=p['source'],
+        )
+        for p in points
+    ]
+    front = [rows[i]['key'] for i in cmp.pareto_front(points, x, lower_x_better=axis != 'throughput')]
+    designs = [_design_row('current', CURRENT, spec, axis, history, report)] if spec and report else []
+    designs += [_design_row('pin', f'pin:{i}', p['spec'], axis, history) for i, p in enumerate(_pins(pins))]
+    return rows + [d for d in designs if d], front
+
+
+def accuracy_plot(spec, report, axis: str, history, pins=None, families=None, log_x: bool = False):
+    """Top-1 of every preset against the chosen axis, the frontier, the composer's model and the pinned ones."""
+    rows, front = compare_rows(spec, report, axis, history, pins, families)
+    if axis == 'throughput' and not rows:
+        return empty_figure('Nothing measured yet: measure your design or presets in the Measure tab.')
+    return accuracy_figure(rows, cmp.X_AXES[AXES[axis]], front, log_x=bool(log_x))
+
+
+def _csv_cell(v) -> str:
+    """A CSV cell; text a spreadsheet would read as a formula (=, +, -, @ first) gets a leading apostrophe."""
+    if v is None:
+        return ''
+    text = str(v)
+    return "'" + text if isinstance(v, str) and text[:1] in ('=', '+', '-', '@', '\t', '\r') else text
+
+
+def rows_csv(rows: list[dict], axis: str) -> str:
+    """The plotted points as CSV (CSV_COLUMNS; x in the unit of the chart's axis, params and MACs counted)."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator='\n')
+    writer.writerow(CSV_COLUMNS)
+    for r in rows:
+        writer.writerow(
+            [_csv_cell(r.get(c, cmp.X_AXES[AXES[axis]] if c == 'x_measure' else None)) for c in CSV_COLUMNS]
+        )
+    return out.getvalue()
+
+
+def compare_view(spec, report, axis, history, pins, families, log_x, image_format='png'):
+    """(the chart with its export config, the path of a CSV of exactly the plotted points)."""
+    rows, _ = compare_rows(spec, report, axis, history, pins, families)
+    fig = accuracy_plot(spec, report, axis, history, pins, families, log_x)
+    text = rows_csv(rows, axis)
+    stem = f'compare-{axis}-{hashlib.sha1(text.encode()).hexdigest()[:8]}'
+    path = download_file(stem, '.csv', lambda p: p.write_text(text, encoding='utf-8'))
+    return exportable(fig, f'compare-{axis}', image_format), path
+
+
+def design_choices(spec, pins, uploaded=None) -> list[tuple[str, str]]:
+    """(label, key) of every design the diff can take: the composer's, the pins, an uploaded one, the presets."""
+    out = [(f'Your design › {str(spec["name"])[:60]}', CURRENT)] if spec else []
+    out += [(f'Pinned › {str(p["name"])[:60]}', f'pin:{i}') for i, p in enumerate(_pins(pins))]
+    if uploaded:
+        out.append((f'Uploaded › {str(uploaded.get("name", ""))[:60]}', 'upload'))
+    return out + [(f'{r["display_name"]} ({r["name"]})', f'preset:{r["name"]}') for r in catalog.list_presets()]
+
+
+def design_spec(key, spec, pins, uploaded=None) -> dict:
+    """The spec dict a chart or list key names (see design_choices); ValueError when it names nothing."""
+    key = _str_arg('design', key).split('#', 1)[0]  # a click carries '#<count>' so that each click is news
+    if key == CURRENT and spec:
+        return spec
+    if key == 'upload' and uploaded:
+        return uploaded
+    if key.startswith('pin:') and key[4:].isdigit() and int(key[4:]) < len(_pins(pins)):
+        return _pins(pins)[int(key[4:])]['spec']
+    if key.startswith('preset:'):
+        return catalog.get_preset(key[7:])
+    raise ValueError(f'design {key[:80]!r} is not in the list (your design, a pin, an upload or a preset)')
+
+
+# a click on a chart point writes its key into a hidden textbox (re-attached whenever plotly redraws the chart)
+COMPARE_JS = """
+() => {
+  let clicks = 0;
+  const hook = () => {
+    const plot = document.querySelector('#mfx-scatter .js-plotly-plot');
+    if (!plot || plot.__mfxCompareHooked || !plot.on) return;
+    plot.__mfxCompareHooked = true;
+    plot.on('plotly_click', (ev) => {
+      const p = ev && ev.points && ev.points[0];
+      if (!p || !p.customdata) return;
+      const box = document.querySelector('#mfx-compare-pick textarea, #mfx-compare-pick input');
+      if (!box) return;
+      clicks += 1;
+      box.value = String(p.customdata[0]) + '#' + clicks;
+      box.dispatchEvent(new Event('input', {bubbles: true}));
+    });
+  };
+  new MutationObserver(hook).observe(document.body, {childList: true, subtree: true});
+  hook();
+}
+"""
 
 
 def add_compare_tab(ctx: AppContext) -> None:
+    families_all = preset_families()
     with gr.Tab('Compare', id='compare') as tab:
-        with gr.Row():
-            axis = gr.Radio(
-                ['MACs', 'params', 'throughput'], value='MACs', label='top-1 against', scale=0, min_width=300
+        with gr.Row(elem_classes='mfx-compare-bar'):
+            axis = gr.Radio(list(AXES), value='MACs', label='top-1 against', scale=0, min_width=340, elem_id='mfx-axis')
+            log_x = gr.Checkbox(label='log x axis', value=False, scale=0, min_width=120, elem_id='mfx-log')
+            mode = gr.Radio(
+                CLICK_MODES, value='load', label='a click on a point', scale=0, min_width=420, elem_id='mfx-click-mode'
             )
-            gr.HTML(
-                '<div class="mfx-note">Presets with a published ImageNet-1k top-1 (hover for the source); '
-                'cost counted by this package at 224². The dashed line or star is your composition.</div>'
+            image_format = gr.Radio(
+                IMAGE_FORMATS,
+                value='png',
+                label='camera button saves',
+                scale=0,
+                min_width=180,
+                elem_id='mfx-image-format',
             )
+        with gr.Row(elem_classes='mfx-compare-bar'):
+            families = gr.CheckboxGroup(
+                families_all, value=families_all, label='preset families shown', elem_id='mfx-families', scale=1
+            )
+            csv_file = gr.DownloadButton(
+                'Plotted data (CSV)', size='sm', scale=0, min_width=150, elem_id='mfx-compare-csv'
+            )
+        gr.HTML(
+            '<div class="mfx-note">Presets with their published ImageNet-1k top-1 (open circles on the '
+            '"unknown" row: none published), cost counted by this package at each preset\'s resolution; the star '
+            'is your design, diamonds are your pinned designs (their top-1 is unknown unless they are a preset '
+            'unchanged). Hover a point for its details, click it to load or diff it.</div>'
+        )
         scatter = gr.Plot(show_label=False, elem_id='mfx-scatter')
+        pick = gr.Textbox(visible='hidden', elem_id='mfx-compare-pick')  # the clicked point's key, by COMPARE_JS
         with gr.Row():
             with gr.Column(scale=1):
                 gr.Markdown('**Scaling with input resolution** (your model first)')
@@ -242,17 +460,19 @@ def add_compare_tab(ctx: AppContext) -> None:
                     )
                 scale_plot = gr.Plot(show_label=False)
             with gr.Column(scale=1):
-                gr.Markdown('**Diff: per-stage Δ against another spec** (B − A, A = your composition)')
+                gr.Markdown('**Diff: per-stage Δ, B − A** (any two of your design, your pins and the presets)')
                 with gr.Row():
-                    other = gr.Dropdown(
-                        choices=catalog.preset_choices(), value='convformer_s18', label='B: preset', scale=3
-                    )
+                    diff_a = gr.Dropdown(label='A', scale=3, elem_id='mfx-diff-a')
+                    diff_b = gr.Dropdown(label='B', scale=3, elem_id='mfx-diff-b')
                     upload = gr.UploadButton('B: upload JSON', file_types=['.json'], scale=1, size='md', min_width=150)
-                diff_box = gr.HTML()
+                diff_box = gr.HTML(elem_id='mfx-diff-box')
                 diff_plot = gr.Plot(show_label=False)
-        other_spec = gr.State(None)
+        uploaded = gr.State(None)
+        load_pick, diff_pick = gr.State(None), gr.State(None)  # a clicked point's key, by the action chosen
+        pins = ctx.pins if ctx.pins is not None else gr.State([])
+    tabs = ctx.extras.get('tabs')
 
-    def scaling_plot(spec, sizes_text, names):
+    def scaling_plot(spec, sizes_text, names, image_format):
         if not spec:
             return gr.skip()
         try:
@@ -262,31 +482,86 @@ def add_compare_tab(ctx: AppContext) -> None:
         if not sizes or any(not 8 <= v <= 1536 for v in sizes):
             raise gr.Error('resolutions: give 1 or more sizes in [8, 1536]', print_exception=False)
         specs = {f'yours: {spec["name"]}': spec, **{n: catalog.get_preset(n) for n in names or []}}
-        return scaling_figure(cmp.scaling(specs, sizes))
+        return exportable(scaling_figure(cmp.scaling(specs, sizes)), 'scaling', image_format)
 
-    def diff_view(spec, b_spec):
-        if not spec or not b_spec:
+    def diff_view(a, b, spec, pins, uploaded, image_format):
+        if not a or not b:
             return gr.skip(), gr.skip()
-        d = cmp.diff(spec, b_spec)
-        return diff_html(d), diff_figure(d)
+        try:
+            d = cmp.diff(design_spec(a, spec, pins, uploaded), design_spec(b, spec, pins, uploaded))
+        except (SpecError, ValueError) as e:
+            raise user_error(e) from None
+        return diff_html(d), exportable(diff_figure(d), 'diff', image_format)
 
-    def pick_other(name):
-        return catalog.get_preset(_str_arg('name', name)) if name else gr.skip()
+    def diff_lists(spec, pins, uploaded, a, b):
+        """Both lists with the current designs; A stays (your design first), B stays (ConvFormer-S18 first)."""
+        choices = design_choices(spec, pins, uploaded)
+        keys = {k for _, k in choices}
+        a = a if a in keys else (CURRENT if spec else 'preset:poolformer_s12')
+        b = b if b in keys else 'preset:convformer_s18'
+        return gr.Dropdown(choices=choices, value=a), gr.Dropdown(choices=choices, value=b)
 
-    plot_in = [ctx.spec, ctx.report, axis, ctx.history]
-    tab.select(accuracy_plot, plot_in, scatter, **PRIVATE).then(
-        scaling_plot, [ctx.spec, sizes, others], scale_plot, **PRIVATE
-    ).then(pick_other, other, other_spec, **PRIVATE).then(
-        diff_view, [ctx.spec, other_spec], [diff_box, diff_plot], **PRIVATE
+    def route(key, mode):
+        """A click goes to the chosen action: 'load' puts the design in the composer, 'diff' makes it B."""
+        if not key:
+            return gr.skip(), gr.skip()
+        return (gr.skip(), key) if mode == 'diff' else (key, gr.skip())
+
+    def load_clicked(key, spec, pins, uploaded):
+        try:
+            chosen = copy.deepcopy(design_spec(key, spec, pins, uploaded))
+        except (SpecError, ValueError) as e:
+            raise user_error(e) from None
+        return (chosen, gr.Tabs(selected='compose')) if tabs is not None else chosen
+
+    def diff_clicked(key, spec, pins, uploaded):
+        choices = design_choices(spec, pins, uploaded)
+        b = str(key).split('#', 1)[0]
+        if b not in {k for _, k in choices}:
+            raise user_error(f'design {b[:80]!r} is not in the list', title='Cannot diff')
+        return gr.Dropdown(choices=choices, value=CURRENT if spec else b), gr.Dropdown(choices=choices, value=b)
+
+    plot_in = [ctx.spec, ctx.report, axis, ctx.history, pins, families, log_x, image_format]
+    diff_in = [diff_a, diff_b, ctx.spec, pins, uploaded, image_format]
+    lists = dict(fn=diff_lists, inputs=[ctx.spec, pins, uploaded, diff_a, diff_b], outputs=[diff_a, diff_b])
+    tab.select(compare_view, plot_in, [scatter, csv_file], **PRIVATE).then(
+        scaling_plot, [ctx.spec, sizes, others, image_format], scale_plot, **PRIVATE
+    ).then(**lists, **PRIVATE).then(diff_view, diff_in, [diff_box, diff_plot], **PRIVATE)
+    gr.on(
+        [axis.input, families.input, log_x.input, image_format.input, pins.change],
+        compare_view,
+        plot_in,
+        [scatter, csv_file],
+        **PRIVATE,
     )
-    axis.input(accuracy_plot, plot_in, scatter, **PRIVATE)
-    gr.on([sizes.submit, others.input], scaling_plot, [ctx.spec, sizes, others], scale_plot, **PRIVATE)
-    other.input(pick_other, other, other_spec, **PRIVATE).then(
-        diff_view, [ctx.spec, other_spec], [diff_box, diff_plot], **PRIVATE
+    pins.change(**lists, **PRIVATE)
+    gr.on(
+        [sizes.submit, others.input, image_format.input],
+        scaling_plot,
+        [ctx.spec, sizes, others, image_format],
+        scale_plot,
+        **PRIVATE,
     )
-    upload.upload(read_uploaded_spec, upload, other_spec, **PRIVATE).success(
-        diff_view, [ctx.spec, other_spec], [diff_box, diff_plot], **PRIVATE
+    gr.on([diff_a.input, diff_b.input, image_format.input], diff_view, diff_in, [diff_box, diff_plot], **PRIVATE)
+
+    def take_upload(file, spec, pins):
+        spec_b = read_uploaded_spec(file)
+        choices = design_choices(spec, pins, spec_b)
+        return spec_b, gr.Dropdown(choices=choices), gr.Dropdown(choices=choices, value='upload')
+
+    upload.upload(take_upload, [upload, ctx.spec, pins], [uploaded, diff_a, diff_b], **PRIVATE).success(
+        diff_view, diff_in, [diff_box, diff_plot], **PRIVATE
     )
+
+    # a click: its key goes to the chosen action's state, whose change loads the design or diffs it
+    pick.change(route, [pick, mode], [load_pick, diff_pick], **PRIVATE)
+    diff_pick.change(diff_clicked, [diff_pick, ctx.spec, pins, uploaded], [diff_a, diff_b], **PRIVATE).success(
+        diff_view, diff_in, [diff_box, diff_plot], **PRIVATE
+    )
+    if ctx.load_spec is not None:
+        outs = [ctx.spec, tabs] if tabs is not None else ctx.spec
+        ctx.load_spec(load_pick.change(load_clicked, [load_pick, ctx.spec, pins, uploaded], outs, **PRIVATE))
+    ctx.demo.load(None, None, None, js=COMPARE_JS, **PRIVATE)
 
 
 def diff_html(d: dict) -> str:
@@ -433,9 +708,12 @@ def api_bench(
     dtype: str = 'fp32',
     channels_last: bool = False,
     compile: bool = False,
+    repeats: int = 1,
 ) -> dict:
-    """Throughput and latency of the built model; one measurement at a time server-wide."""
-    return prof.bench(spec, device, batch_size, dtype, channels_last, compile)
+    """Throughput and latency of the built model; one measurement at a time server-wide. `repeats` (1 to 10):
+    rounds of timed runs; `round_throughputs` gives each round's images/s (the spread)."""
+    repeats = _int_arg('repeats', repeats, 1, 10)
+    return prof.bench(spec, device, batch_size, dtype, channels_last, compile, repeats=repeats)
 
 
 def api_diff(spec_a: dict | str, spec_b: dict | str, img_size: int | None = None) -> dict:
@@ -458,6 +736,37 @@ def api_compare(axis: str = 'gmacs') -> dict:
         raise ValueError(f'axis {axis!r}: choose gmacs or params_m')
     points = cmp.preset_points()
     return {'points': points, 'frontier': [points[i]['name'] for i in cmp.pareto_front(points, f'x_{axis}')]}
+
+
+MAX_API_DESIGNS = 32
+
+
+def api_compare_points(axis: str = 'MACs', designs: list | None = None, families: list | None = None) -> dict:
+    """The Compare chart's data: every preset point (published top-1, counted x), `designs` as pinned points, the
+    keys on the presets' top-1 Pareto frontier, and the same points as CSV text. axis: 'MACs' (GMACs at 224²),
+    'params' (millions) or 'throughput' (images/s measured in this server session: none through the API).
+    designs: up to 32 of {'name': str, 'spec': spec} or spec dicts (JSON text, preset names). families: preset
+    families to keep (None: all). Each row: kind, key, name, family, x, top1, params, macs, source."""
+    if not isinstance(axis, str) or axis not in AXES:
+        raise ValueError(f'axis {axis!r}: choose one of {", ".join(AXES)}')
+    if designs is not None and (not isinstance(designs, list) or len(designs) > MAX_API_DESIGNS):
+        raise ValueError(f'designs: must be a list of at most {MAX_API_DESIGNS} specs')
+    if families is not None and (not isinstance(families, list) or not all(isinstance(f, str) for f in families)):
+        raise ValueError(
+            f'families: {str(families)[:80]!r} must be a list of family names ({", ".join(preset_families())})'
+        )
+    pins = []
+    for i, d in enumerate(designs or []):
+        d = d['spec'] if isinstance(d, dict) and 'spec' in d else d
+        if not isinstance(d, (dict, str)):
+            raise ValueError(f'designs[{i}]: {str(d)[:40]!r} must be a spec dict, its JSON text or a preset name')
+        try:
+            spec = catalog.parse_spec(d).to_dict()
+        except SpecError as e:
+            raise SpecError([(f'designs[{i}].{p}'.rstrip('.'), m) for p, m in e.errors]) from None
+        pins.append({'name': spec['name'], 'spec': spec})
+    rows, front = compare_rows(None, None, axis, [], pins, families)
+    return {'rows': rows, 'frontier': front, 'csv': rows_csv(rows, axis)}
 
 
 def api_share(spec: dict | str) -> str:
@@ -501,6 +810,7 @@ API = {
     'diff': api_diff,
     'scaling': api_scaling,
     'compare': api_compare,
+    'compare_points': api_compare_points,
     'share': api_share,
     'unshare': api_unshare,
     'snippet': api_snippet,

@@ -71,9 +71,10 @@ def bench(
     channels_last: bool = False,
     compile: bool = False,
     progress=None,
+    repeats: int = 1,
 ) -> dict:
     """Measure throughput and latency (explorer.measure.speed.bench) and return its dict plus the spec's name and the
-    preset it matches (None when custom)."""
+    preset it matches (None when custom). `repeats`: rounds of timed runs (their throughputs show the spread)."""
     from explorer.measure.guard import Limits
     from explorer.measure.speed import bench as speed_bench  # it runs the resource guard before building
 
@@ -89,6 +90,7 @@ def bench(
         compile=compile,
         progress=progress,
         time_budget_s=Limits.from_env().max_bench_s,  # the app's speed slot is shared: one run may not hold it
+        repeats=int(repeats) if isinstance(repeats, float) and repeats.is_integer() else repeats,
     )
     out = result.to_dict()
     out['name'] = s.name

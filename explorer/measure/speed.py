@@ -52,6 +52,7 @@ class BenchResult:
     peak_fraction: float  # achieved / matmul peak
     stamp: dict = field(default_factory=dict)
     latencies_ms: list = field(default_factory=list)
+    round_throughputs: list = field(default_factory=list)  # images / s of each round (batch / its median latency)
 
     @property
     def latency_ms_iqr(self) -> float:
@@ -331,6 +332,7 @@ def bench(
     max_iters: int = 200,
     model=None,
     time_budget_s: float | None = None,
+    repeats: int = 1,
 ) -> BenchResult:
     """Measure inference speed of `spec` (see the module docstring for the rules).
 
@@ -342,12 +344,19 @@ def bench(
     `time_budget_s` (a server's limit on one run): refused before building when the batch's MACs at this
     device's measured matmul peak already need more than a tenth of it per call, or after the first call
     when that call took more than half of it; timed runs stop when it is spent (at least one is timed).
+
+    `repeats` > 1: the timed runs are made in that many rounds after one warm-up (each round `min_time_s` /
+    `repeats` seconds and at least 5 calls, or `iters` calls); `round_throughputs` holds each round's
+    batch / median latency, so the spread between rounds shows how steady the machine was. Throughput and the
+    latency quantiles are over all timed calls.
     """
     import torch
 
     from explorer.measure.analytic import analytic_cost
 
     _check_counts(batch_size, warmup, iters, min_time_s)
+    if isinstance(repeats, bool) or not isinstance(repeats, int) or not 1 <= repeats <= 20:
+        raise BenchError(f'repeats {repeats!r} must be an integer in [1, 20]')
     device = resolve_device(device)
     check_dtype(device, dtype)
     if model is None:  # the resource guard, before anything is built (limits: explorer.measure.guard)
@@ -392,7 +401,17 @@ def bench(
                 f'may take here (EXPLORER_MAX_BENCH_S): use a smaller batch size'
             )
         deadline = t_start + time_budget_s
-    lat = _timed_runs(step, device, iters, min_time_s, max_iters, report, deadline)
+    rounds = []
+    for r in range(repeats):
+
+        def round_report(frac, desc=None, r=r):  # _timed_runs reports 0.2..1.0 for its own round
+            report(0.2 + 0.8 * (r + (frac - 0.2) / 0.8) / repeats, desc if repeats == 1 else f'round {r + 1}: {desc}')
+
+        round_iters = max(min(5, max_iters), max_iters // repeats)
+        rounds.append(_timed_runs(step, device, iters, min_time_s / repeats, round_iters, round_report, deadline))
+        if deadline is not None and time.monotonic() > deadline:
+            break
+    lat = [v for part in rounds for v in part]
 
     if device.startswith('cuda'):
         torch.cuda.synchronize(device)
@@ -418,12 +437,15 @@ def bench(
         'compile_s': compile_s,
         'warmup_iters': n_warm,
         'timed_iters': len(lat),
+        'rounds': len(rounds),
         'img_size': spec.img_size,
         'model': spec.name,
         'timer': 'CUDA events + synchronize' if device.startswith('cuda') else 'time.perf_counter',
         'peak_mem_rule': mem_rule,
     }
-    return _result(lat, batch_size, macs, peak, peak_mem, stamp)
+    result = _result(lat, batch_size, macs, peak, peak_mem, stamp)
+    result.round_throughputs = [batch_size / statistics.median(part) for part in rounds]
+    return result
 
 
 def _check_counts(batch_size, warmup, iters, min_time_s) -> None:

@@ -3,9 +3,12 @@ lists as the counters and explorer.measure.compare return them) and returns a Fi
 
 from __future__ import annotations
 
+import math
+
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from explorer.measure.units import fmt_count
 from explorer.viz.diagram import mixer_colour
 from explorer.viz.text import plain
 
@@ -92,42 +95,108 @@ def stage_cost_figure(report: dict, height: int = 300) -> go.Figure:
     return go.Figure(data=data, layout=layout)
 
 
-def accuracy_figure(
-    points: list[dict], x: str, x_title: str, frontier: list[int], user: dict | None = None, height: int = 420
-) -> go.Figure:
-    """Top-1 against `x` for the presets with published accuracy, coloured by family, Pareto frontier drawn.
+# one colour per preset family, the same whatever the filter shows; a family not listed gets one by its name
+FAMILY_COLOUR = {
+    'PoolFormer': '#2563eb',
+    'PoolFormerV2': '#0891b2',
+    'ConvFormer': '#16a34a',
+    'CAFormer': '#dc2626',
+    'IdentityFormer': '#9333ea',
+    'RandFormer': '#ca8a04',
+    'MLP': '#ea580c',
+    'Transformer': '#db2777',
+    'Hybrid': '#4b5563',
+}
+DESIGN_STYLE = {  # kind -> (marker symbol, colour, legend name)
+    'current': ('star', '#e11d48', 'your design'),
+    'pin': ('diamond', '#0f172a', 'pinned designs'),
+}
+UNKNOWN = 'unknown'  # the y tick of the row where points without a published top-1 sit
 
-    points: dicts with name, display_name, family, top1, source, params_m, gmacs (published), and `x`.
-    user: {'name', 'x', 'top1' (or None)}: a star when its accuracy is known, else a dashed vertical line."""
-    fig = go.Figure()
-    families = sorted({p['family'] for p in points})
-    shown = [p for p in points if p.get(x) is not None and p.get('top1') is not None]
-    for k, fam in enumerate(families):
-        pts = [p for p in shown if p['family'] == fam]
-        if not pts:
-            continue
-        fig.add_trace(
-            go.Scatter(
-                x=[p[x] for p in pts],
-                y=[p['top1'] for p in pts],
-                mode='markers',
-                name=fam,
-                marker=dict(size=10, color=FAMILY_COLOURS[k % len(FAMILY_COLOURS)], line=dict(width=1, color='white')),
-                customdata=[
-                    [p['display_name'], _num(p.get('params_m')), _num(p.get('gmacs')), p.get('source', ''), p[x]]
-                    for p in pts
-                ],
-                hovertemplate='<b>%{customdata[0]}</b><br>top-1 %{y:.1f}%<br>x: %{customdata[4]:.4g}'
-                '<br>published: %{customdata[1]} M params, %{customdata[2]} GMACs'
-                '<br><i>%{customdata[3]}</i><extra></extra>',
-            )
+
+def family_colour(family: str) -> str:
+    return FAMILY_COLOUR.get(family) or FAMILY_COLOURS[sum(map(ord, family)) % len(FAMILY_COLOURS)]
+
+
+def export_config(filename: str, image_format: str = 'png') -> dict:
+    """Plotly config for a figure's modebar: its camera button saves `filename`.png or .svg (2x for PNG)."""
+    fmt = image_format if image_format in ('png', 'svg') else 'png'
+    safe = ''.join(c if c.isalnum() or c in '-_' else '_' for c in filename[:60]) or 'figure'
+    return {
+        'displaylogo': False,
+        'toImageButtonOptions': {'format': fmt, 'filename': safe, 'scale': 2 if fmt == 'png' else 1},
+    }
+
+
+def _accuracy_ticks(known: list[float], y_unknown: float | None) -> dict:
+    """y ticks every 1, 2 or 5 points of top-1, and 'unknown' at the row of points without one."""
+    lo, hi = min(known), max(known)
+    step = next(s for s in (1, 2, 5, 10) if (hi - lo) / s <= 8)
+    first = int(lo // step) * step
+    ticks = [first + k * step for k in range(int((hi - first) // step) + 2)]
+    vals, text = ticks + ([y_unknown] if y_unknown is not None else []), [f'{t:g}' for t in ticks]
+    return dict(tickmode='array', tickvals=vals, ticktext=text + ([UNKNOWN] if y_unknown is not None else []))
+
+
+def accuracy_figure(
+    rows: list[dict], x_title: str, frontier: list[str] = (), log_x: bool = False, height: int = 460
+) -> go.Figure:
+    """Top-1 against an x measure: presets coloured by family (one legend entry each), the designs a person made
+    (their own design, pinned ones) as labelled points, and the Pareto frontier of the presets.
+
+    rows: one per point, as explorer.app.panels.compare_rows gives them: kind ('preset', 'current' or 'pin'), key
+    (what a click reports), name, family, x, top1 (None: unknown, drawn on a row of its own below the rest),
+    params, macs (counted, batch 1), source. frontier: keys of the points on the frontier, in x order.
+    Each point's customdata: [key, name, params, MACs, top-1, source, family] as text."""
+    if not rows:
+        return empty_figure('nothing to plot: no preset family is chosen and no design has this measure', height)
+    known = [r['top1'] for r in rows if r.get('top1') is not None] or [0.0]
+    y_unknown = min(known) - max(2.0, (max(known) - min(known)) * 0.12) if len(known) < len(rows) else None
+
+    def y(r):
+        return r['top1'] if r.get('top1') is not None else y_unknown
+
+    def trace(pts, name, **style):
+        return go.Scatter(
+            x=[r['x'] for r in pts],
+            y=[y(r) for r in pts],
+            name=plain(name),
+            customdata=[
+                [
+                    r['key'],
+                    plain(r['name']),
+                    fmt_count(r.get('params')),
+                    fmt_count(r.get('macs')),
+                    '—' if r.get('top1') is None else f'{r["top1"]:g}%',
+                    plain(r.get('source') or ''),
+                    plain(r.get('family') or ''),
+                ]
+                for r in pts
+            ],
+            hovertemplate='<b>%{customdata[1]}</b> · %{customdata[6]}<br>top-1: %{customdata[4]}'
+            '<br>%{customdata[2]} params · %{customdata[3]} MACs (counted, batch 1)<br>x: %{x:,.4r}'
+            '<br><i>%{customdata[5]}</i><extra></extra>',
+            **style,
         )
-    if frontier:
-        fpts = [points[i] for i in frontier]
+
+    fig = go.Figure()
+    presets = [r for r in rows if r['kind'] == 'preset']
+    for fam in sorted({r['family'] for r in presets}):
+        pts = [r for r in presets if r['family'] == fam]
+        marker = dict(
+            size=10,
+            color=family_colour(fam),
+            line=dict(width=1, color='white'),
+            symbol=['circle' if r.get('top1') is not None else 'circle-open' for r in pts],
+        )
+        fig.add_trace(trace(pts, fam, mode='markers', marker=marker, legendgroup=f'family:{fam}'))
+    by_key = {r['key']: r for r in rows}
+    front = [by_key[k] for k in frontier if k in by_key]
+    if front:
         fig.add_trace(
             go.Scatter(
-                x=[p[x] for p in fpts],
-                y=[p['top1'] for p in fpts],
+                x=[r['x'] for r in front],
+                y=[r['top1'] for r in front],
                 mode='lines',
                 name='Pareto frontier',
                 line=dict(color='#0f172a', width=1.5, dash='dot'),
@@ -135,29 +204,44 @@ def accuracy_figure(
                 hoverinfo='skip',
             )
         )
-    if user and user.get('x') is not None:
-        if user.get('top1') is not None:
+    for kind, (symbol, colour, legend) in DESIGN_STYLE.items():
+        pts = [r for r in rows if r['kind'] == kind]
+        if not pts:
+            continue
+        marker = dict(
+            symbol=symbol, size=18 if kind == 'current' else 13, color=colour, line=dict(width=1, color='white')
+        )
+        if kind == 'pin':  # the names ride with the points
             fig.add_trace(
-                go.Scatter(
-                    x=[user['x']],
-                    y=[user['top1']],
-                    mode='markers',
-                    name=f'yours: {plain(user["name"])}',
-                    marker=dict(symbol='star', size=18, color='#e11d48', line=dict(width=1, color='#0f172a')),
+                trace(
+                    pts,
+                    legend,
+                    mode='markers+text',
+                    marker=marker,
+                    text=[plain(r['name']) for r in pts],
+                    textposition='top center',
+                    textfont=dict(size=11, color=colour),
                 )
             )
-        else:
-            fig.add_vline(
-                x=user['x'],
-                line=dict(color='#e11d48', width=2, dash='dash'),
-                annotation_text=f'yours: {plain(user["name"])} (accuracy unknown)',
-                annotation_position='top left',
-                annotation_font=dict(color='#e11d48', size=11),
-            )
-    if not shown:
-        return empty_figure('no preset has both a published top-1 and this measure yet', height)
+        else:  # one point: its label is an annotation (an arrow keeps it readable among the presets)
+            fig.add_trace(trace(pts, legend, mode='markers', marker=marker))
+            for r in pts:
+                fig.add_annotation(
+                    x=math.log10(r['x']) if log_x and r['x'] > 0 else r['x'],
+                    y=y(r),
+                    text=f'yours: {plain(r["name"])}',
+                    font=dict(color=colour, size=12),
+                    arrowcolor=colour,
+                    ax=30,
+                    ay=-30,
+                )
+    if y_unknown is not None:
+        sep = y_unknown + max(1.0, (max(known) - min(known)) * 0.06)
+        fig.add_hline(y=sep, line=dict(color='#cbd5e1', width=1, dash='dash'))
     fig.update_layout(**_LAYOUT, height=height, xaxis_title=x_title, yaxis_title='ImageNet-1k top-1 (%)')
-    fig.update_layout(margin=dict(l=56, r=16, t=60, b=48))
+    fig.update_layout(margin=dict(l=64, r=16, t=84, b=48), clickmode='event', hovermode='closest')
+    fig.update_xaxes(type='log' if log_x else 'linear')
+    fig.update_yaxes(**_accuracy_ticks(known, y_unknown))
     return fig
 
 
@@ -206,20 +290,28 @@ def scaling_figure(curves: dict[str, list[dict]], height: int = 340) -> go.Figur
     return fig
 
 
+def _unit(values: list[float]) -> tuple[float, str]:
+    """(divisor, suffix) that shows the largest |value| with 1 to 3 digits before the point: G, M, k or none."""
+    top = max((abs(v) for v in values), default=0)
+    return next(((d, u) for d, u in ((1e9, 'G'), (1e6, 'M'), (1e3, 'k')) if top >= d), (1.0, ''))
+
+
 def diff_figure(diff: dict, height: int = 300) -> go.Figure:
-    """Δparams (M) and ΔMACs (G) per stage, B − A: bars above zero mean B costs more."""
+    """Δparams and ΔMACs per stage, B − A (A and B named in the hover), each in the unit that suits its largest
+    bar (G, M, k); bars above zero mean B costs more. The hover gives the exact count."""
     rows = diff['rows']
     labels = [f'S{r["stage"]}' if isinstance(r['stage'], int) else str(r['stage']) for r in rows]
+    units = {key: _unit([r[key] for r in rows]) for key in ('d_params', 'd_macs')}
+    titles = {'d_params': 'parameters', 'd_macs': 'MACs'}
     fig = make_subplots(
         rows=1,
         cols=2,
-        subplot_titles=(
-            f'Δ parameters (M), {plain(diff["b"])} − {plain(diff["a"])}',
-            f'Δ MACs (G), {plain(diff["b"])} − {plain(diff["a"])}',
-        ),
-        horizontal_spacing=0.1,
+        subplot_titles=[f'Δ {titles[k]} ({units[k][1] or "count"}), B − A' for k in titles],
+        horizontal_spacing=0.12,
     )
-    for col, key, scale in ((1, 'd_params', 1e6), (2, 'd_macs', 1e9)):
+    pair = f'{plain(diff["b"])} − {plain(diff["a"])}'
+    for col, key in ((1, 'd_params'), (2, 'd_macs')):
+        scale = units[key][0]
         vals = [r[key] / scale for r in rows]
         fig.add_trace(
             go.Bar(
@@ -227,37 +319,56 @@ def diff_figure(diff: dict, height: int = 300) -> go.Figure:
                 y=vals,
                 showlegend=False,
                 marker_color=['#dc2626' if v > 0 else '#16a34a' for v in vals],
-                hovertemplate='%{x}: %{y:+.4g}<extra></extra>',
+                customdata=[f'{r[key]:+,}' for r in rows],
+                hovertemplate=f'%{{x}}: %{{customdata}} {titles[key]}<br>{pair}<extra></extra>',
             ),
             row=1,
             col=col,
         )
     fig.update_layout(**_LAYOUT, height=height)
-    fig.update_layout(margin=dict(l=50, r=16, t=40, b=40))
+    fig.update_layout(margin=dict(l=56, r=16, t=40, b=40))
+    fig.update_yaxes(tickformat=',~r', exponentformat='none')
     fig.update_annotations(font_size=12)
     return fig
 
 
 def bench_figure(history: list[dict], height: int = 280) -> go.Figure:
-    """Throughput (images/s) of each run in the history, labelled by model and settings."""
+    """Throughput (images/s) of each run in the history, labelled by model and settings; where a run was timed in
+    rounds, a bar from the slowest to the fastest round's images/s."""
     if not history:
         return empty_figure('no measurement yet', height)
     labels = [f'#{i + 1} {plain(h["name"])}' for i, h in enumerate(history)]
+    thr = [h.get('throughput') for h in history]
+    rounds = [h.get('round_throughputs') or [] for h in history]
+    spread = [
+        f'{len(r)} rounds: {_number(min(r))} to {_number(max(r))} images/s' if len(r) > 1 else 'one round'
+        for r in rounds
+    ]
     fig = go.Figure(
         go.Bar(
             x=labels,
-            y=[h.get('throughput') for h in history],
+            y=thr,
             marker_color='#3b82f6',
-            customdata=[[h.get('settings', '')] for h in history],
-            hovertemplate='%{x}<br>%{y:.4g} images/s<br>%{customdata[0]}<extra></extra>',
+            error_y=dict(
+                type='data',
+                symmetric=False,
+                array=[max(r) - t if len(r) > 1 else 0 for r, t in zip(rounds, thr)],
+                arrayminus=[t - min(r) if len(r) > 1 else 0 for r, t in zip(rounds, thr)],
+                color='#0f172a',
+                thickness=1.5,
+            ),
+            customdata=[[plain(h.get('settings', '')), s] for h, s in zip(history, spread)],
+            hovertemplate='%{x}<br>%{y:,.4r} images/s (median latency)<br>%{customdata[1]}'
+            '<br>%{customdata[0]}<extra></extra>',
         )
     )
-    fig.update_layout(**_LAYOUT, height=height, yaxis_title='images/s')
+    fig.update_layout(**_LAYOUT, height=height, yaxis_title='images/s (whisker: slowest–fastest round)')
     return fig
 
 
-def _num(v) -> str:
-    return '—' if v is None else f'{v:g}'
+def _number(v: float) -> str:
+    """1,084.3 or 3.42: a measured number as people write it, never 1.08e+03."""
+    return f'{v:,.1f}' if abs(v) >= 100 else f'{v:.3g}'
 
 
 __all__ = [
@@ -267,5 +378,7 @@ __all__ = [
     'scaling_figure',
     'diff_figure',
     'bench_figure',
+    'export_config',
+    'family_colour',
     'mixer_colour',
 ]

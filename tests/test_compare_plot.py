@@ -1,0 +1,232 @@
+"""The Compare chart as data (presets by family, the designs a person made, log axis, family filter, CSV of the
+plotted points, the diff list) and the Measure tab's honest speed figures (rounds and their spread, what the
+memory is, a warning when the machine was busy or unsteady). The handlers are plain functions, called without a
+server; the last test calls the new API through the launched app."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+
+from explorer.app import panels
+from explorer.core.catalog import get_preset, list_presets
+from explorer.core.spec import ArchSpec
+from explorer.measure.analytic import analytic_cost
+from explorer.measure.profile import profile
+
+FAMILIES = sorted({r['family'] for r in list_presets()})
+
+
+def _custom(spec: dict, name: str) -> dict:
+    """A preset changed so that no published top-1 applies (as the composer keeps it: meta emptied)."""
+    return {**spec, 'name': name, 'img_size': spec['img_size'], 'meta': {}, 'stages': spec['stages'][:3]}
+
+
+@pytest.fixture(scope='module')
+def current():
+    spec = get_preset('caformer_s18')
+    return spec, profile(spec)
+
+
+PINS = [
+    {'name': 'pinned conv', 'spec': {**get_preset('convformer_s18'), 'name': 'pinned conv', 'meta': {}}},
+    {'name': 'three stages', 'spec': _custom(get_preset('poolformer_s12'), 'three stages')},
+]
+
+
+def _points(fig) -> dict[str, tuple]:
+    """key -> (x, y, trace name) of every point drawn (the frontier line has no points of its own)."""
+    out = {}
+    for t in fig.data:
+        for x, y, c in zip(t.x, t.y, t.customdata if t.customdata is not None else []):
+            out[c[0]] = (x, y, t.name)
+    return out
+
+
+def test_presets_are_labelled_by_family_with_their_details(current):
+    fig = panels.accuracy_plot(*current, 'MACs', [], PINS)
+    names = [t.name for t in fig.data]
+    assert set(FAMILIES) <= set(names)  # one legend entry per family
+    pts = _points(fig)
+    for row in list_presets():  # every preset is a point of its own family's trace, x = its counted GMACs
+        x, y, trace = pts[f'preset:{row["name"]}']
+        assert trace == row['family']
+        assert x == pytest.approx(analytic_cost(ArchSpec.from_dict(get_preset(row['name']))).macs / 1e9)
+        if row['top1'] is not None:
+            assert y == row['top1']
+    # the hover carries name, counted params and MACs, top-1 and source
+    caf = next(t for t in fig.data if t.name == 'CAFormer')
+    detail = next(c for c in caf.customdata if c[0] == 'preset:caformer_s18')
+    assert detail[1:5] == ['CAFormer-S18', '26.3M', '4.12G', '83.6%'] and 'sail-sg/metaformer' in detail[5]
+    assert '%{customdata[5]}' in caf.hovertemplate and '%{customdata[2]} params' in caf.hovertemplate
+
+
+def test_pins_and_the_current_design_are_labelled_points(current):
+    fig = panels.accuracy_plot(*current, 'MACs', [], PINS)
+    pinned = next(t for t in fig.data if t.name == 'pinned designs')
+    assert list(pinned.text) == ['pinned conv', 'three stages']  # drawn next to the points
+    assert [c[0] for c in pinned.customdata] == ['pin:0', 'pin:1']
+    conv = analytic_cost(ArchSpec.from_dict(PINS[0]['spec'])).macs
+    assert pinned.x[0] == pytest.approx(conv / 1e9)
+    # no published top-1 for a pinned design: it sits on the 'unknown' row, named by a tick
+    ticks = dict(zip(fig.layout.yaxis.ticktext, fig.layout.yaxis.tickvals))
+    assert list(pinned.y) == [ticks['unknown']] * 2
+    assert ticks['unknown'] < min(r['top1'] for r in list_presets() if r['top1'])
+    yours = next(t for t in fig.data if t.name == 'your design')
+    assert list(yours.y) == [83.6] and [c[0] for c in yours.customdata] == ['current']
+    assert any(a.text == 'yours: caformer_s18' for a in fig.layout.annotations)
+    # a pin whose spec does not parse is left out, never an error
+    broken = PINS + [{'name': 'bad', 'spec': {'stages': 'x'}}]
+    assert (
+        len(next(t for t in panels.accuracy_plot(*current, 'MACs', [], broken).data if t.name == 'pinned designs').x)
+        == 2
+    )
+
+
+def test_log_axis_is_a_toggle(current):
+    assert panels.accuracy_plot(*current, 'MACs', [], [], None, log_x=True).layout.xaxis.type == 'log'
+    assert panels.accuracy_plot(*current, 'params', [], [], None, log_x=False).layout.xaxis.type == 'linear'
+    # the label of the current design follows the axis: annotations on a log axis take log10(x)
+    fig = panels.accuracy_plot(*current, 'MACs', [], [], None, log_x=True)
+    label = next(a for a in fig.layout.annotations if a.text.startswith('yours'))
+    assert 10**label.x == pytest.approx(current[1]['macs'] / 1e9)
+
+
+def test_the_family_filter_removes_a_family_and_its_frontier_points(current):
+    kept = [f for f in FAMILIES if f != 'CAFormer']
+    fig = panels.accuracy_plot(*current, 'MACs', [], PINS, kept)
+    assert 'CAFormer' not in [t.name for t in fig.data]
+    keys = set(_points(fig))
+    assert not any(k.startswith('preset:caformer') for k in keys)
+    assert {'current', 'pin:0', 'pin:1'} <= keys  # your own designs are never filtered out
+    rows, front = panels.compare_rows(*current, 'MACs', [], PINS, kept)
+    assert front and not any('caformer' in k for k in front)
+    assert 'preset:convformer_s18' in front  # without CAFormer, ConvFormer-S18 leads at its cost
+    everything, _ = panels.compare_rows(*current, 'MACs', [], PINS, None)
+    assert len(everything) - len(rows) == sum(r['family'] == 'CAFormer' for r in list_presets())
+
+
+def test_the_csv_holds_exactly_the_plotted_points(current):
+    kept = [f for f in FAMILIES if f != 'RandFormer']
+    fig, path = panels.compare_view(*current, 'params', [], PINS, kept, True, 'svg')
+    data = json.loads(fig.plot)
+    assert data['config']['toImageButtonOptions'] == {'format': 'svg', 'filename': 'compare-params', 'scale': 1}
+    assert data['layout']['xaxis']['type'] == 'log'
+    with open(path, encoding='utf-8', newline='') as f:
+        table = list(csv.DictReader(f))
+    assert Path(path).suffix == '.csv' and tuple(table[0]) == panels.CSV_COLUMNS
+    drawn = {}
+    for t in data['data']:
+        for x, y, c in zip(t['x'], t['y'], t.get('customdata') or []):
+            drawn[c[0]] = (x, y, c[1])
+    assert {r['key'] for r in table} == set(drawn)  # the same points, no more, no fewer
+    for r in table:
+        x, y, name = drawn[r['key']]
+        assert float(r['x']) == pytest.approx(x) and r['name'] == name
+        assert r['x_measure'].startswith('parameters (millions')
+        if r['top1']:
+            assert float(r['top1']) == y
+    assert {r['kind'] for r in table} == {'preset', 'current', 'pin'}
+
+
+def test_csv_cells_are_never_formulas():
+    rows = [dict(kind='pin', key='pin:0', name='=HYPERLINK("http://x")', family='pinned', x=1.0, top1=None)]
+    text = panels.rows_csv(rows, 'MACs')
+    assert "'=HYPERLINK" in text and '\n=' not in text and ',=' not in text
+
+
+def test_any_two_designs_resolve_for_the_diff(current):
+    spec, _ = current
+    choices = panels.design_choices(spec, PINS)
+    keys = [k for _, k in choices]
+    assert keys[:3] == ['current', 'pin:0', 'pin:1'] and 'preset:poolformer_s12' in keys
+    assert choices[1][0] == 'Pinned › pinned conv'
+    assert panels.design_spec('pin:1', spec, PINS) == PINS[1]['spec']
+    assert panels.design_spec('preset:convformer_s18#7', spec, PINS) == get_preset('convformer_s18')  # a click
+    assert panels.design_spec('current', spec, PINS) is spec
+    for bad in ('pin:5', 'preset:nope', '../etc/passwd', 'upload'):
+        with pytest.raises(ValueError):
+            panels.design_spec(bad, spec, PINS)
+    html = panels.diff_html(panels.cmp.diff(get_preset('poolformer_s12'), get_preset('convformer_s18')))
+    assert 'A: poolformer_s12' in html and 'B: convformer_s18' in html
+
+
+def test_api_compare_points_gives_the_chart_data():
+    out = panels.api_compare_points('MACs', [get_preset('poolformer_s12'), {'name': 'x', 'spec': 'convformer_s18'}])
+    pins = [r for r in out['rows'] if r['kind'] == 'pin']
+    assert [r['name'] for r in pins] == ['poolformer_s12', 'convformer_s18'] and pins[0]['top1'] == 77.2
+    assert out['csv'].count('\n') == len(out['rows']) + 1
+    assert panels.api_compare_points('params', None, ['MLP'])['rows'][0]['family'] == 'MLP'
+    for bad in (dict(axis='gmacs'), dict(designs='x'), dict(designs=[3]), dict(families='MLP')):
+        with pytest.raises(ValueError):
+            panels.api_compare_points(**{'axis': 'MACs', **bad})
+
+
+# ---- the Measure tab ------------------------------------------------------------------------------------
+def _row(rounds, load=(0.2, 0.2), cpu_count=2, device='cpu'):
+    return {
+        'name': 'x',
+        'throughput': 1084.26,
+        'round_throughputs': rounds,
+        'latency_ms_median': 7.38,
+        'latency_ms_p10': 7.1,
+        'latency_ms_p90': 8.0,
+        'peak_mem_bytes': 31 * 2**20,
+        'peak_fraction': 0.1,
+        'stamp': {'device': device, 'cpu_count': cpu_count, 'loadavg_before': [load[0]], 'loadavg_after': [load[1]]},
+    }
+
+
+def test_speed_rows_show_the_spread_of_their_rounds_in_plain_numbers():
+    cells = panels.history_cells(0, _row([1001.2, 1084.26, 1120.0]))
+    assert cells[7] == '1,084.3 (1,001.2–1,120.0, 3 rounds)'  # never 1.08e+03
+    assert cells[9] == '31 MiB CPU RSS growth' and 'busy' not in cells[11] and 'rounds differ' not in cells[11]
+    shaky = panels.history_cells(0, _row([500.0, 1084.26, 1120.0]))
+    assert 'rounds differ 2.2×' in shaky[11]
+    busy = panels.history_cells(0, _row([1001.2, 1084.26, 1120.0], load=(3.1, 2.5)))
+    assert 'busy CPU: load 3.1 on 2 cores' in busy[11]
+    gpu = panels.history_cells(0, _row([1084.26], device='cuda:0'))
+    assert gpu[7] == '1,084.3' and gpu[9] == '31 MiB CUDA peak allocated'
+    msg = panels.measure_message(_row([500.0, 1084.26, 1120.0], load=(3.1, 2.5)))
+    assert '1,084.3 (500.0–1,120.0, 3 rounds) images/s' in msg and 'busy CPU' in msg and 'rounds differ' in msg
+    head = panels.history_html([_row([1.0, 2.0])])
+    assert 'slowest–fastest round' in head and 'CPU RSS growth' in head and 'max_memory_allocated' in head
+
+
+def test_bench_times_in_rounds_and_reports_each(tiny):
+    from explorer.measure.speed import BenchError, bench
+
+    spec = ArchSpec.from_dict(tiny(depths=(1, 1, 1)))
+    r = bench(spec, device='cpu', batch_size=2, warmup=1, iters=4, repeats=3)
+    assert len(r.round_throughputs) == 3 and r.iters == 12 and r.stamp['rounds'] == 3
+    # the pooled median lies between the rounds' medians
+    assert min(r.round_throughputs) * 0.9999 <= r.throughput <= max(r.round_throughputs) * 1.0001
+    assert all(v > 0 for v in r.round_throughputs)
+    assert bench(spec, device='cpu', batch_size=2, warmup=1, iters=3).round_throughputs.__len__() == 1
+    with pytest.raises(BenchError, match='repeats'):
+        bench(spec, device='cpu', batch_size=2, iters=1, repeats=0)
+    fig = panels.bench_figure([{**r.to_dict(), 'name': 'tiny'}])
+    bar = fig.data[0]
+    assert bar.error_y.arrayminus[0] == pytest.approx(r.throughput - min(r.round_throughputs))
+    assert bar.error_y.array[0] == pytest.approx(max(r.round_throughputs) - r.throughput)
+    assert ':,.4r' in bar.hovertemplate  # 12,340 images/s, never 1.234e+04
+
+
+# ---- through the API ------------------------------------------------------------------------------------
+def test_compare_points_and_bench_rounds_through_the_api(client, tiny):
+    from gradio_client.exceptions import AppError
+
+    out = client.predict(axis='params', designs=[tiny()], families=['CAFormer'], api_name='/compare_points')
+    assert {r['family'] for r in out['rows'] if r['kind'] == 'preset'} == {'CAFormer'}
+    assert [r['name'] for r in out['rows'] if r['kind'] == 'pin'] == ['tiny']
+    assert out['frontier'][0] == 'preset:caformer_s18'
+    for junk in ({'axis': 'gmacs'}, {'designs': [{'stages': 'x'}]}, {'designs': [7]}, {'families': 3}):
+        with pytest.raises(AppError, match='axis|designs|families|stages'):
+            client.predict(api_name='/compare_points', **{'axis': 'MACs', **junk})
+    r = client.predict(spec=tiny(), device='cpu', batch_size=1, repeats=2, api_name='/bench')
+    assert len(r['round_throughputs']) == 2 and r['stamp']['rounds'] == 2
+    with pytest.raises(AppError, match='repeats'):
+        client.predict(spec=tiny(), device='cpu', batch_size=1, repeats=0, api_name='/bench')
