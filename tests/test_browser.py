@@ -57,7 +57,7 @@ def test_compose_count_error_and_share_link(app_url, page, shots):
     wait_macs(page, expect_pooled)
     page.wait_for_selector(f'#mfx-verified:has-text("{verified_pooled.macs:,} MACs")')
     row3 = page.locator('#mfx-stage-3').inner_text()
-    assert 'pool_size' in row3 and 'head_dim' not in row3  # a row shows its mixer's options only
+    assert 'pool size' in row3 and 'head dim' not in row3  # a row shows its mixer's options only
     page.screenshot(path=str(shots / 'pooled.png'))
     share_url = page.url
     assert '?spec=' in share_url  # the address bar always holds the current composition
@@ -78,7 +78,7 @@ def test_compose_count_error_and_share_link(app_url, page, shots):
     wait_macs(fresh, expect_pooled)
     assert fresh.input_value('#mfx-s3-mixer input') == 'pooling'
     assert fresh.input_value('#mfx-s4-dim input') == '512'
-    assert fresh.input_value('#mfx-name textarea, #mfx-name input') == 'caformer_s18'
+    assert fresh.input_value('#mfx-name textarea, #mfx-name input') == 'caformer_s18-mod1'  # edited: renamed
     fresh.close()
 
 

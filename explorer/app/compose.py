@@ -1,12 +1,18 @@
-"""The Compose tab: preset picker, global settings, up to six stage rows, live cost, diagram.
+"""The Compose tab: preset picker, global settings, up to six stage rows, live cost, diagram, and the workbench
+around them: undo/redo of the design, modified-design names, pins, field-level validation.
 
-Six stage rows are built once and shown or hidden (faster than re-rendering). Every user edit recounts the
-composition analytically (no model build) and then, in a chained event, verifies it with fvcore. An invalid
-form keeps the last valid numbers and shows the validation message; the user's inputs are never rewritten.
+Six stage rows are built once and shown or hidden (faster than re-rendering). Choices (dropdowns, ticks) recount
+at once; typed fields (numbers, the name) when typing pauses, on Enter or when left. A recount is analytic (no
+model build); a chained event then verifies it with fvcore. An invalid form keeps the last valid numbers, marks the
+bad field with its message and the figures as stale; the user's inputs are never rewritten. Every valid change is
+a step of the session's history (explorer.app.history: undo/redo, naming, pins, no gradio there); a design
+replaced by another (a preset, scratch, a pin, the Search or Train tab through ctx.load_spec) shows a notice with
+an Undo.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 from collections import OrderedDict
 from html import escape
@@ -15,7 +21,9 @@ from types import SimpleNamespace
 import gradio as gr
 
 from explorer.app import form as spec_form
-from explorer.app.context import AppContext, error_text, load_model_code, user_error
+from explorer.app import history
+from explorer.app.context import AppContext, error_text, load_model_code, md_text, person_path, public_text, user_error
+from explorer.app.history import Workbench, network_key, same_design
 from explorer.core import catalog
 from explorer.core.registry import MIXERS
 from explorer.core.spec import ACTIVATIONS, HEADS, MAX_STAGES, NORMS, ArchSpec, SpecError
@@ -25,6 +33,70 @@ from explorer.viz.diagram import network_html
 from explorer.viz.plots import stage_cost_figure
 
 PRIVATE = dict(api_visibility='private')
+
+# The page script (run once, by the field-errors HTML component's js_on_load):
+# - keyboard: Ctrl/Cmd+Z undoes the design, Ctrl/Cmd+Shift+Z and Ctrl/Cmd+Y redo it, while the Compose tab is
+#   shown, except in a text or number field being typed in, where the browser's own undo of the text is what a
+#   person expects (a dropdown's search box or a tick box is not such a field);
+# - recount on a pause: typing in a number or the name field recounts 700 ms after the last key (a blur event
+#   the server listens to), a paste at once: no recount, and no message, per keystroke;
+# - field messages: the server writes [[field elem_id, message], ...] into data-errors; each message is put
+#   below its field as text (never HTML) and the field is outlined.
+PAGE_JS = """
+(() => {
+  if (window.__mfxCompose) return;
+  window.__mfxCompose = true;
+  const shown = (id) => { const e = document.getElementById(id); return e && e.offsetParent !== null ? e : null; };
+  const typing = (el) => !!el && (el.tagName === 'TEXTAREA' || (el.tagName === 'INPUT' &&
+    ['text', 'number', 'search'].includes(el.type) && el.getAttribute('role') !== 'combobox'));
+  document.addEventListener('keydown', (e) => {
+    if (!(e.ctrlKey || e.metaKey) || e.altKey) return;
+    const k = e.key.toLowerCase();
+    const id = k === 'z' ? (e.shiftKey ? 'mfx-redo' : 'mfx-undo') : (k === 'y' && !e.shiftKey ? 'mfx-redo' : null);
+    if (!id || !shown('mfx-compose-form') || typing(document.activeElement)) return;
+    e.preventDefault();
+    const b = document.getElementById(id);
+    if (b && !b.disabled) b.click();
+  });
+  const typed = (el) => {
+    const form = document.getElementById('mfx-compose-form');
+    return form && form.contains(el) && typing(el) && !el.closest('.mfx-pins');
+  };
+  let timer = null;
+  const recount = (el, ms) => {
+    clearTimeout(timer);
+    timer = setTimeout(() => { if (el.isConnected) el.dispatchEvent(new FocusEvent('blur')); }, ms);
+  };
+  document.addEventListener('input', (e) => { if (typed(e.target)) recount(e.target, 700); }, true);
+  document.addEventListener('paste', (e) => { if (typed(e.target)) recount(e.target, 30); }, true);
+  document.addEventListener('blur', (e) => { if (e.isTrusted && typed(e.target)) clearTimeout(timer); }, true);
+  document.addEventListener('keydown', (e) => { if (e.key === 'Enter' && typed(e.target)) clearTimeout(timer); }, true);
+  const apply = () => {
+    const carrier = document.querySelector('#mfx-field-errors .mfx-field-errors');
+    let errors = [];
+    try { errors = JSON.parse(carrier ? carrier.dataset.errors || '[]' : '[]'); } catch (err) { errors = []; }
+    document.querySelectorAll('.mfx-field-msg').forEach((m) => m.remove());
+    document.querySelectorAll('.mfx-invalid').forEach((f) => {
+      f.classList.remove('mfx-invalid');
+      f.querySelectorAll('[aria-invalid]').forEach((i) => i.removeAttribute('aria-invalid'));
+    });
+    for (const [id, text] of errors) {
+      const field = document.getElementById(id);
+      if (!field) continue;
+      field.classList.add('mfx-invalid');
+      field.querySelectorAll('input, textarea').forEach((i) => i.setAttribute('aria-invalid', 'true'));
+      const m = document.createElement('div');
+      m.className = 'mfx-field-msg';
+      m.setAttribute('role', 'alert');
+      m.textContent = text;
+      field.appendChild(m);
+    }
+  };
+  const root = document.getElementById('mfx-field-errors') || element;
+  new MutationObserver(apply).observe(root, {childList: true, subtree: true, attributes: true, characterData: true});
+  apply();
+})();
+"""
 
 
 class _Latest:
@@ -53,35 +125,39 @@ class _Latest:
 _LATEST = _Latest()
 
 
-def _option_component(key: str, name: str, arg):
-    label = name if key == name else key
+def _option_component(key: str, name: str, arg, elem_id: str):
+    label = spec_form.option_label(name if key == name else key)
+    common = dict(label=label, min_width=40, elem_id=elem_id)
     if arg.kind is bool:
-        return gr.Checkbox(value=arg.default, label=label, min_width=40, scale=4)
+        return gr.Checkbox(value=arg.default, scale=4, **common)
     if arg.choices is not None:
-        return gr.Dropdown(choices=list(arg.choices), value=arg.default, label=label, min_width=40, scale=3)
+        return gr.Dropdown(choices=list(arg.choices), value=arg.default, scale=3, **common)
     return gr.Number(
         value=arg.default,
-        label=label,
-        min_width=40,
         scale=3,
         precision=0 if arg.kind is int else None,
         placeholder='auto' if arg.nullable else None,
+        **common,
     )
 
 
 def _stage_row(i: int) -> dict:
     row = {}
+    sid = functools.partial(spec_form.stage_elem_id, i)
     with gr.Row(visible=i < 4, elem_id=f'mfx-stage-{i + 1}', elem_classes='mfx-stage') as group:
         gr.HTML(f'<div>S{i + 1}</div>', elem_classes='mfx-stage-title', min_width=30, padding=False)
         row['mixer'] = gr.Dropdown(
-            choices=list(MIXERS), label='token mixer', min_width=40, scale=5, elem_id=f'mfx-s{i + 1}-mixer'
+            choices=list(MIXERS), label='token mixer', min_width=40, scale=5, elem_id=sid('mixer')
         )
-        row['depth'] = gr.Number(label='depth', precision=0, min_width=40, scale=3, elem_id=f'mfx-s{i + 1}-depth')
-        row['dim'] = gr.Number(label='dim', precision=0, min_width=40, scale=3, elem_id=f'mfx-s{i + 1}-dim')
-        row['mlp_ratio'] = gr.Number(label='MLP ratio', min_width=40, scale=3, step=0.5, elem_id=f'mfx-s{i + 1}-mlp')
-        row['options'] = {key: _option_component(key, name, arg) for key, name, arg in spec_form.option_slots()}
+        row['depth'] = gr.Number(label='depth', precision=0, min_width=40, scale=3, elem_id=sid('depth'))
+        row['dim'] = gr.Number(label='dim', precision=0, min_width=40, scale=3, elem_id=sid('dim'))
+        row['mlp_ratio'] = gr.Number(label='MLP ratio', min_width=40, scale=3, step=0.5, elem_id=sid('mlp_ratio'))
+        row['options'] = {
+            key: _option_component(key, name, arg, spec_form.option_elem_id(i, key))
+            for key, name, arg in spec_form.option_slots()
+        }
         row['downsample'] = gr.Checkbox(
-            label='downsample', min_width=40, scale=5, visible=i > 0, elem_id=f'mfx-s{i + 1}-down'
+            label='downsample', min_width=40, scale=5, visible=i > 0, elem_id=sid('downsample')
         )
         row['remove'] = gr.Button(
             '✕', size='sm', min_width=30, scale=0, elem_classes='mfx-remove', elem_id=f'mfx-s{i + 1}-remove'
@@ -189,12 +265,14 @@ def _table_html(rows: list[list], report: dict) -> str:
 
 
 def _layout() -> SimpleNamespace:
-    """The tab's components: preset picker, global fields `g`, stage `rows`, and the result panes."""
+    """The tab's components: preset picker, global fields `g`, stage `rows`, the workbench (undo, redo, pins) and
+    the result panes (a column that stays on screen while the form scrolls)."""
+    ui = SimpleNamespace()
     with gr.Tab('Compose', id='compose'):
-        with gr.Row():
-            with gr.Column(scale=8, min_width=640):
+        with gr.Row(elem_id='mfx-compose'):
+            with gr.Column(scale=8, min_width=560, elem_id='mfx-compose-form'):
                 with gr.Row(elem_classes='mfx-tight'):
-                    preset = gr.Dropdown(
+                    ui.preset = gr.Dropdown(
                         choices=catalog.preset_choices(),
                         value=None,
                         scale=5,
@@ -202,50 +280,75 @@ def _layout() -> SimpleNamespace:
                         label='load a published model (by family)',
                         filterable=True,
                     )
-                    scratch = gr.Button('Start from scratch', scale=0, min_width=180, elem_id='mfx-scratch')
-                with gr.Row(elem_classes='mfx-tight'):
-                    g = {
+                    ui.scratch = gr.Button('Start from scratch', scale=0, min_width=180, elem_id='mfx-scratch')
+                with gr.Row(elem_classes='mfx-tight mfx-globals'):
+                    ui.g = {
                         'name': gr.Textbox(label='name', scale=3, min_width=100, elem_id='mfx-name'),
                         'img_size': gr.Number(
                             label='image size', precision=0, min_width=64, scale=1, elem_id='mfx-img'
                         ),
-                        'in_chans': gr.Number(label='channels', precision=0, min_width=60, scale=1),
-                        'num_classes': gr.Number(label='classes', precision=0, min_width=74, scale=1),
-                        'mlp_act': gr.Dropdown(choices=list(ACTIVATIONS), label='MLP act', min_width=110, scale=2),
-                        'norm': gr.Dropdown(choices=list(NORMS), label='norm', min_width=150, scale=2),
-                        'head': gr.Dropdown(choices=list(HEADS), label='head', min_width=84, scale=1),
+                        'in_chans': gr.Number(
+                            label='channels', precision=0, min_width=60, scale=1, elem_id='mfx-chans'
+                        ),
+                        'num_classes': gr.Number(
+                            label='classes', precision=0, min_width=74, scale=1, elem_id='mfx-classes'
+                        ),
+                        'mlp_act': gr.Dropdown(
+                            choices=list(ACTIVATIONS), label='MLP act', min_width=110, scale=2, elem_id='mfx-act'
+                        ),
+                        'norm': gr.Dropdown(
+                            choices=list(NORMS), label='norm', min_width=150, scale=2, elem_id='mfx-norm'
+                        ),
+                        'head': gr.Dropdown(
+                            choices=list(HEADS), label='head', min_width=84, scale=1, elem_id='mfx-head'
+                        ),
                     }
-                rows = [_stage_row(i) for i in range(MAX_STAGES)]
+                with gr.Row(elem_classes='mfx-tight mfx-toolbar'):
+                    ui.undo = gr.Button(
+                        '↶ Undo', size='sm', scale=0, min_width=84, interactive=False, elem_id='mfx-undo'
+                    )
+                    ui.redo = gr.Button(
+                        '↷ Redo', size='sm', scale=0, min_width=84, interactive=False, elem_id='mfx-redo'
+                    )
+                    ui.pin = gr.Button('Pin', size='sm', scale=0, min_width=84, elem_id='mfx-pin')
+                    ui.pin_status = gr.Markdown(elem_id='mfx-pin-status', elem_classes='mfx-note')
+                with gr.Row(visible=False, elem_classes='mfx-tight mfx-notice', elem_id='mfx-notice') as ui.notice:
+                    ui.notice_text = gr.Markdown(elem_id='mfx-notice-text')
+                    ui.notice_undo = gr.Button('Undo', size='sm', scale=0, min_width=70, elem_id='mfx-notice-undo')
+                ui.rows = [_stage_row(i) for i in range(MAX_STAGES)]
                 with gr.Row():
-                    add = gr.Button('+ add stage', size='sm', elem_id='mfx-add', scale=0, min_width=120)
+                    ui.add = gr.Button('+ add stage', size='sm', elem_id='mfx-add', scale=0, min_width=120)
                     gr.HTML(
                         '<div class="mfx-note">1 to 6 stages. Each stage after the first downsamples '
-                        "(stride 2) unless unticked; a row shows only its mixer's options.</div>"
+                        "(stride 2) unless unticked; a row shows only its mixer's options. Numbers recount when "
+                        'you pause, press Enter or leave the field. Ctrl+Z undoes the design, Ctrl+Shift+Z or '
+                        'Ctrl+Y redoes it (in a text or number field they undo the typing).</div>'
                     )
-                diagram = gr.HTML(elem_id='mfx-diagram')
+                ui.diagram = gr.HTML(elem_id='mfx-diagram')
+                with gr.Row(elem_classes='mfx-tight mfx-pins'):
+                    ui.pins = gr.Radio(
+                        choices=[],
+                        label='pinned designs (Pin keeps the design shown, to load back or compare)',
+                        scale=5,
+                        elem_id='mfx-pins',
+                    )
+                    with gr.Column(scale=0, min_width=90):
+                        ui.pin_load = gr.Button('Load', size='sm', elem_id='mfx-pin-load')
+                        ui.pin_drop = gr.Button('Unpin', size='sm', elem_id='mfx-pin-drop')
                 with gr.Accordion('What the token mixers do', open=False):
                     gr.Markdown('\n'.join(f'- **{n}**: {escape(m.description)}' for n, m in MIXERS.items()))
-            with gr.Column(scale=4, min_width=380):
-                totals = gr.HTML(elem_id='mfx-totals')
-                verified = gr.HTML(elem_id='mfx-verified-box')
-                error = gr.Markdown(visible=False, elem_classes='mfx-error', elem_id='mfx-error')
-                chart = gr.Plot(show_label=False, elem_id='mfx-chart')
-                table = gr.HTML(elem_id='mfx-table')
-        n_state = gr.State(4)  # inside the Tab: a component directly under gr.Tabs shifts the tab buttons
-    return SimpleNamespace(
-        preset=preset,
-        scratch=scratch,
-        g=g,
-        rows=rows,
-        add=add,
-        diagram=diagram,
-        totals=totals,
-        verified=verified,
-        error=error,
-        chart=chart,
-        table=table,
-        n_state=n_state,
-    )
+            with gr.Column(scale=4, min_width=320, elem_id='mfx-figs'):
+                ui.totals = gr.HTML(elem_id='mfx-totals')
+                ui.verified = gr.HTML(elem_id='mfx-verified-box')
+                ui.error = gr.Markdown(visible=False, elem_classes='mfx-error', elem_id='mfx-error')
+                ui.stale = gr.HTML(elem_id='mfx-stale')
+                ui.chart = gr.Plot(show_label=False, elem_id='mfx-chart')
+                ui.table = gr.HTML(elem_id='mfx-table')
+        # field messages: the JSON of (field elem_id, message) the page script puts at each field; plus shortcuts
+        ui.field_errors = gr.HTML('', elem_id='mfx-field-errors', js_on_load=PAGE_JS, padding=False)
+        ui.n_state = gr.State(4)  # inside the Tab: a component directly under gr.Tabs shifts the tab buttons
+        ui.hist = gr.State(Workbench())
+    return ui
 
 
 def _form_io(ui: SimpleNamespace, spec_state) -> SimpleNamespace:
@@ -286,43 +389,131 @@ def _form_io(ui: SimpleNamespace, spec_state) -> SimpleNamespace:
     )
 
 
+def _field_errors_html(errors: list[tuple[str, str]], raw: dict) -> str:
+    """The hidden carrier of field-level messages: data-errors holds [[field elem_id, message], ...] as escaped
+    JSON; the page script writes each message as text next to its field and outlines the field."""
+    by_field: dict[str, list[str]] = {}
+    for path, message in errors[:20]:
+        elem = spec_form.field_elem_id(path, raw)
+        if elem is not None:
+            by_field.setdefault(elem, []).append(public_text(person_path(message), 300))
+    payload = json.dumps([[k, '; '.join(v)] for k, v in by_field.items()])
+    return f'<div class="mfx-field-errors" data-errors="{escape(payload, quote=True)}"></div>'
+
+
+STALE_HTML = (
+    '<div class="mfx-stale" role="status">⚠ The form is not a valid network: the numbers and figures show '
+    'the last valid design.</div>'
+)
+
+
+class _Verified:
+    """fvcore counts by network (the name does not change them): a rename does not build the model again."""
+
+    def __init__(self, size: int = 64):
+        self.size, self.items = size, OrderedDict()
+
+    def __call__(self, spec: dict) -> dict:
+        key = network_key(spec)
+        if key not in self.items:
+            self.items[key] = prof.verify({**spec, 'name': 'verified'})
+            while len(self.items) > self.size:
+                self.items.popitem(last=False)
+        return self.items[key]
+
+
+_VERIFIED = _Verified()
+
+
 def add_compose_tab(ctx: AppContext) -> None:
     ui = _layout()
     io = _form_io(ui, ctx.spec)
-    g, rows, keys, preset = ui.g, ui.rows, io.keys, ui.preset
+    g, rows, keys, preset, hist = ui.g, ui.rows, io.keys, ui.preset, ui.hist
     form, fill_outputs, read_form, fill = io.form, io.fill_outputs, io.read_form, io.fill
+    refresh_outputs = [
+        *(hist, ctx.spec, ctx.report, ui.totals, ui.verified, ui.error, ui.chart, ui.table, ui.diagram, preset),
+        *(g['name'], ui.undo, ui.redo, ui.notice, ui.notice_text, ui.field_errors, ui.stale),
+    ]
 
-    def refresh(request: gr.Request, *values):
-        """Count the form's network; on an invalid form only the message changes."""
-        try:
-            spec = catalog.with_published_meta(catalog.parse_spec(read_form(values)))
-        except SpecError as e:
-            return [gr.skip()] * 4 + [gr.update(value=error_text(e), visible=True)] + [gr.skip()] * 4
-        report = prof.profile(spec)
-        d = spec.to_dict()
-        _LATEST.mark(request, d)
-        pending = '<div class="mfx-note">fvcore: counting the built model…</div>'
+    def workbench_updates(w: Workbench) -> list:
+        notice = f'{md_text(w.notice, 300)}.' if w.notice else ''
         return [
-            d,
-            report,
-            _totals_html(spec, report),
-            pending,
-            gr.update(value='', visible=False),
-            stage_cost_figure(report),
-            _table_html(stage_rows(spec, report), report),
-            network_html(spec),
-            gr.update(value=report['preset']),
+            gr.update(interactive=w.can_undo),
+            gr.update(interactive=w.can_redo),
+            gr.update(visible=bool(w.notice)),
+            notice,
         ]
+
+    def invalid(w: Workbench, e: SpecError, raw: dict) -> list:
+        w.invalid = True
+        error = gr.update(value=error_text(e), visible=True)
+        return [w, *[gr.skip()] * 4, error, *[gr.skip()] * 5, *workbench_updates(w)] + [
+            _field_errors_html(e.errors, raw),
+            STALE_HTML,
+        ]
+
+    def counter(kind: str, label: str = 'edit'):
+        """The recount after an edit of a field ('edit': the design keeps its name, or gets a -modN suffix when
+        the network changed), of the name field ('rename': the typed name, unless empty or already naming another
+        network), a replacement ('replace': an undo notice is shown) or an undo/redo ('restore': shown as kept)."""
+
+        def refresh(request: gr.Request, w: Workbench, *values):
+            raw = read_form(values)
+            prev, form_name = w.current(), raw.get('name')
+            # only the name field renames: another field's event may carry a name the browser showed before the
+            # last recount landed, and that is no rename
+            typed = kind == 'rename' and prev is not None and form_name != prev['name']
+            if kind in ('edit', 'rename') and prev is not None and not typed:
+                raw['name'] = prev['name']
+            if typed and not str(form_name or '').strip():
+                message = f'type a name for the design (the last valid one: {prev["name"]})'
+                return invalid(w, SpecError([('name', message)]), raw)
+            try:
+                parsed = catalog.parse_spec(raw)
+            except SpecError as e:
+                return invalid(w, e, raw)
+            d = parsed.to_dict()
+            if typed and w.name_taken(d['name'], d):
+                message = f'{d["name"]} already names another design in this session: choose another name'
+                return invalid(w, SpecError([('name', message)]), raw)
+            if kind != 'restore':
+                d['name'] = w.name_edit(d, typed)
+            spec = catalog.with_published_meta(catalog.parse_spec(d))
+            report = prof.profile(spec)
+            d = spec.to_dict()
+            if kind == 'restore':
+                w.invalid = False
+            elif w.commit(d, f'load {d["name"]}' if kind == 'replace' else label):
+                replaced = kind == 'replace' and prev is not None
+                w.notice = f'Replaced {prev["name"]} with {d["name"]}' if replaced else ''
+            _LATEST.mark(request, d)
+            pending = '<div class="mfx-note">fvcore: counting the built model…</div>'
+            return [
+                w,
+                d,
+                report,
+                _totals_html(spec, report),
+                pending,
+                gr.update(value='', visible=False),
+                stage_cost_figure(report),
+                _table_html(stage_rows(spec, report), report),
+                network_html(spec),
+                gr.update(value=report['preset']),
+                gr.update(value=d['name']) if d['name'] != form_name else gr.skip(),
+                *workbench_updates(w),
+                _field_errors_html([], raw),
+                '',
+            ]
+
+        return refresh
 
     def verify(request: gr.Request, spec: dict, report: dict):
         if not spec or not report or not _LATEST.is_current(request, spec):
             return gr.skip()
         load_model_code()
-        html = _verified_html(report, prof.verify(spec))
+        html = _verified_html(report, _VERIFIED(spec))
         # an edit that arrived while fvcore ran has its own verification coming: never show stale numbers
         return html if _LATEST.is_current(request, spec) else gr.skip()
-
-    refresh_outputs = [ctx.spec, ctx.report, ui.totals, ui.verified, ui.error, ui.chart, ui.table, ui.diagram, preset]
 
     # chained steps run again for the latest input when triggered while a previous run is still pending
     # (the default for chained events, 'once', would drop them and leave stale numbers on screen)
@@ -333,20 +524,33 @@ def add_compose_tab(ctx: AppContext) -> None:
             verify, [ctx.spec, ctx.report], ui.verified, concurrency_limit=1, concurrency_id='verify', **chained
         )
 
-    def chain_count(event):
-        return verify_after(event.then(refresh, form, refresh_outputs, **chained))
+    def chain_count(event, kind: str = 'edit', label: str = 'edit'):
+        return verify_after(event.then(counter(kind, label), [hist, *form], refresh_outputs, **chained))
 
     def load_spec(event):
-        """After an event that stored a valid spec dict in ctx.spec: show it in the form and count it."""
-        return chain_count(event.success(fill, ctx.spec, fill_outputs, **chained))
+        """After an event that stored a valid spec dict in ctx.spec: show it in the form and count it. The
+        design it replaces stays one undo away (a notice says so)."""
+        return chain_count(event.success(fill, ctx.spec, fill_outputs, **chained), 'replace')
 
     ctx.load_spec = load_spec
 
-    # every user edit: recount at once (no model build), then verify
-    edits = [c.input for c in g.values()] + [c.input for c in io.row_fields]
-    verify_after(
-        gr.on(edits, refresh, form, refresh_outputs, trigger_mode='always_last', show_progress='hidden', **PRIVATE)
-    )
+    # every user edit: recount (no model build), then verify. Choices (dropdowns, ticks) recount at once; typed
+    # fields when typing pauses (the page script), on Enter or when the field is left: never on each keystroke
+    fields = [c for c in (*g.values(), *io.row_fields) if c is not g['name']]
+    numbers = [c for c in fields if isinstance(c, gr.Number)]
+    edits = [c.input for c in fields if c not in numbers] + [e for c in numbers for e in (c.blur, c.submit)]
+    for triggers, kind, label in ((edits, 'edit', 'edit'), ([g['name'].blur, g['name'].submit], 'rename', 'rename')):
+        verify_after(
+            gr.on(
+                triggers,
+                counter(kind, label),
+                [hist, *form],
+                refresh_outputs,
+                trigger_mode='always_last',
+                show_progress='hidden',
+                **PRIVATE,
+            )
+        )
     for r in rows:
         r['mixer'].input(
             lambda m: [gr.update(visible=k in spec_form.slots_for(m)) for k in keys],
@@ -377,13 +581,98 @@ def add_compose_tab(ctx: AppContext) -> None:
         # the edited raw spec goes through the form, not the state: it may still be invalid
         return lambda *values: fill(edit_stages(op, index, values))
 
-    chain_count(ui.add.click(staged(spec_form.add_stage), form, fill_outputs, show_progress='hidden', **PRIVATE))
+    add = ui.add.click(staged(spec_form.add_stage), form, fill_outputs, show_progress='hidden', **PRIVATE)
+    chain_count(add, label='add stage')
     for i, r in enumerate(rows):
-        chain_count(
-            r['remove'].click(staged(spec_form.remove_stage, i), form, fill_outputs, show_progress='hidden', **PRIVATE)
+        remove = r['remove'].click(
+            staged(spec_form.remove_stage, i), form, fill_outputs, show_progress='hidden', **PRIVATE
         )
+        chain_count(remove, label=f'remove S{i + 1}')
 
+    _wire_history(ui, io, ctx, chain_count)
+    _wire_pins(ui, ctx, load_spec)
     ctx.extras.update(preset_dropdown=preset, fill=fill, fill_outputs=fill_outputs, form=form)
+
+
+def _shown_design(read_form, values) -> dict | None:
+    """The design the form shows, as the recount would commit it (None when it is not valid)."""
+    try:
+        return catalog.parse_spec(read_form(values)).to_dict()
+    except SpecError:
+        return None
+
+
+def _wire_history(ui: SimpleNamespace, io: SimpleNamespace, ctx: AppContext, chain_count) -> None:
+    """Undo and redo: each puts a committed design back in ctx.spec, then the form shows it and recounts."""
+
+    def undo(w: Workbench, *values):
+        current = w.current()
+        if current is None:
+            return gr.skip(), gr.skip()
+        shown = _shown_design(io.read_form, values)
+        if w.invalid or shown is None or not same_design(shown, current):
+            w.invalid, w.notice = False, ''
+            return w, current  # an edit not counted yet (or invalid) is what the first undo takes back
+        back = w.undo()
+        return (w, back) if back is not None else (gr.skip(), gr.skip())
+
+    def redo(w: Workbench):
+        again = w.redo()
+        return (w, again) if again is not None else (gr.skip(), gr.skip())
+
+    for button in (ui.undo, ui.notice_undo):
+        event = button.click(undo, [ui.hist, *io.form], [ui.hist, ctx.spec], show_progress='hidden', **PRIVATE)
+        chain_count(event.success(io.fill, ctx.spec, io.fill_outputs, show_progress='hidden', **PRIVATE), 'restore')
+    event = ui.redo.click(redo, ui.hist, [ui.hist, ctx.spec], show_progress='hidden', **PRIVATE)
+    chain_count(event.success(io.fill, ctx.spec, io.fill_outputs, show_progress='hidden', **PRIVATE), 'restore')
+
+
+def _pin_choices(pins: list[dict]) -> list[tuple[str, str]]:
+    """(label, name) per pin: the name with its parameter and MAC counts."""
+    out = []
+    for p in pins or []:
+        try:
+            r = prof.profile(catalog.parse_spec(p['spec']))
+            out.append(
+                (f'{p["name"]} · {units.fmt_count(r["params"])} params · {units.fmt_count(r["macs"])} MACs', p['name'])
+            )
+        except SpecError:
+            out.append((p['name'], p['name']))
+    return out
+
+
+def _wire_pins(ui: SimpleNamespace, ctx: AppContext, load_spec) -> None:
+    """Pin the design shown, list the pins, load one back (a replacement, so undoable), unpin one."""
+
+    def do_pin(w: Workbench, pins: list[dict] | None, spec: dict | None):
+        if not spec:
+            return gr.skip(), 'Nothing to pin yet.'
+        if w.invalid:
+            return gr.skip(), 'The form is not a valid network: fix the marked field first (a pin is what you see).'
+        new, message = history.pin(pins or [], spec)
+        return new, md_text(message)
+
+    def do_unpin(pins: list[dict] | None, name: str | None):
+        if not name:
+            return gr.skip(), 'Choose a pinned design first.'
+        return history.unpin(pins or [], name), md_text(f'Unpinned {name}.')
+
+    def do_load(pins: list[dict] | None, name: str | None):
+        spec = history.find_pin(pins or [], name) if name else None
+        if spec is None:
+            raise gr.Error('Choose a pinned design to load.', print_exception=False)
+        return spec
+
+    ui.pin.click(do_pin, [ui.hist, ctx.pins, ctx.spec], [ctx.pins, ui.pin_status], show_progress='hidden', **PRIVATE)
+    ui.pin_drop.click(do_unpin, [ctx.pins, ui.pins], [ctx.pins, ui.pin_status], show_progress='hidden', **PRIVATE)
+    load_spec(ui.pin_load.click(do_load, [ctx.pins, ui.pins], ctx.spec, show_progress='hidden', **PRIVATE))
+    ctx.pins.change(
+        lambda pins: gr.update(choices=_pin_choices(pins), value=None),
+        ctx.pins,
+        ui.pins,
+        show_progress='hidden',
+        **PRIVATE,
+    )
 
 
 def stage_rows(spec: dict | str, report: dict) -> list[list]:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import re
 
 from explorer.core.registry import MIXERS, Arg
 from explorer.core.spec import MAX_STAGES, ArchSpec, SpecError, default_res_scale
@@ -63,8 +64,12 @@ def form_to_spec(base: dict, values: dict, n_stages: int, rows: list[dict]) -> d
         if k in values:
             d[k] = _clean_number(values[k])
     stages = []
-    for row in rows[:n_stages]:
-        st = {k: _clean_number(row.get(k)) for k in STAGE_FIELDS}
+    old = base.get('stages') if isinstance(base.get('stages'), list) else []
+    for i, row in enumerate(rows[:n_stages]):
+        # what the form does not show of this stage (pos_embed) stays as it was
+        kept = old[i] if i < len(old) and isinstance(old[i], dict) else {}
+        st = {k: v for k, v in kept.items() if k not in STAGE_FIELDS and k != 'mixer_args'}
+        st.update({k: _clean_number(row.get(k)) for k in STAGE_FIELDS})
         info = MIXERS.get(st['mixer'])
         args = {}
         if info is not None:
@@ -157,3 +162,55 @@ def remove_stage(spec: dict, index: int) -> dict:
     del d['stages'][index]
     _fit_per_stage(d, removed=index)
     return d
+
+
+# ---- where a spec field sits in the form (for field-level messages) ---------------------------------------
+GLOBAL_IDS = {
+    'name': 'mfx-name',
+    'img_size': 'mfx-img',
+    'in_chans': 'mfx-chans',
+    'num_classes': 'mfx-classes',
+    'mlp_act': 'mfx-act',
+    'norm': 'mfx-norm',
+    'head': 'mfx-head',
+}
+_STAGE_IDS = {'mixer': 'mixer', 'depth': 'depth', 'dim': 'dim', 'mlp_ratio': 'mlp', 'downsample': 'down'}
+_STAGE_PATH = re.compile(r'stages\[(\d+)\](?:\.(\w+))?(?:\.(\w+))?')
+
+
+def stage_elem_id(i: int, field: str) -> str:
+    """elem_id of stage `i`'s (0-based) field, as the form shows it (S1..S6): stage_elem_id(2, 'dim') ->
+    'mfx-s3-dim'."""
+    return f'mfx-s{i + 1}-{_STAGE_IDS[field]}'
+
+
+def option_elem_id(i: int, key: str) -> str:
+    """elem_id of stage `i`'s mixer-option field for slot `key` ('mfx-s3-opt-head_dim')."""
+    return f'mfx-s{i + 1}-opt-{key.replace(".", "-")}'
+
+
+def option_label(name: str) -> str:
+    """A mixer argument as a field label: 'expansion_ratio' -> 'expansion ratio' (wraps instead of being cut)."""
+    return name.replace('_', ' ')
+
+
+def field_elem_id(path: str, spec: dict) -> str | None:
+    """The elem_id of the form field a SpecError path names ('stages[2].dim' -> 'mfx-s3-dim'), the stage row for
+    a path inside a stage without a field of its own, None for a field the form does not show (stem, scales)."""
+    if path in GLOBAL_IDS:
+        return GLOBAL_IDS[path]
+    m = _STAGE_PATH.fullmatch(path)
+    if m is None:
+        return None
+    i, field, arg = int(m.group(1)), m.group(2), m.group(3)
+    stages = spec.get('stages') if isinstance(spec.get('stages'), list) else []
+    if not 0 <= i < min(len(stages), MAX_STAGES):
+        return None
+    if field in _STAGE_IDS:
+        return stage_elem_id(i, field)
+    if field == 'mixer_args' and arg and isinstance(stages[i], dict):
+        mixer = stages[i].get('mixer')
+        for key in slots_for(mixer):
+            if next(n for k, n, _ in option_slots() if k == key) == arg:
+                return option_elem_id(i, key)
+    return f'mfx-stage-{i + 1}'

@@ -1,0 +1,244 @@
+"""The Compose tab as a workbench, in a real browser: modified names, undo/redo (buttons and keys), the undo of a
+replaced design, field-level validation with stale figures, figures that stay in view at 1024 px, pins.
+
+Screenshots go to $MFX_SCREENSHOTS (default: pytest's tmp dir) to look at.
+"""
+
+from __future__ import annotations
+
+import copy
+from urllib.parse import parse_qs, urlparse
+
+from explorer.core.catalog import get_preset, scratch_spec
+from explorer.core.share import decode_share
+from explorer.core.spec import ArchSpec
+from explorer.measure.analytic import analytic_cost
+from tests.browser_kit import (
+    TIMEOUT,
+    pytestmark,  # noqa: F401  (the browser, page and shots fixtures come from conftest)
+)
+from tests.test_browser import macs_shown, wait_macs
+
+NAME = '#mfx-name textarea, #mfx-name input'
+
+
+def macs_of(spec: dict) -> int:
+    return analytic_cost(ArchSpec.from_dict(spec)).macs
+
+
+def caformer_with(stage: int, **changes) -> dict:
+    d = copy.deepcopy(get_preset('caformer_s18'))
+    d['stages'][stage].update(changes)
+    return d
+
+
+def open_caformer(page, app_url) -> int:
+    page.goto(app_url + '?preset=caformer_s18')
+    macs = macs_of(get_preset('caformer_s18'))
+    wait_macs(page, macs)
+    return macs
+
+
+def name_shown(page) -> str:
+    return page.locator(NAME).first.input_value()
+
+
+def wait_name(page, name: str) -> None:
+    page.wait_for_function('([sel, name]) => document.querySelector(sel)?.value === name', arg=[NAME, name])
+
+
+def shared_name(page) -> str:
+    """The name of the design the server holds now, from the share link the address bar keeps current."""
+    return decode_share(parse_qs(urlparse(page.url).query)['spec'][0])['name']
+
+
+def wait_shared_name(page, name: str, seconds: float = 20) -> None:
+    for _ in range(int(seconds * 5)):
+        if shared_name(page) == name:
+            return
+        page.wait_for_timeout(200)
+    assert shared_name(page) == name
+
+
+def set_number(page, elem_id: str, value: str) -> None:
+    box = page.locator(f'#{elem_id} input')
+    box.fill(value)
+    box.press('Tab')
+
+
+def test_an_edit_marks_the_name_modified_and_a_pasted_or_empty_name_is_handled_at_once(app_url, page, shots):
+    open_caformer(page, app_url)
+    assert name_shown(page) == 'caformer_s18'
+    set_number(page, 'mfx-s3-dim', '384')
+    wait_macs(page, macs_of(caformer_with(2, dim=384)))
+    wait_name(page, 'caformer_s18-mod1')  # an edited design no longer claims the preset's name
+    set_number(page, 'mfx-s3-dim', '448')
+    wait_name(page, 'caformer_s18-mod2')  # another network, another name
+    set_number(page, 'mfx-s3-dim', '384')
+    wait_name(page, 'caformer_s18-mod1')  # the same network as before, the same name
+    page.screenshot(path=str(shots / 'compose-modified-name.png'))
+
+    # a pasted name counts at once (no further key), as the share link of the server's design shows
+    page.context.grant_permissions(['clipboard-read', 'clipboard-write'])
+    box = page.locator(NAME).first
+    box.click()
+    box.press('Control+a')
+    page.evaluate('navigator.clipboard.writeText("wide_s3")')
+    box.press('Control+v')
+    wait_shared_name(page, 'wide_s3')
+    assert name_shown(page) == 'wide_s3'  # a typed name is kept as typed
+
+    # emptying the name: a message at the name field, not the old name kept in silence
+    box.fill('')
+    box.press('Tab')
+    page.wait_for_selector('#mfx-name.mfx-invalid .mfx-field-msg:has-text("type a name")')
+    assert name_shown(page) == ''  # the input is not rewritten
+    page.screenshot(path=str(shots / 'compose-empty-name.png'))
+
+
+def test_undo_and_redo_restore_the_counts_with_buttons_and_keys(app_url, page, shots):
+    before = open_caformer(page, app_url)
+    after = macs_of(caformer_with(2, dim=384))
+    assert page.locator('#mfx-undo').is_disabled()  # nothing to undo on a fresh page
+    set_number(page, 'mfx-s3-dim', '384')
+    wait_macs(page, after)
+    page.locator('#mfx-undo').click()
+    wait_macs(page, before)
+    assert page.input_value('#mfx-s3-dim input') == '320'
+    wait_name(page, 'caformer_s18')
+    page.locator('#mfx-redo').click()
+    wait_macs(page, after)
+    wait_name(page, 'caformer_s18-mod1')
+    assert page.input_value('#mfx-s3-dim input') == '384'
+    # the keys, outside a text field
+    page.locator('#mfx-diagram').click()
+    page.keyboard.press('Control+z')
+    wait_macs(page, before)
+    page.keyboard.press('Control+Shift+z')
+    wait_macs(page, after)
+    page.keyboard.press('Control+z')
+    wait_macs(page, before)
+    page.keyboard.press('Control+y')
+    wait_macs(page, after)
+    page.screenshot(path=str(shots / 'compose-undo-redo.png'))
+
+
+def test_start_from_scratch_shows_a_notice_whose_undo_gives_the_preset_back(app_url, page, shots):
+    before = open_caformer(page, app_url)
+    page.locator('#mfx-scratch').click()
+    wait_macs(page, macs_of(scratch_spec()))
+    notice = page.locator('#mfx-notice')
+    notice.wait_for(state='visible')
+    assert 'Replaced caformer_s18 with my_metaformer' in notice.inner_text()
+    page.screenshot(path=str(shots / 'compose-replaced-notice.png'))
+    page.locator('#mfx-notice-undo').click()
+    wait_macs(page, before)
+    wait_name(page, 'caformer_s18')
+    assert page.input_value('#mfx-s3-mixer input') == 'attention'
+    notice.wait_for(state='hidden')
+
+
+def test_adapting_in_the_train_tab_can_be_undone_from_the_compose_tab(app_url, page, shots):
+    before = open_caformer(page, app_url)
+    page.get_by_role('tab', name='Train').click()
+    page.get_by_role('button', name='Adapt to Fashion-MNIST').click()
+    page.wait_for_selector('text=Adapted for Fashion-MNIST')
+    page.get_by_role('tab', name='Compose').click()
+    notice = page.locator('#mfx-notice')
+    notice.wait_for(state='visible')
+    assert 'Replaced caformer_s18 with' in notice.inner_text()
+    assert macs_shown(page) != before
+    page.screenshot(path=str(shots / 'compose-adapted-notice.png'))
+    page.locator('#mfx-notice-undo').click()
+    wait_macs(page, before)
+    wait_name(page, 'caformer_s18')
+
+
+def test_an_invalid_dim_is_marked_at_its_field_and_the_figures_are_marked_stale(app_url, page, shots):
+    before = open_caformer(page, app_url)
+    # typing 256 in an attention stage counts once, at the pause: no error flashes for "2" and "25"
+    page.evaluate(
+        '() => { window.mfxErrorSeen = false; new MutationObserver(() => { '
+        'const e = document.querySelector("#mfx-error"); '
+        'if (e && e.offsetParent !== null && /Not a valid/.test(e.innerText)) window.mfxErrorSeen = e.innerText;'
+        ' }).observe(document.body, {subtree: true, childList: true, attributes: true}); }'
+    )
+    dim = page.locator('#mfx-s4-dim input')
+    dim.click()
+    dim.press('Control+a')
+    dim.press_sequentially('256', delay=150)
+    wait_macs(page, macs_of(caformer_with(3, dim=256)))
+    assert page.evaluate('window.mfxErrorSeen') is False  # no error was ever shown
+
+    # an invalid value: the field is outlined with its message, the figures say they show the last valid design
+    dim.press('Control+a')
+    dim.press_sequentially('500', delay=50)
+    page.wait_for_selector('#mfx-s4-dim.mfx-invalid .mfx-field-msg:has-text("not divisible by head_dim 32")')
+    assert page.get_attribute('#mfx-s4-dim input', 'aria-invalid') == 'true'
+    page.wait_for_selector('#mfx-stale .mfx-stale:has-text("last valid design")')
+    assert macs_shown(page) == macs_of(caformer_with(3, dim=256))
+    outline = page.evaluate('getComputedStyle(document.querySelector("#mfx-s4-dim input")).outlineColor')
+    assert outline == 'rgb(220, 38, 38)'
+    page.screenshot(path=str(shots / 'compose-invalid-field.png'))
+    assert page.locator('.mfx-invalid').count() == 1  # only the bad field
+
+    # a valid value clears the mark and the stale notice
+    set_number(page, 'mfx-s4-dim', '512')
+    wait_macs(page, before)
+    page.wait_for_selector('.mfx-invalid', state='detached')
+    assert page.locator('#mfx-stale .mfx-stale').count() == 0
+
+
+def test_the_counts_and_chart_stay_in_view_while_editing_the_last_stage(app_url, browser, shots):
+    for width, height in ((1024, 768), (1280, 800)):
+        ctx = browser.new_context(viewport={'width': width, 'height': height})
+        page = ctx.new_page()
+        page.set_default_timeout(TIMEOUT)
+        try:
+            page.goto(app_url + '?preset=caformer_s18')
+            wait_macs(page, macs_of(get_preset('caformer_s18')))
+            page.locator('#mfx-add').click()  # five stages: the last row is further down
+            page.locator('#mfx-stage-5').wait_for(state='visible')
+            last = page.locator('#mfx-s5-dim input')
+            last.scroll_into_view_if_needed()
+            last.focus()
+            page.mouse.wheel(0, 300)  # as a person scrolls on to the diagram
+            page.wait_for_timeout(600)
+            page.screenshot(path=str(shots / f'compose-sticky-{width}.png'))
+            field = last.bounding_box()
+            macs = page.locator('#mfx-macs').bounding_box()
+            chart = page.locator('#mfx-chart').bounding_box()
+            assert page.evaluate('window.scrollY') > 100  # the page did scroll
+            assert 0 <= macs['y'] and macs['y'] + macs['height'] <= height, macs
+            assert chart['y'] < height and chart['x'] >= field['x'] + field['width'], chart  # beside the form
+        finally:
+            ctx.close()
+
+
+def test_two_pinned_designs_are_listed_loaded_back_and_unpinned(app_url, page, shots):
+    before = open_caformer(page, app_url)
+    page.locator('#mfx-pin').click()
+    page.wait_for_selector('#mfx-pin-status:has-text("Pinned caformer_s18")')
+    set_number(page, 'mfx-s3-dim', '384')
+    wait_name(page, 'caformer_s18-mod1')
+    page.locator('#mfx-pin').click()
+    page.wait_for_selector('#mfx-pin-status:has-text("Pinned caformer_s18-mod1")')
+    pins = page.locator('#mfx-pins')
+    pins.locator('label', has_text='caformer_s18-mod1').wait_for()
+    labels = pins.locator('label').all_inner_texts()
+    assert [t.split(' · ')[0] for t in labels] == ['caformer_s18', 'caformer_s18-mod1']
+    assert '4.12G MACs' in labels[0]
+    page.locator('#mfx-pin').click()  # the same design again is not pinned twice
+    page.wait_for_selector('#mfx-pin-status:has-text("Already pinned as caformer_s18-mod1")')
+    page.screenshot(path=str(shots / 'compose-pins.png'))
+
+    # load the first pin back, then unpin it
+    pins.locator('label', has_text='caformer_s18 ·').click()
+    page.locator('#mfx-pin-load').click()
+    wait_macs(page, before)
+    wait_name(page, 'caformer_s18')
+    pins.locator('label', has_text='caformer_s18 ·').click()
+    page.locator('#mfx-pin-drop').click()
+    page.wait_for_selector('#mfx-pin-status:has-text("Unpinned caformer_s18")')
+    page.wait_for_function('() => document.querySelectorAll("#mfx-pins label").length === 1')
+    assert 'caformer_s18-mod1' in pins.locator('label').first.inner_text()
