@@ -184,6 +184,27 @@ def test_time_budget_and_stop_end_training_early(fake_dir):
     assert res.metrics['stopped_by'] == 'user' and res.metrics['steps'] == 10
 
 
+def test_the_test_set_is_evaluated_once_per_epoch_not_twice_at_the_end(fake_dir, monkeypatch):
+    """The last epoch's evaluation is the final one: a 2,000-image run used to spend two full test-set passes at
+    its end (minutes on 10,000 images), the second recomputing the first."""
+    from explorer.train import sources
+
+    calls = []
+    real = sources.MemorySource.evaluate
+
+    def counted(self, *a, **k):
+        calls.append(1)
+        return real(self, *a, **k)
+
+    monkeypatch.setattr(sources.MemorySource, 'evaluate', counted)
+    res = train(TINY, epochs=2, seed=0, data_dir=fake_dir, **{**QUICK, 'eval_every_epoch': True})
+    assert len(calls) == 2  # one per epoch; the final metrics are the second epoch's evaluation
+    assert res.metrics['test_accuracy'] == res.history[-1]['test_accuracy']
+    calls.clear()
+    res = train(TINY, epochs=2, seed=0, data_dir=fake_dir, **QUICK)  # eval_every_epoch False: the end only
+    assert len(calls) == 1 and res.history[-1]['test_accuracy'] == res.metrics['test_accuracy']
+
+
 def test_untrainable_spec_names_the_field(fake_dir):
     with pytest.raises(ValueError, match='in_chans is 3; Fashion-MNIST images are grayscale'):
         train({**TINY, 'in_chans': 3}, epochs=1, data_dir=fake_dir, **QUICK)

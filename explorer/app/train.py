@@ -4,11 +4,18 @@ Layout and wiring only. The work is explorer.train.loop (train, adapt_for_fmnist
 explorer.viz.training. Training runs in a worker thread; the click handler is a generator that drains the
 worker's progress events and yields (status, figure, ...) updates, so the plot grows while the model learns.
 Checkpoints go to explorer.train.checkpoints.USER_DIR, where list_trained() (Predict & explain, Compare) finds them.
+
+The runs table lists those checkpoints (plain units, names only, the user's newest first); ticked runs have their
+per-epoch curves (the checkpoint's history) overlaid in one figure, with the training in progress drawn live from
+LIVE, which every page with the Train tab open polls (a gr.Timer, active only while that tab is shown). "Use in
+Predict" switches to the Predict & explain tab with the run picked (ctx.extras['predict_model']).
 """
 
 from __future__ import annotations
 
+import os
 import shutil
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -18,11 +25,12 @@ import gradio as gr
 
 from explorer.app.context import download_file, md_text, spec_download, user_error
 from explorer.core.spec import ArchSpec, SpecError
-from explorer.train.checkpoints import list_trained
+from explorer.measure.units import fmt_count
+from explorer.train.checkpoints import list_trained, read_metadata
 from explorer.train.data import DatasetNotFound, find_dataset
 from explorer.train.fit import adapt_for_fmnist, check_trainable, scale_command
 from explorer.train.runner import request_stop, training_events
-from explorer.viz.training import training_figure
+from explorer.viz.training import runs_figure, training_figure
 
 PRIVATE = dict(api_visibility='private')
 
@@ -83,16 +91,181 @@ def _result_text(res) -> str:
     )
 
 
-def trained_table() -> list[list]:
+# ---- the runs table and its overlaid curves ---------------------------------------------------------------
+RUN_HEADERS = ['plot', 'run', 'design: mixer ×depth (dim)', 'test acc.', 'params', 'epochs', 'trained', 'origin']
+PREDICT_TAB = 'predict'  # the Predict & explain tab's id
+
+
+class LiveRun:
+    """The training in progress on this server (one at a time, explorer.train.runner), as the runs figure draws
+    it: the spec's name and the epoch rows so far. `version` counts changes and `finished` counts runs that
+    ended: a page redraws when version moves and reads the runs folder again when finished moves."""
+
+    KEYS = ('epoch', 'train_loss', 'test_accuracy', 'test_loss')
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self.run_id, self.name, self.rows, self.version, self.finished = None, None, [], 0, 0
+
+    def event(self, run_id: str, name: str, ev: dict) -> None:
+        """Follow one progress event of run `run_id` (a step starts the record; an epoch adds a row)."""
+        if ev.get('kind') not in ('step', 'epoch'):
+            return
+        with self._lock:
+            if self.run_id != run_id:  # the first event: this run holds the server's training slot
+                self.run_id, self.name, self.rows = run_id, name, []
+                self.version += 1
+            if ev['kind'] == 'epoch':
+                self.rows = [*self.rows, {k: ev[k] for k in self.KEYS if ev.get(k) is not None}]
+                self.version += 1
+
+    def end(self, run_id: str) -> None:
+        with self._lock:
+            if self.run_id == run_id:
+                self.run_id, self.name, self.rows = None, None, []
+                self.version += 1
+                self.finished += 1
+
+    def snapshot(self) -> tuple[int, int, dict | None]:
+        """(version, finished, the run in progress as runs_figure takes it, or None)."""
+        with self._lock:
+            live = None if self.run_id is None else {'name': self.name, 'history': list(self.rows), 'live': True}
+            return self.version, self.finished, live
+
+
+LIVE = LiveRun()
+
+
+def tracked(events: Iterator[dict], run_id: str, name: str) -> Iterator[dict]:
+    """`events` (explorer.train.runner.training_events), recorded in LIVE as they pass."""
+    try:
+        for ev in events:
+            LIVE.event(run_id, name, ev)
+            yield ev
+    finally:
+        events.close()  # closing this closes the training's events, which stops it after its current step
+        LIVE.end(run_id)
+
+
+def plain_count(n: int | float | None) -> str:
+    """1080738 -> '1.08 M', 2458 -> '2.46 k', 980 -> '980' (three significant figures)."""
+    text = fmt_count(n)
+    return f'{text[:-1]} {text[-1]}' if text[-1:] in ('k', 'M', 'G') else text
+
+
+def epochs_text(n: float | None) -> str:
+    """30.002 -> '30', 2.295 -> '2.3', 0.05 -> '0.05'."""
+    if not isinstance(n, (int, float)):
+        return '—'
+    return f'{round(n, 1):g}' if n >= 1 else f'{n:.2g}'
+
+
+def design_text(spec: dict) -> str:
+    """'pooling ×1 (8) → sepconv ×1 (16), 32 px': each stage's mixer, depth and width, then the input size."""
+    try:
+        s = ArchSpec.from_dict(spec)
+    except (SpecError, TypeError, ValueError):
+        return '—'
+    return ' → '.join(f'{st.mixer} ×{st.depth} ({st.dim})' for st in s.stages) + f', {s.img_size} px'
+
+
+def trained_runs() -> list[dict]:
+    """The trained models on this machine, as the runs table lists them: the user's runs newest first, then the
+    shipped ones, most accurate first. Each: 'name' (file stem), 'spec', 'metrics', 'history', 'shipped',
+    'time' (the file's modification time, s since the epoch). No path: the table and the API show names only."""
+    runs = []
+    for t in list_trained():
+        try:
+            info, mtime = read_metadata(t['path']), os.stat(t['path']).st_mtime
+        except (OSError, ValueError, KeyError):  # removed or rewritten since it was listed
+            continue
+        runs.append(
+            {
+                'name': t['name'],
+                'spec': info['spec'],
+                'metrics': info['metrics'],
+                'history': info['history'],
+                'shipped': t['shipped'],
+                'time': mtime,
+            }
+        )
+    mine = sorted((r for r in runs if not r['shipped']), key=lambda r: (-r['time'], r['name']))
+    shipped = sorted((r for r in runs if r['shipped']), key=lambda r: -(r['metrics'].get('test_accuracy') or 0))
+    return mine + shipped
+
+
+def run_row(run: dict, show: bool) -> list:
+    """One row of the runs table (RUN_HEADERS): plain units, the run's name and no path; when it was trained
+    (its file's time, server clock) for the user's runs."""
+    m = run['metrics']
+    acc = m.get('test_accuracy')
     return [
-        [
-            t['name'],
-            None if t['accuracy'] is None else round(100 * t['accuracy'], 2),
-            t['params'],
-            t['epochs'],
-            'shipped' if t['shipped'] else 'trained here',
-        ]
-        for t in list_trained()
+        bool(show),
+        run['name'],
+        design_text(run['spec']),
+        '—' if acc is None else f'{100 * acc:.2f} %',
+        plain_count(m.get('params')),
+        epochs_text(m.get('epochs')),
+        '—' if run['shipped'] else time.strftime('%Y-%m-%d %H:%M', time.localtime(run['time'])),
+        'shipped' if run['shipped'] else 'trained here',
+    ]
+
+
+def shown_names(table) -> list[str]:
+    """The names of the runs ticked in the table's value (rows as lists; anything else is ignored)."""
+    rows = table.values.tolist() if hasattr(table, 'values') else (table or [])
+    return [str(r[1]) for r in rows if isinstance(r, (list, tuple)) and len(r) > 1 and (r[0] is True or r[0] == 'true')]
+
+
+def runs_rows(runs: list[dict], shown: list[str] | None = None) -> list[list]:
+    """The table's rows; `shown`: names to tick (None: the first run, so the figure is never empty at first)."""
+    ticked = set(shown) if shown is not None else {r['name'] for r in runs[:1]}
+    return [run_row(r, r['name'] in ticked) for r in runs]
+
+
+def overlay_figure(runs: list[dict], shown: list[str], live: dict | None = None):
+    """The curves of the runs named in `shown` (table order) and of the training in progress."""
+    chosen = [r for r in runs if r['name'] in set(shown)]
+    return runs_figure(chosen + ([live] if live else []))
+
+
+def runs_view(shown: list[str] | None = None) -> tuple:
+    """(table rows, overlay figure, the 'Use in Predict' picker's choices and value as a dict) from the runs
+    folder as it is now."""
+    runs = trained_runs()
+    rows = runs_rows(runs, shown)
+    names = [r['name'] for r in runs]
+    ticked = [row[1] for row in rows if row[0]]
+    pick = dict(choices=names, value=ticked[0] if ticked else (names[0] if names else None))
+    return rows, overlay_figure(runs, ticked, LIVE.snapshot()[2]), pick
+
+
+def use_in_predict(name: str | None) -> tuple:
+    """(switch to the Predict & explain tab, its model picker set to the run `name`)."""
+    from explorer.app.predict import TRAINED, model_choices
+
+    if not isinstance(name, str) or name not in {r['name'] for r in trained_runs()}:
+        raise user_error(f'run: {str(name)[:80]!r} is not a trained model on this machine', title='Cannot use')
+    return gr.Tabs(selected=PREDICT_TAB), gr.Dropdown(choices=model_choices(), value=f'{TRAINED}{name}')
+
+
+def api_list_runs() -> list[dict]:
+    """The trained models on this server (the Train tab's runs table), the user's newest first: name (use it as
+    /predict's model), design, test_accuracy (a fraction), params, epochs, trained_at (ISO time on the server's
+    clock; None for shipped ones), origin ('shipped' or 'trained here') and history (the per-epoch rows: epoch,
+    train_loss, test_accuracy, test_loss). Names only, never a path."""
+    return [
+        {
+            'name': r['name'],
+            'design': design_text(r['spec']),
+            'test_accuracy': r['metrics'].get('test_accuracy'),
+            'params': r['metrics'].get('params'),
+            'epochs': r['metrics'].get('epochs'),
+            'trained_at': None if r['shipped'] else time.strftime('%Y-%m-%dT%H:%M:%S', time.localtime(r['time'])),
+            'origin': 'shipped' if r['shipped'] else 'trained here',
+            'history': [{k: row[k] for k in LiveRun.KEYS if k in row} for row in r['history']],
+        }
+        for r in trained_runs()
     ]
 
 
@@ -100,7 +273,7 @@ def add_train_tab(ctx) -> None:
     """The Train tab. ctx: explorer.app.context.AppContext (ctx.spec: gr.State with the composer's spec dict;
     ctx.load_spec(event) pushes a spec the event stored in ctx.spec into the composer)."""
     spec_state = ctx.spec
-    with gr.Tab('Train'):
+    with gr.Tab('Train', id='train') as tab:
         gr.Markdown(
             'Train the composed design from scratch on **Fashion-MNIST** (60,000 training and 10,000 test '
             'images, 28x28 grayscale, 10 classes; MIT licence, Zalando Research), here on the CPU. '
@@ -125,10 +298,33 @@ def add_train_tab(ctx) -> None:
         status = gr.Markdown()
         plot = gr.Plot(label='training curves')
         ckpt = gr.File(label='checkpoint (.safetensors: weights + spec + preprocessing + metrics)')
-        with gr.Accordion('Trained models on this machine', open=False):
-            table = gr.Dataframe(
-                headers=['name', 'test acc. (%)', 'params', 'epochs', 'origin'], value=trained_table, interactive=False
+        with gr.Accordion('Trained models on this machine', open=True, elem_id='mfx-runs-box'):
+            gr.Markdown(
+                'Tick runs to overlay their test accuracy and loss per epoch; the training in progress is drawn '
+                'dashed as its epochs finish. Click a row to pick it, then *Use in Predict*.',
+                elem_classes='mfx-note',
             )
+            first = runs_view()
+            table = gr.Dataframe(
+                value=first[0],
+                headers=RUN_HEADERS,
+                datatype=['bool'] + ['str'] * (len(RUN_HEADERS) - 1),
+                type='array',
+                interactive=True,
+                static_columns=list(range(1, len(RUN_HEADERS))),
+                row_limits=None,
+                wrap=True,
+                column_widths=['78px', '24%', '28%', '96px', '90px', '86px', '120px', '104px'],
+                max_height=300,
+                elem_id='mfx-runs',
+            )
+            overlay = gr.Plot(value=first[1], label='curves of the ticked runs', elem_id='mfx-runs-plot')
+            with gr.Row(equal_height=True):
+                use_pick = gr.Dropdown(**first[2], label='run', scale=3, elem_id='mfx-runs-pick')
+                use = gr.Button('Use in Predict', scale=1, elem_id='mfx-runs-use')
+            seen = gr.State(None)  # (LIVE.version, LIVE.finished) this page has drawn
+            ticked = gr.State(None)  # the names ticked in the table; None: the newest run
+            poll = gr.Timer(2.0, active=False)  # runs while the Train tab is shown
         with gr.Accordion('Train at scale: many GPUs, many machines (torchrun)', open=False):
             gr.Markdown(
                 'The same design, trained with `torchrun` (DistributedDataParallel) on an image folder in '
@@ -137,6 +333,7 @@ def add_train_tab(ctx) -> None:
             at_scale = gr.Code(language='shell', label='commands', elem_id='mfx-scale-cmd')
             spec_file = gr.DownloadButton('Download spec JSON', size='sm')
         gr.api(api_train, api_name='train', concurrency_id='train', concurrency_limit=1)
+        gr.api(api_list_runs, api_name='list_runs')
         run_id = gr.State('')
         trained_path = gr.State(None)
         ctx.extras['trained_checkpoint'] = trained_path  # the latest checkpoint trained in this session
@@ -158,9 +355,10 @@ def add_train_tab(ctx) -> None:
         n = {'all 60,000': None, '10,000': 10_000, '2,000': 2_000}[lim]
         steps, rows, last = [], [], 0.0
         yield rid, 'Starting...', training_figure([], [], s.name), None, None
-        for ev in training_events(
+        events = training_events(
             spec, float(n_epochs), float(secs) or None, int(bs), int(sd or 0), n, rid, erase_prob=float(erase_p or 0)
-        ):
+        )
+        for ev in tracked(events, rid, s.name):
             if ev['kind'] == 'step':
                 steps.append(ev)
                 progress(ev['step'] / ev['total_steps'], desc=f'epoch {ev["epoch"]:.2f}, loss {ev["loss"]:.3f}')
@@ -197,8 +395,66 @@ def add_train_tab(ctx) -> None:
         concurrency_id='train',
         **PRIVATE,
     )
-    done.then(trained_table, None, table, **PRIVATE)
     stop.click(stop_run, run_id, status, **PRIVATE)
+    wire_runs(
+        ctx, tab, done, dict(table=table, overlay=overlay, pick=use_pick, use=use, seen=seen, ticked=ticked, poll=poll)
+    )
+
+
+def wire_runs(ctx, tab, done, c: dict) -> None:
+    """The runs table's events. c: the components by name (table, overlay, pick, use, seen, ticked, poll).
+
+    ticked: gr.State with the names the visitor ticked, None until they tick one (then the newest run is
+    ticked): the table's own value is not read back for it, as a refresh racing a click could restore old ticks."""
+    table, overlay, pick, seen, ticked, poll = (c[k] for k in ('table', 'overlay', 'pick', 'seen', 'ticked', 'poll'))
+    quiet = dict(show_progress='hidden', **PRIVATE)
+
+    def refresh(shown, new_run=None):
+        """Everything from the runs folder again, keeping the ticks (and ticking a run that just finished)."""
+        if new_run and shown is not None:
+            shown = [*shown, Path(new_run).stem]
+        version, finished, _ = LIVE.snapshot()
+        rows, fig, choices = runs_view(shown)
+        return rows, fig, gr.Dropdown(**choices), (version, finished), shown
+
+    def opened(shown):
+        return (*refresh(shown), gr.Timer(active=True))
+
+    def tick(shown, drawn):
+        """Redraw when the training in progress moved; read the folder again when a run finished."""
+        version, finished, live = LIVE.snapshot()
+        if drawn is not None and tuple(drawn) == (version, finished):
+            return (gr.skip(),) * 5
+        if drawn is not None and drawn[1] == finished:
+            runs = trained_runs()
+            names = shown if shown is not None else [r['name'] for r in runs[:1]]
+            return gr.skip(), overlay_figure(runs, names, live), gr.skip(), (version, finished), gr.skip()
+        return refresh(shown)
+
+    def ticks(rows):
+        shown = shown_names(rows)
+        return overlay_figure(trained_runs(), shown, LIVE.snapshot()[2]), shown
+
+    def picked(evt: gr.SelectData):
+        row = evt.row_value if evt is not None else None
+        return gr.skip() if not row or len(row) < 2 else row[1]
+
+    outs = [table, overlay, pick, seen, ticked]
+    tab.select(opened, ticked, [*outs, poll], **quiet)
+    tabs = ctx.extras.get('tabs') if ctx is not None else None
+    if tabs is not None:  # leaving the Train tab stops the polling
+
+        def shown_tab(evt: gr.SelectData):
+            return gr.Timer(active=evt.value == 'Train')
+
+        tabs.select(shown_tab, None, poll, **quiet)
+    poll.tick(tick, [ticked, seen], outs, **quiet)
+    table.input(ticks, table, [overlay, ticked], **quiet)
+    table.select(picked, None, pick, **quiet)
+    done.then(refresh, [ticked, ctx.extras['trained_checkpoint']] if ctx else ticked, outs, **quiet)
+    model = ctx.extras.get('predict_model') if ctx is not None else None
+    if tabs is not None and model is not None:
+        c['use'].click(use_in_predict, pick, [tabs, model], **PRIVATE)
 
 
 def api_train(
@@ -231,9 +487,9 @@ def api_train(
         find_dataset('fashion-mnist', split='train')
     except (SpecError, ValueError, DatasetNotFound) as e:
         raise user_error(e, title='Cannot train') from None
-    run = training_events(
-        s.to_dict(), float(epochs), None, int(batch_size), int(seed), int(train_limit) or None, uuid.uuid4().hex
-    )
+    rid = uuid.uuid4().hex
+    run = training_events(s.to_dict(), float(epochs), None, int(batch_size), int(seed), int(train_limit) or None, rid)
+    run = tracked(run, rid, s.name)  # drawn live in the Train tab's runs figure
     with contextlib.closing(run) as events:  # a cancelled job closes this generator, and so stops the training
         for ev in events:
             if ev['kind'] == 'error':

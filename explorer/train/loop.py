@@ -346,6 +346,7 @@ def _run(spec, cfg: TrainConfig, source, dist: Dist, progress, should_stop, stat
 
     step_fn = _Step(net, opt, scaler, cfg, device, dist, should_stop)
     t0, stopped_by = time.perf_counter(), 'epochs'
+    last_eval = None  # (step, evaluation) of the latest epoch's evaluation: the final one when nothing followed it
     try:
         while pos['step'] < pos['total']:
             if pos['perm'] is None:
@@ -363,6 +364,7 @@ def _run(spec, cfg: TrainConfig, source, dist: Dist, progress, should_stop, stat
             if cfg.eval_every_epoch or pos['step'] >= pos['total']:
                 model.eval()
                 ev = source.evaluate(model, device, cfg.amp)
+                last_eval = (pos['step'], ev)
                 model.train()
                 row.update(test_accuracy=ev['accuracy'], test_loss=ev['loss'])
             pos['history'] = [*pos['history'], row]
@@ -378,7 +380,8 @@ def _run(spec, cfg: TrainConfig, source, dist: Dist, progress, should_stop, stat
     if stopped_by == 'epochs' and total < planned:  # the budget shortened or cut the schedule: it ended training
         stopped_by = 'time_budget'
     model.eval()
-    final = source.evaluate(model, device, cfg.amp)
+    # the test set once at the end: the last epoch's evaluation when no step came after it (it used to run twice)
+    final = last_eval[1] if last_eval and last_eval[0] == step else source.evaluate(model, device, cfg.amp)
     model.cpu()
     if history:
         history[-1].update(test_accuracy=final['accuracy'], test_loss=final['loss'])
