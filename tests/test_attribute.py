@@ -1,6 +1,8 @@
 """explorer.explain.attribute: every method gives a finite (H, W) map; IG completeness; bounded batches; progress;
 clear errors; deletion AUC in [0, 1] with an oracle map beating a random one on a constructed model."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -170,7 +172,8 @@ def test_ig_answers_say_how_complete_they_are():
         blank = black(m.cfg).expand_as(x)  # the baseline explain() uses: a black image
         delta = float(m.model(x)[0, e.target] - m.model(blank)[0, e.target])
     assert c['delta'] == pytest.approx(delta, rel=1e-6)
-    assert c['relative_gap'] == pytest.approx(abs(float(e.map.sum()) - delta) / abs(delta), rel=1e-6)
+    # rel 1e-4: the map is computed in channels_last, this check's delta in the contiguous layout (float rounding)
+    assert c['relative_gap'] == pytest.approx(abs(float(e.map.sum()) - delta) / abs(delta), rel=1e-4)
     assert c['converged'] == (c['relative_gap'] <= IG_TOLERANCE)
     if c['steps'] < 256:
         assert c['converged']  # it only stops early once the gap is under the tolerance
@@ -195,3 +198,201 @@ def test_ig_and_occlusion_beat_random_orders_on_the_shipped_model(method):
     assert mean([f.deletion.auc for f in results]) < mean([f.random_deletion[0] for f in results])
     assert mean([f.insertion.auc for f in results]) > mean([f.random_insertion[0] for f in results])
     assert sum(f.beats_random_deletion for f in results) >= 15 and sum(f.beats_random_insertion for f in results) >= 15
+
+
+# ---- baselines, trust flags and the faster paths (issues 14 and 15) --------------------------------------------
+FMNIST = Path(__file__).resolve().parent.parent / 'assets' / 'fmnist'
+
+
+@pytest.fixture(scope='module')
+def fmnist():
+    from explorer.explain.images import load_image
+    from explorer.explain.session import open_model
+    from explorer.explain.weights import checkpoint_spec
+
+    path = FMNIST / 'fmnist_hybrid.safetensors'
+    return open_model(checkpoint_spec(path), str(path)), load_image(FMNIST / 'images' / '00000_ankle_boot.png')
+
+
+def test_each_baseline_is_the_tensor_it_says():
+    from explorer.explain.attribute import make_baseline
+
+    mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+    x = torch.randn(1, 3, 48, 40, generator=torch.Generator().manual_seed(0))
+    black = make_baseline('black', x, mean, std)
+    assert black.shape == x.shape
+    for c in range(3):  # a black pixel (0) after normalisation, everywhere
+        assert torch.allclose(black[0, c], torch.full((48, 40), (0 - mean[c]) / std[c]))
+    blurred = make_baseline('blurred', x, mean, std)
+    assert blurred.shape == x.shape and (blurred - x).abs().mean() > 0.5  # it differs from the input ...
+    assert torch.allclose(blurred.mean((-2, -1)), x.mean((-2, -1)), atol=1e-5)  # ... but keeps each channel's mean
+    assert blurred.std() < 0.5 * x.std()  # smoothed: most of the unit-variance noise is gone
+    noise = make_baseline('noise', x, mean, std, seed=3)
+    assert torch.equal(noise, make_baseline('noise', x, mean, std, seed=3))  # seeded: reproducible
+    assert not torch.equal(noise, make_baseline('noise', x, mean, std, seed=4))
+    pixels = noise * torch.tensor(std).view(1, 3, 1, 1) + torch.tensor(mean).view(1, 3, 1, 1)
+    assert 0 <= float(pixels.min()) and float(pixels.max()) <= 1 and abs(float(pixels.mean()) - 0.5) < 0.02
+    with pytest.raises(ValueError, match="baseline: 'grey' is not a baseline; choose from black, blurred, noise"):
+        make_baseline('grey', x, mean, std)
+
+
+def test_clenshaw_curtis_nodes_are_nested_and_exact_for_polynomials():
+    from explorer.explain.attribute import clenshaw_curtis
+
+    for n in (2, 8, 16, 64):
+        a, w = clenshaw_curtis(n)
+        assert float(w.sum()) == pytest.approx(1.0, abs=1e-12)
+        for k in range(n + 1):  # exact for degree <= n: integral of a^k over [0, 1] is 1 / (k + 1)
+            assert float((w * a**k).sum()) == pytest.approx(1 / (k + 1), abs=1e-10)
+    a8, _ = clenshaw_curtis(8)
+    a16, _ = clenshaw_curtis(16)
+    assert torch.allclose(a16[::2], a8)  # a doubling reuses every node
+
+
+@pytest.mark.parametrize('baseline', ['black', 'blurred', 'noise'])
+def test_ig_reports_its_completeness_gap_for_every_baseline(fmnist, baseline):
+    from explorer.explain.attribute import make_baseline
+    from explorer.explain.predict import preprocess
+    from explorer.explain.session import completeness_text, explain
+
+    m, image = fmnist
+    e = explain(m, image, 'ig', baseline=baseline, seed=5, deletion=False)
+    x = preprocess(image, m.cfg)
+    base = make_baseline(baseline, x, m.cfg['mean'], m.cfg['std'], seed=5)
+    with torch.no_grad():
+        delta = float(m.model(x)[0, e.target] - m.model(base)[0, e.target])
+    c = e.completeness
+    assert c['delta'] == pytest.approx(delta, rel=1e-5, abs=1e-6)  # f(x) - f(this baseline)
+    assert c['relative_gap'] == pytest.approx(abs(float(e.map.sum()) - delta) / abs(delta), rel=1e-3, abs=2e-6)
+    assert c['converged'] and c['relative_gap'] <= 0.01 and c['evaluations'] == c['steps'] + 1
+    assert e.baseline == baseline and e.baseline_text.startswith(f'baseline: {baseline} (')
+    assert f'from the {baseline} baseline' in completeness_text(c, e.baseline)
+    if baseline == 'noise':
+        assert 'seed 5' in e.baseline_text
+
+
+def test_random_weights_are_flagged_and_trained_weights_are_not(fmnist):
+    from explorer.explain.methods import RANDOM_ATTRIBUTION_WARNING
+    from explorer.explain.session import explain, open_model
+
+    m, image = fmnist
+    assert explain(m, image, 'saliency', deletion=False).warning is None
+    r = open_model(m.spec, 'random')
+    for method in ('ig', 'gradcam'):
+        e = explain(r, image, method, deletion=False)
+        assert e.warning == RANDOM_ATTRIBUTION_WARNING and 'nothing to attribute' in e.warning
+
+
+class TwoPatchModel(nn.Module):
+    """Class 0's logit: 2 x (sum of a 6x6 patch at rows 20:26, cols 4:10) + 0.5 x (a 4x4 patch at 2:6, 24:28), minus
+    8. Occluding a pixel of the first patch drops the logit four times as much as one of the second."""
+
+    num_classes = 2
+
+    def __init__(self):
+        super().__init__()
+        w = torch.zeros(1, 32, 32)
+        w[:, 20:26, 4:10] = 2.0
+        w[:, 2:6, 24:28] = 0.5
+        self.register_buffer('w', w)
+
+    def forward(self, x):
+        z0 = (x * self.w).flatten(1).sum(1) - 8
+        return torch.stack([z0, torch.zeros_like(z0)], 1)
+
+
+def test_occlusion_full_resolution_equals_captum_and_coarse_to_fine_finds_the_same_top_region():
+    from captum.attr import Occlusion
+
+    from explorer.explain.attribute import occlusion_map
+
+    model, x = TwoPatchModel(), torch.ones(1, 1, 32, 32)
+    blank = torch.zeros(1, 1, 1, 1)
+    full, info = occlusion_map(model, x, 0, blank, window=4, stride=2)
+    ref = Occlusion(model).attribute(x, target=0, sliding_window_shapes=(1, 4, 4), strides=(1, 2, 2), baselines=0.0)
+    assert info['windows'] == 15 * 15 and np.allclose(full, ref[0].sum(0).numpy(), atol=1e-5)
+    fine, info = occlusion_map(model, x, 0, blank, window=4, stride=2, refine=0.25)
+    assert info['coarse'] == 8 and info['refined'] == 0.25 and info['windows'] < 15 * 15
+    top = lambda a: set(np.argsort(a.ravel(), kind='stable')[-16:].tolist())  # noqa: E731  (16 most attributed)
+    assert top(fine) == top(full)
+    assert all(20 <= i // 32 < 26 and 4 <= i % 32 < 10 for i in top(full))  # inside the strong patch
+    # the two coarse cells with the largest drop (rows 16:24, cols 0:16) were refined: there the map is the full one
+    assert np.allclose(fine[16:24, 0:16], full[16:24, 0:16], atol=1e-6)
+    assert fine[16:24, 0:16].max() == full.max() == 32  # 2 x 16 pixels under the centre windows
+
+
+def test_the_faster_settings_give_the_same_attributions_as_before(fmnist):
+    """fast=True (nested IG nodes, channels_last, bf16 faithfulness curves, coarse-to-fine Occlusion) against the
+    path before it, same image and target: IG within 1% (relative L2; both are converged quadratures of one
+    integral), Saliency, GradientShap and GradCAM within 1e-4 (channels_last only), Occlusion equal where it was
+    refined (the top cells), every deletion and insertion area within 0.01."""
+    from explorer.explain.session import OCCLUSION_REFINE, explain
+
+    m, image = fmnist
+    tolerance = {'ig': 1e-2, 'saliency': 1e-4, 'gradshap': 1e-4, 'gradcam': 1e-4}
+    for method in ('ig', 'saliency', 'gradshap', 'gradcam', 'occlusion'):
+        before = explain(m, image, method, fast=False, n_steps=32)
+        after = explain(m, image, method, fast=True)
+        assert before.target == after.target
+        if method == 'occlusion':
+            same = np.isclose(after.map, before.map, rtol=1e-4, atol=1e-5)
+            refined = after.settings['occlusion']['refined']  # the top cells, at least OCCLUSION_REFINE of them
+            assert refined >= OCCLUSION_REFINE and same.mean() >= refined
+            top = lambda a: set(np.argsort(np.abs(a).ravel())[-50:].tolist())  # noqa: E731
+            assert len(top(after.map) & top(before.map)) >= 45  # the most attributed pixels agree
+        else:
+            rel = np.linalg.norm(after.map - before.map) / np.linalg.norm(before.map)
+            assert rel < tolerance[method], (method, rel)
+        fb, fa = before.faithfulness, after.faithfulness
+        for a, b in ((fa.deletion.auc, fb.deletion.auc), (fa.insertion.auc, fb.insertion.auc)):
+            assert a == pytest.approx(b, abs=0.01), method
+        assert fa.random_deletion[0] == pytest.approx(fb.random_deletion[0], abs=0.01)
+
+
+def test_gradient_shap_is_reproducible():
+    model = PatchModel()
+    x = torch.rand(1, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    a = attribute(model, x, 0, 'gradshap', n_samples=6)
+    np.random.seed(123)  # numpy's global state must not matter (captum draws GradientShap's points from it)
+    assert np.array_equal(a, attribute(model, x, 0, 'gradshap', n_samples=6))
+
+
+def test_the_api_and_the_cli_state_the_baseline_the_gap_and_the_flag(tmp_path, capsys):
+    import json
+
+    from explorer.__main__ import main
+    from explorer.app.predict import api_attribute
+
+    res = api_attribute('fmnist_hybrid', '00000_ankle_boot.png', 'pretrained', 'ig', 'noise', seed=2)
+    assert res['baseline'] == 'noise' and 'seed 2' in res['baseline_text'] and res['warning'] is None
+    assert res['completeness']['converged'] and 'completeness gap' in res['completeness_text']
+    assert set(res['faithfulness']['beats_random']) == {'deletion', 'insertion'}  # beside random orders
+    assert len(res['map']) == 32 and len(res['map'][0]) == 32
+    res = api_attribute('fmnist_hybrid', '00000_ankle_boot.png', 'random', 'saliency')
+    assert 'nothing to attribute' in res['warning'] and res['baseline'] is None
+    out = tmp_path / 'a.png'
+    spec = str(FMNIST / 'fmnist_hybrid.safetensors')
+    image = '00000_ankle_boot.png'
+    assert main(['attribute', spec, image, '--baseline', 'blurred', '--out', str(out), '--json']) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res['baseline'] == 'blurred' and res['completeness']['relative_gap'] <= 0.01 and res['warning'] is None
+    assert main(['attribute', spec, image, '--weights', 'random', '--method', 'gradcam', '--out', str(out)]) == 0
+    assert 'WARNING: Random weights' in capsys.readouterr().out
+    assert main(['attribute', spec, image, '--baseline', 'grey', '--out', str(out)]) == 2
+    assert "baseline: 'grey' is not a baseline" in capsys.readouterr().err
+
+
+def test_a_click_maps_to_the_token_under_it():
+    from explorer.explain.session import token_at
+
+    # Fashion-MNIST: 28x28 resized to 28, centred on a 32x32 canvas (offset 2), 8x8 grid of 4-pixel tokens
+    cfg = {'input_size': (1, 32, 32), 'pad_from': 28, 'crop_pct': 1.0}
+    assert token_at((28, 28), cfg, (8, 8), (0, 0)) == (0, 0)  # input pixel (2, 2)
+    assert token_at((28, 28), cfg, (8, 8), (14.5, 27)) == (7, 4)  # input (16.5, 29)
+    # ImageNet-style: 300x200 image, crop_pct 0.875 -> shorter side 256, centre 224 crop, 56x56 grid of 4 px
+    cfg = {'input_size': (3, 224, 224), 'crop_pct': 0.875}
+    s = 256 / 200
+    x0, y0 = (300 * s - 224) / 2, (200 * s - 224) / 2  # where the crop starts, in resized pixels
+    assert token_at((300, 200), cfg, (56, 56), ((x0 + 10) / s, (y0 + 5) / s)) == (1, 2)
+    assert token_at((300, 200), cfg, (56, 56), (0, 0)) == (0, 0)  # outside the crop: the nearest token
+    assert token_at((300, 200), cfg, (7, 7), (150, 100)) == (3, 3)  # the centre

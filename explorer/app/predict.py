@@ -16,13 +16,13 @@ from collections.abc import Callable
 
 import gradio as gr
 
-from explorer.app.context import html_text, md_text, user_error
+from explorer.app.context import html_text, load_model_code, md_text, user_error
 from explorer.core.catalog import get_preset, preset_names, pretrained_name
 from explorer.core.registry import show
 from explorer.core.spec import ArchSpec, SpecError
 from explorer.explain.cache import ModelCache
 from explorer.explain.images import ImageError, example_images, example_path, examples_for, fmnist_examples, load_image
-from explorer.explain.methods import METHODS, RANDOM_WARNING, resolve_method
+from explorer.explain.methods import BASELINES, METHODS, RANDOM_WARNING, resolve_baseline, resolve_method
 from explorer.viz import predict as pp
 
 COMPOSER = '(composer spec)'
@@ -79,7 +79,8 @@ def _trained_path(choice: str) -> str:
 
 
 def resolve_spec(choice: str, spec_dict: dict | None, checkpoint: str | None) -> ArchSpec:
-    from explorer.explain.weights import checkpoint_spec
+    load_model_code()  # one thread imports torch/timm at a time (the page-load preload may be importing them now)
+    from explorer.explain.weights import checkpoint_spec  # torch: only on a request, never while the page is built
 
     if not isinstance(choice, str) or not choice:
         raise ValueError('model: pick a preset, a trained model or the composer spec')
@@ -166,7 +167,17 @@ def predict_handler(choice, spec_dict, mode, checkpoint, image_path, topk=5):
 
 
 def _attribution(
-    choice, spec_dict, mode, checkpoint, image_path, method, smoothgrad, target, stage, progress: Callable | None = None
+    choice,
+    spec_dict,
+    mode,
+    checkpoint,
+    image_path,
+    method,
+    smoothgrad,
+    target,
+    stage,
+    progress: Callable | None = None,
+    baseline: str = 'black',
 ):
     from explorer.explain.session import explain
 
@@ -183,8 +194,56 @@ def _attribution(
             stage=int(stage),
             smoothgrad=bool(smoothgrad),
             progress=progress,
+            baseline=baseline,
         )
     return m, e
+
+
+def trust_text(e) -> str:
+    """How far an explanation can be believed, as Markdown: its baseline, IG's completeness, the faithfulness
+    curves beside random orders, and how long it took."""
+    from explorer.explain.session import completeness_text
+
+    lines = [f'**{md_text(e.title)}**, {md_text(e.baseline_text)}.']
+    if e.completeness:
+        lines.append(md_text(completeness_text(e.completeness, e.baseline)) + '.')
+    if e.faithfulness:
+        lines.append(f'How far to trust it: {md_text(e.faithfulness.text())}.')
+    lines.append(f'Computed in {e.seconds:.1f} s.')
+    return '\n\n'.join(lines)
+
+
+def warning_html(notes: list[str]) -> str:
+    """The random-weights flag shown next to a map ('' when every model is trained)."""
+    return ''.join(f'<div class="mfx-trust-warning">⚠️ {html_text(n)}</div>' for n in notes)
+
+
+def attribution_view(
+    choice,
+    spec_dict,
+    mode,
+    checkpoint,
+    image_path,
+    method='ig',
+    smoothgrad=False,
+    target=None,
+    stage=-1,
+    progress: Callable | None = None,
+    baseline='black',
+) -> tuple:
+    """-> (overlay Figure, faithfulness Figure, status Markdown, warning HTML, trust Markdown)."""
+    try:
+        method, _ = resolve_method(method)
+        baseline = resolve_baseline(baseline)
+        m, e = _attribution(
+            choice, spec_dict, mode, checkpoint, image_path, method, smoothgrad, target, stage, progress, baseline
+        )
+    except USER_ERRORS as err:
+        return None, None, _error(err), '', ''
+    title = f'{m.spec.name}: {e.title}, class {e.target} ({pp.clip_text(e.label, 30)}, p={e.prob:.2f})'
+    fig = pp.overlay_figure(e.image, e.map, title)
+    ffig = pp.faithfulness_figure({e.title: e.faithfulness.to_dict()}) if e.faithfulness else None
+    return fig, ffig, _status(m.spec, m.info), warning_html([e.warning] if e.warning else []), trust_text(e)
 
 
 def attribute_handler(
@@ -198,24 +257,13 @@ def attribute_handler(
     target=None,
     stage=-1,
     progress: Callable | None = None,
+    baseline='black',
 ):
-    """-> (overlay Figure, deletion-curve Figure, status Markdown)."""
-    try:
-        method, _ = resolve_method(method)
-        m, e = _attribution(
-            choice, spec_dict, mode, checkpoint, image_path, method, smoothgrad, target, stage, progress
-        )
-    except USER_ERRORS as err:
-        return None, None, _error(err)
-    title = f'{m.spec.name}: {e.title}, class {e.target} ({pp.clip_text(e.label, 30)}, p={e.prob:.2f})'
-    fig = pp.overlay_figure(e.image, e.map, title)
-    dfig = pp.deletion_figure({e.title: e.curve.to_dict()})
-    status = _status(m.spec, m.info) + f'\n\nHow far to trust it: {md_text(e.faithfulness.text())}.'
-    if e.completeness:
-        from explorer.explain.session import completeness_text
-
-        status += f'\n\n{completeness_text(e.completeness)}.'
-    return fig, dfig, status
+    """-> (overlay Figure, faithfulness Figure, status Markdown with the trust text and any warning)."""
+    fig, ffig, status, warning, trust = attribution_view(
+        choice, spec_dict, mode, checkpoint, image_path, method, smoothgrad, target, stage, progress, baseline
+    )
+    return fig, ffig, '\n\n'.join(t for t in (status, trust) if t)
 
 
 def compare_handler(
@@ -229,21 +277,33 @@ def compare_handler(
     method='ig',
     smoothgrad=False,
     progress: Callable | None = None,
+    baseline='black',
 ):
-    """Same image and method, two models side by side. -> (Figure, deletion Figure, status Markdown)."""
-    panels, curves, notes = [], {}, []
+    """Same image, method and baseline, two models side by side.
+    -> (Figure, faithfulness Figure, status Markdown, warning HTML)."""
+    panels, curves, notes, warnings = [], {}, [], []
     try:
         method, _ = resolve_method(method)
+        baseline = resolve_baseline(baseline)
         for choice, mode in ((choice_a, mode_a), (choice_b, mode_b)):
-            m, e = _attribution(choice, spec_dict, mode, checkpoint, image_path, method, smoothgrad, None, -1, progress)
-            panels.append(
-                {'image': e.image, 'map': e.map, 'title': f'{m.spec.name}: {pp.clip_text(e.label, 22)} ({e.prob:.2f})'}
+            m, e = _attribution(
+                choice, spec_dict, mode, checkpoint, image_path, method, smoothgrad, None, -1, progress, baseline
             )
-            curves[f'{m.spec.name} ({mode})'] = e.curve.to_dict()
-            notes.append(_status(m.spec, m.info) + f' {md_text(e.faithfulness.text())}')
+            flag = ' ⚠️ random weights' if e.warning else ''
+            panels.append(
+                {
+                    'image': e.image,
+                    'map': e.map,
+                    'title': f'{m.spec.name}{flag}: {pp.clip_text(e.label, 22)} ({e.prob:.2f})',
+                }
+            )
+            curves[f'{m.spec.name} ({mode})'] = e.faithfulness.to_dict()
+            notes.append(_status(m.spec, m.info) + '\n\n' + trust_text(e))
+            if e.warning:
+                warnings.append(f'{m.spec.name}: {e.warning}')
     except USER_ERRORS as err:
-        return None, None, _error(err)
-    return pp.compare_figure(panels), pp.deletion_figure(curves), '\n\n'.join(notes)
+        return None, None, _error(err), ''
+    return pp.compare_figure(panels), pp.faithfulness_figure(curves), '\n\n---\n\n'.join(notes), warning_html(warnings)
 
 
 def mixing_handler(
@@ -282,13 +342,68 @@ def mixing_handler(
         return None, _error(e)
     img = to_display(x, m.cfg) if x is not None else None
     how = mm.method + (f', {mm.reduce}' if mm.reduce else '')
-    title = f'S{mm.stage} block {mm.block}: {mm.mixer} ({how}) query {mm.query} {which}'
+    title = f'S{mm.stage + 1} block {mm.block}: {mm.mixer} ({how}) query (row, col) {mm.query} {which}'
     status = (
         _status(spec, info) + f'\n\n{mm.grid[0]}x{mm.grid[1]} tokens; weights sum {w.sum():.4g}; '
         f'{mm.weights.shape[0]} head(s).'
         + ('' if x is not None else ' No image: a seeded random mixer input (exact maps do not depend on it).')
     )
     return pp.mixing_figure(img, w, mm.query, title), status
+
+
+def _mixing_spec(choice, spec_dict) -> ArchSpec:
+    return resolve_spec(choice, spec_dict, None) if choice != FROM_CHECKPOINT else None
+
+
+def query_ranges(choice, spec_dict, stage=0) -> str:
+    """The valid values of the token-mixing fields for this model and stage, as Markdown."""
+    if not choice:
+        return 'Valid ranges appear once a model is chosen.'
+    try:
+        spec = _mixing_spec(choice, spec_dict)
+    except USER_ERRORS:
+        spec = None
+    if spec is None:
+        return 'Valid ranges appear once a model is chosen.'
+    n = spec.num_stages
+    try:
+        i = int(stage)
+    except (TypeError, ValueError):
+        i = 0
+    if not 0 <= i < n:
+        return f'stage: 0 to {n - 1} (S1 to S{n}); {i} is out of range.'
+    h, w = spec.grid_sizes()[i]
+    depth = spec.stages[i].depth
+    return (
+        f'stage 0 to {n - 1} (S1 to S{n}); block 0 to {depth - 1} in S{i + 1}; '
+        f"query row 0 to {h - 1}, col 0 to {w - 1} on S{i + 1}'s {h}x{w} token grid (-1: the centre). "
+        'Or click the image to pick the query token.'
+    )
+
+
+def click_query(choice, spec_dict, mode, checkpoint, image_path, stage, xy) -> tuple:
+    """The token under a click at pixel `xy` = (x, y) of the original image, on `stage`'s grid, following the
+    model's preprocessing. -> (row, col, note Markdown); the fields keep their values on an error."""
+    from explorer.explain.session import token_at
+
+    try:
+        if not image_path:
+            raise ValueError('image: pick an example or upload an image, then click it')
+        m = get_model(choice, spec_dict, mode, checkpoint)
+        n = m.spec.num_stages
+        i = int(stage)
+        if not 0 <= i < n:
+            raise ValueError(f'stage: {i} is out of range; the model has {n} stages (0 to {n - 1})')
+        grid = m.spec.grid_sizes()[i]
+        size = load_image(image_path).size
+        row, col = token_at(size, m.cfg, grid, (float(xy[0]), float(xy[1])))
+    except USER_ERRORS as e:
+        return gr.skip(), gr.skip(), _error(e)
+    note = (
+        f"Query token (row {row}, col {col}) of S{i + 1}'s {grid[0]}x{grid[1]} grid, under pixel "
+        f'({int(xy[0])}, {int(xy[1])}) of the image. Press **Mixing map**.'
+    )
+    return row, col, note
 
 
 def erf_handler(choice, spec_dict, mode, checkpoint, image_path=None):
@@ -345,6 +460,45 @@ def weights_hint(choice: str, spec_dict: dict | None) -> str:
     )
 
 
+# A click on the image writes its pixel, in the image's own coordinates, into a hidden textbox. gr.Image's
+# `.select` does the same but assumes the picture is never shown larger than its file (its scale is capped at 1),
+# so on the upscaled 28x28 Fashion-MNIST images it misplaces or drops the click; this script reads the scale the
+# picture is drawn at (object-fit: contain).
+CLICK_JS = """
+(() => {
+  if (window.__mfxPredictClick) return;
+  window.__mfxPredictClick = true;
+  let clicks = 0;
+  document.addEventListener('click', (ev) => {
+    const root = ev.target.closest && ev.target.closest('#mfx-predict-image');
+    const img = root && root.querySelector('img');
+    if (!img || !img.naturalWidth || ev.target.closest('button')) return;
+    const r = img.getBoundingClientRect();
+    const s = Math.min(r.width / img.naturalWidth, r.height / img.naturalHeight);
+    const x = (ev.clientX - r.left - (r.width - img.naturalWidth * s) / 2) / s;
+    const y = (ev.clientY - r.top - (r.height - img.naturalHeight * s) / 2) / s;
+    if (x < 0 || y < 0 || x >= img.naturalWidth || y >= img.naturalHeight) return;
+    const box = document.querySelector('#mfx-click-xy textarea, #mfx-click-xy input');
+    if (!box) return;
+    clicks += 1;
+    box.value = x.toFixed(2) + ',' + y.toFixed(2) + '#' + clicks;
+    box.dispatchEvent(new Event('input', {bubbles: true}));
+  }, true);
+})();
+"""
+
+
+def parse_click(text: str) -> tuple[float, float]:
+    """'x,y#n' from CLICK_JS -> (x, y) pixels; ValueError on anything else."""
+    try:
+        x, y = (float(v) for v in str(text).split('#', 1)[0].split(','))
+    except ValueError:
+        raise ValueError(f'click: {show(str(text), 40)} is not a pixel position') from None
+    if not (0 <= x < 1e5 and 0 <= y < 1e5):
+        raise ValueError(f'click: ({x}, {y}) is not a pixel position')
+    return x, y
+
+
 # ---- layout -----------------------------------------------------------------------------------------------
 def model_choices() -> list[str]:
     """What the model pickers offer, trained models on this machine included (read again on every call)."""
@@ -375,7 +529,7 @@ def add_predict_tab(ctx=None) -> dict:
         if first.startswith(TRAINED)
         else [str(p) for p in example_images()] + fmnist
     )
-    with gr.Tab('Predict & explain') as tab:
+    with gr.Tab('Predict & explain', id='predict') as tab:
         gr.Markdown(
             'What does a model see, and how does each token mixer move information? The models trained '
             "on Fashion-MNIST that ship with the explorer work offline; ImageNet presets load timm's "
@@ -386,6 +540,8 @@ def add_predict_tab(ctx=None) -> dict:
         with gr.Row():
             with gr.Column(scale=2):
                 choice, mode = _model_picker('model', first)
+                if ctx is not None:
+                    ctx.extras['predict_model'] = choice  # the Train tab's "Use in Predict" sets it
                 hint = gr.Markdown(weights_hint(first, None))
                 ckpt = gr.File(
                     label='checkpoint (.safetensors, .pth, .pth.tar)',
@@ -395,12 +551,21 @@ def add_predict_tab(ctx=None) -> dict:
                 )
                 status = gr.Markdown()
             with gr.Column(scale=2):
-                image = gr.Image(type='filepath', label='image', value=examples[0] if examples else None, height=260)
+                image = gr.Image(
+                    type='filepath',
+                    label='image (click it to pick the token-mixing query)',
+                    value=examples[0] if examples else None,
+                    height=260,
+                    elem_id='mfx-predict-image',
+                )
+                click_xy = gr.Textbox(visible='hidden', elem_id='mfx-click-xy')  # written by CLICK_JS
+                gr.HTML('', js_on_load=CLICK_JS, elem_id='mfx-click-js', padding=False)
                 if examples:
                     gr.Examples(
                         examples,
                         inputs=image,
                         examples_per_page=12,
+                        elem_id='mfx-predict-examples',
                         label='examples (Fashion-MNIST test images and photos; licences in '
                         'assets/fmnist/images/LICENSES.md and assets/images/LICENSES.md)',
                     )
@@ -412,28 +577,44 @@ def add_predict_tab(ctx=None) -> dict:
                 topk_plot = gr.Plot(label='top-k')
             with gr.Tab('Attribution'):
                 with gr.Row():
-                    method = gr.Dropdown(list(METHODS), value='ig', label='method')
+                    method = gr.Dropdown(list(METHODS), value='ig', label='method', elem_id='mfx-method')
+                    baseline = gr.Dropdown(
+                        list(BASELINES),
+                        value='black',
+                        label='baseline (IG, GradientShap, Occlusion)',
+                        elem_id='mfx-baseline',
+                        info='black image, blurred input, or seeded uniform noise',
+                    )
                     smooth = gr.Checkbox(False, label='SmoothGrad (NoiseTunnel)')
                     target = gr.Number(-1, precision=0, label='target class (-1: predicted)')
                     stage = gr.Number(-1, precision=0, label='GradCAM stage (-1: last)')
-                    run_attr = gr.Button('Explain', variant='primary')
+                    run_attr = gr.Button('Explain', variant='primary', elem_id='mfx-explain')
+                attr_warning = gr.HTML('', elem_id='mfx-attr-warning')
                 with gr.Row():
-                    attr_plot = gr.Plot(label='attribution overlay')
-                    del_plot = gr.Plot(label='deletion curve')
+                    attr_plot = gr.Plot(label='attribution overlay', elem_id='mfx-attr-plot', scale=3)
+                    attr_trust = gr.Markdown(elem_id='mfx-attr-trust', elem_classes='mfx-trust')
+                del_plot = gr.Plot(label='faithfulness: deletion and insertion beside random orders')
             with gr.Tab('Compare two models'):
                 choice_b, mode_b = _model_picker('second model', second_choice(first))
-                run_cmp = gr.Button('Compare (same image and method)', variant='primary')
+                run_cmp = gr.Button(
+                    'Compare (same image, method and baseline)', variant='primary', elem_id='mfx-compare'
+                )
+                cmp_warning = gr.HTML('', elem_id='mfx-cmp-warning')
                 cmp_plot = gr.Plot(label='side by side')
-                cmp_del = gr.Plot(label='deletion curves')
+                cmp_del = gr.Plot(label='faithfulness of both maps beside random orders')
+                cmp_trust = gr.Markdown(elem_id='mfx-cmp-trust', elem_classes='mfx-trust')
             with gr.Tab('Token mixing'):
                 with gr.Row():
-                    mstage = gr.Number(0, precision=0, label='stage')
-                    mblock = gr.Number(0, precision=0, label='block')
-                    mrow = gr.Number(-1, precision=0, label='query row (-1: centre)')
-                    mcol = gr.Number(-1, precision=0, label='query col (-1: centre)')
+                    mstage = gr.Number(0, precision=0, label='stage (0 = S1)', elem_id='mfx-mix-stage')
+                    mblock = gr.Number(0, precision=0, label='block', elem_id='mfx-mix-block')
+                    mrow = gr.Number(-1, precision=0, label='query row (-1: centre)', elem_id='mfx-mix-row')
+                    mcol = gr.Number(-1, precision=0, label='query col (-1: centre)', elem_id='mfx-mix-col')
                     mmethod = gr.Radio(['auto', 'exact', 'jacobian'], value='auto', label='map')
                     mreduce = gr.Radio(['diag', 'norm'], value='diag', label='Jacobian reduction')
                     mhead = gr.Textbox('mean', label='head (mean or index)')
+                # filled when the page loads: a trained model's grid is in its checkpoint (torch), not read here
+                ranges = gr.Markdown(query_ranges(None, None, 0), elem_id='mfx-mix-ranges', elem_classes='mfx-note')
+                click_note = gr.Markdown(elem_id='mfx-mix-click')
                 with gr.Row():
                     run_mix = gr.Button('Mixing map', variant='primary')
                     run_erf = gr.Button('Effective receptive fields')
@@ -446,25 +627,40 @@ def add_predict_tab(ctx=None) -> dict:
             refresh_pickers, [choice, choice_b], [choice, choice_b], show_progress='hidden', api_visibility='private'
         )  # a model trained in the Train tab is listed at once
 
-        def _attr(c, s, m, k, i, meth, sg, t, st, progress=gr.Progress()):
-            return attribute_handler(
-                c, s, m, k, i, meth, sg, t, st, progress=lambda d, n: progress(d / n, desc='attribution')
-            )
+        def _attr(c, s, m, k, i, meth, sg, t, st, b, progress=gr.Progress()):
+            bar = lambda d, n, phase: progress(d / n, desc=phase)  # noqa: E731
+            return attribution_view(c, s, m, k, i, meth, sg, t, st, bar, b)
 
-        def _cmp(ca, ma, cb, mb, s, k, i, meth, sg, progress=gr.Progress()):
-            return compare_handler(
-                ca, ma, cb, mb, s, k, i, meth, sg, progress=lambda d, n: progress(d / n, desc='attribution')
-            )
+        def _cmp(ca, ma, cb, mb, s, k, i, meth, sg, b, progress=gr.Progress()):
+            bar = lambda d, n, phase: progress(d / n, desc=phase)  # noqa: E731
+            return compare_handler(ca, ma, cb, mb, s, k, i, meth, sg, bar, b)
+
+        def _click(c, s, m, k, i, st, xy):
+            try:
+                point = parse_click(xy)
+            except ValueError as e:
+                return gr.skip(), gr.skip(), _error(e)
+            return click_query(c, s, m, k, i, st, point)
 
         heavy = dict(api_visibility='private', concurrency_id='model', concurrency_limit=2)
         run_pred.click(predict_handler, common + [topk], [topk_plot, status], **heavy)
-        run_attr.click(_attr, common + [method, smooth, target, stage], [attr_plot, del_plot, status], **heavy)
-        run_cmp.click(
-            _cmp,
-            [choice, mode, choice_b, mode_b, spec_state, ckpt, image, method, smooth],
-            [cmp_plot, cmp_del, status],
+        run_attr.click(
+            _attr,
+            common + [method, smooth, target, stage, baseline],
+            [attr_plot, del_plot, status, attr_warning, attr_trust],
             **heavy,
         )
+        run_cmp.click(
+            _cmp,
+            [choice, mode, choice_b, mode_b, spec_state, ckpt, image, method, smooth, baseline],
+            [cmp_plot, cmp_del, cmp_trust, cmp_warning],
+            **heavy,
+        )
+        click_xy.change(_click, common + [mstage, click_xy], [mrow, mcol, click_note], **heavy)
+        for trigger in (mstage.change, choice.change, ctx.demo.load):
+            trigger(
+                query_ranges, [choice, spec_state, mstage], ranges, api_visibility='private', show_progress='hidden'
+            )
         run_mix.click(
             mixing_handler, common + [mstage, mblock, mrow, mcol, mmethod, mreduce, mhead], [mix_plot, status], **heavy
         )
@@ -583,7 +779,74 @@ def api_mixing_map(
     }
 
 
-API = {'list_models': api_list_models, 'examples': api_examples, 'predict': api_predict, 'mixing_map': api_mixing_map}
+def api_attribute(
+    model: str,
+    image: str,
+    weights: str = 'pretrained',
+    method: str = 'ig',
+    baseline: str = 'black',
+    target: int = -1,
+    stage: int = -1,
+    smoothgrad: bool = False,
+    seed: int = 0,
+) -> dict:
+    """Attribution map of `image` (an example name or base64 bytes) for `target` (-1: the predicted class) with
+    `method` (ig, saliency, gradshap, occlusion, gradcam) from `baseline` (black, blurred, noise with `seed`;
+    IG, GradientShap and Occlusion), and how far to trust it: the baseline used, IG's completeness gap
+    (steps, gap relative to f(x) - f(baseline), converged), deletion and insertion areas beside random pixel
+    orders, and `warning` when the weights are random (nothing to attribute). `map`: (H, W) float rows."""
+    from explorer.explain.session import completeness_text, explain
+
+    try:
+        m = _api_model(model, weights)
+        img = load_image(_api_image(image))
+        method, _ = resolve_method(method)
+        baseline = resolve_baseline(baseline)
+        for name, v in (('target', target), ('stage', stage), ('seed', seed)):
+            if not isinstance(v, int) or isinstance(v, bool):
+                raise ValueError(f'{name}: {v!r} must be an integer')
+        if not 0 <= seed < 2**31:
+            raise ValueError(f'seed: {seed} must be in [0, 2**31)')
+        with MODELS.lock(m.model):
+            e = explain(
+                m,
+                img,
+                method,
+                target=None if target == -1 else target,
+                stage=stage,
+                smoothgrad=bool(smoothgrad),
+                baseline=baseline,
+                seed=seed,
+            )
+    except USER_ERRORS as err:
+        _raise(err)
+    return {
+        'model': m.spec.name,
+        'method': method,
+        'smoothgrad': bool(smoothgrad),
+        'baseline': e.baseline,
+        'baseline_text': e.baseline_text,
+        'target': e.target,
+        'label': e.label,
+        'target_prob': e.prob,
+        'completeness': e.completeness,
+        'completeness_text': completeness_text(e.completeness, e.baseline) if e.completeness else None,
+        'faithfulness': e.faithfulness.to_dict() if e.faithfulness else None,
+        'warning': e.warning,
+        'weights': m.info.to_dict(),
+        'settings': e.settings,
+        'seconds': e.seconds,
+        'map': [[float(f'{v:.5g}') for v in row] for row in e.map.tolist()],
+    }
+
+
+API = {
+    'list_models': api_list_models,
+    'examples': api_examples,
+    'predict': api_predict,
+    'mixing_map': api_mixing_map,
+    'attribute': api_attribute,
+}
 
 
 __all__ = [

@@ -30,7 +30,20 @@ def register(sub) -> None:
     p.add_argument('--target', type=int, default=None, help='class index (default: the predicted class)')
     p.add_argument('--stage', type=int, default=-1, help='stage whose output GradCAM explains (default -1: last)')
     p.add_argument('--smoothgrad', action='store_true', help='average over noisy copies (NoiseTunnel)')
-    p.add_argument('--steps', type=int, default=32, help='Integrated Gradients steps (default 32)')
+    p.add_argument(
+        '--baseline',
+        default='black',
+        help='what IG starts from, Occlusion paints and GradientShap samples: black, blurred (the input under a '
+        'Gaussian blur, same mean colour) or noise (seeded uniform pixels) (default black)',
+    )
+    p.add_argument('--seed', type=int, default=0, help='seed of the noise baseline (default 0)')
+    p.add_argument(
+        '--steps',
+        type=int,
+        default=16,
+        help='Integrated Gradients steps to start from; doubled until the completeness gap is under 1%% '
+        '(at most 256) (default 16)',
+    )
     p.add_argument('--batch', type=int, default=8, help='rows per forward pass: bounds memory (default 8)')
     p.add_argument(
         '--no-deletion',
@@ -122,9 +135,10 @@ def _progress(enabled: bool):
     if not (enabled and sys.stderr.isatty()):
         return None
 
-    def show(done: int, total: int) -> None:
+    def show(done: int, total: int, phase: str = '') -> None:
         n = int(30 * done / total)
-        print(f'\r[{"#" * n}{" " * (30 - n)}] {done}/{total}', end='' if done < total else '\n', file=sys.stderr)
+        end = '' if done < total else '\n'
+        print(f'\r{phase:<13}[{"#" * n}{" " * (30 - n)}] {done}/{total}', end=end, file=sys.stderr)
 
     return show
 
@@ -158,11 +172,12 @@ def _cfg_text(cfg: dict) -> str:
 
 @_user_errors
 def cmd_attribute(args) -> int:
-    from explorer.explain.methods import resolve_method
+    from explorer.explain.methods import resolve_baseline, resolve_method
     from explorer.explain.session import completeness_text, explain
     from explorer.viz.predict import overlay_png
 
     method, _ = resolve_method(args.method)
+    baseline = resolve_baseline(args.baseline)
     out = Path(args.out)
     if out.suffix.lower() != '.png':
         raise UserError(f'--out: {args.out!r} must end in .png')
@@ -179,6 +194,8 @@ def cmd_attribute(args) -> int:
         batch=args.batch,
         deletion=not args.no_deletion,
         progress=_progress(not args.json),
+        baseline=baseline,
+        seed=args.seed,
     )
     out.parent.mkdir(parents=True, exist_ok=True)
     overlay_png(e.image, e.map, f'{m.spec.name} {e.title}: {e.label} ({e.target})').save(out)
@@ -187,6 +204,9 @@ def cmd_attribute(args) -> int:
         'image': args.image,
         'method': method,
         'smoothgrad': args.smoothgrad,
+        'baseline': e.baseline,  # None for the methods without one (saliency, gradcam)
+        'baseline_text': e.baseline_text,
+        'warning': e.warning,  # set when the weights are random: nothing to attribute
         'target': e.target,
         'label': e.label,
         'target_prob': e.prob,
@@ -199,6 +219,9 @@ def cmd_attribute(args) -> int:
         'deletion_auc': e.curve.auc if e.curve else None,
         'faithfulness': e.faithfulness.to_dict() if e.faithfulness else None,
         'completeness': e.completeness,  # Integrated Gradients: steps, gap, converged
+        'completeness_text': completeness_text(e.completeness, e.baseline) if e.completeness else None,
+        'settings': e.settings,  # layout and dtypes of the passes
+        'seconds': round(e.seconds, 3),
         'out': str(out),
         'weights': m.info.to_dict(),
     }
@@ -206,12 +229,15 @@ def cmd_attribute(args) -> int:
         print(json.dumps(result, indent=2))
         return 0
     print(f'{m.spec.name}: {m.info.banner()}')
+    if e.warning:
+        print(f'WARNING: {e.warning}')
     print(
         f'{e.title} for class {e.target} ({e.label}, p = {e.prob:.3f}); '
-        f'map {e.map.shape[0]}x{e.map.shape[1]}, range [{e.map.min():.3g}, {e.map.max():.3g}]'
+        f'map {e.map.shape[0]}x{e.map.shape[1]}, range [{e.map.min():.3g}, {e.map.max():.3g}]; {e.seconds:.1f} s'
     )
+    print(e.baseline_text)
     if e.completeness:
-        print(completeness_text(e.completeness))
+        print(completeness_text(e.completeness, e.baseline))
     if e.faithfulness:
         print(f'how far to trust it: {e.faithfulness.text()}')
     print(f'wrote {out}')

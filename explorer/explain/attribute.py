@@ -12,13 +12,20 @@ once (IG steps, Occlusion windows, GradientShap samples, SmoothGrad noise sample
 
 `deletion_curve` scores a map's faithfulness: the target's softmax probability as the most-attributed pixels
 are replaced by the baseline, and the area under that curve (in [0, 1]; lower = more faithful).
+
+The faster paths the app and the CLI use (explorer.explain.session): `make_baseline` (black, blurred, noise);
+`integrated_gradients`, IG on nested Clenshaw-Curtis nodes, so doubling the steps until the completeness gap is
+small reuses every gradient already computed; `occlusion_coarse_to_fine`, a coarse pass whose top regions get the
+full-resolution windows; `fast_layout`, channels_last while a method runs; forward-only passes (Occlusion,
+the faithfulness curves) optionally under bf16 autocast.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -26,7 +33,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from explorer.explain.methods import NOISE_TUNNEL_METHODS, resolve_method
+from explorer.explain.methods import NOISE_TUNNEL_METHODS, resolve_baseline, resolve_method
 
 _GLOBAL_RNG = threading.Lock()
 Progress = Callable[[int, int], None]  # (forward rows done, rows expected)
@@ -132,9 +139,10 @@ def attribute(
         total = nt * {'ig': n_steps, 'gradshap': n_samples}.get(method, 1)
     fwd = _Counted(model, total, progress)
 
-    # captum's noise (SmoothGrad, GradientSHAP) draws from torch's global generator: one attribution at a time
-    # seeds and uses it, so the same request gives the same map beside any other
-    with _GLOBAL_RNG, torch.random.fork_rng(devices=[]), torch.enable_grad():
+    # captum's noise (SmoothGrad, GradientSHAP) draws from torch's global generator, and GradientShap picks its
+    # baselines and path points with numpy's: one attribution at a time seeds and uses both, so the same request
+    # gives the same map beside any other
+    with _GLOBAL_RNG, torch.random.fork_rng(devices=[]), _numpy_seeded(seed), torch.enable_grad():
         torch.manual_seed(seed)
         if method == 'ig':
             algo = IntegratedGradients(fwd)
@@ -178,6 +186,16 @@ def attribute(
     return amap.float().cpu().numpy().astype(np.float32)
 
 
+@contextlib.contextmanager
+def _numpy_seeded(seed: int) -> Iterator[None]:
+    state = np.random.get_state()
+    np.random.seed(seed)
+    try:
+        yield
+    finally:
+        np.random.set_state(state)
+
+
 class _ChunkedGradientShap:
     """captum's GradientShap has no internal batch size; its result is a mean over samples, so running it in
     chunks of `batch` samples and averaging the chunks (weighted by size) is exact and bounds memory."""
@@ -201,6 +219,218 @@ def _blur(x: torch.Tensor, factor: int = 8) -> torch.Tensor:
     h, w = x.shape[-2:]
     small = F.interpolate(x, size=(max(1, h // factor), max(1, w // factor)), mode='area')
     return F.interpolate(small, size=(h, w), mode='bilinear', align_corners=False)
+
+
+# ---- baselines --------------------------------------------------------------------------------------------
+def make_baseline(kind: str, x: torch.Tensor, mean, std, *, seed: int = 0) -> torch.Tensor:
+    """The 'absent' input for `x` (1, C, H, W) normalised with per-channel `mean`, `std` (pixel units in [0, 1]).
+
+    black: a black pixel everywhere, (0 - mean) / std. blurred: `x` under a Gaussian blur (sigma = 1/16 of the
+    longer side, reflected edges) with each channel's mean restored to x's. noise: uniform pixels in [0, 1],
+    normalised, drawn from a generator seeded with `seed`. Returns: (1, C, H, W) float tensor like x.
+    """
+    kind = resolve_baseline(kind)
+    mean = torch.as_tensor(mean, dtype=x.dtype).view(1, -1, 1, 1)
+    std = torch.as_tensor(std, dtype=x.dtype).view(1, -1, 1, 1)
+    if kind == 'black':
+        return ((0 - mean) / std).expand_as(x).clone()
+    if kind == 'blurred':
+        return gaussian_blur(x)
+    u = torch.rand(x.shape, generator=torch.Generator().manual_seed(int(seed)), dtype=x.dtype)
+    return (u - mean) / std
+
+
+def gaussian_blur(x: torch.Tensor, sigma: float | None = None) -> torch.Tensor:
+    """Separable Gaussian blur of (N, C, H, W) with reflected edges; each channel keeps its mean exactly."""
+    h, w = x.shape[-2:]
+    sigma = sigma or max(h, w) / 16
+    out = x
+    for dim, size in ((-1, w), (-2, h)):
+        r = max(1, min(math.ceil(3 * sigma), size - 1))
+        t = torch.arange(-r, r + 1, dtype=x.dtype)
+        k = torch.exp(-0.5 * (t / sigma) ** 2)
+        k = (k / k.sum()).view(1, 1, 1, -1) if dim == -1 else (k / k.sum()).view(1, 1, -1, 1)
+        pad = (r, r, 0, 0) if dim == -1 else (0, 0, r, r)
+        out = F.conv2d(F.pad(out, pad, mode='reflect'), k.expand(x.shape[1], 1, *k.shape[-2:]), groups=x.shape[1])
+    return out + (x.mean((-2, -1), keepdim=True) - out.mean((-2, -1), keepdim=True))
+
+
+# ---- the faster paths ---------------------------------------------------------------------------------------
+@contextlib.contextmanager
+def fast_layout(model: nn.Module, enabled: bool = True) -> Iterator[None]:
+    """channels_last while the block runs (about 1.4x faster convolutions and norms on CPU, same numbers to
+    float rounding); the model goes back to the contiguous layout afterwards, for every other user."""
+    if not enabled:
+        yield
+        return
+    model.to(memory_format=torch.channels_last)
+    try:
+        yield
+    finally:
+        model.to(memory_format=torch.contiguous_format)
+
+
+def autocast(x: torch.Tensor, bf16: bool):
+    """bf16 autocast on x's device type when asked, else a no-op context."""
+    return torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=bool(bf16))
+
+
+def clenshaw_curtis(n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Nodes and weights of the (n + 1)-point Clenshaw-Curtis rule on [0, 1], n even. Exact for polynomials of
+    degree n; the nodes of n are among those of 2n, so a doubling reuses every evaluation."""
+    if n < 2 or n % 2:
+        raise ValueError(f'n: {n} must be an even number >= 2')
+    theta = math.pi * torch.arange(n + 1, dtype=torch.float64) / n
+    acc = torch.zeros(n + 1, dtype=torch.float64)
+    for j in range(1, n // 2 + 1):
+        acc += (1.0 if j == n // 2 else 2.0) / (4 * j * j - 1) * torch.cos(2 * j * theta)
+    c = torch.full((n + 1,), 2.0, dtype=torch.float64)
+    c[0] = c[-1] = 1.0
+    return (1 - torch.cos(theta)) / 2, c / n * (1 - acc) / 2
+
+
+def integrated_gradients(
+    model: nn.Module,
+    x: torch.Tensor,
+    target: int,
+    baseline: torch.Tensor,
+    *,
+    steps: int = 32,
+    max_steps: int = 256,
+    tolerance: float = 0.01,
+    batch: int = 8,
+    progress: Progress | None = None,
+) -> tuple[np.ndarray, dict]:
+    """Integrated Gradients of `target`'s logit from `baseline` to `x` (both (1, C, H, W)), fp32, on nested
+    Clenshaw-Curtis nodes: `steps` intervals, doubled (reusing every gradient) until the map sums to
+    f(x) - f(baseline) within `tolerance` of it, or `max_steps` is reached.
+
+    Returns: ((H, W) float32 map, signed channel sum; completeness dict: steps, evaluations, gap, relative_gap
+    (None when f(x) - f(baseline) is ~0), delta, converged, tolerance, max_steps, history).
+    """
+    steps = max(2, steps + steps % 2)
+    levels = [steps]
+    while levels[-1] * 2 <= max_steps:
+        levels.append(levels[-1] * 2)
+    top = levels[-1]
+    model.eval()
+    with torch.no_grad():
+        delta = float(model(x)[0, target] - model(baseline)[0, target])
+    diff = (x - baseline).detach()
+    done: dict[int, torch.Tensor] = {}  # node index on the finest grid -> (H, W) sum over channels of diff * grad
+    counted, history = [0], []
+    for n in levels:
+        need = [k * (top // n) for k in range(n + 1) if k * (top // n) not in done]
+        alphas = (1 - torch.cos(math.pi * torch.tensor(need, dtype=torch.float64) / top)) / 2
+        for i in range(0, len(need), batch):
+            a = alphas[i : i + batch].to(x.dtype).view(-1, 1, 1, 1)
+            xs = (baseline + a * diff).requires_grad_(True)
+            with torch.enable_grad():
+                (g,) = torch.autograd.grad(model(xs)[:, target].sum(), xs)
+            for j, key in enumerate(need[i : i + batch]):
+                done[key] = (diff[0] * g[j]).sum(0).detach()
+            counted[0] += len(a)
+            if progress is not None:
+                progress(counted[0], top + 1)
+        _, w = clenshaw_curtis(n)
+        amap = sum(float(w[k]) * done[k * (top // n)] for k in range(n + 1)).float().cpu().numpy()
+        gap = abs(float(amap.sum()) - delta)  # summed as a caller sums the map it gets
+        rel = gap / abs(delta) if abs(delta) > 1e-6 else None
+        converged = gap < 1e-4 if rel is None else rel <= tolerance
+        history.append([n, rel if rel is not None else gap])
+        if converged:
+            break
+    info = dict(gap=gap, relative_gap=rel, delta=delta, steps=n, evaluations=len(done), converged=converged)
+    info['history'] = history  # [steps, relative gap] at each doubling
+    return amap.astype(np.float32), {**info, 'tolerance': tolerance, 'max_steps': top}
+
+
+def _window_starts(size: int, window: int, stride: int) -> list[int]:
+    """Where captum's Occlusion puts its windows along one axis (the last one may hang over the edge)."""
+    return [k * stride for k in range(math.ceil((size - window) / stride) + 1)]
+
+
+@torch.no_grad()
+def _occlude(model, x, target, blank, windows, window, batch, bf16, tick) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sum over `windows` ((top, left) corners) of the target-logit drop when that window of every channel is
+    painted with `blank`, spread over the window's pixels, and how many windows covered each pixel."""
+    H, W = x.shape[-2:]
+    total, count = torch.zeros(H, W), torch.zeros(H, W)
+    with autocast(x, bf16):
+        ref = float(model(x)[0, target])
+    tick(1)
+    for i in range(0, len(windows), batch):
+        chunk = windows[i : i + batch]
+        xb = x.repeat(len(chunk), 1, 1, 1)
+        for j, (r, c) in enumerate(chunk):
+            xb[j, :, r : r + window, c : c + window] = blank[0, :, r : r + window, c : c + window]
+        with autocast(x, bf16):
+            drops = ref - model(xb)[:, target].float()
+        for j, (r, c) in enumerate(chunk):
+            total[r : r + window, c : c + window] += float(drops[j])
+            count[r : r + window, c : c + window] += 1
+        tick(len(chunk))
+    return total, count
+
+
+def occlusion_map(
+    model: nn.Module,
+    x: torch.Tensor,
+    target: int,
+    baseline: torch.Tensor,
+    *,
+    window: int,
+    stride: int,
+    refine: float | None = None,
+    batch: int = 8,
+    bf16: bool = False,
+    progress: Progress | None = None,
+) -> tuple[np.ndarray, dict]:
+    """Occlusion as captum computes it (each pixel: the mean target-logit drop over the windows covering it, times
+    the channels), optionally coarse-to-fine.
+
+    refine None: every `window` x `window` patch at `stride`. refine f in (0, 1]: a coarse pass with
+    non-overlapping patches twice the window's side, then the full-resolution windows only where the top
+    fraction f of coarse cells (by |drop|) lie; there the map equals the full-resolution one exactly, elsewhere
+    it is the coarse drop scaled by the area ratio (window / coarse side) ** 2. bf16: the forward passes under
+    bf16 autocast. Returns ((H, W) float32 map, dict: windows evaluated, coarse side, refined fraction).
+    """
+    model.eval()
+    C, H, W = x.shape[1:]
+    blank = baseline.expand_as(x).to(x.dtype)
+    fine = [(r, c) for r in _window_starts(H, window, stride) for c in _window_starts(W, window, stride)]
+    coarse_side = min(2 * window, H, W)
+    coarse = [
+        (r, c) for r in _window_starts(H, coarse_side, coarse_side) for c in _window_starts(W, coarse_side, coarse_side)
+    ]
+    expected = [1 + (len(fine) if refine is None else len(coarse) + 1)]
+    state = [0]
+
+    def tick(k):
+        state[0] += k
+        if progress is not None:
+            progress(min(state[0], expected[0]), expected[0])
+
+    if refine is None:
+        total, count = _occlude(model, x, target, blank, fine, window, batch, bf16, tick)
+        return (C * total / count).numpy().astype(np.float32), {'windows': len(fine), 'coarse': None, 'refined': 1.0}
+    if not 0 < refine <= 1:
+        raise ValueError(f'refine: {refine!r} must be in (0, 1]')
+    total, count = _occlude(model, x, target, blank, coarse, coarse_side, batch, bf16, tick)
+    coarse_map = total / count
+    score = torch.tensor([abs(float(coarse_map[r, c])) for r, c in coarse])
+    top = torch.argsort(score, descending=True, stable=True)[: max(1, math.ceil(refine * len(coarse)))]
+    chosen = torch.zeros(H, W, dtype=torch.bool)
+    for i in top.tolist():
+        r, c = coarse[i]
+        chosen[r : r + coarse_side, c : c + coarse_side] = True
+    needed = [(r, c) for r, c in fine if chosen[r : r + window, c : c + window].any()]
+    expected[0] = state[0] + 1 + len(needed)
+    total, count = _occlude(model, x, target, blank, needed, window, batch, bf16, tick)
+    fine_map = total / count.clamp_min(1)
+    amap = C * torch.where(chosen, fine_map, coarse_map * (window / coarse_side) ** 2)
+    info = {'windows': len(coarse) + len(needed), 'coarse': coarse_side, 'refined': len(top) / len(coarse)}
+    return amap.numpy().astype(np.float32), info
 
 
 # ---- faithfulness -----------------------------------------------------------------------------------------
@@ -239,11 +469,14 @@ def pixel_curve(
     steps: int = 20,
     batch_size: int = 8,
     baseline: float | torch.Tensor = 0.0,
+    bf16: bool = False,
+    tick: Callable[[int], None] | None = None,
 ) -> DeletionCurve:
     """softmax(model(x))[target] as pixels are removed (set to `baseline`: a number, 0 = the mean colour, or a
     (1, C, 1, 1) tensor of per-channel values), or, with
     `insertion`, put back into an all-baseline image, in the order of `rank` (0 first), in `steps` equal slices;
-    the curve and its trapezoid area over the fraction in [0, 1]."""
+    the curve and its trapezoid area over the fraction in [0, 1]. bf16: forward passes under bf16 autocast
+    (probabilities in fp32). tick(k): called after each batch of k rows."""
     model.eval()
     if tuple(rank.shape) != tuple(x.shape[-2:]):
         raise ValueError(f'amap: shape {tuple(rank.shape)} must equal the input size {tuple(x.shape[-2:])}')
@@ -262,7 +495,11 @@ def pixel_curve(
         keep = chosen if insertion else ~chosen
         blank = torch.as_tensor(baseline, dtype=x.dtype, device=x.device).expand_as(x)
         xb = torch.where(keep, x.expand(len(fr), -1, -1, -1), blank)
-        probs += model(xb).float().softmax(1)[:, target].tolist()
+        with autocast(x, bf16):
+            logits = model(xb)
+        probs += logits.float().softmax(1)[:, target].tolist()
+        if tick is not None:
+            tick(len(fr))
     auc = float(np.trapezoid(probs, fractions)) if hasattr(np, 'trapezoid') else float(np.trapz(probs, fractions))
     return DeletionCurve(fractions, probs, auc, target)
 

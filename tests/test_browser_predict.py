@@ -1,0 +1,93 @@
+"""The Predict & explain tab in a real browser: a baseline chosen and stated with IG's completeness gap, the
+random-weights flag next to the map, a click on the image choosing the token-mixing query, and the 28x28 example
+shown at a readable size. Screenshots go to $MFX_SCREENSHOTS (default: pytest's tmp dir)."""
+
+from __future__ import annotations
+
+from tests.browser_kit import pytestmark  # noqa: F401  (the browser, page and shots fixtures come from conftest)
+
+SLOW = 300_000  # ms: an explanation with its faithfulness curves on a loaded 2-core machine
+
+
+def open_tab(page, app_url) -> None:
+    page.goto(app_url)
+    page.get_by_role('tab', name='Predict & explain').click()
+    page.locator('#mfx-predict-image img').wait_for()
+
+
+def choose(page, elem_id: str, option: str) -> None:
+    box = page.locator(f'#{elem_id} input')
+    box.click()
+    box.fill(option)
+    page.locator('[role=option]', has_text=option).first.click()
+
+
+def test_the_noise_baseline_is_stated_with_the_completeness_gap(app_url, page, shots):
+    open_tab(page, app_url)
+    page.get_by_role('tab', name='Attribution').click()
+    choose(page, 'mfx-baseline', 'noise')
+    page.locator('#mfx-explain').click()
+    trust = page.locator('#mfx-attr-trust')
+    trust.filter(has_text='completeness gap').wait_for(timeout=SLOW)
+    text = trust.inner_text()
+    page.screenshot(path=str(shots / 'predict-noise-baseline.png'), full_page=True)
+    assert 'baseline: noise' in text and 'seed 0' in text
+    assert 'Integrated Gradients from the noise baseline' in text and 'converged' in text
+    assert 'deletion AUC' in text and 'random orders' in text
+    assert page.locator('#mfx-attr-warning').inner_text().strip() == ''  # a trained model: no flag
+
+
+def test_random_weights_are_flagged_next_to_the_map(app_url, page, shots):
+    open_tab(page, app_url)
+    page.get_by_label('random').first.check()
+    page.get_by_role('tab', name='Attribution').click()
+    choose(page, 'mfx-method', 'gradcam')
+    page.locator('#mfx-explain').click()
+    warning = page.locator('#mfx-attr-warning .mfx-trust-warning')
+    warning.wait_for(timeout=SLOW)
+    page.locator('#mfx-attr-trust').filter(has_text='deletion AUC').wait_for(timeout=SLOW)
+    page.screenshot(path=str(shots / 'predict-random-flag.png'), full_page=True)
+    assert 'nothing to attribute' in warning.inner_text()
+    assert 'baseline: none' in page.locator('#mfx-attr-trust').inner_text()  # GradCAM takes no baseline
+
+
+def test_a_click_on_the_image_sets_the_query_token(app_url, page, shots):
+    from explorer.app.predict import _trained_path, default_choice
+    from explorer.explain.weights import checkpoint_spec
+
+    choice = default_choice()
+    assert choice.startswith('trained: ')  # a shipped Fashion-MNIST model: 28x28 images padded to a 32x32 input
+    grids = checkpoint_spec(_trained_path(choice)).grid_sizes()
+    # pixel (21.5, 7.5) of the 28x28 image is input pixel (23.5, 9.5): the token under it on an h x w grid
+    expect = [(int(9.5 // (32 / h)), int(23.5 // (32 / w))) for h, w in grids]
+    open_tab(page, app_url)
+    page.get_by_role('tab', name='Token mixing').click()
+    ranges = page.locator('#mfx-mix-ranges')
+    h, w = grids[0]
+    assert f'query row 0 to {h - 1}, col 0 to {w - 1}' in ranges.inner_text()
+    img = page.locator('#mfx-predict-image img')
+    box = img.bounding_box()
+    assert min(box['width'], box['height']) >= 200  # the 28x28 example is shown upscaled, not at 28 pixels
+    assert img.evaluate('e => [e.naturalWidth, e.naturalHeight]') == [28, 28]
+    assert img.evaluate('e => getComputedStyle(e).imageRendering') == 'pixelated'
+
+    def click_pixel(x: float, y: float) -> None:
+        img.scroll_into_view_if_needed()
+        box = img.bounding_box()  # the picture is drawn centred in its box (object-fit: contain)
+        side = min(box['width'], box['height'])
+        left, top = box['x'] + (box['width'] - side) / 2, box['y'] + (box['height'] - side) / 2
+        page.mouse.click(left + side * x / 28, top + side * y / 28)
+
+    click_pixel(21.5, 7.5)
+    page.locator('#mfx-mix-click').filter(has_text='Query token').wait_for(timeout=SLOW)
+    page.screenshot(path=str(shots / 'predict-click-query.png'), full_page=True)
+    assert (int(page.input_value('#mfx-mix-row input')), int(page.input_value('#mfx-mix-col input'))) == expect[0]
+    # on S2 the same click is another token of a coarser grid, and the ranges follow the stage
+    stage = page.locator('#mfx-mix-stage input')
+    stage.fill('1')
+    stage.press('Tab')
+    h, w = grids[1]
+    ranges.filter(has_text=f'col 0 to {w - 1} on S2').wait_for()
+    click_pixel(21.5, 7.5)
+    page.locator('#mfx-mix-click').filter(has_text='of S2').wait_for(timeout=SLOW)
+    assert (int(page.input_value('#mfx-mix-row input')), int(page.input_value('#mfx-mix-col input'))) == expect[1]
