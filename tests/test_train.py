@@ -29,7 +29,7 @@ from explorer.train.loop import Stopped, accuracy_on, augment, evaluate, predict
 
 ASSETS = Path(__file__).resolve().parent.parent / 'assets' / 'fmnist'
 SHIPPED = sorted(ASSETS.glob('*.safetensors'))
-FAMILIES = ('identity', 'random', 'pooling', 'sepconv', 'attention', 'spatial_mlp', 'hybrid')
+FAMILIES = ('identity', 'random', 'randformer', 'pooling', 'sepconv', 'attention', 'spatial_mlp', 'hybrid')
 pytestmark = pytest.mark.train  # trains, or evaluates on Fashion-MNIST
 
 from tests.conftest import QUICK, TINY, write_idx  # noqa: E402  (shared with tests/security)
@@ -359,5 +359,12 @@ def test_results_table_script_reads_checkpoints_and_names_recipe_changes(fake_di
     row = md.splitlines()[2]
     acc = 100 * read_metadata(tmp_path / 'fmnist_tiny.safetensors')['metrics']['test_accuracy']
     # QUICK changes batch 128 -> 32 and crop padding 2 -> 0 besides the erasing
-    assert f'| {acc:.2f} |' in row and '| batch 32, crop padding 0, random erasing 0.25 | 1 |' in row, row
+    # recipe changes, then the seed (0) and the threads (1)
+    assert f'| {acc:.2f} |' in row and '| batch 32, crop padding 0, random erasing 0.25 | 0 | 1 |' in row, row
     assert md.count('\n| ') == 1  # one checkpoint, one row
+    # the same family with another seed, in seed1/: a second row and the spread between the seeds
+    (tmp_path / 'seed1').mkdir()
+    train(TINY, epochs=1, seed=1, data_dir=fake_dir, out=tmp_path / 'seed1' / 'fmnist_tiny.safetensors', **QUICK)
+    md = mod.table(tmp_path)
+    assert md.count('\n| ') == 2 and '`seed1/fmnist_tiny.safetensors`' in md
+    assert 'tiny_fmnist: seed 0: ' not in md  # 'tiny' is not one of the ablation's families: no spread line
