@@ -64,7 +64,11 @@ def test_a_click_on_the_image_sets_the_query_token(app_url, page, shots):
     page.get_by_role('tab', name='Token mixing').click()
     ranges = page.locator('#mfx-mix-ranges')
     h, w = grids[0]
+    ranges.filter(has_text='query row').wait_for()  # filled when the page loads
     assert f'query row 0 to {h - 1}, col 0 to {w - 1}' in ranges.inner_text()
+    # one numbering for people: the fields and the ranges count stages from S1 and blocks from 1
+    assert f'stage 1 to {len(grids)} (S1 to S{len(grids)}); block 1 to' in ranges.inner_text()
+    assert page.input_value('#mfx-mix-stage input') == '1' and page.input_value('#mfx-mix-block input') == '1'
     img = page.locator('#mfx-predict-image img')
     box = img.bounding_box()
     assert min(box['width'], box['height']) >= 200  # the 28x28 example is shown upscaled, not at 28 pixels
@@ -84,7 +88,7 @@ def test_a_click_on_the_image_sets_the_query_token(app_url, page, shots):
     assert (int(page.input_value('#mfx-mix-row input')), int(page.input_value('#mfx-mix-col input'))) == expect[0]
     # on S2 the same click is another token of a coarser grid, and the ranges follow the stage
     stage = page.locator('#mfx-mix-stage input')
-    stage.fill('1')
+    stage.fill('2')  # the field counts from 1: S2
     stage.press('Tab')
     h, w = grids[1]
     ranges.filter(has_text=f'col 0 to {w - 1} on S2').wait_for()

@@ -342,7 +342,7 @@ def mixing_handler(
         return None, _error(e)
     img = to_display(x, m.cfg) if x is not None else None
     how = mm.method + (f', {mm.reduce}' if mm.reduce else '')
-    title = f'S{mm.stage + 1} block {mm.block}: {mm.mixer} ({how}) query (row, col) {mm.query} {which}'
+    title = f'S{mm.stage + 1} block {mm.block + 1}: {mm.mixer} ({how}) query (row, col) {mm.query} {which}'
     status = (
         _status(spec, info) + f'\n\n{mm.grid[0]}x{mm.grid[1]} tokens; weights sum {w.sum():.4g}; '
         f'{mm.weights.shape[0]} head(s).'
@@ -371,14 +371,41 @@ def query_ranges(choice, spec_dict, stage=0) -> str:
     except (TypeError, ValueError):
         i = 0
     if not 0 <= i < n:
-        return f'stage: 0 to {n - 1} (S1 to S{n}); {i} is out of range.'
+        return f'stage: 1 to {n} (S1 to S{n}); {i + 1} is out of range.'
     h, w = spec.grid_sizes()[i]
     depth = spec.stages[i].depth
     return (
-        f'stage 0 to {n - 1} (S1 to S{n}); block 0 to {depth - 1} in S{i + 1}; '
+        f'stage 1 to {n} (S1 to S{n}); block 1 to {depth} in S{i + 1}; '
         f"query row 0 to {h - 1}, col 0 to {w - 1} on S{i + 1}'s {h}x{w} token grid (-1: the centre). "
         'Or click the image to pick the query token.'
     )
+
+
+def _index(v) -> int:
+    """A 1-based field value (stage 1 = S1, block 1 = the first) as the handlers' 0-based index; junk stays junk
+    for the handler's own message (-1 is out of range)."""
+    try:
+        return int(v) - 1
+    except (TypeError, ValueError):
+        return -1
+
+
+def _stage_block_error(choice, spec_dict, stage, block) -> str | None:
+    """The mixing form's stage (1 = S1) and block (1 = first) checked against the model, in the form's own
+    numbering; None when they fit (or the model cannot be read here: the handler then says why)."""
+    try:
+        spec = _mixing_spec(choice, spec_dict)
+    except USER_ERRORS:
+        return None
+    if spec is None:
+        return None
+    n, i = spec.num_stages, _index(stage)
+    if not 0 <= i < n:
+        return f'stage: {show(stage)} is out of range; the model has {n} stages (1 to {n}: S1 to S{n})'
+    depth = spec.stages[i].depth
+    if not 0 <= _index(block) < depth:
+        return f'block: {show(block)} is out of range; S{i + 1} has {depth} blocks (1 to {depth})'
+    return None
 
 
 def click_query(choice, spec_dict, mode, checkpoint, image_path, stage, xy) -> tuple:
@@ -393,7 +420,7 @@ def click_query(choice, spec_dict, mode, checkpoint, image_path, stage, xy) -> t
         n = m.spec.num_stages
         i = int(stage)
         if not 0 <= i < n:
-            raise ValueError(f'stage: {i} is out of range; the model has {n} stages (0 to {n - 1})')
+            raise ValueError(f'stage: {i + 1} is out of range; the model has {n} stages (S1 to S{n})')
         grid = m.spec.grid_sizes()[i]
         size = load_image(image_path).size
         row, col = token_at(size, m.cfg, grid, (float(xy[0]), float(xy[1])))
@@ -605,8 +632,9 @@ def add_predict_tab(ctx=None) -> dict:
                 cmp_trust = gr.Markdown(elem_id='mfx-cmp-trust', elem_classes='mfx-trust')
             with gr.Tab('Token mixing'):
                 with gr.Row():
-                    mstage = gr.Number(0, precision=0, label='stage (0 = S1)', elem_id='mfx-mix-stage')
-                    mblock = gr.Number(0, precision=0, label='block', elem_id='mfx-mix-block')
+                    # people count stages S1, S2, ... and blocks from 1; the handlers take 0-based indices
+                    mstage = gr.Number(1, precision=0, minimum=1, label='stage (1 = S1)', elem_id='mfx-mix-stage')
+                    mblock = gr.Number(1, precision=0, minimum=1, label='block (1 = first)', elem_id='mfx-mix-block')
                     mrow = gr.Number(-1, precision=0, label='query row (-1: centre)', elem_id='mfx-mix-row')
                     mcol = gr.Number(-1, precision=0, label='query col (-1: centre)', elem_id='mfx-mix-col')
                     mmethod = gr.Radio(['auto', 'exact', 'jacobian'], value='auto', label='map')
@@ -640,7 +668,16 @@ def add_predict_tab(ctx=None) -> dict:
                 point = parse_click(xy)
             except ValueError as e:
                 return gr.skip(), gr.skip(), _error(e)
-            return click_query(c, s, m, k, i, st, point)
+            return click_query(c, s, m, k, i, _index(st), point)
+
+        def _ranges(c, s, st):
+            return query_ranges(c, s, _index(st))
+
+        def _mix(c, s, m, k, i, st, bl, *rest):
+            bad = _stage_block_error(c, s, st, bl)
+            if bad:
+                return None, _error(ValueError(bad))
+            return mixing_handler(c, s, m, k, i, _index(st), _index(bl), *rest)
 
         heavy = dict(api_visibility='private', concurrency_id='model', concurrency_limit=2)
         run_pred.click(predict_handler, common + [topk], [topk_plot, status], **heavy)
@@ -658,12 +695,8 @@ def add_predict_tab(ctx=None) -> dict:
         )
         click_xy.change(_click, common + [mstage, click_xy], [mrow, mcol, click_note], **heavy)
         for trigger in (mstage.change, choice.change, ctx.demo.load):
-            trigger(
-                query_ranges, [choice, spec_state, mstage], ranges, api_visibility='private', show_progress='hidden'
-            )
-        run_mix.click(
-            mixing_handler, common + [mstage, mblock, mrow, mcol, mmethod, mreduce, mhead], [mix_plot, status], **heavy
-        )
+            trigger(_ranges, [choice, spec_state, mstage], ranges, api_visibility='private', show_progress='hidden')
+        run_mix.click(_mix, common + [mstage, mblock, mrow, mcol, mmethod, mreduce, mhead], [mix_plot, status], **heavy)
         run_erf.click(erf_handler, common, [erf_plot, status], **heavy)
         for name, fn in API.items():
             gr.api(fn, api_name=name, concurrency_id='model', concurrency_limit=2)
