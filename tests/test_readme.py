@@ -119,3 +119,12 @@ def test_cli_section_names_real_commands_and_flags(entry, capsys):
     assert rc == 0, err
     for flag in re.findall(r'(--[a-z][a-z-]*)', entry):
         assert re.search(rf'{flag}\b', out), f'`explorer {command}` has no {flag}'
+
+
+def test_every_image_and_file_the_readme_links_exists():
+    """Screenshots and linked files are in the repository (a renamed or never-taken screenshot shows as a broken
+    image on the project page)."""
+    links = re.findall(r'\]\(((?!https?://|#)[^)\s]+)\)', README)
+    assert any(link.startswith('assets/screens/') for link in links)
+    missing = [link for link in links if not (ROOT / link).exists()]
+    assert not missing, missing
