@@ -126,8 +126,12 @@ def ig_completeness(model, x: torch.Tensor, amap, target: int, baseline: torch.T
     return {'gap': gap, 'relative_gap': gap / abs(delta) if abs(delta) > 1e-6 else None, 'delta': delta}
 
 
-# Occlusion refines this fraction of its coarse cells (those with the largest |drop|) at full resolution
+# Occlusion refines this fraction of its coarse cells (those with the largest |drop|) at full resolution, on
+# images of at least OCCLUSION_REFINE_MIN_PIXELS; smaller ones (Fashion-MNIST's 32x32) get every full-resolution
+# window: they are cheap there, and the coarse pass cost the shipped model's maps insertion area (0.721 vs 0.766
+# over its 20 examples, 14 instead of 16 images beating chance)
 OCCLUSION_REFINE = 0.15
+OCCLUSION_REFINE_MIN_PIXELS = 128 * 128
 
 
 BF16_MIN_PIXELS = 128 * 128  # below this, bf16 autocast's casts cost more than its matrix products save
@@ -204,8 +208,9 @@ def explain(
         elif method == 'occlusion' and fast:
             H = x.shape[-1]
             window = max(2, H // 14)
+            refine = OCCLUSION_REFINE if x.shape[-2] * x.shape[-1] >= OCCLUSION_REFINE_MIN_PIXELS else None
             amap, occ = occlusion_map(
-                m.model, x, t, base, window=window, stride=max(1, window // 2), refine=OCCLUSION_REFINE,
+                m.model, x, t, base, window=window, stride=max(1, window // 2), refine=refine,
                 batch=batch, progress=phase('attribution'),
             )  # fmt: skip
             settings = {**settings, 'occlusion': {'window': window, 'stride': max(1, window // 2), **occ}}
