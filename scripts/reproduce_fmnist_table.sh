@@ -6,12 +6,9 @@
 # with the same stem, widths, depths and recipe (assets/fmnist/specs/); the families in SEED1 are trained again
 # with seed 1 (into OUT/seed1/) to show the spread between seeds. Deterministic on one machine for a given seed
 # and thread count. Set FAMILY_EPOCHS to change the shared budget, THREADS for more CPU threads, JOBS to train
-# that many runs side by side. The last row trains the hybrid (LONG_SPEC) longer: up to LONG_EPOCHS epochs within
-# LONG_BUDGET seconds of training (the cosine schedule is fitted to the steps that fit, so this row depends on the
-# machine's speed; LONG_BUDGET=0 trains exactly LONG_EPOCHS epochs instead, deterministically).
+# that many runs side by side.
 # The best design (BEST_SPEC, a larger CAFormer-style hybrid) is then trained longest, with random erasing:
-# BEST_EPOCHS epochs within BEST_BUDGET seconds on BEST_THREADS threads (BEST_EPOCHS=0 skips it, LONG_EPOCHS=0
-# the long hybrid).
+# BEST_EPOCHS epochs within BEST_BUDGET seconds on BEST_THREADS threads (BEST_EPOCHS=0 skips it).
 # Needs Fashion-MNIST: Debian's dataset-fashion-mnist, FASHION_MNIST_DIR=DIR holding the idx files, or network
 # access for torchvision (add --download to the explorer train lines).
 set -euo pipefail
@@ -22,9 +19,6 @@ FAMILIES="${FAMILIES:-identity random randformer pooling sepconv attention spati
 SEED1="${SEED1:-pooling sepconv}"
 THREADS="${THREADS:-1}"
 JOBS="${JOBS:-1}"
-LONG_EPOCHS="${LONG_EPOCHS:-5}"  # LONG_EPOCHS=0 BEST_EPOCHS=0: the family rows only
-LONG_BUDGET="${LONG_BUDGET:-2600}"
-LONG_SPEC="${LONG_SPEC:-hybrid}"
 BEST_SPEC="${BEST_SPEC:-hybrid_large}"
 BEST_EPOCHS="${BEST_EPOCHS:-30}"
 BEST_BUDGET="${BEST_BUDGET:-5400}"
@@ -36,7 +30,7 @@ mkdir -p "$OUT/seed1"
   for f in $SEED1; do echo "$f 1 $OUT/seed1/fmnist_$f.safetensors"; done
 } | xargs -P "$JOBS" -L 1 sh -c 'explorer train "assets/fmnist/specs/fmnist_$0.json" --dataset fashion-mnist \
     --epochs "'"$FAMILY_EPOCHS"'" --seed "$1" --threads "'"$THREADS"'" --out "$2"'
-# one longer run: extra_row SPEC EPOCHS BUDGET THREADS OUT [more explorer train args]; EPOCHS 0 skips it,
+# the longest run: extra_row SPEC EPOCHS BUDGET THREADS OUT [more explorer train args]; EPOCHS 0 skips it,
 # BUDGET 0 trains exactly EPOCHS epochs
 extra_row() {
   local spec="$1" epochs="$2" budget="$3" threads="$4" out="$5"; shift 5
@@ -46,7 +40,6 @@ extra_row() {
   explorer train "assets/fmnist/specs/fmnist_${spec}.json" --dataset fashion-mnist --epochs "$epochs" \
     "${budget_args[@]}" --seed 0 --threads "$threads" --out "$out" "$@"
 }
-extra_row "$LONG_SPEC" "$LONG_EPOCHS" "$LONG_BUDGET" "$THREADS" "$OUT/fmnist_${LONG_SPEC}_long.safetensors"
 extra_row "$BEST_SPEC" "$BEST_EPOCHS" "$BEST_BUDGET" "$BEST_THREADS" "$OUT/fmnist_${BEST_SPEC}.safetensors" --erase 0.25
 python scripts/fmnist_results_table.py "$OUT" --plot "$OUT/ablation.png" > "$OUT/RESULTS_TABLE.md"  # RESULTS.md = this table + recipe + findings
 cat "$OUT/RESULTS_TABLE.md"

@@ -239,6 +239,55 @@ def deletion_figure(curves: dict[str, dict], height: int = 260) -> go.Figure:
     return fig
 
 
+def faithfulness_figure(curves: dict[str, dict], height: int = 280) -> go.Figure:
+    """Deletion and insertion curves side by side, each map's curve beside the mean curve of random pixel orders
+    (dotted, same colour). curves: name -> Faithfulness.to_dict(). Legends give the areas and the random orders'
+    mean ± spread; lower deletion and higher insertion areas are more faithful."""
+    palette = ['#2563eb', '#dc2626', '#059669', '#9333ea']
+    fig = make_subplots(
+        rows=1,
+        cols=2,
+        horizontal_spacing=0.1,
+        subplot_titles=['deletion (lower AUC = more faithful)', 'insertion (higher AUC = more faithful)'],
+    )
+    for i, (name, f) in enumerate(curves.items()):
+        colour = palette[i % len(palette)]
+        for col, kind in ((1, 'deletion'), (2, 'insertion')):
+            c, r = f[kind], f[f'random_{kind}_auc']
+            fig.add_trace(
+                go.Scatter(
+                    x=c['fractions'],
+                    y=c['probs'],
+                    mode='lines',
+                    line=dict(color=colour, width=2),
+                    name=f'{plain(name)} {kind}: AUC {c["auc"]:.3f}',
+                    legendgroup=f'{i}',
+                ),
+                row=1,
+                col=col,
+            )
+            if f.get(f'random_{kind}_curve'):
+                fig.add_trace(
+                    go.Scatter(
+                        x=c['fractions'],
+                        y=f[f'random_{kind}_curve'],
+                        mode='lines',
+                        line=dict(color=colour, width=1, dash='dot'),
+                        name=f'random orders: {r["mean"]:.3f} ± {r["std"]:.3f}',
+                        legendgroup=f'{i}',
+                    ),
+                    row=1,
+                    col=col,
+                )
+    fig.update_xaxes(title='fraction of pixels', range=[0, 1])
+    fig.update_yaxes(range=[0, 1])
+    fig.update_yaxes(title='target probability', row=1, col=1)
+    fig.update_layout(**_LAYOUT, height=height)
+    fig.update_layout(margin=dict(l=50, r=10, t=40, b=40), legend=dict(orientation='h', y=-0.3, font=dict(size=11)))
+    fig.update_annotations(font_size=12)
+    return fig
+
+
 # ---- PNG rendering for the CLI (no plotly) ------------------------------------------------------------------
 def colormap(a: np.ndarray, lo: float, hi: float, signed: bool) -> np.ndarray:
     """Map values to (..., 3) uint8 with the module's diverging or sequential scale."""
