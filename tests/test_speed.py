@@ -192,3 +192,40 @@ def test_cli_bench_errors(tiny_file, argv, match):
 def test_cli_bench_cuda_without_gpu(tiny_file):
     rc, _, err = run_cli('bench', tiny_file, '--device', 'cuda')
     assert rc == 2 and 'no CUDA GPU' in err
+
+
+@pytest.mark.slow
+def test_compiled_bench_is_kept_for_the_next_run_and_matches_eager():
+    """torch.compile (inductor, freezing): the first run compiles and reports it, a second run of the same design
+    reuses the compiled model (no compile), and its logits match the eager fp32 model's. On a CPU with native
+    bf16 the compiled bf16 path casts the whole model (no autocast)."""
+    from explorer.core.build import build_model
+
+    spec = tiny()
+    dtype = 'bf16' if speed.cpu_native_bf16() else 'fp32'
+    first = speed.bench(spec, device='cpu', batch_size=2, dtype=dtype, compile=True, warmup=1, iters=3)
+    assert first.stamp['compile'] is True and first.stamp['compile_s'] > 0
+    assert first.stamp['compile_cache'] != 'compiled model reused (this process)'
+    again = speed.bench(spec, device='cpu', batch_size=2, dtype=dtype, compile=True, warmup=1, iters=3)
+    assert again.stamp['compile_cache'] == 'compiled model reused (this process)'
+    assert again.stamp['compile_s'] < first.stamp['compile_s']
+    # another batch size is another compiled model
+    other = speed.bench(spec, device='cpu', batch_size=3, dtype=dtype, compile=True, warmup=1, iters=2)
+    assert other.stamp['compile_cache'] != 'compiled model reused (this process)'
+    assert first.stamp['autocast'] is False
+    assert (first.stamp['cast'] is not None) == (dtype == 'bf16')
+
+    step, x, model = speed.prepare(spec, 'cpu', 2, dtype, True, True)
+    assert x.dtype == (torch.bfloat16 if dtype == 'bf16' else torch.float32)
+    with torch.inference_mode():
+        out = step().float()
+        ref = build_model(spec, seed=0).eval()(x.float())
+    tol = 0.05 if dtype == 'bf16' else 1e-4
+    assert out.shape == ref.shape and (out - ref).abs().max().item() < tol * max(1.0, ref.abs().max().item())
+
+
+def test_whole_model_cast_only_for_compiled_bf16_on_cpu():
+    assert speed.whole_model_cast('cpu', 'bf16', True)
+    assert not speed.whole_model_cast('cpu', 'bf16', False)  # eager: autocast (norms in fp32)
+    assert not speed.whole_model_cast('cpu', 'fp32', True)
+    assert not speed.whole_model_cast('cuda', 'fp16', True)  # GPUs keep AMP

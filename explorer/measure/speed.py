@@ -14,6 +14,10 @@ Rules (also in each result's `stamp`):
   dtype)`, a large GEMM timed once per process in the same dtype.
 - The fast path (`fast_path(device)`): channels_last plus bf16 autocast on CPUs with native bf16 (AVX512-BF16
   or AMX), channels_last alone on other CPUs, channels_last plus fp16 autocast (AMP) on CUDA.
+- `compile`: torch.compile with inductor and freezing (weights folded as constants, oneDNN weights prepacked);
+  the compile time is reported, the compiled model kept for the next run of the same design in this process,
+  and inductor's on-disk FX graph cache shortens compiling in a new one. Compiled bf16 on a CPU casts the
+  whole model and input to bf16 instead of autocasting (`whole_model_cast`).
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import os
 import platform
 import resource
 import statistics
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -263,7 +268,14 @@ def prepare(
 
     from explorer.core.build import build_model
 
-    if model is None:
+    key = None
+    cached = None
+    if compile and model is None:
+        key = (network_json(spec), device, batch_size, dtype, bool(channels_last))
+        cached = _COMPILED.take(key)
+    if cached is not None:
+        fn, model = cached
+    elif model is None:
         model = build_model(spec, seed=0)
     model = model.eval().to(device)
     x = torch.randn(
@@ -272,17 +284,24 @@ def prepare(
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
         x = x.contiguous(memory_format=torch.channels_last)
-    fn = model
-    if compile:
-        try:
-            fn = torch.compile(model)
-        except Exception as e:  # noqa: BLE001
-            raise BenchError(f'torch.compile is not available here: {e}') from None
+    cast = whole_model_cast(device, dtype, compile)
+    if cast:  # the compiled CPU path: weights and activations in bf16 (see whole_model_cast)
+        model = model.to(torch.bfloat16)
+        x = x.to(torch.bfloat16)
+    if cached is None:
+        fn = model
+        if compile:
+            try:
+                # freezing: weights become constants, so inductor folds them and prepacks the oneDNN
+                # convolution/linear weights (inference only: every call here runs under inference_mode)
+                fn = torch.compile(model, options={'freezing': True})
+            except Exception as e:  # noqa: BLE001
+                raise BenchError(f'torch.compile is not available here: {e}') from None
     tdt = _torch_dtype(dtype)
     dev_type = 'cuda' if device.startswith('cuda') else 'cpu'
 
     def autocast():
-        if dtype == 'fp32':
+        if dtype == 'fp32' or cast:
             return contextlib.nullcontext()
         return torch.autocast(device_type=dev_type, dtype=tdt)
 
@@ -290,7 +309,50 @@ def prepare(
         with autocast():
             return fn(x)
 
+    step.compile_cached = cached is not None
+    if key is not None:
+        step.keep = lambda: _COMPILED.put(key, (fn, model))  # hand the compiled model back for the next run
     return step, x, model
+
+
+def whole_model_cast(device: str, dtype: str, compile: bool) -> bool:
+    """Whether a run casts the whole model and its input to `dtype` instead of autocasting: compiled bf16 on a
+    CPU. Inductor then fuses every op in bf16 (norms still accumulate in fp32 inside its kernels) and moves half
+    the bytes: 4.6x timm eager fp32 on poolformer_s12 (batch 8, AMX) against 3.8x compiled under autocast,
+    measured side by side, with the same max logit difference from fp32 (0.011 vs 0.011)."""
+    return bool(compile) and dtype == 'bf16' and not device.startswith('cuda')
+
+
+class _CompiledCache:
+    """The last few compiled models of this process (by network, device, batch, dtype, layout), so a second
+    speed run of a design does not compile again. A run takes its entry out and puts it back when done: two
+    concurrent runs of one design never share a compiled model. Inductor's own on-disk cache (FX graphs) also
+    shortens a compile in a fresh process."""
+
+    def __init__(self, size: int = 2):
+        self.size, self.items, self.lock = size, {}, threading.Lock()
+
+    def take(self, key):
+        with self.lock:
+            return self.items.pop(key, None)
+
+    def put(self, key, value) -> None:
+        with self.lock:
+            self.items.pop(key, None)
+            self.items[key] = value
+            while len(self.items) > self.size:
+                self.items.pop(next(iter(self.items)))
+
+
+_COMPILED = _CompiledCache()
+
+
+def network_json(spec) -> str:
+    """The network a spec describes, as canonical JSON (its name and metadata left out)."""
+    import json
+
+    d = spec.to_dict() if hasattr(spec, 'to_dict') else dict(spec)
+    return json.dumps({k: v for k, v in d.items() if k not in ('name', 'meta')}, sort_keys=True, default=str)
 
 
 def time_steps(step: Callable, device: str, n: int) -> list[float]:
@@ -390,15 +452,26 @@ def bench(
         torch.cuda.reset_peak_memory_stats(device)
         weights_bytes = torch.cuda.memory_allocated(device)
 
-    report(0.1, 'compiling and warming up' if compile else 'warming up')
+    cached = getattr(step, 'compile_cached', False)
+    report(
+        0.1, 'warming up (compiled model reused)' if cached else 'compiling and warming up' if compile else 'warming up'
+    )
+    graph_hits = _fx_graph_cache_hits()
     n_warm, compile_s = _warm_up(step, device, warmup, compile)
+    graph_hits = _fx_graph_cache_hits() - graph_hits
+    if compile and hasattr(step, 'keep'):
+        step.keep()  # compiled: the next run of this design reuses it, even when this one runs out of time
     deadline = None
     if time_budget_s is not None:
         spent = time.monotonic() - t_start
-        if spent > time_budget_s / 2:
+        # compiling is paid once per design: it may take the budget's first half on top of the warm-up's
+        allowed = time_budget_s / 2 + (min(compile_s or 0.0, time_budget_s / 2) if compile else 0.0)
+        if spent > allowed:
+            again = ' (it stays compiled: run it again to time it)' if compile and hasattr(step, 'keep') else ''
             raise BenchError(
-                f'building and warming up took {spent:.1f} s, over half of the {time_budget_s:g} s a speed run '
-                f'may take here (EXPLORER_MAX_BENCH_S): use a smaller batch size'
+                f'building{", compiling" if compile else ""} and warming up took {spent:.1f} s of the '
+                f'{time_budget_s:g} s a speed run may take here (EXPLORER_MAX_BENCH_S){again}: use a smaller '
+                f'batch size'
             )
         deadline = t_start + time_budget_s
     rounds = []
@@ -429,12 +502,22 @@ def bench(
 
     stamp = _environment(device, load_before) | {
         'dtype': dtype,
-        'autocast': dtype != 'fp32',
+        'autocast': dtype != 'fp32' and not whole_model_cast(device, dtype, compile),
+        'cast': f'model and input in {dtype} (compiled)' if whole_model_cast(device, dtype, compile) else None,
         'batch_size': batch_size,
         'channels_last': bool(channels_last),
         'memory_format': 'channels_last' if channels_last else 'contiguous (NCHW)',
         'compile': bool(compile),
         'compile_s': compile_s,
+        'compile_cache': (
+            None
+            if not compile
+            else 'compiled model reused (this process)'
+            if cached
+            else f'inductor FX graph cache: {graph_hits} hit(s)'
+            if graph_hits
+            else 'compiled afresh'
+        ),
         'warmup_iters': n_warm,
         'timed_iters': len(lat),
         'rounds': len(rounds),
@@ -479,6 +562,16 @@ def _environment(device: str, load_before) -> dict:
         'cudnn_benchmark': bool(torch.backends.cudnn.benchmark) if cuda else None,
         'tf32': bool(torch.backends.cuda.matmul.allow_tf32) if cuda else None,
     }
+
+
+def _fx_graph_cache_hits() -> int:
+    """Inductor's on-disk FX graph cache hits so far in this process (0 where torch does not count them)."""
+    try:
+        from torch._dynamo.utils import counters
+
+        return int(counters['inductor']['fxgraph_cache_hit'])
+    except Exception:  # noqa: BLE001 - a private counter: absent in some torch versions
+        return 0
 
 
 def _warm_up(step, device: str, warmup: int | None, compile: bool) -> tuple[int, float | None]:
