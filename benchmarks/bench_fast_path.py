@@ -155,8 +155,9 @@ def main() -> int:
     print('# after:', conditions())
     for m, res in results.items():
         r, lo, hi = res['fast']
-        line = f'# {m}: fast path / timm eager fp32 = {r:.2f} [{lo:.2f}, {hi:.2f}] (target >= {target}: '
-        line += 'PASS)' if r >= target else 'FAIL)'
+        line = f'# {m}: fast path / timm eager fp32 = {r:.2f} [{lo:.2f}, {hi:.2f}]'
+        if m == 'poolformer_s12':  # issue 3's target is for this model
+            line += f' (target >= {target}: {"PASS" if r >= target else "FAIL"})'
         if res['compiled'] is not None:
             r, lo, hi = res['compiled']
             line += f'; + compile = {r:.2f} [{lo:.2f}, {hi:.2f}] (target >= 4 with AMX: {"PASS" if r >= 4 else "FAIL"})'

@@ -368,3 +368,21 @@ def test_results_table_script_reads_checkpoints_and_names_recipe_changes(fake_di
     md = mod.table(tmp_path)
     assert md.count('\n| ') == 2 and '`seed1/fmnist_tiny.safetensors`' in md
     assert 'tiny_fmnist: seed 0: ' not in md  # 'tiny' is not one of the ablation's families: no spread line
+
+
+def test_bf16_training_on_cpu_unfuses_attention_with_the_same_function():
+    """bf16 training on a CPU uses attention as explicit matmuls (the fused kernel's bf16 backward was slow there);
+    the function is the same up to rounding, and fp32 training keeps the fused kernel."""
+    import torch
+
+    from explorer.core.build import build_model
+    from explorer.core.spec import ArchSpec
+    from explorer.train.loop import unfuse_attention
+
+    spec = ArchSpec.from_dict(json.loads((ASSETS / 'specs' / 'fmnist_hybrid.json').read_text(encoding='utf-8')))
+    fused, plain = build_model(spec, seed=0).eval(), build_model(spec, seed=0).eval()
+    assert unfuse_attention(plain) == spec.stages[-1].depth  # one per attention block
+    assert unfuse_attention(plain) == 0  # already unfused
+    x = torch.randn(4, 1, 32, 32, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        torch.testing.assert_close(plain(x), fused(x), rtol=1e-5, atol=1e-5)
