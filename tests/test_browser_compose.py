@@ -35,7 +35,8 @@ def caformer_with(stage: int, **changes) -> dict:
 def open_caformer(page, app_url) -> int:
     page.goto(app_url + '?preset=caformer_s18')
     macs = macs_of(get_preset('caformer_s18'))
-    wait_macs(page, macs)
+    wait_macs(page, macs)  # at once: the default design is caformer_s18 too
+    page.wait_for_selector('body[data-mfx-ready]', state='attached')  # the link is restored
     return macs
 
 
@@ -195,8 +196,7 @@ def test_the_counts_and_chart_stay_in_view_while_editing_the_last_stage(app_url,
         page = ctx.new_page()
         page.set_default_timeout(TIMEOUT)
         try:
-            page.goto(app_url + '?preset=caformer_s18')
-            wait_macs(page, macs_of(get_preset('caformer_s18')))
+            open_caformer(page, app_url)
             page.locator('#mfx-add').click()  # five stages: the last row is further down
             page.locator('#mfx-stage-5').wait_for(state='visible')
             last = page.locator('#mfx-s5-dim input')
@@ -242,3 +242,17 @@ def test_two_pinned_designs_are_listed_loaded_back_and_unpinned(app_url, page, s
     page.wait_for_selector('#mfx-pin-status:has-text("Unpinned caformer_s18")')
     page.wait_for_function('() => document.querySelectorAll("#mfx-pins label").length === 1')
     assert 'caformer_s18-mod1' in pins.locator('label').first.inner_text()
+
+
+def test_a_link_dims_the_composer_until_its_design_is_shown(app_url, page):
+    """The page is built with the default design; a link's design replaces it after load. Until then the form is
+    dimmed and takes no input, so nothing typed early is overwritten; then it is ready."""
+    spec = get_preset('poolformer_s12')
+    page.goto(app_url + '?preset=poolformer_s12')
+    page.wait_for_selector('body[data-mfx-ready]', state='attached')
+    wait_macs(page, macs_of(spec))
+    assert not page.evaluate("() => document.body.classList.contains('mfx-restoring')")
+    assert page.locator(NAME).first.input_value() == 'poolformer_s12'
+    # while restoring (the class set by hand, as the load event sets it) the form takes no clicks
+    page.evaluate("() => document.body.classList.add('mfx-restoring')")
+    assert page.evaluate("() => getComputedStyle(document.getElementById('mfx-compose')).pointerEvents") == 'none'

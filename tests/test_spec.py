@@ -137,3 +137,15 @@ def test_load_spec_unknown_name():
 def test_load_spec_missing_file(tmp_path):
     with pytest.raises(SpecError, match='does not exist'):
         load_spec(tmp_path / 'nope.json')
+
+
+def test_spec_errors_survive_pickling():
+    """A helper process (the app's fvcore verification) raises SpecError back to the server through pickle."""
+    import pickle
+
+    from explorer.measure.guard import ResourceError
+
+    for cls in (SpecError, ResourceError):
+        e = pickle.loads(pickle.dumps(cls([('stages.0.dim', 'must be positive'), ('', 'and more')])))
+        assert type(e) is cls and e.errors == [('stages.0.dim', 'must be positive'), ('', 'and more')]
+        assert str(e) == 'stages.0.dim: must be positive\nand more'

@@ -22,8 +22,9 @@ import gradio as gr
 
 from explorer.app import form as spec_form
 from explorer.app import history
-from explorer.app.context import AppContext, error_text, load_model_code, md_text, person_path, public_text, user_error
+from explorer.app.context import AppContext, error_text, md_text, person_path, public_text, show_initially, user_error
 from explorer.app.history import Workbench, network_key, same_design
+from explorer.app.workers import HELPER
 from explorer.core import catalog
 from explorer.core.registry import MIXERS
 from explorer.core.spec import ACTIVATIONS, HEADS, MAX_STAGES, NORMS, ArchSpec, SpecError
@@ -42,6 +43,14 @@ PRIVATE = dict(api_visibility='private')
 #   the server listens to), a paste at once: no recount, and no message, per keystroke;
 # - field messages: the server writes [[field elem_id, message], ...] into data-errors; each message is put
 #   below its field as text (never HTML) and the field is outlined.
+# a page opened with a link dims the composer until the link's design is shown (the page itself is built with the
+# default design's values); the class is removed at the end of the restore chain, whatever happened in it, and
+# body[data-mfx-ready] says the page's own start-up events are done
+RESTORING_JS = """() => {
+  if (/[?&](spec|preset)=/.test(window.location.search)) document.body.classList.add('mfx-restoring');
+  return [];
+}"""
+RESTORED_JS = "() => { document.body.classList.remove('mfx-restoring'); document.body.dataset.mfxReady = '1'; }"
 PAGE_JS = """
 (() => {
   if (window.__mfxCompose) return;
@@ -348,6 +357,7 @@ def _layout() -> SimpleNamespace:
         ui.field_errors = gr.HTML('', elem_id='mfx-field-errors', js_on_load=PAGE_JS, padding=False)
         ui.n_state = gr.State(4)  # inside the Tab: a component directly under gr.Tabs shifts the tab buttons
         ui.hist = gr.State(Workbench())
+        ui.restoring = gr.State(False)  # whether the page was opened with a link (?spec=, ?preset=) to restore
     return ui
 
 
@@ -416,7 +426,7 @@ class _Verified:
     def __call__(self, spec: dict) -> dict:
         key = network_key(spec)
         if key not in self.items:
-            self.items[key] = prof.verify({**spec, 'name': 'verified'})
+            self.items[key] = HELPER.call(prof.verify, {**spec, 'name': 'verified'})  # in the helper process
             while len(self.items) > self.size:
                 self.items.popitem(last=False)
         return self.items[key]
@@ -486,7 +496,8 @@ def add_compose_tab(ctx: AppContext) -> None:
             elif w.commit(d, f'load {d["name"]}' if kind == 'replace' else label):
                 replaced = kind == 'replace' and prev is not None
                 w.notice = f'Replaced {prev["name"]} with {d["name"]}' if replaced else ''
-            _LATEST.mark(request, d)
+            if request is not None:  # None: the first page's values, computed at build time
+                _LATEST.mark(request, d)
             pending = '<div class="mfx-note">fvcore: counting the built model…</div>'
             return [
                 w,
@@ -510,7 +521,6 @@ def add_compose_tab(ctx: AppContext) -> None:
     def verify(request: gr.Request, spec: dict, report: dict):
         if not spec or not report or not _LATEST.is_current(request, spec):
             return gr.skip()
-        load_model_code()
         html = _verified_html(report, _VERIFIED(spec))
         # an edit that arrived while fvcore ran has its own verification coming: never show stale numbers
         return html if _LATEST.is_current(request, spec) else gr.skip()
@@ -533,6 +543,26 @@ def add_compose_tab(ctx: AppContext) -> None:
         return chain_count(event.success(fill, ctx.spec, fill_outputs, **chained), 'replace')
 
     ctx.load_spec = load_spec
+
+    def restore_link(event):
+        """After the page-load event that put (the link's spec dict or gr.skip(), whether there is a link) into
+        [ctx.spec, restoring]: show and count the link's design, or, without a link, leave the design the page
+        was built with (its values are in the page already) and only verify it. The form is dimmed and takes no
+        input while a link is restored (RESTORING_JS), so an early edit is never overwritten by the link."""
+
+        def fill_link(restoring: bool, spec: dict):
+            return fill(spec) if restoring else [gr.skip()] * len(fill_outputs)
+
+        def count_link(request: gr.Request, restoring: bool, w: Workbench, *values):
+            if not restoring:
+                return [gr.skip()] * len(refresh_outputs)
+            return counter('replace')(request, w, *values)
+
+        filled = event.success(fill_link, [ui.restoring, ctx.spec], fill_outputs, **chained)
+        counted = filled.then(count_link, [ui.restoring, hist, *form], refresh_outputs, **chained)
+        return verify_after(counted).then(None, None, None, js=RESTORED_JS, **PRIVATE)
+
+    ctx.extras.update(restore_link=restore_link, restoring=ui.restoring)
 
     # every user edit: recount (no model build), then verify. Choices (dropdowns, ticks) recount at once; typed
     # fields when typing pauses (the page script), on Enter or when the field is left: never on each keystroke
@@ -592,6 +622,16 @@ def add_compose_tab(ctx: AppContext) -> None:
     _wire_history(ui, io, ctx, chain_count)
     _wire_pins(ui, ctx, load_spec)
     ctx.extras.update(preset_dropdown=preset, fill=fill, fill_outputs=fill_outputs, form=form)
+
+    # the first page shows the default design's numbers as it renders: the same fill and recount a loaded
+    # design gets, run once here (closed-form arithmetic, no model code), not as events after the page loads
+    first = catalog.get_preset(catalog.DEFAULT_PRESET)
+    filled = fill(first)
+    show_initially(fill_outputs, filled)
+    groups = {id(r['group']) for r in rows}
+    shown = [u for c, u in zip(fill_outputs, filled) if id(c) not in groups]
+    values = [first, *[u.get('value') if isinstance(u, dict) else u for u in shown]]
+    show_initially(refresh_outputs, counter('replace')(None, Workbench(), *values))
 
 
 def _shown_design(read_form, values) -> dict | None:

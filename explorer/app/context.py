@@ -31,6 +31,7 @@ CSS = """
 .mfx-card .x {font-size: 11px; color: var(--body-text-color-subdued); font-variant-numeric: tabular-nums}
 .mfx-note {font-size: 12px; color: var(--body-text-color-subdued); margin-top: 6px}
 #mfx-verified {color: var(--body-text-color)}
+body.mfx-restoring #mfx-compose {opacity: .5; pointer-events: none; transition: opacity .15s}
 .mfx-error {border: 1px solid #fca5a5; background: #fef2f2; color: #991b1b; border-radius: 8px;
             padding: 6px 12px !important; font-size: 13px}
 .mfx-error p, .mfx-error li {color: #991b1b !important}
@@ -137,6 +138,25 @@ class AppContext:
     pins: gr.State = None
     load_spec: Callable = None
     extras: dict = field(default_factory=dict)
+
+
+def show_initially(components, values) -> None:
+    """Give components the values an event handler would send them (plain values or gr.update dicts; a
+    gr.skip() leaves the component as it is), before the app is launched: the first page then shows them with
+    no event round trip. A gr.State's value is copied into every new session."""
+    for component, value in zip(components, values, strict=True):
+        if isinstance(value, dict) and value.get('__type__') == 'update':
+            props = {k: v for k, v in value.items() if k != '__type__'}
+        else:
+            props = {'value': value}
+        for key, v in props.items():
+            if key != 'value':
+                setattr(component, key, v)
+            elif isinstance(component, gr.State):
+                component.value = v
+            else:
+                shown = component.postprocess(v)
+                component.value = shown.model_dump() if hasattr(shown, 'model_dump') else shown
 
 
 def max_upload_mb() -> int:

@@ -22,6 +22,7 @@ from explorer.app.panels import add_compare_tab, add_measure_tab, add_share_tab,
 from explorer.app.predict import add_predict_tab
 from explorer.app.search import add_search_tab
 from explorer.app.train import add_train_tab
+from explorer.app.workers import HELPER
 
 _PRELOAD = threading.Event()
 
@@ -34,6 +35,7 @@ def preload_model_code() -> None:
     _PRELOAD.set()
 
     threading.Thread(target=load_model_code, daemon=True, name='preload-model-code').start()
+    HELPER.start()  # the process that verifies counts with fvcore imports its model code too
 
 
 TABS = (

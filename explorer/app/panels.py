@@ -15,6 +15,7 @@ import gradio as gr
 from gradio.components.plot import PlotData
 
 from explorer.app import form as spec_form
+from explorer.app.compose import RESTORING_JS
 from explorer.app.context import (
     AppContext,
     api_error,
@@ -22,6 +23,7 @@ from explorer.app.context import (
     html_text,
     load_model_code,
     read_uploaded_spec,
+    show_initially,
     spec_download,
     user_error,
 )
@@ -613,6 +615,7 @@ def add_share_tab(ctx: AppContext) -> None:
         link = '?spec=' + share.encode_share(spec)
         return link, spec_download(spec), share.python_snippet(spec), share.spec_json(spec)
 
+    show_initially([url, download, snippet, as_json], share_values(ctx.spec.value))  # the default design's
     ctx.spec.change(share_values, ctx.spec, [url, download, snippet, as_json], show_progress='hidden', **PRIVATE).then(
         None, url, url, js=SHARE_JS, **PRIVATE
     )
@@ -620,18 +623,20 @@ def add_share_tab(ctx: AppContext) -> None:
     ctx.load_spec(upload.upload(read_uploaded_spec, upload, ctx.spec, **PRIVATE))
 
     def initial(request: gr.Request):
-        """?spec=<token> restores a shared composition, ?preset=<name> opens a preset; else the default."""
+        """?spec=<token> restores a shared composition, ?preset=<name> opens a preset; else the page already
+        shows the default (its values were set at build time): it is verified, no more."""
         params = dict(request.query_params) if request is not None else {}
         try:
             if params.get('spec'):
-                return share.decode_share(params['spec'])
+                return share.decode_share(params['spec']), True
             if params.get('preset'):
-                return catalog.get_preset(params['preset'])
+                return catalog.get_preset(params['preset']), True
         except SpecError as e:
             gr.Warning(html_text(f'Could not restore the link: {e}'))
-        return catalog.get_preset(catalog.DEFAULT_PRESET)
+        return gr.skip(), False
 
-    ctx.load_spec(ctx.demo.load(initial, None, ctx.spec, **PRIVATE))
+    outputs = [ctx.spec, ctx.extras['restoring']]
+    ctx.extras['restore_link'](ctx.demo.load(initial, None, outputs, js=RESTORING_JS, **PRIVATE))
 
 
 # ---- API ------------------------------------------------------------------------------------------------

@@ -65,6 +65,9 @@ class SpecError(ValueError):
         self.errors = list(errors)
         super().__init__('\n'.join(f'{path}: {msg}' if path else msg for path, msg in self.errors))
 
+    def __reduce__(self):  # picklable (a helper process raises it back to the server), subclasses too
+        return type(self), (self.errors,)
+
 
 def default_res_scale(num_stages: int) -> list[float | None]:
     """timm's default is [None, None, 1.0, 1.0] for 4 stages: res-scale on the second half of the stages.

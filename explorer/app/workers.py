@@ -1,0 +1,98 @@
+"""A helper process for the server's slow, CPU-bound follow-ups, so they never slow the page down.
+
+The fvcore verification that follows every composer change builds the whole model and traces it: for a 224 px
+preset that is a second or more of CPU, most of it holding the GIL. Run in the server's own process it made the
+recount of the *next* edit wait for the GIL and for both cores. Here it runs in one helper process at a lower CPU
+priority (nice +10) with one torch thread: the server and the browser get the CPU first, and the count arrives
+when the machine has time. The helper is started once (spawn: a fork of a threaded server is not safe) and is
+started again if it dies; where no process can be started, the work runs in the calling thread as before.
+
+This module imports neither gradio nor torch: the helper imports only what the function it runs needs.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import threading
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+
+NICE = 10
+
+
+def _lower_priority() -> None:
+    """The helper's initializer: a lower CPU priority and one torch thread (set before torch is imported)."""
+    try:
+        os.nice(NICE)
+    except OSError:  # not permitted on this system: run at the same priority
+        pass
+    os.environ['OMP_NUM_THREADS'] = '1'
+    os.environ['MKL_NUM_THREADS'] = '1'
+
+
+def _warm() -> bool:
+    """Import the model code in the helper before the first real call."""
+    import fvcore.nn  # noqa: F401
+
+    import explorer.core.build  # noqa: F401 - torch and timm
+
+    return True
+
+
+class Helper:
+    """One helper process; `call(fn, *args)` runs a picklable module-level function there and returns its result
+    (or raises its exception). Thread-safe; calls run one at a time in the helper."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._pool: ProcessPoolExecutor | None = None
+        self._disabled = False
+
+    def _get(self) -> ProcessPoolExecutor | None:
+        with self._lock:
+            if self._pool is None and not self._disabled:
+                try:
+                    ctx = multiprocessing.get_context('spawn')
+                    self._pool = ProcessPoolExecutor(max_workers=1, mp_context=ctx, initializer=_lower_priority)
+                except (OSError, ValueError, NotImplementedError) as e:
+                    logging.getLogger('explorer').warning('no helper process (%s): verifying in the server', e)
+                    self._disabled = True
+            return self._pool
+
+    def start(self) -> None:
+        """Start the helper and import the model code there, without waiting for it."""
+        pool = self._get()
+        if pool is not None:
+            try:
+                pool.submit(_warm)
+            except (BrokenProcessPool, RuntimeError):
+                self._reset(pool)
+
+    def _reset(self, pool: ProcessPoolExecutor) -> None:
+        with self._lock:
+            if self._pool is pool:
+                self._pool = None
+        pool.shutdown(wait=False, cancel_futures=True)
+
+    def call(self, fn: Callable, *args):
+        for _ in range(2):  # a helper that died (killed, out of memory) is replaced once
+            pool = self._get()
+            if pool is None:
+                break
+            try:
+                return pool.submit(fn, *args).result()
+            except BrokenProcessPool:
+                self._reset(pool)
+        return fn(*args)
+
+    def close(self) -> None:
+        with self._lock:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=False, cancel_futures=True)
+
+
+HELPER = Helper()
