@@ -569,18 +569,25 @@ def add_compose_tab(ctx: AppContext) -> None:
     fields = [c for c in (*g.values(), *io.row_fields) if c is not g['name']]
     numbers = [c for c in fields if isinstance(c, gr.Number)]
     edits = [c.input for c in fields if c not in numbers] + [e for c in numbers for e in (c.blur, c.submit)]
+    # outside Gradio's queue: its server-sent events cost about 40% of the time from Enter to new numbers (p95 233
+    # -> 144 ms, benchmarks/bench_interaction.py). The count is closed-form arithmetic (well under 1 ms), so it
+    # needs no queue slot. Gradio fires no gr.State.change for such an event: the tabs that follow ctx.spec chain
+    # onto ctx.extras['edit_events'] as well (the share link)
+    edit_events = []
     for triggers, kind, label in ((edits, 'edit', 'edit'), ([g['name'].blur, g['name'].submit], 'rename', 'rename')):
-        verify_after(
-            gr.on(
-                triggers,
-                counter(kind, label),
-                [hist, *form],
-                refresh_outputs,
-                trigger_mode='always_last',
-                show_progress='hidden',
-                **PRIVATE,
-            )
+        event = gr.on(
+            triggers,
+            counter(kind, label),
+            [hist, *form],
+            refresh_outputs,
+            trigger_mode='always_last',
+            show_progress='hidden',
+            queue=False,
+            **PRIVATE,
         )
+        verify_after(event)
+        edit_events.append(event)
+    ctx.extras['edit_events'] = edit_events
     for r in rows:
         r['mixer'].input(
             lambda m: [gr.update(visible=k in spec_form.slots_for(m)) for k in keys],

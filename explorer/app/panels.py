@@ -616,9 +616,11 @@ def add_share_tab(ctx: AppContext) -> None:
         return link, spec_download(spec), share.python_snippet(spec), share.spec_json(spec)
 
     show_initially([url, download, snippet, as_json], share_values(ctx.spec.value))  # the default design's
-    ctx.spec.change(share_values, ctx.spec, [url, download, snippet, as_json], show_progress='hidden', **PRIVATE).then(
-        None, url, url, js=SHARE_JS, **PRIVATE
-    )
+    outs = [url, download, snippet, as_json]
+    for event in (ctx.spec.change, *[e.then for e in ctx.extras['edit_events']]):  # edits run outside the queue
+        event(share_values, ctx.spec, outs, show_progress='hidden', **PRIVATE).then(
+            None, url, url, js=SHARE_JS, **PRIVATE
+        )
 
     ctx.load_spec(upload.upload(read_uploaded_spec, upload, ctx.spec, **PRIVATE))
 
