@@ -392,3 +392,14 @@ def test_speed_rows_say_what_their_memory_is_and_warn_when_the_cpu_was_busy():
     quiet = {**row, 'stamp': {**row['stamp'], 'device': 'cuda:0', 'loadavg_before': [0.5], 'loadavg_after': [0.4]}}
     cells = history_cells(0, quiet)
     assert cells[9] == '30 MiB CUDA peak allocated' and 'busy' not in cells[11]
+
+
+def test_speed_rows_show_the_compile_time_and_a_reused_compiled_model():
+    from explorer.app.panels import compile_cell
+
+    assert compile_cell({'compile': False}) == 'no'
+    assert compile_cell({'compile': True, 'compile_s': 21.24, 'compile_cache': 'compiled afresh'}) == 'yes, 21.2 s'
+    hit = {'compile': True, 'compile_s': 4.0, 'compile_cache': 'inductor FX graph cache: 1 hit(s)'}
+    assert compile_cell(hit) == 'yes, 4.0 s (cache hit)'
+    reused = {'compile': True, 'compile_s': 0.05, 'compile_cache': 'compiled model reused (this process)'}
+    assert compile_cell(reused) == 'yes (reused)'

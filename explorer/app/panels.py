@@ -105,6 +105,18 @@ def memory_cell(r: dict) -> str:
     return f'{units.fmt_bytes(r["peak_mem_bytes"])} {"CUDA peak allocated" if cuda else "CPU RSS growth"}'
 
 
+def compile_cell(st: dict) -> str:
+    """'no', or the compile time and where the compiled model came from (kept from an earlier run, inductor's
+    on-disk cache, or compiled afresh)."""
+    if not st.get('compile'):
+        return 'no'
+    cache = st.get('compile_cache') or ''
+    if cache.startswith('compiled model reused'):
+        return 'yes (reused)'
+    secs = st.get('compile_s')
+    return f'yes, {secs:.1f} s' + (' (cache hit)' if 'cache' in cache and 'hit' in cache else '') if secs else 'yes'
+
+
 def history_cells(i: int, r: dict) -> list[str]:
     """One history row from a bench result dict (explorer.measure.speed.BenchResult.to_dict() + name)."""
     st = r.get('stamp', {})
@@ -120,7 +132,7 @@ def history_cells(i: int, r: dict) -> list[str]:
         escape(str(st.get('dtype', ''))),
         str(st.get('batch_size', '')),
         yes(st.get('channels_last')),
-        yes(st.get('compile')),
+        compile_cell(st),
         throughput_cell(r),
         f'{plain(r["latency_ms_median"])} ({plain(r["latency_ms_p10"])}–{plain(r["latency_ms_p90"])})',
         memory_cell(r),

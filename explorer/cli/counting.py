@@ -244,7 +244,7 @@ def cmd_bench(args) -> int:
         print(json.dumps(r.to_dict(), indent=2))
         return 0
     st = r.stamp
-    compiled = f', compiled in {st["compile_s"]:.1f} s' if st['compile'] else ''
+    compiled = f', compiled in {st["compile_s"]:.1f} s ({st.get("compile_cache")})' if st['compile'] else ''
     print(
         f'{spec.name} on {st["device_name"]} ({st["device"]}, {st["threads"]} threads), batch {st["batch_size"]}, '
         f'{st["dtype"]}{" autocast" if st["autocast"] else ""}, {st["memory_format"]}'
