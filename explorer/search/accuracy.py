@@ -9,13 +9,19 @@ out of the frontier), once `min_trials` trials have completed. Each trial's curv
 
 The space's "training" object sets the budget: epochs (default 2), train_limit (10,000 images), test_limit
 (2,000 images), batch_size (128), time_budget (seconds per trial, default none), seed (0), min_trials (3).
+
+A screen follows and stops a trial through the Trainer's hooks: progress(event) gets {'kind': 'train', 'number',
+'epoch', 'total_epochs', 'accuracy'} while a trial trains (accuracy: after each epoch, a fraction; else None), and
+should_stop() is asked after every training step: a trial stopped that way is pruned (its accuracy would be a
+half-trained one), and the search ends after it (explorer.search.study.run_search's should_stop).
 """
 
 from __future__ import annotations
 
 import statistics
+from collections.abc import Callable
 
-from explorer.core.spec import ArchSpec
+from explorer.core.spec import ArchSpec, SpecError
 from explorer.search.space import Space, SpaceError, design, first_choices
 
 DEFAULTS = {
@@ -30,13 +36,19 @@ DEFAULTS = {
 
 
 class Trainer:
-    def __init__(self, space: Space):
+    def __init__(
+        self,
+        space: Space,
+        should_stop: Callable[[], bool] | None = None,
+        progress: Callable[[dict], None] | None = None,
+    ):
         from explorer.train.fit import check_trainable
 
         unknown = sorted(set(space.training) - set(DEFAULTS))
         if unknown:
             raise SpaceError(f'training: unknown field(s) {unknown}; allowed {", ".join(DEFAULTS)}')
         self.cfg = {**DEFAULTS, **space.training}
+        self.should_stop, self.progress = should_stop, progress
         try:
             check_trainable(design(space, first_choices(space)))
         except ValueError as e:
@@ -48,11 +60,20 @@ class Trainer:
         """Train `spec`; the test accuracy (fraction). Raises optuna.TrialPruned when the trial falls behind."""
         import optuna
 
-        from explorer.train.loop import train
-
         cfg, curve = self.cfg, []
 
         def progress(ev):
+            if self.progress and ev['kind'] in ('step', 'epoch'):
+                acc = ev.get('test_accuracy') if ev['kind'] == 'epoch' else None
+                self.progress(
+                    {
+                        'kind': 'train',
+                        'number': trial.number,
+                        'epoch': ev['epoch'],
+                        'total_epochs': cfg['epochs'],
+                        'accuracy': acc,
+                    }
+                )
             if ev['kind'] != 'epoch' or ev.get('test_accuracy') is None:
                 return
             curve.append(ev['test_accuracy'])
@@ -60,7 +81,20 @@ class Trainer:
             if self.behind(trial, len(curve) - 1, curve[-1]):
                 raise optuna.TrialPruned(f'accuracy {curve[-1]:.4f} after epoch {len(curve)} is below the median')
 
-        res = train(
+        try:
+            res = self._train(spec, progress)
+        except SpecError as e:  # over this machine's limits (explorer.measure.guard): this design is not trained
+            raise SpaceError(f'{spec.name} cannot be trained here: {e}') from None
+        if res.metrics['stopped_by'] == 'user':  # should_stop(): half trained, so no accuracy to compare
+            raise optuna.TrialPruned(f'stopped after {res.metrics["epochs"]:g} of {cfg["epochs"]:g} epochs')
+        trial.set_user_attr('train_time_s', res.metrics['train_time_s'])
+        return res.metrics['test_accuracy']
+
+    def _train(self, spec: ArchSpec, progress):
+        from explorer.train.loop import train
+
+        cfg = self.cfg
+        return train(
             spec,
             epochs=cfg['epochs'],
             time_budget=cfg['time_budget'],
@@ -69,9 +103,8 @@ class Trainer:
             train_limit=cfg['train_limit'],
             test_limit=cfg['test_limit'],
             progress=progress,
+            should_stop=self.should_stop,
         )
-        trial.set_user_attr('train_time_s', res.metrics['train_time_s'])
-        return res.metrics['test_accuracy']
 
     def behind(self, trial, epoch: int, accuracy: float) -> bool:
         """The median stopping rule over the study's completed trials (every worker's)."""

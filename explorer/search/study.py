@@ -224,7 +224,7 @@ def run_search(
     trainer: Callable | None = None,
 ) -> Frontier:
     """Run `trials` more trials of the space's study (shared between `workers` processes), then read the whole
-    study's frontier. progress(event) gets {'kind': 'trial', 'done', 'total', 'number', 'values'} after each
+    study's frontier. progress(event) gets {'kind': 'trial', 'done', 'total', 'number', 'values', 'state'} after each
     trial of this process; should_stop() ends the search after the current trial."""
 
     if not isinstance(trials, int) or isinstance(trials, bool) or not 1 <= trials <= MAX_TRIALS:
@@ -254,7 +254,14 @@ def run_search(
         done += 1
         if progress:
             progress(
-                {'kind': 'trial', 'done': done, 'total': shares[0], 'number': trial.number, 'values': trial.values}
+                {
+                    'kind': 'trial',
+                    'done': done,
+                    'total': shares[0],
+                    'number': trial.number,
+                    'values': trial.values,
+                    'state': trial.state.name,  # COMPLETE, PRUNED (a trained trial) or FAIL
+                }
             )
         if should_stop and should_stop():
             s.stop()

@@ -19,6 +19,7 @@ from explorer.train.data import DatasetNotFound
 
 _STOP: dict[str, threading.Event] = {}  # run id -> stop flag
 _SLOT = threading.Lock()  # one training at a time in this process: held by the worker until it has finished
+TRAINING_SLOT = _SLOT  # the same slot, for other CPU-heavy trainings (the Search tab's training searches)
 
 
 class Busy(RuntimeError):
