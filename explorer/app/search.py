@@ -424,7 +424,9 @@ def add_search_tab(ctx) -> None:
             'one training at a time on this server.'
         )
         with gr.Row():
-            space_name = gr.Dropdown(space_names(), value=DEFAULT_SPACE, label='space', scale=2)
+            space_name = gr.Dropdown(
+                space_names(), value=DEFAULT_SPACE, label='space', scale=2, elem_id='mfx-search-space'
+            )
             trials = gr.Number(value=200, minimum=1, maximum=max_trials(), precision=0, label='trials to add')
             start = gr.Button('Search', variant='primary', elem_id='mfx-search-start')
             stop_btn = gr.Button('Stop')
