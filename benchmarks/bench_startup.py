@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import socket
 import statistics
 import subprocess
@@ -52,6 +53,7 @@ def time_launch_to_numbers(root: Path, browser, limit_s: float = 180) -> float:
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
+        start_new_session=True,  # its own process group: the round ends with the app's helper process too
     )
     page = browser.new_page()
     try:
@@ -69,7 +71,7 @@ def time_launch_to_numbers(root: Path, browser, limit_s: float = 180) -> float:
         return time.perf_counter() - t0
     finally:
         page.close()
-        proc.terminate()
+        os.killpg(proc.pid, signal.SIGTERM)  # the server and its helper (the next round must not share the CPU)
         proc.wait(timeout=30)
 
 

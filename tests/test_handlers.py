@@ -325,14 +325,23 @@ def test_diagram_shows_stages_tokens_and_widths():
     assert '<script>' not in evil
 
 
-def test_stage_figure_bars_add_up_to_the_totals():
-    from explorer.viz.plots import stage_cost_figure
+def test_stage_chart_bars_add_up_to_the_totals():
+    """The composer's cost chart (SVG): per panel, the drawn segments' values add up to the report's totals, each
+    stage's token-mixer segment is the report's, and the markup is escaped."""
+    import re
+
+    from explorer.viz.costchart import nice_step, stage_cost_svg
 
     report = prof.profile('caformer_s18')
-    fig = stage_cost_figure(report)
-    for axis, key, scale in (('x', 'params', 1e6), ('x2', 'macs', 1e9)):
-        total = sum(sum(t.y) for t in fig.data if t.xaxis == axis)
-        assert math.isclose(total * scale, report[key], rel_tol=1e-9)
+    svg = stage_cost_svg(report)
+    for key, scale in (('params', 1e6), ('macs', 1e9)):
+        values = [float(v) for v in re.findall(rf'data-panel="{key}" data-part="[^"]+" data-value="([^"]+)"', svg)]
+        assert math.isclose(sum(values) * scale, report[key], rel_tol=1e-9)
+        mixer = re.findall(rf'data-panel="{key}" data-part="token mixer" data-value="([^"]+)"', svg)
+        assert [float(v) * scale for v in mixer] == pytest.approx([s[f'token_mixer_{key}'] for s in report['stages']])
+    assert '<title>S3 attention: token mixer' in svg
+    assert svg.startswith('<svg') and svg.endswith('</svg>') and '<script' not in svg
+    assert [nice_step(v) for v in (8.0, 1.0, 0.3, 26.3)] == [2, 0.25, 0.1, 10]
 
 
 def test_bench_and_verify_are_guarded_before_building(monkeypatch):

@@ -30,8 +30,8 @@ from explorer.core.registry import MIXERS
 from explorer.core.spec import ACTIVATIONS, HEADS, MAX_STAGES, NORMS, ArchSpec, SpecError
 from explorer.measure import profile as prof
 from explorer.measure import units
+from explorer.viz.costchart import stage_cost_svg
 from explorer.viz.diagram import network_html
-from explorer.viz.plots import stage_cost_figure
 
 PRIVATE = dict(api_visibility='private')
 
@@ -351,7 +351,7 @@ def _layout() -> SimpleNamespace:
                 ui.verified = gr.HTML(elem_id='mfx-verified-box')
                 ui.error = gr.Markdown(visible=False, elem_classes='mfx-error', elem_id='mfx-error')
                 ui.stale = gr.HTML(elem_id='mfx-stale')
-                ui.chart = gr.Plot(show_label=False, elem_id='mfx-chart')
+                ui.chart = gr.HTML(elem_id='mfx-chart', padding=False)  # SVG: swapped in as fast as the numbers
                 ui.table = gr.HTML(elem_id='mfx-table')
         # field messages: the JSON of (field elem_id, message) the page script puts at each field; plus shortcuts
         ui.field_errors = gr.HTML('', elem_id='mfx-field-errors', js_on_load=PAGE_JS, padding=False)
@@ -506,7 +506,7 @@ def add_compose_tab(ctx: AppContext) -> None:
                 _totals_html(spec, report),
                 pending,
                 gr.update(value='', visible=False),
-                stage_cost_figure(report),
+                stage_cost_svg(report),
                 _table_html(stage_rows(spec, report), report),
                 network_html(spec),
                 gr.update(value=report['preset']),

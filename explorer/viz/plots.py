@@ -12,7 +12,6 @@ from explorer.measure.units import fmt_count
 from explorer.viz.diagram import mixer_colour
 from explorer.viz.text import plain
 
-PART_COLOURS = {'token mixer': '#f59e0b', 'MLP': '#3b82f6', 'other': '#94a3b8'}
 FAMILY_COLOURS = (
     '#2563eb',
     '#dc2626',
@@ -43,56 +42,6 @@ def empty_figure(message: str, height: int = 300) -> go.Figure:
     )
     fig.update_layout(**_LAYOUT, height=height, xaxis=dict(visible=False), yaxis=dict(visible=False))
     return fig
-
-
-def stage_cost_figure(report: dict, height: int = 300) -> go.Figure:
-    """Stacked bars per stage (token mixer / MLP / other), parameters left and MACs right.
-
-    `report` is a CostReport.to_dict(): stages with token_mixer_*, mlp_*, other_* counts; stem and head go in a
-    last bar 'rest' (everything the stages do not hold). Built without make_subplots and without a template
-    lookup: this figure is redrawn on every edit in the composer, and those two cost most of 100 ms."""
-    stages = report['stages']
-    labels = [f'S{s["index"] + 1}' for s in stages] + ['rest']
-    mixers = [s['mixer'] for s in stages] + ['stem + head']
-    data = []
-    for col, key, scale, unit in ((1, 'params', 1e6, 'M params'), (2, 'macs', 1e9, 'GMACs')):
-        rest = report[key] - sum(s[key] for s in stages)  # stem, head and anything between stages
-        for part, prefix in (('token mixer', 'token_mixer'), ('MLP', 'mlp'), ('other', 'other')):
-            values = [s[f'{prefix}_{key}'] / scale for s in stages] + [rest / scale if part == 'other' else 0]
-            data.append(
-                go.Bar(
-                    x=labels,
-                    y=values,
-                    name=part,
-                    marker_color=PART_COLOURS[part],
-                    legendgroup=part,
-                    showlegend=col == 1,
-                    customdata=mixers,
-                    xaxis=f'x{col if col > 1 else ""}',
-                    yaxis=f'y{col if col > 1 else ""}',
-                    hovertemplate=f'%{{x}} %{{customdata}}<br>{part}: %{{y:.4g}} {unit}<extra></extra>',
-                )
-            )
-    axis = dict(gridcolor='#e5e7eb', zerolinecolor='#cbd5e1', tickfont=dict(size=10), automargin=True)
-    title = dict(
-        showarrow=False, xref='paper', yref='paper', y=1.0, xanchor='center', yanchor='bottom', font=dict(size=12)
-    )
-    layout = go.Layout(
-        barmode='stack',
-        height=height,
-        paper_bgcolor='white',
-        plot_bgcolor='white',
-        font=dict(size=12),
-        margin=dict(l=36, r=8, t=64, b=30),
-        hoverlabel=dict(bgcolor='white'),
-        legend=dict(orientation='h', yanchor='bottom', y=1.14, xanchor='left', x=0, font=dict(size=11)),
-        xaxis=dict(domain=[0, 0.44], **axis),
-        yaxis=dict(**axis),
-        xaxis2=dict(domain=[0.56, 1], anchor='y2', **axis),
-        yaxis2=dict(anchor='x2', **axis),
-        annotations=[dict(text='parameters (M)', x=0.22, **title), dict(text='MACs (G), batch 1', x=0.78, **title)],
-    )
-    return go.Figure(data=data, layout=layout)
 
 
 # one colour per preset family, the same whatever the filter shows; a family not listed gets one by its name
@@ -373,7 +322,6 @@ def _number(v: float) -> str:
 
 __all__ = [
     'empty_figure',
-    'stage_cost_figure',
     'accuracy_figure',
     'scaling_figure',
     'diff_figure',
