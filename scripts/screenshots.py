@@ -49,7 +49,7 @@ def main(out: Path) -> None:
 
             # 1. compose: a preset, its counts, diagram and chart
             page.goto(url + '?preset=caformer_s18')
-            page.wait_for_selector('#mfx-macs')
+            page.wait_for_selector('body[data-mfx-ready]', state='attached')  # the link restored and verified
             shot('compose')
             # 2. compare: every preset by family, your design among them
             page.get_by_role('tab', name='Compare').click()

@@ -44,13 +44,14 @@ PRIVATE = dict(api_visibility='private')
 # - field messages: the server writes [[field elem_id, message], ...] into data-errors; each message is put
 #   below its field as text (never HTML) and the field is outlined.
 # a page opened with a link dims the composer until the link's design is shown (the page itself is built with the
-# default design's values); the class is removed at the end of the restore chain, whatever happened in it, and
-# body[data-mfx-ready] says the page's own start-up events are done
+# default design's values); the class is removed once the link's design is counted (whatever happened), and
+# body[data-mfx-ready] says the page's own start-up events, the fvcore check included, are done
 RESTORING_JS = """() => {
   if (/[?&](spec|preset)=/.test(window.location.search)) document.body.classList.add('mfx-restoring');
   return [];
 }"""
-RESTORED_JS = "() => { document.body.classList.remove('mfx-restoring'); document.body.dataset.mfxReady = '1'; }"
+RESTORED_JS = "() => { document.body.classList.remove('mfx-restoring'); }"
+READY_JS = "() => { document.body.classList.remove('mfx-restoring'); document.body.dataset.mfxReady = '1'; }"
 PAGE_JS = """
 (() => {
   if (window.__mfxCompose) return;
@@ -560,7 +561,8 @@ def add_compose_tab(ctx: AppContext) -> None:
 
         filled = event.success(fill_link, [ui.restoring, ctx.spec], fill_outputs, **chained)
         counted = filled.then(count_link, [ui.restoring, hist, *form], refresh_outputs, **chained)
-        return verify_after(counted).then(None, None, None, js=RESTORED_JS, **PRIVATE)
+        counted.then(None, None, None, js=RESTORED_JS, **PRIVATE)  # the link's design is shown: undim
+        return verify_after(counted).then(None, None, None, js=READY_JS, **PRIVATE)
 
     ctx.extras.update(restore_link=restore_link, restoring=ui.restoring)
 
