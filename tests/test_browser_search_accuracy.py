@@ -20,6 +20,8 @@ def test_a_trained_accuracy_search_runs_in_the_tab(app_url, page, shots, tmp_pat
     choose(page, 'mfx-search-space', 'fmnist_small_budget')
     page.wait_for_function(f'() => /fmnist_small_budget/.test({STATUS})')  # the space, its form and study shown
     trials = page.get_by_label('trials to add')
+    # the last step of picking a space that trains: the trials box lowered from 200 to the cap (20)
+    page.wait_for_function('(el) => el.value === "20"', arg=trials.element_handle())
     trials.fill('2')
     trials.press('Tab')
     page.locator('#mfx-search-start').click()
