@@ -53,3 +53,36 @@ def test_a_dead_helper_is_replaced(helper):
     os.kill(pid, 9)
     pid2, _ = helper.call(_pid_and_nice)
     assert pid2 != pid and pid2 != os.getpid()
+
+
+PARENT = """
+import os, sys
+sys.path.insert(0, {root!r})
+from explorer.app.workers import Helper
+h = Helper()
+print(h.call(os.getpid), flush=True)
+os._exit(0)  # the server dies without closing anything
+"""
+
+
+def test_the_helper_exits_when_the_server_dies():
+    """A server killed (or crashed) must not leave its helper running, holding memory and a CPU share."""
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    root = str(Path(__file__).resolve().parent.parent)
+    out = subprocess.run(
+        [sys.executable, '-c', PARENT.format(root=root)], capture_output=True, text=True, timeout=120, check=True
+    )
+    pid = int(out.stdout.strip().splitlines()[-1])
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.2)
+    os.kill(pid, 9)
+    raise AssertionError(f'the helper {pid} outlived its server by 20 s')

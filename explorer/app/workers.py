@@ -16,21 +16,34 @@ import logging
 import multiprocessing
 import os
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 
 NICE = 10
+PARENT_POLL_S = 1.0  # how often the helper checks that the server is still there
 
 
 def _lower_priority() -> None:
-    """The helper's initializer: a lower CPU priority and one torch thread (set before torch is imported)."""
+    """The helper's initializer: a lower CPU priority, one torch thread (set before torch is imported), and a
+    watch on the server: when the server process is gone (killed, crashed), the helper exits too. It would not
+    notice otherwise: it holds both ends of its own task queue, so the server's death closes nothing it reads."""
     try:
         os.nice(NICE)
     except OSError:  # not permitted on this system: run at the same priority
         pass
     os.environ['OMP_NUM_THREADS'] = '1'
     os.environ['MKL_NUM_THREADS'] = '1'
+    parent = os.getppid()
+
+    def watch() -> None:
+        while True:
+            time.sleep(PARENT_POLL_S)
+            if os.getppid() != parent:  # re-parented: the server has died
+                os._exit(0)
+
+    threading.Thread(target=watch, daemon=True, name='watch-server').start()
 
 
 def _warm() -> bool:
