@@ -13,17 +13,13 @@ it is for that network; a further edit numbers from it (`my_net-mod1`).
 from __future__ import annotations
 
 import copy
-import json
 from dataclasses import dataclass, field
+
+from explorer.core.spec import network_key
 
 HISTORY_STEPS = 100  # undo steps kept (the brief asks for at least 50)
 MAX_NAME_CHARS = 100  # ArchSpec's limit on a name
 MAX_NAMED = 2_000  # networks remembered by the naming (oldest forgotten first): bounded per session
-
-
-def network_key(spec: dict) -> str:
-    """What makes two designs the same network: the spec without its name and its published metadata."""
-    return json.dumps({k: v for k, v in spec.items() if k not in ('name', 'meta')}, sort_keys=True, default=str)
 
 
 def same_design(a: dict | None, b: dict | None) -> bool:

@@ -58,6 +58,15 @@ MAX_JSON_ITEMS = 20_000  # values in one spec, all levels together
 MAX_JSON_CHARS = 1_000_000  # a spec's JSON text
 
 
+def network_key(spec) -> str:
+    """What makes two designs the same network: the spec (a dict or an ArchSpec) without its name and its
+    published metadata, as canonical JSON."""
+    import json
+
+    d = spec.to_dict() if hasattr(spec, 'to_dict') else spec
+    return json.dumps({k: v for k, v in d.items() if k not in ('name', 'meta')}, sort_keys=True, default=str)
+
+
 class SpecError(ValueError):
     """Invalid spec. `errors` is a list of (field path, message); str() lists them one per line."""
 

@@ -267,11 +267,12 @@ def prepare(
     import torch
 
     from explorer.core.build import build_model
+    from explorer.core.spec import network_key
 
     key = None
     cached = None
     if compile and model is None:
-        key = (network_json(spec), device, batch_size, dtype, bool(channels_last))
+        key = (network_key(spec), device, batch_size, dtype, bool(channels_last))
         cached = _COMPILED.take(key)
     if cached is not None:
         fn, model = cached
@@ -345,14 +346,6 @@ class _CompiledCache:
 
 
 _COMPILED = _CompiledCache()
-
-
-def network_json(spec) -> str:
-    """The network a spec describes, as canonical JSON (its name and metadata left out)."""
-    import json
-
-    d = spec.to_dict() if hasattr(spec, 'to_dict') else dict(spec)
-    return json.dumps({k: v for k, v in d.items() if k not in ('name', 'meta')}, sort_keys=True, default=str)
 
 
 def time_steps(step: Callable, device: str, n: int) -> list[float]:
