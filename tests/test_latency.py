@@ -123,6 +123,28 @@ def test_a_design_latency_is_its_fastest_quiet_turn():
     assert lat._settled([(1.2, 0.0), (1.23, 0.0)]) and not lat._settled([(1.2, 0.0), (1.3, 0.0), (1.0, 0.6)])
 
 
+def test_a_turn_times_the_steady_calls_not_the_first_after_another_design(monkeypatch):
+    """The first call of a model after other models ran is slower (its memory was handed to them); a turn of one
+    or two calls must not put it in its median. Fake steps: 12 ms each, 40 ms right after the other one ran."""
+    from explorer.measure import speed
+
+    last = []
+
+    def fake_prepare(spec, device, batch_size, dtype, *args, **kwargs):
+        def step():
+            time.sleep(0.040 if last and last[-1] is not spec else 0.012)
+            last.append(spec)
+
+        return step, None
+
+    monkeypatch.setattr(speed, 'prepare', fake_prepare)
+    specs = [ArchSpec.from_dict({**tiny().to_dict(), 'name': f'fake_{i}'}) for i in range(2)]
+    turns = lat.measure_rounds(specs, 'cpu', 1, 'float32', rounds=2)
+    for t in turns:
+        assert len(t) >= 2
+        assert all(0.011 <= seconds < 0.025 for seconds, _ in t), t  # 12 ms (+ sleep's slack), never 26 or 40
+
+
 def test_accuracy_and_spearman_by_hand():
     assert lat.spearman([1, 2, 3, 4], [10, 20, 30, 40]) == pytest.approx(1.0)
     assert lat.spearman([1, 2, 3, 4], [4, 3, 2, 1]) == pytest.approx(-1.0)

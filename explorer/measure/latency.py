@@ -607,11 +607,14 @@ def measure_rounds(
     threads: int | None = None,
     progress: Callable | None = None,
 ) -> list[list[tuple[float, float]]]:
-    """Per spec, (seconds per call, contention) of each of its turns. A turn is the median of back-to-back calls
-    lasting about TURN_S; contention is the share of the turn during which some task on this machine waited for
-    a CPU (Linux pressure stall information, /proc/pressure/cpu; 0 where it is not available). All models are
-    built and warmed up first; every round runs every spec once, the order rotated and reversed from round to
-    round; after `rounds`, up to as many again for the specs that are not yet `_settled`."""
+    """Per spec, (seconds per call, contention) of each of its turns. A turn is one untimed call, then the median
+    of back-to-back calls lasting about TURN_S (the untimed call puts the allocator back in the state that
+    repeated calls of one model reach: right after other models ran, the first call of a batch-32 design took up
+    to 2x its steady time, and a turn of one or two calls kept that in its median); contention is the share of
+    the turn during which some task on this machine waited for a CPU (Linux pressure stall information,
+    /proc/pressure/cpu; 0 where it is not available). All models are built and warmed up first; every round runs
+    every spec once, the order rotated and reversed from round to round; after `rounds`, up to as many again for
+    the specs that are not yet `_settled`."""
     import torch
 
     from explorer.measure.speed import check_dtype, prepare, resolve_device, time_steps
@@ -639,6 +642,7 @@ def measure_rounds(
             report(0.3 + 0.7 * min(r, rounds - 1) / rounds, f'timing round {r + 1} ({len(order)} designs)')
             k = r * len(order) // max(rounds, r + 1)
             for j in order[k:][::-1] + order[:k][::-1] if r % 2 else order[k:] + order[:k]:
+                time_steps(steps[j], device, 1)  # untimed: the previous design's memory is reused now
                 p0, t0 = _cpu_stall_us(), time.perf_counter()
                 seconds = statistics.median(time_steps(steps[j], device, reps[j]))
                 wall, p1 = time.perf_counter() - t0, _cpu_stall_us()
