@@ -732,6 +732,9 @@ def api_bench(
     """Throughput and latency of the built model; one measurement at a time server-wide. `repeats` (1 to 10):
     rounds of timed runs; `round_throughputs` gives each round's images/s (the spread)."""
     repeats = _int_arg('repeats', repeats, 1, 10)
+    for name, flag in (('channels_last', channels_last), ('compile', compile)):
+        if not isinstance(flag, bool):  # 'false' is truthy: it must not turn a layout or a compile on
+            raise ValueError(f'{name}: {str(flag)[:40]!r} must be true or false')
     return prof.bench(spec, device, batch_size, dtype, channels_last, compile, repeats=repeats)
 
 

@@ -107,7 +107,7 @@ def check_training(space, trials: int, limits: Limits | None = None) -> dict:
         v = cfg[key]
         if v is None and none:
             continue
-        number = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+        number = isinstance(v, (int, float)) and not isinstance(v, bool) and (isinstance(v, int) or math.isfinite(v))
         ok = number and (low < v if key in ('epochs', 'time_budget') else low <= v) and v <= high
         if not ok or (whole and int(v) != v):
             side = '(0' if key in ('epochs', 'time_budget') else f'[{low:g}'
@@ -147,8 +147,9 @@ def merged_space(text: str, p_max, g_max, l_max, x_obj, x_dir, y_obj, y_dir):
     """The space JSON with the form's constraints and objectives written into it (form wins)."""
     try:
         data = json.loads(text) if isinstance(text, str) and len(text) <= 100_000 else None
-    except json.JSONDecodeError as e:
-        raise user_error(f'the space is not valid JSON: {e}', title='Bad space') from None
+    except (ValueError, RecursionError) as e:  # also an integer of over 4,300 digits, or deep nesting
+        why = 'nested too deeply' if isinstance(e, RecursionError) else e
+        raise user_error(f'the space is not valid JSON: {why}', title='Bad space') from None
     if not isinstance(data, dict):
         raise user_error('the space must be a JSON object (a shipped space is a good start)', title='Bad space')
     cons = dict(data.get('constraints') or {})

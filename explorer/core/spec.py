@@ -197,6 +197,8 @@ class ArchSpec:
             data = json.loads(text)
         except json.JSONDecodeError as e:
             raise SpecError([('', f'not valid JSON: {e.msg} at line {e.lineno} column {e.colno}')]) from None
+        except ValueError as e:  # an integer of over 4,300 digits (int_max_str_digits)
+            raise SpecError([('', f'not valid JSON: {e}')]) from None
         except RecursionError:
             raise SpecError([('', f'the spec is nested more than {MAX_JSON_DEPTH} levels deep')]) from None
         return cls.from_dict(data)
@@ -384,7 +386,7 @@ def _is_int(v) -> bool:
 
 
 def _is_number(v) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and (isinstance(v, int) or math.isfinite(v))
 
 
 def _check_int(err, path, v, rng):

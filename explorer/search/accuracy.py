@@ -49,8 +49,9 @@ class Trainer:
             raise SpaceError(f'training: unknown field(s) {unknown}; allowed {", ".join(DEFAULTS)}')
         self.cfg = {**DEFAULTS, **space.training}
         self.should_stop, self.progress = should_stop, progress
-        try:
-            check_trainable(design(space, first_choices(space)))
+        try:  # every input size the space may choose, before any trial trains
+            for size in space.choices.get('img_size', [None]):
+                check_trainable(design(space, {**first_choices(space), **({'img_size': size} if size else {})}))
         except ValueError as e:
             raise SpaceError(
                 f"the accuracy objective trains on Fashion-MNIST, and this space's designs do not fit: {e}"

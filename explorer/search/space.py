@@ -102,8 +102,9 @@ def parse_space(data) -> Space:
             raise SpaceError(f'the space is {len(data):,} characters; at most {MAX_SPACE_CHARS:,}')
         try:
             data = json.loads(data)
-        except json.JSONDecodeError as e:
-            raise SpaceError(f'the space is not valid JSON: {e}') from None
+        except (ValueError, RecursionError) as e:  # also an integer of over 4,300 digits, or deep nesting
+            why = 'nested too deeply' if isinstance(e, RecursionError) else e
+            raise SpaceError(f'the space is not valid JSON: {why}') from None
     if not isinstance(data, dict):
         raise SpaceError(f'a space is a JSON object, not {type(data).__name__}')
     errors: list[str] = []
@@ -151,7 +152,7 @@ def _int_in(v, low: int, high: int) -> bool:
 
 
 def _number(v) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and v == v and abs(v) != float('inf')
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and abs(v) <= 1e308  # not NaN, inf or huge
 
 
 def _list(v, where: str, errors: list, check) -> list:
