@@ -675,7 +675,7 @@ def _api(fn):
 
 def _int_arg(name: str, value, low: int, high: int) -> int:
     """An integer argument from a client (JSON numbers may arrive as 3.0), or a ValueError naming it."""
-    if isinstance(value, float) and value.is_integer():
+    if isinstance(value, float) and value.is_integer() and low <= value <= high:  # 1e308 stays 1e+308 in the message
         value = int(value)
     if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
         raise ValueError(f'{name}: {value!r} must be an integer in [{low}, {high}]')
@@ -783,7 +783,7 @@ def api_compare_points(axis: str = 'MACs', designs: list | None = None, families
         if not isinstance(d, (dict, str)):
             raise ValueError(f'designs[{i}]: {str(d)[:40]!r} must be a spec dict, its JSON text or a preset name')
         try:
-            spec = catalog.parse_spec(d).to_dict()
+            spec = catalog.with_published_meta(catalog.parse_spec(d)).to_dict()  # no top-1 a client made up
         except SpecError as e:
             raise SpecError([(f'designs[{i}].{p}'.rstrip('.'), m) for p, m in e.errors]) from None
         pins.append({'name': spec['name'], 'spec': spec})
@@ -806,14 +806,21 @@ def api_snippet(spec: dict | str) -> str:
     return share.python_snippet(spec)
 
 
+def _published(d: dict) -> dict:
+    """`d` with the published figures of the preset it matches, else none: a changed design is not that preset
+    (and `meta`, checked by no rule, would echo what a client sent: 2**64 is more than the response can carry)."""
+    name = catalog.matching_preset(d)
+    return {**d, 'meta': catalog.get_preset(name)['meta'] if name else {}}
+
+
 def api_add_stage(spec: dict | str) -> dict:
     """The spec with one more stage (the last one's mixer, depth 2, twice its width), as the composer does."""
-    return spec_form.add_stage(catalog.parse_spec(spec).to_dict())
+    return _published(spec_form.add_stage(catalog.parse_spec(spec).to_dict()))
 
 
 def api_remove_stage(spec: dict | str, index: int) -> dict:
     """The spec without stage `index` (0-based), per-stage lists kept consistent."""
-    return spec_form.remove_stage(catalog.parse_spec(spec).to_dict(), _int_arg('index', index, 0, 5))
+    return _published(spec_form.remove_stage(catalog.parse_spec(spec).to_dict(), _int_arg('index', index, 0, 5)))
 
 
 def api_diagram(spec: dict | str) -> str:

@@ -794,7 +794,7 @@ def api_mixing_map(
         for name, v in (('stage', stage), ('block', block), ('row', row), ('col', col)):
             if not isinstance(v, int) or isinstance(v, bool):
                 raise ValueError(f'{name}: {v!r} must be an integer')
-        query = None if row < 0 or col < 0 else (row, col)
+        query = None if (row, col) == (-1, -1) else (row, col)  # any other pair is checked against the grid
         with MODELS.lock(m.model):
             mm = mixing_map(m.model, stage, block, query, x, method=method)
     except USER_ERRORS as e:
@@ -840,6 +840,8 @@ def api_attribute(
                 raise ValueError(f'{name}: {v!r} must be an integer')
         if not 0 <= seed < 2**31:
             raise ValueError(f'seed: {seed} must be in [0, 2**31)')
+        if not isinstance(smoothgrad, bool):  # 'false' is truthy: it must not turn SmoothGrad on
+            raise ValueError(f'smoothgrad: {show(smoothgrad, 40)} must be true or false')
         with MODELS.lock(m.model):
             e = explain(
                 m,

@@ -20,6 +20,8 @@ from explorer.core.resources import data_path
 MAX_PIXELS = 40_000_000  # ~ a 7700 x 5200 photo; bigger files are refused before decoding (bombs)
 ASSET_DIR = data_path('assets') / 'images'
 IMAGE_SUFFIXES = ('.jpg', '.jpeg', '.png', '.webp', '.bmp', '.gif', '.tif', '.tiff')
+# the decoders a request may reach: PIL would otherwise try all of its ~40 (EPS runs Ghostscript on the bytes)
+IMAGE_FORMATS = ('PNG', 'JPEG', 'WEBP', 'BMP', 'GIF', 'TIFF')  # JPEG's opener also reads MPO (phone photos)
 
 
 class ImageError(ValueError):
@@ -73,7 +75,7 @@ def load_image(source: str | Path | bytes | Image.Image, *, max_pixels: int = MA
     with warnings.catch_warnings():
         warnings.simplefilter('error', Image.DecompressionBombWarning)
         try:
-            img = Image.open(io.BytesIO(data))
+            img = Image.open(io.BytesIO(data), formats=IMAGE_FORMATS)
             w, h = img.size
             if w * h > max_pixels:
                 raise ImageError(

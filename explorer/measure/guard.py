@@ -69,7 +69,7 @@ def check_inputs(
         errors.append(('batch_size', f'{show(batch_size)} is not allowed; allowed 1 to {limits.max_batch}'))
     if not isinstance(size, int) or isinstance(size, bool) or not 8 <= size <= limits.max_img_size:
         errors.append(('img_size', f'{show(size)} is not allowed; allowed 8 to {limits.max_img_size}'))
-    if dtype not in BYTES_PER_ELEMENT:
+    if not isinstance(dtype, str) or dtype not in BYTES_PER_ELEMENT:  # a list is unhashable: TypeError
         errors.append(('dtype', f'{show(dtype)} is not allowed; choose from {", ".join(BYTES_PER_ELEMENT)}'))
     if errors:
         raise ResourceError(errors)

@@ -79,7 +79,7 @@ def bench(
     from explorer.measure.speed import bench as speed_bench  # it runs the resource guard before building
 
     s = parse_spec(spec)
-    if isinstance(batch_size, float) and batch_size.is_integer():  # number fields arrive as floats
+    if isinstance(batch_size, float) and batch_size.is_integer() and abs(batch_size) < 2**53:  # fields send floats
         batch_size = int(batch_size)
     result = speed_bench(
         s,

@@ -123,7 +123,8 @@ def resolve_device(device: str = 'auto') -> str:
             )
         if ':' in device:
             idx = device.split(':', 1)[1]
-            if not idx.isdigit() or int(idx) >= torch.cuda.device_count():
+            # isdigit() is true of '²' and of 5,000 nines, which int() refuses: ASCII digits, at most 4
+            if not (idx.isascii() and idx.isdigit() and len(idx) <= 4) or int(idx) >= torch.cuda.device_count():
                 raise BenchError(f'device {device!r}: this machine has {torch.cuda.device_count()} CUDA device(s)')
         return device
     raise BenchError(f'device {device!r} is not allowed; choose auto, cpu or cuda')
