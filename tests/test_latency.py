@@ -225,6 +225,9 @@ def test_bad_requests_are_named():
         lat.predict_latency(tiny(), dtype='int8')
     with pytest.raises(lat.LatencyError, match='device'):
         lat.predict_latency(tiny(), device='tpu')
+    for odd in ('cuda:²', 'cuda:' + '9' * 5000, 'cuda:-1'):  # isdigit() is true of the first two
+        with pytest.raises(lat.LatencyError, match='is not allowed; choose cpu or cuda'):
+            lat.predict_latency(tiny(), device=odd)
     with pytest.raises(lat.LatencyError, match='batch size'):
         lat.predict_latency(tiny(), batch_size=0)
     with pytest.raises(lat.LatencyError, match='designs'):

@@ -92,6 +92,19 @@ def test_compare_points_shows_no_top1_a_client_wrote_into_a_custom_design(top1):
     assert [(r['top1'], r['source']) for r in out['rows']] == [(None, 'not trained on ImageNet-1k here')]
 
 
+def test_compare_points_names_a_family_that_does_not_exist():
+    """Was: families=['convformer'] (the family is 'ConvFormer') answered with no presets and no error."""
+    import gradio as gr
+
+    from explorer.app.panels import API, _api, preset_families
+
+    with pytest.raises(gr.Error, match="families: 'convformer' not known; choose from CAFormer, ConvFormer,"):
+        _api(API['compare_points'])('MACs', None, ['convformer'])
+    family = preset_families()[0]
+    rows = API['compare_points']('MACs', None, [family])['rows']
+    assert rows and {r['family'] for r in rows} == {family}
+
+
 # ---- a float the client sent is named as sent -------------------------------------------------------------
 @pytest.mark.parametrize(
     'name, args, kwargs, message',

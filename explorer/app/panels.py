@@ -777,6 +777,10 @@ def api_compare_points(axis: str = 'MACs', designs: list | None = None, families
         raise ValueError(
             f'families: {str(families)[:80]!r} must be a list of family names ({", ".join(preset_families())})'
         )
+    unknown = [f for f in families or [] if f not in preset_families()]
+    if unknown:  # a misspelt family would silently leave the chart without presets
+        named = ', '.join(repr(f[:40]) for f in unknown[:5])
+        raise ValueError(f'families: {named} not known; choose from {", ".join(preset_families())}')
     pins = []
     for i, d in enumerate(designs or []):
         d = d['spec'] if isinstance(d, dict) and 'spec' in d else d

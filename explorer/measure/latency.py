@@ -75,7 +75,9 @@ def canonical_dtype(dtype: str) -> str:
 
 
 def canonical_device(device: str) -> str:
-    if isinstance(device, str) and (device in ('cpu', 'cuda') or (device[:5] == 'cuda:' and device[5:].isdigit())):
+    index = device[5:] if isinstance(device, str) and device[:5] == 'cuda:' else ''
+    # isdigit() is also true of '²' and of 5,000 nines: ASCII digits, at most 4
+    if device in ('cpu', 'cuda') or (index.isascii() and index.isdigit() and len(index) <= 4):
         return device
     raise LatencyError(f'device {device!r} is not allowed; choose cpu or cuda[:N]')
 
