@@ -10,6 +10,8 @@ import io
 
 import pytest
 
+from explorer.core.spec import SpecError
+
 from .conftest import TINY
 
 MODEL = 'fmnist_pooling'  # a shipped trained model: works offline, loads in a second
@@ -72,23 +74,32 @@ def test_add_stage_drops_the_published_figures_of_the_preset_it_no_longer_is():
 
 
 @pytest.mark.parametrize('name, args', [('add_stage', ()), ('remove_stage', (0,))])
-def test_stage_edits_do_not_echo_a_meta_value_the_response_cannot_carry(name, args):
+def test_stage_edits_refuse_a_meta_value_the_response_cannot_carry(name, args):
     """Was: meta {'gmacs': 2**64} came back as it was sent; Gradio's orjson raised 'Integer exceeds 64-bit
-    range' while streaming the answer and the client saw its connection dropped (CancelledError), no message."""
+    range' while streaming the answer and the client saw its connection dropped (CancelledError), no message.
+    meta's values are now checked with the spec; a custom design's valid meta is not echoed either."""
     from explorer.app.panels import API
 
-    three = {**TINY, 'meta': {'gmacs': BIG, 'top1': 99.9}, 'stages': TINY['stages'] + [TINY['stages'][1]]}
-    out = API[name](three, *args)
+    three = {**TINY, 'stages': TINY['stages'] + [TINY['stages'][1]]}
+    with pytest.raises(SpecError, match=r'meta.gmacs: 18446744073709551616 must be a number in \[0, 1e\+07\]'):
+        API[name]({**three, 'meta': {'gmacs': BIG}}, *args)
+    out = API[name]({**three, 'meta': {'gmacs': 1.5, 'top1': 99.9}}, *args)
     assert out['meta'] == {} and len(out['stages']) == (4 if name == 'add_stage' else 2)
 
 
-@pytest.mark.parametrize('top1', [BIG, 'abc', 99.9])
-def test_compare_points_shows_no_top1_a_client_wrote_into_a_custom_design(top1):
-    """Was: a pinned design's meta.top1 was plotted and labelled 'published for this architecture' (a string, or
-    2**64, which then broke the response as above)."""
+@pytest.mark.parametrize('top1', [BIG, 'abc'])
+def test_compare_points_refuses_a_top1_that_is_no_percentage(top1):
     from explorer.app.panels import API
 
-    out = API['compare_points']('MACs', [{'name': 'mine', 'spec': {**TINY, 'meta': {'top1': top1}}}], [])
+    with pytest.raises(SpecError, match=r'designs\[0\].meta.top1: .* must be a number in \[0, 100\]'):
+        API['compare_points']('MACs', [{'name': 'mine', 'spec': {**TINY, 'meta': {'top1': top1}}}], [])
+
+
+def test_compare_points_shows_no_top1_a_client_wrote_into_a_custom_design():
+    """Was: a pinned design's meta.top1 was plotted and labelled 'published for this architecture'."""
+    from explorer.app.panels import API
+
+    out = API['compare_points']('MACs', [{'name': 'mine', 'spec': {**TINY, 'meta': {'top1': 99.9}}}], [])
     assert [(r['top1'], r['source']) for r in out['rows']] == [(None, 'not trained on ImageNet-1k here')]
 
 
@@ -243,7 +254,8 @@ def test_the_endpoints_answer_these_requests_with_the_argument_over_the_network(
 
     with pytest.raises(AppError, match='dtype: .* is not allowed; choose from fp32, bf16, fp16'):
         client.predict(spec=TINY, batch_size=1, dtype=['fp32'], img_size=None, api_name='/memory')
-    assert client.predict(spec={**TINY, 'meta': {'gmacs': BIG}}, api_name='/add_stage')['meta'] == {}
+    with pytest.raises(AppError, match='meta.gmacs: 18446744073709551616 must be a number'):
+        client.predict(spec={**TINY, 'meta': {'gmacs': BIG}}, api_name='/add_stage')
     with pytest.raises(AppError, match='smoothgrad: .* must be true or false'):
         client.predict(
             model=MODEL, image=IMAGE, method='saliency', smoothgrad='false', api_name='/attribute'

@@ -149,3 +149,24 @@ def test_spec_errors_survive_pickling():
         e = pickle.loads(pickle.dumps(cls([('stages.0.dim', 'must be positive'), ('', 'and more')])))
         assert type(e) is cls and e.errors == [('stages.0.dim', 'must be positive'), ('', 'and more')]
         assert str(e) == 'stages.0.dim: must be positive\nand more'
+
+
+@pytest.mark.parametrize(
+    'meta, expected',
+    [
+        ({'gmacs': 2**64}, 'meta.gmacs: 18446744073709551616 must be a number in [0, 1e+07]'),
+        ({'top1': 'abc'}, "meta.top1: 'abc' must be a number in [0, 100]"),
+        ({'top1': float('nan')}, 'meta.top1: nan must be a number in [0, 100]'),
+        ({'resolution': 224.5}, 'meta.resolution: 224.5 must be an integer in [1, 8192]'),
+        ({'notes': ['x']}, "meta.notes: ['x'] must be text of at most 4,000 characters"),
+        ({'display_name': 'x' * 4001}, 'meta.display_name: '),
+    ],
+)
+def test_meta_values_are_checked(meta, expected):
+    """meta never changes the model, but answers echo it: a 2**64 there broke Gradio's JSON response, and a
+    made-up top-1 must not read as a published one."""
+    with pytest.raises(SpecError) as info:
+        ArchSpec.from_dict({**tiny_spec(), 'meta': meta})
+    assert str(info.value).startswith(expected)
+    ok = {'top1': 83.6, 'gmacs': 4.1, 'resolution': 224, 'notes': 'x' * 4000, 'source': None}
+    assert ArchSpec.from_dict({**tiny_spec(), 'meta': ok}).meta == ok

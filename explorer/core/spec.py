@@ -40,6 +40,17 @@ META_KEYS = (
     'differs_from_original',
     'data_cfg',  # preprocessing of the original where timm has no pretrained config (timm's keys)
 )
+# meta's values: text, or published figures in a plausible range (answers echo meta: a 2**64 there is more than a
+# JSON response can carry, and a made-up figure must not pass for a published one); None: not given
+META_TEXT_KEYS = ('family', 'display_name', 'timm_name', 'pretrained_tag', 'source', 'notes', 'differs_from_original')
+MAX_META_TEXT = 4000
+META_NUMBER_RANGES = {
+    'top1': (0.0, 100.0),
+    'params_m': (0.0, 1e6),
+    'frozen_params_m': (0.0, 1e6),
+    'gmacs': (0.0, 1e7),
+    'resolution': (1, 8192),
+}
 
 # Limits that keep a laptop alive; the resource guard checks actual cost on top of these.
 MAX_STAGES = 6
@@ -237,6 +248,7 @@ class ArchSpec:
         for k in self.meta:
             if k not in META_KEYS:
                 err(f'meta.{k}', f'unknown key; allowed: {", ".join(META_KEYS)}')
+        _check_meta_values(err, self.meta)
         _check_data_cfg(err, self.meta.get('data_cfg'))
 
         n = len(self.stages)
@@ -411,6 +423,18 @@ def _check_bool(err, path, v):
 def _check_choice(err, path, v, choices):
     if v not in choices:
         err(path, f'{show(v)} is not allowed; choose from {", ".join(choices)}')
+
+
+def _check_meta_values(err, meta: dict) -> None:
+    for k in META_TEXT_KEYS:
+        v = meta.get(k)
+        if v is not None and (not isinstance(v, str) or len(v) > MAX_META_TEXT):
+            err(f'meta.{k}', f'{show(v)} must be text of at most {MAX_META_TEXT:,} characters')
+    for k, (low, high) in META_NUMBER_RANGES.items():
+        v = meta.get(k)
+        if v is not None and not (_is_number(v) and low <= v <= high and (k != 'resolution' or _is_int(v))):
+            kind = 'an integer' if k == 'resolution' else 'a number'
+            err(f'meta.{k}', f'{show(v)} must be {kind} in [{low:g}, {high:g}]')
 
 
 def _check_data_cfg(err, cfg):
