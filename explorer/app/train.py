@@ -229,15 +229,15 @@ def overlay_figure(runs: list[dict], shown: list[str], live: dict | None = None)
     return runs_figure(chosen + ([live] if live else []))
 
 
-def runs_view(shown: list[str] | None = None) -> tuple:
+def runs_view(shown: list[str] | None = None, figure: bool = True) -> tuple:
     """(table rows, overlay figure, the 'Use in Predict' picker's choices and value as a dict) from the runs
-    folder as it is now."""
+    folder as it is now; figure=False: None for the figure (the page's first build: opening the tab draws it)."""
     runs = trained_runs()
     rows = runs_rows(runs, shown)
     names = [r['name'] for r in runs]
     ticked = [row[1] for row in rows if row[0]]
     pick = dict(choices=names, value=ticked[0] if ticked else (names[0] if names else None))
-    return rows, overlay_figure(runs, ticked, LIVE.snapshot()[2]), pick
+    return rows, overlay_figure(runs, ticked, LIVE.snapshot()[2]) if figure else None, pick
 
 
 def use_in_predict(name: str | None) -> tuple:
@@ -304,7 +304,7 @@ def add_train_tab(ctx) -> None:
                 'dashed as its epochs finish. Click a row to pick it, then *Use in Predict*.',
                 elem_classes='mfx-note',
             )
-            first = runs_view()
+            first = runs_view(figure=False)  # a plotly figure at start-up cost 0.18 s; the tab's select draws it
             table = gr.Dataframe(
                 value=first[0],
                 headers=RUN_HEADERS,
