@@ -52,7 +52,7 @@ def presets_check(model, names: list[str], batch: int, rounds: int) -> None:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    ap.add_argument('--designs', type=int, default=250, help='calibration designs per batch size')
+    ap.add_argument('--designs', type=int, default=400, help='calibration designs per batch size')
     ap.add_argument('--holdout', type=int, default=30, help='unseen designs per batch size')
     ap.add_argument('--batches', type=int, nargs='+', default=[1, 32])
     ap.add_argument('--rounds', type=int, default=9)

@@ -28,7 +28,7 @@ def register(sub) -> None:
         '--batch-size', type=int_in(1, 256), nargs='+', default=[1], help='one or more batch sizes (default 1)'
     )
     p.add_argument('--dtype', choices=DTYPE_CHOICES, default='float32', help='float32 (default) or autocast')
-    p.add_argument('--designs', type=int_in(2, 2000), default=200, help='designs to fit on (default 200)')
+    p.add_argument('--designs', type=int_in(2, 2000), default=400, help='designs to fit on (default 400)')
     p.add_argument('--holdout', type=int_in(0, 2000), default=30, help='unseen designs to test on (default 30)')
     p.add_argument('--threads', type=int_in(1, 1024), default=None, help="torch threads (default: torch's)")
     p.add_argument(

@@ -803,7 +803,7 @@ def calibrate(
     device: str = 'cpu',
     batch_size: int = 1,
     dtype: str = 'float32',
-    designs: int = 200,
+    designs: int = 400,
     holdout: int = 30,
     threads: int | None = None,
     rounds: int = 9,
