@@ -227,7 +227,7 @@ def test_existing_files_are_kept_unless_overwrite(tmp_path, load_module):
 def test_spec_text_cannot_become_code(tmp_path, load_module):
     name = unique()
     hostile = '"""\nraise SystemExit("injected")\n"""'
-    meta = {'display_name': hostile, 'notes': hostile, 'top1': float('inf')}  # inf: no Python literal, JSON's
+    meta = {'display_name': hostile, 'notes': hostile, 'top1': 83.6}  # (an inf top-1 is refused by the spec)
     spec = {**tiny_spec(meta=meta), 'name': f'x{hostile}'}
     module = load_module(export_design(spec, tmp_path, name=name).files['module'])  # imports: nothing was run
     assert module.SPEC['meta'] == meta and '"' not in module.__doc__
