@@ -31,7 +31,7 @@ import gradio as gr
 from explorer.app.context import download_file, md_text, user_error
 from explorer.core.spec import SpecError
 from explorer.measure.guard import Limits
-from explorer.search.space import SpaceError, design, load_space, parse_space, space_names
+from explorer.search.space import SpaceError, design, load_space, parse_space, space_json, space_names
 from explorer.train.data import DatasetNotFound, find_dataset
 from explorer.train.runner import TRAINING_SLOT, background
 
@@ -146,10 +146,9 @@ def form_values(text: str) -> list:
 def merged_space(text: str, p_max, g_max, l_max, x_obj, x_dir, y_obj, y_dir):
     """The space JSON with the form's constraints and objectives written into it (form wins)."""
     try:
-        data = json.loads(text) if isinstance(text, str) and len(text) <= 100_000 else None
-    except (ValueError, RecursionError) as e:  # also an integer of over 4,300 digits, or deep nesting
-        why = 'nested too deeply' if isinstance(e, RecursionError) else e
-        raise user_error(f'the space is not valid JSON: {why}', title='Bad space') from None
+        data = space_json(text) if isinstance(text, str) and len(text) <= 100_000 else None
+    except SpaceError as e:
+        raise user_error(str(e), title='Bad space') from None
     if not isinstance(data, dict):
         raise user_error('the space must be a JSON object (a shipped space is a good start)', title='Bad space')
     cons = dict(data.get('constraints') or {})

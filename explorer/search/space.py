@@ -93,6 +93,16 @@ class Space:
 
 
 # ---- reading a space -------------------------------------------------------------------------------------
+def space_json(text: str | bytes):
+    """The JSON value of a space's text; SpaceError for text that is not JSON, including what Python's parser
+    refuses as ValueError (an integer of over 4,300 digits) or RecursionError (deep nesting)."""
+    try:
+        return json.loads(text)
+    except (ValueError, RecursionError) as e:
+        why = 'nested too deeply' if isinstance(e, RecursionError) else e
+        raise SpaceError(f'the space is not valid JSON: {why}') from None
+
+
 def parse_space(data) -> Space:
     """A Space from its JSON object (dict or JSON text); raises SpaceError naming every field that is wrong."""
     from explorer.core.catalog import get_preset, preset_names
@@ -100,11 +110,7 @@ def parse_space(data) -> Space:
     if isinstance(data, (str, bytes)):
         if len(data) > MAX_SPACE_CHARS:
             raise SpaceError(f'the space is {len(data):,} characters; at most {MAX_SPACE_CHARS:,}')
-        try:
-            data = json.loads(data)
-        except (ValueError, RecursionError) as e:  # also an integer of over 4,300 digits, or deep nesting
-            why = 'nested too deeply' if isinstance(e, RecursionError) else e
-            raise SpaceError(f'the space is not valid JSON: {why}') from None
+        data = space_json(data)
     if not isinstance(data, dict):
         raise SpaceError(f'a space is a JSON object, not {type(data).__name__}')
     errors: list[str] = []
