@@ -70,7 +70,7 @@ class Helper:
                 try:
                     ctx = multiprocessing.get_context('spawn')
                     self._pool = ProcessPoolExecutor(max_workers=1, mp_context=ctx, initializer=_lower_priority)
-                # OSError: no process can be started; NotImplementedError: no semaphores on this platform
+                # OSError: the system refuses a new process; NotImplementedError: the platform lacks semaphores
                 except (OSError, ValueError, NotImplementedError) as e:
                     logging.getLogger('explorer').warning('no helper process (%s): verifying in the server', e)
                     self._disabled = True

@@ -75,9 +75,9 @@ def canonical_dtype(dtype: str) -> str:
 
 
 def canonical_device(device: str) -> str:
-    index = device[5:] if isinstance(device, str) and device[:5] == 'cuda:' else ''
-    # isdigit() is also true of '²' and of 5,000 nines: ASCII digits, at most 4
-    if device in ('cpu', 'cuda') or (index.isascii() and index.isdigit() and len(index) <= 4):
+    from explorer.measure.speed import cuda_index  # no torch at import
+
+    if device in ('cpu', 'cuda') or cuda_index(device) is not None:
         return device
     raise LatencyError(f'device {device!r} is not allowed; choose cpu or cuda[:N]')
 

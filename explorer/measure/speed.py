@@ -106,6 +106,13 @@ def cpu_native_fp16() -> bool:
         return False
 
 
+def cuda_index(device: str) -> int | None:
+    """N of a 'cuda:N' device name, or None when N is not 1-4 ASCII digits (str.isdigit() is also true of '²'
+    and of 5,000 nines, which int() or torch then refuse)."""
+    index = device[5:] if isinstance(device, str) and device.startswith('cuda:') else ''
+    return int(index) if index.isascii() and index.isdigit() and len(index) <= 4 else None
+
+
 def resolve_device(device: str = 'auto') -> str:
     import torch
 
@@ -122,9 +129,8 @@ def resolve_device(device: str = 'auto') -> str:
                 f'(torch {torch.__version__}); use --device cpu or auto'
             )
         if ':' in device:
-            idx = device.split(':', 1)[1]
-            # isdigit() is true of '²' and of 5,000 nines, which int() refuses: ASCII digits, at most 4
-            if not (idx.isascii() and idx.isdigit() and len(idx) <= 4) or int(idx) >= torch.cuda.device_count():
+            idx = cuda_index(device)
+            if idx is None or idx >= torch.cuda.device_count():
                 raise BenchError(f'device {device!r}: this machine has {torch.cuda.device_count()} CUDA device(s)')
         return device
     raise BenchError(f'device {device!r} is not allowed; choose auto, cpu or cuda')
