@@ -92,6 +92,17 @@ def test_sweeps_are_binned_by_tensor_size():
     assert large['sweeps.0'] == large['sweeps.1'] == 0  # the smallest tensor is now 2 MiB (32 x 4 x 4 x 1024)
 
 
+def test_parallel_calls_count_the_sweeps_torch_splits_across_threads():
+    """A sweep of at least GRAIN (32768) elements runs on every intra-op thread. In `tiny` the largest tensor per
+    image is stage 0's MLP hidden layer (64 channels x 8 x 8 = 4096): fc1 writes it and StarReLU sweeps it 4
+    times, so from batch 8 (8 x 4096 = GRAIN) exactly those 5 sweeps are parallel."""
+    calls = {b: lat.features(tiny(), b)['parallel_calls'] for b in (1, 7, 8)}
+    assert calls == {1: 0, 7: 0, 8: 5}
+    # at a batch so large that every tensor is split, every sweep counts once
+    sweeps_per_call = lat.features(tiny(), 1024)['parallel_calls']
+    assert sweeps_per_call == lat.features(tiny(), 4096)['parallel_calls'] > 5
+
+
 # ---- fitting -----------------------------------------------------------------------------------------------
 def test_nnls_known_answers():
     rng = np.random.default_rng(0)
