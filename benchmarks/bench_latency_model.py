@@ -107,6 +107,15 @@ def main() -> int:
         )
         ok &= passed
         print(f'target (>= 90% within +-10%, Spearman >= 0.9, beats the baseline): {"PASS" if passed else "FAIL"}')
+        worst = sorted(ev['designs'], key=lambda d: -abs(d['ms_predicted'] / d['ms_measured'] - 1))[:5]
+        print(
+            '# worst unseen designs: '
+            + '; '.join(
+                f'{d["ms_measured"]:.3g} ms measured, {100 * (d["ms_predicted"] / d["ms_measured"] - 1):+.0f}% '
+                f'({d["img_size"]} px: {d["stages"]})'
+                for d in worst
+            )
+        )
         top = sorted(cal.model.coef.items(), key=lambda kv: -kv[1])
         print('# nonzero coefficients:', ', '.join(f'{k} {v:.3g}' for k, v in top if v > 0))
     for batch, model in models.items():

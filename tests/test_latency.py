@@ -103,6 +103,44 @@ def test_parallel_calls_count_the_sweeps_torch_splits_across_threads():
     assert sweeps_per_call == lat.features(tiny(), 4096)['parallel_calls'] > 5
 
 
+def test_padding_to_whole_vector_registers_by_hand():
+    """24 channels, MLP ratio 4 (hidden 96), 8x8 tokens: fc1 (24 -> 96) and fc2 (96 -> 24) each run as 32 x 96,
+    so each pads 64 tokens x 8 x 96 MACs; a pooling mixer has no GEMM. Multiples of 16 pad nothing (`tiny`)."""
+    spec = ArchSpec.from_dict({'img_size': 32, 'stages': [{'mixer': 'pooling', 'depth': 3, 'dim': 24}]})
+    assert lat.features(spec, 5)['macs.pad'] == 5 * 3 * 2 * 64 * 8 * 96
+    assert lat.features(tiny(), 5)['macs.pad'] == 0
+    # ConvFormer's pointwise convs (24 -> 48 -> 24) and attention's projections (24 -> 72 and 24 -> 24) pad too
+    conv = ArchSpec.from_dict({'img_size': 32, 'stages': [{'mixer': 'sepconv', 'depth': 1, 'dim': 24}]})
+    assert lat.features(conv, 1)['macs.pad'] == 2 * 64 * 8 * 96 + 2 * 64 * 8 * 48
+    att = ArchSpec.from_dict(
+        {'img_size': 32, 'stages': [{'mixer': 'attention', 'depth': 1, 'dim': 24, 'mixer_args': {'head_dim': 8}}]}
+    )
+    assert lat.features(att, 1)['macs.pad'] == 2 * 64 * 8 * 96 + 64 * (32 * 80 - 24 * 72) + 64 * (32 * 32 - 24 * 24)
+
+
+def _heap_bytes() -> int:
+    with open('/proc/self/maps', encoding='ascii') as f:
+        spans = [line.split()[0].split('-') for line in f if line.rstrip().endswith('[heap]')]
+    return sum(int(b, 16) - int(a, 16) for a, b in spans)
+
+
+@pytest.mark.skipif(lat.allocator_regime('cpu') == 'default', reason='glibc on Linux only')
+def test_measuring_reuses_heap_memory_and_restores_glibc_defaults():
+    """Inside `reused_memory` a 64 MiB buffer comes from the heap and stays there once freed (no mmap, no
+    trim: no page faults on the next call); afterwards such a buffer is an mmap again, outside the heap."""
+    size = 64 << 20
+    with lat.reused_memory() as regime:
+        before = _heap_bytes()
+        buf = bytearray(size)
+        del buf
+        assert _heap_bytes() - before >= size // 2  # part of it may fill free heap space
+        assert regime == lat.ALLOCATOR_REUSED
+    after = _heap_bytes()
+    buf = bytearray(size)
+    assert _heap_bytes() - after < size // 2
+    del buf
+
+
 # ---- fitting -----------------------------------------------------------------------------------------------
 def test_nnls_known_answers():
     rng = np.random.default_rng(0)
@@ -170,6 +208,10 @@ def test_evaluation_compares_with_the_macs_baseline():
     ev = lat.evaluate_latency_model(model, specs, truth)
     assert ev['model']['within'] == 1.0 and ev['model']['median_abs_pct'] == pytest.approx(0.0)
     assert set(ev['baseline']) == set(ev['model'])
+    row = ev['designs'][1]  # each unseen design, to see which ones a calibration misses
+    assert row['img_size'] == 64 and row['stages'] == 'sepconv 1x16, attention 2x32'
+    assert row['ms_predicted'] == pytest.approx(1e3 * truth[1]) and row['ms_measured'] == row['ms_predicted']
+    assert row['ms_baseline'] == pytest.approx(1e3 * model.baseline(specs[1]))
 
 
 # ---- saving, loading, predicting ----------------------------------------------------------------------------
@@ -260,6 +302,7 @@ def test_tiny_calibration_end_to_end(latency_dir):
     assert cal.model.n_designs == 4 and cal.evaluation['model']['n'] == 2
     p = lat.predict_latency(tiny(), batch_size=2)
     assert p.calibrated_on is not None and p.seconds > 0
+    assert cal.model.measure['allocator'] == lat.allocator_regime('cpu')
 
 
 def test_cli_latency_and_calibrate():

@@ -4,16 +4,20 @@ MACs do not predict speed: pooling, norms, attention scores and small layers cos
 much depends on the device. `calibrate` measures random designs that span the space (stages, mixers, widths,
 resolutions), fits a non-negative linear model on kernel-level features computed from the spec alone
 (`features`: fixed per-block and per-call overheads, MACs by kind of kernel, elements moved by element-wise
-work, attention scores, pooling windows) and saves it as JSON, one file per device fingerprint (processor,
-threads, torch version, dtype, device, batch size) under `latency_dir()`. `predict_latency(spec)` loads the
-file for this machine (cached in memory) and answers in about 0.1 ms: no model is built and no torch
-is imported (`explorer.measure.analytic` is torch-free; the torch version is read from package metadata).
+work, attention scores, pooling windows, calls split across the thread pool) and saves it as JSON, one file
+per device fingerprint (processor, threads, torch version, dtype, device, batch size) under `latency_dir()`.
+`predict_latency(spec)` loads the file for this machine (cached in memory) and answers in about 0.1 ms: no
+model is built and no torch is imported (`explorer.measure.analytic` is torch-free; the torch version is read
+from package metadata).
 
 Rules (also in each saved model's `measure`):
 - All designs are built and warmed up, then timed in interleaved rounds: every design once per round, the order
   rotated and reversed from round to round. A design's turn is the median of back-to-back forward calls lasting
   ~20 ms (one call when it is longer), under `torch.inference_mode()`, timed with `time.perf_counter` (CUDA:
   CUDA events, `explorer.measure.speed.time_steps`). Threads are fixed for the whole run.
+- On Linux with glibc, host memory is reused between calls while measuring (`reused_memory`): the steady state
+  of a process that runs one model over and over, not glibc's default of a fresh mmap (page faults) for every
+  tensor of 32 MiB or more, which made large-batch designs up to 2.5x slower and their timings unstable.
 - A shared CPU only ever adds time, so a design's latency is its fastest *quiet* turn: one during which tasks
   waited for a CPU less than 5% of the time (Linux pressure stall information, /proc/pressure/cpu). Designs
   without two quiet turns within 3% of each other get up to as many rounds again.
@@ -24,6 +28,7 @@ Rules (also in each saved model's `measure`):
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import json
@@ -170,6 +175,9 @@ SWEEP_BYTES = (1 << 17, 1 << 20, 1 << 22, 1 << 25)
 # torch's at::internal::GRAIN_SIZE: an element-wise loop over at least this many elements runs on all intra-op
 # threads, and each such call pays a fork and join of the thread pool (`parallel_calls`)
 GRAIN = 32768
+# GEMM kernels work on channels in whole vector registers (AVX-512: 64 bytes, 16 fp32): a layer of 24 channels
+# costs about what one of 32 does. `macs.pad` counts the MACs of that padding (channel-mixing layers only)
+VECTOR_BYTES = 64
 FEATURES: tuple[str, ...] = (
     'calls',
     'downsamples',
@@ -190,6 +198,7 @@ FEATURES: tuple[str, ...] = (
     'depthwise_fallback',
     'macs.stem',
     'macs.conv',
+    'macs.pad',
     *(f'elems.mixer.{m}' for m in MIXERS),
     *(f'elems.norm.{k}' for k in NORM_KINDS),
     'elems.norm_tokens',
@@ -223,6 +232,13 @@ class _Features:
         self.f[key] += e * times
         if passes:
             self.sweep(per_image, times * passes)
+
+    def padding(self, tokens: int, c_in: int, c_out: int, times: float = 1) -> None:
+        """A channel-mixing layer (c_in -> c_out on `tokens` tokens, `times` times): the MACs its GEMM spends on
+        channels padded up to whole vector registers (`macs.pad`)."""
+        lanes = max(1, VECTOR_BYTES // self.elem_bytes)
+        padded = -(-c_in // lanes) * lanes * -(-c_out // lanes) * lanes
+        self.f['macs.pad'] += self.batch * tokens * (padded - c_in * c_out) * times
 
     def sweep(self, per_image: float, times: float = 1) -> None:
         """`times` memory sweeps over a tensor of `per_image` elements per image, in its size class."""
@@ -259,6 +275,8 @@ def _mixer_work(acc: _Features, spec: ArchSpec, i: int, c: int, h: int, w: int, 
         acc.work('macs.token', token, d)
         acc.work(key, adim * n, d, passes=6)  # q, k, v, their permuted copy, the context, its transpose
         acc.work('macs.linear', macs - token, d)
+        acc.padding(n, c, 3 * adim, d)
+        acc.padding(n, adim, c, d)
         acc.sweep(c * n, d)  # the projection's output
     elif m == 'pooling':
         window = 'elems.window' if channels_last(spec) else 'elems.window_nchw'  # other avg_pool2d kernels
@@ -273,6 +291,8 @@ def _mixer_work(acc: _Features, spec: ArchSpec, i: int, c: int, h: int, w: int, 
             acc.work('depthwise_fallback', med, d)
         acc.work(key, med * n, d, passes=6)  # pointwise out, StarReLU (4), depthwise out
         acc.work(conv1x1, macs - dw, d)
+        acc.padding(n, c, med, d)
+        acc.padding(n, med, c, d)
         acc.sweep(c * n, d)  # the second pointwise conv's output
     elif m in ('random', 'spatial_mlp', 'cross_patch'):
         acc.work('macs.token', macs, d)
@@ -298,7 +318,8 @@ def features(spec: ArchSpec, batch_size: int = 1, elem_bytes: int = 4) -> dict[s
     (the same in attention stages), `macs.token` (matmuls across tokens: q@k^T and attn@v, RandFormer,
     MLP-Mixer, ResMLP), `macs.depthwise` (ConvFormer; `_nchw` as above), `depthwise_fallback` (channels of an
     NCHW or 1x1-grid depthwise conv whose padding is larger than its input: a GEMM per channel), `macs.stem`,
-    `macs.conv` (downsampling, head).
+    `macs.conv` (downsampling, head); `macs.pad`: MACs on the channels that the MLPs', ConvFormer's pointwise
+    and attention's projection GEMMs pad up to whole vector registers (VECTOR_BYTES).
     Elements x batch: `elems.mixer.<mixer>`, `elems.norm.<kind>` (NCHW stages) and `elems.norm_tokens`,
     `elems.act.<kind>` (the MLP's hidden layer), `elems.residual` (adds, scales; `_nchw` as above),
     `elems.mixed_layout` (adds of an NCHW stream and a channels-last branch), `elems.scores` (attention's
@@ -346,6 +367,8 @@ def features(spec: ArchSpec, batch_size: int = 1, elem_bytes: int = 4) -> dict[s
         residual = 'elems.residual' if tokens or channels_last(spec) else 'elems.residual_nchw'
         acc.work(residual, c * n, (2 + n_scales) * d, passes=1)
         acc.sweep(c * n, d)
+        acc.padding(n, c, int(st.mlp_ratio * c), d)
+        acc.padding(n, int(st.mlp_ratio * c), c, d)
         if tokens:
             acc.work('macs.linear', sc.mlp_macs)
         elif channels_last(spec):
@@ -596,6 +619,60 @@ def random_designs(n: int, seed: int = 0, max_macs: float = MAX_DESIGN_MACS) -> 
 
 
 # ---- measuring -------------------------------------------------------------------------------------------------
+# glibc's mallopt parameters and their defaults
+M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4
+DEFAULT_TRIM_THRESHOLD, DEFAULT_MMAP_MAX = 128 * 1024, 65536
+ALLOCATOR_REUSED = 'glibc: heap only (M_MMAP_MAX 0), never trimmed: memory reused between calls'
+
+
+@contextlib.contextmanager
+def reused_memory():
+    """While measuring on Linux with glibc: serve every allocation from the heap (M_MMAP_MAX 0) and never give
+    heap memory back to the OS (M_TRIM_THRESHOLD at its maximum), so each tensor's pages are faulted in once, not
+    on every call: the steady state of a process that runs one model over and over, or of jemalloc/tcmalloc.
+
+    With glibc's defaults a tensor of 32 MiB or more is a fresh mmap on every call (page faults), and smaller ones
+    go back to the OS whenever the heap's top is trimmed, which depends on what else the process ran. A batch-32
+    design measured 50 ms in some rounds of a calibration and 72 ms in others, 89-96 ms in a fresh process, and
+    50-52 ms in a fresh process with these settings; over 500 designs, two halves of the same rounds agreed
+    within 10% for 88% of the designs of 128 px and more with the defaults, 99% with these.
+    glibc's defaults are set back afterwards (its dynamic mmap threshold stays off in this process). Elsewhere
+    it changes nothing. Yields the regime's description (`allocator_regime`)."""
+    libc = _glibc()
+    if libc is None:
+        yield 'default'
+        return
+    try:
+        ok = libc.mallopt(M_MMAP_MAX, 0) and libc.mallopt(M_TRIM_THRESHOLD, 2**31 - 1)
+        yield ALLOCATOR_REUSED if ok else 'default'
+    finally:
+        libc.mallopt(M_MMAP_MAX, DEFAULT_MMAP_MAX)
+        libc.mallopt(M_TRIM_THRESHOLD, DEFAULT_TRIM_THRESHOLD)
+
+
+@functools.lru_cache(maxsize=1)
+def _glibc():
+    """glibc through ctypes (for mallopt), or None on other platforms and C libraries."""
+    if not sys.platform.startswith('linux'):
+        return None
+    import ctypes
+    import platform
+
+    if platform.libc_ver()[0] != 'glibc':
+        return None
+    try:
+        libc = ctypes.CDLL('libc.so.6')
+        libc.mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+    except (OSError, AttributeError):
+        return None
+    return libc
+
+
+def allocator_regime(device: str = 'cpu') -> str:
+    """How host memory behaves while `measure_rounds` times on `device` (see `reused_memory`)."""
+    return ALLOCATOR_REUSED if device == 'cpu' and _glibc() is not None else 'default'
+
+
 def measure_latencies(
     specs: Sequence[ArchSpec],
     device: str = 'cpu',
@@ -636,30 +713,32 @@ def measure_rounds(
     prev = torch.get_num_threads()
     if threads:
         torch.set_num_threads(threads)
+    memory = reused_memory() if device == 'cpu' else contextlib.nullcontext()
     try:
-        steps, reps = [], []
-        for i, spec in enumerate(specs):
-            report(0.3 * i / len(specs), f'building and warming up {i + 1}/{len(specs)}')
-            step = prepare(spec, device, batch_size, sdt)[0]
-            time_steps(step, device, 1)  # first call: allocation, kernel selection
-            est = min(time_steps(step, device, 2))
-            steps.append(step)
-            reps.append(max(1, min(50, round(TURN_S / max(est, 1e-6)))))
-        turns: list[list[tuple[float, float]]] = [[] for _ in specs]
-        for r in range(2 * rounds):
-            order = [j for j in range(len(specs)) if r < rounds or not _settled(turns[j])]
-            if not order:
-                break
-            report(0.3 + 0.7 * min(r, rounds - 1) / rounds, f'timing round {r + 1} ({len(order)} designs)')
-            k = r * len(order) // max(rounds, r + 1)
-            for j in order[k:][::-1] + order[:k][::-1] if r % 2 else order[k:] + order[:k]:
-                time_steps(steps[j], device, 1)  # untimed: the previous design's memory is reused now
-                p0, t0 = _cpu_stall_us(), time.perf_counter()
-                seconds = statistics.median(time_steps(steps[j], device, reps[j]))
-                wall, p1 = time.perf_counter() - t0, _cpu_stall_us()
-                turns[j].append((seconds, min(1.0, (p1 - p0) / 1e6 / wall) if p0 is not None else 0.0))
-        report(1.0, 'measured')
-        return turns
+        with memory:  # memory reused between calls
+            steps, reps = [], []
+            for i, spec in enumerate(specs):
+                report(0.3 * i / len(specs), f'building and warming up {i + 1}/{len(specs)}')
+                step = prepare(spec, device, batch_size, sdt)[0]
+                time_steps(step, device, 1)  # first call: allocation, kernel selection
+                est = min(time_steps(step, device, 2))
+                steps.append(step)
+                reps.append(max(1, min(50, round(TURN_S / max(est, 1e-6)))))
+            turns: list[list[tuple[float, float]]] = [[] for _ in specs]
+            for r in range(2 * rounds):
+                order = [j for j in range(len(specs)) if r < rounds or not _settled(turns[j])]
+                if not order:
+                    break
+                report(0.3 + 0.7 * min(r, rounds - 1) / rounds, f'timing round {r + 1} ({len(order)} designs)')
+                k = r * len(order) // max(rounds, r + 1)
+                for j in order[k:][::-1] + order[:k][::-1] if r % 2 else order[k:] + order[:k]:
+                    time_steps(steps[j], device, 1)  # untimed: the previous design's memory is reused now
+                    p0, t0 = _cpu_stall_us(), time.perf_counter()
+                    seconds = statistics.median(time_steps(steps[j], device, reps[j]))
+                    wall, p1 = time.perf_counter() - t0, _cpu_stall_us()
+                    turns[j].append((seconds, min(1.0, (p1 - p0) / 1e6 / wall) if p0 is not None else 0.0))
+            report(1.0, 'measured')
+            return turns
     finally:
         torch.set_num_threads(prev)
 
@@ -781,14 +860,24 @@ def accuracy(predicted: Sequence[float], measured: Sequence[float], tolerance: f
 
 
 def evaluate_latency_model(model: LatencyModel, designs: Sequence[ArchSpec], seconds: Sequence[float]) -> dict:
-    """Accuracy on designs with measured `seconds`: {'model': accuracy(...), 'baseline': accuracy(...)} where the
-    baseline is latency proportional to MACs (fitted on the model's calibration designs)."""
+    """Accuracy on designs with measured `seconds`: {'model': accuracy(...), 'baseline': accuracy(...), 'designs':
+    [{name, img_size, stages, ms_measured, ms_predicted, ms_baseline}, ...]} where the baseline is latency
+    proportional to MACs (fitted on the model's calibration designs); `stages`: e.g. 'pooling 2x64, attention 1x128'."""
     if len(designs) != len(seconds) or not designs:
         raise LatencyError(f'{len(designs)} designs and {len(seconds)} latencies: need the same number, at least 1')
-    return {
-        'model': accuracy([model.predict(s) for s in designs], seconds),
-        'baseline': accuracy([model.baseline(s) for s in designs], seconds),
-    }
+    predicted, baseline = [model.predict(s) for s in designs], [model.baseline(s) for s in designs]
+    rows = [
+        {
+            'name': s.name,
+            'img_size': s.img_size,
+            'stages': ', '.join(f'{st.mixer} {st.depth}x{st.dim}' for st in s.stages),
+            'ms_measured': 1e3 * m,
+            'ms_predicted': 1e3 * p,
+            'ms_baseline': 1e3 * b,
+        }
+        for s, m, p, b in zip(designs, seconds, predicted, baseline)
+    ]
+    return {'model': accuracy(predicted, seconds), 'baseline': accuracy(baseline, seconds), 'designs': rows}
 
 
 # ---- the whole calibration ----------------------------------------------------------------------------------
@@ -853,6 +942,7 @@ def calibrate(
         'quiet_turns': round(sum(c <= QUIET for t in turns for _, c in t) / sum(map(len, turns)), 3),
         'seconds_taken': round(taken, 1),
         'loadavg': list(os.getloadavg()) if hasattr(os, 'getloadavg') else None,
+        'allocator': allocator_regime(fp.device),
     }
     path = str(save_model(model, folder)) if save else None
     return Calibration(model, path, evaluation, taken)
