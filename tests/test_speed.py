@@ -172,6 +172,22 @@ def test_cli_bench_json_round_trip(tiny_file):
     rc, out, err = run_cli('bench', tiny_file, '--fast', '--iters', '2', '--warmup', '0')
     assert rc == 0, err
     assert 'img/s' in out and 'channels_last' in out and 'matmul peak' in out
+    assert f'host memory: {speed.host_allocator()}' in out
+
+
+def test_a_speed_run_says_how_host_memory_was_served():
+    """The latency model is calibrated with memory reused between calls; a speed run leaves glibc's defaults
+    (fresh mmaps for large tensors), so its stamp says so, for anyone comparing the two."""
+    from explorer.measure.latency import reused_memory
+
+    r = speed.bench(tiny(), device='cpu', batch_size=1, warmup=0, iters=2)
+    assert r.stamp['allocator'] == speed.host_allocator()
+    with reused_memory() as regime:
+        pass
+    if regime == 'default':  # not glibc: nothing to say about mmaps
+        assert speed.host_allocator() == 'not glibc'
+    else:
+        assert speed.host_allocator() == speed.ALLOCATOR_GLIBC and 'mmap' in r.stamp['allocator']
 
 
 @pytest.mark.parametrize(

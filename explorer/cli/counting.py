@@ -256,6 +256,8 @@ def cmd_bench(args) -> int:
         f'over {r.iters} timed runs after {st["warmup_iters"]} warm-up'
     )
     print(f'peak memory {fmt_bytes(r.peak_mem_bytes)} ({st["peak_mem_rule"]})')
+    if st.get('allocator'):
+        print(f'host memory: {st["allocator"]}')
     print(
         f"achieved {r.achieved_macs_per_s / 1e9:.1f} GMAC/s = {100 * r.peak_fraction:.1f}% of this device's "
         f'measured {st["dtype"]} matmul peak ({r.matmul_peak_macs_per_s / 1e9:.1f} GMAC/s)'

@@ -638,7 +638,9 @@ def reused_memory():
     within 10% for 88% of the designs of 128 px and more with the defaults, 99% with these.
     glibc's defaults are set back afterwards (its dynamic mmap threshold stays off in this process). Elsewhere
     it changes nothing. Yields the regime's description (`allocator_regime`)."""
-    libc = _glibc()
+    from explorer.measure.speed import glibc  # no torch at import
+
+    libc = glibc()
     if libc is None:
         yield 'default'
         return
@@ -650,27 +652,11 @@ def reused_memory():
         libc.mallopt(M_TRIM_THRESHOLD, DEFAULT_TRIM_THRESHOLD)
 
 
-@functools.lru_cache(maxsize=1)
-def _glibc():
-    """glibc through ctypes (for mallopt), or None on other platforms and C libraries."""
-    if not sys.platform.startswith('linux'):
-        return None
-    import ctypes
-    import platform
-
-    if platform.libc_ver()[0] != 'glibc':
-        return None
-    try:
-        libc = ctypes.CDLL('libc.so.6')
-        libc.mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
-    except (OSError, AttributeError):
-        return None
-    return libc
-
-
 def allocator_regime(device: str = 'cpu') -> str:
     """How host memory behaves while `measure_rounds` times on `device` (see `reused_memory`)."""
-    return ALLOCATOR_REUSED if device == 'cpu' and _glibc() is not None else 'default'
+    from explorer.measure.speed import glibc
+
+    return ALLOCATOR_REUSED if device == 'cpu' and glibc() is not None else 'default'
 
 
 def measure_latencies(

@@ -23,17 +23,21 @@ Rules (also in each result's `stamp`):
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import os
 import platform
 import resource
 import statistics
+import sys
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
 DTYPES = ('fp32', 'bf16', 'fp16')
+# what serves host memory in a process left to glibc's defaults (a speed run does not change them)
+ALLOCATOR_GLIBC = 'glibc defaults: a tensor of 32 MiB or more is a fresh mmap (page faults) on every call'
 
 
 class BenchError(ValueError):
@@ -104,6 +108,28 @@ def cpu_native_fp16() -> bool:
         return bool(fn and fn())
     except Exception:  # noqa: BLE001
         return False
+
+
+@functools.lru_cache(maxsize=1)
+def glibc():
+    """glibc through ctypes (for mallopt), or None on other platforms and C libraries."""
+    if not sys.platform.startswith('linux') or platform.libc_ver()[0] != 'glibc':
+        return None
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL('libc.so.6')
+        libc.mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+    except (OSError, AttributeError):
+        return None
+    return libc
+
+
+def host_allocator() -> str:
+    """How this process's host memory behaves in a speed run: ALLOCATOR_GLIBC, or 'not glibc' (musl, macOS,
+    Windows). The latency model is calibrated with memory reused instead (explorer.measure.latency.reused_memory),
+    so for large tensors a speed run here can be slower than the predicted latency."""
+    return ALLOCATOR_GLIBC if glibc() is not None else 'not glibc'
 
 
 def cuda_index(device: str) -> int | None:
@@ -525,6 +551,7 @@ def bench(
         'model': spec.name,
         'timer': 'CUDA events + synchronize' if device.startswith('cuda') else 'time.perf_counter',
         'peak_mem_rule': mem_rule,
+        'allocator': host_allocator() if device == 'cpu' else None,
     }
     result = _result(lat, batch_size, macs, peak, peak_mem, stamp)
     result.round_throughputs = [batch_size / statistics.median(part) for part in rounds]
