@@ -11,6 +11,7 @@ import re
 
 from explorer.core.registry import MIXERS, Arg
 from explorer.core.spec import MAX_STAGES, ArchSpec, SpecError, default_res_scale
+from explorer.measure.units import whole_number
 
 GLOBAL_FIELDS = ('name', 'img_size', 'in_chans', 'num_classes', 'mlp_act', 'norm', 'head')
 STAGE_FIELDS = ('mixer', 'depth', 'dim', 'mlp_ratio', 'downsample')
@@ -46,10 +47,8 @@ def slots_for(mixer: str) -> list[str]:
 
 
 def _clean_number(v):
-    """Form numbers arrive as floats; 4.0 stays 4 so a composed spec equals its preset file."""
-    if isinstance(v, float) and v.is_integer():
-        return int(v)
-    return v
+    """Form numbers arrive as floats; 4.0 becomes 4 so a composed spec equals its preset file."""
+    return whole_number(v)
 
 
 def form_to_spec(base: dict, values: dict, n_stages: int, rows: list[dict]) -> dict:

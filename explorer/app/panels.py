@@ -675,8 +675,7 @@ def _api(fn):
 
 def _int_arg(name: str, value, low: int, high: int) -> int:
     """An integer argument from a client (JSON numbers may arrive as 3.0), or a ValueError naming it."""
-    if isinstance(value, float) and value.is_integer() and low <= value <= high:  # 1e308 stays 1e+308 in the message
-        value = int(value)
+    value = units.whole_number(value)  # 1e308 stays 1e+308 in the message
     if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
         raise ValueError(f'{name}: {value!r} must be an integer in [{low}, {high}]')
     return value

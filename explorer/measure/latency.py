@@ -363,19 +363,20 @@ def features(spec: ArchSpec, batch_size: int = 1, elem_bytes: int = 4) -> dict[s
             acc.work(f'elems.norm.{spec.norm}', c * n, 2 * d, NORM_PASSES[spec.norm])
         # the MLP: its first layer's output and the activation's sweeps over it; its second layer's output, the
         # residual adds and the scales over the block's width
-        acc.work(f'elems.act.{spec.mlp_act}', int(st.mlp_ratio * c) * n, d, 1 + ACT_PASSES[spec.mlp_act])
+        hidden = int(st.mlp_ratio * c)
+        acc.work(f'elems.act.{spec.mlp_act}', hidden * n, d, 1 + ACT_PASSES[spec.mlp_act])
         residual = 'elems.residual' if tokens or channels_last(spec) else 'elems.residual_nchw'
         acc.work(residual, c * n, (2 + n_scales) * d, passes=1)
         acc.sweep(c * n, d)
-        acc.padding(n, c, int(st.mlp_ratio * c), d)
-        acc.padding(n, int(st.mlp_ratio * c), c, d)
+        acc.padding(n, c, hidden, d)
+        acc.padding(n, hidden, c, d)
         if tokens:
             acc.work('macs.linear', sc.mlp_macs)
         elif channels_last(spec):
             acc.work('macs.conv1x1', sc.mlp_macs)
         else:  # NCHW 1x1 convs: their inputs and outputs cost beside the MACs
             acc.work('macs.conv1x1_nchw', sc.mlp_macs)
-            acc.work('elems.conv1x1_nchw', (c + int(st.mlp_ratio * c)) * n, 2 * d)
+            acc.work('elems.conv1x1_nchw', (c + hidden) * n, 2 * d)
         if not tokens and spec.norm in LAYERNORMS and spec.downsample_norm not in LAYERNORMS:
             acc.work('elems.mixed_layout', c * n, 2 * d)  # NCHW residual stream + channels-last branch
         _mixer_work(acc, spec, i, c, h, w, d)

@@ -10,14 +10,7 @@ import json
 
 from explorer.core.catalog import matching_preset, parse_spec
 from explorer.core.spec import ArchSpec
-
-
-def _whole(value):
-    """A whole-number float (JSON clients and number fields send 8.0 for 8) as an int; anything else unchanged,
-    for the guard to accept or name."""
-    if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
-        return int(value)
-    return value
+from explorer.measure.units import whole_number
 
 
 def profile(spec: dict | str, img_size: int | None = None) -> dict:
@@ -42,7 +35,7 @@ def verify(spec: dict | str, img_size: int | None = None) -> dict:
     """fvcore's count of the built model (slower: builds it). Cached by spec, so asking twice is free."""
     from explorer.measure.guard import check_request
 
-    s, img_size = parse_spec(spec), _whole(img_size)
+    s, img_size = parse_spec(spec), whole_number(img_size)
     check_request(s, batch_size=1, img_size=img_size)  # before building: refuse what would not fit
     d = s.to_dict()
     d['meta'] = {}
@@ -54,7 +47,7 @@ def memory(spec: dict | str, batch_size: int = 1, dtype: str = 'fp32', img_size:
     from explorer.measure.analytic import activation_memory
     from explorer.measure.guard import check_inputs
 
-    s, batch_size, img_size = parse_spec(spec), _whole(batch_size), _whole(img_size)
+    s, batch_size, img_size = parse_spec(spec), whole_number(batch_size), whole_number(img_size)
     check_inputs(s, batch_size, dtype, img_size)  # the same bounds as a run of that batch and size
     return activation_memory(s, batch_size=batch_size, dtype=dtype, img_size=img_size)
 
@@ -90,13 +83,13 @@ def bench(
     result = speed_bench(
         s,
         device=device,
-        batch_size=_whole(batch_size),
+        batch_size=whole_number(batch_size),
         dtype=dtype,
         channels_last=channels_last,
         compile=compile,
         progress=progress,
         time_budget_s=Limits.from_env().max_bench_s,  # the app's speed slot is shared: one run may not hold it
-        repeats=_whole(repeats),
+        repeats=whole_number(repeats),
     )
     out = result.to_dict()
     out['name'] = s.name

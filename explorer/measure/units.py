@@ -3,6 +3,14 @@
 from __future__ import annotations
 
 
+def whole_number(value):
+    """A whole-number float as an int (JSON clients and Gradio's number fields send 8.0 for 8); anything else,
+    and floats past 2**53 (where a float no longer says which integer it is), unchanged for the caller to check."""
+    if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
+        return int(value)
+    return value
+
+
 def fmt_count(n: int | float | None, unit: str = '') -> str:
     """12.3 M, 4.13 G, 815 k: three significant figures."""
     if n is None:
