@@ -5,12 +5,11 @@ Each variant is one optimisation step (forward, cross-entropy, backward, AdamW) 
 same seed on a fixed random batch of 32x32 grey images, as `explorer train` runs it; the variants take turns
 (round-robin, order rotated) so a slow spell on a shared machine hits them alike. Prints images/s per variant
 and the ratio to fp32 with a bootstrap interval. Issue 15's target: bf16 >= 1.8x fp32 where the CPU has native
-bf16. `bf16 fused SDPA` shows what the loop's `unfuse_attention` avoids; `bf16, norms + depthwise in fp32` runs
-the two kinds of kernel whose bf16 backward is slower than fp32 on a CPU (LayerNorm, depthwise convolution) in
-fp32 inside the autocast region, to show how much of the gap they explain. `--kernels` also times those two
-backward passes alone, by dtype and memory layout.
+bf16. The loop's bf16 (`prepare_bf16_cpu`) is shown beside plain autocast and the loop as it was (attention
+unfused only), so what each change buys is read in one run. `--kernels` also times a depthwise convolution's
+forward + backward alone, bf16 against fp32, by kernel size (the rule for which ones the loop keeps in fp32).
 
-    python benchmarks/bench_train_precision.py [--specs fmnist_hybrid fmnist_hybrid_large] [--batch 256] [--kernels]
+    python benchmarks/bench_train_precision.py [--specs fmnist_hybrid ...] [--batch 128] [--rounds 12] [--kernels]
 """
 
 from __future__ import annotations
@@ -25,27 +24,9 @@ from _common import conditions, ratio
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def keep_in_fp32(model) -> None:
-    """Run LayerNorm / GroupNorm and depthwise convolutions in fp32 inside an autocast region (input cast up,
-    output cast back): an experiment, not what the training loop does."""
-    import types
-
-    import torch
-
-    for m in model.modules():
-        norm = isinstance(m, (torch.nn.LayerNorm, torch.nn.GroupNorm))
-        depthwise = isinstance(m, torch.nn.Conv2d) and m.groups > 1 and m.groups == m.in_channels
-        if norm or depthwise:
-
-            def forward(self, x, f=type(m).forward):
-                with torch.autocast('cpu', enabled=False):
-                    return f(self, x.float()).to(x.dtype)
-
-            m.forward = types.MethodType(forward, m)
-
-
 def kernel_times(batch: int) -> None:
-    """Forward and backward of a 7x7 depthwise conv and a LayerNorm, fp32 vs bf16, NCHW vs channels-last."""
+    """Forward and backward of a depthwise conv (3x3 and 7x7) in the memory layout SepConv passes it
+    (channels-last strides), under bf16 autocast against fp32 inside the autocast region, and a LayerNorm."""
     import torch
 
     def timed(fn, n=10):
@@ -57,36 +38,48 @@ def kernel_times(batch: int) -> None:
         return sorted(ts[3:])[n // 2]
 
     print(f'## kernels alone, batch {batch}: forward + backward, ms (median of 10)')
+    for k in (3, 5, 7):
+        for c, hw in ((32, 16), (64, 16), (128, 8), (256, 8)):
+            conv = torch.nn.Conv2d(c, c, k, padding=k // 2, groups=c, bias=False)
+            x = torch.randn(batch, hw, hw, c, dtype=torch.bfloat16).permute(0, 3, 1, 2).requires_grad_(True)
+            g = torch.randn(batch, hw, hw, c, dtype=torch.bfloat16).permute(0, 3, 1, 2)
+
+            def bf16(conv=conv, x=x, g=g):
+                with torch.autocast('cpu', dtype=torch.bfloat16):
+                    y = conv(x)
+                y.backward(g)
+
+            def fp32(conv=conv, x=x, g=g):
+                with torch.autocast('cpu', enabled=False):
+                    y = conv(x.float()).to(x.dtype)
+                y.backward(g)
+
+            b, f = timed(bf16), timed(fp32)
+            ms = f'bf16 {1e3 * b:7.2f}  fp32 {1e3 * f:7.2f}  bf16/fp32 {b / f:.2f}'
+            print(f'depthwise {k}x{k}, {c:3d} ch, {hw}x{hw}: {ms}')
     for c, hw in ((48, 16), (96, 8)):
-        for dtype in (torch.float32, torch.bfloat16):
-            for cl in (False, True):
-                fmt = torch.channels_last if cl else torch.contiguous_format
-                conv = torch.nn.Conv2d(c, c, 7, padding=3, groups=c, bias=False).to(dtype).to(memory_format=fmt)
-                x = torch.randn(batch, c, hw, hw, dtype=dtype).contiguous(memory_format=fmt).requires_grad_(True)
-                g = torch.randn(batch, c, hw, hw, dtype=dtype).contiguous(memory_format=fmt)
-                t = timed(lambda conv=conv, x=x, g=g: conv(x).backward(g))
-                layout = 'channels_last' if cl else 'NCHW'
-                print(f'depthwise 7x7, {c} ch, {hw}x{hw}, {str(dtype)[6:]:8s} {layout:13s} {1e3 * t:7.2f}')
         for dtype in (torch.float32, torch.bfloat16):
             ln = torch.nn.LayerNorm(c, bias=False).to(dtype)
             x = torch.randn(batch, hw * hw, c, dtype=dtype, requires_grad=True)
             g = torch.randn(batch, hw * hw, c, dtype=dtype)
             t = timed(lambda ln=ln, x=x, g=g: ln(x).backward(g))
-            print(f'LayerNorm over {c} ch, {hw * hw} tokens, {str(dtype)[6:]:8s}              {1e3 * t:7.2f}')
+            print(f'LayerNorm over {c} ch, {hw * hw} tokens, {str(dtype)[6:]:8s} {1e3 * t:7.2f}')
 
 
-def make_step(spec, bf16: bool, unfuse: bool, channels_last: bool, batch: int, fp32_kernels: bool = False):
+def make_step(spec, bf16: bool, prepare: str, channels_last: bool, batch: int):
+    """prepare: 'loop' (`prepare_bf16_cpu`, what the training loop does for bf16 on a CPU), 'unfuse' (attention
+    unfused only: the loop before it kept scales, StarReLU and large depthwise convs from bf16) or 'none'."""
     import torch
     import torch.nn.functional as F
 
     from explorer.core.build import build_model
-    from explorer.train.loop import unfuse_attention
+    from explorer.train.loop import prepare_bf16_cpu, unfuse_attention
 
     model = build_model(spec, seed=0).train()
-    if unfuse:
+    if prepare == 'loop':
+        prepare_bf16_cpu(model)
+    elif prepare == 'unfuse':
         unfuse_attention(model)
-    if fp32_kernels:
-        keep_in_fp32(model)
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(batch, spec.in_chans, spec.img_size, spec.img_size, generator=gen)
     y = torch.randint(0, spec.num_classes, (batch,), generator=gen)
@@ -107,8 +100,8 @@ def make_step(spec, bf16: bool, unfuse: bool, channels_last: bool, batch: int, f
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    ap.add_argument('--specs', nargs='+', default=['fmnist_hybrid', 'fmnist_hybrid_large'])
-    ap.add_argument('--batch', type=int, default=256)
+    ap.add_argument('--specs', nargs='+', default=['fmnist_hybrid', 'fmnist_hybrid_large', 'fmnist_hybrid_wide'])
+    ap.add_argument('--batch', type=int, default=128)
     ap.add_argument('--rounds', type=int, default=12)
     ap.add_argument('--kernels', action='store_true', help='also time the depthwise conv and LayerNorm alone')
     args = ap.parse_args()
@@ -119,11 +112,11 @@ def main() -> int:
     for name in args.specs:
         spec = ArchSpec.from_dict(json.loads((ROOT / 'assets' / 'fmnist' / 'specs' / f'{name}.json').read_text()))
         variants = {
-            'fp32': make_step(spec, False, False, False, args.batch),
-            'bf16 autocast (as the loop runs it)': make_step(spec, True, True, False, args.batch),
-            'bf16 autocast, fused SDPA': make_step(spec, True, False, False, args.batch),
-            'bf16 autocast + channels_last': make_step(spec, True, True, True, args.batch),
-            'bf16, norms + depthwise in fp32': make_step(spec, True, True, False, args.batch, fp32_kernels=True),
+            'fp32': make_step(spec, False, 'none', False, args.batch),
+            'bf16 autocast (as the loop runs it)': make_step(spec, True, 'loop', False, args.batch),
+            'bf16, loop + channels_last': make_step(spec, True, 'loop', True, args.batch),
+            'bf16, attention unfused only (before)': make_step(spec, True, 'unfuse', False, args.batch),
+            'bf16 autocast alone': make_step(spec, True, 'none', False, args.batch),
         }
         for step in variants.values():  # warm-up: allocation, oneDNN kernel choice
             step()
