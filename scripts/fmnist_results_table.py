@@ -12,6 +12,7 @@ Every number comes from the checkpoints' own metadata (accuracy measured at the 
 from __future__ import annotations
 
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -85,8 +86,9 @@ _NAMES = {
 
 
 def _recipe_changes(recipe: dict) -> str:
-    """What a run's recipe changed from the shared one (TrainConfig's defaults), e.g. 'random erasing 0.25'."""
-    base = TrainConfig()
+    """What a run's recipe changed from the shared one (TrainConfig's defaults), e.g. 'random erasing 0.25'. The
+    precision is named when it is not fp32 (the default, 'auto', depends on the machine)."""
+    base = replace(TrainConfig(), amp=None)
     changes = [
         f'{_NAMES.get(k, k)} {v:g}' if isinstance(v, float) else f'{_NAMES.get(k, k)} {v}'
         for k, v in recipe.items()

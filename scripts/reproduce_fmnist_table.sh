@@ -29,7 +29,8 @@ mkdir -p "$OUT/seed1"
   for f in $FAMILIES; do echo "$f 0 $OUT/fmnist_$f.safetensors"; done
   for f in $SEED1; do echo "$f 1 $OUT/seed1/fmnist_$f.safetensors"; done
 } | xargs -P "$JOBS" -L 1 sh -c 'explorer train "assets/fmnist/specs/fmnist_$0.json" --dataset fashion-mnist \
-    --epochs "'"$FAMILY_EPOCHS"'" --seed "$1" --threads "'"$THREADS"'" --out "$2"'
+    --epochs "'"$FAMILY_EPOCHS"'" --seed "$1" --threads "'"$THREADS"'" --amp none --out "$2"'
+# (--amp none: the shipped models trained in fp32; the default would train in bf16 on CPUs that have it)
 # the longest run: extra_row SPEC EPOCHS BUDGET THREADS OUT [more explorer train args]; EPOCHS 0 skips it,
 # BUDGET 0 trains exactly EPOCHS epochs
 extra_row() {
@@ -38,7 +39,7 @@ extra_row() {
   local budget_args=()
   if [ "$budget" != 0 ]; then budget_args=(--time-budget "$budget"); fi
   explorer train "assets/fmnist/specs/fmnist_${spec}.json" --dataset fashion-mnist --epochs "$epochs" \
-    "${budget_args[@]}" --seed 0 --threads "$threads" --out "$out" "$@"
+    "${budget_args[@]}" --seed 0 --threads "$threads" --amp none --out "$out" "$@"
 }
 extra_row "$BEST_SPEC" "$BEST_EPOCHS" "$BEST_BUDGET" "$BEST_THREADS" "$OUT/fmnist_${BEST_SPEC}.safetensors" --erase 0.25
 python scripts/fmnist_results_table.py "$OUT" --plot "$OUT/ablation.png" > "$OUT/RESULTS_TABLE.md"  # RESULTS.md = this table + recipe + findings

@@ -59,7 +59,9 @@ def _close(a: dict, b: dict) -> float:
     return max(float((a[k].float() - b[k].float()).abs().max()) for k in a)
 
 
-COMMON = ['--train-limit', 512, '--test-limit', 200, '--seed', 5, '--quiet']
+# fp32: the equalities below hold to summation order in fp32; under bf16 (the default on CPUs with bf16 in
+# hardware) rounding moves the weights about 2e-3 after 32 steps
+COMMON = ['--train-limit', 512, '--test-limit', 200, '--seed', 5, '--amp', 'none', '--quiet']  # [:-1]: not quiet
 
 
 def test_two_processes_train_the_weights_of_one_with_the_same_global_batch(tmp_path):

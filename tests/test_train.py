@@ -357,10 +357,12 @@ def test_results_table_script_reads_checkpoints_and_names_recipe_changes(fake_di
     train(TINY, epochs=1, seed=0, data_dir=fake_dir, out=tmp_path / 'fmnist_tiny.safetensors', erase_prob=0.25, **QUICK)
     md = mod.table(tmp_path)
     row = md.splitlines()[2]
-    acc = 100 * read_metadata(tmp_path / 'fmnist_tiny.safetensors')['metrics']['test_accuracy']
-    # QUICK changes batch 128 -> 32 and crop padding 2 -> 0 besides the erasing
-    # recipe changes, then the seed (0) and the threads (1)
-    assert f'| {acc:.2f} |' in row and '| batch 32, crop padding 0, random erasing 0.25 | 0 | 1 |' in row, row
+    metrics = read_metadata(tmp_path / 'fmnist_tiny.safetensors')['metrics']
+    acc = 100 * metrics['test_accuracy']
+    # QUICK changes batch 128 -> 32 and crop padding 2 -> 0 besides the erasing; bf16 (the default where the CPU
+    # has it) is named, fp32 is not; then the seed (0) and the threads (1)
+    changes = 'batch 32, crop padding 0, random erasing 0.25' + (', amp bf16' if metrics['amp'] == 'bf16' else '')
+    assert f'| {acc:.2f} |' in row and f'| {changes} | 0 | 1 |' in row, row
     assert md.count('\n| ') == 1  # one checkpoint, one row
     # the same family with another seed, in seed1/: a second row and the spread between the seeds
     (tmp_path / 'seed1').mkdir()
@@ -464,3 +466,42 @@ def test_bf16_cpu_training_runs_the_prepared_model(fake_dir):
     fp32_model = train(spec, **kw).model
     prepare_bf16_cpu(fp32_model)
     assert acts['bf16'] == [type(m) for m in fp32_model.modules()]
+
+
+def test_auto_precision_is_bf16_where_the_hardware_has_it(monkeypatch):
+    import explorer.train.loop as loop
+
+    cpu = torch.device('cpu')
+    for native, expected in ((True, 'bf16'), (False, None)):
+        monkeypatch.setattr(loop, 'cpu_native_bf16', lambda native=native: native)
+        assert loop.resolve_amp('auto', cpu) == expected
+    assert loop.resolve_amp('none', cpu) is None and loop.resolve_amp(None, cpu) is None
+    assert loop.resolve_amp('bf16', cpu) == 'bf16'
+    assert loop.TrainConfig().amp == 'auto'
+
+
+def test_default_training_records_its_precision_and_the_accuracy_reload_gives(fake_dir, tmp_path):
+    """A run with the default precision trains in bf16 on this machine if its CPU has bf16 (else fp32) and says
+    so; its test metrics are measured in fp32, so `explorer evaluate` of the checkpoint gives them exactly (under
+    bf16 evaluation the recorded loss differed from the reloaded model's)."""
+    from explorer.measure.speed import cpu_native_bf16
+
+    out = tmp_path / 'tiny.safetensors'
+    res = train(TINY, epochs=1, seed=0, data_dir=fake_dir, out=out, **QUICK)
+    assert res.metrics['amp'] == ('bf16' if cpu_native_bf16() else None)
+    assert read_metadata(out)['metrics']['recipe']['amp'] == res.metrics['amp']
+    bf16 = train(TINY, epochs=1, seed=0, data_dir=fake_dir, out=tmp_path / 'bf16.safetensors', amp='bf16', **QUICK)
+    for r in (res, bf16):
+        ev = evaluate(r.checkpoint, data_dir=fake_dir)
+        assert (ev['accuracy'], ev['loss']) == (r.metrics['test_accuracy'], r.metrics['test_loss'])
+
+
+def test_cli_train_takes_auto_and_none_and_names_the_precision(fake_dir, tmp_path, capsys):
+    spec = tmp_path / 'tiny.json'
+    spec.write_text(json.dumps(TINY))
+    common = ['train', str(spec), '--epochs', '0.1', '--batch-size', '32', '--data-dir', str(fake_dir)]
+    assert cli_main([*common, '--amp', 'none', '--threads', '1', '--out', str(tmp_path / 'a.safetensors')]) == 0
+    assert ', fp32; ' in capsys.readouterr().out
+    assert read_metadata(tmp_path / 'a.safetensors')['metrics']['amp'] is None
+    assert cli_main([*common, '--amp', 'bf16', '--threads', '1', '--out', str(tmp_path / 'b.safetensors')]) == 0
+    assert ', bf16; ' in capsys.readouterr().out

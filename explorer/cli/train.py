@@ -61,7 +61,11 @@ def register(sub) -> None:
     )
     p.add_argument('--device', choices=['cpu', 'cuda'], default=None, help='default: CUDA when there is one')
     p.add_argument(
-        '--amp', choices=['bf16', 'fp16'], default=None, help='mixed precision (fp16 needs CUDA; default fp32)'
+        '--amp',
+        choices=['auto', 'bf16', 'fp16', 'none'],
+        default='auto',
+        help='mixed precision (default auto: bf16 where the CPU or GPU has it in hardware, else fp32 on a CPU and '
+        'fp16 on an older GPU; none: fp32; fp16 needs CUDA). Test accuracy is always measured in fp32',
     )
     p.add_argument(
         '--aa',
@@ -166,7 +170,8 @@ def cmd_train(args) -> int:
             f'{spec.name}: test accuracy {100 * m["test_accuracy"]:.2f}% '
             f'({m["test_correct"]}/{m["test_n"]}) after {m["epochs"]:g} epoch{"" if m["epochs"] == 1 else "s"} '
             f'({m["steps"]} steps, global batch {m["global_batch"]}{procs}), {m["train_time_s"]:.0f} s training on '
-            f'{m["device"]} with {m["threads"]} threads; {m["params"]:,} params; wrote {res.checkpoint}'
+            f'{m["device"]} with {m["threads"]} threads, {m["amp"] or "fp32"}; {m["params"]:,} params; '
+            f'wrote {res.checkpoint}'
         )
     if m['stopped_by'] == 'user':
         print(

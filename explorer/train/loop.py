@@ -9,8 +9,13 @@ A checkpoint is one `.safetensors` file: the weights (float32) plus string metad
 the preprocessing rule, the class names, the metrics (test accuracy, epochs, wall time, seed, budget, device,
 threads) and the per-epoch history. `load_trained(path)` rebuilds the model from that file alone.
 
-Determinism: for a given seed, epoch count, batch size and thread count, two runs on one machine give the same
-weights bit for bit (initialisation, data order, augmentation and drop-path all come from the seed). A run
+Precision: by default (amp 'auto', `resolve_amp`) a run trains under bf16 autocast where the hardware has bf16
+(CPUs with AVX512-BF16 or AMX, recent GPUs) and in fp32 elsewhere; the checkpoint records which (`amp`). The
+weights are fp32 either way, and the test set is always evaluated in fp32, so the recorded accuracy is the one
+`load_trained` / `explorer evaluate` reproduce. `amp='none'` trains in fp32 anywhere.
+
+Determinism: for a given seed, epoch count, batch size, thread count and precision, two runs on one machine give
+the same weights bit for bit (initialisation, data order, augmentation and drop-path all come from the seed). A run
 stopped by `time_budget` depends on the machine's speed at the time: how many steps fit is measured, so
 its step count (recorded) can differ between runs.
 """
@@ -21,7 +26,7 @@ import math
 import platform
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -32,6 +37,7 @@ from timm.models.metaformer import Scale, StarReLU
 from explorer.core.build import build_model
 from explorer.core.spec import ArchSpec
 from explorer.measure.guard import check_request
+from explorer.measure.speed import cpu_native_bf16
 from explorer.train.checkpoints import load_state, load_trained, save_checkpoint, save_state
 from explorer.train.data import Dataset, Preprocessing, load_dataset
 from explorer.train.distributed import Dist
@@ -48,7 +54,7 @@ from explorer.train.sources import (  # noqa: F401 (augment, make_batch: used fr
 )
 
 DATASETS = ('fashion-mnist', 'imagefolder')
-AMP = (None, 'bf16', 'fp16')
+AMP = ('auto', None, 'none', 'bf16', 'fp16')  # 'none' is None (fp32); 'auto' is resolved by `resolve_amp`
 CALIBRATION_STEPS = 20  # steps timed before a time budget fixes the schedule length
 
 
@@ -70,7 +76,8 @@ class TrainConfig:
     threads: int | None = None  # torch threads during the run; None: leave torch's setting
     eval_batch_size: int = 1000
     eval_every_epoch: bool = True  # test accuracy after every epoch (for the plot; never used to pick weights)
-    amp: str | None = None  # mixed precision: None (fp32), 'bf16' (CPU or GPU) or 'fp16' (GPU, loss scaling)
+    # mixed precision: 'auto' (see resolve_amp), None (fp32), 'bf16' (CPU or GPU) or 'fp16' (GPU, loss scaling)
+    amp: str | None = 'auto'
     auto_augment: str | None = None  # image folders: a timm policy, e.g. 'rand-m9-mstd0.5-inc1' (RandAugment)
 
 
@@ -177,6 +184,7 @@ def train(
     if dataset not in DATASETS:
         raise ValueError(f'dataset {dataset!r} is not supported; choose from {", ".join(DATASETS)}')
     dist = Dist.from_env(device)
+    cfg = replace(cfg, amp=resolve_amp(cfg.amp, dist.device))  # recorded as resolved: a resume compares it
     if cfg.amp == 'fp16' and dist.device.type != 'cuda':
         raise ValueError('amp fp16 needs a CUDA device (its loss scaling is for GPUs); use amp bf16 on CPU')
     try:
@@ -296,7 +304,7 @@ def _check_config(cfg: TrainConfig) -> None:
     if not integer(cfg.crop_pad) or not 0 <= cfg.crop_pad <= 16:
         raise ValueError(f'crop_pad {cfg.crop_pad!r} must be an integer in [0, 16]')
     if cfg.amp not in AMP:
-        raise ValueError(f'amp {cfg.amp!r} is not known; choose bf16, fp16 or none (fp32)')
+        raise ValueError(f'amp {cfg.amp!r} is not known; choose auto, bf16, fp16 or none (fp32)')
     if cfg.auto_augment is not None and not (isinstance(cfg.auto_augment, str) and len(cfg.auto_augment) <= 100):
         raise ValueError(f'auto_augment {cfg.auto_augment!r} must be a timm policy string such as rand-m9-mstd0.5')
     if not integer(cfg.eval_batch_size) or cfg.eval_batch_size < 1:
@@ -341,6 +349,20 @@ class _DepthwiseConvFp32(nn.Conv2d):
     def forward(self, x):
         with torch.autocast('cpu', enabled=False):
             return super().forward(x.float()).to(x.dtype)
+
+
+def resolve_amp(amp: str | None, device: torch.device) -> str | None:
+    """The precision a run trains in. 'auto' (the default): bf16 autocast on a CPU with bf16 in hardware
+    (AVX512-BF16 or AMX; with `prepare_bf16_cpu` it was 1.1-1.85x fp32 on the Fashion-MNIST specs, never slower,
+    with the same accuracy: benchmarks/README.md), fp32 on other CPUs (there bf16 is emulated, and slower);
+    on a GPU bf16 where it has it (Ampere and later), else fp16 with loss scaling. 'none' means fp32 (None)."""
+    if amp == 'none':
+        return None
+    if amp != 'auto':
+        return amp
+    if device.type == 'cuda':
+        return 'bf16' if torch.cuda.is_bf16_supported() else 'fp16'
+    return 'bf16' if device.type == 'cpu' and cpu_native_bf16() else None
 
 
 def _area(kernel_size) -> int:
@@ -431,7 +453,7 @@ def _run(spec, cfg: TrainConfig, source, dist: Dist, progress, should_stop, stat
             pos['perm'] = None  # the epoch is done: the next one draws its order
             if cfg.eval_every_epoch or pos['step'] >= pos['total']:
                 model.eval()
-                ev = source.evaluate(model, device, cfg.amp)
+                ev = source.evaluate(model, device)
                 last_eval = (pos['step'], ev)
                 model.train()
                 row.update(test_accuracy=ev['accuracy'], test_loss=ev['loss'])
@@ -449,7 +471,7 @@ def _run(spec, cfg: TrainConfig, source, dist: Dist, progress, should_stop, stat
         stopped_by = 'time_budget'
     model.eval()
     # the test set once at the end: the last epoch's evaluation when no step came after it (it used to run twice)
-    final = last_eval[1] if last_eval and last_eval[0] == step else source.evaluate(model, device, cfg.amp)
+    final = last_eval[1] if last_eval and last_eval[0] == step else source.evaluate(model, device)
     model.cpu()
     if history:
         history[-1].update(test_accuracy=final['accuracy'], test_loss=final['loss'])
