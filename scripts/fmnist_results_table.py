@@ -145,7 +145,6 @@ def _seed_spread(rs: list[dict]) -> list[str]:
 def plot(rs: list[dict], png: Path) -> None:
     """Test accuracy after each epoch of every family row (seed 1 dashed), as a PNG drawn by Chromium."""
     import plotly.graph_objects as go
-    from playwright.sync_api import sync_playwright
 
     fig = go.Figure()
     for r in rs:
@@ -167,11 +166,18 @@ def plot(rs: list[dict], png: Path) -> None:
         height=600,
         template='plotly_white',
     )
+    render_png(fig, png)
+
+
+def render_png(fig, png: Path) -> None:
+    """A plotly figure as a PNG, drawn by headless Chromium (Debian's; no kaleido needed)."""
+    from playwright.sync_api import sync_playwright
+
     html = png.with_suffix('.html')
     fig.write_html(html, include_plotlyjs=True, full_html=True)
     with sync_playwright() as p:
         b = p.chromium.launch(executable_path='/usr/bin/chromium', args=['--no-sandbox', '--disable-gpu'])
-        page = b.new_page(viewport={'width': 1000, 'height': 600})
+        page = b.new_page(viewport={'width': fig.layout.width, 'height': fig.layout.height})
         page.goto(html.resolve().as_uri())
         page.wait_for_selector('.main-svg')
         page.screenshot(path=str(png))

@@ -505,3 +505,27 @@ def test_cli_train_takes_auto_and_none_and_names_the_precision(fake_dir, tmp_pat
     assert read_metadata(tmp_path / 'a.safetensors')['metrics']['amp'] is None
     assert cli_main([*common, '--amp', 'bf16', '--threads', '1', '--out', str(tmp_path / 'b.safetensors')]) == 0
     assert ', bf16; ' in capsys.readouterr().out
+
+
+def test_precision_curves_script_compares_two_runs_of_one_design(fake_dir, tmp_path):
+    import importlib.util
+
+    path = Path(__file__).parent.parent / 'scripts' / 'fmnist_precision_curves.py'
+    spec_ = importlib.util.spec_from_file_location('fmnist_precision_curves', path)
+    mod = importlib.util.module_from_spec(spec_)
+    spec_.loader.exec_module(mod)
+    outs = [tmp_path / f'{amp}.safetensors' for amp in ('none', 'bf16')]
+    quick = {**QUICK, 'eval_every_epoch': True}
+    res = [train(TINY, epochs=2, seed=0, data_dir=fake_dir, out=o, amp=o.stem, **quick) for o in outs]
+    text = mod.report(mod.runs(outs))
+    assert text.startswith('# tiny_fmnist: fp32 vs bf16\n')  # trained specs are named for their dataset
+    h = [r.history for r in res]
+    for e in range(2):
+        a, b = 100 * h[0][e]['test_accuracy'], 100 * h[1][e]['test_accuracy']
+        assert f'| {e + 1} | {a:.2f} | {b:.2f} | {b - a:+.2f} |' in text
+    speeds = [10 * 32 * 2 / r.metrics['train_time_s'] for r in res]  # 10 steps of 32 images per epoch
+    assert f'speed bf16 / fp32: {speeds[1] / speeds[0]:.2f}x' in text
+    other = tmp_path / 'other.safetensors'
+    train(TINY, epochs=2, seed=1, data_dir=fake_dir, out=other, amp='bf16', **quick)
+    with pytest.raises(SystemExit, match='more than precision'):
+        mod.report(mod.runs([outs[0], other]))

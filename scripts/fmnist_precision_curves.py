@@ -1,0 +1,97 @@
+"""The same design trained in two precisions: per-epoch test accuracy and training speed, read from checkpoints.
+
+    python scripts/fmnist_precision_curves.py FP32.safetensors BF16.safetensors [--plot PNG]
+
+Prints one row per epoch (test accuracy of each run, the difference) and each run's images/s over its training
+time (the loop's own clock: training steps only, evaluations excluded), then the final test accuracies as
+recorded in the checkpoints. For issue 15's check: bf16 autocast >= 1.8x fp32 images/s with the same final
+accuracy (within 0.3 points over 5 epochs). Runs must come from the same spec, seed and recipe but the precision.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from explorer.train.checkpoints import read_metadata  # noqa: E402
+
+
+def runs(paths: list[Path]) -> list[dict]:
+    out = []
+    for p in paths:
+        m = read_metadata(p)
+        metrics, history = m['metrics'], m['history']
+        images = metrics['steps'] * metrics['global_batch']
+        out.append(
+            {
+                'path': p,
+                'amp': metrics['amp'] or 'fp32',
+                'spec': m['spec']['name'],
+                'history': history,
+                'accuracy': metrics['test_accuracy'],
+                'images_per_s': images / metrics['train_time_s'],
+                'recipe': {k: v for k, v in metrics['recipe'].items() if k != 'amp'},
+            }
+        )
+    return out
+
+
+def report(rs: list[dict]) -> str:
+    a, b = rs
+    if a['spec'] != b['spec'] or a['recipe'] != b['recipe']:
+        raise SystemExit('the two checkpoints differ in more than precision (spec or recipe)')
+    lines = [f'# {a["spec"]}: {a["amp"]} vs {b["amp"]}', '| epoch | ' + ' | '.join(r['amp'] for r in rs) + ' | diff |']
+    lines.append('|---:|---:|---:|---:|')
+    for ha, hb in zip(a['history'], b['history']):
+        if ha.get('test_accuracy') is None or hb.get('test_accuracy') is None:  # not evaluated after this epoch
+            continue
+        x, y = 100 * ha['test_accuracy'], 100 * hb['test_accuracy']
+        lines.append(f'| {ha["epoch"]:g} | {x:.2f} | {y:.2f} | {y - x:+.2f} |')
+    for r in rs:
+        lines.append(f'{r["amp"]}: final test accuracy {100 * r["accuracy"]:.2f}%, {r["images_per_s"]:.0f} images/s')
+    lines.append(
+        f'speed {b["amp"]} / {a["amp"]}: {b["images_per_s"] / a["images_per_s"]:.2f}x; final accuracy '
+        f'difference {100 * (b["accuracy"] - a["accuracy"]):+.2f} points'
+    )
+    return '\n'.join(lines) + '\n'
+
+
+def plot(rs: list[dict], png: Path) -> None:
+    import plotly.graph_objects as go
+    from fmnist_results_table import render_png
+
+    fig = go.Figure()
+    for r in rs:
+        fig.add_scatter(
+            x=[h['epoch'] for h in r['history'] if h.get('test_accuracy') is not None],
+            y=[100 * h['test_accuracy'] for h in r['history'] if h.get('test_accuracy') is not None],
+            mode='lines+markers',
+            name=f'{r["amp"]} ({r["images_per_s"]:.0f} images/s)',
+        )
+    fig.update_layout(
+        title=f'{rs[0]["spec"]} on Fashion-MNIST: test accuracy after each epoch by training precision',
+        xaxis_title='epoch',
+        yaxis_title='test accuracy (%), 10,000 images',
+        width=900,
+        height=500,
+        template='plotly_white',
+    )
+    render_png(fig, png)
+
+
+if __name__ == '__main__':
+    args = sys.argv[1:]
+    out_png = None
+    if '--plot' in args:
+        i = args.index('--plot')
+        out_png = Path(args[i + 1])
+        del args[i : i + 2]
+    if len(args) != 2:
+        raise SystemExit(__doc__)
+    rs = runs([Path(a) for a in args])
+    print(report(rs), end='')
+    if out_png:
+        plot(rs, out_png)
