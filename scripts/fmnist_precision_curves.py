@@ -61,7 +61,7 @@ def report(rs: list[dict]) -> str:
 
 def plot(rs: list[dict], png: Path) -> None:
     import plotly.graph_objects as go
-    from fmnist_results_table import render_png
+    from fmnist_results_table import save_accuracy_plot
 
     fig = go.Figure()
     for r in rs:
@@ -71,15 +71,8 @@ def plot(rs: list[dict], png: Path) -> None:
             mode='lines+markers',
             name=f'{r["amp"]} ({r["images_per_s"]:.0f} images/s)',
         )
-    fig.update_layout(
-        title=f'{rs[0]["spec"]} on Fashion-MNIST: test accuracy after each epoch by training precision',
-        xaxis_title='epoch',
-        yaxis_title='test accuracy (%), 10,000 images',
-        width=900,
-        height=500,
-        template='plotly_white',
-    )
-    render_png(fig, png)
+    title = f'{rs[0]["spec"]} on Fashion-MNIST: test accuracy after each epoch by training precision'
+    save_accuracy_plot(fig, png, title, width=900, height=500)
 
 
 if __name__ == '__main__':

@@ -158,26 +158,26 @@ def plot(rs: list[dict], png: Path) -> None:
             name=f'{r["family"]} (seed {r["seed"]})',
             line={'dash': 'dash' if r['seed'] else 'solid'},
         )
-    fig.update_layout(
-        title='Fashion-MNIST: test accuracy after each epoch, only the token mixer differs',
-        xaxis_title='epoch',
-        yaxis_title='test accuracy (%), 10,000 images',
-        width=1000,
-        height=600,
-        template='plotly_white',
-    )
-    render_png(fig, png)
+    save_accuracy_plot(fig, png, 'Fashion-MNIST: test accuracy after each epoch, only the token mixer differs')
 
 
-def render_png(fig, png: Path) -> None:
-    """A plotly figure as a PNG, drawn by headless Chromium (Debian's; no kaleido needed)."""
+def save_accuracy_plot(fig, png: Path, title: str, width: int = 1000, height: int = 600) -> None:
+    """A figure of test-accuracy curves (epoch on x) as a PNG, drawn by headless Chromium (Debian's; no kaleido)."""
     from playwright.sync_api import sync_playwright
 
+    fig.update_layout(
+        title=title,
+        xaxis_title='epoch',
+        yaxis_title='test accuracy (%), 10,000 images',
+        width=width,
+        height=height,
+        template='plotly_white',
+    )
     html = png.with_suffix('.html')
     fig.write_html(html, include_plotlyjs=True, full_html=True)
     with sync_playwright() as p:
         b = p.chromium.launch(executable_path='/usr/bin/chromium', args=['--no-sandbox', '--disable-gpu'])
-        page = b.new_page(viewport={'width': fig.layout.width, 'height': fig.layout.height})
+        page = b.new_page(viewport={'width': width, 'height': height})
         page.goto(html.resolve().as_uri())
         page.wait_for_selector('.main-svg')
         page.screenshot(path=str(png))

@@ -131,6 +131,10 @@ def test_a_training_from_the_train_tab_finishes_with_curves_and_a_download(app_u
         page.wait_for_selector('text=Done:', timeout=180_000)
         page.screenshot(path=str(shots / 'trained.png'))
         assert 'Error' not in page.inner_text('body')  # no red badge on status, plot or file
+        from explorer.measure.speed import cpu_native_bf16
+
+        precision = 'bf16 autocast' if cpu_native_bf16() else 'fp32'  # the default: bf16 where the CPU has it
+        assert f'threads, {precision}.' in page.inner_text('body')
         link = page.locator('a[download], a[href*=".safetensors"]').first
         assert '.safetensors' in (link.get_attribute('href') or '') + (link.inner_text() or '')
         assert page.locator('.js-plotly-plot').count() >= 1  # the curves

@@ -35,6 +35,7 @@ import torch.nn.functional as F
 from timm.models.metaformer import Scale, StarReLU
 
 from explorer.core.build import build_model
+from explorer.core.mixers import AttentionMixer
 from explorer.core.spec import ArchSpec
 from explorer.measure.guard import check_request
 from explorer.measure.speed import cpu_native_bf16
@@ -340,6 +341,24 @@ class _StarReLUInActivationDtype(StarReLU):
         return self.scale.to(x.dtype) * self.relu(x) ** 2 + self.bias.to(x.dtype)
 
 
+FP32_ATTENTION_TOKENS = 128  # bf16 CPU training: attention over more tokens than this runs in fp32 (fused kernel)
+
+
+class _AttentionBf16Cpu(AttentionMixer):
+    """Attention for bf16 training on a CPU, by token count (forward + backward alone, batch 128, 2 threads, AMX,
+    torch 2.14.1): over 16-64 tokens bf16 as explicit matmuls is fastest (1.3-3x the fp32 fused kernel; the fused
+    bf16 kernel's backward is 4-6x slower still), over 256 tokens fp32 with the fused kernel is (1.3-2.7x bf16:
+    the explicit form writes the 256x256 score matrix per head, and bf16 gains nothing at head widths 8-32)."""
+
+    def forward(self, x):
+        if x.shape[1] > FP32_ATTENTION_TOKENS:
+            self.fused_attn = True
+            with torch.autocast(x.device.type, enabled=False):
+                return super().forward(x.float()).to(x.dtype)
+        self.fused_attn = False
+        return super().forward(x)
+
+
 class _DepthwiseConvFp32(nn.Conv2d):
     """A depthwise convolution run in fp32 inside a bf16 autocast region (input cast up, output cast back). On a
     CPU (torch 2.14.1, oneDNN) a 7x7 one's forward + backward takes 2.1-2.5x longer in bf16 than in fp32 (32-256
@@ -371,14 +390,17 @@ def _area(kernel_size) -> int:
 
 def prepare_bf16_cpu(model: nn.Module) -> dict:
     """Make a model train fast under bf16 autocast on a CPU, computing the same function (up to rounding; exactly
-    the same in fp32): attention as explicit matmuls (`unfuse_attention`), layer/residual scales and StarReLU
-    kept in the activation's dtype, depthwise convolutions larger than 3x3 in fp32. Modules change class in
+    the same in fp32): attention over few tokens as explicit bf16 matmuls, over many in fp32 (`_AttentionBf16Cpu`;
+    other attention modules: `unfuse_attention`), layer/residual scales and StarReLU kept in the activation's
+    dtype, depthwise convolutions larger than 3x3 in fp32. Modules change class in
     place, so the parameters, their names and the state dict stay as they were. Returns how many modules of each
     kind changed. Measured, batch 128, 2 threads, AMX (benchmarks/README.md): fmnist_hybrid_large 1.18x fp32
     with autocast alone, 1.47x with this."""
-    counts = {'attention': unfuse_attention(model), 'scale': 0, 'star_relu': 0, 'depthwise_conv': 0}
+    counts = {'attention': 0, 'scale': 0, 'star_relu': 0, 'depthwise_conv': 0}
     for m in model.modules():
-        if type(m) is Scale:
+        if type(m) is AttentionMixer:
+            m.__class__, m.fused_attn, kind = _AttentionBf16Cpu, False, 'attention'  # its forward picks the kernel
+        elif type(m) is Scale:
             m.__class__, kind = _ScaleInActivationDtype, 'scale'
         elif type(m) is StarReLU:
             m.__class__, kind = _StarReLUInActivationDtype, 'star_relu'
@@ -387,6 +409,7 @@ def prepare_bf16_cpu(model: nn.Module) -> dict:
         else:
             continue
         counts[kind] += 1
+    counts['attention'] += unfuse_attention(model)  # any other module with timm's fused_attn switch
     return counts
 
 
