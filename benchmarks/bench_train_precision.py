@@ -22,6 +22,7 @@ from pathlib import Path
 from _common import conditions, ratio
 
 ROOT = Path(__file__).resolve().parent.parent
+TARGET = 1.8  # issue 15: bf16 training images/s over fp32's
 
 
 def kernel_times(batch: int) -> None:
@@ -109,6 +110,7 @@ def main() -> int:
     from explorer.core.spec import ArchSpec
 
     print('# training step throughput by precision:', conditions())
+    verdicts = []
     for name in args.specs:
         spec = ArchSpec.from_dict(json.loads((ROOT / 'assets' / 'fmnist' / 'specs' / f'{name}.json').read_text()))
         variants = {
@@ -134,8 +136,11 @@ def main() -> int:
             r, lo, hi = ratio(xs, lat['fp32'])
             med = sorted(xs)[len(xs) // 2]
             print(f'{k:40s} {args.batch / med:8.0f} img/s   x{r:.2f} [{lo:.2f}, {hi:.2f}] vs fp32')
+            if k.startswith('bf16 autocast (as the loop'):
+                verdicts.append(f'{name} {r:.2f}x {"PASS" if r >= TARGET else "FAIL"}')
     if args.kernels:
         kernel_times(args.batch)
+    print(f"# target: the loop's bf16 >= {TARGET}x fp32 (issue 15): " + ', '.join(verdicts))
     print('# after:', conditions())
     return 0
 
