@@ -478,6 +478,9 @@ def test_auto_precision_is_bf16_where_the_hardware_has_it(monkeypatch):
     assert loop.resolve_amp('none', cpu) is None and loop.resolve_amp(None, cpu) is None
     assert loop.resolve_amp('bf16', cpu) == 'bf16'
     assert loop.TrainConfig().amp == 'auto'
+    for bf16, expected in ((True, 'bf16'), (False, 'fp16')):  # GPUs: bf16 from Ampere on, else fp16 + scaling
+        monkeypatch.setattr(torch.cuda, 'is_bf16_supported', lambda bf16=bf16: bf16)
+        assert loop.resolve_amp('auto', torch.device('cuda')) == expected
 
 
 def test_default_training_records_its_precision_and_the_accuracy_reload_gives(fake_dir, tmp_path):
