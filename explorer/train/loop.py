@@ -263,8 +263,22 @@ def _resumable(spec, cfg, dist, state_file, resume):
         )
         ours = (spec.to_dict(), cfg.batch_size * dist.world, {k: v for k, v in asdict(cfg).items() if k not in skip})
         if theirs != ours:
-            what = 'global batch' if theirs[1] != ours[1] else 'spec or recipe'
-            raise ValueError(f'resume: {state_file} was written for another {what}; start a new run instead')
+            if theirs[0] != ours[0]:
+                what = 'spec'
+            elif theirs[1] != ours[1]:
+                what = f'global batch ({theirs[1]} there, {ours[1]} here)'
+            else:  # name the fields, e.g. a run started in fp32 before the default precision became auto
+                keys = sorted(set(theirs[2]) | set(ours[2]), key=str)
+                diff = [
+                    f'{k}: {theirs[2].get(k)!r} there, {ours[2].get(k)!r} here'
+                    for k in keys
+                    if theirs[2].get(k) != ours[2].get(k)
+                ]
+                what = f'recipe ({"; ".join(diff)})'
+            raise ValueError(
+                f'resume: {state_file} was written for another {what}; resume with the same options, or start a '
+                'new run instead'
+            )
     if state_file is not None and dist.main:
         tagged = {'spec': spec.to_dict(), 'recipe': asdict(cfg), 'global_batch': cfg.batch_size * dist.world}
 

@@ -85,9 +85,15 @@ def test_resume_refuses_another_recipe(tmp_path, fake_dir):
     def stop(ev):
         raise Stopped
 
-    train(TINY, epochs=1, seed=0, data_dir=fake_dir, progress=stop, state_file=state, **QUICK)
-    with pytest.raises(ValueError, match='another spec or recipe'):
-        train(TINY, epochs=1, seed=1, data_dir=fake_dir, state_file=state, resume=True, **QUICK)
+    train(TINY, epochs=1, seed=0, data_dir=fake_dir, progress=stop, state_file=state, amp='none', **QUICK)
+    with pytest.raises(ValueError, match=r'another recipe \(seed: 0 there, 1 here\)'):
+        train(TINY, epochs=1, seed=1, data_dir=fake_dir, state_file=state, resume=True, amp='none', **QUICK)
+    # a run started in fp32 and resumed with another precision: the message names it
+    with pytest.raises(ValueError, match=r"another recipe \(amp: None there, 'bf16' here\)"):
+        train(TINY, epochs=1, seed=0, data_dir=fake_dir, state_file=state, resume=True, amp='bf16', **QUICK)
+    with pytest.raises(ValueError, match='another spec;'):
+        other = {**TINY, 'name': 'other'}
+        train(other, epochs=1, seed=0, data_dir=fake_dir, state_file=state, resume=True, amp='none', **QUICK)
 
 
 def test_sigterm_saves_and_resume_finishes_like_an_uninterrupted_run(tmp_path, fake_dir):
