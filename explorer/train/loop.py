@@ -386,8 +386,9 @@ class _DepthwiseConvFp32(nn.Conv2d):
 
 def resolve_amp(amp: str | None, device: torch.device) -> str | None:
     """The precision a run trains in. 'auto' (the default): bf16 autocast on a CPU with bf16 in hardware
-    (AVX512-BF16 or AMX; with `prepare_bf16_cpu` it was 1.1-1.85x fp32 on the Fashion-MNIST specs, never slower,
-    with the same accuracy: benchmarks/README.md), fp32 on other CPUs (there bf16 is emulated, and slower);
+    (AVX512-BF16 or AMX; with `prepare_bf16_cpu` a training step was 1.02-1.95x fp32 on the eleven shipped
+    Fashion-MNIST specs, figures and accuracy in benchmarks/README.md), fp32 on other CPUs (there bf16 is
+    emulated, and slower);
     on a GPU bf16 where it has it (Ampere and later), else fp16 with loss scaling. 'none' means fp32 (None)."""
     if amp == 'none':
         return None
@@ -406,10 +407,10 @@ def prepare_bf16_cpu(model: nn.Module) -> dict:
     """Make a model train fast under bf16 autocast on a CPU, computing the same function (up to rounding; exactly
     the same in fp32): attention over few tokens as explicit bf16 matmuls, over many in fp32 (`_AttentionBf16Cpu`;
     other attention modules: `unfuse_attention`), layer/residual scales and StarReLU kept in the activation's
-    dtype, depthwise convolutions larger than 3x3 in fp32. Modules change class in
-    place, so the parameters, their names and the state dict stay as they were. Returns how many modules of each
-    kind changed. Measured, batch 128, 2 threads, AMX (benchmarks/README.md): fmnist_hybrid_large 1.18x fp32
-    with autocast alone, 1.47x with this."""
+    dtype, depthwise convolutions larger than 3x3 in fp32. Modules change class in place, so the parameters,
+    their names and the state dict stay as they were. Returns how many modules of each kind changed. Measured,
+    batch 128, 2 threads, AMX (benchmarks/README.md): fmnist_hybrid_large 0.85x fp32 under plain autocast,
+    1.43-1.50x with this; fmnist_attention 0.54x -> 1.07x."""
     counts = {'attention': 0, 'scale': 0, 'star_relu': 0, 'depthwise_conv': 0}
     for m in model.modules():
         if type(m) is AttentionMixer:
