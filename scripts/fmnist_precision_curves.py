@@ -93,16 +93,18 @@ def plot(rs: list[dict], png: Path) -> None:
     save_accuracy_plot(fig, png, title, width=900, height=500)
 
 
-if __name__ == '__main__':
-    args = sys.argv[1:]
-    out_png = None
-    if '--plot' in args:
-        i = args.index('--plot')
-        out_png = Path(args[i + 1])
-        del args[i : i + 2]
-    if len(args) != 2:
-        raise SystemExit(__doc__)
-    rs = runs([Path(a) for a in args])
+def main() -> None:
+    import argparse
+
+    ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    ap.add_argument('checkpoints', nargs=2, type=Path, metavar='CHECKPOINT', help='the fp32 run, then the bf16 run')
+    ap.add_argument('--plot', type=Path, metavar='PNG', help='also draw both curves into this PNG')
+    args = ap.parse_args()
+    rs = runs(args.checkpoints)
     print(report(rs), end='')
-    if out_png:
-        plot(rs, out_png)
+    if args.plot:
+        plot(rs, args.plot)
+
+
+if __name__ == '__main__':
+    main()
