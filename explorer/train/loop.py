@@ -399,10 +399,6 @@ def resolve_amp(amp: str | None, device: torch.device) -> str | None:
     return 'bf16' if device.type == 'cpu' and cpu_native_bf16() else None
 
 
-def _area(kernel_size) -> int:
-    return math.prod(kernel_size)
-
-
 def prepare_bf16_cpu(model: nn.Module) -> dict:
     """Make a model train fast under bf16 autocast on a CPU, computing the same function (up to rounding; exactly
     the same in fp32): attention over few tokens as explicit bf16 matmuls, over many in fp32 (`_AttentionBf16Cpu`;
@@ -419,7 +415,7 @@ def prepare_bf16_cpu(model: nn.Module) -> dict:
             m.__class__, kind = _ScaleInActivationDtype, 'scale'
         elif type(m) is StarReLU:
             m.__class__, kind = _StarReLUInActivationDtype, 'star_relu'
-        elif type(m) is nn.Conv2d and m.groups > 1 and m.groups == m.in_channels and _area(m.kernel_size) > 9:
+        elif type(m) is nn.Conv2d and m.groups > 1 and m.groups == m.in_channels and math.prod(m.kernel_size) > 9:
             m.__class__, kind = _DepthwiseConvFp32, 'depthwise_conv'
         else:
             continue
