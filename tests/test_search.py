@@ -244,3 +244,60 @@ def test_the_search_api_returns_what_the_cli_prints(client):
         client.predict(space={**SMALL, 'objectives': {'speed': 'minimize'}}, trials=1, api_name='/search')
     with pytest.raises(Exception, match='trials'):
         client.predict(space='metaformer_hybrid', trials=10**9, api_name='/search')
+
+
+class _FixedTrainer:
+    """A trainer standing in for a short Fashion-MNIST training: a fixed accuracy, and the precision it trains in."""
+
+    def __init__(self, precision):
+        self.precision = precision
+
+    def __call__(self, spec, trial):
+        return 0.5 + analytic_cost(spec).params % 1000 / 4000
+
+
+def test_a_study_refuses_a_worker_that_would_train_in_another_precision(tmp_path):
+    """A study shared by machines with and without bf16 (training.amp 'auto') must not mix the two silently."""
+    url = f'sqlite:///{tmp_path}/s.db'
+    sp = parse_space({**SMALL, 'objectives': {'accuracy': 'maximize', 'gmacs': 'minimize'}})
+    front = run_search(sp, trials=3, storage=url, seed=0, trainer=_FixedTrainer('bf16'))
+    assert front.to_dict()['conditions'] == {'training precision': 'bf16'}
+    assert len(run_search(sp, trials=2, storage=url, seed=1, trainer=_FixedTrainer('bf16')).trials) == 5
+    with pytest.raises(SpaceError) as e:
+        run_search(sp, trials=1, storage=url, seed=2, trainer=_FixedTrainer('fp32'))
+    assert "training precision: 'bf16' there, 'fp32' here" in str(e.value) and 'training.amp' in str(e.value)
+    assert len(frontier(open_study(sp, url), sp).trials) == 5  # nothing of the refused worker's got in
+
+
+def test_a_study_refuses_a_worker_with_another_latency_calibration(tmp_path):
+    sp = parse_space(SMALL)
+    open_study(sp, f'sqlite:///{tmp_path}/s.db', conditions={'latency calibrated on': 'Xeon (cpu, 2 threads)'})
+    open_study(sp, f'sqlite:///{tmp_path}/s.db', conditions={'latency calibrated on': 'Xeon (cpu, 2 threads)'})
+    with pytest.raises(SpaceError, match="latency calibrated on: 'Xeon .cpu, 2 threads.' there, 'M2 .cpu, 8"):
+        open_study(sp, f'sqlite:///{tmp_path}/s.db', conditions={'latency calibrated on': 'M2 (cpu, 8 threads)'})
+
+
+@pytest.mark.parametrize('amp, native, expected', [('auto', True, 'bf16'), ('auto', False, 'fp32'),
+                                                   ('none', True, 'fp32'), ('bf16', False, 'bf16')])  # fmt: skip
+def test_the_accuracy_objective_trains_in_the_precision_the_space_asks_for(monkeypatch, amp, native, expected):
+    from explorer.search.accuracy import Trainer
+    from explorer.train import loop
+
+    monkeypatch.setattr(loop, 'cpu_native_bf16', lambda: native)
+    space = json.loads((Path(__file__).parents[1] / 'presets/spaces/fmnist_small_budget.json').read_text())
+    space['training'] = {**space.get('training', {}), 'amp': amp}
+    trainer = Trainer(parse_space(space))
+    assert trainer.precision == expected
+    calls = {}
+    monkeypatch.setattr(loop, 'train', lambda spec, **kw: calls.update(kw))
+    trainer._train(None, None)  # the training loop, replaced: what it is called with is what counts
+    assert calls['amp'] == amp
+
+
+def test_a_bad_training_precision_is_named():
+    space = json.loads((Path(__file__).parents[1] / 'presets/spaces/fmnist_small_budget.json').read_text())
+    space['training'] = {'amp': 'fp8'}
+    from explorer.search.accuracy import Trainer
+
+    with pytest.raises(SpaceError, match="training.amp 'fp8' must be one of auto, bf16, fp16, none"):
+        Trainer(parse_space(space))

@@ -206,6 +206,7 @@ def study_view(space) -> tuple:
         f'Study **{md_text(front.study)}**: {len(front.trials)} trials, '
         f'{sum(t["feasible"] for t in front.trials)} within the constraints, {len(front.frontier)} on the frontier.'
         + (lat if scorer.calibrated_on else '')
+        + (f' Trials trained in {md_text(prec)}.' if (prec := front.conditions.get('training precision')) else '')
     )
     table = gr.update(value=rows, headers=['trial', 'pattern', *keys, 'design'])
     return fig, table, csv_path, zip_path, status

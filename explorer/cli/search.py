@@ -80,6 +80,8 @@ def cmd_search(args) -> int:
     )
     if d['latency_calibrated_on']:
         print(f'latency predicted for batch {space.latency["batch_size"]}, calibrated on {d["latency_calibrated_on"]}')
+    if 'training precision' in d['conditions']:
+        print(f'accuracy after training in {d["conditions"]["training precision"]} (every trial of this study)')
     keys = list(d['objectives']) + [k for k in ('params_m', 'gmacs') if k not in d['objectives']]
     print(f'{"trial":>6}  {"pattern":<8}' + ''.join(f'{k:>12}' for k in keys) + '  design')
     for t in front.frontier:

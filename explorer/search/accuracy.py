@@ -8,7 +8,11 @@ out of the frontier), once `min_trials` trials have completed. Each trial's curv
 (user attribute 'curve'), so the rule sees every worker's trials.
 
 The space's "training" object sets the budget: epochs (default 2), train_limit (10,000 images), test_limit
-(2,000 images), batch_size (128), time_budget (seconds per trial, default none), seed (0), min_trials (3).
+(2,000 images), batch_size (128), time_budget (seconds per trial, default none), seed (0), min_trials (3),
+amp ('auto': bf16 where this machine has it in hardware, else fp32; 'bf16', 'fp16' or 'none' for fp32; see
+explorer.train.loop.resolve_amp). The precision it resolves to on this machine is `Trainer.precision`; a study
+records it, and a worker that would train in another precision is refused (explorer.search.study.open_study),
+so a study shared by machines with and without bf16 does not mix the two silently.
 
 A screen follows and stops a trial through the Trainer's hooks: progress(event) gets {'kind': 'train', 'number',
 'epoch', 'total_epochs', 'accuracy'} while a trial trains (accuracy: after each epoch, a fraction; else None), and
@@ -32,7 +36,9 @@ DEFAULTS = {
     'time_budget': None,
     'seed': 0,
     'min_trials': 3,
+    'amp': 'auto',
 }
+AMPS = ('auto', 'bf16', 'fp16', 'none')
 
 
 class Trainer:
@@ -48,7 +54,10 @@ class Trainer:
         if unknown:
             raise SpaceError(f'training: unknown field(s) {unknown}; allowed {", ".join(DEFAULTS)}')
         self.cfg = {**DEFAULTS, **space.training}
+        if self.cfg['amp'] not in AMPS:
+            raise SpaceError(f'training.amp {self.cfg["amp"]!r} must be one of {", ".join(AMPS)}')
         self.should_stop, self.progress = should_stop, progress
+        self.precision = precision(self.cfg['amp'])
         try:  # every input size the space may choose, before any trial trains
             for size in space.choices.get('img_size', [None]):
                 check_trainable(design(space, {**first_choices(space), **({'img_size': size} if size else {})}))
@@ -105,6 +114,7 @@ class Trainer:
             test_limit=cfg['test_limit'],
             progress=progress,
             should_stop=self.should_stop,
+            amp=cfg['amp'],
         )
 
     def behind(self, trial, epoch: int, accuracy: float) -> bool:
@@ -114,3 +124,13 @@ class Trainer:
         done = trial.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
         at = [t.user_attrs['curve'][epoch] for t in done if len(t.user_attrs.get('curve', [])) > epoch]
         return len(at) >= self.cfg['min_trials'] and accuracy < statistics.median(at)
+
+
+def precision(amp: str) -> str:
+    """What `amp` trains in on this machine's CPU (the device the search's trials train on): 'bf16', 'fp16' or
+    'fp32'."""
+    import torch
+
+    from explorer.train.loop import resolve_amp
+
+    return resolve_amp(amp, torch.device('cpu')) or 'fp32'

@@ -84,8 +84,17 @@ def study_name(space: Space, name: str | None = None) -> str:
     return name or f'{space.name}-{space.key}'
 
 
-def open_study(space: Space, storage: str | None = None, name: str | None = None, sampler: str = 'nsga2', seed=None):
-    """The study for `space` (created when new). Raises SpaceError when `name` holds a study of another space."""
+def open_study(
+    space: Space,
+    storage: str | None = None,
+    name: str | None = None,
+    sampler: str = 'nsga2',
+    seed=None,
+    conditions: dict | None = None,
+):
+    """The study for `space` (created when new). Raises SpaceError when `name` holds a study of another space, or
+    one measured under other `conditions` (what this machine's metrics depend on, see `conditions`: the first
+    worker records them, and a worker where they differ is refused rather than mixing its trials in)."""
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -114,7 +123,32 @@ def open_study(space: Space, storage: str | None = None, name: str | None = None
         )
     if [d.name.lower() for d in study.directions] != directions:
         raise SpaceError(f'study {study.study_name!r} has other objectives; name a new study (--study)')
+    if conditions:
+        recorded = study.user_attrs.get('conditions')
+        if recorded is None:
+            study.set_user_attr('conditions', conditions)
+        else:
+            differ = [k for k, v in conditions.items() if recorded.get(k) != v]
+            if differ:
+                what = '; '.join(f'{k}: {recorded.get(k)!r} there, {conditions[k]!r} here' for k in differ)
+                pin = ' (and pin training.amp in the space)' if 'training precision' in differ else ''
+                raise SpaceError(
+                    f'study {study.study_name!r} was measured under other conditions ({what}), so trials from '
+                    f'here would not be comparable: run this worker where they hold, or name a new study '
+                    f'(--study){pin}'
+                )
     return study
+
+
+def conditions(scorer: Scorer, trainer=None) -> dict:
+    """What a trial's metrics depend on beyond the space: the latency calibration's device fingerprint (when
+    latency_ms is an objective or constraint) and the precision trials train in (the accuracy objective)."""
+    out = {}
+    if scorer.calibrated_on:
+        out['latency calibrated on'] = scorer.calibrated_on
+    if getattr(trainer, 'precision', None):
+        out['training precision'] = trainer.precision
+    return out
 
 
 # ---- one trial ---------------------------------------------------------------------------------------------
@@ -169,6 +203,7 @@ class Frontier:
     frontier: list[dict]  # the same entries plus 'spec' (a spec dict), sorted by the first objective
     calibrated_on: str | None = None
     files: list[str] = field(default_factory=list)
+    conditions: dict = field(default_factory=dict)  # what the study's trials were measured under (open_study)
 
     def to_dict(self) -> dict:
         return {
@@ -188,6 +223,7 @@ class Frontier:
                 for t in self.frontier
             ],
             'latency_calibrated_on': self.calibrated_on,
+            'conditions': self.conditions,
             'files': self.files,
         }
 
@@ -208,7 +244,8 @@ def frontier(study, space: Space, calibrated_on: str | None = None) -> Frontier:
         t = ok[i]
         spec = design(space, t['params'], name=f'{space.name}_t{t["number"]}').to_dict()
         front.append({**t, 'spec': spec})
-    return Frontier(study.study_name, dict(space.objectives), trials, front, calibrated_on)
+    recorded = study.user_attrs.get('conditions') or {}
+    return Frontier(study.study_name, dict(space.objectives), trials, front, calibrated_on, conditions=recorded)
 
 
 def run_search(
@@ -235,7 +272,7 @@ def run_search(
         raise SpaceError('workers > 1 need a storage every process can open (a file or a database)')
     scorer = Scorer(space)
     trainer = trainer or _trainer(space)
-    st = open_study(space, storage, study, sampler, seed)
+    st = open_study(space, storage, study, sampler, seed, conditions(scorer, trainer))
     shares = [trials // workers + (i < trials % workers) for i in range(workers)]
     procs = []
     if workers > 1:
@@ -282,8 +319,9 @@ def _worker(source: dict, storage: str, name: str, sampler: str, trials: int, se
     from explorer.search.space import parse_space
 
     space = parse_space(source)
-    st = open_study(space, storage, name, sampler, seed)
-    st.optimize(Objective(space, Scorer(space), _trainer(space)), n_trials=trials, catch=(SpaceError,))
+    scorer, trainer = Scorer(space), _trainer(space)
+    st = open_study(space, storage, name, sampler, seed, conditions(scorer, trainer))
+    st.optimize(Objective(space, scorer, trainer), n_trials=trials, catch=(SpaceError,))
 
 
 def _trainer(space: Space):
