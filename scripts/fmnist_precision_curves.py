@@ -1,12 +1,15 @@
 """The same design trained in two precisions: per-epoch test accuracy and training speed, read from checkpoints.
 
-    python scripts/fmnist_precision_curves.py FP32.safetensors BF16.safetensors [--plot PNG]
+    python scripts/fmnist_precision_curves.py FP32.safetensors BF16.safetensors [FP32 BF16 ...] [--plot PNG]
 
-Prints one row per epoch (test accuracy of each run, the difference, and each run's images/s in that epoch by
-the loop's own clock: training steps only, evaluations excluded), then the final test accuracies as recorded in
-the checkpoints and the speed ratio of the median epochs (a slow spell on a shared machine moves one epoch, not
-the median). For issue 15's check: bf16 autocast >= 1.8x fp32 images/s with the same final
-accuracy (within 0.3 points over 5 epochs). Runs must come from the same spec, seed and recipe but the precision.
+Takes one pair of runs per seed. For each pair it prints one row per epoch (test accuracy of each run, the
+difference, and each run's images/s in that epoch by the loop's own clock: training steps only, evaluations
+excluded), then the final test accuracies as recorded in the checkpoints and the speed ratio of the median epochs
+(a slow spell on a shared machine moves one epoch, not the median). For issue 15's check: bf16 autocast >= 1.8x
+fp32 images/s with the same final accuracy (within 0.3 points over 5 epochs). The two runs of a pair must come
+from the same spec, seed and recipe but the precision. With several pairs (seeds) it ends with a summary: each
+seed's final accuracies and their difference, the mean difference with its sample standard deviation, and how far
+apart the seeds of one precision land (the yardstick for a difference between precisions).
 """
 
 from __future__ import annotations
@@ -77,17 +80,48 @@ def report(rs: list[dict]) -> str:
     return '\n'.join(lines) + '\n'
 
 
+def summary(pairs: list[list[dict]]) -> str:
+    """Final accuracy by seed and precision over several pairs: the precisions' difference beside the seeds'."""
+    import statistics
+
+    amps = [r['amp'] for r in pairs[0]]
+    if any([r['amp'] for r in p] != amps or p[0]['spec'] != pairs[0][0]['spec'] for p in pairs):
+        raise SystemExit('every pair must be the same spec in the same two precisions, in the same order')
+    lines = [
+        f'# {pairs[0][0]["spec"]}: final test accuracy by seed',
+        f'| seed | {amps[0]} | {amps[1]} | diff | speed {amps[1]} / {amps[0]} (median epochs) |',
+        '|---:|---:|---:|---:|---:|',
+    ]
+    diffs = []
+    for a, b in pairs:
+        diffs.append(100 * (b['accuracy'] - a['accuracy']))
+        lines.append(
+            f'| {a["recipe"].get("seed")} | {100 * a["accuracy"]:.2f} | {100 * b["accuracy"]:.2f} | {diffs[-1]:+.2f} '
+            f'| {b["median_rate"] / a["median_rate"]:.2f}x |'
+        )
+    sd = statistics.stdev(diffs) if len(diffs) > 1 else float('nan')
+    mean = statistics.mean(diffs)
+    lines.append(f'mean difference {amps[1]} - {amps[0]}: {mean:+.2f} points (sd {sd:.2f}, n {len(diffs)})')
+    for i, amp in enumerate(amps):
+        acc = [100 * p[i]['accuracy'] for p in pairs]
+        lines.append(f'{amp} over seeds: mean {statistics.mean(acc):.2f}%, range {min(acc):.2f}-{max(acc):.2f}')
+    return '\n'.join(lines) + '\n'
+
+
 def plot(rs: list[dict], png: Path) -> None:
     import plotly.graph_objects as go
     from fmnist_results_table import save_accuracy_plot
 
     fig = go.Figure()
+    colours = {}
     for r in rs:
+        colour = colours.setdefault(r['amp'], ('#1f77b4', '#d62728', '#2ca02c')[len(colours) % 3])
         fig.add_scatter(
             x=[h['epoch'] for h in r['history'] if h.get('test_accuracy') is not None],
             y=[100 * h['test_accuracy'] for h in r['history'] if h.get('test_accuracy') is not None],
             mode='lines+markers',
-            name=f'{r["amp"]} ({r["median_rate"]:.0f} images/s, median epoch)',
+            line={'color': colour, 'dash': ('solid', 'dash', 'dot', 'dashdot')[r['recipe'].get('seed', 0) % 4]},
+            name=f'{r["amp"]}, seed {r["recipe"].get("seed")} ({r["median_rate"]:.0f} images/s, median epoch)',
         )
     title = f'{rs[0]["spec"]} on Fashion-MNIST: test accuracy after each epoch by training precision'
     save_accuracy_plot(fig, png, title, width=900, height=500)
@@ -97,11 +131,19 @@ def main() -> None:
     import argparse
 
     ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    ap.add_argument('checkpoints', nargs=2, type=Path, metavar='CHECKPOINT', help='the fp32 run, then the bf16 run')
-    ap.add_argument('--plot', type=Path, metavar='PNG', help='also draw both curves into this PNG')
+    ap.add_argument(
+        'checkpoints', nargs='+', type=Path, metavar='CHECKPOINT', help='per seed: the fp32 run, then the bf16 run'
+    )
+    ap.add_argument('--plot', type=Path, metavar='PNG', help='also draw every curve into this PNG')
     args = ap.parse_args()
+    if len(args.checkpoints) % 2:
+        ap.error(f'{len(args.checkpoints)} checkpoints: give them in pairs (fp32, bf16), one pair per seed')
     rs = runs(args.checkpoints)
-    print(report(rs), end='')
+    pairs = [rs[i : i + 2] for i in range(0, len(rs), 2)]
+    for pair in pairs:
+        print(report(pair), end='')
+    if len(pairs) > 1:
+        print(summary(pairs), end='')
     if args.plot:
         plot(rs, args.plot)
 

@@ -8,6 +8,7 @@ is skipped, saying why, only where no copy of Fashion-MNIST is installed.
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -510,7 +511,7 @@ def test_cli_train_takes_auto_and_none_and_names_the_precision(fake_dir, tmp_pat
     assert ', bf16; ' in capsys.readouterr().out
 
 
-def test_precision_curves_script_compares_two_runs_of_one_design(fake_dir, tmp_path):
+def test_precision_curves_script_compares_two_runs_of_one_design(fake_dir, tmp_path, monkeypatch, capsys):
     import importlib.util
 
     path = Path(__file__).parent.parent / 'scripts' / 'fmnist_precision_curves.py'
@@ -535,6 +536,25 @@ def test_precision_curves_script_compares_two_runs_of_one_design(fake_dir, tmp_p
     train(TINY, epochs=2, seed=1, data_dir=fake_dir, out=other, amp='bf16', **quick)
     with pytest.raises(SystemExit, match='more than precision'):
         mod.report(mod.runs([outs[0], other]))
+    # a pair per seed: the summary sets the precisions' difference beside the seeds'
+    other_fp32 = tmp_path / 'other_fp32.safetensors'
+    fp32_1 = train(TINY, epochs=2, seed=1, data_dir=fake_dir, out=other_fp32, amp='none', **quick)
+    acc = [
+        [100 * r.metrics['test_accuracy'] for r in res],
+        [100 * fp32_1.metrics['test_accuracy'], 100 * read_metadata(other)['metrics']['test_accuracy']],
+    ]
+    text = mod.summary([mod.runs(outs), mod.runs([other_fp32, other])])
+    for seed, (a, b) in enumerate(acc):
+        assert f'| {seed} | {a:.2f} | {b:.2f} | {b - a:+.2f} |' in text
+    diffs = [b - a for a, b in acc]
+    mean, sd = sum(diffs) / 2, abs(diffs[0] - diffs[1]) / 2**0.5
+    assert f'mean difference bf16 - fp32: {mean:+.2f} points (sd {sd:.2f}, n 2)' in text
+    with pytest.raises(SystemExit, match='same two precisions'):
+        mod.summary([mod.runs(outs), mod.runs([other, other_fp32])])
+    monkeypatch.setattr(sys, 'argv', ['fmnist_precision_curves.py', *map(str, outs), str(other)])
+    with pytest.raises(SystemExit):
+        mod.main()
+    assert 'give them in pairs (fp32, bf16)' in capsys.readouterr().err
 
 
 def test_bf16_cpu_attention_runs_many_tokens_fused_in_fp32_and_few_as_bf16_matmuls(monkeypatch):
