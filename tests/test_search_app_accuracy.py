@@ -10,6 +10,7 @@ import time
 
 import pytest
 
+from explorer.search.accuracy import precision
 from explorer.search.space import parse_space
 from explorer.search.study import open_study
 
@@ -82,6 +83,7 @@ def test_a_training_search_trains_every_trial_with_progress_and_the_study_holds_
     assert f'0: complete, {100 * epochs[0]["accuracy"]:.1f} %' in text
     status = study_view(sp)[-1]
     assert '3 trials' in status and 'on the frontier' in status
+    assert f'Trials trained in {precision("auto")}.' in status  # bf16 on a CPU with it in hardware, else fp32
 
 
 def test_stop_ends_the_trial_in_training_at_its_next_step_and_keeps_the_completed_ones(fmnist):
