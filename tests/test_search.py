@@ -269,6 +269,22 @@ def test_a_study_refuses_a_worker_that_would_train_in_another_precision(tmp_path
     assert len(frontier(open_study(sp, url), sp).trials) == 5  # nothing of the refused worker's got in
 
 
+def test_trials_of_a_worker_that_raced_past_the_check_stay_out_of_the_frontier(tmp_path):
+    """Two machines creating one study at the same instant both find nothing recorded: each trial carries its
+    conditions, and the frontier counts only those under the study's."""
+    from explorer.search.space import Scorer
+    from explorer.search.study import Objective
+
+    url = f'sqlite:///{tmp_path}/s.db'
+    sp = parse_space({**SMALL, 'objectives': {'accuracy': 'maximize', 'gmacs': 'minimize'}})
+    run_search(sp, trials=4, storage=url, seed=0, trainer=_FixedTrainer('bf16'))
+    raced = open_study(sp, url)  # opened before the first worker recorded its conditions: not checked
+    raced.optimize(Objective(sp, Scorer(sp), _FixedTrainer('fp32'), {'training precision': 'fp32'}), n_trials=3)
+    front = frontier(open_study(sp, url), sp)
+    assert len(front.trials) == 4 and front.left_out == 3 and len(raced.trials) == 7
+    assert front.to_dict()['left_out'] == 3
+
+
 def test_a_study_refuses_a_worker_with_another_latency_calibration(tmp_path):
     sp = parse_space(SMALL)
     open_study(sp, f'sqlite:///{tmp_path}/s.db', conditions={'latency calibrated on': 'Xeon (cpu, 2 threads)'})

@@ -82,6 +82,8 @@ def cmd_search(args) -> int:
         print(f'latency predicted for batch {space.latency["batch_size"]}, calibrated on {d["latency_calibrated_on"]}')
     if 'training precision' in d['conditions']:
         print(f'accuracy after training in {d["conditions"]["training precision"]} (every trial of this study)')
+    if d['left_out']:
+        print(f'{d["left_out"]} trial(s) measured under other conditions than the study records: left out')
     keys = list(d['objectives']) + [k for k in ('params_m', 'gmacs') if k not in d['objectives']]
     print(f'{"trial":>6}  {"pattern":<8}' + ''.join(f'{k:>12}' for k in keys) + '  design')
     for t in front.frontier:

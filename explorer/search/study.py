@@ -169,8 +169,9 @@ class Objective:
     """Optuna's objective: design -> metrics -> objective values; constraints stored for the sampler. With the
     accuracy objective, `trainer(spec, report)` trains the design and returns its test accuracy."""
 
-    def __init__(self, space: Space, scorer: Scorer, trainer: Callable | None = None):
+    def __init__(self, space: Space, scorer: Scorer, trainer: Callable | None = None, conditions: dict | None = None):
         self.space, self.scorer, self.trainer = space, scorer, trainer
+        self.conditions = conditions or {}  # stored with each trial: `frontier` leaves out trials measured otherwise
 
     def __call__(self, trial):
         params = suggest(trial, self.space)
@@ -186,6 +187,8 @@ class Objective:
         # one attribute per trial (each is a write to the storage)
         rounded = {k: v if isinstance(v, int) else round(v, 6) for k, v in metrics.items()}
         record = {'metrics': rounded, 'feasible': feasible, 'worker': os.getpid()}
+        if self.conditions:
+            record['conditions'] = self.conditions
         trial.set_user_attr('r', {**record, 'pattern': pattern(params, n), 'design': describe(params, n)})
         if 'accuracy' in self.space.objectives and 'accuracy' not in metrics:
             metrics['accuracy'] = 0.0  # infeasible: not trained, and dominated on accuracy
@@ -204,6 +207,7 @@ class Frontier:
     calibrated_on: str | None = None
     files: list[str] = field(default_factory=list)
     conditions: dict = field(default_factory=dict)  # what the study's trials were measured under (open_study)
+    left_out: int = 0  # trials measured under other conditions (two machines that created the study at once)
 
     def to_dict(self) -> dict:
         return {
@@ -224,6 +228,7 @@ class Frontier:
             ],
             'latency_calibrated_on': self.calibrated_on,
             'conditions': self.conditions,
+            'left_out': self.left_out,
             'files': self.files,
         }
 
@@ -232,11 +237,15 @@ def frontier(study, space: Space, calibrated_on: str | None = None) -> Frontier:
     """All complete trials of the study (every worker's), and the Pareto frontier of the feasible ones."""
     import optuna
 
-    trials = []
+    trials, left_out = [], 0
+    recorded = study.user_attrs.get('conditions') or {}
     for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
         r = t.user_attrs.get('r')
         if not isinstance(r, dict) or any(k not in r.get('metrics', {}) for k in space.objectives):
             continue  # not one of ours
+        if r.get('conditions', recorded) != recorded:  # a worker that raced the first one to record its own
+            left_out += 1
+            continue
         trials.append({'number': t.number, 'params': dict(t.params), **r})
     ok = [t for t in trials if t['feasible']]
     front = []
@@ -244,8 +253,9 @@ def frontier(study, space: Space, calibrated_on: str | None = None) -> Frontier:
         t = ok[i]
         spec = design(space, t['params'], name=f'{space.name}_t{t["number"]}').to_dict()
         front.append({**t, 'spec': spec})
-    recorded = study.user_attrs.get('conditions') or {}
-    return Frontier(study.study_name, dict(space.objectives), trials, front, calibrated_on, conditions=recorded)
+    return Frontier(
+        study.study_name, dict(space.objectives), trials, front, calibrated_on, conditions=recorded, left_out=left_out
+    )
 
 
 def run_search(
@@ -272,7 +282,8 @@ def run_search(
         raise SpaceError('workers > 1 need a storage every process can open (a file or a database)')
     scorer = Scorer(space)
     trainer = trainer or _trainer(space)
-    st = open_study(space, storage, study, sampler, seed, conditions(scorer, trainer))
+    cond = conditions(scorer, trainer)
+    st = open_study(space, storage, study, sampler, seed, cond)
     shares = [trials // workers + (i < trials % workers) for i in range(workers)]
     procs = []
     if workers > 1:
@@ -304,7 +315,8 @@ def run_search(
             s.stop()
 
     try:
-        st.optimize(Objective(space, scorer, trainer), n_trials=shares[0], callbacks=[callback], catch=(SpaceError,))
+        objective = Objective(space, scorer, trainer, cond)
+        st.optimize(objective, n_trials=shares[0], callbacks=[callback], catch=(SpaceError,))
     finally:
         for p in procs:
             p.join()
@@ -320,8 +332,9 @@ def _worker(source: dict, storage: str, name: str, sampler: str, trials: int, se
 
     space = parse_space(source)
     scorer, trainer = Scorer(space), _trainer(space)
-    st = open_study(space, storage, name, sampler, seed, conditions(scorer, trainer))
-    st.optimize(Objective(space, scorer, trainer), n_trials=trials, catch=(SpaceError,))
+    cond = conditions(scorer, trainer)
+    st = open_study(space, storage, name, sampler, seed, cond)
+    st.optimize(Objective(space, scorer, trainer, cond), n_trials=trials, catch=(SpaceError,))
 
 
 def _trainer(space: Space):
