@@ -42,6 +42,18 @@ def tiny():
     return tiny_spec
 
 
+def fill_dynamo_cache() -> None:
+    """Compile as many MetaFormers (timm's `forward`, shared by every design) as dynamo keeps entries for one
+    code object (`recompile_limit`), as a long-running server's earlier speed runs and trainings did: from then
+    on a plain `torch.compile(model)` runs uncompiled. Dynamo's cheap 'eager' backend: no inductor."""
+    from explorer.core.build import build_model
+    from explorer.core.spec import ArchSpec
+
+    for i in range(torch._dynamo.config.recompile_limit):
+        spec = ArchSpec.from_dict(tiny_spec(mixers=('pooling',), dims=(8 + 8 * i,), depths=(1,)))
+        torch.compile(build_model(spec, seed=0).eval(), backend='eager')(torch.randn(1, 3, 32, 32))
+
+
 def run_cli(*argv) -> tuple[int, str, str]:
     """Run `explorer ARGV...` in-process: (exit status, stdout, stderr)."""
     import io

@@ -245,3 +245,33 @@ def test_whole_model_cast_only_for_compiled_bf16_on_cpu():
     assert not speed.whole_model_cast('cpu', 'bf16', False)  # eager: autocast (norms in fp32)
     assert not speed.whole_model_cast('cpu', 'fp32', True)
     assert not speed.whole_model_cast('cuda', 'fp16', True)  # GPUs keep AMP
+
+
+@pytest.mark.slow
+def test_a_compiled_run_compiles_after_dynamo_has_compiled_its_limit_of_designs():
+    """Dynamo stops compiling a code object after `recompile_limit` entries and runs it eagerly, silently; every
+    MetaFormer shares timm's `forward`, so a server's ninth compiled design ran uncompiled while its speed was
+    reported as compiled. Each compiled model now has a code object of its own."""
+    from torch._dynamo.utils import counters
+
+    from tests.conftest import fill_dynamo_cache, tiny_spec
+
+    fill_dynamo_cache()
+    spec = ArchSpec.from_dict(tiny_spec(dims=(24, 40, 72)))  # a design no earlier test compiled
+    before = counters['stats']['unique_graphs']
+    res = speed.bench(spec, device='cpu', batch_size=2, dtype='fp32', compile=True, warmup=1, iters=2)
+    assert counters['stats']['unique_graphs'] > before and res.stamp['compile'] is True
+
+
+def test_compile_model_keeps_each_design_apart_past_dynamos_limit():
+    from torch._dynamo.utils import counters
+
+    from explorer.core.build import build_model
+    from tests.conftest import tiny_spec
+
+    for i in range(torch._dynamo.config.recompile_limit + 2):
+        spec = ArchSpec.from_dict(tiny_spec(mixers=('pooling',), dims=(12 + 4 * i,), depths=(1,)))
+        fn = speed.compile_model(build_model(spec, seed=0).eval(), backend='eager')
+        before = counters['stats']['unique_graphs']
+        assert fn(torch.randn(1, 3, 32, 32)).shape == (1, 10)
+        assert counters['stats']['unique_graphs'] == before + 1, f'design {i + 1} was not compiled'
