@@ -10,6 +10,7 @@ unfused only), so what each change buys is read in one run. `--kernels` also tim
 forward + backward alone, bf16 against fp32, by kernel size (the rule for which ones the loop keeps in fp32).
 
     python benchmarks/bench_train_precision.py [--specs fmnist_hybrid ...] [--batch 128] [--rounds 12] [--kernels]
+        [--compile]
 """
 
 from __future__ import annotations
@@ -67,9 +68,10 @@ def kernel_times(batch: int) -> None:
             print(f'LayerNorm over {c} ch, {hw * hw} tokens, {str(dtype)[6:]:8s} {1e3 * t:7.2f}')
 
 
-def make_step(spec, bf16: bool, prepare: str, channels_last: bool, batch: int):
-    """prepare: 'loop' (`prepare_bf16_cpu`, what the training loop does for bf16 on a CPU), 'unfuse' (attention
-    unfused only: the loop before it kept scales, StarReLU and large depthwise convs from bf16) or 'none'."""
+def make_step(spec, bf16: bool, prepare: str, channels_last: bool, batch: int, compiled: bool = False):
+    """compiled: the model through torch.compile, as the loop runs it with `compile`. prepare: 'loop'
+    (`prepare_bf16_cpu`, what the training loop does for bf16 on a CPU), 'unfuse' (attention unfused only: the
+    loop before it kept scales, StarReLU and large depthwise convs from bf16) or 'none'."""
     import torch
     import torch.nn.functional as F
 
@@ -88,10 +90,11 @@ def make_step(spec, bf16: bool, prepare: str, channels_last: bool, batch: int):
         model = model.to(memory_format=torch.channels_last)
         x = x.contiguous(memory_format=torch.channels_last)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    net = torch.compile(model) if compiled else model
 
     def step():
         with torch.autocast('cpu', dtype=torch.bfloat16, enabled=bf16):
-            loss = F.cross_entropy(model(x).float(), y)
+            loss = F.cross_entropy(net(x).float(), y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -105,6 +108,7 @@ def main() -> int:
     ap.add_argument('--batch', type=int, default=128)
     ap.add_argument('--rounds', type=int, default=12)
     ap.add_argument('--kernels', action='store_true', help='also time the depthwise conv and LayerNorm alone')
+    ap.add_argument('--compile', action='store_true', help='also the loop with torch.compile, bf16 and fp32')
     args = ap.parse_args()
 
     from explorer.core.spec import ArchSpec
@@ -120,8 +124,14 @@ def main() -> int:
             'bf16, attention unfused only (before)': make_step(spec, True, 'unfuse', False, args.batch),
             'bf16 autocast alone': make_step(spec, True, 'none', False, args.batch),
         }
-        for step in variants.values():  # warm-up: allocation, oneDNN kernel choice
+        if args.compile:
+            variants['bf16, loop + torch.compile'] = make_step(spec, True, 'loop', False, args.batch, compiled=True)
+            variants['fp32 + torch.compile'] = make_step(spec, False, 'none', False, args.batch, compiled=True)
+        for k, step in variants.items():  # warm-up: allocation, oneDNN kernel choice, compiling
+            t0 = time.perf_counter()
             step()
+            if 'compile' in k:
+                print(f'{name}: {k}: first step (compiling) {time.perf_counter() - t0:.1f} s', flush=True)
             step()
         lat = {k: [] for k in variants}
         names = list(variants)

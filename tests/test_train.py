@@ -585,3 +585,58 @@ def test_bf16_cpu_attention_runs_many_tokens_fused_in_fp32_and_few_as_bf16_matmu
         assert y.dtype == torch.bfloat16 and fused == kernel, tokens
         with torch.no_grad():
             torch.testing.assert_close(y.float(), plain(x), rtol=0.05, atol=0.05)
+
+
+def test_compiled_training_runs_compiled_and_learns_what_eager_learns(fake_dir, tmp_path, capsys):
+    """`explorer train --compile`: the step's model goes through torch.compile (dynamo captures graphs), the
+    compile time is reported, and the checkpoint holds the same weights, under the same names, as an eager run
+    of the same seed (fp32, so only the kernels' rounding differs: 10 AdamW steps stay within 1e-4)."""
+    from torch._dynamo.utils import counters
+
+    from tests.conftest import fill_dynamo_cache
+
+    spec = tmp_path / 'tiny.json'
+    spec.write_text(json.dumps(TINY))
+    common = ['train', str(spec), '--epochs', '1', '--batch-size', '32', '--train-limit', '320', '--test-limit', '64']
+    common += ['--data-dir', str(fake_dir), '--amp', 'none', '--threads', '1', '--quiet']
+    fill_dynamo_cache()  # a server that compiled other designs before: this one still compiles
+    before = counters['stats']['unique_graphs']
+    assert cli_main([*common, '--compile', '--out', str(tmp_path / 'c.safetensors')]) == 0
+    assert counters['stats']['unique_graphs'] > before  # dynamo compiled the model
+    out = capsys.readouterr().out
+    m = read_metadata(tmp_path / 'c.safetensors')['metrics']
+    assert m['compile'] is True and m['recipe']['compile'] is True and m['first_step_s'] > 0
+    assert f', fp32, compiled (first step {m["first_step_s"]:.0f} s); ' in out
+    assert cli_main([*common, '--out', str(tmp_path / 'e.safetensors')]) == 0
+    assert ', compiled (' not in capsys.readouterr().out
+    eager = read_metadata(tmp_path / 'e.safetensors')['metrics']
+    assert eager['compile'] is False and eager['first_step_s'] > 0
+    a, b = (
+        load_trained(tmp_path / 'c.safetensors')[0].state_dict(),
+        load_trained(tmp_path / 'e.safetensors')[0].state_dict(),
+    )
+    assert a.keys() == b.keys()
+    assert max((a[k] - b[k]).abs().max().item() for k in a) < 1e-4
+
+
+def test_compile_must_be_a_boolean_and_a_resume_names_a_change_of_it(fake_dir, tmp_path):
+    from explorer.train.checkpoints import load_state, save_state
+
+    with pytest.raises(ValueError, match="compile 'yes' must be true or false"):
+        train(TINY, epochs=1, data_dir=fake_dir, compile='yes', **QUICK)
+    state = tmp_path / 'r.state'
+
+    def stop(ev):
+        raise Stopped
+
+    train(TINY, epochs=1, seed=0, data_dir=fake_dir, progress=stop, state_file=state, amp='none', **QUICK)
+    with pytest.raises(ValueError, match=r'another recipe \(compile: False there, True here\)'):
+        train(
+            TINY, epochs=1, seed=0, data_dir=fake_dir, state_file=state, resume=True, amp='none', compile=True, **QUICK
+        )
+    # a state written before `compile` was a recipe field ran uncompiled: it resumes without it
+    old = load_state(state)
+    del old['recipe']['compile']
+    save_state(state, old)
+    res = train(TINY, epochs=1, seed=0, data_dir=fake_dir, state_file=state, resume=True, amp='none', **QUICK)
+    assert res.metrics['steps'] == 10 and res.metrics['compile'] is False

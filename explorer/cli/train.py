@@ -68,6 +68,12 @@ def register(sub) -> None:
         'fp16 on an older GPU; none: fp32; fp16 needs CUDA). Test accuracy is always measured in fp32',
     )
     p.add_argument(
+        '--compile',
+        action='store_true',
+        help='torch.compile the training step (inductor): the first step compiles (about a minute on 2 cores), then '
+        'fused kernels; pays on wide models (fmnist_hybrid_wide), costs on narrow ones (benchmarks/README.md)',
+    )
+    p.add_argument(
         '--aa',
         default=None,
         metavar='POLICY',
@@ -126,7 +132,7 @@ def cmd_train(args) -> int:
     if args.resume and main and not state_file.is_file():
         raise UserError(f'--resume: there is no interrupted run at {str(out)!r} (no {state_file.name} beside it)')
     spec = load_spec(args.spec)
-    recipe = {'amp': args.amp, 'auto_augment': args.aa}
+    recipe = {'amp': args.amp, 'auto_augment': args.aa, 'compile': args.compile}
     if args.lr is not None:
         recipe['lr'] = args.lr
     if args.threads is not None:
@@ -166,11 +172,12 @@ def cmd_train(args) -> int:
         print(json.dumps(m, indent=2))
     else:
         procs = f', {m["processes"]} processes' if m['processes'] > 1 else ''
+        compiled = f', compiled (first step {m["first_step_s"]:.0f} s)' if m['compile'] else ''
         print(
             f'{spec.name}: test accuracy {100 * m["test_accuracy"]:.2f}% '
             f'({m["test_correct"]}/{m["test_n"]}) after {m["epochs"]:g} epoch{"" if m["epochs"] == 1 else "s"} '
             f'({m["steps"]} steps, global batch {m["global_batch"]}{procs}), {m["train_time_s"]:.0f} s training on '
-            f'{m["device"]} with {m["threads"]} threads, {m["amp"] or "fp32"}; {m["params"]:,} params; '
+            f'{m["device"]} with {m["threads"]} threads, {m["amp"] or "fp32"}{compiled}; {m["params"]:,} params; '
             f'wrote {res.checkpoint}'
         )
     if m['stopped_by'] == 'user':

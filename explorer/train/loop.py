@@ -14,6 +14,12 @@ Precision: by default (amp 'auto', `resolve_amp`) a run trains under bf16 autoca
 weights are fp32 either way, and the test set is always evaluated in fp32, so the recorded accuracy is the one
 `load_trained` / `explorer evaluate` reproduce. `amp='none'` trains in fp32 anywhere.
 
+Compiling (`compile=True`, off by default): the training step's forward and backward run through torch.compile
+(inductor), which fuses the element-wise work (norms, activations, scales, residual adds) that bf16 does not
+speed up. The first step compiles (about a minute on 2 cores; recorded as `first_step_s`; inductor keeps its
+kernels in an on-disk cache, so a second run of the same design compiles faster). It pays on wide models and
+costs on narrow ones (benchmarks/README.md, "Training by precision"). Evaluation runs the model uncompiled.
+
 Determinism: for a given seed, epoch count, batch size, thread count and precision, two runs on one machine give
 the same weights bit for bit (initialisation, data order, augmentation and drop-path all come from the seed). A run
 stopped by `time_budget` depends on the machine's speed at the time: how many steps fit is measured, so
@@ -38,7 +44,7 @@ from explorer.core.build import build_model
 from explorer.core.mixers import AttentionMixer
 from explorer.core.spec import ArchSpec
 from explorer.measure.guard import check_request
-from explorer.measure.speed import cpu_native_bf16
+from explorer.measure.speed import compile_model, cpu_native_bf16
 from explorer.train.checkpoints import load_state, load_trained, save_checkpoint, save_state
 from explorer.train.data import Dataset, Preprocessing, load_dataset
 from explorer.train.distributed import Dist
@@ -56,6 +62,7 @@ from explorer.train.sources import (  # noqa: F401 (augment, make_batch: used fr
 
 DATASETS = ('fashion-mnist', 'imagefolder')
 AMP = ('auto', None, 'none', 'bf16', 'fp16')  # 'none' is None (fp32); 'auto' is resolved by `resolve_amp`
+LATER = {'compile': False}  # recipe fields added after states were first written: what an older state ran with
 CALIBRATION_STEPS = 20  # steps timed before a time budget fixes the schedule length
 
 
@@ -80,6 +87,7 @@ class TrainConfig:
     # mixed precision: 'auto' (see resolve_amp), None (fp32), 'bf16' (CPU or GPU) or 'fp16' (GPU, loss scaling)
     amp: str | None = 'auto'
     auto_augment: str | None = None  # image folders: a timm policy, e.g. 'rand-m9-mstd0.5-inc1' (RandAugment)
+    compile: bool = False  # torch.compile the training step's model (inductor); see the module's docstring
 
 
 @dataclass
@@ -166,7 +174,7 @@ def train(
     dataset: 'fashion-mnist' (found offline, see explorer.train.data) or 'imagefolder' (data_dir = ROOT holding
     train/ and val/ in ImageNet's layout; the spec's num_classes is set to the number of class folders).
     recipe: other TrainConfig fields (lr, weight_decay, warmup_epochs, label_smoothing, crop_pad, hflip,
-    erase_prob, amp, auto_augment, threads, eval_batch_size, eval_every_epoch). train_limit / test_limit: use N
+    erase_prob, amp, auto_augment, compile, threads, eval_batch_size, eval_every_epoch). train_limit / test_limit: use N
     examples only (quick runs, tests). progress(event) is called on rank 0 with dicts: {'kind': 'step', 'step',
     'total_steps', 'epoch', 'loss', 'lr', 'elapsed', 'images'} every few steps, {'kind': 'epoch', ...,
     'train_loss', 'test_accuracy'} after each epoch; it may raise `Stopped` to end training early (the
@@ -259,7 +267,7 @@ def _resumable(spec, cfg, dist, state_file, resume):
         theirs = (
             state.get('spec'),
             state.get('global_batch', state.get('recipe', {}).get('batch_size')),
-            {k: v for k, v in state.get('recipe', {}).items() if k not in skip},
+            {k: v for k, v in {**LATER, **state.get('recipe', {})}.items() if k not in skip},
         )
         ours = (spec.to_dict(), cfg.batch_size * dist.world, {k: v for k, v in asdict(cfg).items() if k not in skip})
         if theirs != ours:
@@ -320,6 +328,8 @@ def _check_config(cfg: TrainConfig) -> None:
         raise ValueError(f'crop_pad {cfg.crop_pad!r} must be an integer in [0, 16]')
     if cfg.amp not in AMP:
         raise ValueError(f'amp {cfg.amp!r} is not known; choose auto, bf16, fp16 or none (fp32)')
+    if not isinstance(cfg.compile, bool):
+        raise ValueError(f'compile {cfg.compile!r} must be true or false')
     if cfg.auto_augment is not None and not (isinstance(cfg.auto_augment, str) and len(cfg.auto_augment) <= 100):
         raise ValueError(f'auto_augment {cfg.auto_augment!r} must be a timm policy string such as rand-m9-mstd0.5')
     if not integer(cfg.eval_batch_size) or cfg.eval_batch_size < 1:
@@ -435,6 +445,8 @@ def _run(spec, cfg: TrainConfig, source, dist: Dist, progress, should_stop, stat
     if cfg.amp == 'bf16' and device.type == 'cpu':
         prepare_bf16_cpu(model)
     net = dist.wrap(model)
+    if cfg.compile:
+        net = compile_model(net)  # the weights stay `model`'s: checkpoints and evaluation use it uncompiled
     gen = torch.Generator().manual_seed(cfg.seed)
     opt = torch.optim.AdamW(_param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=(0.9, 0.999))
     scaler = torch.amp.GradScaler(device.type, enabled=cfg.amp == 'fp16')
@@ -527,6 +539,8 @@ def _run(spec, cfg: TrainConfig, source, dist: Dist, progress, should_stop, stat
         'processes': dist.world,
         'global_batch': cfg.batch_size * dist.world,
         'amp': cfg.amp,
+        'compile': cfg.compile,
+        'first_step_s': step_fn.first_s,  # compiling included when compile is on
         'threads': torch.get_num_threads(),
         'torch': torch.__version__,
         'machine': platform.machine(),
@@ -543,9 +557,21 @@ class _Step:
     def __init__(self, net, opt, scaler, cfg, device, dist, should_stop):
         self.net, self.opt, self.scaler, self.cfg, self.device, self.dist = net, opt, scaler, cfg, device, dist
         self.should_stop = should_stop or (lambda: False)
+        self.first_s = None  # seconds of this process's first step (torch.compile compiles in it)
 
     def __call__(self, x, y, lr: float, over_budget: bool) -> tuple[float, bool, bool]:
         """(mean loss over ranks, stop asked on any rank, time budget spent on any rank)."""
+        if self.first_s is None:
+            t0 = time.perf_counter()
+            try:
+                out = self._step(x, y, lr, over_budget)
+            except torch._dynamo.exc.BackendCompilerFailed as e:  # e.g. no C++ compiler for inductor here
+                raise RuntimeError(f'torch.compile failed on this machine; train without compile ({e})') from None
+            self.first_s = round(time.perf_counter() - t0, 2)
+            return out
+        return self._step(x, y, lr, over_budget)
+
+    def _step(self, x, y, lr: float, over_budget: bool) -> tuple[float, bool, bool]:
         for g in self.opt.param_groups:
             g['lr'] = lr
         x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
