@@ -640,3 +640,28 @@ def test_compile_must_be_a_boolean_and_a_resume_names_a_change_of_it(fake_dir, t
     save_state(state, old)
     res = train(TINY, epochs=1, seed=0, data_dir=fake_dir, state_file=state, resume=True, amp='none', **QUICK)
     assert res.metrics['steps'] == 10 and res.metrics['compile'] is False
+
+
+def test_the_train_api_and_tab_pass_compile_through(monkeypatch, tmp_path):
+    """/train's `compile` reaches the training (its metrics say compiled and the done text names the compile
+    time), a string is refused rather than read as true, and the Train tab's checkbox is an input of Train."""
+    import gradio as gr
+
+    import explorer.train.checkpoints as checkpoints
+    from explorer.app.main import build_demo
+    from explorer.app.train import _result_text, api_train
+    from explorer.train.loop import TrainResult
+
+    real_test_set_or_skip()
+    monkeypatch.setattr(checkpoints, 'USER_DIR', tmp_path)  # the runs folder
+    with pytest.raises(gr.Error, match="compile: 'false' must be true or false"):
+        next(api_train(TINY, epochs=1, batch_size=32, train_limit=64, compile='false'))
+    done = list(api_train(TINY, epochs=1, batch_size=32, train_limit=64, compile=True))[-1]
+    assert done['kind'] == 'done' and done['metrics']['compile'] is True and done['metrics']['steps'] == 2
+    text = _result_text(TrainResult(str(tmp_path / f'{done["model"]}.safetensors'), done['metrics']))
+    assert f', compiled (first step {done["metrics"]["first_step_s"]:.0f} s). ' in text
+
+    demo = build_demo()
+    box = next(b for b in demo.blocks.values() if getattr(b, 'elem_id', None) == 'mfx-train-compile')
+    trains = [f for f in demo.fns.values() if box in f.inputs]
+    assert len(trains) == 1 and trains[0].inputs[-1] is box

@@ -83,11 +83,12 @@ def scale_values(spec: dict | None) -> tuple:
 
 def _result_text(res) -> str:
     m = res.metrics
+    compiled = f', compiled (first step {m.get("first_step_s") or 0:.0f} s)' if m.get('compile') else ''
     return (
         f'**Done:** test accuracy **{100 * m["test_accuracy"]:.2f}%** ({m["test_correct"]:,}/{m["test_n"]:,}) '
         f'after {m["epochs"]:g} epochs ({m["steps"]} steps, stopped by {m["stopped_by"]}), '
         f'{m["train_time_s"]:.0f} s of training on {m["device"]} with {m["threads"]} threads, '
-        f'{"bf16 autocast" if m.get("amp") == "bf16" else m.get("amp") or "fp32"}. '
+        f'{"bf16 autocast" if m.get("amp") == "bf16" else m.get("amp") or "fp32"}{compiled}. '
         f'Saved as the trained model **{md_text(Path(res.checkpoint).stem)}** (pick it in Predict & explain).'
     )
 
@@ -293,6 +294,10 @@ def add_train_tab(ctx) -> None:
             seed = gr.Number(value=0, precision=0, minimum=0, label='seed')
             limit = gr.Dropdown(['all 60,000', '10,000', '2,000'], value='all 60,000', label='training images')
             erase = gr.Slider(0, 1, value=0, step=0.05, label='random erasing (chance per image)')
+            compiled = gr.Checkbox(
+                label='torch.compile (the first step compiles, ~1 min; pays on wide designs)',
+                elem_id='mfx-train-compile',
+            )
         with gr.Row():
             start = gr.Button('Train', variant='primary')
             stop = gr.Button('Stop (keeps the weights so far)')
@@ -345,7 +350,7 @@ def add_train_tab(ctx) -> None:
     if getattr(ctx, 'load_spec', None):
         ctx.load_spec(adapted)
 
-    def run(spec, n_epochs, secs, bs, sd, lim, erase_p, progress=gr.Progress()):
+    def run(spec, n_epochs, secs, bs, sd, lim, erase_p, compile_, progress=gr.Progress()):
         try:
             s = ArchSpec.from_dict(spec or {})
             check_trainable(s)
@@ -357,7 +362,15 @@ def add_train_tab(ctx) -> None:
         steps, rows, last = [], [], 0.0
         yield rid, 'Starting...', training_figure([], [], s.name), None, None
         events = training_events(
-            spec, float(n_epochs), float(secs) or None, int(bs), int(sd or 0), n, rid, erase_prob=float(erase_p or 0)
+            spec,
+            float(n_epochs),
+            float(secs) or None,
+            int(bs),
+            int(sd or 0),
+            n,
+            rid,
+            erase_prob=float(erase_p or 0),
+            compile=compile_ is True,
         )
         for ev in tracked(events, rid, s.name):
             if ev['kind'] == 'step':
@@ -390,7 +403,7 @@ def add_train_tab(ctx) -> None:
 
     done = start.click(
         run,
-        [spec_state, epochs, budget, batch, seed, limit, erase],
+        [spec_state, epochs, budget, batch, seed, limit, erase, compiled],
         [run_id, status, plot, ckpt, trained_path],
         concurrency_limit=1,
         concurrency_id='train',
@@ -459,14 +472,20 @@ def wire_runs(ctx, tab, done, c: dict) -> None:
 
 
 def api_train(
-    spec: dict | str, epochs: float = 1.0, batch_size: int = 128, seed: int = 0, train_limit: int = 0
+    spec: dict | str,
+    epochs: float = 1.0,
+    batch_size: int = 128,
+    seed: int = 0,
+    train_limit: int = 0,
+    compile: bool = False,
 ) -> Iterator[dict]:
     """Train `spec` (a spec dict or JSON; in_chans 1, 10 classes, 28 or 32 px) on Fashion-MNIST on this server.
 
     Streams progress dicts ({'kind': 'step' | 'epoch', ...}), then {'kind': 'done', 'model': name, 'metrics':
     {...}}: the trained model is then offered by /list_models and /predict under that name. One training at a
     time server-wide (EXPLORER_MAX_TRAIN_S limits each); cancelling the job stops the training after its
-    current step, keeping the weights so far. train_limit: use the first N training images (0: all).
+    current step, keeping the weights so far. train_limit: use the first N training images (0: all). compile:
+    torch.compile the training step (the first step compiles; `metrics.first_step_s`).
     """
     import contextlib
     import json
@@ -485,11 +504,14 @@ def api_train(
                 raise ValueError(
                     f'{name}: {v!r} must be a number in [{low}, {high}]' + ('' if name == 'epochs' else ' (whole)')
                 )
+        if not isinstance(compile, bool):  # 'false' is truthy: it must not turn compiling on
+            raise ValueError(f'compile: {compile!r} must be true or false')
         find_dataset('fashion-mnist', split='train')
     except (SpecError, ValueError, DatasetNotFound) as e:
         raise user_error(e, title='Cannot train') from None
     rid = uuid.uuid4().hex
-    run = training_events(s.to_dict(), float(epochs), None, int(batch_size), int(seed), int(train_limit) or None, rid)
+    limit = int(train_limit) or None
+    run = training_events(s.to_dict(), float(epochs), None, int(batch_size), int(seed), limit, rid, compile=compile)
     run = tracked(run, rid, s.name)  # drawn live in the Train tab's runs figure
     with contextlib.closing(run) as events:  # a cancelled job closes this generator, and so stops the training
         for ev in events:

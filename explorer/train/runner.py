@@ -54,6 +54,7 @@ def training_events(
     out_dir: Path | None = None,
     data_dir: str | None = None,
     erase_prob: float = 0.0,
+    compile: bool = False,
 ):
     """Run `train` in a worker thread; yield its progress events (dicts), then {'kind': 'done', 'result':
     TrainResult} or {'kind': 'error', 'message': str}.
@@ -102,6 +103,7 @@ def training_events(
             data_dir=data_dir,
             train_limit=train_limit,
             erase_prob=erase_prob,
+            compile=compile,
         )
 
     def cleanup():
