@@ -294,13 +294,16 @@ def add_train_tab(ctx) -> None:
             seed = gr.Number(value=0, precision=0, minimum=0, label='seed')
             limit = gr.Dropdown(['all 60,000', '10,000', '2,000'], value='all 60,000', label='training images')
             erase = gr.Slider(0, 1, value=0, step=0.05, label='random erasing (chance per image)')
+        with gr.Row(equal_height=True):
             compiled = gr.Checkbox(
-                label='torch.compile (the first step compiles, ~1 min; pays on wide designs)',
+                label='torch.compile',
+                info='the first step compiles (~1 min); pays on wide designs',
                 elem_id='mfx-train-compile',
+                scale=1,
+                min_width=220,
             )
-        with gr.Row():
-            start = gr.Button('Train', variant='primary')
-            stop = gr.Button('Stop (keeps the weights so far)')
+            start = gr.Button('Train', variant='primary', scale=2)
+            stop = gr.Button('Stop (keeps the weights so far)', scale=2)
         status = gr.Markdown()
         plot = gr.Plot(label='training curves')
         ckpt = gr.File(label='checkpoint (.safetensors: weights + spec + preprocessing + metrics)')
