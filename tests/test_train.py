@@ -549,6 +549,14 @@ def test_precision_curves_script_compares_two_runs_of_one_design(fake_dir, tmp_p
     diffs = [b - a for a, b in acc]
     mean, sd = sum(diffs) / 2, abs(diffs[0] - diffs[1]) / 2**0.5
     assert f'mean difference bf16 - fp32: {mean:+.2f} points (sd {sd:.2f}, n 2)' in text
+    # Student's t with 1 degree of freedom: 12.706 (two-sided 95%) and 6.314 (one-sided), from the tables
+    t2, t1 = mod.t_quantile(0.975, 1), mod.t_quantile(0.95, 1)
+    assert abs(t2 - 12.706) < 5e-4 and abs(t1 - 6.314) < 5e-4
+    lo, hi, below = mean - t2 * sd / 2**0.5, mean + t2 * sd / 2**0.5, -(mean - t1 * sd / 2**0.5)
+    assert f'95% interval of the mean difference: [{lo:+.2f}, {hi:+.2f}] points (t 12.706, 1 df)' in text
+    assert f'one-sided 95%: bf16 at most {max(0.0, below):.2f} points below fp32 (t 6.314)' in text
+    for q, df, t in ((0.975, 2, 4.303), (0.95, 3, 2.353), (0.975, 4, 2.776), (0.95, 30, 1.697)):
+        assert abs(mod.t_quantile(q, df) - t) < 5e-4
     with pytest.raises(SystemExit, match='same two precisions'):
         mod.summary([mod.runs(outs), mod.runs([other, other_fp32])])
     monkeypatch.setattr(sys, 'argv', ['fmnist_precision_curves.py', *map(str, outs), str(other)])
