@@ -76,6 +76,7 @@ def make_step(spec, bf16: bool, prepare: str, channels_last: bool, batch: int, c
     import torch.nn.functional as F
 
     from explorer.core.build import build_model
+    from explorer.measure.speed import compile_model
     from explorer.train.loop import prepare_bf16_cpu, unfuse_attention
 
     model = build_model(spec, seed=0).train()
@@ -90,7 +91,7 @@ def make_step(spec, bf16: bool, prepare: str, channels_last: bool, batch: int, c
         model = model.to(memory_format=torch.channels_last)
         x = x.contiguous(memory_format=torch.channels_last)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
-    net = torch.compile(model) if compiled else model
+    net = compile_model(model) if compiled else model  # a code object of its own: see compile_model
 
     def step():
         with torch.autocast('cpu', dtype=torch.bfloat16, enabled=bf16):
