@@ -605,8 +605,10 @@ def _train_epoch(step_fn: _Step, source, gen, pos: dict, cfg, planned: int, tick
         elapsed = pos['train_time'] + time.perf_counter() - tick
         if cfg.time_budget is not None:
             if step == CALIBRATION_STEPS or (b == steps_per_epoch - 1 and step > CALIBRATION_STEPS):
-                # fit the cosine schedule to the steps the rest of the budget allows at the speed so far
-                fit = dist.min_int(step + int((cfg.time_budget - elapsed) / (elapsed / step)))
+                # fit the cosine schedule to the steps the rest of the budget allows at the speed so far, the
+                # first step left out: it carries one-time costs (compiling, oneDNN building bf16 kernels)
+                per_step = max(elapsed - (step_fn.first_s or 0.0), 1e-9) / max(1, step - 1)
+                fit = dist.min_int(step + int((cfg.time_budget - elapsed) / per_step + 1e-6))
                 pos['total'] = total = min(planned, max(step + 1, fit))  # never past the plan
                 pos['warmup'] = max(1, min(pos['warmup'], total // 5))
             if over or elapsed >= cfg.time_budget and dist.world == 1:
