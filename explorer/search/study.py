@@ -202,7 +202,7 @@ class Frontier:
 
     study: str
     objectives: dict
-    trials: list[dict]  # {'number', 'params', 'metrics', 'pattern', 'design', 'feasible', 'state'}
+    trials: list[dict]  # {'number', 'params', 'metrics', 'pattern', 'design', 'feasible'}; untrained: no accuracy
     frontier: list[dict]  # the same entries plus 'spec' (a spec dict), sorted by the first objective
     calibrated_on: str | None = None
     files: list[str] = field(default_factory=list)
@@ -241,8 +241,8 @@ def frontier(study, space: Space, calibrated_on: str | None = None) -> Frontier:
     recorded = study.user_attrs.get('conditions') or {}
     for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
         r = t.user_attrs.get('r')
-        if not isinstance(r, dict) or any(k not in r.get('metrics', {}) for k in space.objectives):
-            continue  # not one of ours
+        if not _ours(r, space):
+            continue
         if r.get('conditions', recorded) != recorded:  # a worker that raced the first one to record its own
             left_out += 1
             continue
@@ -256,6 +256,15 @@ def frontier(study, space: Space, calibrated_on: str | None = None) -> Frontier:
     return Frontier(
         study.study_name, dict(space.objectives), trials, front, calibrated_on, conditions=recorded, left_out=left_out
     )
+
+
+def _ours(r, space: Space) -> bool:
+    """A trial record written by Objective for this space: its metrics hold every objective, except accuracy for a
+    design outside the constraints (never trained)."""
+    if not isinstance(r, dict) or not isinstance(r.get('metrics'), dict) or not isinstance(r.get('feasible'), bool):
+        return False
+    need = [k for k in space.objectives if r['feasible'] or k != 'accuracy']
+    return all(k in r['metrics'] for k in need)
 
 
 def run_search(

@@ -35,6 +35,9 @@ def search_figure(
     if not trials:
         return empty_figure('no trials yet: press Search', height)
     x, y = axes(objectives)
+    trials = [t for t in trials if x in t['metrics'] and y in t['metrics']]  # a design never trained has no accuracy
+    if not trials:
+        return empty_figure('no trial has been trained yet: every design so far is outside the constraints', height)
     fig = go.Figure()
     counts: dict[str, int] = {}
     for t in trials:
