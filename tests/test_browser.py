@@ -147,6 +147,42 @@ def test_a_training_from_the_train_tab_finishes_with_curves_and_a_download(app_u
             path.unlink(missing_ok=True)
 
 
+def test_a_shared_links_name_stays_text_in_the_train_tabs_progress_line(app_url, page, fake_dir, monkeypatch):
+    """A `?spec=` link's name is the link author's text: the progress line of a training showed it as Markdown (a
+    backtick closed its code span), so the visitor's page got the author's link and remote image."""
+    from explorer.core.share import encode_share
+    from explorer.train import checkpoints
+
+    from .conftest import TINY
+
+    monkeypatch.setenv('FASHION_MNIST_DIR', str(fake_dir))  # 320 images: a few steps
+    name = 'x` [CLICK ME](https://evil.example/login) ![t](https://evil.example/t.png) **B** `y'
+    runs = checkpoints.USER_DIR
+    before = set(runs.glob('*.safetensors')) if runs.is_dir() else set()
+    # what the progress line ever showed is recorded, however briefly it stayed: a link or image to evil.example
+    # (the checkpoint's download link names the file after the spec, so its href holds `_evil.example_`), and the
+    # name as plain text
+    page.add_init_script(
+        'window.mfxEvil = 0; window.mfxSeen = false; new MutationObserver(() => {'
+        ' if (document.querySelector(\'[href*="//evil.example"], [src*="//evil.example"]\')) window.mfxEvil += 1;'
+        ' if (/Training x` \\[CLICK ME\\]\\(https:.* \\*\\*B\\*\\* `y: step/.test(document.body?.innerText))'
+        ' window.mfxSeen = true;'
+        '}).observe(document, {childList: true, subtree: true, characterData: true});'
+    )
+    try:
+        page.goto(f'{app_url}?spec={encode_share({**TINY, "name": name})}')
+        page.wait_for_selector('#mfx-macs')
+        page.get_by_role('tab', name='Train').click()
+        page.wait_for_function('() => document.body.innerText.includes("Ready: x` [CLICK ME]")')  # the link's spec
+        page.get_by_role('button', name='Train', exact=True).click()
+        page.wait_for_selector('text=Done:', timeout=180_000)
+        assert page.evaluate('window.mfxEvil') == 0
+        assert page.evaluate('window.mfxSeen')  # the progress line showed the name as text (server paths cut short)
+    finally:
+        for path in set(runs.glob('*.safetensors')) - before:
+            path.unlink(missing_ok=True)
+
+
 def test_presets_are_found_by_their_timm_name(app_url, page):
     page.goto(app_url + '?preset=poolformer_s12')
     page.wait_for_selector('#mfx-macs')

@@ -394,7 +394,7 @@ def add_train_tab(ctx) -> None:
                 return
             last = time.monotonic()
             acc = next((r['test_accuracy'] for r in reversed(rows) if r.get('test_accuracy') is not None), None)
-            text = f'Training `{s.name}`: step {steps[-1]["step"] if steps else 0}/{ev["total_steps"]}' + (
+            text = f'Training {md_text(s.name)}: step {steps[-1]["step"] if steps else 0}/{ev["total_steps"]}' + (
                 f', test accuracy after epoch {rows[-1]["epoch"]:g}: {100 * acc:.2f}%' if acc is not None else ''
             )
             yield rid, text, training_figure(steps, rows, s.name), None, None
