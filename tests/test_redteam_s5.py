@@ -103,10 +103,11 @@ def test_bench_flags_must_be_booleans(flag, value):
     """Was: any truthy value ('false' included) turned channels_last / torch.compile on, and the result said so."""
     import gradio as gr
 
-    from explorer.app.panels import API, _api
+    from explorer.app.context import endpoint
+    from explorer.app.panels import API
 
     with pytest.raises(gr.Error, match=f'{flag}: .* must be true or false'):
-        _api(API['bench'])(TINY, device='cpu', batch_size=1, **{flag: value})
+        endpoint(API['bench'])(TINY, device='cpu', batch_size=1, **{flag: value})
 
 
 # ---- ?spec= on page load ---------------------------------------------------------------------------------

@@ -19,13 +19,14 @@ IMAGE = '00000_ankle_boot.png'  # a shipped Fashion-MNIST example
 
 
 def panel_error(name: str, *args, **kwargs) -> str:
-    """The message a panels endpoint answers with (through `_api`, as gr.api serves it)."""
+    """The message a panels endpoint answers with (through `endpoint`, as gr.api serves it)."""
     import gradio as gr
 
-    from explorer.app.panels import API, _api
+    from explorer.app.context import endpoint
+    from explorer.app.panels import API
 
     with pytest.raises(gr.Error) as info:
-        _api(API[name])(*args, **kwargs)
+        endpoint(API[name])(*args, **kwargs)
     return info.value.message
 
 
@@ -107,10 +108,11 @@ def test_compare_points_names_a_family_that_does_not_exist():
     """Was: families=['convformer'] (the family is 'ConvFormer') answered with no presets and no error."""
     import gradio as gr
 
-    from explorer.app.panels import API, _api, preset_families
+    from explorer.app.context import endpoint
+    from explorer.app.panels import API, preset_families
 
     with pytest.raises(gr.Error, match="families: 'convformer' not known; choose from CAFormer, ConvFormer,"):
-        _api(API['compare_points'])('MACs', None, ['convformer'])
+        endpoint(API['compare_points'])('MACs', None, ['convformer'])
     family = preset_families()[0]
     rows = API['compare_points']('MACs', None, [family])['rows']
     assert rows and {r['family'] for r in rows} == {family}

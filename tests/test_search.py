@@ -21,7 +21,7 @@ from explorer.search.space import (
     space_names,
     violations,
 )
-from explorer.search.study import frontier, open_study, run_search
+from explorer.search.study import frontier, frontier_csv, open_study, run_search
 
 from .conftest import run_cli
 
@@ -345,3 +345,102 @@ def test_an_accuracy_study_lists_its_untrained_infeasible_trials_and_plots_them_
     assert plotted == {t['number'] for t in front.trials if t['feasible']}
     only_out = search_figure(out, [], sp.objectives)  # nothing trained yet: said, not a blank or broken chart
     assert not only_out.data and 'outside the constraints' in only_out.layout.annotations[0].text
+
+
+def test_cancelling_an_analytic_api_search_stops_it_and_frees_the_slot(client, tmp_path, monkeypatch):
+    """A stranger who submits the most trials allowed and cancels must not hold the server's one search slot:
+    the job streams progress, and a cancel stops the search after its current trial (it ran 4 more minutes)."""
+    pytest.importorskip('gradio_client')
+    import time
+
+    from explorer.app.search import _SLOT, max_trials
+
+    monkeypatch.setenv('EXPLORER_SEARCH_DIR', str(tmp_path))
+    space = {**json.loads(Path('presets/spaces/metaformer_hybrid.json').read_text()), 'name': 'cancelled'}
+    job = client.submit(space=space, trials=max_trials(), api_name='/search')
+    t0 = time.monotonic()
+    while not any(isinstance(o, dict) and o.get('kind') == 'trial' for o in job.outputs()):
+        assert time.monotonic() - t0 < 60, 'no progress from /search'
+        time.sleep(0.05)
+    assert _SLOT.locked()
+    job.cancel()
+    t0 = time.monotonic()
+    while _SLOT.locked():
+        assert time.monotonic() - t0 < 30, 'the search went on after the job was cancelled'
+        time.sleep(0.05)
+    n = len(open_study(parse_space(space)).trials)
+    time.sleep(1.0)
+    assert n == len(open_study(parse_space(space)).trials) < max_trials()  # stopped for good
+    assert client.predict(space={**space, 'name': 'after'}, trials=2, api_name='/search')['trials'] == 2
+
+
+DEEP = '[' * 900 + '1' + ']' * 900
+
+
+@pytest.mark.parametrize(
+    'change, message',
+    [
+        ({'description': 'A' * 200_000}, 'the space is 2'),  # as an object: its text's length was never checked
+        ({'description': 'A' * 2_001}, 'description: a string of at most 2,000 characters'),
+        ({'description': ['not', 'text']}, 'description: a string'),
+        ({'description': json.loads(DEEP)}, 'description: nested more than 24 levels deep'),
+        ({'latency': {'batch_size': 1, 'x': json.loads(DEEP)}}, 'latency: nested more than 24 levels deep'),
+        ({'latency': {'batch_size': 1, 'colour': 1}}, "latency: unknown field(s) ['colour']"),
+        ({'latency': {'dtype': 'bogus'}}, 'latency.dtype: "bogus" not allowed; choose float32'),
+        ({'training': {'lr': 0.1}}, "training: unknown field(s) ['lr']"),
+        ({'stages': [{**SMALL['stages'][0], 'mixers': [[1]]}, *SMALL['stages'][1:]]}, 'stages[0] (S1).mixers: [[1]]'),
+        ({'choices': {'img_size': list(range(10_000, 30_001))}}, 'more than 20,000 values'),
+    ],
+)
+def test_a_space_is_refused_naming_its_field_before_it_is_stored(change, message, tmp_path):
+    """As an object or as text: every field a stranger can send is bounded (size, depth, known keys, allowed
+    values), and the refusal names it. Before, a deep value was stored with the study and every later read of it
+    failed with RecursionError, and a 4 MB description went into the database for good."""
+    url = f'sqlite:///{tmp_path}/s.db'
+    for data in ({**SMALL, **change}, json.dumps({**SMALL, **change})):
+        if isinstance(data, str) and len(data) > 100_000:
+            data = data[:100_001]  # text is refused by its length first
+            message_here = 'the space is 100,001 characters'
+        else:
+            message_here = message
+        with pytest.raises(SpaceError) as e:
+            open_study(parse_space(data), url)
+        assert message_here in str(e.value)
+    assert not (tmp_path / 's.db').exists()
+
+
+def test_the_search_api_names_a_bad_field_and_its_refusals_quote_what_was_sent(client):
+    pytest.importorskip('gradio_client')
+    bad = {**SMALL, 'stages': [{**SMALL['stages'][0], 'mixers': [[1]]}, *SMALL['stages'][1:]]}
+    with pytest.raises(Exception, match=r'stages\[0\] \(S1\)\.mixers'):  # was Gradio's generic error
+        client.predict(space=bad, trials=1, api_name='/search')
+    with pytest.raises(Exception, match='latency.dtype'):
+        client.predict(space={**SMALL, 'latency': {'dtype': 'bogus'}}, trials=1, api_name='/search')
+    with pytest.raises(Exception, match=r'trials 10000000000000000000 … \(11 more characters\)'):  # not 10**19
+        client.predict(space='metaformer_hybrid', trials=10**30, api_name='/search')
+
+
+def test_search_downloads_are_named_after_their_content(tmp_path, monkeypatch):
+    """Two spaces whose names fill the 80 characters a file name keeps got one CSV and one zip: the second space
+    was served the first one's frontier. And the zip's entries are file names, never paths."""
+    import zipfile
+
+    from explorer.app.search import study_view
+
+    monkeypatch.setenv('EXPLORER_SEARCH_DIR', str(tmp_path))
+    a = parse_space({**SMALL, 'name': '../' + 'N' * 77})
+    b = parse_space(
+        {
+            **SMALL,
+            'name': '../' + 'N' * 77,
+            'stages': [{**SMALL['stages'][0], 'mixers': ['identity']}, *SMALL['stages'][1:]],
+        }
+    )
+    for sp in (a, b):
+        run_search(sp, trials=6, seed=1)
+    (_, _, csv_a, zip_a, _), (_, _, csv_b, zip_b, _) = study_view(a), study_view(b)
+    assert csv_a != csv_b and zip_a != zip_b
+    assert Path(csv_b).read_bytes().decode() == frontier_csv(frontier(open_study(b), b))
+    names = zipfile.ZipFile(zip_b).namelist()
+    assert names and all('/' not in n and n.startswith('___NNN') and n.endswith('.json') for n in names)
+    assert study_view(b)[2] == csv_b  # the same study, the same file

@@ -145,7 +145,6 @@ def test_stop_ends_the_trial_in_training_at_its_next_step_and_keeps_the_complete
         ),
         ({'time_budget': 120}, 2, {'EXPLORER_MAX_TRAIN_S': '60'}, 'training.time_budget: 120 is not allowed'),
         ({'time_budget': 40}, 2, {'EXPLORER_MAX_TRAIN_S': '60'}, 'trials x training.time_budget: 2 x 40 s = 80 s'),
-        ({'lr': 0.1}, 2, {}, "training: unknown field(s) ['lr']"),
     ],
 )
 def test_the_bounds_refuse_before_anything_runs_naming_the_field(fmnist, monkeypatch, training, trials, env, named):

@@ -4,8 +4,11 @@ errors are shown. Tabs import this module; explorer.app.main imports the tabs (n
 from __future__ import annotations
 
 import atexit
+import functools
 import hashlib
 import html
+import inspect
+import logging
 import os
 import re
 import shutil
@@ -281,6 +284,42 @@ def api_error(e: Exception) -> gr.Error:
     return user_error(e, title='Invalid spec' if isinstance(e, SpecError) else 'Error')
 
 
+def endpoint(fn):
+    """Expose a handler (a function or a generator function, which streams) as an API endpoint: its own gr.Error
+    passes as it is, SpecError and bad values become a clean error for the client, and anything else is still
+    answered with a message naming the endpoint (never Gradio's generic error), and logged."""
+
+    def failed(e: Exception) -> gr.Error:
+        if isinstance(e, gr.Error):
+            return e
+        if isinstance(e, (SpecError, ValueError)):
+            return api_error(e)
+        logging.getLogger('explorer').exception('endpoint %s failed', fn.__name__)
+        return user_error(
+            f'{fn.__name__.removeprefix("api_")}: could not handle this request ({type(e).__name__}: {e})'
+        )
+
+    if inspect.isgeneratorfunction(fn):
+
+        @functools.wraps(fn)
+        def streams(*args, **kwargs):
+            try:
+                yield from fn(*args, **kwargs)
+            except Exception as e:  # noqa: BLE001 - a bug must not look like a crash to the client
+                raise failed(e) from None
+
+        return streams
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except Exception as e:  # noqa: BLE001 - as above
+            raise failed(e) from None
+
+    return wrapper
+
+
 MAX_SPEC_FILE_BYTES = 1_000_000  # a spec is a few kB; an upload above this is refused before it is read
 
 
@@ -307,8 +346,11 @@ MAX_DOWNLOAD_FILES = 256  # the newest files kept for download; older ones are r
 def download_file(stem: str, suffix: str, write) -> str:
     """A file the browser may download: `write(path)` fills it once. Gradio serves files from the temporary
     folder (not from the runs folder), so downloads are made here. The name is `stem` reduced to letters,
-    digits, '-', '_' and '.' (at most 80) plus `suffix`: a file name, never a path."""
+    digits, '-', '_' and '.' (at most 80) plus `suffix`: a file name, never a path. A stem that had to change
+    gets a hash of itself, so two stems never share a file (the file is reused: the stem must name its content)."""
     safe = ''.join(c if c.isalnum() or c in '-_.' else '_' for c in stem[:80]).strip('.') or 'file'
+    if safe != stem:
+        safe = f'{safe[:70]}-{hashlib.sha256(stem.encode()).hexdigest()[:8]}'
     path = DOWNLOAD_DIR / f'{safe}{suffix}'
     if path.parent != DOWNLOAD_DIR:  # cannot happen with the characters above; checked all the same
         raise ValueError('not usable as a file name')

@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import copy
 import csv
-import functools
 import hashlib
 import io
 import json
-import logging
 from html import escape
 
 import gradio as gr
@@ -18,8 +16,8 @@ from explorer.app import form as spec_form
 from explorer.app.compose import RESTORING_JS
 from explorer.app.context import (
     AppContext,
-    api_error,
     download_file,
+    endpoint,
     html_text,
     load_model_code,
     read_uploaded_spec,
@@ -654,25 +652,6 @@ def add_share_tab(ctx: AppContext) -> None:
 
 
 # ---- API ------------------------------------------------------------------------------------------------
-def _api(fn):
-    """Expose a handler as an endpoint: SpecError and bad values become a clean error for the client. Anything
-    else is still answered with a message naming the endpoint (never Gradio's generic error), and logged."""
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except (SpecError, ValueError) as e:
-            raise api_error(e) from None
-        except Exception as e:  # noqa: BLE001 - a bug must not look like a crash to the client
-            logging.getLogger('explorer').exception('endpoint %s failed', fn.__name__)
-            raise user_error(
-                f'{fn.__name__.removeprefix("api_")}: could not handle this request ({type(e).__name__}: {e})'
-            ) from None
-
-    return wrapper
-
-
 def _int_arg(name: str, value, low: int, high: int) -> int:
     """An integer argument from a client (JSON numbers may arrive as 3.0), or a ValueError naming it."""
     value = units.whole_number(value)  # 1e308 stays 1e+308 in the message
@@ -857,7 +836,7 @@ def register_api() -> None:
         extra = dict(concurrency_limit=1, concurrency_id='bench') if name == 'bench' else {}
         if name == 'verify':
             extra = dict(concurrency_limit=1, concurrency_id='verify')
-        gr.api(_api(fn), api_name=name, **extra)
+        gr.api(endpoint(fn), api_name=name, **extra)
 
 
 __all__ = ['add_measure_tab', 'add_compare_tab', 'add_share_tab', 'register_api', 'API']

@@ -16,7 +16,7 @@ from collections.abc import Callable
 
 import gradio as gr
 
-from explorer.app.context import html_text, load_model_code, md_text, user_error
+from explorer.app.context import endpoint, html_text, load_model_code, md_text, user_error
 from explorer.core.catalog import get_preset, preset_names, pretrained_name
 from explorer.core.registry import show
 from explorer.core.spec import ArchSpec, SpecError
@@ -699,7 +699,7 @@ def add_predict_tab(ctx=None) -> dict:
         run_mix.click(_mix, common + [mstage, mblock, mrow, mcol, mmethod, mreduce, mhead], [mix_plot, status], **heavy)
         run_erf.click(erf_handler, common, [erf_plot, status], **heavy)
         for name, fn in API.items():
-            gr.api(fn, api_name=name, concurrency_id='model', concurrency_limit=2)
+            gr.api(endpoint(fn), api_name=name, concurrency_id='model', concurrency_limit=2)
     return dict(
         choice=choice,
         mode=mode,

@@ -18,6 +18,7 @@ has passed; the trials completed by then stay in the study.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import math
 import os
@@ -28,7 +29,7 @@ from collections.abc import Iterator
 
 import gradio as gr
 
-from explorer.app.context import download_file, md_text, user_error
+from explorer.app.context import download_file, endpoint, md_text, public_text, user_error
 from explorer.core.spec import SpecError
 from explorer.measure.guard import Limits
 from explorer.search.space import SpaceError, design, load_space, parse_space, space_json, space_names
@@ -40,6 +41,7 @@ DEFAULT_SPACE = 'metaformer_hybrid'
 _SLOT = threading.Lock()  # one analytic search at a time on this server (they share the CPU with everything else)
 ANALYTIC_WAIT_S = 30.0  # an analytic search waits this long for the one before it (they take seconds)
 BUSY = 'another search is running on this server (one at a time); try again soon'
+PROGRESS_S = 0.25  # /search streams an analytic search's progress at most this often
 BUSY_TRAINING = (
     'another training is running on this server (a Train tab run or a training search: one at a time, '
     'they share the CPU); try again when it has finished'
@@ -87,13 +89,10 @@ def check_training(space, trials: int, limits: Limits | None = None) -> dict:
     cap = max_trained_trials()
     if isinstance(trials, bool) or not isinstance(trials, int) or not 1 <= trials <= cap:
         errors.append(
-            f'trials: {str(trials)[:20]} is not allowed for a search that trains every trial; allowed 1 to {cap} '
-            '(EXPLORER_MAX_TRAINED_TRIALS)'
+            f'trials: {public_text(trials, 20)} is not allowed for a search that trains every trial; '
+            f'allowed 1 to {cap} (EXPLORER_MAX_TRAINED_TRIALS)'
         )
-    unknown = sorted(str(k)[:40] for k in set(space.training) - set(DEFAULTS))
-    if unknown:
-        errors.append(f'training: unknown field(s) {unknown}; allowed {", ".join(DEFAULTS)}')
-    cfg = {**DEFAULTS, **space.training}
+    cfg = {**DEFAULTS, **space.training}  # parse_space refused any other field
     bounds = (  # field, lowest, highest, whole number, None allowed (and what it means), env var naming the limit
         ('epochs', 0, max_trial_epochs(), False, None, 'EXPLORER_MAX_TRIAL_EPOCHS'),
         ('train_limit', 1, FMNIST_TRAIN, True, 'all 60,000', None),
@@ -189,7 +188,7 @@ def preset_points(space, scorer) -> list[dict]:
 def study_view(space) -> tuple:
     """(figure, frontier rows, CSV file, spec files, status) for what the space's study holds now."""
     from explorer.search.space import Scorer
-    from explorer.search.study import frontier, frontier_csv, open_study
+    from explorer.search.study import frontier, frontier_csv, open_study, spec_file_name
     from explorer.viz.search import search_figure
 
     scorer = Scorer(space)
@@ -199,8 +198,12 @@ def study_view(space) -> tuple:
     rows = [
         [t['number'], t['pattern'], *(round(t['metrics'][k], 4) for k in keys), t['design']] for t in front.frontier
     ]
-    csv_path = download_file(f'{front.study}-{len(front.trials)}', '.csv', lambda p: p.write_text(frontier_csv(front)))
-    zip_path = download_file(f'{front.study}-{len(front.trials)}-specs', '.zip', lambda p: _zip_specs(front, p))
+    # named after what they hold: a name from the study and its trial count alone served one space's files for
+    # another's once a long space name pushed the study's hash past the 80 characters a name keeps
+    text = frontier_csv(front)
+    csv_path = download_file(f'frontier-{_digest(text)}', '.csv', lambda p: p.write_text(text))
+    files = {spec_file_name(front, t): json.dumps(t['spec'], indent=2) + '\n' for t in front.frontier}
+    zip_path = download_file(f'frontier-specs-{_digest(json.dumps(files))}', '.zip', lambda p: _zip(files, p))
     lat = f' Latency predicted for batch {space.latency["batch_size"]}, calibrated on {scorer.calibrated_on}.'
     status = (
         f'Study **{md_text(front.study)}**: {len(front.trials)} trials, '
@@ -212,12 +215,16 @@ def study_view(space) -> tuple:
     return fig, table, csv_path, zip_path, status
 
 
-def _zip_specs(front, path) -> None:
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _zip(files: dict[str, str], path) -> None:
     import zipfile
 
     with zipfile.ZipFile(path, 'w', zipfile.ZIP_DEFLATED) as z:
-        for t in front.frontier:
-            z.writestr(f'{front.study}_t{t["number"]}.json', json.dumps(t['spec'], indent=2) + '\n')
+        for name, text in files.items():
+            z.writestr(name, text)
 
 
 def search_events(space, trials: int, stop: threading.Event) -> Iterator[dict]:
@@ -233,7 +240,8 @@ def search_events(space, trials: int, stop: threading.Event) -> Iterator[dict]:
         return
 
     def work(emit):
-        run_search(space, trials=trials, progress=emit, should_stop=stop.is_set)
+        front = run_search(space, trials=trials, progress=emit, should_stop=stop.is_set)
+        return {'frontier': front, 'stopped_by': 'user' if stop.is_set() else None}
 
     yield from background(work, stop, 'search', (SpaceError, SpecError, ValueError), _SLOT.release)
 
@@ -361,7 +369,8 @@ def _parse_request(space: dict | str, trials) -> object:
         if isinstance(trials, bool) or not isinstance(trials, int) or not 1 <= trials <= cap:
             what = ' for a search that trains every trial' if env else ''
             raise SpaceError(
-                f'trials {str(trials)[:20]!r} must be an integer from 1 to {cap:,}{what}' + (f' ({env})' if env else '')
+                f'trials {public_text(trials, 20)} must be an integer from 1 to {cap:,}{what}'
+                + (f' ({env})' if env else '')
             )
     except SpaceError as e:
         raise user_error(e, title='Bad space') from None
@@ -378,35 +387,31 @@ def api_search(space: dict | str, trials: int = 100) -> Iterator[dict]:
     """Add `trials` trials to a space's study and return its frontier, as `explorer search SPACE --json` prints
     it: {'study', 'objectives', 'trials', 'feasible', 'frontier': [{'number', 'pattern', 'design', 'params',
     'macs', 'latency_ms', 'metrics', 'spec'}, ...]} (the last value of the job: what a client's predict returns).
-    space: a shipped space's name, or a space as a JSON object or text. One analytic search at a time.
+    space: a shipped space's name, or a space as a JSON object or text. One analytic search at a time. Progress
+    dicts stream first ({'kind': 'trial', 'done', 'total', 'number', 'values', 'state'}, at most every
+    PROGRESS_S seconds), then the frontier. Cancelling the job stops the search after its current trial; the
+    completed trials stay in the study.
 
     A space with the accuracy objective trains every trial on Fashion-MNIST (at most EXPLORER_MAX_TRAINED_TRIALS
     trials, each trial's "training" budget within this server's limits, one training at a time server-wide, the
-    whole search within EXPLORER_MAX_TRAIN_S): progress dicts stream first ({'kind': 'train', 'number', 'epoch',
-    'total_epochs', 'accuracy'} and {'kind': 'trial', 'done', 'total', 'number', 'values', 'state'}), then the
-    frontier. Cancelling the job stops the trial in training at its next step; completed trials stay in the study."""
-    from explorer.search.study import run_search
-
+    whole search within EXPLORER_MAX_TRAIN_S): every trial's progress dict streams, and {'kind': 'train',
+    'number', 'epoch', 'total_epochs', 'accuracy'} while one trains. Cancelling the job stops the trial in
+    training at its next step."""
     sp = _parse_request(space, trials)
-    if sp.needs_training:
-        with contextlib.closing(training_search_events(sp, trials, threading.Event())) as events:
-            for ev in events:  # a cancelled job closes this generator, which closes events: the training stops
-                if ev['kind'] == 'error':
-                    raise user_error(ev['message'], title='Search failed')
-                if ev['kind'] == 'done':
-                    yield _public(ev['result']['frontier'])
-                    return
-                yield {**ev, 'values': _values(ev['values'])} if ev['kind'] == 'trial' else ev
-        return
-    if not _SLOT.acquire(timeout=ANALYTIC_WAIT_S):
-        raise user_error(BUSY, title='Busy')
-    try:
-        front = run_search(sp, trials=trials)
-    except (SpaceError, SpecError) as e:
-        raise user_error(e, title='Search failed') from None
-    finally:
-        _SLOT.release()
-    yield _public(front)
+    last = 0.0
+    with contextlib.closing(search_events(sp, trials, threading.Event())) as events:
+        for ev in events:  # a cancelled job closes this generator, which closes events: the search stops
+            if ev['kind'] == 'error':
+                busy = ev['message'] in (BUSY, BUSY_TRAINING)
+                raise user_error(ev['message'], title='Busy' if busy else 'Search failed')
+            if ev['kind'] == 'done':
+                yield _public(ev['result']['frontier'])
+                return
+            if ev['kind'] == 'trial' and not sp.needs_training:  # analytic trials come by the hundred a second
+                if time.monotonic() - last < PROGRESS_S:
+                    continue
+                last = time.monotonic()
+            yield {**ev, 'values': _values(ev['values'])} if ev['kind'] == 'trial' else ev
 
 
 def _values(values) -> list | None:
@@ -454,7 +459,7 @@ def add_search_tab(ctx) -> None:
         stop_flag = gr.State(None)
         # two at once: a training search (minutes; it holds the training slot) never queues the analytic ones,
         # which wait for each other on _SLOT
-        gr.api(api_search, api_name='search', concurrency_id='search', concurrency_limit=2)
+        gr.api(endpoint(api_search), api_name='search', concurrency_id='search', concurrency_limit=2)
 
     form = [*limits, x_obj, x_dir, y_obj, y_dir]
     view = [plot, table, csv_file, zip_file, status]

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import gradio as gr
 
-from explorer.app.context import download_file, md_text, spec_download, user_error
+from explorer.app.context import download_file, endpoint, md_text, spec_download, user_error
 from explorer.core.spec import ArchSpec, SpecError
 from explorer.measure.units import fmt_count
 from explorer.train.checkpoints import list_trained, read_metadata
@@ -341,8 +341,8 @@ def add_train_tab(ctx) -> None:
             )
             at_scale = gr.Code(language='shell', label='commands', elem_id='mfx-scale-cmd')
             spec_file = gr.DownloadButton('Download spec JSON', size='sm')
-        gr.api(api_train, api_name='train', concurrency_id='train', concurrency_limit=1)
-        gr.api(api_list_runs, api_name='list_runs')
+        gr.api(endpoint(api_train), api_name='train', concurrency_id='train', concurrency_limit=1)
+        gr.api(endpoint(api_list_runs), api_name='list_runs')
         run_id = gr.State('')
         trained_path = gr.State(None)
         ctx.extras['trained_checkpoint'] = trained_path  # the latest checkpoint trained in this session

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 
 from explorer.core.registry import MIXERS
 from explorer.core.spec import ACTIVATIONS, DEPTH_RANGE, DIM_RANGE, MLP_RATIO_RANGE, NORMS, ArchSpec, SpecError
+from explorer.measure.latency import DTYPE_NAMES
 
 METRICS = {  # name -> (what it is, unit)
     'params_m': ('parameters', 'M'),
@@ -40,7 +41,12 @@ METRICS = {  # name -> (what it is, unit)
 DIRECTIONS = ('minimize', 'maximize')
 GLOBAL_CHOICES = {'mlp_act': ACTIVATIONS, 'norm': NORMS, 'img_size': None}
 MAX_CHOICES = 64  # values in one list
-MAX_SPACE_CHARS = 100_000
+MAX_SPACE_CHARS = 100_000  # as JSON text, however it arrives (text or an object)
+MAX_SPACE_DEPTH = 24  # levels of nesting: a space holds its base spec (at most 16 deep) two levels down
+MAX_SPACE_ITEMS = 20_000  # values in the whole space
+MAX_DESCRIPTION = 2_000  # characters
+TRAINING_FIELDS = ('epochs', 'train_limit', 'test_limit', 'batch_size', 'time_budget', 'seed', 'min_trials', 'amp')
+LATENCY_FIELDS = ('batch_size', 'dtype', 'device')
 ACT_BYTES = 4  # float32
 
 
@@ -113,6 +119,7 @@ def parse_space(data) -> Space:
         data = space_json(data)
     if not isinstance(data, dict):
         raise SpaceError(f'a space is a JSON object, not {type(data).__name__}')
+    _check_shape(data)
     errors: list[str] = []
     unknown = sorted(set(data) - {*Space.__dataclass_fields__, 'stages'} - {'source'})
     if unknown:
@@ -131,18 +138,60 @@ def parse_space(data) -> Space:
     objectives = _objectives(data.get('objectives', {'gmacs': 'maximize', 'params_m': 'minimize'}), errors)
     constraints = _constraints(data.get('constraints', {}), errors)
     latency = {'batch_size': 1, 'dtype': 'float32', 'device': 'cpu', **_dict(data, 'latency', errors)}
-    if not _int_in(latency['batch_size'], 1, 1024) or latency['device'] not in ('cpu', 'cuda'):
-        errors.append(f'latency: batch_size 1 to 1024 and device cpu or cuda, got {latency}')
+    _known(latency, 'latency', LATENCY_FIELDS, errors)
+    if not _int_in(latency['batch_size'], 1, 1024):
+        errors.append(f'latency.batch_size: {json.dumps(latency["batch_size"])[:40]} is not an integer from 1 to 1024')
+    if not isinstance(latency['dtype'], str) or latency['dtype'] not in DTYPE_NAMES:
+        errors.append(
+            f'latency.dtype: {json.dumps(latency["dtype"])[:40]} not allowed; choose {", ".join(DTYPE_NAMES)}'
+        )
+    if latency['device'] not in ('cpu', 'cuda'):
+        errors.append(f'latency.device: {json.dumps(latency["device"])[:40]} not allowed; choose cpu or cuda')
     training = _dict(data, 'training', errors)
+    _known(training, 'training', TRAINING_FIELDS, errors)
     name = data.get('name', 'space')
     if not isinstance(name, str) or not name or len(name) > 80:
         errors.append('name: a non-empty string of at most 80 characters')
+    description = data.get('description', '')
+    if not isinstance(description, str) or len(description) > MAX_DESCRIPTION:
+        errors.append(f'description: a string of at most {MAX_DESCRIPTION:,} characters')
     if errors:
         raise SpaceError('; '.join(errors))
-    description = str(data.get('description', ''))[:2000]
     space = Space(name, base, stages, choices, constraints, objectives, latency, training, description, data)
     design(space, first_choices(space))  # the first design of the space must be a valid spec
     return space
+
+
+def _check_shape(data: dict) -> None:
+    """Refuse a space nested more than MAX_SPACE_DEPTH levels, holding more than MAX_SPACE_ITEMS values or longer
+    than MAX_SPACE_CHARS as JSON, naming its field, before anything walks it recursively or stores it (an object
+    from the API arrives parsed: the length of its text was never checked)."""
+    items = 0
+    for key, value in data.items():
+        stack = [(value, 2)]
+        while stack:
+            v, depth = stack.pop()
+            items += 1
+            if depth > MAX_SPACE_DEPTH:
+                raise SpaceError(f'{str(key)[:40]}: nested more than {MAX_SPACE_DEPTH} levels deep')
+            if items > MAX_SPACE_ITEMS:
+                raise SpaceError(f'the space holds more than {MAX_SPACE_ITEMS:,} values')
+            if isinstance(v, dict):
+                stack.extend((x, depth + 1) for x in v.values())
+            elif isinstance(v, list):
+                stack.extend((x, depth + 1) for x in v)
+    try:
+        n = len(json.dumps(data))
+    except (TypeError, ValueError) as e:  # not JSON values (a Python caller's object)
+        raise SpaceError(f'the space is not JSON: {e}') from None
+    if n > MAX_SPACE_CHARS:
+        raise SpaceError(f'the space is {n:,} characters as JSON; at most {MAX_SPACE_CHARS:,}')
+
+
+def _known(d: dict, where: str, fields: tuple, errors: list) -> None:
+    unknown = sorted(str(k)[:40] for k in set(d) - set(fields))
+    if unknown:
+        errors.append(f'{where}: unknown field(s) {unknown}; allowed {", ".join(fields)}')
 
 
 def _dict(data: dict, key: str, errors: list) -> dict:
@@ -186,7 +235,7 @@ def _stages(raw, n_base: int, errors: list) -> list[StageRange]:
         unknown = sorted(set(st) - {'mixers', 'depth', 'dim', 'mlp_ratio'})
         if unknown:
             errors.append(f'{where}: unknown field(s) {unknown}')
-        mixers = _list(st.get('mixers'), f'{where}.mixers', errors, lambda m: m in MIXERS)
+        mixers = _list(st.get('mixers'), f'{where}.mixers', errors, lambda m: isinstance(m, str) and m in MIXERS)
         depth = st.get('depth')
         ok = isinstance(depth, list) and len(depth) == 2 and all(_int_in(d, *DEPTH_RANGE) for d in depth)
         if not ok or depth[0] > depth[1]:

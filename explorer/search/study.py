@@ -362,7 +362,7 @@ def write_frontier(front: Frontier, out_dir: str | Path) -> list[str]:
     out.mkdir(parents=True, exist_ok=True)
     files = []
     for t in front.frontier:
-        path = out / f'{_safe(front.study)}_t{t["number"]}.json'
+        path = out / spec_file_name(front, t)
         path.write_text(json.dumps(t['spec'], indent=2) + '\n', encoding='utf-8')
         files.append(str(path))
     csv_path = out / 'frontier.csv'
@@ -390,8 +390,11 @@ def _num(v):
     return '' if v is None else (f'{v:.6g}' if isinstance(v, float) and math.isfinite(v) else v)
 
 
-def _safe(name: str) -> str:
-    return ''.join(c if c.isalnum() or c in '-_' else '_' for c in name)[:80] or 'study'
+def spec_file_name(front: Frontier, trial: dict) -> str:
+    """A frontier design's file name, '<study>_t<number>.json', in letters, digits, '-' and '_' only: the study
+    is named after its space, which is request text on a server."""
+    stem = ''.join(c if c.isalnum() or c in '-_' else '_' for c in front.study)[:80] or 'study'
+    return f'{stem}_t{int(trial["number"])}.json'
 
 
 def cpu_workers() -> int:
