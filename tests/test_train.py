@@ -696,3 +696,15 @@ def test_a_time_budget_fits_the_schedule_to_the_steps_after_the_first(fake_dir, 
     res = train(TINY, epochs=500, time_budget=20.0, seed=0, data_dir=fake_dir, **{**QUICK, 'batch_size': 2})
     assert res.metrics['first_step_s'] == 10.0 and res.metrics['stopped_by'] == 'time_budget'
     assert res.metrics['steps'] == 101, res.metrics['steps']
+
+
+def test_the_train_tab_says_on_the_first_page_why_the_design_on_screen_is_not_trainable():
+    """A fresh page shows the default preset in Compose; the Train tab said "Compose a valid network first." until
+    the first edit, instead of what stops this design (3 channels, 1000 classes, 224 px) and what to press."""
+    from explorer.app.main import build_demo
+
+    demo = build_demo()
+    texts = [b.value for b in demo.blocks.values() if type(b).__name__ == 'Markdown' and isinstance(b.value, str)]
+    ready = [t for t in texts if 'trainable' in t or 'Compose a valid network' in t]
+    assert len(ready) == 1 and ready[0].startswith('**Not trainable as it is:**'), ready
+    assert 'in\\_chans is 3' in ready[0] and 'Press *Adapt to Fashion-MNIST*' in ready[0]

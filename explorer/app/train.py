@@ -283,7 +283,7 @@ def add_train_tab(ctx) -> None:
             'smoothing 0.1, random 2-pixel crops and horizontal flips, optional random erasing (the shipped '
             'best model used 0.25).'
         )
-        ready = gr.Markdown(readiness(None))
+        ready = gr.Markdown(readiness(spec_state.value))  # the first page's design (set by the Compose tab)
         with gr.Row():
             img_size = gr.Radio([32, 28], value=32, label='input size', scale=1)
             adapt = gr.Button('Adapt to Fashion-MNIST', scale=1)
