@@ -189,6 +189,14 @@ def test_an_invalid_dim_is_marked_at_its_field_and_the_figures_are_marked_stale(
     page.wait_for_selector('.mfx-invalid', state='detached')
     assert page.locator('#mfx-stale .mfx-stale').count() == 0
 
+    # a fractional depth is refused at its field: the form showed 2.5 while the counts silently used depth 2
+    set_number(page, 'mfx-s1-depth', '2.5')
+    page.wait_for_selector('#mfx-s1-depth.mfx-invalid .mfx-field-msg:has-text("2.5 must be an integer")')
+    assert macs_shown(page) == before
+    set_number(page, 'mfx-s1-depth', '3')  # caformer_s18's own
+    page.wait_for_selector('.mfx-invalid', state='detached')
+    wait_macs(page, before)
+
 
 def test_the_counts_and_chart_stay_in_view_while_editing_the_last_stage(app_url, browser, shots):
     for width, height in ((1024, 768), (1280, 800)):

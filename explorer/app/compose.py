@@ -145,7 +145,6 @@ def _option_component(key: str, name: str, arg, elem_id: str):
     return gr.Number(
         value=arg.default,
         scale=3,
-        precision=0 if arg.kind is int else None,
         placeholder='auto' if arg.nullable else None,
         **common,
     )
@@ -159,8 +158,10 @@ def _stage_row(i: int) -> dict:
         row['mixer'] = gr.Dropdown(
             choices=list(MIXERS), label='token mixer', min_width=40, scale=5, elem_id=sid('mixer')
         )
-        row['depth'] = gr.Number(label='depth', precision=0, min_width=40, scale=3, elem_id=sid('depth'))
-        row['dim'] = gr.Number(label='dim', precision=0, min_width=40, scale=3, elem_id=sid('dim'))
+        # no `precision` on whole-number fields: Gradio rounded 2.5 to 2 while the field went on showing 2.5; the
+        # spec refuses it at the field instead ('must be an integer')
+        row['depth'] = gr.Number(label='depth', min_width=40, scale=3, elem_id=sid('depth'))
+        row['dim'] = gr.Number(label='dim', min_width=40, scale=3, elem_id=sid('dim'))
         row['mlp_ratio'] = gr.Number(label='MLP ratio', min_width=40, scale=3, step=0.5, elem_id=sid('mlp_ratio'))
         row['options'] = {
             key: _option_component(key, name, arg, spec_form.option_elem_id(i, key))
@@ -295,13 +296,13 @@ def _layout() -> SimpleNamespace:
                     ui.g = {
                         'name': gr.Textbox(label='name', scale=3, min_width=100, elem_id='mfx-name'),
                         'img_size': gr.Number(
-                            label='image size', precision=0, min_width=64, scale=1, elem_id='mfx-img'
+                            label='image size', min_width=64, scale=1, elem_id='mfx-img'
                         ),
                         'in_chans': gr.Number(
-                            label='channels', precision=0, min_width=60, scale=1, elem_id='mfx-chans'
+                            label='channels', min_width=60, scale=1, elem_id='mfx-chans'
                         ),
                         'num_classes': gr.Number(
-                            label='classes', precision=0, min_width=74, scale=1, elem_id='mfx-classes'
+                            label='classes', min_width=74, scale=1, elem_id='mfx-classes'
                         ),
                         'mlp_act': gr.Dropdown(
                             choices=list(ACTIVATIONS), label='MLP act', min_width=110, scale=2, elem_id='mfx-act'
