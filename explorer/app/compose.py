@@ -142,12 +142,7 @@ def _option_component(key: str, name: str, arg, elem_id: str):
         return gr.Checkbox(value=arg.default, scale=4, **common)
     if arg.choices is not None:
         return gr.Dropdown(choices=list(arg.choices), value=arg.default, scale=3, **common)
-    return gr.Number(
-        value=arg.default,
-        scale=3,
-        placeholder='auto' if arg.nullable else None,
-        **common,
-    )
+    return gr.Number(value=arg.default, scale=3, placeholder='auto' if arg.nullable else None, **common)
 
 
 def _stage_row(i: int) -> dict:
@@ -295,15 +290,9 @@ def _layout() -> SimpleNamespace:
                 with gr.Row(elem_classes='mfx-tight mfx-globals'):
                     ui.g = {
                         'name': gr.Textbox(label='name', scale=3, min_width=100, elem_id='mfx-name'),
-                        'img_size': gr.Number(
-                            label='image size', min_width=64, scale=1, elem_id='mfx-img'
-                        ),
-                        'in_chans': gr.Number(
-                            label='channels', min_width=60, scale=1, elem_id='mfx-chans'
-                        ),
-                        'num_classes': gr.Number(
-                            label='classes', min_width=74, scale=1, elem_id='mfx-classes'
-                        ),
+                        'img_size': gr.Number(label='image size', min_width=64, scale=1, elem_id='mfx-img'),
+                        'in_chans': gr.Number(label='channels', min_width=60, scale=1, elem_id='mfx-chans'),
+                        'num_classes': gr.Number(label='classes', min_width=74, scale=1, elem_id='mfx-classes'),
                         'mlp_act': gr.Dropdown(
                             choices=list(ACTIVATIONS), label='MLP act', min_width=110, scale=2, elem_id='mfx-act'
                         ),
