@@ -152,3 +152,21 @@ def test_effective_receptive_field_grows_with_depth(x):
     assert rows.max() - rows.min() + 1 <= 11 and cols.max() - cols.min() + 1 <= 11
     one = effective_receptive_fields(model, None, stages=[-1], n_random=2)
     assert len(one) == 1 and one[0].stage == 2
+
+
+def test_receptive_field_and_comparison_maps_keep_square_pixels():
+    """In a row of subplots each map's y axis must be scaled to its own x axis: unanchored, a 32x32 map was drawn
+    about 1.5 times as wide as high, and a square receptive field looked like a wide rectangle."""
+    from explorer.viz.predict import compare_figure, erf_figure
+
+    m = np.ones((32, 32))
+    erfs = [
+        {'stage': i, 'mixer': 'pooling', 'map': m, 'area': {'20%': 0.004, '50%': 0.012, '90%': 0.04}} for i in range(3)
+    ]
+    fig = erf_figure(erfs)
+    anchors = [fig.layout[f'yaxis{"" if i == 1 else i}'].scaleanchor for i in (1, 2, 3)]
+    assert anchors == ['x', 'x2', 'x3']
+    assert fig.layout.annotations[0].text == 'S1 pooling<br>20/50/90% of the gradient in 0.4/1.2/4.0% of pixels'
+    panels = [{'image': np.zeros((32, 32, 3)), 'map': m, 'title': t} for t in ('a', 'b')]
+    cmp = compare_figure(panels)
+    assert [cmp.layout.yaxis.scaleanchor, cmp.layout.yaxis2.scaleanchor] == ['x', 'x2']

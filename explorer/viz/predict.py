@@ -61,9 +61,11 @@ def clip_text(s: str, n: int) -> str:
 
 
 def _image_axes(fig: go.Figure, h: int, w: int, row=None, col=None) -> None:
+    """Square pixels: the y axis scaled to its own subplot's x axis (in a row of subplots 'x2', 'x3', ...)."""
     kw = dict(row=row, col=col) if row else {}
+    x = fig.get_subplot(row, col).yaxis.anchor if row else 'x'
     fig.update_xaxes(visible=False, range=[-0.5, w - 0.5], constrain='domain', **kw)
-    fig.update_yaxes(visible=False, range=[h - 0.5, -0.5], scaleanchor='x' if not row else None, **kw)
+    fig.update_yaxes(visible=False, range=[h - 0.5, -0.5], scaleanchor=x, **kw)
 
 
 def overlay_figure(
@@ -187,8 +189,9 @@ def erf_figure(erfs: list[dict], height: int = 300) -> go.Figure:
     """One heatmap per stage: ERF maps (H, W) on a log10 scale, titled with the 20/50/90 % area fractions.
     erfs: dicts with stage (0-based), map, area ({'20%': f, '50%': f, '90%': f}) and mixer."""
     titles = [
-        f'S{e["stage"] + 1} {e.get("mixer", "")}<br>area 20/50/90%: '
+        f'S{e["stage"] + 1} {e.get("mixer", "")}<br>20/50/90% of the gradient in '
         + '/'.join(f'{100 * e["area"][k]:.1f}' for k in ('20%', '50%', '90%'))
+        + '% of pixels'
         for e in erfs
     ]
     fig = make_subplots(rows=1, cols=len(erfs), subplot_titles=titles, horizontal_spacing=0.03)
