@@ -230,6 +230,11 @@ def test_ui_handlers_run_without_a_server(tiny_files):
     assert len(fig.data[0].y) == 3 and 'weights from checkpoint' in status
     fig, status = u.predict_handler(u.COMPOSER, spec, 'random', None, image, 3)
     assert 'predictions are meaningless' in status
+    # more than the model has classes: all of them, said in the title, every bar at least 22 px high
+    n = spec.get('num_classes', 1000)
+    fig, _ = u.predict_handler(u.COMPOSER, spec, 'random', None, image, n + 5)
+    assert len(fig.data[0].y) == n and f'top-{n} (all {n} classes; asked for {n + 5})' in fig.layout.title.text
+    assert fig.layout.height >= 80 + 22 * n
     fig, status = u.predict_handler(u.COMPOSER, None, 'random', None, image, 3)
     assert fig is None and 'composer has no valid spec' in status
     fig, status = u.mixing_handler(u.COMPOSER, spec, 'random', None, image, 2, 0, -1, -1, 'auto', 'diag', '0')

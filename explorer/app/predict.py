@@ -162,7 +162,9 @@ def predict_handler(choice, spec_dict, mode, checkpoint, image_path, topk=5):
             res = predict(m.model, img, m.cfg, topk=int(topk), weights=m.info)
     except USER_ERRORS as e:
         return None, _error(e)
-    fig = pp.topk_figure([p.__dict__ for p in res.top], f'{m.spec.name}: top-{len(res.top)}')
+    k = len(res.top)
+    every = f' (all {k} classes; asked for {int(topk)})' if k < int(topk) else ''  # a model with fewer classes
+    fig = pp.topk_figure([p.__dict__ for p in res.top], f'{m.spec.name}: top-{k}{every}')
     return fig, _status(m.spec, m.info)
 
 

@@ -31,8 +31,10 @@ def _limits(a: np.ndarray) -> tuple[float, float]:
 
 
 def topk_figure(top: list[dict], title: str = 'top-k', height: int = 300) -> go.Figure:
-    """Horizontal bars of softmax probability; `top` rows are Prediction dicts (index, label, prob)."""
+    """Horizontal bars of softmax probability; `top` rows are Prediction dicts (index, label, prob). Taller than
+    `height` when the bars would be thinner than 22 px, so every label stays readable."""
     rows = list(reversed(top))
+    height = max(height, 80 + 22 * len(rows))
     labels = [f'{plain(clip_text(r["label"], 38))} ({r["index"]})' for r in rows]
     fig = go.Figure(
         go.Bar(
@@ -41,7 +43,8 @@ def topk_figure(top: list[dict], title: str = 'top-k', height: int = 300) -> go.
             orientation='h',
             marker_color='#2563eb',
             text=[f'{r["prob"]:.1%}' for r in rows],
-            textposition='auto',
+            textposition='outside',
+            cliponaxis=False,
             hovertemplate='%{y}<br>p = %{x:.4f}<extra></extra>',
         )
     )
