@@ -613,7 +613,8 @@ def add_share_tab(ctx: AppContext) -> None:
             )
             gr.HTML(
                 '<div class="mfx-note">The link holds the whole composition (URL-safe base64 of its compact '
-                'JSON); the address bar follows every valid change, so a reload keeps your work.</div>'
+                'JSON); the address bar follows every valid change, so a reload keeps your design. Pins and the undo '
+                'history last as long as this page: keep a pinned design as its link or spec file.</div>'
             )
         with gr.Row():
             snippet = gr.Code(language='python', label='Python: rebuild this model', elem_id='mfx-snippet')
