@@ -245,6 +245,8 @@ def test_two_pinned_designs_are_listed_loaded_back_and_unpinned(app_url, page, s
     page.locator('#mfx-pin-load').click()
     wait_macs(page, before)
     wait_name(page, 'caformer_s18')
+    # the line beside Pin follows: "Already pinned as caformer_s18-mod1" stayed on screen before
+    page.wait_for_selector('#mfx-pin-status:has-text("Loaded the pin caformer_s18.")')
     pins.locator('label', has_text='caformer_s18 ·').click()
     page.locator('#mfx-pin-drop').click()
     page.wait_for_selector('#mfx-pin-status:has-text("Unpinned caformer_s18")')

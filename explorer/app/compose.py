@@ -700,11 +700,14 @@ def _wire_pins(ui: SimpleNamespace, ctx: AppContext, load_spec) -> None:
         spec = history.find_pin(pins or [], name) if name else None
         if spec is None:
             raise gr.Error('Choose a pinned design to load.', print_exception=False)
-        return spec
+        return spec, md_text(f'Loaded the pin {name}.')  # what the line said about the last Pin is stale now
 
     ui.pin.click(do_pin, [ui.hist, ctx.pins, ctx.spec], [ctx.pins, ui.pin_status], show_progress='hidden', **PRIVATE)
     ui.pin_drop.click(do_unpin, [ctx.pins, ui.pins], [ctx.pins, ui.pin_status], show_progress='hidden', **PRIVATE)
-    load_spec(ui.pin_load.click(do_load, [ctx.pins, ui.pins], ctx.spec, show_progress='hidden', **PRIVATE))
+    loads = ui.pin_load.click(
+        do_load, [ctx.pins, ui.pins], [ctx.spec, ui.pin_status], show_progress='hidden', **PRIVATE
+    )
+    load_spec(loads)
     ctx.pins.change(
         lambda pins: gr.update(choices=_pin_choices(pins), value=None),
         ctx.pins,
