@@ -668,6 +668,7 @@ def test_the_train_api_and_tab_pass_compile_through(monkeypatch, tmp_path):
     assert done['kind'] == 'done' and done['metrics']['compile'] is True and done['metrics']['steps'] == 2
     text = _result_text(TrainResult(str(tmp_path / f'{done["model"]}.safetensors'), done['metrics']))
     assert f', compiled (first step {done["metrics"]["first_step_s"]:.0f} s). ' in text
+    assert ' after 1 epoch (2 steps, ' in text  # not "1 epochs"
 
     demo = build_demo()
     box = next(b for b in demo.blocks.values() if getattr(b, 'elem_id', None) == 'mfx-train-compile')

@@ -86,7 +86,8 @@ def _result_text(res) -> str:
     compiled = f', compiled (first step {m.get("first_step_s") or 0:.0f} s)' if m.get('compile') else ''
     return (
         f'**Done:** test accuracy **{100 * m["test_accuracy"]:.2f}%** ({m["test_correct"]:,}/{m["test_n"]:,}) '
-        f'after {m["epochs"]:g} epochs ({m["steps"]} steps, stopped by {m["stopped_by"]}), '
+        f'after {m["epochs"]:g} epoch{"" if m["epochs"] == 1 else "s"} ({m["steps"]} steps, '
+        f'stopped by {m["stopped_by"]}), '
         f'{m["train_time_s"]:.0f} s of training on {m["device"]} with {m["threads"]} threads, '
         f'{"bf16 autocast" if m.get("amp") == "bf16" else m.get("amp") or "fp32"}{compiled}. '
         f'Saved as the trained model **{md_text(Path(res.checkpoint).stem)}** (pick it in Predict & explain).'
