@@ -241,3 +241,20 @@ def test_a_search_draws_its_frontier_and_a_click_opens_the_design(app_url, page,
     trial = study.open_study(sp).trials[number]
     wait_macs(page, analytic_cost(design(sp, trial.params)).macs)
     page.screenshot(path=str(shots / 'search-opened.png'), full_page=True)
+
+    # a published preset's diamond opens that preset (the tab says a click on a point opens it; it did nothing)
+    page.get_by_role('tab', name='Search').click()
+    page.wait_for_function(f'() => {plot} && {plot}.data.some(t => t.name === "published presets")')
+    page.wait_for_timeout(1000)
+    names = page.evaluate(f'() => {plot}.data.map(t => t.name)')
+    k = names.index('published presets')
+    preset = page.evaluate(f'() => {plot}.data[{k}].text[0]')
+    point = page.locator('#mfx-search-plot g.trace.scatter').nth(k).locator('path.point').first
+    point.scroll_into_view_if_needed()
+    box = point.bounding_box()
+    page.mouse.move(box['x'] + box['width'] / 2, box['y'] + box['height'] / 2)
+    page.mouse.click(box['x'] + box['width'] / 2, box['y'] + box['height'] / 2)
+    page.wait_for_function(
+        '(n) => document.querySelector("#mfx-name textarea, #mfx-name input")?.value === n', arg=preset
+    )
+    wait_macs(page, analytic_cost(ArchSpec.from_dict(get_preset(preset))).macs)

@@ -527,6 +527,15 @@ def add_search_tab(ctx) -> None:
     outs = [ctx.spec, tabs] if tabs is not None else [ctx.spec]
 
     def from_click(number, *rest):
+        from explorer.viz.search import PRESET_PICK  # plotly: not at start-up
+
+        if isinstance(number, str) and number.startswith(PRESET_PICK):  # a published preset's diamond
+            from explorer.core.catalog import get_preset, preset_names
+
+            name = number.removeprefix(PRESET_PICK)
+            if name not in preset_names():
+                raise user_error(f'{public_text(name, 60)} is not a preset', title='Cannot open')
+            return (get_preset(name), gr.Tabs(selected='compose'))[: len(outs)]
         return open_trial(number, *rest)[: len(outs)]
 
     def from_row(evt: gr.SelectData, text_value, *form_value):

@@ -27,6 +27,9 @@ def axes(objectives: dict) -> tuple[str, str]:
     return keys[0], keys[1]
 
 
+PRESET_PICK = 'preset:'  # a preset point's customdata: this prefix and the preset's name (trials: their number)
+
+
 def search_figure(
     trials: list[dict], frontier: list[dict], objectives: dict, presets: list[dict] | None = None, height: int = 520
 ) -> go.Figure:
@@ -86,7 +89,9 @@ def search_figure(
                 textposition='top center',
                 textfont=dict(size=10, color='#b91c1c'),
                 marker=dict(symbol='diamond', size=9, color='#dc2626'),
-                hovertemplate='<b>%{text}</b><br>' + f'{x} %{{x:.4g}}, {y} %{{y:.4g}}<extra></extra>',
+                customdata=[[f'{PRESET_PICK}{p["name"]}'] for p in shown],  # a click opens the preset
+                hovertemplate='<b>%{text}</b> (click: open in Compose)<br>'
+                + f'{x} %{{x:.4g}}, {y} %{{y:.4g}}<extra></extra>',
             )
         )
     fig.update_layout(**_LAYOUT, height=height, xaxis_title=LABELS[x], yaxis_title=LABELS[y], clickmode='event')
