@@ -194,6 +194,15 @@ def test_presets_are_found_by_their_timm_name(app_url, page):
     wait_macs(page, analytic_cost(ArchSpec.from_dict(get_preset('caformer_s18'))).macs)
 
 
+def click_first_point(page, trace: int) -> None:
+    """Click where the Search plot draws the first point of its trace number `trace`."""
+    point = page.locator('#mfx-search-plot g.trace.scatter').nth(trace).locator('path.point').first
+    point.scroll_into_view_if_needed()
+    box = point.bounding_box()
+    page.mouse.move(box['x'] + box['width'] / 2, box['y'] + box['height'] / 2)
+    page.mouse.click(box['x'] + box['width'] / 2, box['y'] + box['height'] / 2)
+
+
 def test_a_search_draws_its_frontier_and_a_click_opens_the_design(app_url, page, shots, tmp_path, monkeypatch):
     """The Search tab end to end: a small search of the shipped hybrid space, its frontier plotted, a click on a
     frontier point, and the composer showing that design (its MACs equal the trial's)."""
@@ -224,11 +233,7 @@ def test_a_search_draws_its_frontier_and_a_click_opens_the_design(app_url, page,
     names = page.evaluate(f'() => {plot}.data.map(t => t.name)')
     k = next(i for i, n in enumerate(names) if n.startswith('Pareto frontier'))
     on_front = set(page.evaluate(f'() => {plot}.data[{k}].customdata.map(c => c[0])'))
-    point = page.locator('#mfx-search-plot g.trace.scatter').nth(k).locator('path.point').first
-    point.scroll_into_view_if_needed()
-    box = point.bounding_box()
-    page.mouse.move(box['x'] + box['width'] / 2, box['y'] + box['height'] / 2)
-    page.mouse.click(box['x'] + box['width'] / 2, box['y'] + box['height'] / 2)
+    click_first_point(page, k)
     # the composer opens with that design: its name says the trial, its MACs are the trial's
     page.wait_for_function(
         '() => /^metaformer_hybrid_t\\d+$/.test(document.querySelector("#mfx-name textarea, #mfx-name input")?.value)'
@@ -249,11 +254,7 @@ def test_a_search_draws_its_frontier_and_a_click_opens_the_design(app_url, page,
     names = page.evaluate(f'() => {plot}.data.map(t => t.name)')
     k = names.index('published presets')
     preset = page.evaluate(f'() => {plot}.data[{k}].text[0]')
-    point = page.locator('#mfx-search-plot g.trace.scatter').nth(k).locator('path.point').first
-    point.scroll_into_view_if_needed()
-    box = point.bounding_box()
-    page.mouse.move(box['x'] + box['width'] / 2, box['y'] + box['height'] / 2)
-    page.mouse.click(box['x'] + box['width'] / 2, box['y'] + box['height'] / 2)
+    click_first_point(page, k)
     page.wait_for_function(
         '(n) => document.querySelector("#mfx-name textarea, #mfx-name input")?.value === n', arg=preset
     )
