@@ -266,3 +266,22 @@ def test_a_link_dims_the_composer_until_its_design_is_shown(app_url, page):
     # while restoring (the class set by hand, as the load event sets it) the form takes no clicks
     page.evaluate("() => document.body.classList.add('mfx-restoring')")
     assert page.evaluate("() => getComputedStyle(document.getElementById('mfx-compose')).pointerEvents") == 'none'
+
+
+def test_add_stage_is_off_at_six_stages_and_remove_is_off_at_one(app_url, page):
+    """Both clicks could only end in an error toast over the figures ("a spec has at most 6 stages", "needs at least
+    one stage"): the buttons say so before, by looking and being off."""
+    open_caformer(page, app_url)
+
+    def off(selector: str) -> bool:
+        return page.evaluate(f'() => getComputedStyle(document.querySelector("{selector}")).pointerEvents') == 'none'
+
+    assert not off('#mfx-add') and not off('#mfx-s1-remove')
+    for n in (5, 6):
+        page.locator('#mfx-add').click()
+        page.locator(f'#mfx-stage-{n}').wait_for(state='visible')
+    page.wait_for_function('() => getComputedStyle(document.querySelector("#mfx-add")).pointerEvents === "none"')
+    for n in (6, 5, 4, 3, 2):
+        page.locator(f'#mfx-s{n}-remove').click()
+        page.locator(f'#mfx-stage-{n}').wait_for(state='detached')
+    assert off('#mfx-s1-remove') and not off('#mfx-add')

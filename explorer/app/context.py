@@ -61,6 +61,9 @@ table.mfx-table td:first-child, table.mfx-table th:first-child, table.mfx-table 
 .mfx-stage-title {flex: 0 0 34px !important; min-width: 34px !important; align-self: center}
 .mfx-stage-title div {font-weight: 700; font-size: 13px; text-align: center}
 .mfx-remove {flex: 0 0 30px !important; min-width: 30px !important; max-width: 30px; align-self: center}
+/* six stages on screen: no seventh can be added; one: it cannot be removed (hidden stage rows are not in the page) */
+body:has(#mfx-stage-6) #mfx-add,
+body:not(:has(#mfx-stage-2)) #mfx-stage-1 .mfx-remove {opacity: .4; pointer-events: none}
 #mfx-scratch {max-height: 40px; align-self: center; white-space: nowrap; font-size: 14px}
 /* compare */
 .mfx-compare-bar {align-items: flex-end; flex-wrap: wrap !important}
