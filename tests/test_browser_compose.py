@@ -219,6 +219,10 @@ def test_the_counts_and_chart_stay_in_view_while_editing_the_last_stage(app_url,
             assert page.evaluate('window.scrollY') > 100  # the page did scroll
             assert 0 <= macs['y'] and macs['y'] + macs['height'] <= height, macs
             assert chart['y'] < height and chart['x'] >= field['x'] + field['width'], chart  # beside the form
+            # the per-stage table's last column (MACs) is inside its box: at 1024 px it was cut off
+            macs_col = page.locator('#mfx-shapes th').last.bounding_box()
+            box = page.locator('#mfx-table').bounding_box()
+            assert macs_col['x'] + macs_col['width'] <= box['x'] + box['width'] + 1, (width, macs_col, box)
         finally:
             ctx.close()
 

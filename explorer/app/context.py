@@ -42,6 +42,12 @@ table.mfx-table {border-collapse: collapse; width: 100%; font-size: 12px; font-v
 table.mfx-table th, table.mfx-table td {padding: 3px 6px; border-bottom: 1px solid var(--border-color-primary);
            text-align: right; white-space: nowrap}
 table.mfx-table th {font-weight: 600; color: var(--body-text-color-subdued)}
+/* a narrow window packs the per-stage table tighter, then scrolls it: its MACs column is never cut off */
+#mfx-table {overflow-x: auto !important}
+@media (max-width: 1200px) {
+  table.mfx-table {font-size: 11px}
+  table.mfx-table th, table.mfx-table td {padding: 3px 2px}
+}
 table.mfx-table td:first-child, table.mfx-table th:first-child, table.mfx-table td.l {text-align: left}
 .mfx-tight, .mfx-stage {flex-wrap: nowrap !important; gap: 6px !important}
 .mfx-stage {align-items: center; border: 1px solid var(--border-color-primary); border-radius: 6px;
