@@ -289,3 +289,21 @@ def test_add_stage_is_off_at_six_stages_and_remove_is_off_at_one(app_url, page):
         page.locator(f'#mfx-s{n}-remove').click()
         page.locator(f'#mfx-stage-{n}').wait_for(state='detached')
     assert off('#mfx-s1-remove') and not off('#mfx-add')
+
+
+def test_the_measure_history_table_fits_the_page(app_url, page):
+    """At 1280 px the history ran past the page: its long headers did not wrap, and the stamp column (processor,
+    threads, torch, and the busy-CPU warning when there is one) was cut off mid-word."""
+    from explorer.core.share import encode_share
+
+    from .conftest import TINY
+
+    page.goto(f'{app_url}?spec={encode_share(TINY)}')
+    page.wait_for_function('() => document.body.innerText.includes("tiny_fmnist")')
+    page.get_by_role('tab', name='Measure').click()
+    page.get_by_role('button', name='Measure', exact=True).click()
+    page.wait_for_selector('#mfx-history', timeout=120_000)
+    table = page.locator('#mfx-history').bounding_box()
+    box = page.locator('#mfx-history-box').bounding_box()
+    assert table['x'] + table['width'] <= box['x'] + box['width'] + 1, (table, box)
+    assert 'threads, torch' in page.locator('#mfx-history td').last.inner_text()

@@ -43,7 +43,10 @@ table.mfx-table th, table.mfx-table td {padding: 3px 6px; border-bottom: 1px sol
            text-align: right; white-space: nowrap}
 table.mfx-table th {font-weight: 600; color: var(--body-text-color-subdued)}
 /* a narrow window packs the per-stage table tighter, then scrolls it: its MACs column is never cut off */
-#mfx-table {overflow-x: auto !important}
+#mfx-table, #mfx-history-box {overflow-x: auto !important}
+/* the Measure history: long headers and the stamp (with its busy-CPU warning) wrap instead of running off the page */
+#mfx-history th {white-space: normal}
+#mfx-history td:last-child {white-space: normal; min-width: 200px}
 @media (max-width: 1200px) {
   table.mfx-table {font-size: 11px}
   table.mfx-table th, table.mfx-table td {padding: 3px 2px}
