@@ -7,13 +7,15 @@ from __future__ import annotations
 
 import queue
 import re
+import shutil
 import threading
 import time
 import uuid
 from pathlib import Path
 
 from explorer.core.spec import ArchSpec, SpecError
-from explorer.measure.guard import Limits
+from explorer.measure.analytic import analytic_cost
+from explorer.measure.guard import Limits, ResourceError
 from explorer.train import checkpoints
 from explorer.train.data import DatasetNotFound
 
@@ -31,6 +33,65 @@ def run_file_name(spec_name: str, seed: int) -> str:
     (at most 40), a time stamp and a random suffix. Never a path: no separator, no leading dot."""
     stem = re.sub(r'[^A-Za-z0-9_.-]+', '_', spec_name)[:40].strip('._-') or 'model'
     return f'{stem}-{time.strftime("%Y%m%d-%H%M%S")}-seed{seed}-{uuid.uuid4().hex[:8]}.safetensors'
+
+
+DISK_RESERVE_BYTES = 2**30  # free space a training leaves on the disk of its runs folder
+
+
+def checkpoint_bytes(spec: ArchSpec) -> int:
+    """The size of the checkpoint a training of `spec` writes, from the spec alone: fp32 weights, plus a
+    MiB for the metadata (a spec is at most 1,000,000 characters) and small buffers."""
+    return analytic_cost(spec).params * 4 + 2**20
+
+
+def _folder_bytes(folder: Path) -> int:
+    """Bytes held by the files directly in `folder` (0 when it does not exist yet); links are not followed."""
+    if not folder.is_dir():
+        return 0
+    total = 0
+    for f in folder.iterdir():
+        try:
+            st = f.lstat()
+        except OSError:  # removed while we looked
+            continue
+        if not f.is_symlink() and f.is_file():
+            total += st.st_size
+    return total
+
+
+def check_room(folder: Path, spec: ArchSpec, limits: Limits) -> int:
+    """Refuse a training whose checkpoint would take the runs folder past the server's quota
+    (EXPLORER_MAX_RUNS_GB) or leave its disk less than DISK_RESERVE_BYTES free; return the checkpoint's
+    estimated size. Checked once the training slot is held, so no other training writes meanwhile."""
+    need = checkpoint_bytes(spec)
+    used = _folder_bytes(folder)
+    quota = limits.max_runs_gb * 2**30
+    errors = []
+    if used + need > quota:
+        errors.append(
+            (
+                'runs',
+                f"the runs folder holds {used / 2**30:,.2f} GiB of trained models and this training's checkpoint "
+                f"needs {need / 2**30:,.2f} GiB: over the server's limit of {limits.max_runs_gb:,g} GiB (delete "
+                'runs from the folder, or set EXPLORER_MAX_RUNS_GB to change it)',
+            )
+        )
+    where = folder
+    while not where.exists() and where != where.parent:  # the folder is made when the checkpoint is written
+        where = where.parent
+    free = shutil.disk_usage(where).free
+    if free - need < DISK_RESERVE_BYTES:
+        errors.append(
+            (
+                'disk',
+                f"the disk of the runs folder has {free / 2**30:,.2f} GiB free and this training's checkpoint "
+                f'needs {need / 2**30:,.2f} GiB, leaving less than the {DISK_RESERVE_BYTES / 2**30:g} GiB a '
+                'training must leave free',
+            )
+        )
+    if errors:
+        raise ResourceError(errors)
+    return need
 
 
 def request_stop(run_id: str) -> bool:
@@ -63,7 +124,8 @@ def training_events(
     after its current step when `request_stop(run_id)` is called, when the consumer stops listening (a closed
     browser tab closes this generator) and at the server's time limit (EXPLORER_MAX_TRAIN_S; see
     explorer.measure.guard.Limits). The checkpoint goes to `out_dir` (default: the runs folder,
-    explorer.train.checkpoints.USER_DIR) under a name the server makes (run_file_name).
+    explorer.train.checkpoints.USER_DIR) under a name the server makes (run_file_name), and only when it fits
+    there (check_room: the server's quota for that folder and a free-space reserve on its disk).
     """
     from explorer.train.loop import Stopped, train  # torch: loaded when a training starts
 
@@ -75,9 +137,12 @@ def training_events(
         return
     stop = _STOP.setdefault(run_id, threading.Event())
     try:
-        limit = Limits.from_env().max_train_s
+        limits = Limits.from_env()
+        limit = limits.max_train_s
         runs = Path(out_dir) if out_dir is not None else checkpoints.USER_DIR
-        out = runs / run_file_name(ArchSpec.from_dict(spec).name, seed)
+        arch = ArchSpec.from_dict(spec)
+        check_room(runs, arch, limits)
+        out = runs / run_file_name(arch.name, seed)
     except (SpecError, ValueError) as e:
         _SLOT.release()
         _STOP.pop(run_id, None)

@@ -189,3 +189,57 @@ def test_a_cancelled_api_training_stops(client, tmp_path, monkeypatch):
     assert any(t for t in training_threads())
     job.cancel()
     assert wait_until(lambda: not training_threads(), 60), 'the cancelled training kept running'
+
+
+def test_a_training_that_would_pass_the_runs_quota_is_refused_before_it_starts(tmp_path, fake_dir, monkeypatch):
+    from explorer.train.runner import checkpoint_bytes
+
+    # the checkpoint a training writes is the size checkpoint_bytes says, or less
+    done = list(training_events(TINY, 0.1, None, 32, 0, 64, 'sized', out_dir=tmp_path, data_dir=fake_dir))
+    written = Path(done[-1]['result'].checkpoint)
+    from explorer.core.spec import ArchSpec
+
+    need = checkpoint_bytes(ArchSpec.from_dict(TINY))
+    assert written.stat().st_size <= need < written.stat().st_size + 2**20 + 2**16
+    # a quota just under what the folder holds plus one more checkpoint: refused, nothing written or started
+    quota_gib = (written.stat().st_size + need - 1) / 2**30
+    monkeypatch.setenv('EXPLORER_MAX_RUNS_GB', repr(quota_gib))
+    before = sorted(tmp_path.iterdir())
+    refused = list(training_events(TINY, 0.1, None, 32, 0, 64, 'over', out_dir=tmp_path, data_dir=fake_dir))
+    assert [e['kind'] for e in refused] == ['error']
+    msg = refused[0]['message']
+    assert 'runs:' in msg and "server's limit of" in msg and 'EXPLORER_MAX_RUNS_GB' in msg
+    assert str(tmp_path) not in msg  # names the limit, never the server's path
+    assert sorted(tmp_path.iterdir()) == before and not training_threads()
+    # the slot was given back: with room for one more, the next training runs
+    monkeypatch.setenv('EXPLORER_MAX_RUNS_GB', repr((written.stat().st_size + need) / 2**30))
+    again = list(training_events(TINY, 0.1, None, 32, 0, 64, 'fits', out_dir=tmp_path, data_dir=fake_dir))
+    assert again[-1]['kind'] == 'done'
+
+
+def test_a_training_that_would_fill_the_disk_is_refused(tmp_path, fake_dir, monkeypatch):
+    import shutil as sh
+
+    from explorer.train import runner
+
+    real = sh.disk_usage
+    monkeypatch.setattr(runner.shutil, 'disk_usage', lambda p: real(p)._replace(free=runner.DISK_RESERVE_BYTES))
+    refused = list(training_events(TINY, 0.1, None, 32, 0, 64, 'full', out_dir=tmp_path / 'new', data_dir=fake_dir))
+    assert [e['kind'] for e in refused] == ['error']
+    assert 'disk:' in refused[0]['message'] and 'must leave free' in refused[0]['message']
+    assert not (tmp_path / 'new').exists()
+
+
+def test_api_training_past_the_runs_quota_gets_a_clear_error(client, tmp_path, monkeypatch):
+    """/train as a stranger calls it, into the app's default runs folder: refused by the quota, named."""
+    import json
+
+    import explorer.train.checkpoints as checkpoints
+
+    monkeypatch.setattr(checkpoints, 'USER_DIR', tmp_path / 'trained')
+    monkeypatch.setenv('EXPLORER_MAX_RUNS_GB', '0.0005')  # 0.5 MiB: less than any checkpoint
+    spec = json.loads((ROOT / 'assets/fmnist/specs/fmnist_identity.json').read_text())
+    with pytest.raises(Exception) as info:
+        client.predict(spec=spec, epochs=1, batch_size=64, seed=0, train_limit=64, api_name='/train')
+    assert "server's limit of 0.0005 GiB" in str(info.value) and 'EXPLORER_MAX_RUNS_GB' in str(info.value)
+    assert not (tmp_path / 'trained').exists() and not training_threads()
