@@ -444,3 +444,38 @@ def test_search_downloads_are_named_after_their_content(tmp_path, monkeypatch):
     names = zipfile.ZipFile(zip_b).namelist()
     assert names and all('/' not in n and n.startswith('___NNN') and n.endswith('.json') for n in names)
     assert study_view(b)[2] == csv_b  # the same study, the same file
+
+
+def test_a_search_past_the_study_caps_is_refused_naming_them(client, tmp_path, monkeypatch):
+    """A stranger could add 2,000 trials a request without end: to one shared study (slowing every visitor's
+    Search tab, which reads the whole study) or to ever new spaces (filling the disk). The app's storage is
+    bounded per study and in bytes, checked before a trial runs; the CLI's own storages are not."""
+    pytest.importorskip('gradio_client')
+    from explorer.search.study import storage_bytes, stored_trials
+
+    monkeypatch.setenv('EXPLORER_SEARCH_DIR', str(tmp_path))  # the app's default storage, in this test's folder
+    monkeypatch.setenv('EXPLORER_MAX_STUDY_TRIALS', '10')
+    space = {**SMALL, 'name': 'capped'}
+    assert client.predict(space=space, trials=7, api_name='/search')['trials'] == 7
+    assert stored_trials(parse_space(space)) == 7
+    with pytest.raises(
+        Exception,
+        match=r'4 trials asked for; the study of this space holds 7 trials and this server keeps at most 10 '
+        r'per study \(EXPLORER_MAX_STUDY_TRIALS\): add '
+        r'at most 3',
+    ):
+        client.predict(space=space, trials=4, api_name='/search')
+    assert stored_trials(parse_space(space)) == 7  # nothing ran
+    assert client.predict(space=space, trials=3, api_name='/search')['trials'] == 10
+    with pytest.raises(Exception, match='it is full, or search the space under another name'):
+        client.predict(space=space, trials=1, api_name='/search')
+    # another name is another study; the database's size is the other bound
+    size = storage_bytes()
+    assert size > 0
+    monkeypatch.setenv('EXPLORER_MAX_STUDY_TRIALS', '10000')
+    monkeypatch.setenv('EXPLORER_MAX_STUDIES_MB', str(max(1, size // 2**20)))
+    with pytest.raises(Exception, match=r'study database takes .* MiB .* \(EXPLORER_MAX_STUDIES_MB\)'):
+        client.predict(space={**space, 'name': 'renamed'}, trials=200, api_name='/search')
+    assert stored_trials(parse_space({**space, 'name': 'renamed'})) == 0
+    monkeypatch.setenv('EXPLORER_MAX_STUDIES_MB', '1024')
+    assert client.predict(space={**space, 'name': 'renamed'}, trials=2, api_name='/search')['trials'] == 2

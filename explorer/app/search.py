@@ -76,6 +76,42 @@ def max_trial_epochs() -> int:
 FMNIST_TRAIN, FMNIST_TEST = 60_000, 10_000  # images in Fashion-MNIST's splits
 
 
+def max_study_trials() -> int:
+    """Trials one study may hold in the app's storage: EXPLORER_MAX_STUDY_TRIALS, default 10,000."""
+    return _env_int('EXPLORER_MAX_STUDY_TRIALS', 10_000)
+
+
+def max_studies_mb() -> int:
+    """MiB the app's study database may take on disk: EXPLORER_MAX_STUDIES_MB, default 1,024."""
+    return _env_int('EXPLORER_MAX_STUDIES_MB', 1024)
+
+
+TRIAL_BYTES = 8 * 2**10  # what a trial may add to the study database, counted generously (about 3 KiB measured)
+
+
+def check_store(space, trials: int) -> None:
+    """Refuse a search that would take its study past EXPLORER_MAX_STUDY_TRIALS trials or the study database
+    past EXPLORER_MAX_STUDIES_MB (raises SpaceError naming the figures). Nothing is ever deleted: a full study
+    stays readable, and a space under another name starts a study of its own."""
+    from explorer.search.study import storage_bytes, stored_trials
+
+    held, cap = stored_trials(space), max_study_trials()
+    if held + trials > cap:
+        room = f'add at most {cap - held:,}' if held < cap else 'it is full'
+        holds = f'holds {held:,} trials and ' if held else 'is new and '
+        raise SpaceError(
+            f'{trials:,} trials asked for; the study of this space {holds}this server keeps at most {cap:,} per '
+            f'study (EXPLORER_MAX_STUDY_TRIALS): {room}, or search the space under another name to start a new '
+            'study'
+        )
+    size, limit = storage_bytes(), max_studies_mb()
+    if size is not None and size + trials * TRIAL_BYTES > limit * 2**20:
+        raise SpaceError(
+            f"the server's study database takes {size / 2**20:,.1f} MiB and {trials:,} more trials may add "
+            f'{trials * TRIAL_BYTES / 2**20:,.1f} MiB: over its limit of {limit:,} MiB (EXPLORER_MAX_STUDIES_MB)'
+        )
+
+
 def check_training(space, trials: int, limits: Limits | None = None) -> dict:
     """Refuse a training search over this server's limits, before anything is loaded or trained: at most
     max_trained_trials() trials, and each trial's budget (the space's "training" object over
@@ -238,6 +274,12 @@ def search_events(space, trials: int, stop: threading.Event) -> Iterator[dict]:
     if not _SLOT.acquire(timeout=ANALYTIC_WAIT_S):
         yield {'kind': 'error', 'message': BUSY}
         return
+    try:
+        check_store(space, trials)  # holding the slot: no other analytic search adds trials meanwhile
+    except SpaceError as e:
+        _SLOT.release()
+        yield {'kind': 'error', 'message': str(e)}
+        return
 
     def work(emit):
         front = run_search(space, trials=trials, progress=emit, should_stop=stop.is_set)
@@ -270,6 +312,12 @@ def training_search_events(space, trials: int, stop: threading.Event, limits: Li
         return
     if not TRAINING_SLOT.acquire(blocking=False):
         yield {'kind': 'error', 'message': BUSY_TRAINING}
+        return
+    try:
+        check_store(space, trials)
+    except SpaceError as e:
+        TRAINING_SLOT.release()
+        yield {'kind': 'error', 'message': str(e)}
         return
     deadline = time.monotonic() + limits.max_train_s
     timed_out = threading.Event()

@@ -84,6 +84,37 @@ def study_name(space: Space, name: str | None = None) -> str:
     return name or f'{space.name}-{space.key}'
 
 
+def stored_trials(space: Space, storage: str | None = None, name: str | None = None) -> int:
+    """How many trials the space's study holds (0 when there is none); creates nothing. A SQL count on an RDB
+    storage (milliseconds for any size), else Optuna's own count."""
+    st = _storage(storage)
+    try:
+        sid = st.get_study_id_from_name(study_name(space, name))
+    except KeyError:
+        return 0
+    engine = getattr(st, 'engine', None)
+    if engine is None:
+        return st.get_n_trials(sid)
+    from sqlalchemy import text
+
+    with engine.connect() as conn:  # Optuna's schema: one row per trial in `trials`
+        return int(conn.execute(text('SELECT COUNT(*) FROM trials WHERE study_id = :sid'), {'sid': sid}).scalar())
+
+
+def storage_bytes(storage: str | None = None) -> int | None:
+    """The bytes a SQLite or journal storage takes on disk (its write-ahead log included); None for a database
+    server, whose size is its administrator's business."""
+    url = storage or default_storage()
+    if url.startswith('sqlite:///'):
+        path = Path(url.removeprefix('sqlite:///'))
+        files = [path, path.with_name(path.name + '-wal')]
+    elif url.startswith('journal:'):
+        files = [Path(url.removeprefix('journal:'))]
+    else:
+        return None
+    return sum(f.stat().st_size for f in files if f.is_file())
+
+
 def open_study(
     space: Space,
     storage: str | None = None,
