@@ -479,3 +479,43 @@ def test_a_search_past_the_study_caps_is_refused_naming_them(client, tmp_path, m
     assert stored_trials(parse_space({**space, 'name': 'renamed'})) == 0
     monkeypatch.setenv('EXPLORER_MAX_STUDIES_MB', '1024')
     assert client.predict(space={**space, 'name': 'renamed'}, trials=2, api_name='/search')['trials'] == 2
+
+
+def test_a_study_is_read_once_per_process_then_only_what_is_new(tmp_path, monkeypatch):
+    """The Search tab reads the whole study on every view: 2 s for 2,000 trials, every time, for every visitor.
+    The process keeps the finished trials it has read; a later read fetches only new ones, including trials
+    another process (a worker, the CLI) wrote meanwhile."""
+    import subprocess
+    import sys
+
+    import optuna
+
+    url = f'sqlite:///{tmp_path}/s.db'
+    sp = parse_space(SMALL)
+
+    def search_elsewhere(trials: int, seed: int) -> None:  # another process writes into the study
+        code = (
+            'import json, sys; from explorer.search.space import parse_space; from explorer.search.study import '
+            f'run_search; run_search(parse_space(json.loads(sys.argv[1])), trials={trials}, storage={url!r}, '
+            f'seed={seed})'
+        )
+        subprocess.run([sys.executable, '-c', code, json.dumps(SMALL)], check=True, timeout=120)
+
+    search_elsewhere(12, 0)
+    fetched = []
+    real = optuna.storages.RDBStorage._get_trials
+
+    def counting(self, *a, **k):
+        out = real(self, *a, **k)
+        fetched.append(len(out))
+        return out
+
+    monkeypatch.setattr(optuna.storages.RDBStorage, '_get_trials', counting)
+    assert len(frontier(open_study(sp, url), sp).trials) == 12
+    assert sum(fetched) == 12
+    fetched.clear()
+    assert len(frontier(open_study(sp, url), sp).trials) == 12
+    assert sum(fetched) == 0  # nothing read again (before: all 12 on every view)
+    search_elsewhere(5, 1)
+    assert sorted(t['number'] for t in frontier(open_study(sp, url), sp).trials) == list(range(17))
+    assert sum(fetched) == 5  # the other process's trials, and only those
