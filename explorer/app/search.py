@@ -82,8 +82,10 @@ def max_study_trials() -> int:
 
 
 def max_studies_mb() -> int:
-    """MiB the app's study database may take on disk: EXPLORER_MAX_STUDIES_MB, default 1,024."""
-    return _env_int('EXPLORER_MAX_STUDIES_MB', 1024)
+    """MiB the app's study database may take on disk: EXPLORER_MAX_STUDIES_MB, default 256. The server keeps
+    the finished trials it has read in memory (explorer.search.study._cached): about 7 KiB a trial against about
+    3 KiB on disk, so at most about 2.6x this."""
+    return _env_int('EXPLORER_MAX_STUDIES_MB', 256)
 
 
 TRIAL_BYTES = 8 * 2**10  # what a trial may add to the study database, counted generously (about 3 KiB measured)
