@@ -325,21 +325,35 @@ class ArchSpec:
 
 
 # ---- parsing helpers ----------------------------------------------------------------------------------
+def json_excess(data: Any, max_depth: int, max_items: int) -> tuple[str, Any] | None:
+    """Walk JSON-like data without recursion: ('depth', top-level key) for the first value nested deeper than
+    max_depth levels (the data itself is level 1; the key is None when the data is not an object), ('items', None)
+    once it holds more than max_items values, else None. Stops at the first excess: bounded work on any input."""
+    top = data.items() if isinstance(data, dict) else [(None, data)]
+    stack = [(v, 2 if isinstance(data, dict) else 1, k) for k, v in top]
+    items = 1 if isinstance(data, dict) else 0
+    while stack:
+        value, depth, key = stack.pop()
+        items += 1
+        if depth > max_depth:
+            return 'depth', key
+        if items > max_items:
+            return 'items', None
+        if isinstance(value, dict):
+            stack.extend((v, depth + 1, key) for v in value.values())
+        elif isinstance(value, list):
+            stack.extend((v, depth + 1, key) for v in value)
+    return None
+
+
 def check_size(data: Any) -> None:
     """Refuse data nested deeper than MAX_JSON_DEPTH or holding more than MAX_JSON_ITEMS values, before anything
     walks it recursively (no RecursionError, no minute spent on a million stages)."""
-    stack, items = [(data, 1)], 0
-    while stack:
-        value, depth = stack.pop()
-        items += 1
-        if depth > MAX_JSON_DEPTH:
-            raise SpecError([('', f'the spec is nested more than {MAX_JSON_DEPTH} levels deep')])
-        if items > MAX_JSON_ITEMS:
-            raise SpecError([('', f'the spec holds more than {MAX_JSON_ITEMS:,} values')])
-        if isinstance(value, dict):
-            stack.extend((v, depth + 1) for v in value.values())
-        elif isinstance(value, list):
-            stack.extend((v, depth + 1) for v in value)
+    excess = json_excess(data, MAX_JSON_DEPTH, MAX_JSON_ITEMS)
+    if excess and excess[0] == 'depth':
+        raise SpecError([('', f'the spec is nested more than {MAX_JSON_DEPTH} levels deep')])
+    if excess:
+        raise SpecError([('', f'the spec holds more than {MAX_JSON_ITEMS:,} values')])
 
 
 def _parse(data: Any) -> ArchSpec:

@@ -28,7 +28,16 @@ import json
 from dataclasses import dataclass, field
 
 from explorer.core.registry import MIXERS
-from explorer.core.spec import ACTIVATIONS, DEPTH_RANGE, DIM_RANGE, MLP_RATIO_RANGE, NORMS, ArchSpec, SpecError
+from explorer.core.spec import (
+    ACTIVATIONS,
+    DEPTH_RANGE,
+    DIM_RANGE,
+    MLP_RATIO_RANGE,
+    NORMS,
+    ArchSpec,
+    SpecError,
+    json_excess,
+)
 from explorer.measure.latency import DTYPE_NAMES
 
 METRICS = {  # name -> (what it is, unit)
@@ -166,20 +175,11 @@ def _check_shape(data: dict) -> None:
     """Refuse a space nested more than MAX_SPACE_DEPTH levels, holding more than MAX_SPACE_ITEMS values or longer
     than MAX_SPACE_CHARS as JSON, naming its field, before anything walks it recursively or stores it (an object
     from the API arrives parsed: the length of its text was never checked)."""
-    items = 0
-    for key, value in data.items():
-        stack = [(value, 2)]
-        while stack:
-            v, depth = stack.pop()
-            items += 1
-            if depth > MAX_SPACE_DEPTH:
-                raise SpaceError(f'{str(key)[:40]}: nested more than {MAX_SPACE_DEPTH} levels deep')
-            if items > MAX_SPACE_ITEMS:
-                raise SpaceError(f'the space holds more than {MAX_SPACE_ITEMS:,} values')
-            if isinstance(v, dict):
-                stack.extend((x, depth + 1) for x in v.values())
-            elif isinstance(v, list):
-                stack.extend((x, depth + 1) for x in v)
+    excess = json_excess(data, MAX_SPACE_DEPTH, MAX_SPACE_ITEMS)
+    if excess and excess[0] == 'depth':
+        raise SpaceError(f'{str(excess[1])[:40]}: nested more than {MAX_SPACE_DEPTH} levels deep')
+    if excess:
+        raise SpaceError(f'the space holds more than {MAX_SPACE_ITEMS:,} values')
     try:
         n = len(json.dumps(data))
     except (TypeError, ValueError) as e:  # not JSON values (a Python caller's object)
