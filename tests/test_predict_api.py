@@ -109,3 +109,18 @@ def test_models_trained_after_start_up_are_offered_when_the_tab_opens(monkeypatc
     assert f'{up.TRAINED}mine' in offered and f'{up.TRAINED}mine' not in before
     assert (a.value, b.value) == ('caformer_s18', f'{up.TRAINED}fmnist_pooling')  # selections kept
     assert up.get_model(f'{up.TRAINED}mine', None, 'pretrained', None).spec.name == 'fmnist_identity'
+
+
+@pytest.mark.parametrize('size', [(12000, 1), (1, 12000), (4000, 3)])
+def test_a_thin_image_is_refused_before_it_is_resized(size):
+    """A 119-byte 12,000 x 1 PNG is 12,000 pixels, far under the decoder's limit, but the eval transform scales
+    its short side to 248 keeping the aspect ratio: 2,976,000 x 248 pixels, 2.8 GB of the server's memory (a
+    100,000 x 1 one would take the whole machine). Refused naming its size, before anything is resized."""
+    w, h = size
+    with pytest.raises(gr.Error, match=rf'the image is {w:,} x {h:,} pixels: resizing its short side .* at most 40 M'):
+        up.api_predict('poolformer_s12', 'data:image/png;base64,' + _png_b64(size), weights='random', topk=1)
+    for method in ('saliency', 'occlusion'):
+        with pytest.raises(gr.Error, match=rf'the image is {w:,} x {h:,} pixels'):
+            up.api_attribute('poolformer_s12', 'data:image/png;base64,' + _png_b64(size), 'random', method)
+    wide = up.api_predict('poolformer_s12', 'data:image/png;base64,' + _png_b64((800, 100)), weights='random', topk=1)
+    assert wide['data_cfg']['input_size'] == [3, 224, 224]  # an ordinary panorama still works

@@ -16,6 +16,7 @@ import torch.nn as nn
 from PIL import Image
 
 from explorer.core.spec import ArchSpec
+from explorer.explain.images import MAX_PIXELS, ImageError
 from explorer.explain.weights import WeightsInfo
 
 DATA_KEYS = ('input_size', 'interpolation', 'mean', 'std', 'crop_pct', 'crop_mode')
@@ -94,14 +95,32 @@ def make_transform(cfg: dict):
     return create_transform(**{k: cfg[k] for k in DATA_KEYS if k in cfg}, is_training=False)
 
 
+def check_resize(image: Image.Image, cfg: dict, max_pixels: int = MAX_PIXELS) -> None:
+    """Refuse an image that the eval transform would blow up: it scales the short side to the crop's size over
+    crop_pct, keeping the aspect ratio, so a 119-byte 12,000 x 1 PNG became 2,976,000 x 248 pixels (2.8 GB)
+    before the crop. Bounds the resized image by what any crop mode resizes to (the larger side of the input
+    over crop_pct, on the image's short side) before anything is resized."""
+    w, h = image.size
+    scale = math.ceil(max(cfg['input_size'][1:]) / min(float(cfg.get('crop_pct') or 1.0), 1.0)) / min(w, h)
+    if scale > 1 and w * h * scale * scale > max_pixels:
+        rw, rh = round(w * scale), round(h * scale)
+        raise ImageError(
+            f'the image is {w:,} x {h:,} pixels: resizing its short side for this model would make it {rw:,} x '
+            f'{rh:,} ({rw * rh / 1e6:,.0f} M pixels; at most {max_pixels / 1e6:,.0f} M): crop it to a less '
+            'elongated shape'
+        )
+
+
 def preprocess(image: Image.Image, cfg: dict) -> torch.Tensor:
     """PIL image -> (1, C, H, W) float32 normalised model input."""
     mode = 'L' if cfg['input_size'][0] == 1 else 'RGB'
     pad_from = cfg.get('pad_from')
     if not pad_from:
+        check_resize(image, cfg)
         return make_transform(cfg)(image.convert(mode)).unsqueeze(0)
     c, h, w = cfg['input_size']
     inner = {**cfg, 'input_size': (c, pad_from, pad_from), 'crop_pct': 1.0}
+    check_resize(image, inner)
     x = make_transform(inner)(image.convert(mode))
     mean, std = torch.tensor(cfg['mean']).view(-1, 1, 1), torch.tensor(cfg['std']).view(-1, 1, 1)
     canvas = ((0 - mean) / std).expand(c, h, w).clone()  # background = pixel value 0
