@@ -275,3 +275,30 @@ def test_compile_model_keeps_each_design_apart_past_dynamos_limit():
         before = counters['stats']['unique_graphs']
         assert fn(torch.randn(1, 3, 32, 32)).shape == (1, 10)
         assert counters['stats']['unique_graphs'] == before + 1, f'design {i + 1} was not compiled'
+
+
+class Slow(torch.nn.Module):
+    """A model whose every call takes `seconds` (sleeping: no CPU), counting its calls."""
+
+    def __init__(self, seconds: float):
+        super().__init__()
+        self.seconds, self.calls = seconds, 0
+
+    def forward(self, x):
+        import time
+
+        self.calls += 1
+        time.sleep(self.seconds)
+        return x.mean()
+
+
+def test_a_run_that_cannot_finish_in_its_budget_stops_after_its_first_call():
+    """A design few MACs make look cheap (64 blocks of 11x11 pooling at 1024 px) took 25 s a call: the speed run
+    warmed up and timed for 227 s of a 60 s budget. The first call's time now tells whether the run can finish."""
+    slow = Slow(0.4)
+    with pytest.raises(speed.BenchError, match=r'one call took 0\.4 s here: with the 5 timed calls a speed run needs'):
+        speed.bench(tiny(), device='cpu', batch_size=1, model=slow, time_budget_s=2.0)
+    assert slow.calls == 1
+    quick = Slow(0.01)  # the same budget lets a quick model through
+    r = speed.bench(tiny(), device='cpu', batch_size=1, model=quick, time_budget_s=2.0, min_time_s=0.1)
+    assert r.iters >= 5 and quick.calls == r.iters + r.stamp['warmup_iters']
