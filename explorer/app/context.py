@@ -332,6 +332,57 @@ def endpoint(fn):
     return wrapper
 
 
+class WorkSlots:
+    """A server-wide limit on heavy work (speed runs, verifications, model calls), held by the work itself.
+
+    Gradio's concurrency_limit counts events: when a job is cancelled it frees the event's slot at once, but it
+    cannot stop the thread doing the work, which runs on. Submit-and-cancel so ran any number of speed runs or
+    occlusion maps at once (timings overlapped; two cancelled caformer_b36 occlusions kept both cores busy for
+    3 minutes). A handler wrapped with `held` takes one of `n` slots before its work and gives it back when that
+    work ends, cancelled or not: the next request waits up to `wait_s` for it, then is told the server is busy."""
+
+    def __init__(self, what: str, n: int, wait_s: float):
+        self.what, self.n, self.wait_s = what, n, wait_s
+        self._sem = threading.BoundedSemaphore(n)
+
+    def _take(self) -> None:
+        if not self._sem.acquire(timeout=self.wait_s):
+            at_once = 'one at a time' if self.n == 1 else f'{self.n} at a time'
+            raise user_error(
+                f'the server is busy with other {self.what} ({at_once}, each to its end even when its page has gone): '
+                f'try again in a minute',
+                title='Busy',
+            )
+
+    def held(self, fn):
+        """fn (a function or a generator function) that holds a slot while it runs."""
+        if inspect.isgeneratorfunction(fn):
+
+            @functools.wraps(fn)
+            def streams(*args, **kwargs):
+                self._take()
+                try:
+                    yield from fn(*args, **kwargs)
+                finally:
+                    self._sem.release()
+
+            return streams
+
+        @functools.wraps(fn)
+        def wrapper(*args, **kwargs):
+            self._take()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                self._sem.release()
+
+        return wrapper
+
+
+SPEED_SLOTS = WorkSlots('speed runs', 1, 120.0)  # a run's budget (EXPLORER_MAX_BENCH_S, 60 s) and its first call
+VERIFY_SLOTS = WorkSlots('fvcore verifications', 1, 60.0)
+MODEL_SLOTS = WorkSlots('model calls (predictions, attributions, mixing maps)', 2, 180.0)
+
 MAX_SPEC_FILE_BYTES = 1_000_000  # a spec is a few kB; an upload above this is refused before it is read
 
 

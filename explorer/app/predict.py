@@ -16,7 +16,7 @@ from collections.abc import Callable
 
 import gradio as gr
 
-from explorer.app.context import endpoint, html_text, load_model_code, md_text, user_error
+from explorer.app.context import MODEL_SLOTS, endpoint, html_text, load_model_code, md_text, user_error
 from explorer.core.catalog import get_preset, preset_names, pretrained_name
 from explorer.core.registry import show
 from explorer.core.spec import ArchSpec, SpecError
@@ -682,25 +682,29 @@ def add_predict_tab(ctx=None) -> dict:
             return mixing_handler(c, s, m, k, i, _index(st), _index(bl), *rest)
 
         heavy = dict(api_visibility='private', concurrency_id='model', concurrency_limit=2)
-        run_pred.click(predict_handler, common + [topk], [topk_plot, status], **heavy)
+        held = MODEL_SLOTS.held  # the work holds its slot to its end: a cancelled event's thread runs on
+        run_pred.click(held(predict_handler), common + [topk], [topk_plot, status], **heavy)
         run_attr.click(
-            _attr,
+            held(_attr),
             common + [method, smooth, target, stage, baseline],
             [attr_plot, del_plot, status, attr_warning, attr_trust],
             **heavy,
         )
         run_cmp.click(
-            _cmp,
+            held(_cmp),
             [choice, mode, choice_b, mode_b, spec_state, ckpt, image, method, smooth, baseline],
             [cmp_plot, cmp_del, cmp_trust, cmp_warning],
             **heavy,
         )
-        click_xy.change(_click, common + [mstage, click_xy], [mrow, mcol, click_note], **heavy)
+        click_xy.change(held(_click), common + [mstage, click_xy], [mrow, mcol, click_note], **heavy)
         for trigger in (mstage.change, choice.change, ctx.demo.load):
             trigger(_ranges, [choice, spec_state, mstage], ranges, api_visibility='private', show_progress='hidden')
-        run_mix.click(_mix, common + [mstage, mblock, mrow, mcol, mmethod, mreduce, mhead], [mix_plot, status], **heavy)
-        run_erf.click(erf_handler, common, [erf_plot, status], **heavy)
+        run_mix.click(
+            held(_mix), common + [mstage, mblock, mrow, mcol, mmethod, mreduce, mhead], [mix_plot, status], **heavy
+        )
+        run_erf.click(held(erf_handler), common, [erf_plot, status], **heavy)
         for name, fn in API.items():
+            fn = held(fn) if name in ('predict', 'mixing_map', 'attribute') else fn
             gr.api(endpoint(fn), api_name=name, concurrency_id='model', concurrency_limit=2)
     return dict(
         choice=choice,
