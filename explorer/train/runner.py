@@ -44,29 +44,38 @@ def checkpoint_bytes(spec: ArchSpec) -> int:
     return analytic_cost(spec).params * 4 + 2**20
 
 
-def _folder_bytes(folder: Path) -> int:
-    """Bytes held by the files directly in `folder` (0 when it does not exist yet); links are not followed."""
+def _folder_usage(folder: Path) -> tuple[int, int]:
+    """(bytes, files) of the files directly in `folder` ((0, 0) when it does not exist yet); links are not
+    followed."""
     if not folder.is_dir():
-        return 0
-    total = 0
+        return 0, 0
+    total = files = 0
     for f in folder.iterdir():
         try:
             st = f.lstat()
         except OSError:  # removed while we looked
             continue
         if not f.is_symlink() and f.is_file():
-            total += st.st_size
-    return total
+            total, files = total + st.st_size, files + 1
+    return total, files
 
 
 def check_room(folder: Path, spec: ArchSpec, limits: Limits) -> int:
-    """Refuse a training whose checkpoint would take the runs folder past the server's quota
-    (EXPLORER_MAX_RUNS_GB) or leave its disk less than DISK_RESERVE_BYTES free; return the checkpoint's
+    """Refuse a training whose checkpoint would take the runs folder past the server's quota (EXPLORER_MAX_RUNS_GB,
+    EXPLORER_MAX_RUNS files) or leave its disk less than DISK_RESERVE_BYTES free; return the checkpoint's
     estimated size. Checked once the training slot is held, so no other training writes meanwhile."""
     need = checkpoint_bytes(spec)
-    used = _folder_bytes(folder)
+    used, files = _folder_usage(folder)
     quota = limits.max_runs_gb * 2**30
     errors = []
+    if files >= limits.max_runs:
+        errors.append(
+            (
+                'runs',
+                f"the runs folder holds {files:,} files, the server's limit is {limits.max_runs:,} trained models "
+                '(delete runs from the folder, or set EXPLORER_MAX_RUNS to change it)',
+            )
+        )
     if used + need > quota:
         errors.append(
             (

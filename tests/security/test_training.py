@@ -243,3 +243,33 @@ def test_api_training_past_the_runs_quota_gets_a_clear_error(client, tmp_path, m
         client.predict(spec=spec, epochs=1, batch_size=64, seed=0, train_limit=64, api_name='/train')
     assert "server's limit of 0.0005 GiB" in str(info.value) and 'EXPLORER_MAX_RUNS_GB' in str(info.value)
     assert not (tmp_path / 'trained').exists() and not training_threads()
+
+
+def test_the_runs_folder_holds_at_most_max_runs_and_each_header_is_read_once(tmp_path, fake_dir, monkeypatch):
+    """A stranger could add about 5 tiny runs a second (8 KB each: the byte quota allows millions), and every model
+    call read every run's header: 400 runs made /predict and /list_runs 0.1 s slower each. The folder holds at most
+    EXPLORER_MAX_RUNS files, and a header is read once per version of its file."""
+    import shutil as sh
+
+    from explorer.train import checkpoints
+
+    done = list(training_events(TINY, 0.1, None, 32, 0, 64, 'one', out_dir=tmp_path, data_dir=fake_dir))
+    first = Path(done[-1]['result'].checkpoint)
+    for i in range(3):
+        sh.copy(first, tmp_path / f'copy{i}.safetensors')
+    monkeypatch.setenv('EXPLORER_MAX_RUNS', '4')
+    refused = list(training_events(TINY, 0.1, None, 32, 0, 64, 'fifth', out_dir=tmp_path, data_dir=fake_dir))
+    assert [e['kind'] for e in refused] == ['error']
+    assert "holds 4 files, the server's limit is 4 trained models" in refused[0]['message']
+    assert 'EXPLORER_MAX_RUNS' in refused[0]['message'] and len(list(tmp_path.iterdir())) == 4
+    reads = []
+    real = checkpoints.read_metadata
+    monkeypatch.setattr(checkpoints, 'read_metadata', lambda p: reads.append(p) or real(p))
+    listed = checkpoints.list_trained([tmp_path])
+    assert len(listed) == 4 and len(reads) <= 4
+    reads.clear()
+    assert checkpoints.list_trained([tmp_path]) == listed and reads == []  # nothing read again
+    (tmp_path / 'copy0.safetensors').unlink()
+    sh.copy(first, tmp_path / 'copy0.safetensors')  # a new version of a file is read again, alone
+    os.utime(tmp_path / 'copy0.safetensors', ns=(1, 1))
+    assert len(checkpoints.list_trained([tmp_path])) == 4 and [Path(p).name for p in reads] == ['copy0.safetensors']
