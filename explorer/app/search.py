@@ -188,16 +188,21 @@ def merged_space(text: str, p_max, g_max, l_max, x_obj, x_dir, y_obj, y_dir):
         raise user_error(str(e), title='Bad space') from None
     if not isinstance(data, dict):
         raise user_error('the space must be a JSON object (a shipped space is a good start)', title='Bad space')
-    cons = dict(data.get('constraints') or {})
-    for (key, _), value in zip(FORM_LIMITS, (p_max, g_max, l_max)):
-        bounds = dict(cons.get(key) or {})
-        if value:
-            if bounds.get('max') != value:  # unchanged: the space (and its study) stays the shipped one
-                bounds['max'] = float(value)
-        else:
-            bounds.pop('max', None)
-        cons[key] = bounds
-    data['constraints'] = {k: v for k, v in cons.items() if v}
+    cons = data.get('constraints') or {}
+    if isinstance(cons, dict):  # else parse_space names what is wrong, in the words /search answers with
+        cons = dict(cons)
+        for (key, _), value in zip(FORM_LIMITS, (p_max, g_max, l_max)):
+            bounds = cons.get(key) or {}
+            if not isinstance(bounds, dict):  # {"params_m": 5}: as above (it is {"params_m": {"max": 5}})
+                continue
+            bounds = dict(bounds)
+            if value:
+                if bounds.get('max') != value:  # unchanged: the space (and its study) stays the shipped one
+                    bounds['max'] = float(value)
+            else:
+                bounds.pop('max', None)
+            cons[key] = bounds
+        data['constraints'] = {k: v for k, v in cons.items() if v}
     objectives = {x_obj: x_dir}
     if y_obj and y_obj not in ('none', x_obj):
         objectives[y_obj] = y_dir

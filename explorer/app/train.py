@@ -24,8 +24,9 @@ from pathlib import Path
 import gradio as gr
 
 from explorer.app.context import download_file, endpoint, md_text, spec_download, user_error
+from explorer.core.registry import show
 from explorer.core.spec import ArchSpec, SpecError
-from explorer.measure.units import fmt_count
+from explorer.measure.units import fmt_count, whole_number
 from explorer.train.checkpoints import list_trained, read_metadata
 from explorer.train.data import DatasetNotFound, find_dataset
 from explorer.train.fit import adapt_for_fmnist, check_trainable, scale_command
@@ -33,6 +34,53 @@ from explorer.train.runner import request_stop, training_events
 from explorer.viz.training import runs_figure, training_figure
 
 PRIVATE = dict(api_visibility='private')
+# what a training request may set, as /train names it: (low, high, whole number); None: true or false. The Train
+# tab checks its fields against the same table, named as its labels name them (TAB_FIELDS).
+TRAIN_ARGS = {
+    'epochs': (0.01, 100, False),
+    'batch_size': (1, 256, True),
+    'seed': (0, 2**31 - 1, True),
+    'train_limit': (0, 60_000, True),
+    'time_budget': (0, 24 * 3600, False),
+    'erase_prob': (0, 1, False),
+    'compile': None,
+}
+TAB_FIELDS = {
+    'epochs': 'epochs',
+    'batch_size': 'batch size',
+    'seed': 'seed',
+    'train_limit': 'training images',
+    'time_budget': 'time budget (s)',
+    'erase_prob': 'random erasing',
+}
+TAB_LIMITS = {'all 60,000': 0, '10,000': 10_000, '2,000': 2_000}  # the "training images" choices -> train_limit
+
+
+def training_request(spec: dict | str | None, names: dict | None = None, **values) -> tuple[ArchSpec, dict]:
+    """A training request checked before it waits for the training slot: the spec (dict or JSON) and `values`
+    (keys of TRAIN_ARGS; whole numbers come back as int). Raises gr.Error('Cannot train') naming the first field
+    that is wrong, as `names` calls it (default: as /train does), and what is allowed."""
+    try:
+        s = ArchSpec.from_json(spec) if isinstance(spec, str) else ArchSpec.from_dict(spec or {})
+        check_trainable(s)
+        args = {key: _training_arg(key, v, (names or {}).get(key, key)) for key, v in values.items()}
+        find_dataset('fashion-mnist', split='train')
+    except (SpecError, ValueError, DatasetNotFound) as e:
+        raise user_error(e, title='Cannot train') from None
+    return s, args
+
+
+def _training_arg(key: str, value, name: str):
+    if TRAIN_ARGS[key] is None:
+        if not isinstance(value, bool):  # 'false' is truthy: it must not turn compiling on
+            raise ValueError(f'{name}: {show(value)} must be true or false')
+        return value
+    low, high, whole = TRAIN_ARGS[key]
+    value = whole_number(value)  # 1e30 stays 1e+30 in the message, and fails the range
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and low <= value <= high
+    if not ok or (whole and not isinstance(value, int)):
+        raise ValueError(f'{name}: {show(value)} must be a number in [{low}, {high}]' + (' (whole)' if whole else ''))
+    return value
 
 
 def adapt_handler(spec: dict | None, img_size: int = 32) -> tuple[dict, str]:
@@ -355,26 +403,32 @@ def add_train_tab(ctx) -> None:
         ctx.load_spec(adapted)
 
     def run(spec, n_epochs, secs, bs, sd, lim, erase_p, compile_, progress=gr.Progress()):
-        try:
-            s = ArchSpec.from_dict(spec or {})
-            check_trainable(s)
-            find_dataset('fashion-mnist', split='train')
-        except (SpecError, ValueError, DatasetNotFound) as e:
-            raise user_error(e, title='Cannot train') from None
+        if lim not in TAB_LIMITS:
+            raise user_error(f'training images: {show(lim)} is not one of {", ".join(TAB_LIMITS)}', 'Cannot train')
+        s, a = training_request(  # a blank seed, time budget or erasing chance: its default
+            spec,
+            TAB_FIELDS,
+            epochs=n_epochs,
+            time_budget=0 if secs is None else secs,
+            batch_size=bs,
+            seed=0 if sd is None else sd,
+            train_limit=TAB_LIMITS[lim],
+            erase_prob=0 if erase_p is None else erase_p,
+            compile=compile_ is True,
+        )
         rid = uuid.uuid4().hex
-        n = {'all 60,000': None, '10,000': 10_000, '2,000': 2_000}[lim]
         steps, rows, last = [], [], 0.0
         yield rid, 'Starting...', training_figure([], [], s.name), None, None
         events = training_events(
             spec,
-            float(n_epochs),
-            float(secs) or None,
-            int(bs),
-            int(sd or 0),
-            n,
+            float(a['epochs']),
+            float(a['time_budget']) or None,
+            a['batch_size'],
+            a['seed'],
+            a['train_limit'] or None,
             rid,
-            erase_prob=float(erase_p or 0),
-            compile=compile_ is True,
+            erase_prob=float(a['erase_prob']),
+            compile=a['compile'],
         )
         for ev in tracked(events, rid, s.name):
             if ev['kind'] == 'step':
@@ -494,28 +548,14 @@ def api_train(
     import contextlib
     import json
 
-    try:
-        s = ArchSpec.from_json(spec) if isinstance(spec, str) else ArchSpec.from_dict(spec)
-        check_trainable(s)
-        for name, v, low, high in (
-            ('epochs', epochs, 0.01, 100),
-            ('batch_size', batch_size, 1, 256),
-            ('seed', seed, 0, 2**31 - 1),
-            ('train_limit', train_limit, 0, 60_000),
-        ):
-            ok = isinstance(v, (int, float)) and not isinstance(v, bool) and low <= v <= high
-            if not ok or (name != 'epochs' and int(v) != v):
-                raise ValueError(
-                    f'{name}: {v!r} must be a number in [{low}, {high}]' + ('' if name == 'epochs' else ' (whole)')
-                )
-        if not isinstance(compile, bool):  # 'false' is truthy: it must not turn compiling on
-            raise ValueError(f'compile: {compile!r} must be true or false')
-        find_dataset('fashion-mnist', split='train')
-    except (SpecError, ValueError, DatasetNotFound) as e:
-        raise user_error(e, title='Cannot train') from None
+    s, a = training_request(
+        spec, epochs=epochs, batch_size=batch_size, seed=seed, train_limit=train_limit, compile=compile
+    )
     rid = uuid.uuid4().hex
-    limit = int(train_limit) or None
-    run = training_events(s.to_dict(), float(epochs), None, int(batch_size), int(seed), limit, rid, compile=compile)
+    limit = a['train_limit'] or None
+    run = training_events(
+        s.to_dict(), float(a['epochs']), None, a['batch_size'], a['seed'], limit, rid, compile=a['compile']
+    )
     run = tracked(run, rid, s.name)  # drawn live in the Train tab's runs figure
     with contextlib.closing(run) as events:  # a cancelled job closes this generator, and so stops the training
         for ev in events:

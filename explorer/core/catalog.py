@@ -9,6 +9,7 @@ import functools
 import json
 from pathlib import Path
 
+from explorer.core.registry import show
 from explorer.core.resources import data_path
 from explorer.core.spec import ArchSpec, SpecError, StageSpec, default_res_scale
 
@@ -25,22 +26,24 @@ def preset_names() -> list[str]:
 def load_spec(name_or_path: str | Path) -> ArchSpec:
     """A preset name (file stem in presets/) or a path to a JSON spec file."""
     p = Path(name_or_path)
-    if p.suffix == '.json' or p.exists():
-        if not p.is_file():
+    try:
+        exists, is_file = p.exists(), p.is_file()
+    except OSError:  # a name the file system refuses (a part over 255 bytes) is no file
+        exists = is_file = False
+    if p.suffix == '.json' or exists:
+        if not is_file:
             raise SpecError([('', f'spec file {str(p)!r} does not exist')])
         try:
             text = p.read_text(encoding='utf-8')
         except (OSError, UnicodeDecodeError) as e:
             raise SpecError([('', f'cannot read spec file {str(p)!r}: {e}')]) from None
         return ArchSpec.from_json(text)
-    preset = PRESET_DIR / f'{name_or_path}.json'
-    if not preset.is_file():
-        names = preset_names()
+    names = preset_names()
+    if str(name_or_path) not in names:
         close = [n for n in names if str(name_or_path).lower() in n] or names[:8]
-        raise SpecError(
-            [('', f'{str(name_or_path)!r} is neither a preset nor a spec file; presets include: {", ".join(close)}')]
-        )
-    return ArchSpec.from_json(preset.read_text(encoding='utf-8'))
+        why = f'{show(str(name_or_path))} is neither a preset nor a spec file; presets include: {", ".join(close)}'
+        raise SpecError([('', why)])
+    return ArchSpec.from_json((PRESET_DIR / f'{name_or_path}.json').read_text(encoding='utf-8'))
 
 
 # ---- presets ------------------------------------------------------------------------------------------
@@ -89,7 +92,7 @@ def get_preset(name: str) -> dict:
     """The spec dict of a preset (published figures in `meta`)."""
     specs = _preset_specs()
     if name not in specs:
-        raise SpecError([('preset', f'{name!r} is not a preset; choose from {", ".join(specs)}')])
+        raise SpecError([('preset', f'{show(name)} is not a preset; choose from {", ".join(specs)}')])
     return copy.deepcopy(specs[name])
 
 

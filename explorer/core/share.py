@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import base64
-import binascii
 import json
 import pprint
+import string
 from dataclasses import fields
 
 from explorer.core.catalog import matching_preset, parse_spec, with_published_meta
+from explorer.core.registry import show
 from explorer.core.spec import ArchSpec, SpecError, StageSpec, default_res_scale
 
 MAX_SHARE_CHARS = 20_000  # a share token longer than this is not a spec anybody composed
+SHARE_ALPHABET = frozenset(string.ascii_letters + string.digits + '-_')  # URL-safe base64; padding stripped
 
 
 def compact_spec(spec: dict | str) -> dict:
@@ -50,11 +52,23 @@ def decode_share(token: str) -> dict:
         raise SpecError(
             [('spec', f'the share link parameter must be 1 to {MAX_SHARE_CHARS} characters, got {len(token)}')]
         )
+    # checked, not left to urlsafe_b64decode: it drops every character outside its alphabet, so '@@@@' decoded
+    # to nothing and was reported as text that is not JSON
+    data = token.rstrip('=')
+    bad = next((i for i, c in enumerate(data) if c not in SHARE_ALPHABET), None)
+    if bad is not None:
+        raise _not_share(f'character {bad + 1} ({show(data[bad])}) is not allowed; allowed: A-Z, a-z, 0-9, - and _')
+    if not data or len(data) % 4 == 1:  # the one length b64decode refuses once the alphabet is right
+        raise _not_share(f'{len(data):,} characters (padding aside) is a length no base64 text has; cut short?')
     try:
-        text = base64.urlsafe_b64decode(token + '=' * (-len(token) % 4)).decode('utf-8')
-    except (binascii.Error, ValueError):
-        raise SpecError([('spec', 'the share link parameter is not URL-safe base64 of a JSON spec')]) from None
+        text = base64.b64decode(data + '=' * (-len(data) % 4), altchars=b'-_', validate=True).decode('utf-8')
+    except UnicodeDecodeError:
+        raise _not_share('it decodes to bytes that are not UTF-8 text') from None
     return with_published_meta(ArchSpec.from_json(text)).to_dict()
+
+
+def _not_share(why: str) -> SpecError:
+    return SpecError([('spec', f'the share link parameter (?spec=) is not URL-safe base64 of a JSON spec: {why}')])
 
 
 def python_snippet(spec: dict | str) -> str:
