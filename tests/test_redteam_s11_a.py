@@ -230,3 +230,11 @@ def test_every_length_of_share_link_still_round_trips():
         assert decode_share(token)['name'] == name
         assert decode_share(token + '=' * (-len(token) % 4))['name'] == name
     assert lengths == {0, 2, 3}  # 1 is no base64 length
+
+
+def test_a_non_text_preset_name_is_echoed_at_most_60_characters():
+    from explorer.app.panels import api_get_preset
+
+    with pytest.raises(ValueError) as e:
+        api_get_preset(list(range(5000)))
+    assert 'name: [0, 1, 2' in str(e.value) and len(str(e.value)) < 200

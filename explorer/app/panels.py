@@ -28,6 +28,7 @@ from explorer.app.context import (
     user_error,
 )
 from explorer.core import catalog, share
+from explorer.core.registry import show
 from explorer.core.spec import SpecError
 from explorer.measure import compare as cmp
 from explorer.measure import profile as prof
@@ -676,7 +677,7 @@ def _int_arg(name: str, value, low: int, high: int) -> int:
 
 def _str_arg(name: str, value) -> str:
     if not isinstance(value, str) or not value:
-        raise ValueError(f'{name}: {value!r} must be a non-empty string')
+        raise ValueError(f'{name}: {show(value)} must be a non-empty string')
     return value
 
 
