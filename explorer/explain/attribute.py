@@ -49,6 +49,19 @@ def check_target(target, num_classes: int) -> int:
     return int(target)
 
 
+def resolve_smoothgrad(method: str, smoothgrad: bool) -> tuple[str, bool]:
+    """(canonical method name, whether SmoothGrad applies): the name itself may ask for it ('smoothgrad' is
+    SmoothGrad saliency). ValueError for SmoothGrad with a method that has no gradients to average (Occlusion)."""
+    method, implied = resolve_method(method)
+    smoothgrad = bool(smoothgrad) or implied
+    if smoothgrad and method not in NOISE_TUNNEL_METHODS:
+        raise ValueError(
+            f'smoothgrad: not available for {method}; SmoothGrad averages gradients, use it with '
+            f'{", ".join(NOISE_TUNNEL_METHODS)}'
+        )
+    return method, smoothgrad
+
+
 def resolve_stage(stage: int, num_stages: int) -> int:
     if isinstance(stage, bool) or not isinstance(stage, int) or not -num_stages <= stage < num_stages:
         raise ValueError(
@@ -104,13 +117,7 @@ def attribute(
     """
     from captum.attr import IntegratedGradients, LayerAttribution, LayerGradCam, NoiseTunnel, Occlusion, Saliency
 
-    method, implied_sg = resolve_method(method)
-    smoothgrad = smoothgrad or implied_sg
-    if smoothgrad and method not in NOISE_TUNNEL_METHODS:
-        raise ValueError(
-            f'smoothgrad: not available for {method}; SmoothGrad averages gradients, use it with '
-            f'{", ".join(NOISE_TUNNEL_METHODS)}'
-        )
+    method, smoothgrad = resolve_smoothgrad(method, smoothgrad)
     if x.dim() != 4 or x.shape[0] != 1:
         raise ValueError(f'x: expected one image shaped (1, C, H, W), got {tuple(x.shape)}')
     for name, v in (

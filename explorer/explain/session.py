@@ -24,6 +24,7 @@ from explorer.explain.attribute import (
     integrated_gradients,
     make_baseline,
     occlusion_map,
+    resolve_smoothgrad,
 )
 from explorer.explain.faithfulness import Faithfulness, faithfulness
 from explorer.explain.methods import (
@@ -173,12 +174,14 @@ def explain(
     (black, blurred or noise; for IG, GradientShap and Occlusion), and score the map's faithfulness (deletion
     and insertion beside random orders, removing pixels to black for every baseline so that scores compare;
     `deletion=False` skips it). Integrated Gradients doubles its steps from `n_steps` until complete.
+    smoothgrad: average over noisy copies (every method but Occlusion, which has no gradients: ValueError).
 
     fast: the faster path (fast_settings(); nested IG nodes; coarse-to-fine Occlusion); False: the path before
     it (captum's IG restarted at each doubling, full-resolution Occlusion, fp32, contiguous layout).
     progress(done, total, phase): phase 'attribution' then 'faithfulness'.
     """
     t0 = time.perf_counter()
+    method, smoothgrad = resolve_smoothgrad(method, smoothgrad)  # before any branch: Occlusion has no SmoothGrad
     baseline = resolve_baseline(baseline)
     x = preprocess(image, m.cfg)
     blank = black(m.cfg)

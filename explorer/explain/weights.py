@@ -14,6 +14,7 @@ interpolation, crop_pct, mean, std) from timm's pretrained config, or from the c
 from __future__ import annotations
 
 import json
+import math
 import os
 import pickle
 import re
@@ -28,7 +29,8 @@ import torch.nn as nn
 
 from explorer.core.build import build_model
 from explorer.core.catalog import pretrained_name
-from explorer.core.spec import ArchSpec
+from explorer.core.registry import show
+from explorer.core.spec import IMG_SIZE_RANGE, IN_CHANS_RANGE, NUM_CLASSES_RANGE, ArchSpec
 from explorer.explain.methods import RANDOM_WARNING
 
 CHECKPOINT_SUFFIXES = ('.safetensors', '.pth', '.pth.tar', '.pt', '.bin', '.ckpt')
@@ -36,6 +38,7 @@ NESTED_KEYS = ('state_dict', 'model', 'state_dict_ema', 'model_ema', 'module')  
 PREFIXES = ('module.', '_orig_mod.')  # DistributedDataParallel, torch.compile
 CONFIG_KEYS = ('pretrained_cfg', 'data_config')
 LABEL_KEYS = ('label_names', 'class_names')
+METADATA_KEYS = CONFIG_KEYS + LABEL_KEYS + ('classes', 'preprocessing', 'spec')  # JSON values read
 
 
 class WeightsError(ValueError):
@@ -169,7 +172,43 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
     extras.update({k: v for k, v in _sidecar_config(p).items() if k not in extras})
     if not sd:
         raise WeightsError(f'checkpoint {str(p)!r} holds no tensors')
+    if 'pretrained_cfg' in extras:
+        _check_pretrained_cfg(extras['pretrained_cfg'])
+    if 'label_names' in extras:
+        _check_label_names(extras['label_names'])
     return sd, extras
+
+
+def _check_pretrained_cfg(cfg) -> None:
+    """The types of the data-config keys a checkpoint brings (its metadata, a pickled dict, config.json), before
+    timm reads them: explorer.explain.predict.check_data_config then checks their values."""
+    if not isinstance(cfg, dict):
+        raise WeightsError(f'checkpoint pretrained_cfg: {_show(cfg)} is not allowed; allowed a JSON object')
+    for key in ('mean', 'std'):
+        v = cfg.get(key)
+        if v is not None and (
+            not isinstance(v, (list, tuple)) or not 1 <= len(v) <= IN_CHANS_RANGE[1] or not all(map(_finite, v))
+        ):
+            raise WeightsError(
+                f'checkpoint pretrained_cfg.{key}: {_show(v)} is not allowed; allowed a list of 1 to '
+                f'{IN_CHANS_RANGE[1]} finite numbers (one per input channel)'
+            )
+    crop = cfg.get('crop_pct')
+    if crop is not None and not _finite(crop):
+        raise WeightsError(f'checkpoint pretrained_cfg.crop_pct: {_show(crop)} is not allowed; allowed [0.25, 1]')
+    for key, choices in (('interpolation', INTERPOLATIONS), ('crop_mode', CROP_MODES)):
+        if cfg.get(key) is not None:
+            _pre_choice(key, cfg[key], choices, 'pretrained_cfg')
+
+
+def _check_label_names(names) -> None:
+    """Class names a checkpoint brings: a list of text (or numbers), at most one per class a spec can have."""
+    top = NUM_CLASSES_RANGE[1]
+    if not isinstance(names, list) or len(names) > top or not all(isinstance(n, (str, int, float)) for n in names):
+        raise WeightsError(
+            f'checkpoint class names (classes / label_names): {_show(names)} is not allowed; allowed a list of at '
+            f'most {top:,} names (text)'
+        )
 
 
 def _read_safetensors(p: Path) -> tuple[dict, dict]:
@@ -181,40 +220,150 @@ def _read_safetensors(p: Path) -> tuple[dict, dict]:
             meta = f.metadata() or {}
     except (SafetensorError, OSError, ValueError) as e:
         raise WeightsError(f'checkpoint {str(p)!r} is not a valid safetensors file ({e})') from None
+    decoded = {k: _metadata_json(k, meta[k]) for k in METADATA_KEYS if k in meta}
+    decoded = {k: v for k, v in decoded.items() if v is not None}
     extras = {}
-    for key in CONFIG_KEYS + LABEL_KEYS + ('classes', 'preprocessing', 'spec'):
-        if key in meta:
-            try:
-                value = json.loads(meta[key])
-            except json.JSONDecodeError:
-                continue
-            if key == 'classes':
-                extras['label_names'] = value
-            elif key == 'preprocessing' and isinstance(value, dict):
-                extras['pretrained_cfg'] = explorer_preprocessing_cfg(value)
-            elif key == 'spec':
-                extras['spec'] = value
-            else:
-                extras[_extra_name(key)] = value
+    for key, value in decoded.items():
+        if key == 'classes':
+            extras['label_names'] = value
+        elif key == 'preprocessing' and isinstance(value, dict):
+            spec = decoded.get('spec')
+            extras['pretrained_cfg'] = explorer_preprocessing_cfg(value, spec if isinstance(spec, dict) else None)
+        elif key == 'spec':
+            extras['spec'] = value
+        else:
+            extras[_extra_name(key)] = value
     return _strip_prefixes(sd), extras
 
 
-def explorer_preprocessing_cfg(pre: dict) -> dict:
+def _metadata_json(key: str, raw: str):
+    """One safetensors metadata value decoded from JSON; None when it is not JSON (foreign metadata is skipped)."""
+    try:
+        return json.loads(raw)
+    except ValueError:  # not JSON, or an integer of more than 4,300 digits (Python's limit)
+        return None
+    except RecursionError:  # valid JSON nested thousands deep: the decoder gives up
+        raise WeightsError(
+            f'checkpoint metadata {key}: nested too deeply to read; allowed: the JSON that save_checkpoint writes'
+        ) from None
+
+
+PREPROCESSING_RESIZES = ('pad', 'none', 'bilinear')
+# explorer.explain.predict.INTERPOLATIONS (predict imports this module, so it cannot be imported from there)
+INTERPOLATIONS = ('nearest', 'bilinear', 'bicubic', 'lanczos', 'box', 'hamming')
+CROP_MODES = ('center', 'squash', 'border')
+
+
+def explorer_preprocessing_cfg(pre: dict, spec: dict | None = None) -> dict:
     """A MetaFormer Explorer trained checkpoint's preprocessing (explorer.train.data.Preprocessing: img_size, resize
     'pad'|'none'|'bilinear', mean, std, in_chans, source_size) as timm data-config keys. 'pad' becomes
-    `pad_from`: resize to source_size, then centre on a background canvas of img_size."""
-    c = int(pre.get('in_chans', 1))
-    size = int(pre.get('img_size', 32))
+    `pad_from`: resize to source_size, then centre on a background canvas of img_size. An image-folder run's
+    ({'kind': 'timm', ...}) is timm's data config already: its keys are checked and kept.
+
+    Anyone can upload a checkpoint, so every field is checked before anything is sized by it: integers within the
+    spec's limits (in_chans and img_size equal to `spec`'s, the checkpoint's own spec dict, where it states
+    them), finite numbers, one mean and one std (positive) per channel. Raises WeightsError naming the field."""
+    c_rng, c_note = _spec_int(spec, 'in_chans', IN_CHANS_RANGE)
+    size_rng, size_note = _spec_int(spec, 'img_size', IMG_SIZE_RANGE)
+    if pre.get('kind') == 'timm':
+        shape = pre.get('input_size')
+        if not isinstance(shape, list) or len(shape) != 3:
+            raise WeightsError(
+                f'checkpoint preprocessing.input_size: {_show(shape)} is not allowed; allowed [channels, height, width]'
+            )
+        c = _pre_int('input_size[0]', shape[0], c_rng, c_note)
+        size = _pre_int('input_size[1]', shape[1], size_rng, size_note)
+        _pre_int('input_size[2]', shape[2], (size, size), ' (square: equal to input_size[1])')
+        crop = pre.get('crop_pct', 1.0)
+        if not _finite(crop) or not 0.25 <= crop <= 1.0:
+            raise WeightsError(f'checkpoint preprocessing.crop_pct: {_show(crop)} is not allowed; allowed [0.25, 1]')
+        cfg = {
+            'input_size': (c, size, size),
+            'mean': _per_channel('mean', pre.get('mean', 0.0), c),
+            'std': _per_channel('std', pre.get('std', 1.0), c),
+            'interpolation': _pre_choice('interpolation', pre.get('interpolation', 'bilinear'), INTERPOLATIONS),
+            'crop_pct': float(crop),
+        }
+        if 'crop_mode' in pre:
+            cfg['crop_mode'] = _pre_choice('crop_mode', pre['crop_mode'], CROP_MODES)
+        return cfg
+    # a field left out: the spec's value where the checkpoint's spec states one, else Preprocessing's default
+    c = _pre_int('in_chans', pre.get('in_chans', c_rng[0] if c_note else 1), c_rng, c_note)
+    size = _pre_int('img_size', pre.get('img_size', size_rng[0] if size_note else 32), size_rng, size_note)
+    resize = _pre_choice('resize', pre.get('resize', 'pad'), PREPROCESSING_RESIZES)
+    pad = resize == 'pad'  # only then is the source image placed on the canvas (a smaller img_size resizes)
+    source = _pre_int(
+        'source_size', pre.get('source_size', 28), (1, size if pad else IMG_SIZE_RANGE[1]), ' with resize pad' * pad
+    )
     cfg = {
         'input_size': (c, size, size),
-        'mean': (float(pre.get('mean', 0.0)),) * c,
-        'std': (float(pre.get('std', 1.0)),) * c,
+        'mean': _per_channel('mean', pre.get('mean', 0.0), c),
+        'std': _per_channel('std', pre.get('std', 1.0), c),
         'interpolation': 'bilinear',
         'crop_pct': 1.0,
     }
-    if pre.get('resize') == 'pad':
-        cfg['pad_from'] = int(pre.get('source_size', 28))
+    if pad:
+        cfg['pad_from'] = source
     return cfg
+
+
+def _spec_int(spec: dict | None, key: str, rng: tuple[int, int]) -> tuple[tuple[int, int], str]:
+    """(allowed range, why) for a preprocessing integer: the value of the checkpoint's own spec where it has a
+    valid one (ArchSpec's default where the spec leaves it out; the spec itself is checked, with its own
+    messages, when the model is built), else the spec limits."""
+    if not isinstance(spec, dict):
+        return rng, ''
+    v = spec.get(key, getattr(ArchSpec, key))
+    if not _int(v) or not rng[0] <= v <= rng[1]:
+        return rng, ''
+    return (v, v), f" (the checkpoint's spec has {key} {v})"
+
+
+def _pre_int(name: str, v, rng: tuple[int, int], note: str = '') -> int:
+    if not _int(v) or not rng[0] <= v <= rng[1]:
+        allowed = str(rng[0]) if rng[0] == rng[1] else f'an integer in [{rng[0]}, {rng[1]}]'
+        raise WeightsError(f'checkpoint preprocessing.{name}: {_show(v)} is not allowed; allowed {allowed}{note}')
+    return v
+
+
+def _pre_choice(name: str, v, choices: tuple[str, ...], where: str = 'preprocessing') -> str:
+    if not isinstance(v, str) or v not in choices:
+        raise WeightsError(f'checkpoint {where}.{name}: {_show(v)} is not allowed; choose from {", ".join(choices)}')
+    return v
+
+
+def _per_channel(name: str, v, c: int) -> tuple[float, ...]:
+    """One number for every channel, or a list of `c` numbers; all finite (std: positive)."""
+    values = list(v) if isinstance(v, list) else [v] * c
+    if len(values) != c or not all(_finite(a) and (name != 'std' or a > 0) for a in values):
+        what = 'positive finite numbers' if name == 'std' else 'finite numbers'
+        raise WeightsError(
+            f'checkpoint preprocessing.{name}: {_show(v)} is not allowed; allowed a number or a list of {c} {what} '
+            f'(one per input channel)'
+        )
+    return tuple(float(a) for a in values)
+
+
+def _int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _finite(v) -> bool:
+    """A real number (not a bool) that is finite as a float: JSON allows NaN, Infinity and 400-digit integers."""
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return False
+    try:
+        return math.isfinite(float(v))
+    except OverflowError:
+        return False
+
+
+def _show(v) -> str:
+    """A request-supplied value for a message, at most 60 characters of it (a container holding more than a few
+    plain numbers is named by its length, never printed)."""
+    if isinstance(v, (list, dict)) and (len(v) > 8 or not all(isinstance(a, (int, float)) for a in v)):
+        return f'a {type(v).__name__} of {len(v):,} value{"" if len(v) == 1 else "s"}'
+    return show(v[:61] if isinstance(v, str) else v, 60)
 
 
 def _read_torch(p: Path) -> tuple[dict, dict]:
@@ -413,7 +562,7 @@ def checkpoint_spec(path: str | Path) -> ArchSpec | None:
         try:
             with safe_open(str(p), framework='pt') as f:
                 raw = (f.metadata() or {}).get('spec')
-            spec = json.loads(raw) if raw is not None else None
+            spec = _metadata_json('spec', raw) if raw is not None else None
             return ArchSpec.from_dict(spec) if isinstance(spec, dict) else None
         except (SafetensorError, OSError, ValueError):
             pass  # read_checkpoint gives the full error message
