@@ -241,3 +241,17 @@ def test_a_tensor_checkpoint_reads_fine_alongside(tmp_path):
     save_file({k: v.contiguous() for k, v in build_model(GREY, seed=0).state_dict().items()}, str(path))
     model, info = load_model(GREY, path)
     assert info.pretrained_cfg == {} and isinstance(next(model.parameters()), torch.Tensor)
+
+
+def test_the_smoothgrad_method_name_is_smoothgrad_saliency_through_the_api():
+    """'smoothgrad' is offered as a method name (SmoothGrad saliency), but /attribute, the Predict tab and the CLI
+    dropped the SmoothGrad it implies: it gave plain saliency and said so."""
+    import numpy as np
+
+    from explorer.app.predict import API
+
+    plain = API['attribute']('fmnist_pooling', IMAGE.name, 'random', method='saliency', smoothgrad=False, seed=0)
+    named = API['attribute']('fmnist_pooling', IMAGE.name, 'random', method='smoothgrad', smoothgrad=False, seed=0)
+    asked = API['attribute']('fmnist_pooling', IMAGE.name, 'random', method='saliency', smoothgrad=True, seed=0)
+    assert named['smoothgrad'] is True and named['method'] == 'saliency'
+    assert np.allclose(named['map'], asked['map']) and not np.allclose(named['map'], plain['map'])

@@ -235,7 +235,8 @@ def attribution_view(
 ) -> tuple:
     """-> (overlay Figure, faithfulness Figure, status Markdown, warning HTML, trust Markdown)."""
     try:
-        method, _ = resolve_method(method)
+        method, implied = resolve_method(method)  # 'smoothgrad' names SmoothGrad saliency
+        smoothgrad = smoothgrad or implied
         baseline = resolve_baseline(baseline)
         m, e = _attribution(
             choice, spec_dict, mode, checkpoint, image_path, method, smoothgrad, target, stage, progress, baseline
@@ -285,7 +286,8 @@ def compare_handler(
     -> (Figure, faithfulness Figure, status Markdown, warning HTML)."""
     panels, curves, notes, warnings = [], {}, [], []
     try:
-        method, _ = resolve_method(method)
+        method, implied = resolve_method(method)  # 'smoothgrad' names SmoothGrad saliency
+        smoothgrad = smoothgrad or implied
         baseline = resolve_baseline(baseline)
         for choice, mode in ((choice_a, mode_a), (choice_b, mode_b)):
             m, e = _attribution(
@@ -839,7 +841,7 @@ def api_attribute(
     try:
         m = _api_model(model, weights)
         img = load_image(_api_image(image))
-        method, _ = resolve_method(method)
+        method, implied = resolve_method(method)  # 'smoothgrad' names SmoothGrad saliency
         baseline = resolve_baseline(baseline)
         for name, v in (('target', target), ('stage', stage), ('seed', seed)):
             if not isinstance(v, int) or isinstance(v, bool):
@@ -855,7 +857,7 @@ def api_attribute(
                 method,
                 target=None if target == -1 else target,
                 stage=stage,
-                smoothgrad=bool(smoothgrad),
+                smoothgrad=smoothgrad or implied,
                 baseline=baseline,
                 seed=seed,
             )
@@ -864,7 +866,7 @@ def api_attribute(
     return {
         'model': m.spec.name,
         'method': method,
-        'smoothgrad': bool(smoothgrad),
+        'smoothgrad': bool(smoothgrad) or implied,
         'baseline': e.baseline,
         'baseline_text': e.baseline_text,
         'target': e.target,

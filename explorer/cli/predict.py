@@ -176,7 +176,7 @@ def cmd_attribute(args) -> int:
     from explorer.explain.session import completeness_text, explain
     from explorer.viz.predict import overlay_png
 
-    method, _ = resolve_method(args.method)
+    method, implied = resolve_method(args.method)  # 'smoothgrad' names SmoothGrad saliency
     baseline = resolve_baseline(args.baseline)
     out = Path(args.out)
     if out.suffix.lower() != '.png':
@@ -189,7 +189,7 @@ def cmd_attribute(args) -> int:
         method,
         target=args.target,
         stage=args.stage,
-        smoothgrad=args.smoothgrad,
+        smoothgrad=args.smoothgrad or implied,
         n_steps=args.steps,
         batch=args.batch,
         deletion=not args.no_deletion,
