@@ -86,3 +86,49 @@ def test_the_helper_exits_when_the_server_dies():
         time.sleep(0.2)
     os.kill(pid, 9)
     raise AssertionError(f'the helper {pid} outlived its server by 20 s')
+
+
+def _sleep(seconds: float) -> float:
+    import time
+
+    time.sleep(seconds)
+    return seconds
+
+
+def test_a_call_past_its_time_limit_stops_the_helper_and_the_next_call_gets_a_new_one():
+    """A slow verification held the one helper, and every visitor's composer check behind it, for as long as it
+    took. Past its limit the helper is killed, and the calls after it run in a new one."""
+    import time
+
+    from explorer.app.workers import HelperTimeout
+
+    h = Helper()
+    try:
+        pid, _ = h.call(_pid_and_nice)
+        t0 = time.monotonic()
+        with pytest.raises(HelperTimeout, match=r'it took more than 0\.5 s and was stopped'):
+            h.call(_sleep, 30, timeout=0.5)
+        assert time.monotonic() - t0 < 10
+        with pytest.raises(ProcessLookupError):
+            for _ in range(100):  # the killed helper is gone (reaped by its pool)
+                os.kill(pid, 0)
+                time.sleep(0.05)
+        assert h.call(_sleep, 0.01, timeout=60) == 0.01
+        assert h.call(_pid_and_nice)[0] not in (pid, os.getpid())
+    finally:
+        h.close()
+
+
+def test_verify_past_the_servers_limit_is_refused_naming_it(client, monkeypatch):
+    """/verify and the composer's check run in the helper, stopped past EXPLORER_MAX_VERIFY_S."""
+    pytest.importorskip('gradio_client')
+    from explorer.app.compose import verify_in_helper
+    from explorer.measure.guard import ResourceError
+
+    monkeypatch.setenv('EXPLORER_MAX_VERIFY_S', '0.01')
+    with pytest.raises(ResourceError, match=r'took more than 0\.01 s here and was stopped \(EXPLORER_MAX_VERIFY_S\)'):
+        verify_in_helper({**TINY, 'name': 'slow_to_verify'})
+    with pytest.raises(Exception, match='EXPLORER_MAX_VERIFY_S'):
+        client.predict(spec={**TINY, 'name': 'slow_api'}, api_name='/verify')
+    monkeypatch.delenv('EXPLORER_MAX_VERIFY_S')
+    assert verify_in_helper(TINY) == prof.verify(TINY)

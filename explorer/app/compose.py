@@ -24,12 +24,13 @@ from explorer.app import form as spec_form
 from explorer.app import history
 from explorer.app.context import AppContext, error_text, md_text, person_path, public_text, show_initially, user_error
 from explorer.app.history import Workbench, network_key, same_design
-from explorer.app.workers import HELPER
+from explorer.app.workers import HELPER, HelperTimeout
 from explorer.core import catalog
 from explorer.core.registry import MIXERS
 from explorer.core.spec import ACTIVATIONS, HEADS, MAX_STAGES, NORMS, ArchSpec, SpecError
 from explorer.measure import profile as prof
 from explorer.measure import units
+from explorer.measure.guard import Limits, ResourceError
 from explorer.viz.costchart import stage_cost_svg
 from explorer.viz.diagram import network_html
 
@@ -408,6 +409,24 @@ STALE_HTML = (
 )
 
 
+def verify_in_helper(spec: dict | str, img_size: int | None = None) -> dict:
+    """fvcore's count (explorer.measure.profile.verify) in the helper process, stopped past the server's limit
+    (EXPLORER_MAX_VERIFY_S): raises ResourceError naming it. The composer's check and /verify both run here."""
+    limit = Limits.from_env().max_verify_s
+    try:
+        return HELPER.call(prof.verify, spec, img_size, timeout=limit)
+    except HelperTimeout:
+        raise ResourceError(
+            [
+                (
+                    'verify',
+                    f'building and tracing this design with fvcore took more than {limit:g} s here and was '
+                    'stopped (EXPLORER_MAX_VERIFY_S); the analytic count stands',
+                )
+            ]
+        ) from None
+
+
 class _Verified:
     """fvcore counts by network (the name does not change them): a rename does not build the model again."""
 
@@ -417,7 +436,7 @@ class _Verified:
     def __call__(self, spec: dict) -> dict:
         key = network_key(spec)
         if key not in self.items:
-            self.items[key] = HELPER.call(prof.verify, {**spec, 'name': 'verified'})  # in the helper process
+            self.items[key] = verify_in_helper({**spec, 'name': 'verified'})
             while len(self.items) > self.size:
                 self.items.popitem(last=False)
         return self.items[key]
@@ -512,7 +531,10 @@ def add_compose_tab(ctx: AppContext) -> None:
     def verify(request: gr.Request, spec: dict, report: dict):
         if not spec or not report or not _LATEST.is_current(request, spec):
             return gr.skip()
-        html = _verified_html(report, _VERIFIED(spec))
+        try:
+            html = _verified_html(report, _VERIFIED(spec))
+        except ResourceError as e:  # too slow to verify here: said where the check would be
+            html = f'<div class="mfx-note" id="mfx-verified">fvcore: {escape(str(e))}</div>'
         # an edit that arrived while fvcore ran has its own verification coming: never show stale numbers
         return html if _LATEST.is_current(request, spec) else gr.skip()
 

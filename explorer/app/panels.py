@@ -13,7 +13,7 @@ import gradio as gr
 from gradio.components.plot import PlotData
 
 from explorer.app import form as spec_form
-from explorer.app.compose import RESTORING_JS
+from explorer.app.compose import RESTORING_JS, verify_in_helper
 from explorer.app.context import (
     SPEED_SLOTS,
     VERIFY_SLOTS,
@@ -21,7 +21,6 @@ from explorer.app.context import (
     download_file,
     endpoint,
     html_text,
-    load_model_code,
     read_uploaded_spec,
     show_initially,
     spec_download,
@@ -699,8 +698,7 @@ def api_profile(spec: dict | str, img_size: int | None = None) -> dict:
 
 def api_verify(spec: dict | str, img_size: int | None = None) -> dict:
     """fvcore's count of the built model (slower; cached per spec)."""
-    load_model_code()
-    return prof.verify(spec, img_size)
+    return verify_in_helper(spec, img_size)  # stopped past EXPLORER_MAX_VERIFY_S
 
 
 def api_validate(spec: dict | str) -> list[list[str]]:

@@ -19,6 +19,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from concurrent.futures.process import BrokenProcessPool
 
 NICE = 10
@@ -53,6 +54,10 @@ def _warm() -> bool:
     import explorer.core.build  # noqa: F401 - torch and timm
 
     return True
+
+
+class HelperTimeout(RuntimeError):
+    """A call ran past its time limit: the helper was stopped (the next call starts a new one)."""
 
 
 class Helper:
@@ -91,14 +96,33 @@ class Helper:
                 self._pool = None
         pool.shutdown(wait=False, cancel_futures=True)
 
-    def call(self, fn: Callable, *args):
+    def _kill(self, pool: ProcessPoolExecutor) -> None:
+        """Stop the helper at once, whatever it is running (a call past its time limit cannot be interrupted)."""
+        kill = getattr(pool, 'kill_workers', None)  # Python 3.14
+        if kill is not None:
+            kill()
+        else:
+            for proc in list((getattr(pool, '_processes', None) or {}).values()):
+                proc.kill()
+        self._reset(pool)
+
+    def call(self, fn: Callable, *args, timeout: float | None = None):
+        """fn(*args) in the helper. `timeout` (seconds, counted from the call, waiting for the helper included):
+        past it the helper is killed and HelperTimeout raised; a slow verification held the one helper, and with it
+        every visitor's composer check, for as long as it took (23 s for a design of 64 pooling blocks at 1024 px).
+        Calls waiting behind the killed one are run again in the new helper."""
         for _ in range(2):  # a helper that died (killed, out of memory) is replaced once
             pool = self._get()
             if pool is None:
                 break
             try:
-                return pool.submit(fn, *args).result()
-            except BrokenProcessPool:
+                return pool.submit(fn, *args).result(timeout=timeout)
+            except FutureTimeout:
+                self._kill(pool)
+                raise HelperTimeout(f'it took more than {timeout:g} s and was stopped') from None
+            except (BrokenProcessPool, RuntimeError) as e:  # RuntimeError: a pool another call had just stopped
+                if not isinstance(e, BrokenProcessPool) and 'shutdown' not in str(e):
+                    raise
                 self._reset(pool)
         return fn(*args)
 

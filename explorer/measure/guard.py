@@ -12,6 +12,7 @@ passing `Limits(...)`:
     EXPLORER_MAX_IMG_SIZE     input resolution of any run              (default 1024)
     EXPLORER_MAX_BENCH_S      wall-clock seconds of one speed run      (default 60; the app's, not the CLI's)
     EXPLORER_MAX_TRAIN_S      wall-clock seconds of one training       (default 3600; the app's, not the CLI's)
+    EXPLORER_MAX_VERIFY_S     wall-clock seconds of one fvcore verification in the app (default 30)
     EXPLORER_MAX_RUNS_GB      trained models the app keeps in its runs folder, GiB (default 20; not the CLI's)
     EXPLORER_MAX_RUNS         trained models the app keeps in its runs folder, files (default 1000; not the CLI's)
 """
@@ -41,6 +42,7 @@ class Limits:
     max_bench_s: float = 60.0
     max_train_s: float = 3600.0
     max_runs_gb: float = 20.0
+    max_verify_s: float = 30.0
     max_runs: int = 1000
 
     @classmethod
