@@ -506,32 +506,26 @@ def bench(
     )
     graph_hits = _fx_graph_cache_hits()
 
-    def within_budget(call_s: float, compile_s: float | None, compiled_now: bool) -> None:
-        """After each warm-up call: refuse a run that cannot finish in its budget. Checked from the first call on
-        (a design whose calls took 25 s was warmed up and timed for 227 s of a 60 s budget)."""
+    def within_budget(call_s: float, compile_s: float | None, first: bool) -> None:
+        """After each warm-up call, from the first: refuse a run whose warm-up has taken more than its share of
+        the budget (a design of 75 s a call was warmed up twice before the clock was read, and ran 227 s of a
+        60 s budget). Timed calls then stop at the budget's end."""
         if time_budget_s is None:
             return
         spent = time.monotonic() - t_start
         # compiling is paid once per design: it may take the budget's first half on top of the warm-up's
         allowed = time_budget_s / 2 + (min(compile_s or 0.0, time_budget_s / 2) if compile else 0.0)
-        again = ' (it stays compiled: run it again to time it)' if compile and hasattr(step, 'keep') else ''
-        if spent > allowed:
-            why = (
-                f'building{", compiling" if compile else ""} and warming up took {spent:.1f} s of the '
-                f'{time_budget_s:g} s a speed run may take here (EXPLORER_MAX_BENCH_S){again}: use a smaller '
-                'batch size'
-            )
-        elif not compiled_now and spent + MIN_TIMED * call_s > time_budget_s:  # a call that did not compile
-            why = (
-                f'one call took {call_s:.1f} s here: with the {MIN_TIMED} timed calls a speed run needs it would '
-                f'take at least {spent + MIN_TIMED * call_s:.0f} s of the {time_budget_s:g} s it may take '
-                f'(EXPLORER_MAX_BENCH_S){again}: use a smaller batch size or a smaller design'
-            )
-        else:
+        if spent <= allowed:
             return
+        again = ''
         if compile and hasattr(step, 'keep'):
             step.keep()  # compiled: the next run of this design reuses it, even when this one runs out of time
-        raise BenchError(why)
+            again = ' (it stays compiled: run it again to time it)'
+        raise BenchError(
+            f'building{", compiling" if compile else ""} and warming up took {spent:.1f} s of the '
+            f'{time_budget_s:g} s a speed run may take here (EXPLORER_MAX_BENCH_S){again}: use a smaller '
+            'batch size'
+        )
 
     n_warm, compile_s = _warm_up(step, device, warmup, compile, within_budget)
     graph_hits = _fx_graph_cache_hits() - graph_hits
@@ -639,17 +633,14 @@ def _fx_graph_cache_hits() -> int:
         return 0
 
 
-MIN_TIMED = 5  # timed calls a run by time makes at least
-
-
 def _warm_up(
     step, device: str, warmup: int | None, compile: bool, check: Callable | None = None
 ) -> tuple[int, float | None]:
     """Run the untimed calls: the first (which compiles when `compile`), then `warmup` in all, or by time (at
     least 2 calls and 0.5 s past compilation) when None. Returns (calls made, compile seconds or None).
-    check(call seconds, compile seconds or None, whether this call compiled) after every call may raise to stop
-    (a time budget)."""
-    check = check or (lambda call_s, compile_s, compiled_now: None)
+    check(call seconds, compile seconds or None, whether it was the first call) after every call may raise to
+    stop (a time budget)."""
+    check = check or (lambda call_s, compile_s, first: None)
     t0 = time.perf_counter()
     try:
         first = time_steps(step, device, 1)[0]
@@ -660,7 +651,7 @@ def _warm_up(
             raise
         raise BenchError(f'torch.compile failed on this machine: {type(e).__name__}: {str(e)[:300]}') from None
     compile_s = first if compile else None
-    check(first, compile_s, compile)
+    check(first, compile_s, True)
     n_warm = 1
     while n_warm < warmup if warmup is not None else n_warm < 2 or time.perf_counter() - t0 - (compile_s or 0) < 0.5:
         check(time_steps(step, device, 1)[0], compile_s, False)
@@ -686,7 +677,7 @@ def _timed_runs(
                 return lat
         else:
             report(0.2 + 0.8 * min(1.0, elapsed / min_time_s), f'timed run {len(lat)}')
-            if (len(lat) >= MIN_TIMED and elapsed >= min_time_s) or len(lat) >= max_iters:
+            if (len(lat) >= 5 and elapsed >= min_time_s) or len(lat) >= max_iters:
                 return lat
 
 
