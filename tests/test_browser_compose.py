@@ -307,3 +307,21 @@ def test_the_measure_history_table_fits_the_page(app_url, page):
     box = page.locator('#mfx-history-box').bounding_box()
     assert table['x'] + table['width'] <= box['x'] + box['width'] + 1, (table, box)
     assert 'threads, torch' in page.locator('#mfx-history td').last.inner_text()
+
+
+def test_on_a_phone_every_stage_can_be_removed(app_url, browser):
+    """UX review at 390 px: each stage row ran 40 px past its card (Gradio's form keeps min(520px, 100%)), and the
+    page cannot scroll sideways, so no stage's ✕ could be reached."""
+    ctx = browser.new_context(viewport={'width': 390, 'height': 844})
+    page = ctx.new_page()
+    page.set_default_timeout(TIMEOUT)
+    try:
+        open_caformer(page, app_url)
+        for i in range(1, 5):
+            card = page.locator(f'#mfx-stage-{i}').bounding_box()
+            remove = page.locator(f'#mfx-stage-{i} .mfx-remove').bounding_box()
+            assert remove['x'] + remove['width'] <= min(card['x'] + card['width'], 390), (i, remove, card)
+        page.locator('#mfx-stage-4 .mfx-remove').click()
+        page.locator('#mfx-stage-4').wait_for(state='hidden')
+    finally:
+        ctx.close()

@@ -238,3 +238,38 @@ def test_a_non_text_preset_name_is_echoed_at_most_60_characters():
     with pytest.raises(ValueError) as e:
         api_get_preset(list(range(5000)))
     assert 'name: [0, 1, 2' in str(e.value) and len(str(e.value)) < 200
+
+
+def test_train_on_an_untrainable_design_says_which_button_fits_it(demo, monkeypatch):
+    """UX review: Train on the 224 px ImageNet design listed what was wrong but not the fix, one button away."""
+    import explorer.app.train as train_app
+    from explorer.core import catalog
+
+    monkeypatch.setattr(train_app, 'training_events', lambda *a, **k: pytest.fail('training started'))
+    run = handler(demo, 'add_train_tab.<locals>.run')
+    e = gr_error(run, **{**GOOD, 'spec': catalog.get_preset('poolformer_s12')})
+    assert e.title == 'Cannot train' and 'in_chans' in e.message
+    assert e.message.endswith('Press "Adapt to Fashion-MNIST" above, then Train.')
+
+
+def test_the_train_tab_says_when_it_evaluates_the_test_images(demo, monkeypatch):
+    """UX review: after the last step the bar read 100% and the line 'step 1/2' for the minute the test set took."""
+    import explorer.app.train as train_app
+
+    def events(*args, **kwargs):
+        yield {'kind': 'step', 'step': 1, 'total_steps': 2, 'epoch': 0.5, 'loss': 2.0}
+        yield {'kind': 'step', 'step': 2, 'total_steps': 2, 'epoch': 1.0, 'loss': 1.5}
+        yield {'kind': 'error', 'message': 'stubbed'}
+
+    monkeypatch.setattr(train_app, 'training_events', events)
+    monkeypatch.setattr(train_app, 'find_dataset', lambda *a, **k: None)
+    run = handler(demo, 'add_train_tab.<locals>.run')
+    seen = []
+    out = run(**GOOD, progress=lambda frac, desc=None: seen.append(desc))
+    texts = []
+    with pytest.raises(Exception, match='stubbed'):
+        for value in out:
+            texts.append(value[1])
+    assert seen[-1].startswith('evaluating on the test images') and texts[-1].endswith(
+        'evaluating on the test images...'
+    )

@@ -41,9 +41,9 @@ body.mfx-restoring #mfx-compose {opacity: .5; pointer-events: none; transition: 
 table.mfx-table {border-collapse: collapse; width: 100%; font-size: 12px; font-variant-numeric: tabular-nums}
 table.mfx-table th, table.mfx-table td {padding: 3px 6px; border-bottom: 1px solid var(--border-color-primary);
            text-align: right; white-space: nowrap}
-table.mfx-table th {font-weight: 600; color: var(--body-text-color-subdued)}
+table.mfx-table th {font-weight: 600; color: var(--body-text-color)}
 /* a narrow window packs the per-stage table tighter, then scrolls it: its MACs column is never cut off */
-#mfx-table, #mfx-history-box {overflow-x: auto !important}
+#mfx-table, #mfx-history-box, #mfx-diff-box {overflow-x: auto !important}
 /* the Measure history: long headers and the stamp (with its busy-CPU warning) wrap instead of running off the page */
 #mfx-history th {white-space: normal}
 #mfx-history td:last-child {white-space: normal; min-width: 200px}
@@ -55,7 +55,7 @@ table.mfx-table td:first-child, table.mfx-table th:first-child, table.mfx-table 
 .mfx-tight, .mfx-stage {flex-wrap: nowrap !important; gap: 6px !important}
 .mfx-stage {align-items: center; border: 1px solid var(--border-color-primary); border-radius: 6px;
             padding: 2px 4px; background: var(--background-fill-secondary)}
-.mfx-stage > *, .mfx-stage .form {min-width: 0}
+.mfx-stage > *, .mfx-stage .form {min-width: 0 !important}  /* Gradio's min(520px, 100%) pushed the stage's ✕ off a phone's screen */
 .mfx-stage .form, .mfx-tight .form {flex-wrap: nowrap !important; align-items: flex-start; background: transparent;
             border: none !important; gap: 6px !important; box-shadow: none !important}
 .mfx-stage .container, .mfx-tight .container {height: auto !important; min-height: 0 !important}

@@ -685,26 +685,33 @@ def add_predict_tab(ctx=None) -> dict:
 
         heavy = dict(api_visibility='private', concurrency_id='model', concurrency_limit=2)
         held = MODEL_SLOTS.held  # the work holds its slot to its end: a cancelled event's thread runs on
-        run_pred.click(held(predict_handler), common + [topk], [topk_plot, status], **heavy)
+        # one progress bar, where the answer will appear (it was drawn over every output, the old text included)
+        run_pred.click(held(predict_handler), common + [topk], [topk_plot, status], show_progress_on=topk_plot, **heavy)
         run_attr.click(
             held(_attr),
             common + [method, smooth, target, stage, baseline],
             [attr_plot, del_plot, status, attr_warning, attr_trust],
+            show_progress_on=attr_plot,
             **heavy,
         )
         run_cmp.click(
             held(_cmp),
             [choice, mode, choice_b, mode_b, spec_state, ckpt, image, method, smooth, baseline],
             [cmp_plot, cmp_del, cmp_trust, cmp_warning],
+            show_progress_on=cmp_plot,
             **heavy,
         )
         click_xy.change(held(_click), common + [mstage, click_xy], [mrow, mcol, click_note], **heavy)
         for trigger in (mstage.change, choice.change, ctx.demo.load):
             trigger(_ranges, [choice, spec_state, mstage], ranges, api_visibility='private', show_progress='hidden')
         run_mix.click(
-            held(_mix), common + [mstage, mblock, mrow, mcol, mmethod, mreduce, mhead], [mix_plot, status], **heavy
+            held(_mix),
+            common + [mstage, mblock, mrow, mcol, mmethod, mreduce, mhead],
+            [mix_plot, status],
+            show_progress_on=mix_plot,
+            **heavy,
         )
-        run_erf.click(held(erf_handler), common, [erf_plot, status], **heavy)
+        run_erf.click(held(erf_handler), common, [erf_plot, status], show_progress_on=erf_plot, **heavy)
         for name, fn in API.items():
             fn = held(fn) if name in ('predict', 'mixing_map', 'attribute') else fn
             gr.api(endpoint(fn), api_name=name, concurrency_id='model', concurrency_limit=2)

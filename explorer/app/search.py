@@ -47,7 +47,11 @@ BUSY_TRAINING = (
     'they share the CPU); try again when it has finished'
 )
 _STOP: dict[str, threading.Event] = {}  # run id -> its stop flag (gr.State holds the id: plain data)
-FORM_LIMITS = (('params_m', 'max params (M)'), ('gmacs', 'max GMACs'), ('latency_ms', 'max predicted latency (ms)'))
+FORM_LIMITS = (
+    ('params_m', 'max params (M; 0: none)'),
+    ('gmacs', 'max GMACs (0: none)'),
+    ('latency_ms', 'max predicted latency (ms; 0: none)'),
+)
 METRIC_CHOICES = ['gmacs', 'params_m', 'latency_ms', 'act_mib', 'accuracy']
 
 

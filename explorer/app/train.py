@@ -405,6 +405,15 @@ def add_train_tab(ctx) -> None:
     def run(spec, n_epochs, secs, bs, sd, lim, erase_p, compile_, progress=gr.Progress()):
         if lim not in TAB_LIMITS:
             raise user_error(f'training images: {show(lim)} is not one of {", ".join(TAB_LIMITS)}', 'Cannot train')
+        try:
+            arch = ArchSpec.from_dict(spec or {})
+        except SpecError:
+            arch = None  # training_request names what is wrong
+        if arch is not None:
+            try:
+                check_trainable(arch)
+            except (SpecError, ValueError) as e:  # the fix is one button away: say which
+                raise user_error(f'{e}. Press "Adapt to Fashion-MNIST" above, then Train.', 'Cannot train') from None
         s, a = training_request(  # a blank seed, time budget or erasing chance: its default
             spec,
             TAB_FIELDS,
@@ -433,8 +442,11 @@ def add_train_tab(ctx) -> None:
         for ev in tracked(events, rid, s.name):
             if ev['kind'] == 'step':
                 steps.append(ev)
-                progress(ev['step'] / ev['total_steps'], desc=f'epoch {ev["epoch"]:.2f}, loss {ev["loss"]:.3f}')
-                if time.monotonic() - last < 1.0:  # redraw at most once a second
+                # the last step, or an epoch's: the test images are evaluated next (a minute on a busy CPU)
+                evaluating = ev['step'] >= ev['total_steps'] or float(ev['epoch']).is_integer()
+                desc = 'evaluating on the test images' if evaluating else f'epoch {ev["epoch"]:.2f}'
+                progress(ev['step'] / ev['total_steps'], desc=f'{desc}, loss {ev["loss"]:.3f}')
+                if not evaluating and time.monotonic() - last < 1.0:  # redraw at most once a second
                     continue
             elif ev['kind'] == 'epoch':
                 rows.append(ev)
@@ -452,6 +464,9 @@ def add_train_tab(ctx) -> None:
             text = f'Training {md_text(s.name)}: step {steps[-1]["step"] if steps else 0}/{ev["total_steps"]}' + (
                 f', test accuracy after epoch {rows[-1]["epoch"]:g}: {100 * acc:.2f}%' if acc is not None else ''
             )
+            if ev['kind'] == 'step' and evaluating:
+                text += '; evaluating on the test images...'
+
             yield rid, text, training_figure(steps, rows, s.name), None, None
 
     def stop_run(rid):
@@ -465,6 +480,7 @@ def add_train_tab(ctx) -> None:
         [run_id, status, plot, ckpt, trained_path],
         concurrency_limit=1,
         concurrency_id='train',
+        show_progress_on=status,  # one bar (it was drawn on the curves and the checkpoint too), and an error there
         **PRIVATE,
     )
     stop.click(stop_run, run_id, status, **PRIVATE)
