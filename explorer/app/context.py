@@ -55,7 +55,8 @@ table.mfx-table td:first-child, table.mfx-table th:first-child, table.mfx-table 
 .mfx-tight, .mfx-stage {flex-wrap: nowrap !important; gap: 6px !important}
 .mfx-stage {align-items: center; border: 1px solid var(--border-color-primary); border-radius: 6px;
             padding: 2px 4px; background: var(--background-fill-secondary)}
-.mfx-stage > *, .mfx-stage .form {min-width: 0 !important}  /* Gradio's min(520px, 100%) pushed the stage's ✕ off a phone's screen */
+/* !important: Gradio's min(520px, 100%) on the form pushed a stage's remove button off a phone's screen */
+.mfx-stage > *, .mfx-stage .form {min-width: 0 !important}
 .mfx-stage .form, .mfx-tight .form {flex-wrap: nowrap !important; align-items: flex-start; background: transparent;
             border: none !important; gap: 6px !important; box-shadow: none !important}
 .mfx-stage .container, .mfx-tight .container {height: auto !important; min-height: 0 !important}
