@@ -230,3 +230,11 @@ def test_compare_points_and_bench_rounds_through_the_api(client, tiny):
     assert len(r['round_throughputs']) == 2 and r['stamp']['rounds'] == 2
     with pytest.raises(AppError, match='repeats'):
         client.predict(spec=tiny(), device='cpu', batch_size=1, repeats=0, api_name='/bench')
+
+
+def test_the_macs_axis_does_not_claim_224_pixels_for_a_design_counted_at_its_own_size():
+    """UX review: after adapting a design to 32 px, its star sat on an axis titled 'GMACs at 224²'."""
+    from explorer.measure.compare import X_AXES
+
+    title = X_AXES['gmacs']
+    assert 'at 224²' not in title and 'own input size' in title and 'presets: 224²' in title

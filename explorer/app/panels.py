@@ -325,8 +325,9 @@ def compare_rows(
     """The Compare chart's points and the keys of the presets on its top-1 Pareto frontier.
 
     Presets of `families` (None: all) with their published top-1 (None where the source has none) against the
-    counted x of `axis` ('MACs': GMACs at 224², 'params': millions, 'throughput': images/s measured in this
-    session, presets unmeasured are left out); then the composer's design (`spec`, `report`) and the pins.
+    counted x of `axis` ('MACs': GMACs at each model's own size, 'params': millions, 'throughput': images/s
+    measured in this session, presets unmeasured are left out); then the composer's design (`spec`, `report`)
+    and the pins.
     Each row: kind, key ('preset:<name>', 'current', 'pin:<index>'), name, family, x, top1, params, macs, source."""
     if axis not in AXES:
         raise ValueError(f'axis {axis!r}: choose one of {", ".join(AXES)}')
@@ -756,7 +757,7 @@ MAX_API_DESIGNS = 32
 
 def api_compare_points(axis: str = 'MACs', designs: list | None = None, families: list | None = None) -> dict:
     """The Compare chart's data: every preset point (published top-1, counted x), `designs` as pinned points, the
-    keys on the presets' top-1 Pareto frontier, and the same points as CSV text. axis: 'MACs' (GMACs at 224²),
+    keys on the presets' top-1 Pareto frontier, and the same points as CSV text. axis: 'MACs' (GMACs, own input size),
     'params' (millions) or 'throughput' (images/s measured in this server session: none through the API).
     designs: up to 32 of {'name': str, 'spec': spec} or spec dicts (JSON text, preset names). families: preset
     families to keep (None: all). Each row: kind, key, name, family, x, top1, params, macs, source."""

@@ -10,7 +10,8 @@ from explorer.core.spec import ArchSpec
 
 # x axes of the accuracy scatter: key in a point -> axis title (with its convention)
 X_AXES = {
-    'gmacs': 'GMACs at 224² (analytic count; 1 multiply-accumulate = 1)',
+    # each model at its own input size: the presets are all 224², a composed design is counted at its own
+    'gmacs': 'GMACs per image, each model at its own input size (presets: 224²; analytic, 1 MAC = 1 multiply-add)',
     'params_m': 'parameters (millions, frozen included)',
     'throughput': 'measured throughput (images/s, this session)',
 }
