@@ -253,7 +253,7 @@ def test_a_search_draws_its_frontier_and_a_click_opens_the_design(app_url, page,
     page.wait_for_timeout(1000)
     names = page.evaluate(f'() => {plot}.data.map(t => t.name)')
     k = names.index('published presets')
-    preset = page.evaluate(f'() => {plot}.data[{k}].text[0]')
+    preset = page.evaluate(f'() => {plot}.data[{k}].hovertext[0]')
     click_first_point(page, k)
     page.wait_for_function(
         '(n) => document.querySelector("#mfx-name textarea, #mfx-name input")?.value === n', arg=preset

@@ -519,3 +519,26 @@ def test_a_study_is_read_once_per_process_then_only_what_is_new(tmp_path, monkey
     search_elsewhere(5, 1)
     assert sorted(t['number'] for t in frontier(open_study(sp, url), sp).trials) == list(range(17))
     assert sum(fetched) == 5  # the other process's trials, and only those
+
+
+def test_presets_that_count_the_same_share_one_label_on_the_search_chart():
+    """UX review: identityformer_s12, poolformer_s12 and randformer_s12 (the same params and MACs) printed their
+    labels over each other; one label says how many more are there, each name stays on hover."""
+    from explorer.viz.search import search_figure
+
+    sp = parse_space(SMALL)
+    trials = [
+        {'number': 0, 'metrics': {'gmacs': 1.0, 'params_m': 10.0}, 'feasible': True, 'pattern': 'PPPP', 'design': 'a'},
+        {'number': 1, 'metrics': {'gmacs': 4.0, 'params_m': 30.0}, 'feasible': True, 'pattern': 'PPAA', 'design': 'b'},
+    ]
+    same = {'gmacs': 1.82, 'params_m': 11.9}
+    presets = [
+        {'name': 'identityformer_s12', 'metrics': {'gmacs': 1.81, 'params_m': 11.9}},
+        {'name': 'poolformer_s12', 'metrics': same},
+        {'name': 'randformer_s12', 'metrics': {'gmacs': 1.83, 'params_m': 11.95}},
+        {'name': 'caformer_s18', 'metrics': {'gmacs': 4.1, 'params_m': 26.3}},
+    ]
+    fig = search_figure(trials, trials, sp.objectives, presets)
+    diamonds = next(t for t in fig.data if t.name == 'published presets')
+    assert list(diamonds.text) == ['identityformer_s12 +2', '', '', 'caformer_s18']
+    assert list(diamonds.hovertext) == [p['name'] for p in presets]

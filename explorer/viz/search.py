@@ -85,18 +85,38 @@ def search_figure(
                 y=[p['metrics'][y] for p in shown],
                 mode='markers+text',
                 name='published presets',
-                text=[plain(p['name']) for p in shown],
+                text=_preset_labels(shown, x, y),
+                hovertext=[plain(p['name']) for p in shown],
                 textposition='top center',
                 textfont=dict(size=10, color='#b91c1c'),
                 marker=dict(symbol='diamond', size=9, color='#dc2626'),
                 customdata=[[f'{PRESET_PICK}{p["name"]}'] for p in shown],  # a click opens the preset
-                hovertemplate='<b>%{text}</b> (click: open in Compose)<br>'
+                hovertemplate='<b>%{hovertext}</b> (click: open in Compose)<br>'
                 + f'{x} %{{x:.4g}}, {y} %{{y:.4g}}<extra></extra>',
             )
         )
     fig.update_layout(**_LAYOUT, height=height, xaxis_title=LABELS[x], yaxis_title=LABELS[y], clickmode='event')
     fig.update_layout(margin=dict(l=56, r=16, t=70, b=48))
     return fig
+
+
+def _preset_labels(shown: list[dict], x: str, y: str, near: float = 0.04) -> list[str]:
+    """One label per cluster of presets: points within `near` of the plotted span of each other on both axes
+    (PoolFormer-, IdentityFormer- and RandFormer-S12 count the same) share one label, 'name +k', the others'
+    names on hover. Labelled one by one, they printed over each other."""
+    span = {k: (max(p['metrics'][k] for p in shown) - min(p['metrics'][k] for p in shown)) or 1.0 for k in (x, y)}
+    labels, anchors = [''] * len(shown), []  # anchors: [index, count]
+    for i, p in enumerate(shown):
+        for a in anchors:
+            q = shown[a[0]]
+            if all(abs(p['metrics'][k] - q['metrics'][k]) <= near * span[k] for k in (x, y)):
+                a[1] += 1
+                break
+        else:
+            anchors.append([i, 0])
+    for i, extra in anchors:
+        labels[i] = plain(shown[i]['name']) + (f' +{extra}' if extra else '')
+    return labels
 
 
 def _points(pts: list[dict], x: str, y: str, name: str, colour: str, size: int) -> go.Scatter:
