@@ -542,3 +542,23 @@ def test_presets_that_count_the_same_share_one_label_on_the_search_chart():
     diamonds = next(t for t in fig.data if t.name == 'published presets')
     assert list(diamonds.text) == ['identityformer_s12 +2', '', '', 'caformer_s18']
     assert list(diamonds.hovertext) == [p['name'] for p in presets]
+
+
+def test_looking_at_a_space_stores_nothing(tmp_path, monkeypatch):
+    """Red team: the Search tab's view runs on every page load and edit of the space, and stored a study for any
+    space text sent to it (25 KB a request, never deleted, outside the study caps)."""
+    from explorer.app.search import study_view
+    from explorer.search.study import storage_bytes
+
+    monkeypatch.setenv('EXPLORER_SEARCH_DIR', str(tmp_path))
+    study_view(parse_space({**SMALL, 'name': 'first_look'}))
+    size = storage_bytes()
+    for i in range(20):
+        fig, rows, csv_path, zip_path, text = study_view(
+            parse_space({**SMALL, 'name': f'look_{i}', 'description': 'x' * 1000})
+        )
+        assert '0 trials' in text
+    assert storage_bytes() == size
+    assert open_study(parse_space({**SMALL, 'name': 'look_3'}), create=False) is None
+    run_search(parse_space({**SMALL, 'name': 'look_3'}), trials=3, seed=0)  # a search does store it
+    assert '3 trials' in study_view(parse_space({**SMALL, 'name': 'look_3'}))[4]

@@ -235,11 +235,16 @@ def preset_points(space, scorer) -> list[dict]:
 def study_view(space) -> tuple:
     """(figure, frontier rows, CSV file, spec files, status) for what the space's study holds now."""
     from explorer.search.space import Scorer
-    from explorer.search.study import frontier, frontier_csv, open_study, spec_file_name
+    from explorer.search.study import Frontier, frontier, frontier_csv, open_study, spec_file_name, study_name
     from explorer.viz.search import search_figure
 
     scorer = Scorer(space)
-    front = frontier(open_study(space), space, scorer.calibrated_on)
+    # a look stores nothing: it ran on every page load and edit, and stored a study for any space text sent to it
+    st = open_study(space, create=False)
+    if st is None:
+        front = Frontier(study_name(space), dict(space.objectives), [], [], scorer.calibrated_on)
+    else:
+        front = frontier(st, space, scorer.calibrated_on)
     fig = search_figure(front.trials, front.frontier, space.objectives, preset_points(space, scorer))
     keys = list(space.objectives)
     rows = [
@@ -576,7 +581,10 @@ def add_search_tab(ctx) -> None:
 
         space = merged_space(text_value, *form_value)
         try:
-            trial = open_study(space).trials[int(number)]
+            st = open_study(space, create=False)
+            if st is None:
+                raise KeyError(number)
+            trial = st.trials[int(number)]
             spec = design(space, trial.params, name=f'{space.name}_t{trial.number}').to_dict()
         except (ValueError, IndexError, KeyError, SpaceError):
             raise user_error(f'trial {str(number)[:20]} is not in this study', title='Cannot open') from None

@@ -138,13 +138,20 @@ def open_study(
     sampler: str = 'nsga2',
     seed=None,
     conditions: dict | None = None,
+    create: bool = True,
 ):
-    """The study for `space` (created when new). Raises SpaceError when `name` holds a study of another space, or
+    """The study for `space` (created when new; with create=False, None when there is none: a look at a space
+    stores nothing). Raises SpaceError when `name` holds a study of another space, or
     one measured under other `conditions` (what this machine's metrics depend on, see `conditions`: the first
     worker records them, and a worker where they differ is refused rather than mixing its trials in)."""
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    if not create:
+        try:
+            _storage(storage).get_study_id_from_name(study_name(space, name))
+        except KeyError:
+            return None
     if sampler not in SAMPLERS:
         raise SpaceError(f'sampler {sampler!r} is not known; choose from {", ".join(SAMPLERS)}')
     samplers = {  # constraints reach them through trial.set_constraint (Optuna 5)
