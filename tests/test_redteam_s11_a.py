@@ -273,3 +273,19 @@ def test_the_train_tab_says_when_it_evaluates_the_test_images(demo, monkeypatch)
     assert seen[-1].startswith('evaluating on the test images') and texts[-1].endswith(
         'evaluating on the test images...'
     )
+
+
+def test_the_scaling_chart_takes_what_scaling_takes(demo):
+    """Red team: the Compare tab's scaling chart took any number of sizes and presets (5 s of CPU a request, no
+    slot), and a non-text size list gave Gradio's bare error."""
+    from explorer.core import catalog
+
+    plot = handler(demo, 'add_compare_tab.<locals>.scaling_plot')
+    spec = catalog.get_preset('poolformer_s12')
+    e = gr_error(plot, spec, ', '.join(['224'] * 65), [], 'png')
+    assert e.message == 'resolutions: give 1 to 64 sizes in [8, 1536]'
+    e = gr_error(plot, spec, ['224'], [], 'png')
+    assert e.message.startswith("resolutions: ['224'] must be whole numbers")
+    e = gr_error(plot, spec, '224', ['poolformer_s12'] * 1000, 'png')
+    assert e.message == 'presets: a list of preset names'
+    assert plot(spec, '224, 256', ['poolformer_s12', 'poolformer_s12'], 'png') is not None

@@ -132,3 +132,33 @@ def test_verify_past_the_servers_limit_is_refused_naming_it(client, monkeypatch)
         client.predict(spec={**TINY, 'name': 'slow_api'}, api_name='/verify')
     monkeypatch.delenv('EXPLORER_MAX_VERIFY_S')
     assert verify_in_helper(TINY) == prof.verify(TINY)
+
+
+def test_a_call_waiting_for_the_helper_is_not_stopped_for_the_wait():
+    """Red team: a call's time limit counted its wait behind other calls, so a tiny design queued behind slow ones
+    was reported as 'took more than 30 s' and killed the helper. The limit is the call's own run; a call waits at
+    most as long for the helper, then is told it is busy."""
+    import threading
+
+    from explorer.app.workers import HelperBusy
+
+    h = Helper()
+    try:
+        h.call(_sleep, 0.0)  # started
+        first = []
+        t = threading.Thread(target=lambda: first.append(h.call(_sleep, 1.0, timeout=5)))
+        t.start()
+        import time
+
+        time.sleep(0.2)
+        assert h.call(_sleep, 0.5, timeout=1.2) == 0.5  # waited ~0.8 s, ran 0.5 s: within its own 1.2 s
+        t.join(10)
+        assert first == [1.0]
+        t = threading.Thread(target=lambda: h.call(_sleep, 2.0, timeout=5))
+        t.start()
+        time.sleep(0.2)
+        with pytest.raises(HelperBusy, match='busy with other calls for 0.5 s'):
+            h.call(_sleep, 0.1, timeout=0.5)
+        t.join(10)
+    finally:
+        h.close()

@@ -24,7 +24,7 @@ from explorer.app import form as spec_form
 from explorer.app import history
 from explorer.app.context import AppContext, error_text, md_text, person_path, public_text, show_initially, user_error
 from explorer.app.history import Workbench, network_key, same_design
-from explorer.app.workers import HELPER, HelperTimeout
+from explorer.app.workers import HELPER, HelperBusy, HelperTimeout
 from explorer.core import catalog
 from explorer.core.registry import MIXERS
 from explorer.core.spec import ACTIVATIONS, HEADS, MAX_STAGES, NORMS, ArchSpec, SpecError
@@ -415,13 +415,19 @@ def verify_in_helper(spec: dict | str, img_size: int | None = None) -> dict:
     limit = Limits.from_env().max_verify_s
     try:
         return HELPER.call(prof.verify, spec, img_size, timeout=limit)
-    except HelperTimeout:
+    except HelperTimeout as e:
+        stopped = f'took more than {limit:g} s here and was stopped (EXPLORER_MAX_VERIFY_S)'
+        why = stopped if 'took more than' in str(e) else f'failed: {e}'
+        raise ResourceError(
+            [('verify', f'building and tracing this design with fvcore {why}; the analytic count stands')]
+        ) from None
+    except HelperBusy:
         raise ResourceError(
             [
                 (
                     'verify',
-                    f'building and tracing this design with fvcore took more than {limit:g} s here and was '
-                    'stopped (EXPLORER_MAX_VERIFY_S); the analytic count stands',
+                    f'the fvcore check is busy with other designs (one at a time, each up to {limit:g} s): try '
+                    'again; the analytic count stands',
                 )
             ]
         ) from None

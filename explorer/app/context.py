@@ -380,9 +380,11 @@ class WorkSlots:
         return wrapper
 
 
-SPEED_SLOTS = WorkSlots('speed runs', 1, 120.0)  # a run's budget (EXPLORER_MAX_BENCH_S, 60 s) and its first call
-VERIFY_SLOTS = WorkSlots('fvcore verifications', 1, 60.0)
-MODEL_SLOTS = WorkSlots('model calls (predictions, attributions, mixing maps)', 2, 180.0)
+# Gradio's own queue (concurrency_limit) lines requests up: a slot is only ever taken while a cancelled job's work
+# finishes, so waiting briefly is enough, and a short wait keeps submit-and-cancel from piling up waiting threads
+SPEED_SLOTS = WorkSlots('speed runs', 1, 10.0)
+VERIFY_SLOTS = WorkSlots('fvcore verifications', 1, 10.0)
+MODEL_SLOTS = WorkSlots('model calls (predictions, attributions, mixing maps)', 2, 10.0)
 
 MAX_SPEC_FILE_BYTES = 1_000_000  # a spec is a few kB; an upload above this is refused before it is read
 

@@ -501,13 +501,21 @@ def add_compare_tab(ctx: AppContext) -> None:
     def scaling_plot(spec, sizes_text, names, image_format):
         if not spec:
             return gr.skip()
+        if not isinstance(sizes_text, str) or len(sizes_text) > 2000:  # 64 sizes of four digits fit easily
+            raise user_error(f'resolutions: {show(sizes_text)} must be whole numbers separated by commas')
         try:
             sizes = [int(v) for v in sizes_text.replace(';', ',').split(',') if v.strip()]
         except ValueError:
-            raise user_error(f'resolutions: {sizes_text!r} must be whole numbers separated by commas') from None
-        if not sizes or any(not 8 <= v <= 1536 for v in sizes):
-            raise gr.Error('resolutions: give 1 or more sizes in [8, 1536]', print_exception=False)
-        specs = {f'yours: {spec["name"]}': spec, **{n: catalog.get_preset(n) for n in names or []}}
+            raise user_error(f'resolutions: {show(sizes_text)} must be whole numbers separated by commas') from None
+        if not 1 <= len(sizes) <= 64 or any(not 8 <= v <= 1536 for v in sizes):  # as /scaling
+            raise gr.Error('resolutions: give 1 to 64 sizes in [8, 1536]', print_exception=False)
+        if not isinstance(names, (list, type(None))) or len(names or []) > len(catalog.preset_names()):
+            raise user_error('presets: a list of preset names', title='Bad request')
+        try:
+            presets = {n: catalog.get_preset(n) for n in dict.fromkeys(map(str, names or []))}
+        except SpecError as e:
+            raise user_error(e, title='Bad request') from None
+        specs = {f'yours: {spec["name"]}': spec, **presets}
         return exportable(scaling_figure(cmp.scaling(specs, sizes)), 'scaling', image_format)
 
     def diff_view(a, b, spec, pins, uploaded, image_format):

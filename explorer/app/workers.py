@@ -60,12 +60,17 @@ class HelperTimeout(RuntimeError):
     """A call ran past its time limit: the helper was stopped (the next call starts a new one)."""
 
 
+class HelperBusy(RuntimeError):
+    """The helper was busy with other calls for longer than a call would wait."""
+
+
 class Helper:
     """One helper process; `call(fn, *args)` runs a picklable module-level function there and returns its result
     (or raises its exception). Thread-safe; calls run one at a time in the helper."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
+        self._one = threading.Lock()  # one call in the helper at a time: a call's time limit is its own running time
         self._pool: ProcessPoolExecutor | None = None
         self._disabled = False
 
@@ -107,24 +112,30 @@ class Helper:
         self._reset(pool)
 
     def call(self, fn: Callable, *args, timeout: float | None = None):
-        """fn(*args) in the helper. `timeout` (seconds, counted from the call, waiting for the helper included):
-        past it the helper is killed and HelperTimeout raised; a slow verification held the one helper, and with it
-        every visitor's composer check, for as long as it took (23 s for a design of 64 pooling blocks at 1024 px).
-        Calls waiting behind the killed one are run again in the new helper."""
-        for _ in range(2):  # a helper that died (killed, out of memory) is replaced once
-            pool = self._get()
-            if pool is None:
-                break
-            try:
-                return pool.submit(fn, *args).result(timeout=timeout)
-            except FutureTimeout:
-                self._kill(pool)
-                raise HelperTimeout(f'it took more than {timeout:g} s and was stopped') from None
-            except (BrokenProcessPool, RuntimeError) as e:  # RuntimeError: a pool another call had just stopped
-                if not isinstance(e, BrokenProcessPool) and 'shutdown' not in str(e):
-                    raise
-                self._reset(pool)
-        return fn(*args)
+        """fn(*args) in the helper, one call at a time. `timeout` (seconds of the call's own run): past it the
+        helper is killed and HelperTimeout raised (a slow verification held the one helper, and with it every
+        visitor's composer check, for as long as it took: 23 s for a design of 64 pooling blocks at 1024 px); a
+        call waits at most as long for the calls before it, then HelperBusy. Without a helper process (the system
+        refuses one) fn runs here; with a timeout, never after the helper has failed."""
+        if not self._one.acquire(timeout=-1 if timeout is None else timeout):
+            raise HelperBusy(f'the helper was busy with other calls for {timeout:g} s')
+        try:
+            for _ in range(2):  # a helper that died (killed, out of memory) is replaced once
+                pool = self._get()
+                if pool is None:
+                    return fn(*args)
+                try:
+                    return pool.submit(fn, *args).result(timeout=timeout)
+                except FutureTimeout:
+                    self._kill(pool)
+                    raise HelperTimeout(f'it took more than {timeout:g} s and was stopped') from None
+                except BrokenProcessPool:
+                    self._reset(pool)
+            if timeout is not None:  # not in the server, where nothing could stop it
+                raise HelperTimeout('the helper process failed twice')
+            return fn(*args)
+        finally:
+            self._one.release()
 
     def close(self) -> None:
         with self._lock:
