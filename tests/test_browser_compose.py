@@ -244,8 +244,10 @@ def test_two_pinned_designs_are_listed_loaded_back_and_unpinned(app_url, page, s
     page.wait_for_selector('#mfx-pin-status:has-text("Already pinned as caformer_s18-mod1")')
     page.screenshot(path=str(shots / 'compose-pins.png'))
 
-    # load the first pin back, then unpin it
+    # load the first pin back, then unpin it; with no pin chosen, Load and Unpin are off (they raised an error)
+    assert page.locator('#mfx-pin-load').is_disabled() and page.locator('#mfx-pin-drop').is_disabled()
     pins.locator('label', has_text='caformer_s18 ·').click()
+    page.wait_for_function('() => !document.querySelector("#mfx-pin-load").disabled')
     page.locator('#mfx-pin-load').click()
     wait_macs(page, before)
     wait_name(page, 'caformer_s18')

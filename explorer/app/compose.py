@@ -334,8 +334,9 @@ def _layout() -> SimpleNamespace:
                         elem_id='mfx-pins',
                     )
                     with gr.Column(scale=0, min_width=90):
-                        ui.pin_load = gr.Button('Load', size='sm', elem_id='mfx-pin-load')
-                        ui.pin_drop = gr.Button('Unpin', size='sm', elem_id='mfx-pin-drop')
+                        # on once a pin is chosen: pressed with none, they could only answer with an error toast
+                        ui.pin_load = gr.Button('Load', size='sm', elem_id='mfx-pin-load', interactive=False)
+                        ui.pin_drop = gr.Button('Unpin', size='sm', elem_id='mfx-pin-drop', interactive=False)
                 with gr.Accordion('What the token mixers do', open=False):
                     gr.Markdown('\n'.join(f'- **{n}**: {escape(m.description)}' for n, m in MIXERS.items()))
             with gr.Column(scale=4, min_width=320, elem_id='mfx-figs'):
@@ -736,6 +737,13 @@ def _wire_pins(ui: SimpleNamespace, ctx: AppContext, load_spec) -> None:
         do_load, [ctx.pins, ui.pins], [ctx.spec, ui.pin_status], show_progress='hidden', **PRIVATE
     )
     load_spec(loads)
+    ui.pins.change(
+        lambda name: [gr.update(interactive=bool(name))] * 2,
+        ui.pins,
+        [ui.pin_load, ui.pin_drop],
+        show_progress='hidden',
+        **PRIVATE,
+    )
     ctx.pins.change(
         lambda pins: gr.update(choices=_pin_choices(pins), value=None),
         ctx.pins,
