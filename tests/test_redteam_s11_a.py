@@ -289,3 +289,12 @@ def test_the_scaling_chart_takes_what_scaling_takes(demo):
     e = gr_error(plot, spec, '224', ['poolformer_s12'] * 1000, 'png')
     assert e.message == 'presets: a list of preset names'
     assert plot(spec, '224, 256', ['poolformer_s12', 'poolformer_s12'], 'png') is not None
+
+
+def test_the_measure_tab_names_the_design_it_will_time():
+    """UX review: the tab said only "the composer's model"; the name appeared after the run. Names are text."""
+    from explorer.app.panels import measure_target
+
+    line = measure_target({**TINY, 'name': '<b>x</b>'})
+    assert 'Measure times <b>&lt;b&gt;x&lt;/b&gt;</b> as composed: 32x32 px, 1 channel.' in line
+    assert 'Compose a valid network first' in measure_target(None)

@@ -173,6 +173,17 @@ def measure_message(last: dict) -> str:
     )
 
 
+def measure_target(spec: dict | None) -> str:
+    """The line that says which design Measure will time (the tab said only "the composer's model")."""
+    if not spec:
+        return '<div class="mfx-note">Compose a valid network first: Measure times the design in Compose.</div>'
+    size, chans = spec.get('img_size', 224), spec.get('in_chans', 3)
+    return (
+        f'<div class="mfx-note">Measure times <b>{escape(str(spec.get("name", "")))}</b> as composed: '
+        f'{size}x{size} px, {chans} channel{"s" if chans != 1 else ""}.</div>'
+    )
+
+
 MAX_MEASURED_PRESETS = 8  # presets one Measure click may time beside the composer
 
 
@@ -194,6 +205,7 @@ def add_measure_tab(ctx: AppContext) -> None:
                 choices=catalog.preset_choices(), multiselect=True, label='also measure presets', scale=2, min_width=200
             )
         run = gr.Button('Measure', variant='primary', elem_id='mfx-bench')
+        target = gr.HTML(measure_target(None), elem_id='mfx-bench-target')
         result = gr.HTML(
             '<div class="mfx-note">Press Measure: warm-up, then the timed runs in rounds (at least 2 s in all); '
             'the progress shows here.</div>',
@@ -202,6 +214,8 @@ def add_measure_tab(ctx: AppContext) -> None:
         with gr.Row():
             table = gr.HTML(history_html([]), elem_id='mfx-history-box')
         chart = gr.Plot(show_label=False, elem_id='mfx-bench-chart')
+
+    ctx.spec.change(measure_target, ctx.spec, target, show_progress='hidden', **PRIVATE)
 
     def list_devices(current):
         return gr.Dropdown(choices=prof.available_devices(), value=current)
