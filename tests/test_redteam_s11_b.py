@@ -142,7 +142,7 @@ def test_checkpoints_written_by_training_still_load(tmp_path):
     assert msg.startswith("checkpoint preprocessing.interpolation: 'sinc' is not allowed; choose from nearest, ")
     from explorer.explain import predict, weights
 
-    assert weights.INTERPOLATIONS == predict.INTERPOLATIONS  # the checkpoint reader's copy of the names
+    assert weights.INTERPOLATIONS is predict.INTERPOLATIONS  # one list of the names, no copy to drift
 
 
 def test_the_ui_shows_the_refusal_of_an_uploaded_checkpoint(tmp_path):

@@ -17,7 +17,7 @@ from PIL import Image
 
 from explorer.core.spec import ArchSpec
 from explorer.explain.images import MAX_PIXELS, ImageError
-from explorer.explain.weights import WeightsInfo
+from explorer.explain.weights import INTERPOLATIONS, WeightsInfo
 
 DATA_KEYS = ('input_size', 'interpolation', 'mean', 'std', 'crop_pct', 'crop_mode')
 EXTRA_KEYS = ('pad_from',)  # our own: resize to this size, then centre on a background canvas (Fashion-MNIST)
@@ -58,9 +58,6 @@ def data_config(spec: ArchSpec, info: WeightsInfo | None = None) -> dict:
     out.update({k: cfg_in[k] for k in EXTRA_KEYS if cfg_in.get(k)})
     check_data_config(out)
     return out
-
-
-INTERPOLATIONS = ('nearest', 'bilinear', 'bicubic', 'lanczos', 'box', 'hamming')
 
 
 def check_data_config(cfg: dict) -> None:

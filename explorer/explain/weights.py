@@ -249,7 +249,7 @@ def _metadata_json(key: str, raw: str):
 
 
 PREPROCESSING_RESIZES = ('pad', 'none', 'bilinear')
-# explorer.explain.predict.INTERPOLATIONS (predict imports this module, so it cannot be imported from there)
+# the resampling filters a data config may name (explorer.explain.predict checks configs against these too)
 INTERPOLATIONS = ('nearest', 'bilinear', 'bicubic', 'lanczos', 'box', 'hamming')
 CROP_MODES = ('center', 'squash', 'border')
 
