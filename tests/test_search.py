@@ -562,3 +562,45 @@ def test_looking_at_a_space_stores_nothing(tmp_path, monkeypatch):
     assert open_study(parse_space({**SMALL, 'name': 'look_3'}), create=False) is None
     run_search(parse_space({**SMALL, 'name': 'look_3'}), trials=3, seed=0)  # a search does store it
     assert '3 trials' in study_view(parse_space({**SMALL, 'name': 'look_3'}))[4]
+
+
+def test_the_same_search_request_draws_the_same_designs_and_a_later_one_draws_new_ones(client, tmp_path, monkeypatch):
+    """Same request, same answer: the server seeds its sampler with how many trials the study holds. Two servers
+    (two storages) asked the same search of a new study try the same designs; asking again continues the study
+    with other draws instead of repeating the first ones. (Unseeded, a two-trial training search in CI drew two
+    designs over the space's budget and trained nothing.)"""
+    pytest.importorskip('gradio_client')
+    space = {**SMALL, 'name': 'seeded'}
+
+    def drawn(folder, trials):
+        monkeypatch.setenv('EXPLORER_SEARCH_DIR', str(folder))
+        client.predict(space=space, trials=trials, api_name='/search')
+        st = open_study(parse_space(space), create=False)
+        return [t.params for t in sorted(st.get_trials(deepcopy=False), key=lambda t: t.number)]
+
+    first = drawn(tmp_path / 'a', 6)
+    assert drawn(tmp_path / 'b', 6) == first
+    assert len({json.dumps(p, sort_keys=True) for p in first}) > 1  # drawn, not one design repeated
+    both = drawn(tmp_path / 'a', 6)
+    assert both[:6] == first and both[6:] != first
+
+
+def test_an_in_memory_storage_works_and_a_bad_one_is_named(tmp_path):
+    """`--storage sqlite:///:memory:` (a throwaway study) raised Optuna's StorageInternalError: setting up
+    write-ahead logging closed the connection, and the in-memory database with it. A storage that cannot be
+    opened (no such driver, folder or module) printed a SQLAlchemy traceback; it is now named, password hidden."""
+    space = tmp_path / 'space.json'
+    space.write_text(json.dumps(SMALL))
+    code, out, err = run_cli('search', str(space), '--trials', '3', '--storage', 'sqlite:///:memory:', '--json')
+    assert code == 0, err
+    assert json.loads(out)['trials'] == 3
+    for url, why in (
+        ('foo://bar', 'NoSuchModuleError'),
+        (f'sqlite:///{tmp_path}/missing/s.db', 'unable to open database file'),
+        (f'journal:{tmp_path}/missing/j.log', 'No such file or directory'),
+        ('postgresql://me:s3cret@localhost:1/db', ''),  # no driver, or no server: either way named
+    ):
+        code, out, err = run_cli('search', str(space), '--trials', '1', '--storage', url)
+        assert code == 2 and 'Traceback' not in err, err
+        assert 'cannot open it' in err and why in err and 's3cret' not in err, err
+    assert 'postgresql://me:***@localhost:1/db' in err

@@ -95,10 +95,11 @@ def max_studies_mb() -> int:
 TRIAL_BYTES = 8 * 2**10  # what a trial may add to the study database, counted generously (about 3 KiB measured)
 
 
-def check_store(space, trials: int) -> None:
+def check_store(space, trials: int) -> int:
     """Refuse a search that would take its study past EXPLORER_MAX_STUDY_TRIALS trials or the study database
     past EXPLORER_MAX_STUDIES_MB (raises SpaceError naming the figures). Nothing is ever deleted: a full study
-    stays readable, and a space under another name starts a study of its own."""
+    stays readable, and a space under another name starts a study of its own. Returns how many trials the study
+    holds: the server's searches seed their sampler with it (see search_events)."""
     from explorer.search.study import storage_bytes, stored_trials
 
     held, cap = stored_trials(space), max_study_trials()
@@ -116,6 +117,7 @@ def check_store(space, trials: int) -> None:
             f"the server's study database takes {size / 2**20:,.1f} MiB and {trials:,} more trials may add "
             f'{trials * TRIAL_BYTES / 2**20:,.1f} MiB: over its limit of {limit:,} MiB (EXPLORER_MAX_STUDIES_MB)'
         )
+    return held
 
 
 def check_training(space, trials: int, limits: Limits | None = None) -> dict:
@@ -281,7 +283,11 @@ def _zip(files: dict[str, str], path) -> None:
 
 def search_events(space, trials: int, stop: threading.Event) -> Iterator[dict]:
     """Run the search in a worker thread; yield {'kind': 'trial', ...} events, then 'done' or 'error'. A space
-    that trains (the accuracy objective) runs as training_search_events."""
+    that trains (the accuracy objective) runs as training_search_events.
+
+    Same request, same answer: the sampler's seed is the number of trials the study holds (read holding the
+    search slot), so a search of a new study draws the same designs on any server, and a later search of the
+    same study draws new ones rather than repeating them."""
     from explorer.search.study import run_search
 
     if space.needs_training:
@@ -291,14 +297,14 @@ def search_events(space, trials: int, stop: threading.Event) -> Iterator[dict]:
         yield {'kind': 'error', 'message': BUSY}
         return
     try:
-        check_store(space, trials)  # holding the slot: no other analytic search adds trials meanwhile
+        held = check_store(space, trials)  # holding the slot: no other analytic search adds trials meanwhile
     except SpaceError as e:
         _SLOT.release()
         yield {'kind': 'error', 'message': str(e)}
         return
 
     def work(emit):
-        front = run_search(space, trials=trials, progress=emit, should_stop=stop.is_set)
+        front = run_search(space, trials=trials, seed=held, progress=emit, should_stop=stop.is_set)
         return {'frontier': front, 'stopped_by': 'user' if stop.is_set() else None}
 
     yield from background(work, stop, 'search', (SpaceError, SpecError, ValueError), _SLOT.release)
@@ -330,7 +336,7 @@ def training_search_events(space, trials: int, stop: threading.Event, limits: Li
         yield {'kind': 'error', 'message': BUSY_TRAINING}
         return
     try:
-        check_store(space, trials)
+        held = check_store(space, trials)
     except SpaceError as e:
         TRAINING_SLOT.release()
         yield {'kind': 'error', 'message': str(e)}
@@ -345,7 +351,7 @@ def training_search_events(space, trials: int, stop: threading.Event, limits: Li
 
     def work(emit):
         trainer.should_stop, trainer.progress = should_stop, emit
-        front = run_search(space, trials=trials, progress=emit, should_stop=should_stop, trainer=trainer)
+        front = run_search(space, trials=trials, seed=held, progress=emit, should_stop=should_stop, trainer=trainer)
         why = 'time limit' if timed_out.is_set() else 'user' if stop.is_set() else None
         return {'frontier': front, 'stopped_by': why}
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 import multiprocessing
 import os
+import re
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -51,14 +52,31 @@ def _storage(url: str | None):
 
 
 def _new_storage(url: str):
-    """'journal:PATH' -> a journal file; sqlite:/// -> SQLite in WAL mode; any other RDB URL as it is."""
+    """An Optuna storage from a URL; SpaceError naming the URL (its password hidden) when it cannot be opened."""
+    try:
+        return _open_storage(url)
+    except Exception as e:  # any driver's error: a bad URL, a missing driver, a file that cannot be opened
+        why = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise SpaceError(f'storage {_shown(url)}: cannot open it ({type(e).__name__}: {why})') from None
+
+
+def _shown(url: str) -> str:
+    """`url` with the password of a database URL replaced by ***."""
+    return re.sub(r'(://[^:/@]*:)[^@/]*@', r'\1***@', url)
+
+
+def _open_storage(url: str):
+    """'journal:PATH' -> a journal file; sqlite:///FILE -> SQLite in WAL mode; any other RDB URL (an in-memory
+    SQLite database among them: write-ahead logging is for files, and setting it up would drop the database
+    with its connection) as it is."""
     import optuna
 
     if url.startswith('journal:'):
         from optuna.storages.journal import JournalFileBackend
 
         return optuna.storages.JournalStorage(JournalFileBackend(url.removeprefix('journal:')))
-    if url.startswith('sqlite:///'):  # a shared SQLite file: wait for the other workers' writes
+    if url.startswith('sqlite:///') and not url.startswith('sqlite:///:memory:'):
+        # a shared SQLite file: wait for the other workers' writes
         storage = optuna.storages.RDBStorage(url, engine_kwargs={'connect_args': {'timeout': 60}})
         _wal(storage.engine)
     else:
