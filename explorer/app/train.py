@@ -353,7 +353,7 @@ def add_train_tab(ctx) -> None:
             )
             start = gr.Button('Train', variant='primary', scale=2)
             stop = gr.Button('Stop (keeps the weights so far)', scale=2)
-        status = gr.Markdown()
+        status = gr.Markdown(elem_id='mfx-train-status')
         plot = gr.Plot(label='training curves')
         ckpt = gr.File(label='checkpoint (.safetensors: weights + spec + preprocessing + metrics)')
         with gr.Accordion('Trained models on this machine', open=True, elem_id='mfx-runs-box'):
