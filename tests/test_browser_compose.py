@@ -327,3 +327,26 @@ def test_on_a_phone_every_stage_can_be_removed(app_url, browser):
         page.locator('#mfx-stage-4').wait_for(state='hidden')
     finally:
         ctx.close()
+
+
+def test_an_edit_says_what_it_changed_in_params_and_macs(app_url, page, shots):
+    """One more PoolFormer block in poolformer_s12's first stage (64 channels, 56x56 tokens), by hand:
+    params 2 GroupNorms (2 x 128) + fc1 (64 x 256 + 256) + fc2 (256 x 64 + 64) + 2 layer scales (2 x 64) = 33,472;
+    MACs 3,136 tokens x 64 x 256 x 2 (the MLP) + 3,136 x 64 x 9 (the 3x3 pooling window) = 104,566,784, of
+    11,915,176 params and 1,821,551,616 MACs: +0.3% and +5.7%. An undo shows no change line."""
+    page.goto(app_url + '?preset=poolformer_s12')
+    wait_macs(page, 1_821_551_616)
+    page.wait_for_selector('body[data-mfx-ready]', state='attached')
+    assert page.locator('#mfx-change').count() == 0  # nothing changed yet
+    set_number(page, 'mfx-s1-depth', '3')
+    wait_macs(page, 1_821_551_616 + 104_566_784)
+    line = page.locator('#mfx-change').inner_text()
+    assert line == 'Change from poolformer_s12: +33.5k params (+0.3%), +105M MACs (+5.7%)', line
+    page.screenshot(path=str(shots / 'compose-change.png'))
+    set_number(page, 'mfx-s1-depth', '2')
+    wait_macs(page, 1_821_551_616)
+    line = page.locator('#mfx-change').inner_text()
+    assert line == 'Change from poolformer_s12-mod1: −33.5k params (−0.3%), −105M MACs (−5.4%)', line
+    page.locator('#mfx-undo').click()
+    wait_macs(page, 1_821_551_616 + 104_566_784)
+    assert page.locator('#mfx-change').count() == 0

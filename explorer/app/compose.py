@@ -192,8 +192,27 @@ def _latency_card(spec: ArchSpec) -> tuple:
     )
 
 
-def _totals_html(spec: ArchSpec, report: dict) -> str:
-    """The headline: params, MACs, matching preset and its published figures, the counting convention."""
+def _change_html(before: tuple[str, int, int] | None, report: dict) -> str:
+    """What the last edit changed: params and MACs against the design shown before it (its name, params, MACs);
+    '' when there was none or the counts are the same."""
+    if before is None:
+        return ''
+    name, params, macs = before
+    parts = []
+    for what, was, now in (('params', params, report['params']), ('MACs', macs, report['macs'])):
+        diff = now - was
+        sign = '+' if diff >= 0 else '−'  # a typographic minus, as the figures beside it
+        pct = f' ({sign}{abs(100 * diff / was):.1f}%)' if was else ''
+        parts.append(f'{sign}{units.fmt_count(abs(diff))} {what}{pct}')
+    if params == report['params'] and macs == report['macs']:
+        return ''
+    shown = name if len(name) <= 60 else name[:59] + '…'
+    return f'<div class="mfx-note" id="mfx-change">Change from {escape(shown)}: {", ".join(parts)}</div>'
+
+
+def _totals_html(spec: ArchSpec, report: dict, before: tuple[str, int, int] | None = None) -> str:
+    """The headline: params, MACs, matching preset and its published figures, what the last edit changed
+    (`before`: the previous design's name, params and MACs), the counting convention."""
     preset = report.get('preset')
     frozen = report.get('frozen_params') or 0
     cards = [
@@ -236,7 +255,7 @@ def _totals_html(spec: ArchSpec, report: dict) -> str:
         f'<details><summary>MACs: one multiply-accumulate = 1, one {spec.img_size}² image, inference; '
         f'params include frozen ones</summary>{escape(report.get("convention", ""))}</details>'
     )
-    return f'{html}<div class="mfx-note">{note}</div><div class="mfx-note">{conv}</div>'
+    return f'{html}{_change_html(before, report)}<div class="mfx-note">{note}</div><div class="mfx-note">{conv}</div>'
 
 
 def _verified_html(analytic: dict, verified: dict) -> str:
@@ -508,6 +527,10 @@ def add_compose_tab(ctx: AppContext) -> None:
             spec = catalog.with_published_meta(catalog.parse_spec(d))
             report = prof.profile(spec)
             d = spec.to_dict()
+            before = None  # the design shown until now, for the change line of an edit (a load, undo or redo: none)
+            if prev is not None and kind == 'edit':
+                was = prof.profile(catalog.parse_spec(prev))
+                before = (prev['name'], was['params'], was['macs'])
             if kind == 'restore':
                 w.invalid = False
             elif w.commit(d, f'load {d["name"]}' if kind == 'replace' else label):
@@ -520,7 +543,7 @@ def add_compose_tab(ctx: AppContext) -> None:
                 w,
                 d,
                 report,
-                _totals_html(spec, report),
+                _totals_html(spec, report, before),
                 pending,
                 gr.update(value='', visible=False),
                 stage_cost_svg(report),
