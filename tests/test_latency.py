@@ -356,3 +356,33 @@ def test_the_composer_shows_predicted_latency_or_says_it_is_not_calibrated(laten
     lat.save_model(model)
     title, value, detail, _ = _latency_card(tiny())
     assert value == '2 ms' and f'calibrated on {model.label()}' in detail and 'batch 1, fp32' in detail
+
+
+def test_the_measure_tab_calibrates_once_and_leaves_replacing_it_to_the_operator(latency_dir, monkeypatch):
+    """The page's Calibrate runs `calibrate` for what the composer shows (CPU, float32, batch 1) when this CPU has
+    no calibration; a second one would change every visitor's predictions and the studies that used them, so it
+    is refused (naming who may do it) unless EXPLORER_ALLOW_RECALIBRATE is set."""
+    import gradio as gr
+
+    from explorer.app import calibration as appcal
+
+    monkeypatch.setattr(appcal, 'OPTIONS', {'designs': 4, 'holdout': 2, 'rounds': 1, 'max_macs': 2e6})
+    monkeypatch.delenv('EXPLORER_ALLOW_RECALIBRATE', raising=False)
+    assert 'Not calibrated for this CPU' in appcal.status_html() and appcal.may_calibrate()
+    seen = []
+    html = appcal.run_calibration(lambda frac, desc='': seen.append((frac, desc)))
+    path = latency_dir / lat.fingerprint('cpu', 'float32', 1).file_name()
+    model = lat.load_model(lat.fingerprint('cpu', 'float32', 1))
+    assert path.is_file() and model.n_designs == 4
+    assert f'Calibrated on {model.label()}' in html and 'On 2 designs it never saw' in html
+    assert seen and seen[-1][0] == 1.0 and all(d.startswith('calibrating') for _, d in seen)
+    assert lat.predict_latency(tiny()).seconds > 0  # the composer's card has a figure now
+    before = path.stat().st_mtime_ns
+    assert not appcal.may_calibrate()
+    with pytest.raises(gr.Error, match='calibrated already'):
+        appcal.run_calibration()
+    assert path.stat().st_mtime_ns == before
+    monkeypatch.setenv('EXPLORER_ALLOW_RECALIBRATE', '1')
+    assert 'Calibrating again replaces it' in appcal.status_html()
+    appcal.run_calibration()
+    assert path.stat().st_mtime_ns != before

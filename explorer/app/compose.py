@@ -632,6 +632,14 @@ def add_compose_tab(ctx: AppContext) -> None:
         verify_after(event)
         edit_events.append(event)
     ctx.extras['edit_events'] = edit_events
+
+    def recount_totals(spec: dict, report: dict):
+        """The counts' cards again, for the design shown (the Measure tab's calibration changes the latency)."""
+        if not spec or not report:
+            return gr.skip()
+        return _totals_html(catalog.parse_spec(spec), report)
+
+    ctx.extras['totals'] = (ui.totals, recount_totals)
     for r in rows:
         r['mixer'].input(
             lambda m: [gr.update(visible=k in spec_form.slots_for(m)) for k in keys],

@@ -13,6 +13,7 @@ import gradio as gr
 from gradio.components.plot import PlotData
 
 from explorer.app import form as spec_form
+from explorer.app.calibration import add_calibration
 from explorer.app.compose import RESTORING_JS, verify_in_helper
 from explorer.app.context import (
     SPEED_SLOTS,
@@ -214,6 +215,7 @@ def add_measure_tab(ctx: AppContext) -> None:
         with gr.Row():
             table = gr.HTML(history_html([]), elem_id='mfx-history-box')
         chart = gr.Plot(show_label=False, elem_id='mfx-bench-chart')
+        add_calibration(ctx, tab)
 
     ctx.spec.change(measure_target, ctx.spec, target, show_progress='hidden', **PRIVATE)
 

@@ -1,0 +1,42 @@
+"""The Measure tab's Calibrate, in Chromium: on a CPU with no calibration the composer's latency card says so;
+Calibrate times random designs (here 4 + 2 tiny ones), says how well the model predicts unseen designs, turns
+itself off (a second calibration is the operator's), and the composer's card shows a predicted latency at once."""
+
+from __future__ import annotations
+
+from tests.browser_kit import pytestmark  # noqa: F401  (the browser, page and shots fixtures come from conftest)
+from tests.test_browser import wait_macs
+
+
+def test_calibrating_from_the_measure_tab_gives_the_composer_a_latency(app_url, page, shots, tmp_path, monkeypatch):
+    from explorer.app import calibration as appcal
+    from explorer.core.catalog import get_preset
+    from explorer.core.spec import ArchSpec
+    from explorer.measure import latency as lat
+    from explorer.measure.analytic import analytic_cost
+
+    monkeypatch.setenv(lat.ENV_DIR, str(tmp_path))  # this CPU uncalibrated: an empty folder (the server reads it)
+    monkeypatch.delenv('EXPLORER_ALLOW_RECALIBRATE', raising=False)
+    monkeypatch.setattr(appcal, 'OPTIONS', {'designs': 4, 'holdout': 2, 'rounds': 1, 'max_macs': 2e6})
+    page.goto(app_url + '?preset=poolformer_s12')
+    wait_macs(page, analytic_cost(ArchSpec.from_dict(get_preset('poolformer_s12'))).macs)
+    page.wait_for_selector('body[data-mfx-ready]', state='attached')
+    assert 'not calibrated for this device' in page.inner_text('#mfx-totals')
+    page.get_by_role('tab', name='Measure').click()
+    page.get_by_text('Latency model for this CPU').click()
+    page.wait_for_selector('#mfx-calibration-status:has-text("Not calibrated for this CPU")')
+    button = page.locator('#mfx-calibrate')
+    page.wait_for_function('(b) => !b.disabled', arg=button.element_handle())
+    button.click()
+    page.wait_for_selector('#mfx-calibration-status:has-text("Calibrated on")', timeout=120_000)
+    status = page.inner_text('#mfx-calibration-status')
+    assert 'On 2 designs it never saw' in status and 'explorer calibrate' in status, status
+    page.wait_for_function('(b) => b.disabled', arg=button.element_handle())  # the next one is the operator's
+    page.screenshot(path=str(shots / 'calibrated.png'), full_page=True)
+    page.get_by_role('tab', name='Compose').click()
+    model = lat.load_model(lat.fingerprint('cpu', 'float32', 1))
+    predicted = lat.predict_latency(get_preset('poolformer_s12'))
+    assert model is not None and predicted.seconds > 0
+    card = page.locator('#mfx-latency')
+    page.wait_for_function('(e) => /calibrated on/.test(e.innerText)', arg=card.element_handle())
+    assert card.get_attribute('data-value') == f'{predicted.ms:.4g}'
