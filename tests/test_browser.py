@@ -133,12 +133,13 @@ def test_a_training_from_the_train_tab_finishes_with_curves_and_a_download(app_u
         # 10-20 s of oneDNN kernel creation in a fresh server. A refusal or an error ends the wait at once, and
         # every failure shows what the status line said (once in CI it waited 180 s for "Done:")
         status = 'document.querySelector("#mfx-train-status").innerText'
+        toasts = '[...document.querySelectorAll(".toast-body")].map((t) => t.innerText).join(" | ")'
         seen = []
         for _ in range(360):  # up to 3 minutes
-            text = page.evaluate(f'() => {status}')
+            text = page.evaluate(f'() => {status} + " || toasts: " + {toasts}')
             if not seen or seen[-1] != text:
                 seen.append(text)
-            if 'Done:' in text or re.search(r'error|another training|refused|failed', text, re.I):
+            if 'Done:' in text or re.search(r'error|another training|refused|failed|busy', text, re.I):
                 break
             page.wait_for_timeout(500)
         assert 'Done:' in seen[-1], seen[-6:]
