@@ -183,7 +183,12 @@ def _latency_card(spec: ArchSpec) -> tuple:
     except (LatencyError, ValueError) as e:
         return 'latency (predicted)', 'n/a', escape(str(e)[:120]), 'mfx-latency'
     if p.seconds is None:
-        return 'latency (predicted)', '—', 'not calibrated for this device (explorer calibrate)', 'mfx-latency'
+        return (
+            'latency (predicted)',
+            '—',
+            'not calibrated for this device (Measure tab: Calibrate, or explorer calibrate)',
+            'mfx-latency',
+        )
     return (
         'latency (predicted)',
         f'{p.ms:.3g} ms',
