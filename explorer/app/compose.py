@@ -696,6 +696,18 @@ def add_compose_tab(ctx: AppContext) -> None:
     shown = [u for c, u in zip(fill_outputs, filled) if id(c) not in groups]
     values = [first, *[u.get('value') if isinstance(u, dict) else u for u in shown]]
     show_initially(refresh_outputs, counter('replace')(None, Workbench(), *values))
+    built = _latency_card(catalog.parse_spec(first))
+
+    def calibrated_since(request: gr.Request, spec: dict, report: dict):
+        """The first page's latency card was rendered at build time: a calibration made since (the Measure tab's
+        or `explorer calibrate`) shows as the page loads. A link's design gets its own recount."""
+        query = dict(request.query_params) if request is not None else {}
+        if query.get('spec') or query.get('preset') or not spec or not report:
+            return gr.skip()
+        shown = catalog.parse_spec(spec)
+        return gr.skip() if _latency_card(shown) == built else _totals_html(shown, report)
+
+    ctx.demo.load(calibrated_since, [ctx.spec, ctx.report], ui.totals, show_progress='hidden', queue=False, **PRIVATE)
 
 
 def _shown_design(read_form, values) -> dict | None:
