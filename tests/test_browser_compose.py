@@ -227,14 +227,19 @@ def test_the_counts_and_chart_stay_in_view_while_editing_the_last_stage(app_url,
             ctx.close()
 
 
-def test_two_pinned_designs_are_listed_loaded_back_and_unpinned(app_url, page, shots):
-    before = open_caformer(page, app_url)
+def pin_two(page) -> None:
+    """Pin caformer_s18, then its S3 at 384 channels (caformer_s18-mod1)."""
     page.locator('#mfx-pin').click()
     page.wait_for_selector('#mfx-pin-status:has-text("Pinned caformer_s18")')
     set_number(page, 'mfx-s3-dim', '384')
     wait_name(page, 'caformer_s18-mod1')
     page.locator('#mfx-pin').click()
     page.wait_for_selector('#mfx-pin-status:has-text("Pinned caformer_s18-mod1")')
+
+
+def test_two_pinned_designs_are_listed_loaded_back_and_unpinned(app_url, page, shots):
+    before = open_caformer(page, app_url)
+    pin_two(page)
     pins = page.locator('#mfx-pins')
     pins.locator('label', has_text='caformer_s18-mod1').wait_for()
     labels = pins.locator('label').all_inner_texts()
@@ -350,3 +355,25 @@ def test_an_edit_says_what_it_changed_in_params_and_macs(app_url, page, shots):
     page.locator('#mfx-undo').click()
     wait_macs(page, 1_821_551_616 + 104_566_784)
     assert page.locator('#mfx-change').count() == 0
+
+
+def test_pins_are_back_after_a_reload(app_url, page, shots):
+    """Pins lived in the page's session: a reload lost them. The browser keeps them now (Gradio's BrowserState),
+    and the server checks what comes back like any request."""
+    open_caformer(page, app_url)
+    pin_two(page)
+    page.wait_for_function('() => Object.keys(localStorage).some((k) => k.includes("mfx-pins"))')
+    page.wait_for_timeout(500)  # the second pin's write
+    page.reload()
+    page.wait_for_selector('#mfx-pin-status:has-text("Restored 2 pins this browser kept.")')
+    page.wait_for_function('() => document.querySelectorAll("#mfx-pins label").length === 2')
+    labels = page.locator('#mfx-pins label').all_inner_texts()
+    assert [t.split(' · ')[0] for t in labels] == ['caformer_s18', 'caformer_s18-mod1']
+    page.screenshot(path=str(shots / 'compose-pins-restored.png'))
+    # what a stranger's page could put there instead: unreadable, so nothing is restored and nothing breaks
+    key = page.evaluate('() => Object.keys(localStorage).find((k) => k.includes("mfx-pins"))')
+    page.evaluate('(k) => localStorage.setItem(k, "not what the server wrote")', key)
+    page.reload()
+    wait_macs(page, macs_of(get_preset('caformer_s18')))
+    page.wait_for_timeout(1500)
+    assert page.locator('#mfx-pins label').count() == 0

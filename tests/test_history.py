@@ -147,3 +147,28 @@ def test_pins_keep_unique_names_refuse_duplicates_and_cap_the_list():
     assert len(full) == MAX_PINS
     again, msg = pin(full, design(999, 'one_more'))
     assert again == full and f'{MAX_PINS} designs are pinned' in msg
+
+
+def test_pins_a_browser_kept_are_checked_and_pinned_again():
+    """What comes back from the browser's localStorage is request data: each spec is checked, names stay unique,
+    a network is kept once, at most MAX_PINS are read, and what could not be read is counted, not raised."""
+    from explorer.app.history import restore_pins
+    from explorer.core.catalog import parse_spec
+
+    kept, _ = pin([], parse_spec(design(64)).to_dict())  # as the composer pins them: whole specs
+    kept, _ = pin(kept, parse_spec(design(96)).to_dict())
+    pins, msg = restore_pins(copy.deepcopy(kept))
+    assert pins == kept and msg == 'Restored 2 pins this browser kept.'
+    bad = {'name': 'x', 'spec': {**design(64), 'stages': []}}  # no stage: not a network
+    pins, msg = restore_pins([kept[0], bad, 'text', {'name': 'no spec'}, kept[0], kept[1]])
+    assert [p['name'] for p in pins] == ['caformer_s18', 'caformer_s18 (2)']  # the repeat is kept once
+    assert msg == 'Restored 2 pins this browser kept; 3 could not be read.'
+    many = [{'name': f'd{i}', 'spec': design(16 * (i + 1), f'd{i}')} for i in range(MAX_PINS + 5)]
+    pins, msg = restore_pins(many)
+    assert len(pins) == MAX_PINS and msg.endswith('; 5 could not be read.')
+    deep: list = []
+    for _ in range(100):
+        deep = [deep]
+    for saved in ({'name': 'x'}, 'pins', deep):
+        assert restore_pins(saved) == ([], 'The pins this browser kept could not be read: none restored.')
+    assert restore_pins([]) == ([], '') and restore_pins(None) == ([], '')

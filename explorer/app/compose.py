@@ -779,6 +779,17 @@ def _wire_pins(ui: SimpleNamespace, ctx: AppContext, load_spec) -> None:
             raise gr.Error('Choose a pinned design to load.', print_exception=False)
         return spec, md_text(f'Loaded the pin {name}.')  # what the line said about the last Pin is stale now
 
+    # the pins are kept in the browser too (localStorage, through Gradio's BrowserState, whose secret is made at
+    # each start): a reload or a new tab has them back until the server restarts; what a page sends back is
+    # request data, checked like any other (history.restore_pins)
+    kept = gr.BrowserState([], storage_key='mfx-pins')
+
+    def restore(saved):
+        pins, message = history.restore_pins(saved)
+        return (pins, md_text(message)) if message else (gr.skip(), gr.skip())
+
+    ctx.demo.load(restore, kept, [ctx.pins, ui.pin_status], show_progress='hidden', **PRIVATE)
+    ctx.pins.change(lambda pins: pins or [], ctx.pins, kept, show_progress='hidden', **PRIVATE)
     ui.pin.click(do_pin, [ui.hist, ctx.pins, ctx.spec], [ctx.pins, ui.pin_status], show_progress='hidden', **PRIVATE)
     ui.pin_drop.click(do_unpin, [ctx.pins, ui.pins], [ctx.pins, ui.pin_status], show_progress='hidden', **PRIVATE)
     loads = ui.pin_load.click(

@@ -176,6 +176,29 @@ def pin(pins: list[dict], spec: dict, limit: int = MAX_PINS) -> tuple[list[dict]
     return [*pins, {'name': name, 'spec': kept}], f'Pinned {name} ({len(pins) + 1} of at most {limit}).'
 
 
+def restore_pins(saved, limit: int = MAX_PINS) -> tuple[list[dict], str]:
+    """(pins, plain-text message) from what a browser kept (gr.BrowserState: request data like any other). Each
+    entry's spec is checked as any spec is and pinned again (so names stay unique and a network is kept once); an
+    entry that is not a valid pin is dropped and counted, and at most `limit` are read."""
+    from explorer.core import catalog
+    from explorer.core.spec import MAX_JSON_DEPTH, MAX_JSON_ITEMS, SpecError, json_excess
+
+    if not saved:
+        return [], ''
+    if not isinstance(saved, list) or json_excess(saved, MAX_JSON_DEPTH + 2, MAX_JSON_ITEMS * limit):
+        return [], 'The pins this browser kept could not be read: none restored.'
+    pins, dropped = [], max(0, len(saved) - limit)
+    for entry in saved[:limit]:
+        try:
+            spec = catalog.parse_spec(entry['spec']).to_dict()
+        except (SpecError, TypeError, KeyError, ValueError):
+            dropped += 1
+            continue
+        pins, _ = pin(pins, spec, limit)
+    kept = f'Restored {len(pins)} pin{"s" if len(pins) != 1 else ""} this browser kept'
+    return pins, kept + (f'; {dropped} could not be read.' if dropped else '.')
+
+
 def unpin(pins: list[dict], name: str) -> list[dict]:
     """The pin list without the pin called `name` (unchanged when there is none)."""
     return [p for p in pins if p['name'] != name]
