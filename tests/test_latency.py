@@ -386,3 +386,26 @@ def test_the_measure_tab_calibrates_once_and_leaves_replacing_it_to_the_operator
     assert 'Calibrating again replaces it' in appcal.status_html()
     appcal.run_calibration()
     assert path.stat().st_mtime_ns != before
+
+
+def test_every_norm_a_spec_may_name_has_features_and_a_prediction(latency_dir):
+    """layernorm_channel (timm's channel LayerNorm with eps 1e-5: cyclemlp_b1, poolformer_hybrid_ppaa_s12) came
+    after the latency features: with a calibration saved, a latency search's presets on the Search tab, the
+    composer's card for those presets and `explorer latency` raised KeyError 'norms.layernorm_channel'. It runs
+    layernorm's kernels, so it has layernorm's features."""
+    from explorer.app.compose import _latency_card
+    from explorer.core.catalog import get_preset
+    from explorer.core.spec import NORMS
+
+    for norm in NORMS:
+        for down in (norm, None):
+            f = lat.features(tiny(norm=norm, downsample_norm=down), 2)
+            assert all(k in lat.FEATURES for k in f), norm
+    assert lat.features(tiny(norm='layernorm_channel', downsample_norm='layernorm_channel')) == lat.features(
+        tiny(norm='layernorm', downsample_norm='layernorm')
+    )
+    lat.save_model(fake_model(1, calls=2e-3, **{'norms.layernorm': 1e-4}))
+    for name in ('cyclemlp_b1', 'poolformer_hybrid_ppaa_s12'):
+        p = lat.predict_latency(get_preset(name))
+        assert p.seconds > 2e-3  # its norms counted as layernorm's
+        assert _latency_card(ArchSpec.from_dict(get_preset(name)))[1] == f'{p.ms:.3g} ms'

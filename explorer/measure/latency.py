@@ -248,7 +248,10 @@ class _Features:
             self.f['parallel_calls'] += times
 
 
-LAYERNORMS = ('layernorm', 'layernorm_nobias')
+LAYERNORMS = ('layernorm', 'layernorm_nobias', 'layernorm_channel')
+# norms that run the same kernels as another (layernorm_channel is timm's channel LayerNorm with eps 1e-5): they
+# share its features, so a calibration covers every norm a spec may name (explorer.core.spec.NORMS)
+SAME_KERNELS = {'layernorm_channel': 'layernorm'}
 
 
 def channels_last(spec: ArchSpec) -> bool:
@@ -331,6 +334,8 @@ def features(spec: ArchSpec, batch_size: int = 1, elem_bytes: int = 4) -> dict[s
     """
     acc = _Features(batch_size, elem_bytes)
     cost = analytic_cost(spec)
+    norm = SAME_KERNELS.get(spec.norm, spec.norm)
+    down_norm = SAME_KERNELS.get(spec.downsample_norm, spec.downsample_norm)
     grids = spec.grid_sizes()
     acc.count('calls')
     acc.count(f'head.{spec.head}')
@@ -347,20 +352,20 @@ def features(spec: ArchSpec, batch_size: int = 1, elem_bytes: int = 4) -> dict[s
         if i and st.downsample:
             acc.count('downsamples')
             acc.sweep(c * n)  # the downsampling conv's output
-        if spec.downsample_norm and (i == 0 or st.downsample):  # after the stem, before a downsampling conv
-            k = spec.downsample_norm
+        if down_norm and (i == 0 or st.downsample):  # after the stem, before a downsampling conv
+            k = down_norm
             acc.count(f'norms.{k}')
             numel = spec.stages[i - 1].dim * grids[i - 1][0] * grids[i - 1][1] if i else c * n
             acc.work(f'elems.norm.{k}', numel, passes=NORM_PASSES[k])
         acc.count(f'blocks.{st.mixer}', d)
-        acc.count(f'norms.{spec.norm}', 2 * d)
+        acc.count(f'norms.{norm}', 2 * d)
         acc.count(f'acts.{spec.mlp_act}', d)
         n_scales = 2 * ((layer_scales[i] is not None) + (res_scales[i] is not None))
         acc.count('scales', n_scales * d)
         if tokens:
-            acc.work('elems.norm_tokens', c * n, 2 * d, NORM_TOKEN_PASSES[spec.norm])
+            acc.work('elems.norm_tokens', c * n, 2 * d, NORM_TOKEN_PASSES[norm])
         else:
-            acc.work(f'elems.norm.{spec.norm}', c * n, 2 * d, NORM_PASSES[spec.norm])
+            acc.work(f'elems.norm.{norm}', c * n, 2 * d, NORM_PASSES[norm])
         # the MLP: its first layer's output and the activation's sweeps over it; its second layer's output, the
         # residual adds and the scales over the block's width
         hidden = int(st.mlp_ratio * c)
@@ -377,7 +382,7 @@ def features(spec: ArchSpec, batch_size: int = 1, elem_bytes: int = 4) -> dict[s
         else:  # NCHW 1x1 convs: their inputs and outputs cost beside the MACs
             acc.work('macs.conv1x1_nchw', sc.mlp_macs)
             acc.work('elems.conv1x1_nchw', (c + hidden) * n, 2 * d)
-        if not tokens and spec.norm in LAYERNORMS and spec.downsample_norm not in LAYERNORMS:
+        if not tokens and norm in LAYERNORMS and down_norm not in LAYERNORMS:
             acc.work('elems.mixed_layout', c * n, 2 * d)  # NCHW residual stream + channels-last branch
         _mixer_work(acc, spec, i, c, h, w, d)
     return acc.f
