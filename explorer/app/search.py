@@ -186,6 +186,18 @@ def form_values(text: str) -> list:
     return [*limits, objs[0][0], objs[0][1], objs[1][0] or 'none', objs[1][1]]
 
 
+def with_page_hint(e: SpaceError) -> str:
+    """The message of `e`; for a missing calibration that the Measure tab makes (this CPU, float32, batch 1),
+    with where to make it on this page."""
+    from explorer.app import calibration
+    from explorer.search.space import Uncalibrated
+
+    made_here = {'device': calibration.DEVICE, 'dtype': calibration.DTYPE, 'batch_size': calibration.BATCH}
+    if isinstance(e, Uncalibrated) and e.latency == made_here:
+        return f'{e} (on this page: the Measure tab, "Calibrate this CPU")'
+    return str(e)
+
+
 def merged_space(text: str, p_max, g_max, l_max, x_obj, x_dir, y_obj, y_dir):
     """The space JSON with the form's constraints and objectives written into it (form wins)."""
     try:
@@ -538,7 +550,7 @@ def add_search_tab(ctx) -> None:
         try:
             return study_view(merged_space(text_value, *form_value))
         except SpaceError as e:  # latency objective without a calibration
-            return [gr.skip()] * 4 + [f'**Cannot show this space:** {md_text(e)}']
+            return [gr.skip()] * 4 + [f'**Cannot show this space:** {md_text(with_page_hint(e))}']
 
     space_name.input(space_text, space_name, text, **PRIVATE).then(form_values, text, form, **PRIVATE).then(
         show, [text, *form], view, **PRIVATE
@@ -550,6 +562,13 @@ def add_search_tab(ctx) -> None:
         space = merged_space(text_value, *form_value)
         if not isinstance(n, (int, float)) or not 1 <= n <= max_trials():
             raise user_error(f'trials must be 1 to {max_trials():,}', title='Bad request')
+        if space.needs_latency:
+            from explorer.search.space import Scorer
+
+            try:
+                Scorer(space)  # the calibration is there (else: where to make it, before anything starts)
+            except SpaceError as e:
+                raise user_error(with_page_hint(e), title='Search failed') from None
         rid = uuid.uuid4().hex
         stop = _STOP.setdefault(rid, threading.Event())
         yield rid, *([gr.skip()] * 4), 'Starting...'

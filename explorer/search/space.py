@@ -63,6 +63,15 @@ class SpaceError(ValueError):
     """A space that cannot be searched; the message names each field that is wrong."""
 
 
+class Uncalibrated(SpaceError):
+    """A space that predicts latency where there is no calibration for it; `latency` is its latency settings
+    (device, dtype, batch_size) as the fingerprint reads them."""
+
+    def __init__(self, message: str, latency: dict):
+        super().__init__(message)
+        self.latency = latency
+
+
 @dataclass
 class StageRange:
     mixers: list[str]
@@ -380,10 +389,11 @@ class Scorer:
             fp = fingerprint(lat['device'], lat['dtype'], lat['batch_size'])
             self.latency_model = load_model(fp, latency_folder)
             if self.latency_model is None:
-                raise SpaceError(
+                raise Uncalibrated(
                     f'latency_ms is an objective or constraint, but this device has no latency calibration for '
                     f'{fp.label()}; run `explorer calibrate --device {lat["device"]} --batch-size '
-                    f'{lat["batch_size"]} --dtype {lat["dtype"]}` first, or drop latency_ms'
+                    f'{lat["batch_size"]} --dtype {lat["dtype"]}` first, or drop latency_ms',
+                    {'device': fp.device, 'dtype': fp.dtype, 'batch_size': fp.batch_size},
                 )
             self.calibrated_on = fp.label()
 
