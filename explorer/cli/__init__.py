@@ -49,3 +49,6 @@ def main(argv: list[str] | None = None, extra: tuple = ()) -> int:
         return 130
     except BrokenPipeError:  # output piped into `head` and the like
         return 0
+    except OSError as e:  # a path that is a folder, not a folder, not writable, unreadable: the user's to fix
+        print(f'error: {e}', file=sys.stderr)
+        return 2

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import argparse
 import math
+from pathlib import Path
+
+from explorer.core.errors import UserError
 
 
 def int_in(low: int, high: int | None = None):
@@ -42,3 +45,47 @@ def number_in(low: float, high: float | None = None, *, low_open: bool = False):
         return v
 
     return parse
+
+
+def writable_path(
+    flag: str, path: str | Path, folder: bool = False, inputs: tuple = (), make_parents: bool = False
+) -> Path:
+    """An output path, checked before any work: for a file (folder=False) not a folder, in a folder that exists
+    and takes a new file (tried, not asked: os.access answers yes to root everywhere, /proc included), and not
+    one of `inputs` (writing there would replace what the command reads; with make_parents, a missing folder is
+    made now, under a writable one); for a folder (folder=True) not a file, and either writable or creatable
+    under a writable folder. Raises UserError naming `flag` and what is wrong."""
+    out = Path(path)
+    if folder:
+        if out.exists() and not out.is_dir():
+            raise UserError(f'{flag}: {str(out)!r} is a file, not a folder')
+        base = out
+        while not base.exists():  # the folder is made later; its nearest existing parent must take it
+            base = base.parent
+        if not base.is_dir():
+            raise UserError(f'{flag}: {str(base)!r} is a file, so {str(out)!r} cannot be a folder under it')
+        _try_write(flag, base, out)
+        return out
+    if out.is_dir():
+        raise UserError(f'{flag}: {str(out)!r} is a folder; give a file name in it')
+    if make_parents and not out.parent.exists():
+        writable_path(flag, out.parent, folder=True)
+        out.parent.mkdir(parents=True, exist_ok=True)
+    if not out.parent.is_dir():
+        what = 'is a file' if out.parent.exists() else 'does not exist; create it first'
+        raise UserError(f'{flag}: the folder {str(out.parent)!r} {what}')
+    for source in inputs:
+        if source is not None and Path(source).exists() and out.exists() and out.samefile(source):
+            raise UserError(f'{flag}: {str(out)!r} is the input {str(source)!r}; writing there would replace it')
+    _try_write(flag, out.parent, out)
+    return out
+
+
+def _try_write(flag: str, folder: Path, out: Path) -> None:
+    import tempfile
+
+    try:
+        with tempfile.NamedTemporaryFile(dir=folder, prefix='.explorer-check-'):
+            pass
+    except OSError as e:
+        raise UserError(f'{flag}: {str(out)!r} cannot be written here ({(e.strerror or str(e)).lower()})') from None

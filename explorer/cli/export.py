@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import sys
 
+from explorer.cli.args import writable_path
+
 
 def register(sub) -> None:
     p = sub.add_parser(
@@ -32,6 +34,7 @@ def cmd_export(args) -> int:
     files are written; the reason is printed); 2 (raised) for input errors."""
     from explorer.train.export import export_design
 
+    writable_path('--to', args.to, folder=True)
     # SPEC is resolved as everywhere (explorer.cli.specs.resolve_spec) but by export_design, which also needs
     # the checkpoint's preprocessing and where the spec came from (the default model name)
     res = export_design(args.spec, args.to, name=args.name, onnx=args.onnx, overwrite=args.overwrite)

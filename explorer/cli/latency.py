@@ -69,6 +69,10 @@ def cmd_calibrate(args) -> int:
         def progress(frac, desc=''):
             print(f'\r{desc:<40} {100 * frac:5.1f}%', end='', file=sys.stderr, flush=True)
 
+    from explorer.cli.args import writable_path
+    from explorer.measure.latency import ENV_DIR, latency_dir
+
+    writable_path(f'${ENV_DIR} (where calibrations are saved)', latency_dir(), folder=True)  # before measuring
     results = []
     for batch in args.batch_size:
         try:

@@ -13,6 +13,7 @@ import json
 import sys
 from pathlib import Path
 
+from explorer.cli.args import int_in, writable_path  # IG_MAX_STEPS and MAX_BATCH of explain.session: 256
 from explorer.core.errors import UserError
 
 
@@ -36,15 +37,17 @@ def register(sub) -> None:
         help='what IG starts from, Occlusion paints and GradientShap samples: black, blurred (the input under a '
         'Gaussian blur, same mean colour) or noise (seeded uniform pixels) (default black)',
     )
-    p.add_argument('--seed', type=int, default=0, help='seed of the noise baseline (default 0)')
+    p.add_argument('--seed', type=int_in(0, 2**31 - 1), default=0, help='seed of the noise baseline (default 0)')
     p.add_argument(
         '--steps',
-        type=int,
+        type=int_in(1, 256),
         default=16,
         help='Integrated Gradients steps to start from; doubled until the completeness gap is under 1%% '
         '(at most 256) (default 16)',
     )
-    p.add_argument('--batch', type=int, default=8, help='rows per forward pass: bounds memory (default 8)')
+    p.add_argument(
+        '--batch', type=int_in(1, 256), default=8, help='rows per forward pass: bounds memory (default 8, at most 256)'
+    )
     p.add_argument(
         '--no-deletion',
         action='store_true',
@@ -178,9 +181,9 @@ def cmd_attribute(args) -> int:
 
     method, implied = resolve_method(args.method)  # 'smoothgrad' names SmoothGrad saliency
     baseline = resolve_baseline(args.baseline)
-    out = Path(args.out)
-    if out.suffix.lower() != '.png':
+    if Path(args.out).suffix.lower() != '.png':
         raise UserError(f'--out: {args.out!r} must end in .png')
+    out = writable_path('--out', args.out, inputs=(args.image,), make_parents=True)
     image = _image(args.image)
     m = load(args.spec, args.weights)
     e = explain(
@@ -197,7 +200,6 @@ def cmd_attribute(args) -> int:
         baseline=baseline,
         seed=args.seed,
     )
-    out.parent.mkdir(parents=True, exist_ok=True)
     overlay_png(e.image, e.map, f'{m.spec.name} {e.title}: {e.label} ({e.target})').save(out)
     result = {
         'spec': m.spec.name,
@@ -257,6 +259,10 @@ def cmd_mixing(args) -> int:
             assert len(query) == 2
         except (ValueError, AssertionError):
             raise UserError(f'--query: {args.query!r} must be ROW,COL (two integers)') from None
+    if args.out:
+        if Path(args.out).suffix.lower() != '.png':
+            raise UserError(f'--out: {args.out!r} must end in .png')
+        writable_path('--out', args.out, inputs=(args.image,), make_parents=True)
     m = load(args.spec, args.weights)
     spec, info, cfg = m.spec, m.info, m.cfg
     x = preprocess(_image(args.image), cfg) if args.image else None

@@ -6,7 +6,7 @@ import json
 import sys
 import threading
 
-from explorer.cli.args import int_in
+from explorer.cli.args import int_in, writable_path
 from explorer.core.errors import UserError
 
 
@@ -51,6 +51,8 @@ def cmd_search(args) -> int:
         if not quiet and (ev['done'] % max(1, ev['total'] // 10) == 0 or ev['done'] == ev['total']):
             print(f'trial {ev["done"]}/{ev["total"]}', file=sys.stderr, flush=True)
 
+    if args.out:  # checked before the trials run (they are kept in the study either way)
+        writable_path('--out', args.out, folder=True)
     try:
         space = load_space(args.space)
         front = run_search(

@@ -7,9 +7,8 @@ import os
 import signal
 import sys
 import threading
-from pathlib import Path
 
-from explorer.cli.args import int_in, number_in
+from explorer.cli.args import int_in, number_in, writable_path
 from explorer.core.errors import UserError
 
 
@@ -113,9 +112,7 @@ def _user_errors(fn):
             return fn(args)
         except DatasetNotFound as e:
             raise UserError(str(e)) from None
-        except ValueError as e:
-            if type(e) is not ValueError:  # SpecError and friends keep their own handling
-                raise
+        except ValueError as e:  # a dataset folder's layout (FolderError), a recipe value, a spec (SpecError)
             raise UserError(str(e)) from None
 
     return wrapped
@@ -126,7 +123,7 @@ def cmd_train(args) -> int:
     from explorer.core.catalog import load_spec
     from explorer.train.loop import train
 
-    out = check_out(args.out)
+    out = writable_path('--out', args.out, inputs=(args.spec,))
     main = os.environ.get('RANK', '0') == '0'  # under torchrun, rank 0 alone prints
     state_file = out.with_name(out.name + '.state')
     if args.resume and main and not state_file.is_file():
@@ -224,19 +221,6 @@ class _Progress:
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
-
-
-def check_out(path: str) -> Path:
-    """--out, checked before any work: a file (not a folder) whose folder exists and can be written to."""
-    out = Path(path)
-    if out.is_dir():
-        raise UserError(f'--out: {path!r} is a folder; give a file name such as {str(out / "model.safetensors")!r}')
-    parent = out.parent
-    if not parent.is_dir():
-        raise UserError(f'--out: the folder {str(parent)!r} does not exist; create it first')
-    if not os.access(parent, os.W_OK | os.X_OK) or (out.exists() and not os.access(out, os.W_OK)):
-        raise UserError(f'--out: {path!r} cannot be written here (permission denied)')
-    return out
 
 
 class _stop_on_signals:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from explorer.core.registry import show
 from explorer.core.resources import data_path
-from explorer.core.spec import ArchSpec, SpecError, StageSpec, default_res_scale
+from explorer.core.spec import MAX_JSON_CHARS, ArchSpec, SpecError, StageSpec, default_res_scale
 
 DEFAULT_PRESET = 'caformer_s18'
 
@@ -32,8 +32,12 @@ def load_spec(name_or_path: str | Path) -> ArchSpec:
         exists = is_file = False
     if p.suffix == '.json' or exists:
         if not is_file:
-            raise SpecError([('', f'spec file {str(p)!r} does not exist')])
+            what = 'is a folder, not a spec file' if exists else 'does not exist'
+            raise SpecError([('', f'spec file {str(p)!r} {what}')])
         try:
+            size = p.stat().st_size
+            if size > MAX_JSON_CHARS * 4:  # UTF-8: at most 4 bytes a character; refused before it is read
+                raise SpecError([('', f'spec file {str(p)!r} is {size:,} bytes: over the limit for a spec')])
             text = p.read_text(encoding='utf-8')
         except (OSError, UnicodeDecodeError) as e:
             raise SpecError([('', f'cannot read spec file {str(p)!r}: {e}')]) from None

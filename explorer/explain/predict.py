@@ -109,7 +109,13 @@ def check_resize(image: Image.Image, cfg: dict, max_pixels: int = MAX_PIXELS) ->
 
 
 def preprocess(image: Image.Image, cfg: dict) -> torch.Tensor:
-    """PIL image -> (1, C, H, W) float32 normalised model input."""
+    """PIL image -> (1, C, H, W) float32 normalised model input. Images are grey (1 channel) or RGB (3): a model
+    that takes another number of channels cannot be given one (ImageError naming it)."""
+    if cfg['input_size'][0] not in (1, 3):
+        raise ImageError(
+            f'this model takes {cfg["input_size"][0]}-channel input (in_chans); an image gives 1 (grey) or 3 (RGB) '
+            'channels, so it cannot be run on images here'
+        )
     mode = 'L' if cfg['input_size'][0] == 1 else 'RGB'
     pad_from = cfg.get('pad_from')
     if not pad_from:

@@ -106,6 +106,7 @@ class Explanation:
 
 IG_TOLERANCE = 0.01  # relative completeness gap IG aims for
 IG_MAX_STEPS = 256  # where it stops doubling the steps
+MAX_BATCH = 256  # rows of one forward pass (larger ones are also checked against the guard's memory limit)
 
 
 def black(cfg: dict) -> torch.Tensor:
@@ -181,6 +182,15 @@ def explain(
     progress(done, total, phase): phase 'attribution' then 'faithfulness'.
     """
     t0 = time.perf_counter()
+    for name, value, low, high in (
+        ('steps', n_steps, 1, IG_MAX_STEPS),
+        ('batch', batch, 1, MAX_BATCH),
+        ('seed', seed, 0, 2**31 - 1),
+    ):  # before any allocation: steps 10**9 asked for a list of 10**9 nodes, batch -1 a KeyError
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            raise ValueError(f'{name}: {value!r} must be an integer in [{low}, {high}]')
+    if batch > GUARD_BATCH:  # open_model checked the model at GUARD_BATCH rows a pass
+        check_request(m.spec, batch_size=batch, training=True)
     method, smoothgrad = resolve_smoothgrad(method, smoothgrad)  # before any branch: Occlusion has no SmoothGrad
     baseline = resolve_baseline(baseline)
     x = preprocess(image, m.cfg)

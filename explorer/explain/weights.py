@@ -383,7 +383,8 @@ def _read_torch(p: Path) -> tuple[dict, dict]:
             f'and unpickling them could run arbitrary code ({glob[:160]}). Re-save just the state dict '
             f'(torch.save(model.state_dict(), path)) or convert it to .safetensors'
         ) from None
-    except (RuntimeError, OSError, EOFError, ValueError) as e:
+    except (RuntimeError, OSError, EOFError, ValueError, KeyError, TypeError, AttributeError, IndexError) as e:
+        # KeyError and the like: bytes the weights-only unpickler reads as an unknown opcode (a text file)
         raise WeightsError(f'checkpoint {str(p)!r} is not a readable PyTorch file ({str(e)[:200]})') from None
     if not isinstance(obj, dict):
         raise WeightsError(f'checkpoint {str(p)!r} holds a {type(obj).__name__}, not a state dict')

@@ -485,7 +485,7 @@ def load_model(fp: Fingerprint, folder: str | Path | None = None) -> LatencyMode
         model = LatencyModel.from_dict(json.loads(path.read_text(encoding='utf-8')))
         if model.fingerprint != asdict(fp):
             model = None
-    except (OSError, ValueError, TypeError, KeyError):
+    except (OSError, ValueError, TypeError, KeyError, AttributeError):
         model = None
     _LOADED[str(path)] = (mtime, model)
     return model

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from explorer.core.build import build_model
 from explorer.core.spec import ArchSpec
+from explorer.measure.guard import check_request
 
 
 def _count(module) -> int:
@@ -15,6 +16,7 @@ def summarize(spec: ArchSpec) -> dict:
 
     Parameters are exact counts of the built module (frozen RandFormer matrices included, reported apart).
     """
+    check_request(spec, batch_size=1)  # it builds the model: a small file can name one of any size
     model = build_model(spec)
     grids = spec.grid_sizes()
     stages = []

@@ -26,7 +26,7 @@ import statistics
 from collections.abc import Callable
 
 from explorer.core.spec import ArchSpec, SpecError
-from explorer.search.space import Space, SpaceError, design, first_choices
+from explorer.search.space import Space, SpaceError, design, first_choices, training_errors
 
 DEFAULTS = {  # one per TRAINING_FIELDS (parse_space refuses any other)
     'epochs': 2,
@@ -51,6 +51,9 @@ class Trainer:
         from explorer.train.fit import check_trainable
 
         self.cfg = {**DEFAULTS, **space.training}
+        errors = training_errors(space.training)  # before any trial: a bad value stopped the first one midway
+        if errors:
+            raise SpaceError('; '.join(errors))
         if self.cfg['amp'] not in AMPS:
             raise SpaceError(f'training.amp {self.cfg["amp"]!r} must be one of {", ".join(AMPS)}')
         self.should_stop, self.progress = should_stop, progress

@@ -54,6 +54,15 @@ MAX_SPACE_CHARS = 100_000  # as JSON text, however it arrives (text or an object
 MAX_SPACE_DEPTH = 24  # levels of nesting: a space holds its base spec (at most 16 deep) two levels down
 MAX_SPACE_ITEMS = 20_000  # values in the whole space
 MAX_DESCRIPTION = 2_000  # characters
+TRAINING_RANGES = (  # (field, low, high, null allowed): integers, except epochs and time_budget (seconds)
+    ('epochs', 0, 1000, False),
+    ('train_limit', 1, 60_000, True),
+    ('test_limit', 1, 10_000, True),
+    ('batch_size', 1, 4096, False),
+    ('time_budget', 0, 10**7, True),
+    ('seed', 0, 2**31 - 1, False),
+    ('min_trials', 1, 100_000, False),
+)
 TRAINING_FIELDS = ('epochs', 'train_limit', 'test_limit', 'batch_size', 'time_budget', 'seed', 'min_trials', 'amp')
 LATENCY_FIELDS = ('batch_size', 'dtype', 'device')
 ACT_BYTES = 4  # float32
@@ -209,6 +218,24 @@ def _dict(data: dict, key: str, errors: list) -> dict:
         errors.append(f'{key}: an object, got {type(v).__name__}')
         return {}
     return v
+
+
+def training_errors(training: dict) -> list[str]:
+    """What is wrong with a space's "training" values for the training loop (TRAINING_RANGES), one message a
+    field. A server bounds them further and names its own limits (explorer.app.search.check_training)."""
+    errors = []
+    for key, low, high, none_ok in TRAINING_RANGES:
+        if key not in training or (none_ok and training[key] is None):
+            continue
+        v = training[key]
+        whole = key != 'epochs' and key != 'time_budget'
+        ok = _int_in(v, low, high) if whole else _number(v) and low < v <= high
+        if not ok:
+            kind = 'an integer from' if whole else 'a number in'
+            span = f'{low} to {high:,}' if whole else f'({low}, {high:,}]'
+            null = ' or null' if none_ok else ''
+            errors.append(f'training.{key}: {json.dumps(v)[:40]} is not {kind} {span}{null}')
+    return errors
 
 
 def _int_in(v, low: int, high: int) -> bool:
@@ -468,4 +495,8 @@ def load_space(name_or_path: str) -> Space:
         raise SpaceError(f'{name_or_path[:200]!r} is neither a shipped space ({", ".join(space_names())}) nor a file')
     if path.stat().st_size > MAX_SPACE_CHARS:
         raise SpaceError(f'{path} is over {MAX_SPACE_CHARS:,} bytes; a space is a small JSON file')
-    return parse_space(path.read_text(encoding='utf-8'))
+    try:
+        text = path.read_text(encoding='utf-8')
+    except (OSError, UnicodeDecodeError) as e:
+        raise SpaceError(f'{path}: cannot read it as a text file ({e})') from None
+    return parse_space(text)

@@ -48,12 +48,19 @@ def load_state(path: str | Path) -> dict:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f'no training state to resume at {str(path)!r} (it is written after each epoch)')
+    import pickle
+
     import torch
 
     try:
-        return torch.load(path, map_location='cpu', weights_only=True)
-    except (RuntimeError, OSError, EOFError, ValueError) as e:
-        raise ValueError(f'{path} is not a readable training state ({str(e)[:200]})') from None
+        state = torch.load(path, map_location='cpu', weights_only=True)
+    except (RuntimeError, OSError, EOFError, ValueError, KeyError, TypeError, AttributeError, IndexError) as e:
+        raise ValueError(f'{path} is not a readable training state ({type(e).__name__})') from None
+    except pickle.UnpicklingError:  # torch's message suggests weights_only=False: never for a file from anywhere
+        raise ValueError(f'{path} is not a training state this program wrote (it holds other objects)') from None
+    if not isinstance(state, dict):
+        raise ValueError(f'{path} is not a training state this program wrote (it holds a {type(state).__name__})')
+    return state
 
 
 def save_checkpoint(
@@ -88,6 +95,9 @@ def save_checkpoint(
     return str(path)
 
 
+MAX_METADATA_CHARS = 1_000_000  # one metadata field (a spec is at most explorer.core.spec's 1,000,000 too)
+
+
 def read_metadata(path: str | Path) -> dict:
     """The checkpoint's metadata with JSON fields decoded (spec, preprocessing, classes, metrics, history)."""
     path = Path(path)
@@ -104,8 +114,22 @@ def read_metadata(path: str | Path) -> dict:
             f'(metadata format {raw.get("format")!r}, expected {FORMAT!r})'
         )
     info = dict(raw)
-    for k in ('spec', 'preprocessing', 'classes', 'metrics', 'history'):
-        info[k] = json.loads(raw[k])
+    for k, kind in (('spec', dict), ('preprocessing', dict), ('classes', list), ('metrics', dict), ('history', None)):
+        if k not in raw:
+            raise ValueError(f'{path} is a damaged checkpoint: its metadata has no {k!r}')
+        if len(raw[k]) > MAX_METADATA_CHARS:
+            raise ValueError(
+                f'{path}: metadata {k!r} holds {len(raw[k]):,} characters (at most {MAX_METADATA_CHARS:,})'
+            )
+        try:
+            info[k] = json.loads(raw[k])
+        except (ValueError, RecursionError):
+            raise ValueError(f'{path} is a damaged checkpoint: its metadata {k!r} is not readable JSON') from None
+        if kind is not None and not isinstance(info[k], kind):
+            raise ValueError(
+                f'{path} is a damaged checkpoint: its metadata {k!r} is a {type(info[k]).__name__}, not a '
+                f'{kind.__name__}'
+            )
     return info
 
 
@@ -119,17 +143,48 @@ def load_trained(path: str | Path) -> tuple[nn.Module, ArchSpec, dict]:
     from safetensors.torch import load_file
 
     from explorer.core.build import build_model
+    from explorer.measure.guard import check_request
 
     info = read_metadata(path)
     spec = ArchSpec.from_dict(info['spec'])
-    model = build_model(spec, seed=0)
-    state = load_file(str(path))
-    model.load_state_dict(state, strict=True)
-    model.eval()
     if info['preprocessing'].get('kind') != 'timm':  # image folders keep timm's data config as a dict
-        info['preprocessing'] = Preprocessing(**info['preprocessing'])
+        try:
+            info['preprocessing'] = Preprocessing(**info['preprocessing'])
+        except TypeError as e:
+            raise ValueError(f'{path} is a damaged checkpoint: its preprocessing does not read ({e})') from None
+        _check_preprocessing(path, info['preprocessing'], spec)
+    check_request(spec, batch_size=1)  # before building: a few-MB file can name a model of any size
+    model = build_model(spec, seed=0)
+    try:
+        model.load_state_dict(load_file(str(path)), strict=True)
+    except RuntimeError as e:
+        first = str(e).strip().splitlines()
+        raise ValueError(
+            f'{path}: its weights do not match its spec ({first[1].strip() if len(first) > 1 else first[0]})'
+        ) from None
+    model.eval()
     info['path'] = str(path)
     return model, spec, info
+
+
+def _check_preprocessing(path, pre: Preprocessing, spec: ArchSpec) -> None:
+    """The preprocessing fits the spec and is sane (its values size what is allocated)."""
+    import math
+
+    numbers = (pre.mean, pre.std)
+    bad = (
+        (pre.img_size != spec.img_size and f"img_size {pre.img_size!r} is not the spec's {spec.img_size}")
+        or (pre.in_chans != spec.in_chans and f"in_chans {pre.in_chans!r} is not the spec's {spec.in_chans}")
+        or (pre.resize not in ('pad', 'none', 'bilinear') and f'resize {pre.resize!r} is not pad, none or bilinear')
+        or (pre.source_size != 28 and f'source_size {pre.source_size!r} is not 28 (Fashion-MNIST)')
+        or (
+            not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in numbers)
+            and f'mean and std {numbers!r} are not finite numbers'
+        )
+        or (pre.std <= 0 and f'std {pre.std!r} is not positive')
+    )
+    if bad:
+        raise ValueError(f'{path} is a damaged checkpoint: its preprocessing {bad}')
 
 
 def list_trained(dirs: list[str | Path] | None = None) -> list[dict]:

@@ -640,6 +640,11 @@ def evaluate(
     """Re-evaluate a checkpoint on the test set: {'accuracy', 'n', 'correct', 'loss', 'per_class',
     'recorded_accuracy', 'checkpoint', 'name'}. accuracy is a fraction in [0, 1]."""
     model, spec, info = load_trained(checkpoint)
+    if isinstance(info['preprocessing'], dict):  # timm's data config: trained on an image folder
+        raise ValueError(
+            f'{checkpoint} was trained on an image folder ({info.get("dataset", "imagefolder")}); evaluate re-tests '
+            'Fashion-MNIST checkpoints (an image-folder run reports its validation accuracy as it trains)'
+        )
     ds = load_dataset(dataset, 'test', data_dir)
     if limit:
         ds = ds.subset(limit)

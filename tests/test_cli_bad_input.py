@@ -1,0 +1,219 @@
+"""Bad input to the command line gets one clear line naming what is wrong, exit status 2, and no traceback, before
+any work is lost (found by a sweep of every command: each case here was a traceback, an out-of-memory kill, a
+silent overwrite or a wrong message before)."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+
+from explorer.train.checkpoints import ASSET_DIR
+
+from .conftest import run_cli
+
+CHECKPOINT = ASSET_DIR / 'fmnist_hybrid.safetensors'
+IMAGE = ASSET_DIR.parent / 'images' / 'camera_gray.png'
+SPECS = ASSET_DIR / 'specs'
+HUGE = {
+    'name': 'huge',
+    'img_size': 32,
+    'in_chans': 1,
+    'num_classes': 10,
+    'stages': [{'mixer': 'pooling', 'depth': 64, 'dim': 2048, 'mlp_ratio': 16}] * 3,
+}  # 26 G params in a 1.6 MB checkpoint (in the sweep: 58 G)
+
+
+def refused(*argv, within: float = 30.0) -> str:
+    """Run `explorer ARGV`; assert the clear refusal; its stderr."""
+    t0 = time.perf_counter()
+    rc, out, err = run_cli(*argv)
+    assert rc == 2 and err.startswith(('error:', 'usage:')) and 'Traceback' not in err, (rc, out, err)
+    assert time.perf_counter() - t0 < within, err
+    return err
+
+
+def tampered(tmp_path: Path, name: str = 'ck', tensors=None, **metadata) -> str:
+    """A copy of a shipped checkpoint with some metadata fields replaced (None: removed) or tensors changed."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    with safe_open(str(CHECKPOINT), framework='numpy') as f:
+        meta = dict(f.metadata())
+    for k, v in metadata.items():
+        if v is None:
+            meta.pop(k, None)
+        else:
+            meta[k] = v if isinstance(v, str) else json.dumps(v)
+    state = load_file(str(CHECKPOINT))
+    if tensors:
+        state = tensors(state)
+    path = tmp_path / f'{name}.safetensors'
+    save_file(state, str(path), metadata=meta)
+    return str(path)
+
+
+def test_a_small_checkpoint_or_spec_naming_a_huge_model_is_refused_before_it_is_built(tmp_path):
+    """A 1.6 MB checkpoint whose spec is 26 G params (in the sweep, 58 G): `evaluate` and `export` were
+    OOM-killed; `show` and `profile` built such specs whole."""
+    ck = tampered(tmp_path, spec=HUGE)
+    assert 'params' in refused('evaluate', ck)
+    assert 'params' in refused('export', ck, '--to', str(tmp_path / 'ex'))
+    spec = tmp_path / 'huge.json'
+    spec.write_text(json.dumps(HUGE))
+    assert 'params' in refused('show', str(spec))
+    att = tmp_path / 'att.json'  # 333 k params, 2.8 TMACs at 1536 px: fvcore ran past a minute
+    att.write_text(
+        json.dumps({'name': 'att', 'img_size': 1536, 'stages': [{'mixer': 'attention', 'depth': 1, 'dim': 64}]})
+    )
+    assert '--method analytic' in refused('profile', str(att), '--method', 'fvcore')
+    rc, out, err = run_cli('profile', str(att), '--json')  # the default (both): the analytic counts, said so
+    assert rc == 0 and 'fvcore not run' in err
+    d = json.loads(out)
+    assert d['verified'] is None and d['method'] == 'analytic' and d['macs'] > 2e12
+
+
+@pytest.mark.parametrize(
+    'change, message',
+    [
+        ({'spec': None}, "its metadata has no 'spec'"),
+        ({'history': '{not json'}, "metadata 'history' is not readable JSON"),
+        ({'history': '[' * 100_000 + ']' * 100_000}, "metadata 'history' is not readable JSON"),
+        ({'metrics': [1]}, "metadata 'metrics' is a list, not a dict"),
+        ({'preprocessing': [1, 2, 3]}, "metadata 'preprocessing' is a list"),
+        ({'preprocessing': {'img_size': 32, 'foo': 1}}, 'its preprocessing does not read'),
+        ({'preprocessing': {'img_size': 1_000_000}}, "img_size 1000000 is not the spec's 32"),
+        ({'preprocessing': {'img_size': 32, 'std': 0}}, 'std 0 is not positive'),
+    ],
+)
+def test_evaluate_names_what_is_damaged_in_a_checkpoint(tmp_path, change, message):
+    assert message in refused('evaluate', tampered(tmp_path, **change))
+
+
+def test_evaluate_names_weights_that_do_not_match_and_image_folder_runs(tmp_path):
+    def drop_one(state):
+        state.pop(next(iter(state)))
+        return state
+
+    assert 'its weights do not match its spec' in refused('evaluate', tampered(tmp_path, tensors=drop_one))
+    ck = tampered(tmp_path, 'folder', preprocessing={'kind': 'timm', 'input_size': [1, 32, 32]})
+    assert 'trained on an image folder' in refused('evaluate', ck)
+
+
+def test_attribute_options_are_bounded_and_its_output_checked_first(tmp_path):
+    image = str(IMAGE)
+    args = ('attribute', str(CHECKPOINT), image, '--method', 'saliency', '--no-deletion')
+    png = str(tmp_path / 'a.png')
+    assert '--steps' in refused(*args, '--out', png, '--steps', '1000000000')  # a list of 10**9 nodes
+    assert '--batch' in refused(*args, '--out', png, '--batch', '-1')  # KeyError
+    assert '--seed' in refused(*args, '--out', png, '--seed', str(10**20))  # "Overflow when unpacking long long"
+    blocker = tmp_path / 'regular'
+    blocker.write_text('x')
+    assert 'is a file' in refused(*args, '--out', str(blocker / 'x.png'))  # FileExistsError after the work
+    folder = tmp_path / 'd.png'
+    folder.mkdir()
+    assert 'is a folder' in refused(*args, '--out', str(folder))
+    victim = tmp_path / 'victim.png'
+    victim.write_bytes(Path(image).read_bytes())
+    before = victim.read_bytes()
+    assert 'would replace it' in refused(*args[:2], str(victim), *args[3:], '--out', str(victim))
+    assert victim.read_bytes() == before
+    assert 'must end in .png' in refused('mixing-map', str(CHECKPOINT), '--out', str(tmp_path / 'm.txt'))
+
+
+def test_the_explanation_bounds_its_own_numbers():
+    """The library checks what the CLI's options check, for every caller."""
+    from PIL import Image
+
+    from explorer.core.catalog import load_spec
+    from explorer.explain.session import explain, open_model
+
+    m = open_model(load_spec(SPECS / 'fmnist_hybrid.json'), 'random')
+    image = Image.new('L', (28, 28))
+    for kwargs, name in (({'n_steps': 10**9}, 'steps'), ({'batch': 0}, 'batch'), ({'seed': -1}, 'seed')):
+        with pytest.raises(ValueError, match=rf'^{name}: .* must be an integer in'):
+            explain(m, image, 'ig', deletion=False, **kwargs)
+
+
+def test_outputs_that_cannot_be_written_are_named_before_the_work(tmp_path, monkeypatch):
+    blocker = tmp_path / 'regular'
+    blocker.write_text('x')
+    assert "'--to'" not in refused('export', str(CHECKPOINT), '--to', str(blocker / 'sub'))
+    assert 'is a file' in refused('export', str(CHECKPOINT), '--to', str(blocker / 'sub'))
+    space = str(Path(__file__).parents[1] / 'presets' / 'spaces' / 'metaformer_hybrid.json')
+    db = f'sqlite:///{tmp_path}/s.db'
+    assert 'is a file, not a folder' in refused(
+        'search', space, '--trials', '2', '--storage', db, '--out', str(blocker)
+    )
+    monkeypatch.setenv('EXPLORER_LATENCY_DIR', str(blocker))
+    assert 'EXPLORER_LATENCY_DIR' in refused('calibrate', '--designs', '2', '--holdout', '0', '--rounds', '1')
+    spec = tmp_path / 'victim.json'
+    spec.write_text((Path(__file__).parents[1] / 'presets' / 'poolformer_s12.json').read_text())
+    before = spec.read_text()
+    assert 'would replace it' in refused('train', str(spec), '--out', str(spec))
+    assert spec.read_text() == before
+
+
+def test_files_that_are_not_what_they_claim_are_named(tmp_path):
+    text_pt = tmp_path / 'w.pt'
+    text_pt.write_text('hello')
+    image = str(IMAGE)
+    assert 'is not a readable PyTorch file' in refused(
+        'predict', str(SPECS / 'fmnist_hybrid.json'), image, '--weights', str(text_pt)
+    )
+    binary = tmp_path / 'space.json'
+    binary.write_bytes(b'\xff\xfe\x00garbage')
+    assert 'cannot read it as a text file' in refused('search', str(binary), '--trials', '1')
+    space = json.loads((Path(__file__).parents[1] / 'presets' / 'spaces' / 'fmnist_small_budget.json').read_text())
+    space['training'] = {'epochs': 1e9, 'train_limit': -1}
+    bad = tmp_path / 'train_space.json'
+    bad.write_text(json.dumps(space))
+    err = refused('search', str(bad), '--trials', '1')
+    assert 'training.epochs: 1000000000.0 is not a number in (0, 1,000]' in err and 'training.train_limit' in err
+    folder = tmp_path / 'dir.json'
+    folder.mkdir()
+    assert 'is a folder, not a spec file' in refused('show', str(folder))
+    sparse = tmp_path / 'big.json'
+    with open(sparse, 'wb') as f:
+        f.truncate(2**30)  # 1 GiB, read whole before its length was checked (2.8 GB of memory)
+    assert 'over the limit for a spec' in refused('show', str(sparse), within=5)
+
+
+def test_a_spec_with_other_than_one_or_three_channels_cannot_take_an_image(tmp_path):
+    spec = tmp_path / 'c16.json'
+    spec.write_text(json.dumps({'name': 'c16', 'img_size': 32, 'in_chans': 16, 'num_classes': 10,
+                                'stages': [{'mixer': 'pooling', 'depth': 1, 'dim': 16}]}))  # fmt: skip
+    image = str(IMAGE)
+    assert '16-channel input' in refused('predict', str(spec), image, '--weights', 'random')
+
+
+def test_a_damaged_training_state_is_named_without_advice_to_unpickle_it(tmp_path):
+    out = tmp_path / 'r.safetensors'
+    for content in (b'hello', b'\x80\x04\x95garbage'):
+        (tmp_path / 'r.safetensors.state').write_bytes(content)
+        err = refused('train', str(SPECS / 'fmnist_identity.json'), '--out', str(out), '--resume', '--epochs', '1')
+        assert 'is not a' in err and 'weights_only' not in err, err
+
+
+def test_an_image_folder_with_the_wrong_layout_is_named(tmp_path):
+    root = tmp_path / 'data'
+    (root / 'train' / 'a').mkdir(parents=True)
+    spec = tmp_path / 'rgb.json'  # image folders are read as RGB
+    spec.write_text(json.dumps({**json.loads((SPECS / 'fmnist_identity.json').read_text()), 'in_chans': 3}))
+    err = refused('train', str(spec), '--dataset', 'imagefolder', '--data-dir', str(root), '--workers', '0',
+                  '--out', str(tmp_path / 'x.safetensors'))  # fmt: skip
+    assert 'val' in err
+
+
+def test_a_calibration_file_of_the_wrong_shape_reads_as_not_calibrated(tmp_path, monkeypatch):
+    from explorer.measure import latency as lat
+
+    monkeypatch.setenv(lat.ENV_DIR, str(tmp_path))
+    fp = lat.fingerprint('cpu', 'float32', 1)
+    path = lat.model_path(fp)
+    bad = {'format': lat.FORMAT, 'fingerprint': fp.__dict__, 'coef': [1, 2], 'baseline_s_per_mac': 1e-10}
+    path.write_text(json.dumps(bad))
+    rc, out, err = run_cli('latency', 'caformer_s18')
+    assert rc == 0 and 'not calibrated for this device' in out, err
