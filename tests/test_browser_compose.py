@@ -377,3 +377,17 @@ def test_pins_are_back_after_a_reload(app_url, page, shots):
     wait_macs(page, macs_of(get_preset('caformer_s18')))
     page.wait_for_timeout(1500)
     assert page.locator('#mfx-pins label').count() == 0
+
+
+def test_the_tab_buttons_keep_their_labels_as_tabs_are_opened(app_url, page):
+    """A component made directly under gr.Tabs (the pins' BrowserState, once) shifts the tab buttons' labels in
+    Gradio 6: after Measure, the Compare button read "Measure" and Compare could not be reached."""
+    names = ['Compose', 'Measure', 'Compare', 'Search', 'Share', 'Predict & explain', 'Train']
+    page.goto(app_url)
+    page.wait_for_selector('#mfx-macs')
+    labels = '() => [...document.querySelectorAll("button[role=tab]")].map((b) => b.innerText.trim())'
+    for name in names[1:] + names[:1]:
+        page.get_by_role('tab', name=name, exact=True).first.click()
+        page.wait_for_timeout(300)
+        shown = [t for t in page.evaluate(labels) if t]
+        assert shown[: len(names)] == names, (name, shown)

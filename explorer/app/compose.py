@@ -361,6 +361,11 @@ def _layout() -> SimpleNamespace:
                         # on once a pin is chosen: pressed with none, they could only answer with an error toast
                         ui.pin_load = gr.Button('Load', size='sm', elem_id='mfx-pin-load', interactive=False)
                         ui.pin_drop = gr.Button('Unpin', size='sm', elem_id='mfx-pin-drop', interactive=False)
+                # the pins, kept in the browser too (localStorage, through Gradio's BrowserState, whose secret is
+                # made at each start): a reload or a new tab has them back until the server restarts; what a
+                # page sends back is request data, checked like any other (history.restore_pins). Made inside
+                # the tab: a component directly under gr.Tabs shifts the tab buttons' labels (main.py)
+                ui.kept_pins = gr.BrowserState([], storage_key='mfx-pins')
                 with gr.Accordion('What the token mixers do', open=False):
                     gr.Markdown('\n'.join(f'- **{n}**: {escape(m.description)}' for n, m in MIXERS.items()))
             with gr.Column(scale=4, min_width=320, elem_id='mfx-figs'):
@@ -779,10 +784,7 @@ def _wire_pins(ui: SimpleNamespace, ctx: AppContext, load_spec) -> None:
             raise gr.Error('Choose a pinned design to load.', print_exception=False)
         return spec, md_text(f'Loaded the pin {name}.')  # what the line said about the last Pin is stale now
 
-    # the pins are kept in the browser too (localStorage, through Gradio's BrowserState, whose secret is made at
-    # each start): a reload or a new tab has them back until the server restarts; what a page sends back is
-    # request data, checked like any other (history.restore_pins)
-    kept = gr.BrowserState([], storage_key='mfx-pins')
+    kept = ui.kept_pins
 
     def restore(saved):
         pins, message = history.restore_pins(saved)
