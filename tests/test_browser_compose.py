@@ -348,6 +348,12 @@ def test_an_edit_says_what_it_changed_in_params_and_macs(app_url, page, shots):
     line = page.locator('#mfx-change').inner_text()
     assert line == 'Change from poolformer_s12: +33.5k params (+0.3%), +105M MACs (+5.7%)', line
     page.screenshot(path=str(shots / 'compose-change.png'))
+    # the same design counted again (the field left again, Enter, a pin) keeps the line: it was erased at once
+    page.locator('#mfx-s1-depth input').press('Enter')
+    page.locator('#mfx-pin').click()
+    page.wait_for_selector('#mfx-pin-status:has-text("Pinned poolformer_s12-mod1")')
+    page.wait_for_timeout(1000)
+    assert page.locator('#mfx-change').inner_text() == line
     set_number(page, 'mfx-s1-depth', '2')
     wait_macs(page, 1_821_551_616)
     line = page.locator('#mfx-change').inner_text()

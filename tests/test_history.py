@@ -172,3 +172,11 @@ def test_pins_a_browser_kept_are_checked_and_pinned_again():
     for saved in ({'name': 'x'}, 'pins', deep):
         assert restore_pins(saved) == ([], 'The pins this browser kept could not be read: none restored.')
     assert restore_pins([]) == ([], '') and restore_pins(None) == ([], '')
+
+
+def test_the_change_line_says_under_a_tenth_of_a_percent_rather_than_zero():
+    from explorer.app.compose import _change_html
+
+    html = _change_html(('a', 1_000_000, 2_000_000), {'params': 1_000_100, 'macs': 1_000_000})
+    assert 'Change from a: +100 params (&lt;0.1%), −1M MACs (−50.0%)' in html
+    assert _change_html(('a', 5, 5), {'params': 5, 'macs': 5}) == '' and _change_html(None, {}) == ''

@@ -207,12 +207,13 @@ def _change_html(before: tuple[str, int, int] | None, report: dict) -> str:
     for what, was, now in (('params', params, report['params']), ('MACs', macs, report['macs'])):
         diff = now - was
         sign = '+' if diff >= 0 else '−'  # a typographic minus, as the figures beside it
-        pct = f' ({sign}{abs(100 * diff / was):.1f}%)' if was else ''
+        share = abs(100 * diff / was) if was else None
+        pct = '' if share is None else f' ({sign}{share:.1f}%)' if share >= 0.05 or not diff else ' (<0.1%)'
         parts.append(f'{sign}{units.fmt_count(abs(diff))} {what}{pct}')
     if params == report['params'] and macs == report['macs']:
         return ''
     shown = name if len(name) <= 60 else name[:59] + '…'
-    return f'<div class="mfx-note" id="mfx-change">Change from {escape(shown)}: {", ".join(parts)}</div>'
+    return f'<div class="mfx-note" id="mfx-change">Change from {escape(shown)}: {escape(", ".join(parts))}</div>'
 
 
 def _totals_html(spec: ArchSpec, report: dict, before: tuple[str, int, int] | None = None) -> str:
@@ -537,15 +538,16 @@ def add_compose_tab(ctx: AppContext) -> None:
             spec = catalog.with_published_meta(catalog.parse_spec(d))
             report = prof.profile(spec)
             d = spec.to_dict()
-            before = None  # the design shown until now, for the change line of an edit (a load, undo or redo: none)
-            if prev is not None and kind == 'edit':
-                was = prof.profile(catalog.parse_spec(prev))
-                before = (prev['name'], was['params'], was['macs'])
             if kind == 'restore':
-                w.invalid = False
+                w.invalid, w.change = False, None
             elif w.commit(d, f'load {d["name"]}' if kind == 'replace' else label):
                 replaced = kind == 'replace' and prev is not None
                 w.notice = f'Replaced {prev["name"]} with {d["name"]}' if replaced else ''
+                w.change = None  # the change line: what an edit changed (a load, undo or redo shows none)
+                if prev is not None and kind == 'edit':
+                    was = prof.profile(catalog.parse_spec(prev))
+                    w.change = (prev['name'], was['params'], was['macs'])
+            # else the same design counted again (the field left, Enter, a pin): the line stays
             if request is not None:  # None: the first page's values, computed at build time
                 _LATEST.mark(request, d)
             pending = '<div class="mfx-note">fvcore: counting the built model…</div>'
@@ -553,7 +555,7 @@ def add_compose_tab(ctx: AppContext) -> None:
                 w,
                 d,
                 report,
-                _totals_html(spec, report, before),
+                _totals_html(spec, report, w.change),
                 pending,
                 gr.update(value='', visible=False),
                 stage_cost_svg(report),

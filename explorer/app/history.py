@@ -85,7 +85,8 @@ class Workbench:
 
     past: the committed designs, oldest first; past[-1] is the one shown. future: the designs undone, the next
     redo last. Each entry is {'spec': spec dict, 'label': what made it}. invalid: the form shows an invalid edit
-    that is not committed. notice: a replacement to offer an undo for ('Replaced a with b'), or ''.
+    that is not committed. notice: a replacement to offer an undo for ('Replaced a with b'), or ''. change: the
+    design the last edit changed, (name, params, MACs), until another commit.
     """
 
     steps: int = HISTORY_STEPS
@@ -94,6 +95,7 @@ class Workbench:
     names: Names = field(default_factory=Names)
     invalid: bool = False
     notice: str = ''
+    change: tuple | None = None  # the last edit's design before it: (name, params, MACs), for the change line
 
     def current(self) -> dict | None:
         return self.past[-1]['spec'] if self.past else None
