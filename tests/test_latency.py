@@ -409,3 +409,28 @@ def test_every_norm_a_spec_may_name_has_features_and_a_prediction(latency_dir):
         p = lat.predict_latency(get_preset(name))
         assert p.seconds > 2e-3  # its norms counted as layernorm's
         assert _latency_card(ArchSpec.from_dict(get_preset(name)))[1] == f'{p.ms:.3g} ms'
+
+
+def test_threads_are_read_without_torch_while_another_thread_imports_it(monkeypatch):
+    """The first page after a start answered 500: its latency card asked a half-imported torch (the server
+    imports torch in the background) for get_num_threads."""
+    import types
+
+    monkeypatch.setitem(sys.modules, 'torch', types.ModuleType('torch'))  # as sys.modules holds it mid-import
+    monkeypatch.setenv('OMP_NUM_THREADS', '3')
+    assert lat.current_threads() == 3
+
+
+def test_the_composer_says_when_a_design_is_beyond_what_the_calibration_measured(latency_dir):
+    from explorer.app.compose import _latency_card
+    from explorer.measure.analytic import analytic_cost
+
+    model = fake_model(1, calls=2e-3)
+    model.measure = {'max_macs': 1e5}
+    lat.save_model(model)
+    macs = analytic_cost(tiny()).macs  # 978,304
+    detail = _latency_card(tiny(), macs)[2]
+    assert 'extrapolated: 10x the largest calibration design (0.1 MMACs)' in detail
+    model.measure = {'max_macs': 10 * macs}
+    lat.save_model(model)
+    assert 'extrapolated' not in _latency_card(tiny(), macs)[2]

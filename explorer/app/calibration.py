@@ -45,9 +45,10 @@ def status_html(model=None) -> str:
             '<div class="mfx-note" id="mfx-calibration-status">Not calibrated for this CPU '
             f"({escape(fingerprint(DEVICE, DTYPE, BATCH).label())}): the composer's predicted latency and the "
             "Search tab's latency objectives need a calibration. <b>Calibrate</b> times "
-            f'{OPTIONS.get("designs", 400) + OPTIONS.get("holdout", 30)} small random designs here, once (1-3 '
-            'minutes of every CPU core), and fits the latency model; <code>explorer calibrate</code> does the same '
-            'from a shell.</div>'
+            f'{OPTIONS.get("designs", 400) + OPTIONS.get("holdout", 30)} small random designs here, once (about 2 '
+            'minutes of every core of an idle 2-core CPU; much longer while other work runs, which also makes the '
+            'fit worse), and fits the latency model; <code>explorer calibrate</code> does the same from a shell.'
+            '</div>'
         )
     ev, when = model.evaluation, escape(str(model.created)[:16].replace('T', ' '))
     acc = ''
@@ -110,6 +111,9 @@ def add_calibration(ctx, tab) -> None:
         return status_html(model), gr.update(interactive=may_calibrate(model))
 
     def calibrate_clicked(progress=gr.Progress()):
+        if not may_calibrate():  # another page's calibration finished while this one waited: show it
+            gr.Warning('This CPU was calibrated meanwhile (from another page); its latency model is shown.')
+            return status_html(), gr.update(interactive=False)
         html = run_calibration(progress)
         return html, gr.update(interactive=may_calibrate())
 

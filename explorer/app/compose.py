@@ -173,9 +173,11 @@ def _stage_row(i: int) -> dict:
     return row
 
 
-def _latency_card(spec: ArchSpec) -> tuple:
+def _latency_card(spec: ArchSpec, macs: int | None = None) -> tuple:
     """Predicted latency of one image on this machine's CPU (float32) from its calibration, or why there is none.
-    Closed-form features and a fitted linear model: tens of microseconds, no model built."""
+    Closed-form features and a fitted linear model: tens of microseconds, no model built. A design over the
+    largest calibration design (`macs`, its MACs an image, past the calibration's max_macs) is marked as an
+    extrapolation: the model reads large presets 9-27% off (benchmarks/README.md)."""
     from explorer.measure.latency import LatencyError, predict_latency
 
     try:
@@ -189,10 +191,16 @@ def _latency_card(spec: ArchSpec) -> tuple:
             'not calibrated for this device (Measure tab: Calibrate, or explorer calibrate)',
             'mfx-latency',
         )
+    beyond = ''
+    if macs is not None and p.fitted_max_macs and macs > p.fitted_max_macs:
+        beyond = (
+            f'; extrapolated: {macs / p.fitted_max_macs:.0f}x the largest calibration design '
+            f'({p.fitted_max_macs / 1e6:g} MMACs): it may be tens of % off'
+        )
     return (
         'latency (predicted)',
         f'{p.ms:.3g} ms',
-        f'{p.ms:.4g} ms, batch 1, fp32, calibrated on {escape(p.calibrated_on)}',
+        f'{p.ms:.4g} ms, batch 1, fp32, calibrated on {escape(p.calibrated_on)}{beyond}',
         'mfx-latency',
     )
 
@@ -229,7 +237,7 @@ def _totals_html(spec: ArchSpec, report: dict, before: tuple[str, int, int] | No
             'mfx-params',
         ),
         ('MACs', units.fmt_count(report['macs']), f'{report["macs"]:,}', 'mfx-macs'),
-        _latency_card(spec),
+        _latency_card(spec, report['macs']),
     ]
     html = (
         '<div class="mfx-cards">'

@@ -133,8 +133,9 @@ def _cpu_name() -> str:
 def current_threads() -> int:
     """torch's intra-op thread count, without importing torch when it is not loaded yet: OMP_NUM_THREADS, else
     the CPUs this process may run on (what torch starts with on such a machine)."""
-    if 'torch' in sys.modules:
-        return sys.modules['torch'].get_num_threads()
+    get = getattr(sys.modules.get('torch'), 'get_num_threads', None)  # None while another thread imports torch
+    if get is not None:
+        return get()
     env = os.environ.get('OMP_NUM_THREADS', '')
     if env.isdigit() and int(env) > 0:
         return int(env)
@@ -503,6 +504,7 @@ class Prediction:
     device: str
     components: dict = field(default_factory=dict)  # feature -> predicted seconds
     holdout: dict | None = None  # the calibration's accuracy on designs it never saw
+    fitted_max_macs: float | None = None  # the largest calibration design's MACs an image: beyond it, extrapolated
 
     @property
     def ms(self) -> float | None:
@@ -551,7 +553,8 @@ def predict_latency(
     if model is None:
         return Prediction(None, None, batch_size, fp.dtype, fp.device)
     comps = model.components(spec)
-    return Prediction(sum(comps.values()), fp.label(), batch_size, fp.dtype, fp.device, comps, model.evaluation)
+    top = model.measure.get('max_macs')
+    return Prediction(sum(comps.values()), fp.label(), batch_size, fp.dtype, fp.device, comps, model.evaluation, top)
 
 
 # ---- designs that span the space ---------------------------------------------------------------------------
@@ -656,6 +659,18 @@ def reused_memory():
     finally:
         libc.mallopt(M_MMAP_MAX, DEFAULT_MMAP_MAX)
         libc.mallopt(M_TRIM_THRESHOLD, DEFAULT_TRIM_THRESHOLD)
+
+
+def _give_back_memory() -> None:
+    """Collect the models a measurement built and hand the freed heap back to the OS (glibc's malloc_trim)."""
+    import gc
+
+    from explorer.measure.speed import glibc
+
+    gc.collect()
+    libc = glibc()
+    if libc is not None:
+        libc.malloc_trim(0)
 
 
 def allocator_regime(device: str = 'cpu') -> str:
@@ -917,6 +932,7 @@ def calibrate(
     fp = fingerprint(device, dtype, batch_size, threads)
     specs = random_designs(designs + holdout, seed, max_macs)
     turns = measure_rounds(specs, fp.device, batch_size, fp.dtype, rounds, fp.threads or None, progress)
+    _give_back_memory()  # the ~430 models are gone: a server kept 2.5 GB of heap after one calibration
     secs = [estimate(t) for t in turns]
     model = fit_latency_model(specs[:designs], secs[:designs], fp)
     evaluation = evaluate_latency_model(model, specs[designs:], secs[designs:]) if holdout else None
