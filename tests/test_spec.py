@@ -170,3 +170,16 @@ def test_meta_values_are_checked(meta, expected):
     assert str(info.value).startswith(expected)
     ok = {'top1': 83.6, 'gmacs': 4.1, 'resolution': 224, 'notes': 'x' * 4000, 'source': None}
     assert ArchSpec.from_dict({**tiny_spec(), 'meta': ok}).meta == ok
+
+
+def test_a_name_with_control_or_invisible_formatting_characters_is_refused():
+    """A right-to-left override reversed a pin's label, so its counts could be shown as another design's."""
+    import pytest
+
+    from explorer.core.spec import ArchSpec, SpecError
+
+    base = {'name': 'ok', 'img_size': 32, 'stages': [{'mixer': 'pooling', 'depth': 1, 'dim': 16}]}
+    ArchSpec.from_dict({**base, 'name': 'caformer_s18 · ünïcode 模型'})
+    for name in ('a\u202eb', 'zero\u200bwidth', 'new\nline', 'tab\there'):
+        with pytest.raises(SpecError, match='control or invisible formatting'):
+            ArchSpec.from_dict({**base, 'name': name})

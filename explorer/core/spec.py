@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+import unicodedata
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -240,6 +241,10 @@ class ArchSpec:
         _check_bool(err, 'mlp_bias', self.mlp_bias)
         if not isinstance(self.name, str) or not self.name.strip() or len(self.name) > 100:
             err('name', f'{show(self.name)} must be a non-empty string of at most 100 characters')
+        elif any(unicodedata.category(c) in ('Cc', 'Cf') for c in self.name):
+            # a right-to-left override or a zero-width character makes a name read as another (a pin's label
+            # showed other counts than its own)
+            err('name', f'{show(self.name)} holds control or invisible formatting characters; use visible text')
         for key in ('drop_path_rate', 'drop_rate'):
             _check_number(err, key, getattr(self, key), RATE_RANGE)
         for key, conv in (('stem', self.stem), ('downsample', self.downsample)):
