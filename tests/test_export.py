@@ -23,7 +23,7 @@ from explorer.core.build import build_model
 from explorer.core.errors import UserError
 from explorer.core.mixers import PoolingMixer
 from explorer.core.registry import MIXERS
-from explorer.core.spec import ArchSpec
+from explorer.core.spec import ArchSpec, SpecError
 from explorer.train.checkpoints import load_trained, save_checkpoint
 from explorer.train.data import CLASSES, MEAN, STD, Preprocessing
 from explorer.train.export import ONNX_ATOL, ONNX_RTOL, data_config_for, export_design, resolve_source
@@ -228,7 +228,10 @@ def test_spec_text_cannot_become_code(tmp_path, load_module):
     name = unique()
     hostile = '"""\nraise SystemExit("injected")\n"""'
     meta = {'display_name': hostile, 'notes': hostile, 'top1': 83.6}  # (an inf top-1 is refused by the spec)
-    spec = {**tiny_spec(meta=meta), 'name': f'x{hostile}'}
+    # a name holds no line break (control characters are refused in names); its quotes still may not break out
+    spec = {**tiny_spec(meta=meta), 'name': 'x"""; raise SystemExit("injected"); """'}
+    with pytest.raises(SpecError, match='control or invisible formatting'):
+        export_design({**spec, 'name': f'x{hostile}'}, tmp_path, name=name)
     module = load_module(export_design(spec, tmp_path, name=name).files['module'])  # imports: nothing was run
     assert module.SPEC['meta'] == meta and '"' not in module.__doc__
     assert timm.create_model(name).spec.meta['display_name'] == hostile
