@@ -604,3 +604,29 @@ def test_an_in_memory_storage_works_and_a_bad_one_is_named(tmp_path):
         assert code == 2 and 'Traceback' not in err, err
         assert 'cannot open it' in err and why in err and 's3cret' not in err, err
     assert 'postgresql://me:***@localhost:1/db' in err
+
+
+def test_a_trial_whose_training_diverges_is_pruned_and_the_search_goes_on(tmp_path, monkeypatch):
+    from explorer.search.accuracy import Trainer
+    from explorer.train.loop import Diverged
+
+    space = json.loads((Path(__file__).parents[1] / 'presets/spaces/fmnist_small_budget.json').read_text())
+    space['constraints'] = {}
+    sp = parse_space(space)
+    trainer, calls = Trainer(sp), []
+
+    class Result:
+        metrics = {'stopped_by': 'epochs', 'train_time_s': 1.0, 'test_accuracy': 0.8}
+
+    def fake_train(spec, progress):  # the first trial's loss becomes NaN, the others train
+        calls.append(spec.name)
+        if len(calls) == 1:
+            raise Diverged('training diverged at step 3 of 40 (epoch 0.08): the loss became nan; ...')
+        return Result()
+
+    monkeypatch.setattr(trainer, '_train', fake_train)
+    url = f'sqlite:///{tmp_path}/s.db'
+    front = run_search(sp, trials=3, storage=url, seed=0, trainer=trainer)
+    states = [t.state.name for t in open_study(sp, url).trials]
+    assert states == ['PRUNED', 'COMPLETE', 'COMPLETE'] and len(calls) == 3
+    assert front.frontier

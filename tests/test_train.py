@@ -709,3 +709,55 @@ def test_the_train_tab_says_on_the_first_page_why_the_design_on_screen_is_not_tr
     ready = [t for t in texts if 'trainable' in t or 'Compose a valid network' in t]
     assert len(ready) == 1 and ready[0].startswith('**Not trainable as it is:**'), ready
     assert 'in\\_chans is 3' in ready[0] and 'Press *Adapt to Fashion-MNIST*' in ready[0]
+
+
+def _diverging_at(monkeypatch, n: int) -> None:
+    """The step function returns a NaN loss from its n-th call on (as a run with an exploding loss does)."""
+    from explorer.train import loop
+
+    real, calls = loop._Step._step, []
+
+    def step(self, *a):
+        out = real(self, *a)
+        calls.append(1)
+        return (float('nan'), *out[1:]) if len(calls) >= n else out
+
+    monkeypatch.setattr(loop._Step, '_step', step)
+
+
+def test_a_run_whose_loss_becomes_nan_stops_there_and_writes_no_checkpoint(fake_dir, tmp_path, monkeypatch):
+    from explorer.train.loop import Diverged
+
+    _diverging_at(monkeypatch, 4)
+    out, state = tmp_path / 'x.safetensors', tmp_path / 'x.safetensors.state'
+    seen = []
+    with pytest.raises(Diverged, match=r'training diverged at step 4 of 20 \(epoch 0.40\): the loss became nan; '
+                                       r'try a lower learning rate \(this run: 0.002\)') as e:  # fmt: skip
+        train(TINY, epochs=2, seed=0, data_dir=fake_dir, out=out, state_file=state, progress=seen.append, **QUICK)
+    assert 'No checkpoint was written' in str(e.value)
+    assert not out.exists() and not state.exists()
+    assert all(ev['kind'] != 'step' or ev['step'] < 4 for ev in seen)  # the NaN step was never reported
+
+
+def test_the_cli_names_a_diverged_run_in_one_line(fake_dir, tmp_path, monkeypatch, capsys):
+    _diverging_at(monkeypatch, 2)
+    spec = tmp_path / 'tiny.json'
+    spec.write_text(json.dumps(TINY))
+    out = tmp_path / 'x.safetensors'
+    rc = cli_main(['train', str(spec), '--epochs', '1', '--batch-size', '32', '--data-dir', str(fake_dir), '--quiet',
+                   '--threads', '1', '--out', str(out)])  # fmt: skip
+    err = capsys.readouterr().err
+    assert rc == 2 and 'error: training diverged at step 2 of 10' in err and 'Traceback' not in err, err
+    assert not out.exists()
+
+
+def test_train_takes_a_trained_checkpoint_as_spec_and_trains_its_architecture_from_scratch(fake_dir, tmp_path):
+    from explorer.train.checkpoints import ASSET_DIR
+
+    shipped = ASSET_DIR / 'fmnist_hybrid.safetensors'
+    out = tmp_path / 'again.safetensors'
+    rc = cli_main(['train', str(shipped), '--epochs', '0.1', '--batch-size', '32', '--data-dir', str(fake_dir),
+                   '--quiet', '--threads', '1', '--out', str(out)])  # fmt: skip
+    assert rc == 0
+    assert read_metadata(out)['spec'] == read_metadata(shipped)['spec']
+    assert read_metadata(out)['metrics']['steps'] == 1  # 320 images x 0.1 epoch / 32

@@ -21,7 +21,11 @@ def register(sub) -> None:
         'trains on its share of every batch with DistributedDataParallel (gloo on CPU, NCCL on GPUs); rank 0 '
         'writes the checkpoint and prints. --batch-size is per process.',
     )
-    p.add_argument('spec', help='preset name or path to a JSON spec')
+    p.add_argument(
+        'spec',
+        help='preset name, JSON spec file, or a trained .safetensors checkpoint or model name (its architecture: '
+        'training starts from scratch)',
+    )
     p.add_argument(
         '--dataset',
         default='fashion-mnist',
@@ -89,6 +93,11 @@ def register(sub) -> None:
         help='continue the run interrupted at --out (its state, FILE.state, is saved after every epoch and on '
         'Ctrl-C / SIGTERM)',
     )
+    p.add_argument(
+        '--overwrite',
+        action='store_true',
+        help='replace the checkpoint at --out and any interrupted run saved beside it (refused otherwise)',
+    )
     p.add_argument('--quiet', action='store_true', help='no per-epoch lines')
     p.add_argument('--json', action='store_true', help='print the metrics as JSON at the end')
     p.set_defaults(func=cmd_train)
@@ -120,15 +129,25 @@ def _user_errors(fn):
 
 @_user_errors
 def cmd_train(args) -> int:
-    from explorer.core.catalog import load_spec
+    from explorer.cli.specs import resolve_spec
     from explorer.train.loop import train
 
     out = writable_path('--out', args.out, inputs=(args.spec,))
     main = os.environ.get('RANK', '0') == '0'  # under torchrun, rank 0 alone prints
     state_file = out.with_name(out.name + '.state')
+    if args.resume and args.overwrite:
+        raise UserError('--resume continues the run at --out and --overwrite replaces it: give one of them')
     if args.resume and main and not state_file.is_file():
         raise UserError(f'--resume: there is no interrupted run at {str(out)!r} (no {state_file.name} beside it)')
-    spec = load_spec(args.spec)
+    if main and not args.resume and not args.overwrite:  # hours of training are not replaced by a typo
+        if state_file.exists():
+            raise UserError(
+                f'--out: an interrupted run is saved at {str(out)!r} ({state_file.name} beside it); continue it with '
+                '--resume, or start over with --overwrite'
+            )
+        if out.exists():
+            raise UserError(f'--out: {str(out)!r} already exists; give another file, or --overwrite to replace it')
+    spec, _ = resolve_spec(args.spec)  # a checkpoint's weights are not used: it names an architecture
     recipe = {'amp': args.amp, 'auto_augment': args.aa, 'compile': args.compile}
     if args.lr is not None:
         recipe['lr'] = args.lr

@@ -91,10 +91,14 @@ class Trainer:
             if self.behind(trial, len(curve) - 1, curve[-1]):
                 raise optuna.TrialPruned(f'accuracy {curve[-1]:.4f} after epoch {len(curve)} is below the median')
 
+        from explorer.train.loop import Diverged
+
         try:
             res = self._train(spec, progress)
         except SpecError as e:  # over this machine's limits (explorer.measure.guard): this design is not trained
             raise SpaceError(f'{spec.name} cannot be trained here: {e}') from None
+        except Diverged as e:  # its loss became NaN: no accuracy to compare; the study goes on
+            raise optuna.TrialPruned(str(e)) from None
         if res.metrics['stopped_by'] == 'user':  # should_stop(): half trained, so no accuracy to compare
             raise optuna.TrialPruned(f'stopped after {res.metrics["epochs"]:g} of {cfg["epochs"]:g} epochs')
         trial.set_user_attr('train_time_s', res.metrics['train_time_s'])

@@ -105,6 +105,11 @@ class Stopped(Exception):
     """Raised by a progress callback to stop training early; the weights so far are kept."""
 
 
+class Diverged(ValueError):
+    """The training loss became NaN or infinite: the run ends there and writes no checkpoint (its weights would
+    predict nothing). fp16 runs are left to their loss scaler, which skips such steps by design."""
+
+
 # ---- evaluation -----------------------------------------------------------------------------------------
 @torch.inference_mode()
 def predict_logits(model: nn.Module, images: torch.Tensor, pre: Preprocessing, batch_size: int = 1000) -> torch.Tensor:
@@ -599,6 +604,11 @@ def _train_epoch(step_fn: _Step, source, gen, pos: dict, cfg, planned: int, tick
         elapsed = pos['train_time'] + time.perf_counter() - tick
         over = cfg.time_budget is not None and elapsed >= cfg.time_budget
         loss, stop, over = step_fn(x, y, lr, over)
+        if not math.isfinite(loss) and cfg.amp != 'fp16':  # the ranks agreed on this mean loss: all stop here
+            raise Diverged(
+                f'training diverged at step {step + 1} of {total} (epoch {(step + 1) / steps_per_epoch:.2f}): the '
+                f'loss became {loss}; try a lower learning rate (this run: {cfg.lr:g}). No checkpoint was written'
+            )
         pos['losses'].append(loss)
         pos['step'] = step = step + 1
         pos['batch'] = b + 1
