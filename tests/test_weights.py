@@ -117,6 +117,34 @@ def test_checkpoint_that_shares_nothing_is_an_error(tmp_path):
         load_checkpoint(build_model(_spec()), path, strict=False)
 
 
+def _first(t: torch.Tensor, value: float) -> torch.Tensor:
+    t.view(-1)[0] = value
+    return t
+
+
+@pytest.mark.parametrize(
+    'change, pattern',
+    [
+        (lambda t: t.fill_(float('nan')), r'holds \d[\d,]* NaN or infinite values \(a training that diverged'),
+        (lambda t: _first(t, float('inf')), 'holds 1 NaN or infinite value '),
+        (lambda t: t.to(torch.int8), 'is int8 in the file where the model holds float32: quantized'),
+    ],
+)
+def test_weights_that_would_load_as_nonsense_are_refused_and_leave_the_model_alone(tmp_path, change, pattern):
+    spec = _spec()
+    sd = _sd(build_model(spec, seed=1))
+    key = next(k for k, v in sd.items() if k.endswith('.weight') and v.dim() > 1)
+    sd[key] = change(sd[key])
+    path = tmp_path / 'w.safetensors'
+    save_file(sd, str(path))
+    model = build_model(spec, seed=2)
+    before = _sd(model)
+    with pytest.raises(WeightsError, match=pattern) as e:
+        load_checkpoint(model, path)
+    assert key in str(e.value)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # untouched
+
+
 @pytest.mark.parametrize(
     'name, content, pattern',
     [
@@ -254,6 +282,14 @@ def test_trained_checkpoint_metadata_gives_spec_labels_and_preprocessing(tmp_pat
     assert info.label_names == names
     cfg = info.pretrained_cfg
     assert cfg['input_size'] == (1, 32, 32) and cfg['mean'] == (0.286,) and cfg['pad_from'] == 28
+    assert _same_outputs_1ch(model, src)
+    meta['classes'] = json.dumps(names[1:])  # one name short: every name would be off by one
+    save_file(_sd(src), str(path), metadata=meta)
+    model, info = load_model(spec, path)
+    assert info.label_names is None
+    assert info.banner().endswith(
+        '; its 9 class names were set aside: the model has 10 classes, so they are shown by number'
+    )
     assert _same_outputs_1ch(model, src)
 
 

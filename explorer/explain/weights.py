@@ -99,6 +99,7 @@ class WeightsInfo:
     pretrained_cfg: dict = field(default_factory=dict)
     label_names: list[str] | None = None
     report: LoadReport | None = None
+    note: str = ''  # what was set aside while loading, said with the banner
 
     @property
     def trained(self) -> bool:
@@ -110,7 +111,7 @@ class WeightsInfo:
             return f'pretrained weights: {self.where}'
         if self.source == 'checkpoint':
             extra = '' if self.report is None or self.report.ok else ' (partially: see the load report)'
-            return f'weights from checkpoint {self.where}{extra}'
+            return f'weights from checkpoint {self.where}{extra}{"; " + self.note if self.note else ""}'
         return f'{RANDOM_WARNING} ({self.where})'
 
     def to_dict(self) -> dict:
@@ -545,8 +546,27 @@ def load_state_dict(
     if rep.loaded == 0:
         raise WeightsError(f'{name} shares no tensors with this model:\n{rep}')
     bad = {k for k, _, _ in rep.mismatched}
-    model.load_state_dict({k: v for k, v in sd.items() if k not in bad}, strict=False)
+    fits = {k: v for k, v in sd.items() if k not in bad and k not in rep.unexpected}
+    _check_values(model.state_dict(), fits, name)
+    model.load_state_dict(fits, strict=False)
     return rep
+
+
+def _check_values(own: dict[str, torch.Tensor], sd: dict[str, torch.Tensor], name: str) -> None:
+    """Refuse what loading would turn into nonsense without a word: integer (quantized) tensors where the model
+    holds floats (load_state_dict casts int8 codes to floats) and NaN or infinite values (a diverged run)."""
+    for k, v in sd.items():
+        if own[k].is_floating_point() and not v.is_floating_point():
+            raise WeightsError(
+                f'{name}: {k} is {str(v.dtype).removeprefix("torch.")} in the file where the model holds '
+                f'{str(own[k].dtype).removeprefix("torch.")}: quantized or integer weights are not supported'
+            )
+        if v.is_floating_point() and not bool(torch.isfinite(v).all()):
+            n = int((~torch.isfinite(v)).sum())
+            raise WeightsError(
+                f'{name}: {k} holds {n:,} NaN or infinite value{"s" if n > 1 else ""} (a training that diverged?); '
+                'these weights cannot predict'
+            )
 
 
 def checkpoint_spec(path: str | Path) -> ArchSpec | None:
@@ -691,4 +711,11 @@ def load_model(
         info = load_pretrained(model, spec, cache_dir=cache_dir, strict=strict)
     else:
         info = load_checkpoint(model, weights, strict=strict)
+        names = info.label_names
+        if names is not None and len(names) != spec.num_classes:  # off by some: no name can be trusted
+            info.label_names = None
+            info.note = (
+                f'its {len(names):,} class names were set aside: the model has {spec.num_classes:,} classes, '
+                'so they are shown by number'
+            )
     return model.eval(), info
