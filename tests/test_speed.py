@@ -118,6 +118,8 @@ def test_matmul_peak_is_cached():
         ({'dtype': 'int8'}, 'dtype'),
         ({'device': 'tpu'}, 'device'),
         ({'iters': 0}, 'iters'),
+        ({'iters': 10**12}, r'iters 1000000000000 must be an integer in \[1, 100,000\]'),
+        ({'warmup': 10**6}, r'warmup 1000000 must be an integer in \[0, 100,000\]'),
     ],
 )
 def test_bad_requests(kwargs, match):

@@ -8,6 +8,7 @@ import textwrap
 
 from explorer.cli.args import int_in, number_in
 from explorer.core.errors import UserError
+from explorer.measure.speed import MAX_ITERS
 
 _positive_int = int_in(1)
 _non_negative_int = int_in(0)
@@ -60,8 +61,8 @@ def register(sub) -> None:
         'channels_last on other CPUs, channels_last + fp16 AMP on CUDA',
     )
     p.add_argument('--img-size', type=_positive_int, default=None, help="input resolution (default: the spec's)")
-    p.add_argument('--warmup', type=_non_negative_int, default=None, help='warm-up iterations (default: by time)')
-    p.add_argument('--iters', type=_positive_int, default=None, help='timed iterations (default: by time)')
+    p.add_argument('--warmup', type=int_in(0, MAX_ITERS), default=None, help='warm-up iterations (default: by time)')
+    p.add_argument('--iters', type=int_in(1, MAX_ITERS), default=None, help='timed iterations (default: by time)')
     p.add_argument(
         '--min-time',
         type=number_in(0, 3600, low_open=True),

@@ -590,12 +590,16 @@ def bench(
     return result
 
 
+MAX_ITERS = 100_000  # calls of one measurement: a bench is minutes, not days (CUDA keeps two events per call)
+
+
 def _check_counts(batch_size, warmup, iters, min_time_s) -> None:
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or not 1 <= batch_size <= 4096:
         raise BenchError(f'batch size {batch_size!r} must be an integer in [1, 4096]')
     for name, v in (('warmup', warmup), ('iters', iters)):
-        if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < (0 if name == 'warmup' else 1)):
-            raise BenchError(f'{name} {v!r} must be a{" non-negative" if name == "warmup" else " positive"} integer')
+        low = 0 if name == 'warmup' else 1
+        if v is not None and (isinstance(v, bool) or not isinstance(v, int) or not low <= v <= MAX_ITERS):
+            raise BenchError(f'{name} {v!r} must be an integer in [{low}, {MAX_ITERS:,}]')
     if not isinstance(min_time_s, (int, float)) or not math.isfinite(min_time_s) or min_time_s <= 0:
         raise BenchError(f'min time {min_time_s!r} must be a positive number of seconds')
 
