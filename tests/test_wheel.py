@@ -110,13 +110,13 @@ def test_predict_with_a_shipped_model_and_example_image(installed):
     assert top[0]['label'] == 'Ankle boot' and top[0]['prob'] > 0.5
 
 
-def test_serve_answers_its_first_page(installed):
+def test_serve_answers_its_first_page_and_leaves_no_temporary_folder_when_stopped(installed, tmp_path):
     exe, env, work = installed
     port = free_port()
     proc = subprocess.Popen(
         [str(exe), 'serve', '--port', str(port)],
         cwd=work,
-        env=env,
+        env={**env, 'TMPDIR': str(tmp_path)},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
@@ -132,6 +132,8 @@ def test_serve_answers_its_first_page(installed):
                 time.sleep(1)
         assert page is not None, proc.stderr.read() if proc.poll() is not None else 'no answer within 180 s'
         assert '<title>MetaFormer Explorer</title>' in page or 'MetaFormer Explorer' in page
+        assert [p.name for p in tmp_path.glob('mfx-downloads-*')]  # the server's downloads folder, made at start
     finally:
-        proc.terminate()
+        proc.terminate()  # SIGTERM, as systemd and docker stop a server
         proc.wait(timeout=30)
+    assert not list(tmp_path.glob('mfx-downloads-*'))  # removed: before, one was left behind per start

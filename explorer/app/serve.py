@@ -72,12 +72,53 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def check_address(host: str, port: int) -> None:
+    """host:port can be listened on: resolved and bound once before the app is built (gradio's own error, after
+    the build, for a name that does not resolve, an address of another machine or a port in use alike, is
+    "Cannot find empty port")."""
+    import socket
+
+    try:
+        family, kind, proto, _, addr = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[
+            0
+        ]
+    except (socket.gaierror, UnicodeError) as e:
+        raise UserError(
+            f'--host {host!r} does not resolve to an address ({getattr(e, "strerror", None) or e})'
+        ) from None
+    try:
+        with socket.socket(family, kind, proto) as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server will
+            s.bind(addr)
+    except OSError as e:
+        import errno
+
+        if e.errno == errno.EADDRINUSE:
+            raise UserError(f'--port {port}: {host}:{port} is in use (another server?); give another --port') from None
+        raise UserError(f'--host {host!r} ({addr[0]}) is not an address of this machine ({e.strerror or e})') from None
+
+
+def _stop_on_sigterm() -> None:
+    """SIGTERM (`kill`, systemd, docker stop) stops the server as Ctrl-C does: gradio closes it and the process
+    exits normally, so its exit handlers run (the downloads folder in the temporary directory is removed; by
+    default SIGTERM ended the process on the spot and left one folder behind per start)."""
+    import signal
+    import threading
+
+    def stop(signum, frame):
+        raise KeyboardInterrupt
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, stop)
+
+
 def cmd_serve(args) -> int:
     from explorer.app.context import launch_kwargs
     from explorer.app.main import build_demo
 
     if not 1 <= args.port <= 65535:
         raise UserError(f'--port {args.port} is out of range; allowed [1, 65535]')
+    check_address(args.host, args.port)
     auth = credentials(args.auth_file)
     if auth is None and (args.share or not is_loopback(args.host)):
         reach = 'a public gradio.live link' if args.share else f'{args.host} (other machines can reach it)'
@@ -87,6 +128,7 @@ def cmd_serve(args) -> int:
             file=sys.stderr,
         )
     demo = build_demo()
+    _stop_on_sigterm()
     try:
         demo.launch(server_name=args.host, server_port=args.port, share=args.share, auth=auth, **launch_kwargs())
     except OSError as e:
