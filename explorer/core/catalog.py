@@ -30,6 +30,8 @@ def load_spec(name_or_path: str | Path) -> ArchSpec:
         exists, is_file = p.exists(), p.is_file()
     except OSError:  # a name the file system refuses (a part over 255 bytes) is no file
         exists = is_file = False
+    if exists and not is_file and str(name_or_path) in preset_names():
+        exists = False  # a folder in the working directory named like a preset (runs/, outputs) does not hide it
     if p.suffix == '.json' or exists:
         if not is_file:
             what = 'is a folder, not a spec file' if exists else 'does not exist'
