@@ -500,8 +500,11 @@ def _values(values) -> list | None:
     return None if values is None else [float(v) for v in values]
 
 
+CANNOT_SHOW = '**Cannot show this space:**'
+
+
 def add_search_tab(ctx) -> None:
-    with gr.Tab('Search', id='search'):
+    with gr.Tab('Search', id='search') as tab:
         gr.Markdown(
             'Search a design space for the best trade-offs: which mixer in which stage, at which depth and width. '
             'Optuna (NSGA-II) proposes designs; each is counted in closed form (and its latency predicted from '
@@ -550,12 +553,21 @@ def add_search_tab(ctx) -> None:
         try:
             return study_view(merged_space(text_value, *form_value))
         except SpaceError as e:  # latency objective without a calibration
-            return [gr.skip()] * 4 + [f'**Cannot show this space:** {md_text(with_page_hint(e))}']
+            return [gr.skip()] * 4 + [f'{CANNOT_SHOW} {md_text(with_page_hint(e))}']
 
     space_name.input(space_text, space_name, text, **PRIVATE).then(form_values, text, form, **PRIVATE).then(
         show, [text, *form], view, **PRIVATE
     ).then(trials_for, [text, trials], trials, **PRIVATE)
     ctx.demo.load(show, [text, *form], view, **PRIVATE)
+
+    def show_if_refused(status_value, text_value, *form_value):
+        # a space this page could not show (no latency calibration yet) is looked at again when the tab is opened:
+        # the Measure tab may have calibrated since
+        if not str(status_value or '').startswith(CANNOT_SHOW):
+            return [gr.skip()] * len(view)
+        return show(text_value, *form_value)
+
+    tab.select(show_if_refused, [status, text, *form], view, **PRIVATE)
     ctx.demo.load(None, None, None, js=SEARCH_JS, **PRIVATE)
 
     def run(text_value, n, *form_value):
