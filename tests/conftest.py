@@ -1,5 +1,7 @@
+import atexit
 import gzip
 import os
+import shutil
 import struct
 import tempfile
 from pathlib import Path
@@ -11,9 +13,12 @@ from tests.browser_kit import browser, page, shots  # noqa: F401  (fixtures for 
 
 # Tests run on the CPU with a fixed, small thread count so results do not depend on the machine's load.
 torch.set_num_threads(min(2, os.cpu_count() or 1))
-# the app's search studies and latency calibrations go to folders of this test session, not the user's
-os.environ.setdefault('EXPLORER_SEARCH_DIR', tempfile.mkdtemp(prefix='mfx-test-search-'))
-os.environ.setdefault('EXPLORER_LATENCY_DIR', tempfile.mkdtemp(prefix='mfx-test-latency-'))
+# the app's search studies and latency calibrations go to folders of this test session, not the user's (removed
+# at the end: they used to stay behind, two per session)
+for _var, _prefix in (('EXPLORER_SEARCH_DIR', 'mfx-test-search-'), ('EXPLORER_LATENCY_DIR', 'mfx-test-latency-')):
+    if _var not in os.environ:
+        os.environ[_var] = tempfile.mkdtemp(prefix=_prefix)
+        atexit.register(shutil.rmtree, os.environ[_var], ignore_errors=True)
 
 
 def tiny_spec(mixers=('pooling', 'sepconv', 'attention'), dims=(16, 32, 64), depths=(1, 1, 1), img_size=32, **kw):
