@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from explorer.train.checkpoints import ASSET_DIR
+from explorer.train.checkpoints import ASSET_DIR, read_metadata
 
 from .conftest import run_cli
 
@@ -217,3 +217,51 @@ def test_a_calibration_file_of_the_wrong_shape_reads_as_not_calibrated(tmp_path,
     path.write_text(json.dumps(bad))
     rc, out, err = run_cli('latency', 'caformer_s18')
     assert rc == 0 and 'not calibrated for this device' in out, err
+
+
+def test_train_does_not_replace_a_checkpoint_or_an_interrupted_run_unless_told(fake_dir, tmp_path):
+    spec = tmp_path / 'tiny.json'
+    spec.write_text(json.dumps({**json.loads((SPECS / 'fmnist_identity.json').read_text()), 'name': 'tiny'}))
+    out = tmp_path / 'done.safetensors'
+    common = ['train', str(spec), '--epochs', '0.1', '--batch-size', '32', '--data-dir', str(fake_dir), '--quiet']
+    out.write_bytes(b'five hours of training')
+    err = refused(*common, '--out', str(out))
+    assert 'already exists' in err and '--overwrite' in err, err
+    assert out.read_bytes() == b'five hours of training'  # untouched
+    state = tmp_path / 'done.safetensors.state'
+    state.write_bytes(b'an interrupted run')
+    err = refused(*common, '--out', str(out))
+    assert 'interrupted run' in err and '--resume' in err, err
+    assert (out.read_bytes(), state.read_bytes()) == (b'five hours of training', b'an interrupted run')
+    assert 'give one of them' in refused(*common, '--out', str(out), '--resume', '--overwrite')
+    state.unlink()
+    rc, stdout, err = run_cli(*common, '--threads', '1', '--out', str(out), '--overwrite')
+    assert rc == 0, err
+    assert read_metadata(out)['spec']['name'] == 'tiny'  # the new run's checkpoint
+    assert 'wrote' in stdout
+
+
+def test_bench_iteration_counts_are_bounded():
+    assert '--iters' in refused('bench', 'poolformer_s12', '--iters', str(10**12))
+    assert '--warmup' in refused('bench', 'poolformer_s12', '--warmup', str(10**7))
+
+
+def test_serve_names_a_host_that_is_not_here_and_a_port_in_use_before_building_the_app():
+    import socket
+
+    assert "--host 'foo.invalid' does not resolve" in refused('serve', '--host', 'foo.invalid', within=10)
+    assert 'is not an address of this machine' in refused('serve', '--host', '192.0.2.1', within=10)  # TEST-NET-1
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        s.listen()
+        port = s.getsockname()[1]
+        assert f'--port {port}: 127.0.0.1:{port} is in use' in refused('serve', '--port', str(port), within=10)
+
+
+def test_a_folder_named_like_a_preset_does_not_hide_the_preset(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / 'poolformer_s12').mkdir()  # e.g. the outputs of a run named after its preset
+    rc, out, err = run_cli('show', 'poolformer_s12')
+    assert rc == 0 and 'poolformer_s12' in out, err
+    (tmp_path / 'not_a_preset').mkdir()
+    assert 'is a folder, not a spec file' in refused('show', 'not_a_preset')
