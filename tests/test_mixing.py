@@ -154,6 +154,44 @@ def test_effective_receptive_field_grows_with_depth(x):
     assert len(one) == 1 and one[0].stage == 2
 
 
+def test_receptive_fields_are_taken_a_few_images_at_a_time_with_the_same_result(monkeypatch):
+    """`explorer erf *.png` with thousands of files decoded every image and ran them as one batch, its whole graph
+    held for the backward passes; now GUARD_BATCH images at a time (the batch the model was checked at), the
+    average the same."""
+    from PIL import Image
+
+    from explorer.explain import session
+    from explorer.explain.mixing import erf_sums
+
+    model = _model(('pooling', 'attention'))
+    x = torch.randn(11, 3, 32, 32, generator=torch.Generator().manual_seed(4))
+    whole = effective_receptive_fields(model, x, chunk=11)
+    for chunk in (1, 3, 8):
+        for a, b in zip(whole, effective_receptive_fields(model, x, chunk=chunk)):
+            assert a.n_images == b.n_images == 11  # float32 gradients: a batch of 1 runs other kernels
+            assert np.abs(a.map - b.map).max() < 1e-4 * a.map.max()
+            assert a.area == b.area
+    spec = tiny_spec(mixers=('pooling', 'attention'), dims=(16, 32), depths=(1, 1))
+    m = session.open_model(session.ArchSpec.from_dict(spec), 'random')
+    sizes, decoded = [], []
+
+    def images():
+        for i in range(20):
+            decoded.append(i)
+            yield Image.new('RGB', (40, 40), (i * 10, 50, 200 - i * 5))
+
+    def sums(model, x, stages):
+        sizes.append((len(x), len(decoded)))
+        return erf_sums(model, x, stages)
+
+    monkeypatch.setattr(session, 'erf_sums', sums)
+    rows = session.receptive_fields(m, images())
+    assert [s for s, _ in sizes] == [8, 8, 4] and [d for _, d in sizes] == [8, 16, 20]  # never more decoded
+    assert all(r['n_images'] == 20 for r in rows)
+    with pytest.raises(ValueError, match='no images'):
+        session.receptive_fields(m, iter([]))
+
+
 def test_receptive_field_and_comparison_maps_keep_square_pixels():
     """In a row of subplots each map's y axis must be scaled to its own x axis: unanchored, a 32x32 map was drawn
     about 1.5 times as wide as high, and a square receptive field looked like a wide rectangle."""

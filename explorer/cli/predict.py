@@ -307,7 +307,8 @@ def cmd_erf(args) -> int:
 
     m = load(args.spec, args.weights)
     paths = args.images or [str(p) for p in examples_for(m.spec.in_chans)]
-    rows = [{k: v for k, v in r.items() if k != 'map'} for r in receptive_fields(m, [_image(p) for p in paths])]
+    images = (_image(p) for p in paths)  # decoded as they are used: a few at a time, whatever the count
+    rows = [{k: v for k, v in r.items() if k != 'map'} for r in receptive_fields(m, images)]
     if args.json:
         print(json.dumps({'spec': m.spec.name, 'weights': m.info.banner(), 'images': paths, 'stages': rows}, indent=2))
         return 0

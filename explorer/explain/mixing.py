@@ -266,16 +266,31 @@ def effective_receptive_fields(
     *,
     n_random: int = 4,
     seed: int = 0,
+    chunk: int = 8,
 ) -> list[ERF]:
     """ERF of each requested stage (default: all). images: (B, C, H, W) normalised inputs (None: `n_random`
-    seeded N(0, 1) images at the spec's size). One forward pass; one backward pass per stage."""
+    seeded N(0, 1) images at the spec's size), taken `chunk` at a time (memory: one chunk's graph, whatever B).
+    One forward pass and one backward pass per stage for each chunk."""
     model.eval()
-    n = len(model.stages)
-    stages = list(range(n)) if stages is None else [resolve_stage(s, n) for s in stages]
+    stages = erf_stages(model, stages)
     if images is None:
         size = model.pretrained_cfg['input_size']
         images = torch.randn((n_random, *size), generator=torch.Generator().manual_seed(seed))
-    x = images.detach().clone().requires_grad_(True)
+    sums = None
+    for i in range(0, len(images), chunk):
+        part = erf_sums(model, images[i : i + chunk], stages)
+        sums = part if sums is None else [a + b for a, b in zip(sums, part)]
+    return erf_results(stages, sums, len(images))
+
+
+def erf_stages(model: nn.Module, stages: list[int] | None) -> list[int]:
+    n = len(model.stages)
+    return list(range(n)) if stages is None else [resolve_stage(s, n) for s in stages]
+
+
+def erf_sums(model: nn.Module, x: torch.Tensor, stages: list[int]) -> list[torch.Tensor]:
+    """Per stage, |d centre token / d input| summed over channels and over the images of `x`: (H, W) float64."""
+    x = x.detach().clone().requires_grad_(True)
     out = []
     with torch.enable_grad():
         feats, f = [], model.stem(x)
@@ -286,7 +301,14 @@ def effective_receptive_fields(
             y = feats[s]
             centre = y[:, :, y.shape[2] // 2, y.shape[3] // 2].sum()
             g = torch.autograd.grad(centre, x, retain_graph=True)[0]
-            contrib = g.abs().sum(1).mean(0).double()
-            contrib = (contrib / contrib.sum()).numpy() if contrib.sum() > 0 else contrib.numpy()
-            out.append(ERF(s, contrib, area_fractions(contrib), x.shape[0]))
+            out.append(g.abs().sum(1).double().sum(0))
+    return out
+
+
+def erf_results(stages: list[int], sums: list[torch.Tensor], n_images: int) -> list[ERF]:
+    out = []
+    for s, total in zip(stages, sums):
+        contrib = total / n_images
+        contrib = (contrib / contrib.sum()).numpy() if contrib.sum() > 0 else contrib.numpy()
+        out.append(ERF(s, contrib, area_fractions(contrib), n_images))
     return out
