@@ -265,3 +265,21 @@ def test_a_folder_named_like_a_preset_does_not_hide_the_preset(tmp_path, monkeyp
     assert rc == 0 and 'poolformer_s12' in out, err
     (tmp_path / 'not_a_preset').mkdir()
     assert 'is a folder, not a spec file' in refused('show', 'not_a_preset')
+
+
+def test_json_output_is_strict_json_when_a_number_is_not_finite(tmp_path, fake_dir):
+    """A checkpoint of a run that diverged (written before runs stopped at a NaN loss): `evaluate --json` printed
+    a bare NaN, which jq and JavaScript refuse; `predict` printed nan% for every class."""
+    import torch
+
+    def poison(state):
+        key = next(k for k, v in state.items() if k.endswith('weight') and v.dim() > 1)
+        state[key] = torch.full_like(state[key], float('nan'))
+        return state
+
+    ck = tampered(tmp_path, tensors=poison)
+    rc, out, err = run_cli('evaluate', ck, '--data-dir', str(fake_dir), '--json')
+    assert rc == 0, err
+    d = json.loads(out, parse_constant=lambda c: pytest.fail(f'{c} in the JSON output'))
+    assert d['loss'] is None and d['accuracy'] >= 0
+    assert 'NaN or infinite values' in refused('predict', ck, '00000_ankle_boot.png')

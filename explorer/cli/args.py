@@ -4,6 +4,7 @@ value and the range (argparse adds the flag's name)."""
 from __future__ import annotations
 
 import argparse
+import json
 import math
 from pathlib import Path
 
@@ -89,3 +90,20 @@ def _try_write(flag: str, folder: Path, out: Path) -> None:
             pass
     except OSError as e:
         raise UserError(f'{flag}: {str(out)!r} cannot be written here ({(e.strerror or str(e)).lower()})') from None
+
+
+def strict_json(value):
+    """`value` with every float that is not finite (NaN, infinity) as None: strict JSON has no such numbers, and
+    Python's json writes them as bare NaN / Infinity, which other readers (jq, JavaScript) refuse."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: strict_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [strict_json(v) for v in value]
+    return value
+
+
+def print_json(value) -> None:
+    """What --json prints: strict JSON (see strict_json), indented."""
+    print(json.dumps(strict_json(value), indent=2, allow_nan=False))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import json
+from explorer.cli.args import print_json
 
 
 def register(sub) -> None:
@@ -34,7 +34,7 @@ def cmd_presets(args) -> int:
             }
         )
     if args.json:
-        print(json.dumps(rows, indent=2))
+        print_json(rows)
         return 0
     fmt = '{:<28} {:<15} {:>6} {:>9} {:>7}  {}'
     print(fmt.format('name', 'family', 'top-1', 'params(M)', 'GMACs', 'timm pretrained'))
@@ -56,7 +56,7 @@ def cmd_show(args) -> int:
     spec, _ = resolve_spec(args.spec)
     info = summarize(spec)
     if args.json:
-        print(json.dumps(info, indent=2))
+        print_json(info)
         return 0
     print(
         f'{spec.name}: {spec.num_stages} stages, input {spec.in_chans}x{spec.img_size}x{spec.img_size}, '

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import json
 import sys
 import textwrap
 
-from explorer.cli.args import int_in, number_in
+from explorer.cli.args import int_in, number_in, print_json
 from explorer.core.errors import UserError
 from explorer.measure.speed import MAX_ITERS
 
@@ -136,7 +135,7 @@ def cmd_profile(args) -> int:
     }
 
     if args.json:
-        print(json.dumps(d, indent=2))
+        print_json(d)
     else:
         _print_profile(spec, report, mem, d)
     if problems:
@@ -255,7 +254,7 @@ def cmd_bench(args) -> int:
     except BenchError as e:
         raise UserError(str(e)) from None
     if args.json:
-        print(json.dumps(r.to_dict(), indent=2))
+        print_json(r.to_dict())
         return 0
     st = r.stamp
     compiled = f', compiled in {st["compile_s"]:.1f} s ({st.get("compile_cache")})' if st['compile'] else ''

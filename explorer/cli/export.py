@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import json
 import sys
 
-from explorer.cli.args import writable_path
+from explorer.cli.args import print_json, writable_path
 
 
 def register(sub) -> None:
@@ -40,7 +39,7 @@ def cmd_export(args) -> int:
     res = export_design(args.spec, args.to, name=args.name, onnx=args.onnx, overwrite=args.overwrite)
     ok = res.onnx is None or res.onnx.ok
     if args.json:
-        print(json.dumps(res.to_dict(), indent=2))
+        print_json(res.to_dict())
     else:
         _print(res)
     if not ok:

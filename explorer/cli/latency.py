@@ -3,10 +3,9 @@
 
 from __future__ import annotations
 
-import json
 import sys
 
-from explorer.cli.args import int_in, number_in
+from explorer.cli.args import int_in, number_in, print_json
 from explorer.core.errors import UserError
 from explorer.measure.latency import MAX_DESIGN_MACS  # no torch, no numpy: plain data
 
@@ -96,7 +95,7 @@ def cmd_calibrate(args) -> int:
         if not args.json:
             _print_calibration(cal)
     if args.json:
-        print(json.dumps([c.to_dict() for c in results], indent=2))
+        print_json([c.to_dict() for c in results])
     return 0
 
 
@@ -129,7 +128,7 @@ def cmd_latency(args) -> int:
         raise UserError(str(e)) from None
     cost = analytic_cost(spec)
     if args.json:
-        print(json.dumps(pred.to_dict() | {'spec': spec.name, 'params': cost.params, 'macs': cost.macs}, indent=2))
+        print_json(pred.to_dict() | {'spec': spec.name, 'params': cost.params, 'macs': cost.macs})
         return 0
     print(f'{spec.name}: {cost.params:,} params, {cost.macs / 1e9:.3f} GMACs per image; {pred.text()}')
     if pred.seconds is not None:

@@ -9,11 +9,10 @@ for presets that have timm weights, else 'random'.
 from __future__ import annotations
 
 import functools
-import json
 import sys
 from pathlib import Path
 
-from explorer.cli.args import int_in, writable_path  # IG_MAX_STEPS and MAX_BATCH of explain.session: 256
+from explorer.cli.args import int_in, print_json, writable_path  # IG_MAX_STEPS and MAX_BATCH of explain.session: 256
 from explorer.core.errors import UserError
 
 
@@ -154,7 +153,7 @@ def cmd_predict(args) -> int:
     m = load(args.spec, args.weights)
     res = predict(m.model, image, m.cfg, topk=args.topk, weights=m.info)
     if args.json:
-        print(json.dumps({'spec': m.spec.name, 'image': args.image, **res.to_dict()}, indent=2))
+        print_json({'spec': m.spec.name, 'image': args.image, **res.to_dict()})
         return 0
     print(f'{m.spec.name}: {m.info.banner()}')
     print(f'preprocessing: {_cfg_text(m.cfg)}')
@@ -228,7 +227,7 @@ def cmd_attribute(args) -> int:
         'weights': m.info.to_dict(),
     }
     if args.json:
-        print(json.dumps(result, indent=2))
+        print_json(result)
         return 0
     print(f'{m.spec.name}: {m.info.banner()}')
     if e.warning:
@@ -278,7 +277,7 @@ def cmd_mixing(args) -> int:
             img = np.asarray(Image.fromarray(img).resize(up.shape[::-1]))
         overlay_png(img, up, f'{spec.name} S{mm.stage} B{mm.block} {mm.mixer} {mm.method} q={mm.query}').save(args.out)
     if args.json:
-        print(json.dumps({'spec': spec.name, 'weights': info.banner(), **mm.to_dict()}, indent=2))
+        print_json({'spec': spec.name, 'weights': info.banner(), **mm.to_dict()})
         return 0
     print(f'{spec.name}: {info.banner()}')
     print(
@@ -310,7 +309,7 @@ def cmd_erf(args) -> int:
     images = (_image(p) for p in paths)  # decoded as they are used: a few at a time, whatever the count
     rows = [{k: v for k, v in r.items() if k != 'map'} for r in receptive_fields(m, images)]
     if args.json:
-        print(json.dumps({'spec': m.spec.name, 'weights': m.info.banner(), 'images': paths, 'stages': rows}, indent=2))
+        print_json({'spec': m.spec.name, 'weights': m.info.banner(), 'images': paths, 'stages': rows})
         return 0
     print(f'{m.spec.name}: {m.info.banner()}; {len(paths)} images at {m.cfg["input_size"][1]}x{m.cfg["input_size"][2]}')
     print('effective receptive field of the centre token: fraction of the image area holding 20/50/90% of |gradient|')

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import json
 import sys
 import threading
 
-from explorer.cli.args import int_in, writable_path
+from explorer.cli.args import int_in, print_json, writable_path
 from explorer.core.errors import UserError
 
 
@@ -73,7 +72,7 @@ def cmd_search(args) -> int:
     if args.out:
         write_frontier(front, args.out)
     if args.json:
-        print(json.dumps(front.to_dict(), indent=2))
+        print_json(front.to_dict())
         return 0
     d = front.to_dict()
     print(

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import sys
 import threading
 
-from explorer.cli.args import int_in, number_in, writable_path
+from explorer.cli.args import int_in, number_in, print_json, writable_path
 from explorer.core.errors import UserError
 
 
@@ -185,7 +184,7 @@ def cmd_train(args) -> int:
         return 130 if stop.is_set() or res.metrics['stopped_by'] == 'user' else 0
     m = res.metrics
     if args.json:
-        print(json.dumps(m, indent=2))
+        print_json(m)
     else:
         procs = f', {m["processes"]} processes' if m['processes'] > 1 else ''
         compiled = f', compiled (first step {m["first_step_s"]:.0f} s)' if m['compile'] else ''
@@ -274,7 +273,7 @@ def cmd_evaluate(args) -> int:
 
     r = evaluate(args.checkpoint, args.dataset, args.data_dir, args.batch_size)
     if args.json:
-        print(json.dumps(r, indent=2))
+        print_json(r)
         return 0
     rec = r['recorded_accuracy']
     rec = '-' if rec is None else f'{100 * rec:.2f}%'
