@@ -199,7 +199,12 @@ def test_a_turn_times_the_steady_calls_not_the_first_after_another_design(monkey
 
     monkeypatch.setattr(speed, 'prepare', fake_prepare)
     specs = [ArchSpec.from_dict({**tiny().to_dict(), 'name': f'fake_{i}'}) for i in range(2)]
-    turns = lat.measure_rounds(specs, 'cpu', 1, 'float32', rounds=2)
+    seen = []
+    turns = lat.measure_rounds(specs, 'cpu', 1, 'float32', rounds=2, progress=lambda f, d='': seen.append((f, d)))
+    timing = [(round(f, 6), d) for f, d in seen if d.startswith('timing')]  # every design, a round's share
+    assert timing[:4] == [(0.3, 'timing round 1: 0/2 designs'), (0.4625, 'timing round 1: 1/2 designs'),
+                          (0.625, 'timing round 2: 0/2 designs'), (0.7875, 'timing round 2: 1/2 designs')]  # fmt: skip
+    assert [f for f, _ in seen] == sorted(f for f, _ in seen) and seen[-1] == (1.0, 'measured')
     for t in turns:
         assert len(t) >= 2
         assert all(0.011 <= seconds < 0.025 for seconds, _ in t), t  # 12 ms (+ sleep's slack), never 26 or 40

@@ -736,9 +736,15 @@ def measure_rounds(
                 order = [j for j in range(len(specs)) if r < rounds or not _settled(turns[j])]
                 if not order:
                     break
-                report(0.3 + 0.7 * min(r, rounds - 1) / rounds, f'timing round {r + 1} ({len(order)} designs)')
                 k = r * len(order) // max(rounds, r + 1)
-                for j in order[k:][::-1] + order[:k][::-1] if r % 2 else order[k:] + order[:k]:
+                every = max(1, len(order) // 20)  # about 20 steps a round: a batch-32 round takes minutes
+                for n, j in enumerate(order[k:][::-1] + order[:k][::-1] if r % 2 else order[k:] + order[:k]):
+                    if n % every == 0:  # the planned rounds to 95%; rounds for unsettled designs the rest
+                        part = (r % rounds + n / len(order)) / rounds
+                        report(
+                            0.3 + 0.65 * part if r < rounds else 0.95 + 0.05 * part,
+                            f'timing round {r + 1}: {n}/{len(order)} designs',
+                        )
                     time_steps(steps[j], device, 1)  # untimed: the previous design's memory is reused now
                     p0, t0 = _cpu_stall_us(), time.perf_counter()
                     seconds = statistics.median(time_steps(steps[j], device, reps[j]))
