@@ -7,7 +7,9 @@ for what the composer shows (this CPU, float32, batch 1, the server's torch thre
 A calibration changes every visitor's predictions, and a search study records the calibration its latencies came
 from (a study refuses trials predicted by another), so the page only makes the first one: once this CPU has one,
 replacing it is the operator's (`explorer calibrate`, or EXPLORER_ALLOW_RECALIBRATE=1 to allow it here). It holds
-the server's speed-run slot (nothing else is timed meanwhile) and runs to its end once started.
+the server's speed-run slot (nothing else is timed meanwhile) and the training slot (it does not start while a
+training runs, and none starts before it ends), runs to its end once started, and is kept only if it can be
+trusted (`calibration_problem`: better than latency in proportion to MACs on the designs it never saw).
 """
 
 from __future__ import annotations
@@ -79,8 +81,9 @@ def may_calibrate(model=None) -> bool:
 def run_calibration(progress=None) -> str:
     """Calibrate this CPU for the composer's latency card (explorer.measure.latency.calibrate); the new status.
     Raises gr.Error when a calibration exists and replacing it is not allowed here, or when it fails."""
-    from explorer.measure.latency import LatencyError, calibrate
+    from explorer.measure.latency import LatencyError, calibrate, calibration_problem, save_model
     from explorer.measure.speed import BenchError
+    from explorer.train.runner import TRAINING_SLOT
 
     if not may_calibrate():  # asked again holding the slot: a calibration that finished meanwhile counts
         raise user_error(
@@ -93,10 +96,24 @@ def run_calibration(progress=None) -> str:
         if progress is not None:
             progress(max(0.0, min(1.0, frac)), desc=f'calibrating: {desc}' if desc else 'calibrating')
 
-    try:
-        cal = calibrate(device=DEVICE, batch_size=BATCH, dtype=DTYPE, progress=report, **OPTIONS)
+    if not TRAINING_SLOT.acquire(blocking=False):  # a training would be timed as much as the designs
+        raise user_error(
+            'a training is running on this server (the Train tab or a training search): it would be timed as much '
+            'as the designs; calibrate when it has finished',
+            title='Busy',
+        )
+    try:  # no training starts meanwhile: it waits for this slot
+        cal = calibrate(device=DEVICE, batch_size=BATCH, dtype=DTYPE, progress=report, save=False, **OPTIONS)
     except (LatencyError, BenchError, RuntimeError) as e:
         raise user_error(f'calibration failed: {e}') from None
+    finally:
+        TRAINING_SLOT.release()
+    problem = calibration_problem(cal.model)
+    if problem:  # kept, it would be every visitor's, and the page could not replace it
+        raise user_error(
+            f'this calibration was not kept: {problem}. Try again when the server is idle.', title='Not kept'
+        )
+    save_model(cal.model)
     return status_html(cal.model)
 
 

@@ -59,7 +59,7 @@ def register(sub) -> None:
 
 
 def cmd_calibrate(args) -> int:
-    from explorer.measure.latency import LatencyError, calibrate
+    from explorer.measure.latency import LatencyError, calibrate, calibration_problem
     from explorer.measure.speed import BenchError
 
     progress = None
@@ -91,6 +91,9 @@ def cmd_calibrate(args) -> int:
             raise UserError(str(e)) from None
         if progress is not None:
             print(file=sys.stderr)
+        problem = calibration_problem(cal.model)
+        if problem:  # saved all the same: the operator decides (the page does not keep such a calibration)
+            print(f'warning: {problem}; run it again when the machine is idle', file=sys.stderr)
         results.append(cal)
         if not args.json:
             _print_calibration(cal)

@@ -910,6 +910,29 @@ class Calibration:
         }
 
 
+def calibration_problem(model: LatencyModel) -> str | None:
+    """Why a finished calibration should not be trusted, or None: on the designs it never saw it predicted no
+    better than latency in proportion to MACs (other work timed beside its designs, say). The share of quiet
+    turns is no test: a page showing the calibration's progress on the same 2-core machine keeps some task
+    waiting for a CPU through nearly every turn (99% in a browser test) while the fit stays good."""
+    ev = model.evaluation
+    if (
+        ev
+        and ev['model']['n']
+        and (
+            ev['model']['median_abs_pct'] >= ev['baseline']['median_abs_pct']
+            or ev['model']['within'] < ev['baseline']['within']
+        )
+    ):
+        m, b = ev['model'], ev['baseline']
+        return (
+            f'on the {m["n"]} designs it never saw it predicted no better than latency in proportion to MACs '
+            f'(median error {m["median_abs_pct"]:.1f}% against {b["median_abs_pct"]:.1f}%; within +-10%: '
+            f'{100 * m["within"]:.0f}% against {100 * b["within"]:.0f}%)'
+        )
+    return None
+
+
 def calibrate(
     device: str = 'cpu',
     batch_size: int = 1,
