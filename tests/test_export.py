@@ -230,7 +230,7 @@ def test_spec_text_cannot_become_code(tmp_path, load_module):
     meta = {'display_name': hostile, 'notes': hostile, 'top1': 83.6}  # (an inf top-1 is refused by the spec)
     # a name holds no line break (control characters are refused in names); its quotes still may not break out
     spec = {**tiny_spec(meta=meta), 'name': 'x"""; raise SystemExit("injected"); """'}
-    with pytest.raises(SpecError, match='control or invisible formatting'):
+    with pytest.raises(SpecError, match='control, invisible formatting'):
         export_design({**spec, 'name': f'x{hostile}'}, tmp_path, name=name)
     module = load_module(export_design(spec, tmp_path, name=name).files['module'])  # imports: nothing was run
     assert module.SPEC['meta'] == meta and '"' not in module.__doc__

@@ -630,3 +630,10 @@ def test_a_trial_whose_training_diverges_is_pruned_and_the_search_goes_on(tmp_pa
     states = [t.state.name for t in open_study(sp, url).trials]
     assert states == ['PRUNED', 'COMPLETE', 'COMPLETE'] and len(calls) == 3
     assert front.frontier
+
+
+def test_a_space_name_is_checked_as_a_design_name_and_named_as_the_spaces():
+    with pytest.raises(SpaceError, match=r'^name: holds control, invisible formatting'):
+        parse_space({**SMALL, 'name': 'ab\u202ecd'})
+    with pytest.raises(SpaceError, match=r'^name: holds blank characters'):
+        parse_space({**SMALL, 'name': 'small\u3164'})

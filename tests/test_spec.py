@@ -181,5 +181,44 @@ def test_a_name_with_control_or_invisible_formatting_characters_is_refused():
     base = {'name': 'ok', 'img_size': 32, 'stages': [{'mixer': 'pooling', 'depth': 1, 'dim': 16}]}
     ArchSpec.from_dict({**base, 'name': 'caformer_s18 · ünïcode 模型'})
     for name in ('a\u202eb', 'zero\u200bwidth', 'new\nline', 'tab\there'):
-        with pytest.raises(SpecError, match='control or invisible formatting'):
+        with pytest.raises(SpecError, match='control, invisible formatting'):
             ArchSpec.from_dict({**base, 'name': name})
+
+
+def test_a_name_that_reads_blank_or_as_another_name_is_refused():
+    """Found by a red-team pass: 'poolformer_s12' and 'poolformer_s12' + U+3164 (HANGUL FILLER, drawn as nothing)
+    were two pins that read the same with different counts; U+2028 broke a label; a stack of 90 combining
+    marks smeared over its neighbours."""
+    import pytest
+
+    from explorer.core.spec import ArchSpec, SpecError
+
+    base = {'name': 'ok', 'img_size': 32, 'stages': [{'mixer': 'pooling', 'depth': 1, 'dim': 16}]}
+    for name in ('café', 'cafe\u0301', 'a b', 'Ünïcode ✓ 模型', 'x\u0338\u0338'):  # accents, a few marks: fine
+        ArchSpec.from_dict({**base, 'name': name})
+    cases = {
+        'a\u2028b': 'line-breaking',
+        'a\u2029b': 'line-breaking',
+        'poolformer_s12\u3164': 'blank characters other than the space',
+        '\u2800': 'blank characters',
+        'no\u00a0break': 'blank characters',
+        ' padded': 'begins or ends with a space',
+        'padded ': 'begins or ends with a space',
+        '\u0301\u0301': 'has no visible character',
+        'a' + '\u0338' * 90: 'stacks more than 4 combining marks',
+        'private\ue000use': 'control, invisible',
+    }
+    for name, message in cases.items():
+        with pytest.raises(SpecError, match=message):
+            ArchSpec.from_dict({**base, 'name': name})
+
+
+def test_an_out_of_range_number_is_shown_clipped():
+    import pytest
+
+    from explorer.core.spec import ArchSpec, SpecError
+
+    spec = {'name': 'ok', 'img_size': 32, 'stages': [{'mixer': 'pooling', 'depth': 1, 'dim': 10**4000}]}
+    with pytest.raises(SpecError) as e:
+        ArchSpec.from_dict(spec)
+    assert len(str(e.value)) < 200 and '(4,001 characters) is out of range; allowed [' in str(e.value)

@@ -241,10 +241,8 @@ class ArchSpec:
         _check_bool(err, 'mlp_bias', self.mlp_bias)
         if not isinstance(self.name, str) or not self.name.strip() or len(self.name) > 100:
             err('name', f'{show(self.name)} must be a non-empty string of at most 100 characters')
-        elif any(unicodedata.category(c) in ('Cc', 'Cf') for c in self.name):
-            # a right-to-left override or a zero-width character makes a name read as another (a pin's label
-            # showed other counts than its own)
-            err('name', f'{show(self.name)} holds control or invisible formatting characters; use visible text')
+        elif problem := name_problem(self.name):
+            err('name', f'{show(self.name)} {problem}')
         for key in ('drop_path_rate', 'drop_rate'):
             _check_number(err, key, getattr(self, key), RATE_RANGE)
         for key, conv in (('stem', self.stem), ('downsample', self.downsample)):
@@ -420,18 +418,45 @@ def _is_number(v) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and (isinstance(v, int) or math.isfinite(v))
 
 
+# characters that draw nothing yet are not spaces or formatting (Lo / So): a name of them reads as blank, and one
+# after a visible name reads as that name
+BLANKS = frozenset('\u115f\u1160\u3164\uffa0\u2800')
+MAX_MARKS = 4  # combining marks on one character (more stack into a smear over the neighbouring text)
+
+
+def name_problem(name: str) -> str | None:
+    """Why `name` cannot name a design, or None. A name is shown beside counts (pins, charts, files), so two names
+    must not look alike while differing: a right-to-left override or a zero-width character once made a pin's
+    label read as another design's, with other counts."""
+    cats = [unicodedata.category(c) for c in name]
+    if any(k in ('Cc', 'Cf', 'Co', 'Cs', 'Cn', 'Zl', 'Zp') for k in cats):
+        return 'holds control, invisible formatting or line-breaking characters; use visible text'
+    if any(c in BLANKS or (k == 'Zs' and c != ' ') for c, k in zip(name, cats)):
+        return 'holds blank characters other than the space; use visible text'
+    if name != name.strip(' '):
+        return 'begins or ends with a space'
+    if all(k == 'Zs' or k.startswith('M') for k in cats):
+        return 'has no visible character'
+    run = 0
+    for k in cats:
+        run = run + 1 if k in ('Mn', 'Me') else 0
+        if run > MAX_MARKS:
+            return f'stacks more than {MAX_MARKS} combining marks on one character'
+    return None
+
+
 def _check_int(err, path, v, rng):
     if not _is_int(v):
         err(path, f'{show(v)} must be an integer in [{rng[0]}, {rng[1]}]')
     elif not rng[0] <= v <= rng[1]:
-        err(path, f'{v} is out of range; allowed [{rng[0]}, {rng[1]}]')
+        err(path, f'{show(v)} is out of range; allowed [{rng[0]}, {rng[1]}]')
 
 
 def _check_number(err, path, v, rng):
     if not _is_number(v):
         err(path, f'{show(v)} must be a number in [{rng[0]}, {rng[1]}]')
     elif not rng[0] <= v <= rng[1]:
-        err(path, f'{v} is out of range; allowed [{rng[0]}, {rng[1]}]')
+        err(path, f'{show(v)} is out of range; allowed [{rng[0]}, {rng[1]}]')
 
 
 def _check_bool(err, path, v):

@@ -37,6 +37,7 @@ from explorer.core.spec import (
     ArchSpec,
     SpecError,
     json_excess,
+    name_problem,
 )
 from explorer.measure.latency import DTYPE_NAMES
 
@@ -179,6 +180,8 @@ def parse_space(data) -> Space:
     name = data.get('name', 'space')
     if not isinstance(name, str) or not name or len(name) > 80:
         errors.append('name: a non-empty string of at most 80 characters')
+    elif problem := name_problem(name):  # it names the study and every design's spec
+        errors.append(f'name: {problem}')
     description = data.get('description', '')
     if not isinstance(description, str) or len(description) > MAX_DESCRIPTION:
         errors.append(f'description: a string of at most {MAX_DESCRIPTION:,} characters')
