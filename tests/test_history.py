@@ -180,3 +180,16 @@ def test_the_change_line_says_under_a_tenth_of_a_percent_rather_than_zero():
     html = _change_html(('a', 1_000_000, 2_000_000), {'params': 1_000_100, 'macs': 1_000_000})
     assert 'Change from a: +100 params (&lt;0.1%), −1M MACs (−50.0%)' in html
     assert _change_html(('a', 5, 5), {'params': 5, 'macs': 5}) == '' and _change_html(None, {}) == ''
+
+
+def test_restored_pins_keep_published_figures_only_for_a_presets_architecture():
+    """A browser sent back a pin of its own design claiming top-1 99.9, and the Compare chart drew it as 'published
+    for this architecture' (found by a red-team pass)."""
+    from explorer.app.history import restore_pins
+    from explorer.core.catalog import get_preset
+
+    fake = {**design(64, 'fakey'), 'meta': {'top1': 99.9, 'family': 'caformer'}}
+    preset = {**get_preset('poolformer_s12'), 'meta': {'top1': 99.9}}  # a preset's architecture: its own figures
+    pins, _ = restore_pins([{'name': 'a', 'spec': fake}, {'name': 'b', 'spec': preset}])
+    assert pins[0]['spec']['meta'] == {}
+    assert pins[1]['spec']['meta'] == get_preset('poolformer_s12')['meta'] and pins[1]['spec']['meta']['top1'] != 99.9

@@ -192,7 +192,8 @@ def restore_pins(saved, limit: int = MAX_PINS) -> tuple[list[dict], str]:
     pins, dropped = [], max(0, len(saved) - limit)
     for entry in saved[:limit]:
         try:
-            spec = catalog.parse_spec(entry['spec']).to_dict()
+            # published figures only where the architecture is a preset's: a browser can send any `meta`
+            spec = catalog.with_published_meta(catalog.parse_spec(entry['spec'])).to_dict()
         except (SpecError, TypeError, KeyError, ValueError):
             dropped += 1
             continue
