@@ -412,3 +412,36 @@ def test_speed_rows_show_the_compile_time_and_a_reused_compiled_model():
     assert compile_cell(hit) == 'yes, 4.0 s (cache hit)'
     reused = {'compile': True, 'compile_s': 0.05, 'compile_cache': 'compiled model reused (this process)'}
     assert compile_cell(reused) == 'yes (reused)'
+
+
+def test_an_uploaded_spec_that_is_gone_or_a_folder_is_named_not_a_generic_error(tmp_path):
+    """A raw request can name a cache path that was swept or is a folder: FileNotFoundError and IsADirectoryError
+    reached Gradio as its generic "Error" (found by a red-team pass)."""
+    import gradio as gr
+
+    from explorer.app.context import read_uploaded_spec
+
+    for path in (tmp_path / 'gone.json', tmp_path):
+        with pytest.raises(gr.Error, match='uploaded spec: the file cannot be read'):
+            read_uploaded_spec(str(path))
+
+
+def test_a_training_request_names_a_spec_string_that_is_neither_json_nor_a_preset():
+    """/train with spec 'fmnist_hybrid' answered "not valid JSON", naming neither the field nor the presets."""
+    import gradio as gr
+
+    from explorer.app.train import training_request
+
+    with pytest.raises(gr.Error, match="preset: 'fmnist_hybrid' is not a preset; choose from caformer_b36"):
+        training_request('fmnist_hybrid')
+    with pytest.raises(gr.Error, match='Fashion-MNIST images are grayscale'):  # a preset: read, then not trainable
+        training_request('poolformer_s12')
+
+
+def test_an_endpoints_bad_value_is_titled_as_a_bad_request_not_a_bare_error():
+    from explorer.app.context import endpoint
+    from explorer.app.panels import api_scaling
+
+    with pytest.raises(Exception) as e:
+        endpoint(api_scaling)(catalog.get_preset('poolformer_s12'), [10**9])
+    assert e.value.title == 'Invalid request' and 'sizes[0]' in str(e.value)

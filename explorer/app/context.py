@@ -294,7 +294,7 @@ def error_text(e: SpecError) -> str:
 
 
 def api_error(e: Exception) -> gr.Error:
-    return user_error(e, title='Invalid spec' if isinstance(e, SpecError) else 'Error')
+    return user_error(e, title='Invalid spec' if isinstance(e, SpecError) else 'Invalid request')
 
 
 def endpoint(fn):
@@ -394,13 +394,17 @@ def read_uploaded_spec(file) -> dict:
     from explorer.core.share import load_json_text
 
     path = Path(file)
-    size = path.stat().st_size
-    if size > MAX_SPEC_FILE_BYTES:
-        raise user_error(f'uploaded spec: {size:,} bytes is over the {MAX_SPEC_FILE_BYTES:,}-byte limit for a spec')
     try:
+        if not path.is_file():  # gone (swept from the cache) or a folder: a raw request can name either
+            raise OSError
+        size = path.stat().st_size
+        if size > MAX_SPEC_FILE_BYTES:
+            raise user_error(f'uploaded spec: {size:,} bytes is over the {MAX_SPEC_FILE_BYTES:,}-byte limit for a spec')
         return load_json_text(path.read_text(encoding='utf-8'))
     except (SpecError, UnicodeDecodeError) as e:
         raise user_error(f'uploaded spec: {e}') from None
+    except OSError:
+        raise user_error('uploaded spec: the file cannot be read (no longer there?); upload it again') from None
 
 
 # ---- files handed to the browser ----------------------------------------------------------------------------

@@ -24,6 +24,7 @@ from pathlib import Path
 import gradio as gr
 
 from explorer.app.context import download_file, endpoint, md_text, spec_download, user_error
+from explorer.core import catalog
 from explorer.core.registry import show
 from explorer.core.spec import ArchSpec, SpecError
 from explorer.measure.units import fmt_count, whole_number
@@ -61,7 +62,7 @@ def training_request(spec: dict | str | None, names: dict | None = None, **value
     (keys of TRAIN_ARGS; whole numbers come back as int). Raises gr.Error('Cannot train') naming the first field
     that is wrong, as `names` calls it (default: as /train does), and what is allowed."""
     try:
-        s = ArchSpec.from_json(spec) if isinstance(spec, str) else ArchSpec.from_dict(spec or {})
+        s = catalog.parse_spec(spec) if isinstance(spec, str) else ArchSpec.from_dict(spec or {})  # JSON or a preset
         check_trainable(s)
         args = {key: _training_arg(key, v, (names or {}).get(key, key)) for key, v in values.items()}
         find_dataset('fashion-mnist', split='train')
