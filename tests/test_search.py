@@ -238,6 +238,10 @@ def test_the_search_api_returns_what_the_cli_prints(client):
     pytest.importorskip('gradio_client')
     d = client.predict(space='metaformer_hybrid', trials=12, api_name='/search')
     assert d['trials'] >= 12 and d['frontier'] and 'files' not in d
+    before = d['request']['trials_before']  # the study is shared: where this request's own trials began
+    assert d['request']['seed'] == before and d['trials'] == before + 12
+    again = client.predict(space='metaformer_hybrid', trials=12, api_name='/search')
+    assert again['request']['trials_before'] == before + 12 and again['trials'] == before + 24
     for entry in d['frontier']:
         assert analytic_cost(ArchSpec.from_dict(entry['spec'])).macs == entry['macs']
     with pytest.raises(Exception, match='objectives'):

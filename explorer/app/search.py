@@ -317,7 +317,7 @@ def search_events(space, trials: int, stop: threading.Event) -> Iterator[dict]:
 
     def work(emit):
         front = run_search(space, trials=trials, seed=held, progress=emit, should_stop=stop.is_set)
-        return {'frontier': front, 'stopped_by': 'user' if stop.is_set() else None}
+        return {'frontier': front, 'stopped_by': 'user' if stop.is_set() else None, 'seed': held}
 
     yield from background(work, stop, 'search', (SpaceError, SpecError, ValueError), _SLOT.release)
 
@@ -326,7 +326,8 @@ def training_search_events(space, trials: int, stop: threading.Event, limits: Li
     """A search that trains every trial, in a worker thread holding the server's one training slot. Yields
     {'kind': 'train', 'number', 'epoch', 'total_epochs', 'accuracy'} while a trial trains, {'kind': 'trial', 'done',
     'total', 'number', 'values', 'state'} after each trial (state COMPLETE, PRUNED or FAIL), then {'kind': 'done',
-    'result': {'frontier': Frontier, 'stopped_by': None | 'user' | 'time limit'}} or {'kind': 'error', 'message'}.
+    'result': {'frontier': Frontier, 'stopped_by': None | 'user' | 'time limit', 'seed'}} or {'kind': 'error',
+    'message'} ('seed': the sampler's, the number of trials the study held before this search).
 
     Refused at once (an 'error' event, nothing loaded) when check_training refuses, Fashion-MNIST is not on this
     server or another training holds the slot. Setting `stop` (or closing this generator) ends the trial in
@@ -365,7 +366,7 @@ def training_search_events(space, trials: int, stop: threading.Event, limits: Li
         trainer.should_stop, trainer.progress = should_stop, emit
         front = run_search(space, trials=trials, seed=held, progress=emit, should_stop=should_stop, trainer=trainer)
         why = 'time limit' if timed_out.is_set() else 'user' if stop.is_set() else None
-        return {'frontier': front, 'stopped_by': why}
+        return {'frontier': front, 'stopped_by': why, 'seed': held}
 
     expected = (SpaceError, SpecError, ValueError, DatasetNotFound)
     yield from background(work, stop, 'training-search', expected, TRAINING_SLOT.release)
@@ -468,7 +469,11 @@ def _public(front) -> dict:
 def api_search(space: dict | str, trials: int = 100) -> Iterator[dict]:
     """Add `trials` trials to a space's study and return its frontier, as `explorer search SPACE --json` prints
     it: {'study', 'objectives', 'trials', 'feasible', 'frontier': [{'number', 'pattern', 'design', 'params',
-    'macs', 'latency_ms', 'metrics', 'spec'}, ...]} (the last value of the job: what a client's predict returns).
+    'macs', 'latency_ms', 'metrics', 'spec'}, ...], 'request': {'trials_before', 'seed'}} (the last value of the
+    job: what a client's predict returns). A study is shared by everyone who searches its space, so the answer is
+    the study's frontier after this request's trials: 'trials_before' is how many it held when this request
+    began (its own trials are numbered from there), and the sampler was seeded with that number, so the same
+    request to a study holding the same trials draws the same designs, whatever else runs.
     space: a shipped space's name, or a space as a JSON object or text. One analytic search at a time. Progress
     dicts stream first ({'kind': 'trial', 'done', 'total', 'number', 'values', 'state'}, at most every
     PROGRESS_S seconds), then the frontier. Cancelling the job stops the search after its current trial; the
@@ -487,7 +492,9 @@ def api_search(space: dict | str, trials: int = 100) -> Iterator[dict]:
                 busy = ev['message'] in (BUSY, BUSY_TRAINING)
                 raise user_error(ev['message'], title='Busy' if busy else 'Search failed')
             if ev['kind'] == 'done':
-                yield _public(ev['result']['frontier'])
+                # the study is shared: what it held before this request says which trials are this request's
+                held = ev['result']['seed']
+                yield {**_public(ev['result']['frontier']), 'request': {'trials_before': held, 'seed': held}}
                 return
             if ev['kind'] == 'trial' and not sp.needs_training:  # analytic trials come by the hundred a second
                 if time.monotonic() - last < PROGRESS_S:
