@@ -330,6 +330,14 @@ def test_on_a_phone_every_stage_can_be_removed(app_url, browser):
             assert remove['x'] + remove['width'] <= min(card['x'] + card['width'], 390), (i, remove, card)
         page.locator('#mfx-stage-4 .mfx-remove').click()
         page.locator('#mfx-stage-4').wait_for(state='hidden')
+        # a second UX review: "Start from scratch" ran 20 px past the column, and the pin status had a 56 px
+        # column beside the buttons ("Restore / d 1 pin / this ...")
+        form = page.locator('#mfx-compose-form').bounding_box()
+        scratch = page.locator('#mfx-scratch').bounding_box()
+        assert scratch['x'] + scratch['width'] <= form['x'] + form['width'] + 1, (scratch, form)
+        page.locator('#mfx-pin').click()
+        page.wait_for_selector('#mfx-pin-status:has-text("Pinned")')
+        assert page.locator('#mfx-pin-status').bounding_box()['width'] > 250
     finally:
         ctx.close()
 
@@ -397,3 +405,21 @@ def test_the_tab_buttons_keep_their_labels_as_tabs_are_opened(app_url, page):
         page.wait_for_timeout(300)
         shown = [t for t in page.evaluate(labels) if t]
         assert shown[: len(names)] == names, (name, shown)
+
+
+def test_a_link_opens_its_design_without_a_replaced_notice_or_an_undo_back_to_the_default(app_url, page, shots):
+    """A reload of an edited design (the address bar holds it) said "Replaced caformer_s18 with ..." with Undo, as
+    if the visitor had replaced the page's default design (found by a UX review); the Measure tab said "Compose a
+    valid network first" on a plain first page."""
+    page.goto(app_url + '?preset=poolformer_s12')
+    wait_macs(page, macs_of(get_preset('poolformer_s12')))
+    page.wait_for_selector('body[data-mfx-ready]', state='attached')
+    page.wait_for_timeout(500)  # any notice would have been shown with the recount
+    assert not page.locator('#mfx-notice').is_visible()
+    assert page.locator('#mfx-undo').is_disabled()
+    fresh = page.context.new_page()
+    fresh.goto(app_url)
+    wait_macs(fresh, macs_of(get_preset('caformer_s18')))
+    fresh.get_by_role('tab', name='Measure').first.click()
+    fresh.wait_for_selector('#mfx-bench-target:has-text("Measure times caformer_s18 as composed")')
+    fresh.close()

@@ -75,6 +75,11 @@ table.mfx-table td:first-child, table.mfx-table th:first-child, table.mfx-table 
 body:has(#mfx-stage-6) #mfx-add,
 body:not(:has(#mfx-stage-2)) #mfx-stage-1 .mfx-remove {opacity: .4; pointer-events: none}
 #mfx-scratch {max-height: 40px; align-self: center; white-space: nowrap; font-size: 14px}
+/* a phone: the preset list gets the whole line (its names are the information), the button the next */
+@media (max-width: 560px) {
+  .mfx-tight:has(#mfx-scratch) {flex-wrap: wrap !important}
+  .mfx-tight:has(#mfx-scratch) > * {flex: 1 1 100% !important}
+}
 /* compare */
 .mfx-compare-bar {align-items: flex-end; flex-wrap: wrap !important}
 #mfx-compare-csv {align-self: center; white-space: nowrap}
@@ -114,7 +119,7 @@ body:not(:has(#mfx-stage-2)) #mfx-stage-1 .mfx-remove {opacity: .4; pointer-even
 .gradio-container:has(.mfx-stale) #mfx-chart, .gradio-container:has(.mfx-stale) #mfx-diagram,
 .gradio-container:has(.mfx-stale) #mfx-table {opacity: 0.4; filter: grayscale(0.6)}
 .gradio-container:has(.mfx-stale) #mfx-diagram {outline: 2px dashed #f59e0b; outline-offset: 2px}
-.mfx-toolbar {align-items: center}
+.mfx-toolbar {align-items: center; flex-wrap: wrap !important}  /* a phone: the status takes its own line */
 .mfx-toolbar #mfx-pin-status {flex: 1 1 200px; margin: 0}
 .mfx-toolbar #mfx-pin-status p {margin: 0}
 .mfx-notice {border: 1px solid #93c5fd; background: #eff6ff; border-radius: 6px; align-items: center;
