@@ -619,7 +619,9 @@ def add_compose_tab(ctx: AppContext) -> None:
         def count_link(request: gr.Request, restoring: bool, w: Workbench, *values):
             if not restoring:
                 return [gr.skip()] * len(refresh_outputs)
-            return counter('replace')(request, w, *values)
+            # the page starts from the link: a history of its own (the design the page was built with was never
+            # the visitor's, so no "Replaced ..." notice and no undo step back to it)
+            return counter('replace')(request, Workbench(), *values)
 
         filled = event.success(fill_link, [ui.restoring, ctx.spec], fill_outputs, **chained)
         counted = filled.then(count_link, [ui.restoring, hist, *form], refresh_outputs, **chained)

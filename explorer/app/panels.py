@@ -206,7 +206,7 @@ def add_measure_tab(ctx: AppContext) -> None:
                 choices=catalog.preset_choices(), multiselect=True, label='also measure presets', scale=2, min_width=200
             )
         run = gr.Button('Measure', variant='primary', elem_id='mfx-bench')
-        target = gr.HTML(measure_target(None), elem_id='mfx-bench-target')
+        target = gr.HTML(measure_target(ctx.spec.value), elem_id='mfx-bench-target')  # the first page's design
         result = gr.HTML(
             '<div class="mfx-note">Press Measure: warm-up, then the timed runs in rounds (at least 2 s in all); '
             'the progress shows here.</div>',
@@ -218,6 +218,7 @@ def add_measure_tab(ctx: AppContext) -> None:
         add_calibration(ctx, tab)
 
     ctx.spec.change(measure_target, ctx.spec, target, show_progress='hidden', **PRIVATE)
+    tab.select(measure_target, ctx.spec, target, show_progress='hidden', **PRIVATE)  # the page's first design too
 
     def list_devices(current):
         return gr.Dropdown(choices=prof.available_devices(), value=current)
@@ -651,8 +652,9 @@ def add_share_tab(ctx: AppContext) -> None:
             )
             gr.HTML(
                 '<div class="mfx-note">The link holds the whole composition (URL-safe base64 of its compact '
-                'JSON); the address bar follows every valid change, so a reload keeps your design. Pins and the undo '
-                'history last as long as this page: keep a pinned design as its link or spec file.</div>'
+                'JSON); the address bar follows every valid change, so a reload keeps your design. Pins are kept '
+                'in this browser until the server restarts, the undo history only as long as the page: keep a '
+                'design that matters as its link or spec file.</div>'
             )
         with gr.Row():
             snippet = gr.Code(language='python', label='Python: rebuild this model', elem_id='mfx-snippet')
