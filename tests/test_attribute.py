@@ -396,3 +396,27 @@ def test_a_click_maps_to_the_token_under_it():
     assert token_at((300, 200), cfg, (56, 56), ((x0 + 10) / s, (y0 + 5) / s)) == (1, 2)
     assert token_at((300, 200), cfg, (56, 56), (0, 0)) == (0, 0)  # outside the crop: the nearest token
     assert token_at((300, 200), cfg, (7, 7), (150, 100)) == (3, 3)  # the centre
+
+
+@pytest.mark.parametrize(
+    'deletion, insertion, words',
+    [
+        (0.05, 0.60, ('deletion', 'beats chance', 'insertion', 'beats chance')),
+        (0.12, 0.42, ('no better than chance', 'no better than chance')),
+        (0.348, 0.313, ('worse than random orders: do not trust this map',) * 2),  # a UX review's case: said "chance"
+    ],
+)
+def test_the_trust_text_says_when_a_map_is_worse_than_random_orders(deletion, insertion, words):
+    from explorer.explain.attribute import DeletionCurve
+    from explorer.explain.faithfulness import Faithfulness
+
+    f = Faithfulness(
+        DeletionCurve([0, 1], [1, 0], deletion, 0), DeletionCurve([0, 1], [0, 1], insertion, 0),
+        (0.119, 0.049), (0.426, 0.081), 8,
+    )  # fmt: skip
+    text = f.text()
+    at = 0
+    for w in words:  # in this order: the deletion clause, then the insertion clause
+        at = text.index(w, at)
+    if 'worse' in words[0]:
+        assert text.count('worse than random orders') == 2 and 'no better than chance' not in text

@@ -69,17 +69,22 @@ class Faithfulness:
     def text(self) -> str:
         """Two clauses for people."""
 
-        def clause(name, auc, stats, beats, better):
+        def clause(name, auc, stats, sign, better):
+            # sign: +1 where higher is better. One standard deviation of the random orders either way, as
+            # beats_random_*: a map that far on the wrong side ranks pixels worse than a random order does
             mean, std = stats
-            verdict = 'beats chance' if beats else 'no better than chance'
+            if sign * (auc - mean) > std:
+                verdict = 'beats chance'
+            elif sign * (mean - auc) > std:
+                verdict = 'worse than random orders: do not trust this map'
+            else:
+                verdict = 'no better than chance'
             return f'{name} AUC {auc:.3f} vs {mean:.3f} ± {std:.3f} for random orders ({better}; {verdict})'
 
         return (
-            clause('deletion', self.deletion.auc, self.random_deletion, self.beats_random_deletion, 'lower is better')
+            clause('deletion', self.deletion.auc, self.random_deletion, -1, 'lower is better')
             + '; '
-            + clause(
-                'insertion', self.insertion.auc, self.random_insertion, self.beats_random_insertion, 'higher is better'
-            )
+            + clause('insertion', self.insertion.auc, self.random_insertion, +1, 'higher is better')
         )
 
 
