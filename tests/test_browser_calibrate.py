@@ -29,7 +29,9 @@ def test_calibrating_from_the_measure_tab_gives_the_composer_a_latency(app_url, 
     page.get_by_role('tab', name='Search').first.click()
     choose(page, 'mfx-search-space', 'mobile_latency')
     page.wait_for_function(f'() => /Cannot show this space/.test({STATUS})')
-    assert 'the Measure tab, "Calibrate this CPU"' in page.evaluate(f'() => {STATUS}')
+    said = page.evaluate(f'() => {STATUS}')
+    assert 'the Measure tab, "Calibrate this CPU"' in said and '`' not in said  # no raw Markdown backticks
+    page.wait_for_selector('#mfx-search-plot:has-text("nothing to search here yet")')  # not "press Search"
     page.get_by_role('tab', name='Measure').first.click()
     page.get_by_text('Latency model for this CPU').click()
     page.wait_for_selector('#mfx-calibration-status:has-text("Not calibrated for this CPU")')

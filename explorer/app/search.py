@@ -194,7 +194,10 @@ def with_page_hint(e: SpaceError) -> str:
 
     made_here = {'device': calibration.DEVICE, 'dtype': calibration.DTYPE, 'batch_size': calibration.BATCH}
     if isinstance(e, Uncalibrated) and e.latency == made_here:
-        return f'{e} (on this page: the Measure tab, "Calibrate this CPU")'
+        return (
+            f'{e} (on this page: the Measure tab, "Calibrate this CPU", a few minutes once; or set the objectives '
+            'to others than latency_ms and "max predicted latency" to 0)'
+        )
     return str(e)
 
 
@@ -560,7 +563,11 @@ def add_search_tab(ctx) -> None:
         try:
             return study_view(merged_space(text_value, *form_value))
         except SpaceError as e:  # latency objective without a calibration
-            return [gr.skip()] * 4 + [f'{CANNOT_SHOW} {md_text(with_page_hint(e))}']
+            from explorer.viz.plots import empty_figure  # plotly: not at start-up
+
+            text = md_text(with_page_hint(e).replace('`', '"'))  # escaped, a command's backticks would show
+            blank = empty_figure('nothing to search here yet: see the line above the plot')
+            return [blank, gr.skip(), gr.skip(), gr.skip(), f'{CANNOT_SHOW} {text}']
 
     space_name.input(space_text, space_name, text, **PRIVATE).then(form_values, text, form, **PRIVATE).then(
         show, [text, *form], view, **PRIVATE
