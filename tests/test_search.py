@@ -223,7 +223,7 @@ def test_the_search_tabs_form_writes_into_the_space_and_leaves_the_shipped_one_a
 
     text = space_text('metaformer_hybrid')
     form = form_values(text)
-    assert form == [30, 4.5, None, 'gmacs', 'minimize', 'params_m', 'maximize']
+    assert form == [30, 4.5, 0, 'gmacs', 'minimize', 'params_m', 'maximize']  # 0: no limit, as the field says
     assert merged_space(text, *form).key == load_space('metaformer_hybrid').key  # the same study as the CLI's
     changed = merged_space(text, 20, 0, None, 'params_m', 'maximize', 'none', 'minimize')
     assert changed.constraints == {'params_m': {'max': 20.0}} and changed.objectives == {'params_m': 'maximize'}

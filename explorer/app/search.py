@@ -32,7 +32,7 @@ import gradio as gr
 from explorer.app.context import download_file, endpoint, md_text, public_text, user_error
 from explorer.core.spec import SpecError
 from explorer.measure.guard import Limits
-from explorer.search.space import SpaceError, design, load_space, parse_space, space_json, space_names
+from explorer.search.space import MIXER_LETTER, SpaceError, design, load_space, parse_space, space_json, space_names
 from explorer.train.data import DatasetNotFound, find_dataset
 from explorer.train.runner import TRAINING_SLOT, background
 
@@ -181,7 +181,7 @@ def form_values(text: str) -> list:
         sp = parse_space(text)
     except SpaceError:
         return [gr.skip()] * 7
-    limits = [sp.constraints.get(k, {}).get('max') for k, _ in FORM_LIMITS]
+    limits = [sp.constraints.get(k, {}).get('max') or 0 for k, _ in FORM_LIMITS]  # 0: none, as the fields say
     objs = list(sp.objectives.items()) + [(None, 'minimize')] * (2 - len(sp.objectives))
     return [*limits, objs[0][0], objs[0][1], objs[1][0] or 'none', objs[1][1]]
 
@@ -522,7 +522,8 @@ def add_search_tab(ctx) -> None:
             'is drawn. Click a point or a frontier row to open that design in Compose. With the *accuracy* '
             "objective (the `fmnist_small_budget` space), each trial trains on Fashion-MNIST under the space's "
             f'"training" budget, laggards pruned at the median: at most {max_trained_trials()} trials per search, '
-            'one training at a time on this server.'
+            'one training at a time on this server. Trials are coloured by their mixer pattern, one letter per '
+            'stage: ' + ', '.join(f'{letter} {mixer}' for mixer, letter in MIXER_LETTER.items()) + '.'
         )
         with gr.Row():
             space_name = gr.Dropdown(
