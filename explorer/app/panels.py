@@ -58,7 +58,7 @@ HISTORY_COLUMNS = (
     'ch.-last',
     'compile',
     'images/s median (slowest–fastest round)',
-    'latency ms p50 (p10–p90)',
+    'latency ms per batch (one call) p50 (p10–p90)',
     'peak memory (what it is)',
     'of matmul peak',
     'stamp',
