@@ -354,7 +354,8 @@ def _layout() -> SimpleNamespace:
                     ui.add = gr.Button('+ add stage', size='sm', elem_id='mfx-add', scale=0, min_width=120)
                     gr.HTML(
                         '<div class="mfx-note">1 to 6 stages. Each stage after the first downsamples '
-                        "(stride 2) unless unticked; a row shows only its mixer's options. Numbers recount when "
+                        '(stride 2) unless unticked (a stage added where the grid cannot halve again starts '
+                        "unticked, at the same width); a row shows only its mixer's options. Numbers recount when "
                         'you pause, press Enter or leave the field. Ctrl+Z undoes the design, Ctrl+Shift+Z or '
                         'Ctrl+Y redoes it (in a text or number field they undo the typing).</div>'
                     )
