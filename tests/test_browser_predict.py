@@ -41,7 +41,10 @@ def test_random_weights_are_flagged_next_to_the_map(app_url, page, shots):
     open_tab(page, app_url)
     page.get_by_label('random').first.check()
     page.get_by_role('tab', name='Attribution').click()
+    assert page.locator('#mfx-cam-stage input').is_disabled()  # IG: no GradCAM stage to choose
     choose(page, 'mfx-method', 'gradcam')
+    page.wait_for_function('() => !document.querySelector("#mfx-cam-stage input").disabled')
+    page.wait_for_function('() => document.querySelector("#mfx-baseline input").disabled')  # GradCAM: no baseline
     page.locator('#mfx-explain').click()
     warning = page.locator('#mfx-attr-warning .mfx-trust-warning')
     warning.wait_for(timeout=SLOW)

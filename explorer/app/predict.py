@@ -22,7 +22,14 @@ from explorer.core.registry import show
 from explorer.core.spec import ArchSpec, SpecError
 from explorer.explain.cache import ModelCache
 from explorer.explain.images import ImageError, example_images, example_path, examples_for, fmnist_examples, load_image
-from explorer.explain.methods import BASELINES, METHODS, RANDOM_WARNING, resolve_baseline, resolve_method
+from explorer.explain.methods import (
+    BASELINE_METHODS,
+    BASELINES,
+    METHODS,
+    RANDOM_WARNING,
+    resolve_baseline,
+    resolve_method,
+)
 from explorer.viz import predict as pp
 
 COMPOSER = '(composer spec)'
@@ -618,8 +625,20 @@ def add_predict_tab(ctx=None) -> dict:
                     )
                     smooth = gr.Checkbox(False, label='SmoothGrad (NoiseTunnel)')
                     target = gr.Number(-1, precision=0, label='target class (-1: predicted)')
-                    stage = gr.Number(-1, precision=0, label='GradCAM stage (-1: last)')
+                    stage = gr.Number(
+                        -1, precision=0, label='GradCAM stage (-1: last)', interactive=False, elem_id='mfx-cam-stage'
+                    )
                     run_attr = gr.Button('Explain', variant='primary', elem_id='mfx-explain')
+
+                def method_fields(m: str):  # off what the method does not use (it was read and ignored)
+                    return (
+                        gr.update(interactive=m in BASELINE_METHODS),
+                        # SmoothGrad with occlusion is refused: off and unticked
+                        gr.update(interactive=False, value=False) if m == 'occlusion' else gr.update(interactive=True),
+                        gr.update(interactive=m == 'gradcam'),
+                    )
+
+                method.change(method_fields, method, [baseline, smooth, stage], api_visibility='private')
                 attr_warning = gr.HTML('', elem_id='mfx-attr-warning')
                 with gr.Row():
                     attr_plot = gr.Plot(label='attribution overlay', elem_id='mfx-attr-plot', scale=3)
