@@ -160,7 +160,7 @@ def test_receptive_fields_are_taken_a_few_images_at_a_time_with_the_same_result(
     average the same."""
     from PIL import Image
 
-    from explorer.explain import session
+    from explorer.explain import mixing, session
     from explorer.explain.mixing import erf_sums
 
     model = _model(('pooling', 'attention'))
@@ -184,7 +184,7 @@ def test_receptive_fields_are_taken_a_few_images_at_a_time_with_the_same_result(
         sizes.append((len(x), len(decoded)))
         return erf_sums(model, x, stages)
 
-    monkeypatch.setattr(session, 'erf_sums', sums)
+    monkeypatch.setattr(mixing, 'erf_sums', sums)  # what every batch goes through
     rows = session.receptive_fields(m, images())
     assert [s for s, _ in sizes] == [8, 8, 4] and [d for _, d in sizes] == [8, 16, 20]  # never more decoded
     assert all(r['n_images'] == 20 for r in rows)

@@ -276,11 +276,19 @@ def effective_receptive_fields(
     if images is None:
         size = model.pretrained_cfg['input_size']
         images = torch.randn((n_random, *size), generator=torch.Generator().manual_seed(seed))
-    sums = None
-    for i in range(0, len(images), chunk):
-        part = erf_sums(model, images[i : i + chunk], stages)
-        sums = part if sums is None else [a + b for a, b in zip(sums, part)]
-    return erf_results(stages, sums, len(images))
+    return erf_over_batches(model, (images[i : i + chunk] for i in range(0, len(images), chunk)), stages)
+
+
+def erf_over_batches(model: nn.Module, batches, stages: list[int]) -> list[ERF]:
+    """The ERFs of `stages` averaged over every image of `batches` (an iterable of (b, C, H, W) tensors, read one
+    at a time: only one batch's graph is held)."""
+    sums, n = None, 0
+    for x in batches:
+        part = erf_sums(model, x, stages)
+        sums, n = (part if sums is None else [a + b for a, b in zip(sums, part)]), n + len(x)
+    if not n:
+        raise ValueError('no images to average the receptive fields over')
+    return erf_results(stages, sums, n)
 
 
 def erf_stages(model: nn.Module, stages: list[int] | None) -> list[int]:

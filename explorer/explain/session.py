@@ -35,7 +35,7 @@ from explorer.explain.methods import (
     baseline_text,
     resolve_baseline,
 )
-from explorer.explain.mixing import ERF, erf_results, erf_stages, erf_sums
+from explorer.explain.mixing import ERF, erf_over_batches, erf_stages
 from explorer.explain.predict import class_names, data_config, preprocess, to_display
 from explorer.explain.weights import WeightsInfo, load_model
 from explorer.measure.guard import check_request
@@ -309,15 +309,11 @@ def receptive_fields(m: Loaded, images: Iterable) -> list[dict]:
     """Effective receptive field of every stage, averaged over `images` (PIL images; an iterator is read
     GUARD_BATCH at a time, so thousands of files are never all decoded at once). Each row: stage (0-based),
     mixer, map and area (fraction of the image holding 20/50/90% of the centre token's |gradient|)."""
-    stages, it = erf_stages(m.model, None), iter(images)
+    it = iter(images)
     m.model.eval()
-    sums, n = None, 0
-    while chunk := list(itertools.islice(it, GUARD_BATCH)):  # the batch open_model checked the guard at
-        part = erf_sums(m.model, torch.cat([preprocess(img, m.cfg) for img in chunk]), stages)
-        sums, n = (part if sums is None else [a + b for a, b in zip(sums, part)]), n + len(chunk)
-    if not n:
-        raise ValueError('no images to average the receptive fields over')
-    erfs: list[ERF] = erf_results(stages, sums, n)
+    chunks = iter(lambda: list(itertools.islice(it, GUARD_BATCH)), [])  # the batch open_model checked the guard at
+    batches = (torch.cat([preprocess(img, m.cfg) for img in chunk]) for chunk in chunks)
+    erfs: list[ERF] = erf_over_batches(m.model, batches, erf_stages(m.model, None))
     return [{**e.to_dict(), 'map': e.map, 'mixer': m.spec.stages[e.stage].mixer} for e in erfs]
 
 
