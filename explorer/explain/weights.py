@@ -552,16 +552,27 @@ def load_state_dict(
     return rep
 
 
+FLOAT_WEIGHTS = (torch.float16, torch.bfloat16, torch.float32, torch.float64)  # what loads into a float tensor
+
+
 def _check_values(own: dict[str, torch.Tensor], sd: dict[str, torch.Tensor], name: str) -> None:
-    """Refuse what loading would turn into nonsense without a word: integer (quantized) tensors where the model
-    holds floats (load_state_dict casts int8 codes to floats) and NaN or infinite values (a diverged run)."""
+    """Refuse what loading would turn into nonsense without a word: sparse tensors, integer (quantized), float8 or
+    complex tensors where the model holds floats (load_state_dict casts int8 codes to floats and drops imaginary
+    parts; torch.isfinite has no float8 kernel), and NaN or infinite values (a diverged run)."""
     for k, v in sd.items():
-        if own[k].is_floating_point() and not v.is_floating_point():
+        dtype, want = (str(t.dtype).removeprefix('torch.') for t in (v, own[k]))
+        if v.layout != torch.strided:
             raise WeightsError(
-                f'{name}: {k} is {str(v.dtype).removeprefix("torch.")} in the file where the model holds '
-                f'{str(own[k].dtype).removeprefix("torch.")}: quantized or integer weights are not supported'
+                f'{name}: {k} is a {str(v.layout).removeprefix("torch.")} tensor: only dense tensors load'
             )
-        if v.is_floating_point() and not bool(torch.isfinite(v).all()):
+        if own[k].is_floating_point() and v.dtype not in FLOAT_WEIGHTS:
+            what = (
+                'only float16, bfloat16, float32 and float64 weights load'
+                if v.is_floating_point() or v.is_complex()
+                else 'quantized or integer weights are not supported'
+            )
+            raise WeightsError(f'{name}: {k} is {dtype} in the file where the model holds {want}: {what}')
+        if v.dtype in FLOAT_WEIGHTS and not bool(torch.isfinite(v).all()):
             n = int((~torch.isfinite(v)).sum())
             raise WeightsError(
                 f'{name}: {k} holds {n:,} NaN or infinite value{"s" if n > 1 else ""} (a training that diverged?); '
