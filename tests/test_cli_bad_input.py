@@ -12,7 +12,7 @@ import pytest
 
 from explorer.train.checkpoints import ASSET_DIR, read_metadata
 
-from .conftest import run_cli
+from .conftest import run_cli, tiny_spec
 
 CHECKPOINT = ASSET_DIR / 'fmnist_hybrid.safetensors'
 IMAGE = ASSET_DIR.parent / 'images' / 'camera_gray.png'
@@ -265,6 +265,28 @@ def test_a_folder_named_like_a_preset_does_not_hide_the_preset(tmp_path, monkeyp
     assert rc == 0 and 'poolformer_s12' in out, err
     (tmp_path / 'not_a_preset').mkdir()
     assert 'is a folder, not a spec file' in refused('show', 'not_a_preset')
+
+
+def test_a_file_named_like_a_preset_neither_replaces_nor_breaks_the_presets(tmp_path, monkeypatch):
+    """A file called poolformer_s12 in the working directory (the server's or the CLI's) replaced the preset for
+    every visitor of a server, and a broken one made every preset a SpecError: the presets' table read the name
+    as a path. A preset's name always means the preset; ./NAME is the file."""
+    from explorer.core import catalog
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / 'poolformer_s12').write_text(json.dumps(tiny_spec()), encoding='utf-8')
+    (tmp_path / 'caformer_s18').write_text('not json', encoding='utf-8')
+    catalog._preset_specs.cache_clear()
+    try:
+        assert catalog.get_preset('poolformer_s12')['stages'][0]['dim'] == 64  # the published model, not tiny's 16
+        assert catalog.load_spec('caformer_s18').name == 'caformer_s18'
+        assert len(catalog.list_presets()) == len(catalog.preset_names())
+    finally:
+        catalog._preset_specs.cache_clear()
+    rc, out, err = run_cli('show', 'poolformer_s12', '--json')
+    assert rc == 0 and json.loads(out)['params'] > 11e6, err  # 11.9 M, not the tiny file's
+    rc, out, err = run_cli('show', './poolformer_s12', '--json')
+    assert rc == 0 and json.loads(out)['params'] < 1e6, err  # a path names the file
 
 
 def test_json_output_is_strict_json_when_a_number_is_not_finite(tmp_path, fake_dir):

@@ -24,14 +24,17 @@ def preset_names() -> list[str]:
 
 
 def load_spec(name_or_path: str | Path) -> ArchSpec:
-    """A preset name (file stem in presets/) or a path to a JSON spec file."""
+    """A preset name (file stem in presets/) or a path to a JSON spec file. A preset's name always means the
+    preset, whatever the working directory holds under that name (a server's visitors all see the same
+    presets); write ./NAME for such a file."""
+    names = preset_names()
+    if str(name_or_path) in names:
+        return ArchSpec.from_json((PRESET_DIR / f'{name_or_path}.json').read_text(encoding='utf-8'))
     p = Path(name_or_path)
     try:
         exists, is_file = p.exists(), p.is_file()
     except OSError:  # a name the file system refuses (a part over 255 bytes) is no file
         exists = is_file = False
-    if exists and not is_file and str(name_or_path) in preset_names():
-        exists = False  # a folder in the working directory named like a preset (runs/, outputs) does not hide it
     if p.suffix == '.json' or exists:
         if not is_file:
             what = 'is a folder, not a spec file' if exists else 'does not exist'
@@ -44,12 +47,9 @@ def load_spec(name_or_path: str | Path) -> ArchSpec:
         except (OSError, UnicodeDecodeError) as e:
             raise SpecError([('', f'cannot read spec file {str(p)!r}: {e}')]) from None
         return ArchSpec.from_json(text)
-    names = preset_names()
-    if str(name_or_path) not in names:
-        close = [n for n in names if str(name_or_path).lower() in n] or names[:8]
-        why = f'{show(str(name_or_path))} is neither a preset nor a spec file; presets include: {", ".join(close)}'
-        raise SpecError([('', why)])
-    return ArchSpec.from_json((PRESET_DIR / f'{name_or_path}.json').read_text(encoding='utf-8'))
+    close = [n for n in names if str(name_or_path).lower() in n] or names[:8]
+    why = f'{show(str(name_or_path))} is neither a preset nor a spec file; presets include: {", ".join(close)}'
+    raise SpecError([('', why)])
 
 
 # ---- presets ------------------------------------------------------------------------------------------
