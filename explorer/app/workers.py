@@ -18,12 +18,15 @@ import os
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from concurrent.futures.process import BrokenProcessPool
 
 NICE = 10
 PARENT_POLL_S = 1.0  # how often the helper checks that the server is still there
+# how long a new helper may take to import torch, timm and fvcore (at nice +10: on a busy 2-core CPU, a minute and
+# more); not counted in any call's own time limit
+STARTUP_S = 300.0
 
 
 def _lower_priority() -> None:
@@ -68,11 +71,13 @@ class Helper:
     """One helper process; `call(fn, *args)` runs a picklable module-level function there and returns its result
     (or raises its exception). Thread-safe; calls run one at a time in the helper."""
 
-    def __init__(self) -> None:
+    def __init__(self, warm: tuple = (_warm,)) -> None:
         self._lock = threading.Lock()
         self._one = threading.Lock()  # one call in the helper at a time: a call's time limit is its own running time
         self._pool: ProcessPoolExecutor | None = None
         self._disabled = False
+        self._warm = warm  # (fn, *args): what a new helper runs first
+        self._warming: tuple[ProcessPoolExecutor, Future] | None = None  # that run, for the current pool
 
     def _get(self) -> ProcessPoolExecutor | None:
         with self._lock:
@@ -91,9 +96,28 @@ class Helper:
         pool = self._get()
         if pool is not None:
             try:
-                pool.submit(_warm)
+                self._warming_of(pool)
             except (BrokenProcessPool, RuntimeError):
                 self._reset(pool)
+
+    def _warming_of(self, pool: ProcessPoolExecutor) -> Future:
+        """The warm-up run of this pool, submitted the first time it is asked for."""
+        with self._lock:
+            if self._warming is None or self._warming[0] is not pool:
+                self._warming = (pool, pool.submit(*self._warm))
+            return self._warming[1]
+
+    def _ready(self, pool: ProcessPoolExecutor) -> None:
+        """Wait for a new helper's imports (up to STARTUP_S), so that they never count in a call's own limit."""
+        try:
+            self._warming_of(pool).result(timeout=STARTUP_S)
+        except FutureTimeout:
+            self._kill(pool)
+            raise HelperTimeout(f'the helper process did not start within {STARTUP_S:g} s') from None
+        except BrokenProcessPool:
+            raise
+        except Exception:  # noqa: BLE001 - an import that failed: the call itself will say what is missing
+            pass
 
     def _reset(self, pool: ProcessPoolExecutor) -> None:
         with self._lock:
@@ -125,6 +149,7 @@ class Helper:
                 if pool is None:
                     return fn(*args)
                 try:
+                    self._ready(pool)  # a new helper imports first: its start-up is not this call's running time
                     return pool.submit(fn, *args).result(timeout=timeout)
                 except FutureTimeout:
                     self._kill(pool)
