@@ -213,6 +213,28 @@ def test_a_name_that_reads_blank_or_as_another_name_is_refused():
             ArchSpec.from_dict({**base, 'name': name})
 
 
+def test_a_name_with_a_mark_that_draws_nothing_is_refused_and_an_emojis_style_is_not():
+    """Review: marks that draw nothing passed as combining marks, so 'caformer_s18' + U+FE0F (a variation selector
+    after a digit) or + U+034F (the grapheme joiner) read as caformer_s18 with other counts. A variation selector
+    is seen only as an emoji's style or in a keycap. A character newer than this Python's Unicode was called
+    'control or invisible formatting'."""
+    import unicodedata
+
+    import pytest
+
+    from explorer.core.spec import ArchSpec, SpecError
+
+    base = {'name': 'ok', 'img_size': 32, 'stages': [{'mixer': 'pooling', 'depth': 1, 'dim': 16}]}
+    for name in ('love \u2764\ufe0f', 'text \u2764\ufe0e', 'keycap 1\ufe0f\u20e3', 'mongol \u1820\u1821'):
+        ArchSpec.from_dict({**base, 'name': name})
+    for mark in ('\ufe0f', '\ufe00', '\U000e0100', '\u034f', '\u180b', '\u180f', '\u17b4'):
+        with pytest.raises(SpecError, match='holds a mark that draws nothing'):
+            ArchSpec.from_dict({**base, 'name': 'caformer_s18' + mark})
+    unknown = next(chr(c) for c in range(0x1FA00, 0x1FB00) if unicodedata.category(chr(c)) == 'Cn')
+    with pytest.raises(SpecError, match=f'holds characters unknown to Unicode {unicodedata.unidata_version}'):
+        ArchSpec.from_dict({**base, 'name': 'new ' + unknown})
+
+
 def test_an_out_of_range_number_is_shown_clipped():
     import pytest
 

@@ -422,6 +422,13 @@ def _is_number(v) -> bool:
 # after a visible name reads as that name
 BLANKS = frozenset('\u115f\u1160\u3164\uffa0\u2800')
 MAX_MARKS = 4  # combining marks on one character (more stack into a smear over the neighbouring text)
+# combining marks that draw nothing (grapheme joiner, Mongolian free variation selectors, Khmer inherent vowels)
+INVISIBLE_MARKS = frozenset('\u034f\u17b4\u17b5\u180b\u180c\u180d\u180f')
+KEYCAP = '\u20e3'
+
+
+def _is_variation_selector(c: str) -> bool:
+    return '\ufe00' <= c <= '\ufe0f' or '\U000e0100' <= c <= '\U000e01ef'
 
 
 def name_problem(name: str) -> str | None:
@@ -429,8 +436,17 @@ def name_problem(name: str) -> str | None:
     must not look alike while differing: a right-to-left override or a zero-width character once made a pin's
     label read as another design's, with other counts."""
     cats = [unicodedata.category(c) for c in name]
-    if any(k in ('Cc', 'Cf', 'Co', 'Cs', 'Cn', 'Zl', 'Zp') for k in cats):
+    if any(k in ('Cc', 'Cf', 'Co', 'Cs', 'Zl', 'Zp') for k in cats):
         return 'holds control, invisible formatting or line-breaking characters; use visible text'
+    if 'Cn' in cats:
+        return f'holds characters unknown to Unicode {unicodedata.unidata_version} (as this server knows it)'
+    for i, c in enumerate(name):  # a variation selector shows only as an emoji's style (or a keycap): else unseen
+        if c in INVISIBLE_MARKS or (
+            _is_variation_selector(c)
+            and not (i and cats[i - 1] == 'So')
+            and not (i + 1 < len(name) and name[i + 1] == KEYCAP)
+        ):
+            return 'holds a mark that draws nothing (a variation selector or joiner); use visible text'
     if any(c in BLANKS or (k == 'Zs' and c != ' ') for c, k in zip(name, cats)):
         return 'holds blank characters other than the space; use visible text'
     if name != name.strip(' '):
