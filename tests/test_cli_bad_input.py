@@ -258,6 +258,32 @@ def test_serve_names_a_host_that_is_not_here_and_a_port_in_use_before_building_t
         assert f'--port {port}: 127.0.0.1:{port} is in use' in refused('serve', '--port', str(port), within=10)
 
 
+def test_serve_takes_a_bracketed_ipv6_address_and_names_a_port_that_needs_privileges(monkeypatch):
+    """Review: '--host [::1]' (as gradio takes it, and as a browser writes it) was refused as not resolving, and
+    port 80 for a user without rights was called 'not an address of this machine'."""
+    import errno
+    import socket
+
+    from explorer.app.serve import check_address
+    from explorer.core.errors import UserError
+
+    try:
+        with socket.socket(socket.AF_INET6) as s:
+            s.bind(('::1', 0))
+            port = s.getsockname()[1]
+    except OSError:
+        pytest.skip('no IPv6 loopback here')
+    check_address('[::1]', port)  # no error
+    check_address('::1', port)
+
+    def refuse(self, addr):
+        raise PermissionError(errno.EACCES, 'Permission denied')
+
+    monkeypatch.setattr(socket.socket, 'bind', refuse)
+    with pytest.raises(UserError, match='--port 80: ports below 1024 need administrator rights here'):
+        check_address('127.0.0.1', 80)
+
+
 def test_a_folder_named_like_a_preset_does_not_hide_the_preset(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / 'poolformer_s12').mkdir()  # e.g. the outputs of a run named after its preset

@@ -75,27 +75,34 @@ def is_loopback(host: str) -> bool:
 def check_address(host: str, port: int) -> None:
     """host:port can be listened on: resolved and bound once before the app is built (gradio's own error, after
     the build, for a name that does not resolve, an address of another machine or a port in use alike, is
-    "Cannot find empty port")."""
+    "Cannot find empty port"). Every address the name resolves to is tried, as the server binds them all; an
+    IPv6 address may be written in brackets, as gradio takes it."""
+    import errno
     import socket
 
+    bare = host[1:-1] if host.startswith('[') and host.endswith(']') else host
     try:
-        family, kind, proto, _, addr = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[
-            0
-        ]
+        found = socket.getaddrinfo(bare, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     except (socket.gaierror, UnicodeError) as e:
         raise UserError(
             f'--host {host!r} does not resolve to an address ({getattr(e, "strerror", None) or e})'
         ) from None
-    try:
-        with socket.socket(family, kind, proto) as s:
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server will
-            s.bind(addr)
-    except OSError as e:
-        import errno
-
-        if e.errno == errno.EADDRINUSE:
-            raise UserError(f'--port {port}: {host}:{port} is in use (another server?); give another --port') from None
-        raise UserError(f'--host {host!r} ({addr[0]}) is not an address of this machine ({e.strerror or e})') from None
+    for family, kind, proto, _, addr in dict.fromkeys((f, k, p, '', a) for f, k, p, _, a in found):
+        try:
+            with socket.socket(family, kind, proto) as s:
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server will
+                s.bind(addr)
+        except OSError as e:
+            if e.errno == errno.EADDRINUSE:
+                in_use = f'--port {port}: {host}:{port} is in use (another server?); give another --port'
+                raise UserError(in_use) from None
+            if e.errno == errno.EACCES and port < 1024:
+                raise UserError(
+                    f'--port {port}: ports below 1024 need administrator rights here; give a port from 1024 up'
+                ) from None
+            raise UserError(
+                f'--host {host!r} ({addr[0]}) is not an address of this machine ({e.strerror or e})'
+            ) from None
 
 
 def _stop_on_sigterm() -> None:
@@ -113,6 +120,7 @@ def _stop_on_sigterm() -> None:
 
 
 def cmd_serve(args) -> int:
+    _stop_on_sigterm()  # first: importing the app makes the downloads folder that a plain SIGTERM would leave
     from explorer.app.context import launch_kwargs
     from explorer.app.main import build_demo
 
@@ -128,7 +136,6 @@ def cmd_serve(args) -> int:
             file=sys.stderr,
         )
     demo = build_demo()
-    _stop_on_sigterm()
     try:
         demo.launch(server_name=args.host, server_port=args.port, share=args.share, auth=auth, **launch_kwargs())
     except OSError as e:
