@@ -739,6 +739,19 @@ def test_a_run_whose_loss_becomes_nan_stops_there_and_writes_no_checkpoint(fake_
     assert all(ev['kind'] != 'step' or ev['step'] < 4 for ev in seen)  # the NaN step was never reported
 
 
+def test_a_run_that_diverges_after_an_epoch_leaves_no_state_to_resume(fake_dir, tmp_path, monkeypatch):
+    """Review: the state saved after epoch 1 stayed behind when epoch 2 diverged, so the next run with a lower
+    learning rate, as the error advises, was refused ('an interrupted run is saved'), and resuming it (same
+    recipe) diverges again."""
+    from explorer.train.loop import Diverged
+
+    _diverging_at(monkeypatch, 14)  # 10 steps an epoch: the state of epoch 1 was written
+    out, state = tmp_path / 'x.safetensors', tmp_path / 'x.safetensors.state'
+    with pytest.raises(Diverged, match=r'step 14 of 20 .*written \(nor is the state of its last epoch kept'):
+        train(TINY, epochs=2, seed=0, data_dir=fake_dir, out=out, state_file=state, **QUICK)
+    assert not out.exists() and not state.exists()
+
+
 def test_the_cli_names_a_diverged_run_in_one_line(fake_dir, tmp_path, monkeypatch, capsys):
     _diverging_at(monkeypatch, 2)
     spec = tmp_path / 'tiny.json'

@@ -214,6 +214,13 @@ def train(
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(seed + dist.rank)  # drop-path and dropout draw from the global generator
                 model, history, metrics = _run(spec, cfg, source, dist, progress, should_stop, state, keep_state)
+        except Diverged as e:  # resuming replays the same steps to the same NaN: the saved state is of no use
+            if dist.main and state_file is not None and Path(state_file).exists():
+                Path(state_file).unlink(missing_ok=True)
+                raise Diverged(
+                    f'{e} (nor is the state of its last epoch kept: resumed, it would diverge again)'
+                ) from None
+            raise
         finally:
             torch.set_num_threads(prev_threads)
         metrics.update(dataset=dataset, train_examples=source.n)
