@@ -468,17 +468,23 @@ def test_a_calibration_that_cannot_be_trusted_is_named_and_the_page_does_not_kee
     made = []
 
     def fake_calibrate(**kw):
-        made.append(kw)
+        from explorer.train.runner import training_events
+
+        made.append(kw)  # meanwhile a training is refused, naming what holds the CPU (it said 'another training')
+        refused.append(next(training_events({'name': 'x'}, 1, None, 32, 0, 64, 'during-calibration')))
         return lat.Calibration(worse, None, worse.evaluation, 1.0)
+
+    refused = []
 
     monkeypatch.setattr(lat, 'calibrate', fake_calibrate)
     monkeypatch.delenv('EXPLORER_ALLOW_RECALIBRATE', raising=False)
     with pytest.raises(gr.Error, match='this calibration was not kept: on the 30 designs'):
         appcal.run_calibration()
     assert made[0]['save'] is False and not list(latency_dir.iterdir()) and appcal.may_calibrate()  # nothing kept
+    assert refused[0]['message'].startswith('a latency calibration (the Measure tab) is running on this server')
     assert TRAINING_SLOT.acquire(blocking=False)  # given back
     try:  # a training holds it: no calibration starts
-        with pytest.raises(gr.Error, match='a training is running on this server'):
+        with pytest.raises(gr.Error, match='another training is running on this server: it would be timed'):
             appcal.run_calibration()
         assert len(made) == 1
     finally:

@@ -107,7 +107,7 @@ def test_stop_ends_the_trial_in_training_at_its_next_step_and_keeps_the_complete
     t0 = time.monotonic()
     events = drain(search_events(sp, 3, stop), on_event)
     assert time.monotonic() - t0 < 60
-    assert refused[0]['kind'] == 'error' and 'another training is running' in refused[0]['message']
+    assert refused[0]['kind'] == 'error' and 'a training search is running' in refused[0]['message']
     assert events[-1]['kind'] == 'done' and events[-1]['result']['stopped_by'] == 'user'
     trials = [e for e in events if e['kind'] == 'trial']
     assert [(e['number'], e['state']) for e in trials] == [(1, 'PRUNED')]

@@ -96,13 +96,13 @@ def run_calibration(progress=None) -> str:
         if progress is not None:
             progress(max(0.0, min(1.0, frac)), desc=f'calibrating: {desc}' if desc else 'calibrating')
 
-    if not TRAINING_SLOT.acquire(blocking=False):  # a training would be timed as much as the designs
-        raise user_error(
-            'a training is running on this server (the Train tab or a training search): it would be timed as much '
-            'as the designs; calibrate when it has finished',
+    if not TRAINING_SLOT.acquire(blocking=False, holder='a latency calibration (the Measure tab)'):
+        raise user_error(  # a training would be timed as much as the designs
+            f'{TRAINING_SLOT.busy().split(" (one at a time")[0]}: it would be timed as much as the designs; '
+            'calibrate when it has finished',
             title='Busy',
         )
-    try:  # no training starts meanwhile: it waits for this slot
+    try:  # no training starts meanwhile: one asked for is refused, naming this calibration
         cal = calibrate(device=DEVICE, batch_size=BATCH, dtype=DTYPE, progress=report, save=False, **OPTIONS)
     except (LatencyError, BenchError, RuntimeError) as e:
         raise user_error(f'calibration failed: {e}') from None

@@ -42,10 +42,6 @@ _SLOT = threading.Lock()  # one analytic search at a time on this server (they s
 ANALYTIC_WAIT_S = 30.0  # an analytic search waits this long for the one before it (they take seconds)
 BUSY = 'another search is running on this server (one at a time); try again soon'
 PROGRESS_S = 0.25  # /search streams an analytic search's progress at most this often
-BUSY_TRAINING = (
-    'another training is running on this server (a Train tab run or a training search: one at a time, '
-    'they share the CPU); try again when it has finished'
-)
 _STOP: dict[str, threading.Event] = {}  # run id -> its stop flag (gr.State holds the id: plain data)
 FORM_LIMITS = (
     ('params_m', 'max params (M; 0: none)'),
@@ -348,8 +344,8 @@ def training_search_events(space, trials: int, stop: threading.Event, limits: Li
     except (SpaceError, SpecError, DatasetNotFound) as e:
         yield {'kind': 'error', 'message': str(e)}
         return
-    if not TRAINING_SLOT.acquire(blocking=False):
-        yield {'kind': 'error', 'message': BUSY_TRAINING}
+    if not TRAINING_SLOT.acquire(blocking=False, holder='a training search'):
+        yield {'kind': 'error', 'message': TRAINING_SLOT.busy()}
         return
     try:
         held = check_store(space, trials)
@@ -492,7 +488,7 @@ def api_search(space: dict | str, trials: int = 100) -> Iterator[dict]:
     with contextlib.closing(search_events(sp, trials, threading.Event())) as events:
         for ev in events:  # a cancelled job closes this generator, which closes events: the search stops
             if ev['kind'] == 'error':
-                busy = ev['message'] in (BUSY, BUSY_TRAINING)
+                busy = ev['message'] == BUSY or 'is running on this server (one at a time' in ev['message']
                 raise user_error(ev['message'], title='Busy' if busy else 'Search failed')
             if ev['kind'] == 'done':
                 # the study is shared: what it held before this request says which trials are this request's

@@ -20,8 +20,37 @@ from explorer.train import checkpoints
 from explorer.train.data import DatasetNotFound
 
 _STOP: dict[str, threading.Event] = {}  # run id -> stop flag
-_SLOT = threading.Lock()  # one training at a time in this process: held by the worker until it has finished
-TRAINING_SLOT = _SLOT  # the same slot, for other CPU-heavy trainings (the Search tab's training searches)
+
+
+class Slot:
+    """One CPU-heavy job at a time in this process (a training, a training search, a latency calibration: each
+    would slow, or be timed with, the others), remembering what holds it so that a refusal can name it."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.holder = ''
+
+    def acquire(self, blocking: bool = True, timeout: float = -1, holder: str = 'another training') -> bool:
+        if not self._lock.acquire(blocking, timeout):
+            return False
+        self.holder = holder
+        return True
+
+    def release(self) -> None:
+        self.holder = ''
+        self._lock.release()
+
+    def locked(self) -> bool:
+        return self._lock.locked()
+
+    def busy(self) -> str:
+        """Why a job is refused now."""
+        holder = self.holder or 'another training'  # read once: it may be released meanwhile
+        return f'{holder} is running on this server (one at a time: they share the CPU); try again when it has finished'
+
+
+_SLOT = Slot()  # held by the training's worker until it has finished
+TRAINING_SLOT = _SLOT  # the same slot, for the Search tab's training searches and the Measure tab's calibration
 
 
 class Busy(RuntimeError):
@@ -139,10 +168,7 @@ def training_events(
     from explorer.train.loop import Stopped, train  # torch: loaded when a training starts
 
     if not _SLOT.acquire(blocking=False):
-        yield {
-            'kind': 'error',
-            'message': 'another training is running on this server (one at a time); try again when it has finished',
-        }
+        yield {'kind': 'error', 'message': _SLOT.busy()}
         return
     stop = _STOP.setdefault(run_id, threading.Event())
     try:
