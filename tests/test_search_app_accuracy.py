@@ -242,3 +242,22 @@ def test_cancelling_the_api_job_stops_the_training(fmnist, client):
         time.sleep(0.05)
     states = [t.state.name for t in open_study(parse_space(space)).trials]
     assert states and states[-1] == 'PRUNED' and len(states) < 3
+
+
+@pytest.mark.parametrize('trains', [False, True])
+def test_a_storage_that_fails_otherwise_gives_the_slot_back(fmnist, monkeypatch, trains):
+    """Review: only a SpaceError from the storage check released the slot; any other failure (SQLite's 'database
+    is locked', a mistyped EXPLORER_MAX_STUDY_TRIALS) kept it, and every later search or training was refused as
+    busy until the server restarted."""
+    from explorer.app import search as appsearch
+    from explorer.train.runner import TRAINING_SLOT
+
+    def fails(space, trials):
+        raise RuntimeError('database is locked')
+
+    monkeypatch.setattr(appsearch, 'check_store', fails)
+    analytic = {**tiny_space('store_fails'), 'objectives': {'gmacs': 'minimize', 'params_m': 'minimize'}}
+    sp = parse_space(tiny_space('acc_store_fails') if trains else analytic)
+    with pytest.raises(RuntimeError, match='database is locked'):
+        list(appsearch.search_events(sp, 2, threading.Event()))
+    assert not appsearch._SLOT.locked() and not TRAINING_SLOT.locked()

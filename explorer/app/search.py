@@ -313,6 +313,9 @@ def search_events(space, trials: int, stop: threading.Event) -> Iterator[dict]:
         _SLOT.release()
         yield {'kind': 'error', 'message': str(e)}
         return
+    except BaseException:  # any other failure (a storage error, a bad server setting) gives the slot back too
+        _SLOT.release()
+        raise
 
     def work(emit):
         front = run_search(space, trials=trials, seed=held, progress=emit, should_stop=stop.is_set)
@@ -353,6 +356,9 @@ def training_search_events(space, trials: int, stop: threading.Event, limits: Li
         TRAINING_SLOT.release()
         yield {'kind': 'error', 'message': str(e)}
         return
+    except BaseException:  # any other failure (a storage error, a bad server setting) gives the slot back too
+        TRAINING_SLOT.release()
+        raise
     deadline = time.monotonic() + limits.max_train_s
     timed_out = threading.Event()
 
