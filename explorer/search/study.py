@@ -250,12 +250,13 @@ class Objective:
         n = len(self.space.stages)
         spec = design(self.space, params, name=f'{self.space.name}_t{trial.number}')
         metrics = self.scorer.metrics(spec)
-        cons = violations(self.space, metrics)
+        cons = violations(self.space, metrics)  # before training: an accuracy bound counts as holding
+        if self.trainer is not None and all(c <= 0 for c in cons):
+            metrics['accuracy'] = 100 * self.trainer(spec, trial)
+            cons = violations(self.space, metrics)  # and now with the accuracy it reached
         for i, c in enumerate(cons):
             trial.set_constraint(f'c{i}', c)
         feasible = all(c <= 0 for c in cons)
-        if self.trainer is not None and feasible:
-            metrics['accuracy'] = 100 * self.trainer(spec, trial)
         # one attribute per trial (each is a write to the storage)
         rounded = {k: v if isinstance(v, int) else round(v, 6) for k, v in metrics.items()}
         record = {'metrics': rounded, 'feasible': feasible, 'worker': os.getpid()}
