@@ -20,6 +20,7 @@ from pathlib import Path
 
 import gradio as gr
 
+from explorer.core.files import atomic_write
 from explorer.core.spec import SpecError
 
 CSS = """
@@ -418,6 +419,13 @@ atexit.register(shutil.rmtree, DOWNLOAD_DIR, ignore_errors=True)
 MAX_DOWNLOAD_FILES = 256  # the newest files kept for download; older ones are removed as new ones come
 
 
+def _mtime(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except OSError:  # renamed or removed by another request meanwhile: not among the old files
+        return float('inf')
+
+
 def download_file(stem: str, suffix: str, write) -> str:
     """A file the browser may download: `write(path)` fills it once. Gradio serves files from the temporary
     folder (not from the runs folder), so downloads are made here. The name is `stem` reduced to letters,
@@ -430,8 +438,8 @@ def download_file(stem: str, suffix: str, write) -> str:
     if path.parent != DOWNLOAD_DIR:  # cannot happen with the characters above; checked all the same
         raise ValueError('not usable as a file name')
     if not path.exists():
-        write(path)
-        files = sorted(DOWNLOAD_DIR.iterdir(), key=lambda p: p.stat().st_mtime)
+        atomic_write(path, write)  # a request for the same file meanwhile is never handed half of it
+        files = sorted(DOWNLOAD_DIR.iterdir(), key=_mtime)
         for old in files[:-MAX_DOWNLOAD_FILES]:
             old.unlink(missing_ok=True)
     return str(path)

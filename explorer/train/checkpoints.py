@@ -5,13 +5,13 @@ the user's own)."""
 from __future__ import annotations
 
 import json
-import os
 import threading
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from safetensors import safe_open
 
+from explorer.core.files import atomic_write  # noqa: F401 - where the training code has always taken it
 from explorer.core.resources import data_path
 from explorer.core.spec import ArchSpec
 from explorer.train.data import CLASSES, Preprocessing
@@ -22,18 +22,6 @@ if TYPE_CHECKING:  # listing and reading metadata need no torch; weights are loa
 FORMAT = 'metaformer-explorer/trained-v1'
 ASSET_DIR = data_path('assets') / 'fmnist'
 USER_DIR = Path.home() / '.cache' / 'metaformer-explorer' / 'trained'
-
-
-def atomic_write(path: str | Path, write) -> None:
-    """`write(tmp_path)` writes the file beside `path` under a temporary name, then it is renamed to `path`:
-    a reader (or a crash) sees the old file or the new one, never half of one."""
-    path = Path(path)
-    tmp = path.with_name(f'.{path.name}.tmp-{os.getpid()}-{threading.get_ident()}')
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def save_state(path: str | Path, state: dict) -> None:

@@ -94,6 +94,29 @@ def test_spec_downloads_stay_in_their_folder_and_are_bounded(monkeypatch):
     assert len(list(DOWNLOAD_DIR.iterdir())) <= 3
 
 
+def test_a_download_is_written_whole_before_it_can_be_handed_out():
+    """Review: a download (the search frontier's CSV and zip, made on every page load) was written in place, so a
+    request for the same file meanwhile got half of it, and a write that failed left a partial file that was
+    served from then on (the name is the content's)."""
+    import uuid
+
+    from explorer.app.context import download_file
+
+    stem, seen = f'whole-{uuid.uuid4().hex[:8]}', []
+
+    def write(p):
+        seen.append(p)
+        p.write_text('half')
+        raise OSError('disk full')
+
+    with pytest.raises(OSError, match='disk full'):
+        download_file(stem, '.csv', write)
+    assert seen[0].parent == DOWNLOAD_DIR and seen[0].name != f'{stem}.csv'  # written under another name
+    assert not (DOWNLOAD_DIR / f'{stem}.csv').exists() and not seen[0].exists()  # nothing half-written left
+    path = download_file(stem, '.csv', lambda p: p.write_text('whole'))
+    assert Path(path).read_text() == 'whole'
+
+
 def test_gradio_sweeps_its_cache():
     from explorer.app.main import build_demo
 
