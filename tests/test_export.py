@@ -203,6 +203,8 @@ def test_inputs_without_shipped_examples_are_seeded_random():
         ('1bad', 'must be a Python identifier'),
         ('class', 'must be a Python identifier'),
         ('bad-name', 'must be a Python identifier'),
+        ('\uff52\uff45\uff53\uff4e\uff45\uff54\uff15\uff10', 'ASCII letters'),  # fullwidth: Python reads resnet50
+        ('mod\u00e8le', 'ASCII letters'),
         ('resnet50', "'resnet50' is already a timm model"),
         ('json', 'the name of an importable module (the Python standard library)'),
         ('torch', 'the name of an importable module'),
@@ -212,6 +214,17 @@ def test_unusable_names_are_refused(name, message, tmp_path):
     with pytest.raises(UserError, match=re.escape(message)):
         export_design(tiny_spec(), tmp_path, name=name)
     assert not any(tmp_path.iterdir())
+
+
+def test_an_export_that_builds_the_model_is_checked_against_the_limits_first(tmp_path, monkeypatch):
+    """Review: `export --onnx` built the model without the server's limits (every other command that builds
+    checks them first)."""
+    from explorer.measure.guard import ResourceError
+
+    monkeypatch.setenv('EXPLORER_MAX_PARAMS_M', '0.001')
+    with pytest.raises(ResourceError, match='EXPLORER_MAX_PARAMS_M'):
+        export_design(tiny_spec(), tmp_path, name=unique(), onnx=True)
+    export_design(tiny_spec(), tmp_path / 'plain', name=unique())  # no model built: nothing to refuse
 
 
 def test_existing_files_are_kept_unless_overwrite(tmp_path, load_module):

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from explorer.core.errors import UserError
 from explorer.core.spec import ArchSpec
+from explorer.measure.guard import check_request
 from explorer.train.checkpoints import atomic_write
 from explorer.train.onnx_check import ONNX_ATOL, ONNX_RTOL, OnnxCheck, export_onnx
 
@@ -91,10 +92,18 @@ def check_name(name: Any, out_dir: Path | None = None) -> str:
     characters, not a timm model already (an earlier export of the explorer may be replaced), and not the name of
     a module Python finds elsewhere (the written `<name>.py` would shadow it, or it would shadow ours; the one in
     `out_dir` itself does not count). Raises UserError saying which rule the name breaks."""
-    if not isinstance(name, str) or not name.isidentifier() or keyword.iskeyword(name) or len(name) > MAX_NAME:
+    # ASCII: Python reads other identifiers in NFKC form, so a fullwidth 'ｒｅｓｎｅｔ５０' would define timm's
+    # resnet50 and the module could not be imported under its own name
+    if (
+        not isinstance(name, str)
+        or not name.isascii()
+        or not name.isidentifier()
+        or keyword.iskeyword(name)
+        or len(name) > MAX_NAME
+    ):
         raise UserError(
-            f'model name {name!r} is not allowed: a model name must be a Python identifier (letters, digits and '
-            f'_, not starting with a digit, not a keyword) of at most {MAX_NAME} characters; choose one with '
+            f'model name {name!r} is not allowed: a model name must be a Python identifier (ASCII letters, digits '
+            f'and _, not starting with a digit, not a keyword) of at most {MAX_NAME} characters; choose one with '
             f'--name / name='
         )
     import timm.models
@@ -368,6 +377,8 @@ def export_design(
     out.mkdir(parents=True, exist_ok=True)
     data_cfg = data_config_for(src)
     cfg = pretrained_cfg_for(src, data_cfg)
+    if src.checkpoint or onnx:  # a model is built: the server's limits first, as for every command that builds
+        check_request(src.spec, batch_size=1)
     model = _write_weights(src, files.get('weights')) if src.checkpoint or onnx else None
     atomic_write(files['spec'], lambda tmp: tmp.write_text(src.spec.to_json(), encoding='utf-8'))
     text = module_source(name, src, cfg, has_weights=src.checkpoint is not None)
