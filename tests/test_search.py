@@ -12,6 +12,7 @@ import pytest
 from explorer.core.spec import ArchSpec
 from explorer.measure.analytic import analytic_cost
 from explorer.search.space import (
+    Scorer,
     SpaceError,
     design,
     first_choices,
@@ -130,6 +131,18 @@ def test_a_latency_objective_without_a_calibration_says_what_to_run(tmp_path, mo
     monkeypatch.setenv('EXPLORER_LATENCY_DIR', str(tmp_path / 'none'))
     with pytest.raises(SpaceError, match='explorer calibrate --device cpu --batch-size 1'):
         run_search(load_space('mobile_latency'), trials=1, storage=f'sqlite:///{tmp_path}/s.db')
+
+
+def test_a_latency_space_for_a_gpu_this_machine_lacks_is_a_space_error(monkeypatch):
+    """Review: a cuda latency space on a machine without a GPU ended `explorer search` in a traceback
+    (LatencyError is not a SpaceError)."""
+    import torch
+
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: False)
+    space = {**SMALL, 'objectives': {'latency_ms': 'minimize', 'gmacs': 'minimize'}}
+    space['latency'] = {'device': 'cuda', 'dtype': 'fp16', 'batch_size': 1}
+    with pytest.raises(SpaceError, match="latency: device 'cuda': no CUDA GPU is available here"):
+        Scorer(parse_space(space))
 
 
 def test_a_study_lives_in_its_storage_and_belongs_to_one_space(tmp_path):

@@ -413,10 +413,13 @@ class Scorer:
     def __init__(self, space: Space, latency_folder=None):
         self.space, self.latency_model, self.calibrated_on = space, None, None
         if space.needs_latency:
-            from explorer.measure.latency import fingerprint, load_model
+            from explorer.measure.latency import LatencyError, fingerprint, load_model
 
             lat = space.latency
-            fp = fingerprint(lat['device'], lat['dtype'], lat['batch_size'])
+            try:
+                fp = fingerprint(lat['device'], lat['dtype'], lat['batch_size'])
+            except LatencyError as e:  # e.g. a cuda space on a machine without a GPU
+                raise SpaceError(f'latency: {e}; this space predicts latency for a device this machine lacks') from None
             self.latency_model = load_model(fp, latency_folder)
             if self.latency_model is None:
                 raise Uncalibrated(
