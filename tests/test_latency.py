@@ -264,6 +264,35 @@ def test_a_bad_file_reads_as_not_calibrated(latency_dir):
     assert lat.predict_latency(tiny()).calibrated_on is None
 
 
+@pytest.mark.parametrize(
+    'change',
+    [
+        lambda d: d.update(n_designs=1e999),  # OverflowError in int()
+        lambda d: d.update(evaluation='DEEP'),  # replaced below by 100,000 nested objects (RecursionError)
+        lambda d: d.update(baseline_s_per_mac=float('nan')),
+        lambda d: d.update(evaluation='oops'),
+        lambda d: d.update(evaluation={'model': {'n': 30}, 'baseline': {}}),
+        lambda d: d.update(measure={'max_macs': 'huge'}),
+        lambda d: d.update(measure=[1, 2]),
+    ],
+)
+def test_a_tampered_calibration_reads_as_not_calibrated(latency_dir, change):
+    """Review: a calibration file with n_designs 1e999 or a deeply nested evaluation raised from load_model (every
+    composer recount, latency search and `explorer latency` failed), and a NaN baseline or a string evaluation was
+    loaded and failed later where it was shown."""
+    model = fake_model(1, calls=1e-3)
+    model.evaluation = {
+        k: {'n': 30, 'within': 0.9, 'spearman': 0.95, 'median_abs_pct': 4.0} for k in ('model', 'baseline')
+    }
+    path = lat.save_model(model)
+    assert lat.load_model(lat.fingerprint('cpu', 'float32', 1)) is not None
+    d = json.loads(path.read_text())
+    change(d)
+    path.write_text(json.dumps(d).replace('"DEEP"', '{"model": ' * 100_000 + '{}' + '}' * 100_000))
+    assert lat.load_model(lat.fingerprint('cpu', 'float32', 1)) is None
+    assert lat.predict_latency(tiny()).calibrated_on is None
+
+
 def test_predict_is_fast_and_imports_no_torch(latency_dir):
     code = (
         'import sys, time\n'

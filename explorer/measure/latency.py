@@ -42,6 +42,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from explorer.core.files import atomic_write
 from explorer.core.registry import MIXERS
 from explorer.core.spec import ArchSpec, SpecError
 from explorer.measure.analytic import MIXER_COSTS, analytic_cost
@@ -439,15 +440,38 @@ class LatencyModel:
         coef = {str(k): float(v) for k, v in d['coef'].items()}
         if any(not math.isfinite(v) or v < 0 for v in coef.values()):
             raise ValueError('a latency model has a negative or non-finite coefficient')
+        baseline = float(d['baseline_s_per_mac'])
+        if not math.isfinite(baseline) or baseline <= 0:
+            raise ValueError('a latency model has a baseline that is not a positive number')
+        evaluation, measure = d.get('evaluation'), d.get('measure') or {}
+        if evaluation is not None and not (
+            isinstance(evaluation, dict) and all(_scores(evaluation.get(k)) for k in ('model', 'baseline'))
+        ):
+            raise ValueError("a latency model's evaluation is not the scores of its model and its baseline")
+        top = measure.get('max_macs') if isinstance(measure, dict) else None
+        if not isinstance(measure, dict) or (top is not None and not _positive(top)):
+            raise ValueError("a latency model's measuring conditions are unreadable")
         return cls(
             fingerprint=asdict(fp),
             coef=coef,
-            baseline_s_per_mac=float(d['baseline_s_per_mac']),
+            baseline_s_per_mac=baseline,
             n_designs=int(d.get('n_designs', 0)),
-            evaluation=d.get('evaluation'),
-            measure=dict(d.get('measure') or {}),
+            evaluation=evaluation,
+            measure=dict(measure),
             created=str(d.get('created', '')),
         )
+
+
+def _positive(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0
+
+
+def _scores(d) -> bool:
+    """What an evaluation reports for the model or the baseline: finite numbers for every figure shown."""
+    keys = ('n', 'within', 'spearman', 'median_abs_pct')
+    return isinstance(d, dict) and all(
+        isinstance(d.get(k), (int, float)) and not isinstance(d.get(k), bool) and math.isfinite(d[k]) for k in keys
+    )
 
 
 # ---- save, load, predict ---------------------------------------------------------------------------------
@@ -462,12 +486,8 @@ def save_model(model: LatencyModel, folder: str | Path | None = None) -> Path:
     """Write the model as JSON (atomically) under `folder` (default `latency_dir()`); returns the path."""
     path = model_path(Fingerprint(**model.fingerprint), folder)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f'.{path.name}.tmp-{os.getpid()}')
-    try:
-        tmp.write_text(json.dumps(model.to_dict(), indent=1) + '\n', encoding='utf-8')
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    text = json.dumps(model.to_dict(), indent=1) + '\n'
+    atomic_write(path, lambda tmp: tmp.write_text(text, encoding='utf-8'))
     _LOADED.pop(str(path), None)
     return path
 
@@ -486,8 +506,8 @@ def load_model(fp: Fingerprint, folder: str | Path | None = None) -> LatencyMode
         model = LatencyModel.from_dict(json.loads(path.read_text(encoding='utf-8')))
         if model.fingerprint != asdict(fp):
             model = None
-    except (OSError, ValueError, TypeError, KeyError, AttributeError):
-        model = None
+    except (OSError, ValueError, TypeError, KeyError, AttributeError, OverflowError, RecursionError):
+        model = None  # a damaged or tampered file counts as no calibration (`explorer calibrate` writes a new one)
     _LOADED[str(path)] = (mtime, model)
     return model
 
