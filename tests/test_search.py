@@ -145,6 +145,22 @@ def test_a_latency_space_for_a_gpu_this_machine_lacks_is_a_space_error(monkeypat
         Scorer(parse_space(space))
 
 
+def test_a_study_belongs_to_its_whole_space_not_only_to_its_short_key(tmp_path, monkeypatch):
+    """Review: a study was matched to a space by a 40-bit hash of it, and any top-level 'source' field was accepted
+    (and changed the hash), so a space made to collide could add trials of another base to a shared study."""
+    from explorer.search import space as spacemod
+
+    with pytest.raises(SpaceError, match=r"unknown field\(s\) \['source'\]"):
+        parse_space({**SMALL, 'source': {'anything': 1}})
+    storage = f'sqlite:///{tmp_path}/k.db'
+    run_search(parse_space(SMALL), trials=2, storage=storage, seed=0)
+    other = parse_space({**SMALL, 'base': 'convformer_s18'})
+    key = parse_space(SMALL).key
+    monkeypatch.setattr(spacemod.Space, 'key', property(lambda self: key))  # a collision
+    with pytest.raises(SpaceError, match='was made for another space'):
+        run_search(other, trials=2, storage=storage, seed=0)
+
+
 def test_a_study_lives_in_its_storage_and_belongs_to_one_space(tmp_path):
     url = f'sqlite:///{tmp_path}/studies.db'
     sp = parse_space(SMALL)

@@ -149,7 +149,7 @@ def parse_space(data) -> Space:
         raise SpaceError(f'a space is a JSON object, not {type(data).__name__}')
     _check_shape(data)
     errors: list[str] = []
-    unknown = sorted(set(data) - {*Space.__dataclass_fields__, 'stages'} - {'source'})
+    unknown = sorted(set(data) - ({*Space.__dataclass_fields__, 'stages'} - {'source'}))  # source: ours, not a field
     if unknown:
         errors.append(f'unknown field(s) {unknown}')
     base = data.get('base', 'caformer_s18')

@@ -189,7 +189,7 @@ def open_study(
     if theirs is None:
         study.set_user_attr('space_key', space.key)
         study.set_user_attr('space', space.source)
-    elif theirs != space.key:
+    elif theirs != space.key or study.user_attrs.get('space') != space.source:  # the key is a short hash
         raise SpaceError(
             f'study {study.study_name!r} in this storage was made for another space; name a new study (--study)'
         )
