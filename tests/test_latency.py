@@ -9,6 +9,7 @@ import statistics
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -453,6 +454,25 @@ def test_threads_are_read_without_torch_while_another_thread_imports_it(monkeypa
     monkeypatch.setitem(sys.modules, 'torch', types.ModuleType('torch'))  # as sys.modules holds it mid-import
     monkeypatch.setenv('OMP_NUM_THREADS', '3')
     assert lat.current_threads() == 3
+
+
+@pytest.mark.parametrize('env', [{}, {'OMP_NUM_THREADS': '1'}, {'MKL_NUM_THREADS': '1', 'OMP_NUM_THREADS': '2'}])
+def test_threads_before_torch_is_loaded_are_what_torch_starts_with(env):
+    """Review: before torch was loaded the fingerprint counted CPUs, after it torch's threads (one per physical
+    core): on a hyper-threaded machine the app read the CLI's calibration as 'not calibrated' until torch loaded."""
+    import os
+
+    code = (
+        'import sys; sys.path.insert(0, sys.argv[1]); from explorer.measure import latency as lat; '
+        'before = lat.current_threads(); import torch; print(before, torch.get_num_threads())'
+    )
+    clean = {k: v for k, v in os.environ.items() if k not in ('OMP_NUM_THREADS', 'MKL_NUM_THREADS')}
+    out = subprocess.run(
+        [sys.executable, '-c', code, str(Path(__file__).parents[1])],
+        env={**clean, **env}, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    before, after = out.stdout.split()
+    assert before == after, out.stderr
 
 
 def test_the_composer_says_when_a_design_is_beyond_what_the_calibration_measured(latency_dir):

@@ -132,18 +132,34 @@ def _cpu_name() -> str:
 
 
 def current_threads() -> int:
-    """torch's intra-op thread count, without importing torch when it is not loaded yet: OMP_NUM_THREADS, else
-    the CPUs this process may run on (what torch starts with on such a machine)."""
+    """torch's intra-op thread count, without importing torch when it is not loaded yet (the composer's latency
+    card, before the server has imported torch in the background): torch's own default, `default_threads`."""
     get = getattr(sys.modules.get('torch'), 'get_num_threads', None)  # None while another thread imports torch
     if get is not None:
         return get()
-    env = os.environ.get('OMP_NUM_THREADS', '')
-    if env.isdigit() and int(env) > 0:
-        return int(env)
+    return default_threads()
+
+
+def default_threads() -> int:
+    """The intra-op threads torch starts with: MKL_NUM_THREADS, else OMP_NUM_THREADS, else one per physical
+    core (a hyper-threaded laptop's 8 CPUs are 4 cores: 4 threads). Counting CPUs instead made a calibration
+    saved by `explorer calibrate` (torch loaded: 4) read as "not calibrated" in the app until torch loaded (8)."""
+    for var in ('MKL_NUM_THREADS', 'OMP_NUM_THREADS'):
+        env = os.environ.get(var, '')
+        if env.isdigit() and int(env) > 0:
+            return int(env)
     try:
-        return len(os.sched_getaffinity(0))
+        cpus = sorted(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
         return os.cpu_count() or 1
+    cores = set()
+    for cpu in cpus:
+        topo = Path(f'/sys/devices/system/cpu/cpu{cpu}/topology')
+        try:
+            cores.add(tuple((topo / f).read_text().strip() for f in ('physical_package_id', 'core_id')))
+        except OSError:  # no topology here: count CPUs
+            return len(cpus)
+    return len(cores) or len(cpus)
 
 
 def fingerprint(
