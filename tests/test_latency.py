@@ -46,6 +46,7 @@ def tiny(**kw) -> ArchSpec:
 
 def fake_model(batch_size: int = 1, **coef) -> lat.LatencyModel:
     fp = lat.fingerprint('cpu', 'float32', batch_size)
+    coef = {**dict.fromkeys(lat.feature_names(), 0.0), **coef}  # as a fit gives them: every feature, zeros too
     return lat.LatencyModel(fingerprint=fp.__dict__, coef=coef, baseline_s_per_mac=1e-10, n_designs=3)
 
 
@@ -54,7 +55,7 @@ def fake_model(batch_size: int = 1, **coef) -> lat.LatencyModel:
 def test_features_of_a_tiny_spec_by_hand(batch):
     spec = tiny()
     f = lat.features(spec, batch)
-    assert set(f) == set(lat.FEATURES)
+    assert set(f) == set(lat.feature_names())
     # counts do not scale with the batch
     assert (f['calls'], f['blocks.sepconv'], f['blocks.attention'], f['downsamples']) == (1, 1, 2, 1)
     assert f['norms.layernorm_nobias'] == 2 * 3 + 2  # two per block, after the stem and before the downsampling
@@ -292,6 +293,31 @@ def test_a_tampered_calibration_reads_as_not_calibrated(latency_dir, change):
     path.write_text(json.dumps(d).replace('"DEEP"', '{"model": ' * 100_000 + '{}' + '}' * 100_000))
     assert lat.load_model(lat.fingerprint('cpu', 'float32', 1)) is None
     assert lat.predict_latency(tiny()).calibrated_on is None
+
+
+def test_a_mixer_declared_after_import_has_features_and_one_newer_than_the_calibration_is_named(tmp_path):
+    """Review: the features were fixed at import, so a mixer declared afterwards (the README's declare_mixer
+    example) raised KeyError in `features` (a traceback in the composer's card and the CLI), and a calibration
+    older than a mixer would have counted its blocks as free."""
+    from tests.test_readme import code_blocks, run_python, section
+
+    (block,) = [b for b in code_blocks(section('The spec'), 'python') if 'declare_mixer' in b]
+    check = """
+from explorer import ArchSpec
+spec = ArchSpec.from_dict({'name': 'shifty', 'img_size': 32, 'num_classes': 10,
+                           'stages': [{'mixer': 'shift', 'depth': 1, 'dim': 16}]})
+assert lat.features(spec, 1)['blocks.shift'] == 1
+fp = lat.fingerprint('cpu', 'float32', 1)
+known = [n for n in lat.feature_names() if 'shift' not in n]  # a calibration made before the mixer existed
+lat.save_model(lat.LatencyModel(fingerprint=fp.__dict__, coef=dict.fromkeys(known, 1e-9), baseline_s_per_mac=1e-10))
+try:
+    lat.predict_latency(spec)
+except lat.LatencyError as e:
+    print(e)
+"""
+    r = run_python('from explorer.measure import latency as lat\n' + block + check, tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("mixer 'shift' is newer than the calibration for "), r.stdout
 
 
 def test_predict_is_fast_and_imports_no_torch(latency_dir):

@@ -196,48 +196,55 @@ GRAIN = 32768
 # GEMM kernels work on channels in whole vector registers (AVX-512: 64 bytes, 16 fp32): a layer of 24 channels
 # costs about what one of 32 does. `macs.pad` counts the MACs of that padding (channel-mixing layers only)
 VECTOR_BYTES = 64
-FEATURES: tuple[str, ...] = (
-    'calls',
-    'downsamples',
-    'head.mlp',
-    'head.linear',
-    *(f'blocks.{m}' for m in MIXERS),
-    *(f'norms.{k}' for k in NORM_KINDS),
-    *(f'acts.{k}' for k in ACT_KINDS),
-    'scales',
-    'weights',
-    'macs.conv1x1',
-    'macs.conv1x1_nchw',
-    'elems.conv1x1_nchw',
-    'macs.linear',
-    'macs.token',
-    'macs.depthwise',
-    'macs.depthwise_nchw',
-    'depthwise_fallback',
-    'macs.stem',
-    'macs.conv',
-    'macs.pad',
-    *(f'elems.mixer.{m}' for m in MIXERS),
-    *(f'elems.norm.{k}' for k in NORM_KINDS),
-    'elems.norm_tokens',
-    *(f'elems.act.{k}' for k in ACT_KINDS),
-    'elems.residual',
-    'elems.residual_nchw',
-    'elems.mixed_layout',
-    'elems.scores',
-    'elems.window',
-    'elems.window_nchw',
-    'elems.input',
-    *(f'sweeps.{i}' for i in range(len(SWEEP_BYTES) + 1)),
-    'parallel_calls',
-)
+
+
+def feature_names() -> tuple[str, ...]:
+    """The features, with every mixer registered now (a mixer declared after import has its own)."""
+    return (
+        'calls',
+        'downsamples',
+        'head.mlp',
+        'head.linear',
+        *(f'blocks.{m}' for m in MIXERS),
+        *(f'norms.{k}' for k in NORM_KINDS),
+        *(f'acts.{k}' for k in ACT_KINDS),
+        'scales',
+        'weights',
+        'macs.conv1x1',
+        'macs.conv1x1_nchw',
+        'elems.conv1x1_nchw',
+        'macs.linear',
+        'macs.token',
+        'macs.depthwise',
+        'macs.depthwise_nchw',
+        'depthwise_fallback',
+        'macs.stem',
+        'macs.conv',
+        'macs.pad',
+        *(f'elems.mixer.{m}' for m in MIXERS),
+        *(f'elems.norm.{k}' for k in NORM_KINDS),
+        'elems.norm_tokens',
+        *(f'elems.act.{k}' for k in ACT_KINDS),
+        'elems.residual',
+        'elems.residual_nchw',
+        'elems.mixed_layout',
+        'elems.scores',
+        'elems.window',
+        'elems.window_nchw',
+        'elems.input',
+        *(f'sweeps.{i}' for i in range(len(SWEEP_BYTES) + 1)),
+        'parallel_calls',
+    )
+
+
+FEATURES: tuple[str, ...] = feature_names()  # at import; feature_names() for the current registry
 
 
 class _Features:
     """Accumulates one call's features: `count` for fixed overheads, `work` for work that scales with the batch."""
 
     def __init__(self, batch: int, elem_bytes: int):
-        self.f = dict.fromkeys(FEATURES, 0.0)
+        self.f = dict.fromkeys(feature_names(), 0.0)
         self.batch, self.elem_bytes = batch, elem_bytes
 
     def count(self, key: str, n: float = 1) -> None:
@@ -588,6 +595,12 @@ def predict_latency(
     model = load_model(fp, folder)
     if model is None:
         return Prediction(None, None, batch_size, fp.dtype, fp.device)
+    newer = sorted({st.mixer for st in spec.stages if f'blocks.{st.mixer}' not in model.coef})
+    if newer:  # its blocks would count as free
+        raise LatencyError(
+            f'mixer {", ".join(map(repr, newer))} is newer than the calibration for {fp.label()}: calibrate again '
+            '(explorer calibrate) to predict designs that use it'
+        )
     comps = model.components(spec)
     top = model.measure.get('max_macs')
     return Prediction(sum(comps.values()), fp.label(), batch_size, fp.dtype, fp.device, comps, model.evaluation, top)
@@ -854,7 +867,8 @@ def fit_latency_model(specs: Sequence[ArchSpec], seconds: Sequence[float], fp: F
     if len(specs) != len(seconds) or not specs:
         raise LatencyError(f'{len(specs)} designs and {len(seconds)} latencies: need the same number, at least 1')
     y = np.asarray(seconds, dtype=float)
-    x = np.array([[features(s, fp.batch_size)[k] for k in FEATURES] for s in specs])
+    names = feature_names()
+    x = np.array([[features(s, fp.batch_size)[k] for k in names] for s in specs])
     scale = x.max(axis=0)
     scale[scale == 0] = 1.0
     w = 1.0 / y  # relative error: row i divided by its own latency
@@ -864,7 +878,7 @@ def fit_latency_model(specs: Sequence[ArchSpec], seconds: Sequence[float], fp: F
     k = float(r.sum() / (r * r).sum())
     return LatencyModel(
         fingerprint=asdict(fp),
-        coef={name: float(c) for name, c in zip(FEATURES, coef)},
+        coef={name: float(c) for name, c in zip(names, coef)},
         baseline_s_per_mac=k,
         n_designs=len(specs),
         created=time.strftime('%Y-%m-%d %H:%M:%S'),
