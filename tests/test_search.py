@@ -99,6 +99,9 @@ def test_a_design_is_the_base_with_the_choices_and_counts_as_analytic_says():
         ({'choices': {'depth': [1]}}, "choices: 'depth' cannot vary"),
         ({'base': 'no_such_model'}, "base: 'no_such_model' is not a preset"),
         ({'colour': 'red'}, "unknown field(s) ['colour']"),
+        # review: a space no design could satisfy, and a repeat that doubled the space's size, were accepted
+        ({'constraints': {'gmacs': {'min': 3, 'max': 1}}}, 'constraints.gmacs: min 3 is above max 1'),
+        ({'choices': {'img_size': [224, 224.0]}}, 'choices.img_size: values repeat'),
     ],
 )
 def test_a_bad_space_names_the_field(change, message):

@@ -256,7 +256,7 @@ def _list(v, where: str, errors: list, check) -> list:
     bad = [x for x in v if not check(x)]
     if bad:
         errors.append(f'{where}: {json.dumps(bad)[:80]} not allowed')
-    if len(set(map(json.dumps, v))) != len(v):
+    if len({float(x) if _number(x) else json.dumps(x) for x in v}) != len(v):  # 4 and 4.0 are one value
         errors.append(f'{where}: values repeat')
     return list(v)
 
@@ -336,7 +336,11 @@ def _constraints(raw, errors: list) -> dict[str, dict]:
         if bad:
             errors.append(f'constraints.{k}: {bad} must be finite numbers')
             continue
-        out[k] = {b: v for b, v in bounds.items() if v is not None}
+        kept = {b: v for b, v in bounds.items() if v is not None}
+        if 'min' in kept and 'max' in kept and kept['min'] > kept['max']:
+            errors.append(f'constraints.{k}: min {kept["min"]:g} is above max {kept["max"]:g}: no design could hold')
+            continue
+        out[k] = kept
     return out
 
 
