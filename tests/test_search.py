@@ -656,6 +656,19 @@ def test_an_in_memory_storage_works_and_a_bad_one_is_named(tmp_path):
     assert 'postgresql://me:***@localhost:1/db' in err
 
 
+def test_storage_urls_are_read_as_sqlalchemy_reads_them(tmp_path):
+    """Review: a password holding '/' was printed in the clear, two workers on 'sqlite://' (also in memory: each
+    process its own) left the study with half the trials and no error, and a ?query made the file's size 0."""
+    from explorer.search.study import _shown, storage_bytes
+
+    assert _shown('postgresql://bob:s3cr/et@db/optuna') == 'postgresql://bob:***@db/optuna'
+    with pytest.raises(SpaceError, match='workers > 1 need a storage every process can open'):
+        run_search(parse_space(SMALL), trials=2, storage='sqlite://', workers=2)
+    url = f'sqlite:///{tmp_path}/q.db'
+    run_search(parse_space(SMALL), trials=2, storage=url, seed=0)
+    assert storage_bytes(url + '?timeout=30') == storage_bytes(url) > 0
+
+
 def test_a_trial_whose_training_diverges_is_pruned_and_the_search_goes_on(tmp_path, monkeypatch):
     from explorer.search.accuracy import Trainer
     from explorer.train.loop import Diverged

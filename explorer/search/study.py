@@ -62,7 +62,27 @@ def _new_storage(url: str):
 
 def _shown(url: str) -> str:
     """`url` with the password of a database URL replaced by ***."""
-    return re.sub(r'(://[^:/@]*:)[^@/]*@', r'\1***@', url)
+    try:
+        from sqlalchemy.engine import make_url
+
+        if '://' in url:
+            return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # noqa: BLE001 - not a URL SQLAlchemy reads: hide what looks like a password
+        pass
+    return re.sub(r'(://[^:/@]*:).*@', r'\1***@', url)
+
+
+def sqlite_database(url: str) -> str | None:
+    """The database of a SQLite URL ('' or ':memory:' for one in memory; the file's path without any ?query),
+    None for other storages."""
+    if not url.startswith('sqlite:'):
+        return None
+    try:
+        from sqlalchemy.engine import make_url
+
+        return make_url(url).database or ''
+    except Exception:  # noqa: BLE001 - opening it names what is wrong
+        return None
 
 
 def _open_storage(url: str):
@@ -139,8 +159,11 @@ def storage_bytes(storage: str | None = None) -> int | None:
     """The bytes a SQLite or journal storage takes on disk (its write-ahead log included); None for a database
     server, whose size is its administrator's business."""
     url = storage or default_storage()
-    if url.startswith('sqlite:///'):
-        path = Path(url.removeprefix('sqlite:///'))
+    db = sqlite_database(url)
+    if db in ('', ':memory:'):
+        return 0
+    if db is not None:
+        path = Path(db)
         files = [path, path.with_name(path.name + '-wal')]
     elif url.startswith('journal:'):
         files = [Path(url.removeprefix('journal:'))]
@@ -360,7 +383,7 @@ def run_search(
         raise SpaceError(f'trials {trials!r} must be an integer from 1 to {MAX_TRIALS:,}')
     if not isinstance(workers, int) or isinstance(workers, bool) or not 1 <= workers <= 64:
         raise SpaceError(f'workers {workers!r} must be an integer from 1 to 64')
-    if workers > 1 and storage is not None and storage.startswith('sqlite:///:memory:'):
+    if workers > 1 and storage is not None and sqlite_database(storage) in ('', ':memory:'):
         raise SpaceError('workers > 1 need a storage every process can open (a file or a database)')
     scorer = Scorer(space)
     trainer = trainer or _trainer(space)
