@@ -178,6 +178,22 @@ def test_fit_recovers_a_known_linear_model():
     assert max(ratios) == pytest.approx(min(ratios))
 
 
+def test_a_calibration_records_its_time_in_utc_as_the_page_says(monkeypatch):
+    """Review: the page shows a calibration's time as UTC, but it was written in the server's local time."""
+    import calendar
+
+    monkeypatch.setenv('TZ', 'Asia/Tokyo')  # UTC+9, no daylight saving
+    time.tzset()
+    try:
+        specs = lat.random_designs(8, seed=1, max_macs=5e6)
+        model = lat.fit_latency_model(specs, [1e-3 * (i + 1) for i in range(8)], lat.fingerprint('cpu', 'float32', 1))
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+    written = calendar.timegm(time.strptime(model.created, '%Y-%m-%d %H:%M:%S'))
+    assert abs(written - time.time()) < 600
+
+
 def test_a_design_latency_is_its_fastest_quiet_turn():
     turns = [(1.0, 0.5), (1.3, 0.01), (1.2, 0.0), (1.25, 0.04)]  # (seconds, share of the turn others waited)
     assert lat.estimate(turns) == 1.2  # the 1.0 s turn ran while others wanted the CPU: not trusted

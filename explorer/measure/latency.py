@@ -881,7 +881,7 @@ def fit_latency_model(specs: Sequence[ArchSpec], seconds: Sequence[float], fp: F
         coef={name: float(c) for name, c in zip(names, coef)},
         baseline_s_per_mac=k,
         n_designs=len(specs),
-        created=time.strftime('%Y-%m-%d %H:%M:%S'),
+        created=time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime()),  # UTC, as the page and the CLI say
     )
 
 
