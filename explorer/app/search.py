@@ -638,7 +638,10 @@ def add_search_tab(ctx) -> None:
             st = open_study(space, create=False)
             if st is None:
                 raise KeyError(number)
-            trial = st.trials[int(number)]
+            n = int(number)
+            if n < 0:  # -1 opened the last trial
+                raise IndexError(n)
+            trial = st.get_trials(deepcopy=False)[n]  # st.trials deep-copied the whole study on every click
             spec = design(space, trial.params, name=f'{space.name}_t{trial.number}').to_dict()
         except (ValueError, IndexError, KeyError, SpaceError):
             raise user_error(f'trial {str(number)[:20]} is not in this study', title='Cannot open') from None
