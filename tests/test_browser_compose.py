@@ -277,6 +277,12 @@ def test_a_link_dims_the_composer_until_its_design_is_shown(app_url, page):
     # while restoring (the class set by hand, as the load event sets it) the form takes no clicks
     page.evaluate("() => document.body.classList.add('mfx-restoring')")
     assert page.evaluate("() => getComputedStyle(document.getElementById('mfx-compose')).pointerEvents") == 'none'
+    # and no other tab takes input either: the Train tab's Adapt, clicked before the link's design was in place,
+    # stored its spec, which the restore then replaced (Train then refused the 224 px design; a browser test on a
+    # loaded CPU did just that)
+    page.get_by_role('tab', name='Train').first.click()
+    adapt = page.get_by_role('button', name='Adapt to Fashion-MNIST')
+    assert adapt.evaluate('(b) => getComputedStyle(b).pointerEvents') == 'none'
 
 
 def test_add_stage_is_off_at_six_stages_and_remove_is_off_at_one(app_url, page):

@@ -36,6 +36,7 @@ CSS = """
 .mfx-note {font-size: 12px; color: var(--body-text-color-subdued); margin-top: 6px}
 #mfx-verified {color: var(--body-text-color)}
 body.mfx-restoring #mfx-compose {opacity: .5; pointer-events: none; transition: opacity .15s}
+body.mfx-restoring .tabitem:not(:has(#mfx-compose)) {opacity: .5; pointer-events: none; transition: opacity .15s}
 .mfx-error {border: 1px solid #fca5a5; background: #fef2f2; color: #991b1b; border-radius: 8px;
             padding: 6px 12px !important; font-size: 13px}
 .mfx-error p, .mfx-error li {color: #991b1b !important}
