@@ -19,7 +19,7 @@ from explorer.measure import latency as lat
 from explorer.measure.analytic import analytic_cost
 from tests.conftest import run_cli
 
-MAC_FEATURES = tuple(k for k in lat.FEATURES if k.startswith('macs.'))
+MAC_FEATURES = tuple(k for k in lat.feature_names() if k.startswith('macs.'))
 
 
 @pytest.fixture(autouse=True)
@@ -477,7 +477,7 @@ def test_every_norm_a_spec_may_name_has_features_and_a_prediction(latency_dir):
     for norm in NORMS:
         for down in (norm, None):
             f = lat.features(tiny(norm=norm, downsample_norm=down), 2)
-            assert all(k in lat.FEATURES for k in f), norm
+            assert all(k in lat.feature_names() for k in f), norm
     assert lat.features(tiny(norm='layernorm_channel', downsample_norm='layernorm_channel')) == lat.features(
         tiny(norm='layernorm', downsample_norm='layernorm')
     )

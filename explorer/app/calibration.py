@@ -98,7 +98,7 @@ def run_calibration(progress=None) -> str:
 
     if not TRAINING_SLOT.acquire(blocking=False, holder='a latency calibration (the Measure tab)'):
         raise user_error(  # a training would be timed as much as the designs
-            f'{TRAINING_SLOT.busy().split(" (one at a time")[0]}: it would be timed as much as the designs; '
+            f'{TRAINING_SLOT.holder_name()} is running on this server: it would be timed as much as the designs; '
             'calibrate when it has finished',
             title='Busy',
         )

@@ -414,7 +414,8 @@ def _is_int(v) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 
 
-def _is_number(v) -> bool:
+def is_finite_number(v) -> bool:
+    """An int or a finite float (not a bool)."""
     return isinstance(v, (int, float)) and not isinstance(v, bool) and (isinstance(v, int) or math.isfinite(v))
 
 
@@ -469,7 +470,7 @@ def _check_int(err, path, v, rng):
 
 
 def _check_number(err, path, v, rng):
-    if not _is_number(v):
+    if not is_finite_number(v):
         err(path, f'{show(v)} must be a number in [{rng[0]}, {rng[1]}]')
     elif not rng[0] <= v <= rng[1]:
         err(path, f'{show(v)} is out of range; allowed [{rng[0]}, {rng[1]}]')
@@ -492,7 +493,7 @@ def _check_meta_values(err, meta: dict) -> None:
             err(f'meta.{k}', f'{show(v)} must be text of at most {MAX_META_TEXT:,} characters')
     for k, (low, high) in META_NUMBER_RANGES.items():
         v = meta.get(k)
-        if v is not None and not (_is_number(v) and low <= v <= high and (k != 'resolution' or _is_int(v))):
+        if v is not None and not (is_finite_number(v) and low <= v <= high and (k != 'resolution' or _is_int(v))):
             kind = 'an integer' if k == 'resolution' else 'a number'
             err(f'meta.{k}', f'{show(v)} must be {kind} in [{low:g}, {high:g}]')
 
@@ -515,11 +516,13 @@ def _check_data_cfg(err, cfg):
         else:  # mean in [0, 1], std in (0, 1]: timm's convention of pixel values scaled to [0, 1]
             low_ok = (lambda a: a >= 0) if k == 'mean' else (lambda a: a > 0)
             if not (
-                isinstance(v, list) and 1 <= len(v) <= 16 and all(_is_number(a) and low_ok(a) and a <= 1 for a in v)
+                isinstance(v, list)
+                and 1 <= len(v) <= 16
+                and all(is_finite_number(a) and low_ok(a) and a <= 1 for a in v)
             ):
                 err(p, f'{show(v)} must be a list of 1 to 16 numbers in {"[0, 1]" if k == "mean" else "(0, 1]"}')
 
 
 def _check_scale(err, path, v):
-    if v is not None and not (_is_number(v) and 0 < v <= 10):
+    if v is not None and not (is_finite_number(v) and 0 < v <= 10):
         err(path, f'{show(v)} must be null or a number in (0, 10]')

@@ -44,7 +44,7 @@ from pathlib import Path
 
 from explorer.core.files import atomic_write
 from explorer.core.registry import MIXERS
-from explorer.core.spec import ArchSpec, SpecError
+from explorer.core.spec import ArchSpec, SpecError, is_finite_number
 from explorer.measure.analytic import MIXER_COSTS, analytic_cost
 
 FORMAT = 'metaformer-explorer/latency-v1'
@@ -235,9 +235,6 @@ def feature_names() -> tuple[str, ...]:
         *(f'sweeps.{i}' for i in range(len(SWEEP_BYTES) + 1)),
         'parallel_calls',
     )
-
-
-FEATURES: tuple[str, ...] = feature_names()  # at import; feature_names() for the current registry
 
 
 class _Features:
@@ -472,7 +469,7 @@ class LatencyModel:
         ):
             raise ValueError("a latency model's evaluation is not the scores of its model and its baseline")
         top = measure.get('max_macs') if isinstance(measure, dict) else None
-        if not isinstance(measure, dict) or (top is not None and not _positive(top)):
+        if not isinstance(measure, dict) or (top is not None and not (is_finite_number(top) and top > 0)):
             raise ValueError("a latency model's measuring conditions are unreadable")
         return cls(
             fingerprint=asdict(fp),
@@ -485,16 +482,10 @@ class LatencyModel:
         )
 
 
-def _positive(v) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0
-
-
 def _scores(d) -> bool:
     """What an evaluation reports for the model or the baseline: finite numbers for every figure shown."""
     keys = ('n', 'within', 'spearman', 'median_abs_pct')
-    return isinstance(d, dict) and all(
-        isinstance(d.get(k), (int, float)) and not isinstance(d.get(k), bool) and math.isfinite(d[k]) for k in keys
-    )
+    return isinstance(d, dict) and all(is_finite_number(d.get(k)) for k in keys)
 
 
 # ---- save, load, predict ---------------------------------------------------------------------------------

@@ -43,10 +43,15 @@ class Slot:
     def locked(self) -> bool:
         return self._lock.locked()
 
+    def holder_name(self) -> str:
+        return self.holder or 'another training'  # read once: it may be released meanwhile
+
     def busy(self) -> str:
         """Why a job is refused now."""
-        holder = self.holder or 'another training'  # read once: it may be released meanwhile
-        return f'{holder} is running on this server (one at a time: they share the CPU); try again when it has finished'
+        return (
+            f'{self.holder_name()} is running on this server (one at a time: they share the CPU); try again when it '
+            'has finished'
+        )
 
 
 _SLOT = Slot()  # held by the training's worker until it has finished
