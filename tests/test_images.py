@@ -117,3 +117,26 @@ def test_example_images_are_shipped_with_licences():
         assert f'`{p.name}`' in licences, f'{p.name} has no licence entry'
         img = load_image(p)
         assert img.mode == 'RGB' and min(img.size) >= 224
+
+
+def test_the_predict_tab_hands_uploads_to_load_image_unconverted(tmp_path):
+    """gradio's gr.Image converts every upload that is not in its `image_mode` (default 'RGB') with PIL's plain
+    convert('RGB') and saves a new file before a handler runs: transparent pixels showed the colour under them and
+    a 16-bit scan came out near-white, so load_image's own corrections never ran (and a small PNG of 49 M pixels was
+    decoded and re-encoded before its size was checked). The tab's image must reach load_image as uploaded."""
+    from gradio.data_classes import ImageData
+
+    from explorer.app.main import build_demo
+
+    demo = build_demo()
+    (comp,) = [b for b in demo.blocks.values() if getattr(b, 'elem_id', None) == 'mfx-predict-image']
+    cases = {
+        'transparent.png': Image.new('RGBA', (32, 32), (255, 0, 0, 0)),
+        'scan16.png': Image.fromarray(np.linspace(0, 65535, 32 * 32).reshape(32, 32).astype(np.uint16)),
+    }
+    for name, im in cases.items():
+        path = tmp_path / name
+        im.save(path)
+        handed = comp.preprocess(ImageData(path=str(path), orig_name=name))
+        assert np.array_equal(np.asarray(load_image(handed)), np.asarray(load_image(path))), name
+    assert np.asarray(load_image(comp.preprocess(ImageData(path=str(tmp_path / 'transparent.png'))))).min() == 255

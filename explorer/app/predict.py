@@ -591,6 +591,7 @@ def add_predict_tab(ctx=None) -> dict:
             with gr.Column(scale=2):
                 image = gr.Image(
                     type='filepath',
+                    image_mode=None,  # the file as uploaded: load_image decodes, checks sizes and converts
                     label='image (click it to pick the token-mixing query)',
                     value=examples[0] if examples else None,
                     height=260,
