@@ -417,3 +417,36 @@ def test_mixer_without_cost_formula_is_a_clear_spec_error(monkeypatch):
     assert 'pooling' in MIXERS
     with pytest.raises(SpecError, match=r"stages\[0\]\.mixer: 'pooling' has no analytic cost formula"):
         C.analytic_cost(spec)
+
+
+def test_a_position_embedding_is_fixed_to_its_grid_like_a_fixed_token_mixer():
+    """The hybrid preset's learned position embedding grows with the grid: the scaling curve said nothing about
+    its params changing, and counting the built model at another size was a broadcasting RuntimeError."""
+    from explorer.core.mixers import TokenCountError
+
+    spec = load_spec('poolformer_hybrid_ppaa_s12')
+    at224, at256 = C.scaling_curve(spec, [224, 256])
+    assert at224['note'] == '' and at256['params'] > at224['params']
+    assert 'a position embedding fixed to the token grid' in at256['note'] and 'params change' in at256['note']
+    with pytest.raises(SpecError, match='a position embedding fixed to the token grid of img_size 224'):
+        F.fvcore_cost(spec, 256, model=F.build_for_counting(spec))
+    tiny = ArchSpec.from_dict(
+        {
+            'name': 'tiny',
+            'img_size': 32,
+            'num_classes': 10,
+            'stages': [
+                {'mixer': 'pooling', 'depth': 1, 'dim': 16},
+                {'mixer': 'attention', 'depth': 1, 'dim': 32, 'pos_embed': True},
+            ],
+        }
+    )
+    with pytest.raises(TokenCountError, match='position embedding was built for a 4x4 token grid but got 8x8'):
+        build_model(tiny)(torch.zeros(1, 3, 64, 64))
+
+
+def test_profile_sets_published_frozen_params_beside_the_count():
+    """RandFormer's count includes its frozen token matrices; the published line dropped the paper's '+ 0.2M'
+    frozen, so 11.9M read as a disagreement with 12.13M."""
+    rc, out, _ = run_cli('profile', 'randformer_s12')
+    assert rc == 0 and '(235,298 frozen)' in out and 'published at 224: 11.9M params + 0.2M frozen' in out

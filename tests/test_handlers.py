@@ -445,3 +445,24 @@ def test_an_endpoints_bad_value_is_titled_as_a_bad_request_not_a_bare_error():
     with pytest.raises(Exception) as e:
         endpoint(api_scaling)(catalog.get_preset('poolformer_s12'), [10**9])
     assert e.value.title == 'Invalid request' and 'sizes[0]' in str(e.value)
+
+
+def test_the_same_network_written_differently_keeps_its_presets_figures():
+    """1 vs 1.0, a scale once vs per stage, and a training-only drop rate made a spec a different network from its
+    preset (a review found each): its published top-1, params and GMACs were dropped from the page and share links."""
+    conv, pool = catalog.get_preset('convformer_s18'), catalog.get_preset('poolformer_s12')
+    variants = [
+        ('convformer_s18', {**conv, 'res_scale_init': [None, None, 1, 1]}),
+        ('convformer_s18', {**conv, 'stages': [{**s, 'mixer_args': {'expansion_ratio': 2.0}} for s in conv['stages']]}),  # noqa: E501
+        ('poolformer_s12', {**pool, 'layer_scale_init': [1e-5] * 4}),
+        ('poolformer_s12', {**pool, 'res_scale_init': [None] * 4}),
+        ('poolformer_s12', {**pool, 'drop_path_rate': 0.1}),
+    ]
+    for name, d in variants:
+        assert catalog.matching_preset(d) == name, d
+        published = catalog.get_preset(name)['meta']
+        assert catalog.with_published_meta(ArchSpec.from_dict({**d, 'meta': {}})).meta == published
+    # a real change still loses them
+    assert catalog.matching_preset({**pool, 'layer_scale_init': [1e-5, 1e-5, 1e-5, 1e-6]}) is None
+    wider = [{**s, 'mixer_args': {'expansion_ratio': 3}} for s in conv['stages']]
+    assert catalog.matching_preset({**conv, 'stages': wider}) is None

@@ -244,3 +244,14 @@ def test_an_out_of_range_number_is_shown_clipped():
     with pytest.raises(SpecError) as e:
         ArchSpec.from_dict(spec)
     assert len(str(e.value)) < 200 and '(4,001 characters) is out of range; allowed [' in str(e.value)
+
+
+def test_the_stride_message_suggests_only_sizes_that_are_allowed():
+    """It suggested 'try 2048' for a total stride of 2048, which the next check refuses (img_size at most 1536)."""
+    big = {**tiny_spec(), 'img_size': 224, 'stem': {'kernel_size': 32, 'stride': 32, 'padding': 0}}
+    big['downsample'] = {'kernel_size': 8, 'stride': 8, 'padding': 0}
+    with pytest.raises(SpecError) as e:
+        ArchSpec.from_dict(big)
+    assert 'no allowed img_size (at most 1536) is: lower the strides' in str(e.value) and 'try' not in str(e.value)
+    with pytest.raises(SpecError, match='total stride 16 .*; try 96'):
+        ArchSpec.from_dict({**tiny_spec(), 'img_size': 100})

@@ -166,7 +166,9 @@ def _print_profile(spec, report, mem, d) -> None:
     if 'gmacs' in pub or 'params_m' in pub:
         at = f' at {pub["resolution"]}' if 'resolution' in pub else ''
         print(
-            f'published{at}: {pub.get("params_m", "-")}M params, {pub.get("gmacs", "-")} GMACs '
+            f'published{at}: {pub.get("params_m", "-")}M params'
+            + (f' + {pub["frozen_params_m"]}M frozen' if pub.get('frozen_params_m') else '')
+            + f', {pub.get("gmacs", "-")} GMACs '
             f'({pub.get("source", "")})'
         )
     fmt = '{:<5} {:<12} {:>5} {:>5} {:>14} {:>12} {:>15} {:>6} {:>15} {:>15} {:>10}'

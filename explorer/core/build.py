@@ -39,7 +39,7 @@ from timm.models.metaformer import (
 )
 from torch.utils._python_dispatch import TorchDispatchMode  # torch's only home of dispatch modes
 
-from explorer.core.mixers import mixer_class
+from explorer.core.mixers import TokenCountError, mixer_class
 from explorer.core.spec import ArchSpec
 
 
@@ -163,6 +163,12 @@ class PositionEmbedding(nn.Module):
         self.pos_embed = nn.Parameter(torch.zeros(1, dim, *grid))
 
     def forward(self, x):
+        if x.shape[-2:] != self.pos_embed.shape[-2:]:
+            h, w = self.pos_embed.shape[-2:]
+            raise TokenCountError(
+                f'the position embedding was built for a {h}x{w} token grid but got {x.shape[-2]}x{x.shape[-1]}; '
+                'rebuild the model with the img_size you want to run at'
+            )
         return x + self.pos_embed
 
 

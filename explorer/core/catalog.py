@@ -131,13 +131,26 @@ def validate(spec: dict | str) -> list[list[str]]:
 
 
 def _arch_key(spec: ArchSpec) -> str:
-    """What defines the network (not its name or metadata), with mixer arguments made explicit."""
+    """What defines the network a spec builds for inference (not its name, metadata or training-only drop rates),
+    with mixer arguments made explicit, the scales given per stage and every number as a float: 1 and 1.0, or a
+    scale written once and the same scale per stage, are the same network (they lost a preset's figures)."""
     d = spec.to_dict()
-    d.pop('name'), d.pop('meta')
+    for k in ('name', 'meta', 'drop_path_rate', 'drop_rate'):
+        d.pop(k, None)
+    d['layer_scale_init'] = spec.per_stage(spec.layer_scale_init)
+    d['res_scale_init'] = spec.per_stage(spec.res_scale_init)
     for i, st in enumerate(d['stages']):
         st['mixer_args'] = {k: v for k, v in spec.mixer_kwargs(i).items() if k != 'grid_size'}
-        st['mlp_ratio'] = float(st['mlp_ratio'])
-    return json.dumps(d, sort_keys=True)
+    return json.dumps(_floats(d), sort_keys=True)
+
+
+def _floats(v):
+    """Every int in a JSON-like value as a float (booleans stay booleans)."""
+    if isinstance(v, dict):
+        return {k: _floats(x) for k, x in v.items()}
+    if isinstance(v, list | tuple):
+        return [_floats(x) for x in v]
+    return float(v) if isinstance(v, int) and not isinstance(v, bool) else v
 
 
 @functools.lru_cache(maxsize=1)

@@ -303,7 +303,11 @@ class ArchSpec:
                 'img_size',
                 f'{self.img_size} is not divisible by the total stride {stride} '
                 f'(stem {self.stem.stride} x downsample {self.downsample.stride} per downsampling stage); '
-                f'try {max(stride, self.img_size // stride * stride)}',
+                + (
+                    f'try {max(stride, self.img_size // stride * stride)}'
+                    if stride <= IMG_SIZE_RANGE[1]
+                    else f'no allowed img_size (at most {IMG_SIZE_RANGE[1]}) is: lower the strides'
+                ),
             )
         else:
             grids = self.grid_sizes()

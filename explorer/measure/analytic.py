@@ -272,7 +272,7 @@ def _breakdown(spec: ArchSpec) -> tuple[Cost, list[dict], Cost]:
         (
             f'stages[{i}].mixer',
             f'{st.mixer!r} has no analytic cost formula; register one with '
-            f'@mixer_cost({st.mixer!r}) in explorer/counting.py',
+            f'@mixer_cost({st.mixer!r}) in explorer/measure/analytic.py',
         )
         for i, st in enumerate(spec.stages)
         if st.mixer not in MIXER_COSTS
@@ -421,15 +421,23 @@ def activation_memory(spec: ArchSpec, batch_size: int = 1, dtype: str = 'fp32', 
     return out
 
 
+def fixed_size_parts(spec: ArchSpec) -> list[str]:
+    """The parts of a spec whose weights are shaped by its token grid, so that a model built for one image size
+    cannot run at another: fixed-token mixers (RandFormer, MLP-Mixer, ResMLP) and learned position embeddings."""
+    parts = sorted({st.mixer for st in spec.stages if MIXERS[st.mixer].fixed_tokens})
+    return parts + ['a position embedding'] * any(st.pos_embed for st in spec.stages)
+
+
 def scaling_curve(spec: ArchSpec, sizes: list[int]) -> list[dict]:
     """Params, MACs and activation bytes (batch 1, fp32) against input resolution.
 
     Each entry: img_size, params, macs, act_bytes, valid, note. Sizes the spec cannot take (not divisible by
     the total stride, no tokens left, a fixed-token mixer above its token limit) have valid False, the
-    numbers None and the reason in `note`. Specs with fixed-token mixers (RandFormer, MLP-Mixer, ResMLP) are
-    costed as rebuilt for each size: their token matrices, hence params, grow with it (said in `note`).
+    numbers None and the reason in `note`. Specs with fixed-token mixers (RandFormer, MLP-Mixer, ResMLP) or
+    position embeddings are costed as rebuilt for each size: their token matrices or embeddings, hence params,
+    grow with it (said in `note`).
     """
-    fixed = [st.mixer for st in spec.stages if MIXERS[st.mixer].fixed_tokens]
+    fixed = fixed_size_parts(spec)
     out = []
     for n in sizes:
         entry = {'img_size': n, 'params': None, 'macs': None, 'act_bytes': None, 'valid': False, 'note': ''}
@@ -439,8 +447,7 @@ def scaling_curve(spec: ArchSpec, sizes: list[int]) -> list[dict]:
             entry.update(params=r.params, macs=r.macs, act_bytes=r.act_elements * DTYPE_BYTES['fp32'], valid=True)
             if fixed and n != spec.img_size:
                 entry['note'] = (
-                    f'{", ".join(sorted(set(fixed)))} mixes a fixed token count: '
-                    f'costed as rebuilt for {n}x{n} (params change)'
+                    f'{" and ".join(fixed)} fixed to the token grid: costed as rebuilt for {n}x{n} (params change)'
                 )
         except SpecError as e:
             entry['note'] = '; '.join(msg for _, msg in e.errors)

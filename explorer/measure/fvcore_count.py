@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import math
 
-from explorer.core.registry import MIXERS
 from explorer.core.spec import ArchSpec, SpecError
 from explorer.measure.analytic import (
     BATCHNORM_EVAL_MACS,
@@ -23,6 +22,7 @@ from explorer.measure.analytic import (
     POOL_MACS_PER_OUTPUT,
     CostReport,
     StageCost,
+    fixed_size_parts,
     spec_at,
 )
 
@@ -221,17 +221,14 @@ def fvcore_cost(spec: ArchSpec, img_size: int | None = None, model=None) -> Cost
         model = build_for_counting(spec)
     else:
         built = getattr(model, 'spec', None)
-        if (
-            built is not None
-            and built.img_size != spec.img_size
-            and any(MIXERS[st.mixer].fixed_tokens for st in spec.stages)
-        ):
+        fixed = fixed_size_parts(spec)
+        if built is not None and built.img_size != spec.img_size and fixed:
             raise SpecError(
                 [
                     (
                         'img_size',
-                        f'this model mixes a fixed token count for img_size {built.img_size}; '
-                        f'build it for {spec.img_size} to count it there',
+                        f'this model has {" and ".join(fixed)} fixed to the token grid of img_size '
+                        f'{built.img_size}; build it for {spec.img_size} to count it there',
                     )
                 ]
             )
