@@ -420,3 +420,103 @@ def test_the_trust_text_says_when_a_map_is_worse_than_random_orders(deletion, in
         at = text.index(w, at)
     if 'worse' in words[0]:
         assert text.count('worse than random orders') == 2 and 'no better than chance' not in text
+
+
+class _TopRows(torch.nn.Module):
+    """Two classes; the first one's logit is 8 x the mean of the image's top quarter of rows."""
+
+    num_classes = 2
+
+    def forward(self, x):
+        top = 8 * x[:, :, : x.shape[-2] // 4].mean((1, 2, 3))
+        return torch.stack([top, torch.zeros_like(top)], 1)
+
+
+def test_a_map_that_ranks_no_pixels_does_not_beat_chance():
+    """Tied pixels were deleted in raster order: on a model that looks at the top rows, a map of zeros (as GradCAM's
+    are, mostly) deleted exactly those first and 'beat chance'. Ties now come in a seeded random order."""
+    from explorer.explain.attribute import removal_ranks
+    from explorer.explain.faithfulness import faithfulness
+
+    x = torch.ones(1, 3, 16, 16)
+    zeros = np.zeros((16, 16), np.float32)
+    f = faithfulness(_TopRows(), x, zeros, 0, n_random=8, seed=3)
+    assert not f.beats_random_deletion and not f.beats_random_insertion, f.text()
+    assert f.tied == 1.0 and 'ranks none' in f.text()
+    assert faithfulness(_TopRows(), x, zeros, 0, n_random=8, seed=3).deletion.auc == f.deletion.auc  # same answer
+    # a map that does rank the top rows first still beats chance
+    oracle = np.zeros((16, 16), np.float32)
+    oracle[:4] = 1
+    good = faithfulness(_TopRows(), x, oracle, 0, n_random=8, seed=3)
+    assert good.beats_random_deletion and good.beats_random_insertion
+    assert '75% of its pixels share one value' in good.text()
+    # ties are shuffled (not raster order) and reproducible from the seed; distinct values keep their order
+    r = removal_ranks(zeros, seed=1)
+    assert not torch.equal(r.flatten(), torch.arange(256)) and torch.equal(r, removal_ranks(zeros, seed=1))
+    assert sorted(r.flatten().tolist()) == list(range(256))
+    ramp = np.arange(256, dtype=np.float32).reshape(16, 16)
+    assert torch.equal(removal_ranks(ramp, seed=5).flatten(), torch.arange(255, -1, -1))
+    nan = ramp.copy()
+    nan[0, 0] = np.nan
+    assert removal_ranks(nan)[0, 0] == 255
+    assert faithfulness(_TopRows(), x, nan, 0, n_random=2).non_finite == 1
+
+
+@pytest.mark.parametrize('method', ['saliency', 'gradshap', 'ig', 'gradcam'])
+def test_the_same_request_gives_the_same_map_while_another_thread_draws_random_numbers(model, x, method):
+    """SmoothGrad and GradientShap drew from torch's and numpy's process-wide generators; a training thread in the
+    same server seeds and draws from them too, which changed a SmoothGrad map by up to 60% of its maximum (and a
+    fork_rng around the attribution rewound the training's draws when it ended)."""
+    import threading
+
+    kw = dict(smoothgrad=True, nt_samples=4, n_samples=4, n_steps=4, internal_batch_size=2, seed=5)
+    alone = attribute(model, x, 1, method, **kw)
+    stop, draws = threading.Event(), [0]
+
+    def trainer():  # what a training thread does between steps
+        while not stop.is_set():
+            torch.manual_seed(draws[0])
+            torch.rand(64)
+            np.random.seed(draws[0])
+            np.random.rand(64)
+            draws[0] += 1
+
+    t = threading.Thread(target=trainer)
+    t.start()
+    try:
+        beside = [attribute(model, x, 1, method, **kw) for _ in range(2)]
+    finally:
+        stop.set()
+        t.join()
+    assert draws[0] > 10
+    for b in beside:
+        np.testing.assert_array_equal(b, alone)
+    state = torch.random.get_rng_state()
+    attribute(model, x, 1, method, **kw)
+    assert torch.equal(state, torch.random.get_rng_state())  # the process-wide generator is not touched
+    assert not np.array_equal(alone, attribute(model, x, 1, method, **{**kw, 'seed': 6}))  # the seed is the noise
+
+
+@pytest.mark.parametrize('mode', ['center', 'squash', 'border'])
+def test_a_click_lands_on_the_token_its_pixel_is_preprocessed_into(mode):
+    """token_at read crop_mode 'border' (timm: the longer side resized, then padded) as 'center' and picked a token
+    2-5 tokens away on a 14x14 grid of a non-square image. Each click is checked against where preprocess puts a
+    bright dot drawn at that pixel (points away from token edges, where half a pixel decides)."""
+    from PIL import Image
+
+    from explorer.explain.predict import preprocess
+    from explorer.explain.session import token_at
+
+    cfg = dict(input_size=(3, 224, 224), interpolation='bilinear', mean=(0.5,) * 3, std=(0.5,) * 3, crop_pct=0.875)
+    cfg['crop_mode'] = mode
+    for size in ((640, 480), (300, 900), (1000, 200)):
+        blank = np.zeros((size[1], size[0], 3), np.uint8)
+        base = preprocess(Image.fromarray(blank), cfg)[0].mean(0)
+        for x, y in ((int(size[0] * 0.23), int(size[1] * 0.37)), (int(size[0] * 0.71), int(size[1] * 0.62))):
+            dot = blank.copy()
+            dot[y - 1 : y + 2, x - 1 : x + 2] = 255
+            t = preprocess(Image.fromarray(dot), cfg)[0].mean(0) - base
+            if float(t.max()) < 1e-3:
+                continue  # cropped out
+            ys, xs = np.nonzero((t > 0.5 * float(t.max())).numpy())
+            assert token_at(size, cfg, (14, 14), (x, y)) == (int(ys.mean() // 16), int(xs.mean() // 16)), (size, x, y)

@@ -331,3 +331,22 @@ def test_json_output_is_strict_json_when_a_number_is_not_finite(tmp_path, fake_d
     d = json.loads(out, parse_constant=lambda c: pytest.fail(f'{c} in the JSON output'))
     assert d['loss'] is None and d['accuracy'] >= 0
     assert 'NaN or infinite values' in refused('predict', ck, '00000_ankle_boot.png')
+
+
+@pytest.mark.parametrize('classes', [0, 1])
+@pytest.mark.parametrize('command', ['attribute', 'predict'])
+def test_a_head_without_class_probabilities_is_refused_before_any_work(tmp_path, command, classes):
+    """num_classes 0 ran the whole attribution on the pooled features and then ended in an IndexError traceback;
+    num_classes 1 read 100% for every image (a softmax over one logit) and no map could beat chance."""
+    from explorer.explain.images import example_images
+
+    from .conftest import run_cli, tiny_spec
+
+    spec = tmp_path / 'head.json'
+    spec.write_text(json.dumps(tiny_spec() | {'num_classes': classes}))
+    extra = (
+        ('--method', 'saliency', '--no-deletion', '--out', str(tmp_path / 'map.png')) if command == 'attribute' else ()
+    )
+    rc, out, err = run_cli(command, str(spec), str(example_images()[0]), '--weights', 'random', *extra)
+    assert rc != 0 and 'Traceback' not in err, err
+    assert f'num_classes {classes}' in err and 'nothing to' in err, err

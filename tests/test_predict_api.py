@@ -85,6 +85,7 @@ def test_mixing_map_of_pooling_is_the_window_minus_identity():
     window = w[9:12, 9:12]
     np.testing.assert_allclose(window, np.full((3, 3), 1 / 9) - np.eye(3)[1][:, None] * np.eye(3)[1], atol=1e-6)
     assert np.abs(w).sum() == pytest.approx(np.abs(window).sum())
+    assert out['depends_on_input'] is False and out['input'] == 'seeded random mixer input'
 
 
 def test_mixing_map_bad_stage():
@@ -124,3 +125,38 @@ def test_a_thin_image_is_refused_before_it_is_resized(size):
             up.api_attribute('poolformer_s12', 'data:image/png;base64,' + _png_b64(size), 'random', method)
     wide = up.api_predict('poolformer_s12', 'data:image/png;base64,' + _png_b64((800, 100)), weights='random', topk=1)
     assert wide['data_cfg']['input_size'] == [3, 224, 224]  # an ordinary panorama still works
+
+
+def test_the_model_cache_loads_a_key_once_and_keeps_a_models_lock_while_it_lives():
+    """Two concurrent first requests for one model built it twice; an evicted model's lock was dropped, so a request
+    still holding that model got a fresh lock and could run beside the holder of the old one."""
+    import threading
+    import time
+
+    from explorer.explain.cache import ModelCache
+
+    class Entry:
+        def __init__(self):
+            self.model = type('Model', (), {})()
+
+    cache, loads = ModelCache(size=1), []
+
+    def slow_load():
+        loads.append(1)
+        time.sleep(0.3)
+        return Entry()
+
+    got = []
+    threads = [threading.Thread(target=lambda: got.append(cache.get('a', slow_load))) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(loads) == 1 and all(g is got[0] for g in got)
+    held = got[0].model
+    lock = cache.lock(held)
+    cache.get('b', Entry)  # evicts 'a' (size 1)
+    assert cache.lock(held) is lock  # the evicted model still in use keeps its lock
+    with pytest.raises(RuntimeError):
+        cache.get('c', lambda: (_ for _ in ()).throw(RuntimeError('no such weights')))
+    assert cache.get('c', Entry).model is not None  # a failed load can be tried again

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import math
 import os
 from collections.abc import Callable
 
@@ -129,6 +130,8 @@ def get_model(choice: str, spec_dict: dict | None, mode: str, checkpoint: str | 
         raise ValueError(f'weights: {mode!r} is not allowed; choose from {", ".join(WEIGHT_MODES)}')
     if trained and mode != 'random':  # a trained model's own weights
         mode, checkpoint = 'checkpoint', trained
+    elif choice == FROM_CHECKPOINT and mode == 'pretrained':  # the weights of the checkpoint the spec came from
+        mode = 'checkpoint'  # (pretrained loaded timm's weights for a preset's spec, or failed for any other)
     if mode == 'checkpoint' and not checkpoint:
         raise ValueError('weights: upload a checkpoint (.safetensors, .pth, .pth.tar) or choose pretrained/random')
     weights = checkpoint if mode == 'checkpoint' else mode
@@ -193,14 +196,17 @@ def _attribution(
     m = get_model(choice, spec_dict, mode, checkpoint)
     if not image_path:
         raise ValueError('image: pick an example or upload an image')
-    target = None if target in (None, '', -1) else int(target)
+    target = whole(target, 'target class', -1)
+    stage = whole(stage, 'GradCAM stage', -1)  # 1 = S1 as in the form, -1: the last
+    if stage == 0:
+        raise ValueError('GradCAM stage: 0 is not a stage; stages count from 1 (S1), or -1 for the last')
     with MODELS.lock(m.model):
         e = explain(
             m,
             load_image(image_path),
             method,
-            target=target,
-            stage=int(stage),
+            target=None if target == -1 else target,
+            stage=stage - 1 if stage > 0 else stage,
             smoothgrad=bool(smoothgrad),
             progress=progress,
             baseline=baseline,
@@ -308,7 +314,8 @@ def compare_handler(
                     'title': f'{m.spec.name}{flag}: {pp.clip_text(e.label, 22)} ({e.prob:.2f})',
                 }
             )
-            curves[f'{m.spec.name} ({mode})'] = e.faithfulness.to_dict()
+            # by position: two models of one name (a composer edit beside its preset) would share one key
+            curves[f'{"AB"[len(curves)]}: {m.spec.name} ({mode})'] = e.faithfulness.to_dict()
             notes.append(_status(m.spec, m.info) + '\n\n' + trust_text(e))
             if e.warning:
                 warnings.append(f'{m.spec.name}: {e.warning}')
@@ -339,7 +346,8 @@ def mixing_handler(
         m = get_model(choice, spec_dict, mode, checkpoint)
         spec, info = m.spec, m.info
         x = preprocess(load_image(image_path), m.cfg) if image_path else None
-        query = None if int(row) < 0 or int(col) < 0 else (int(row), int(col))
+        row, col = whole(row, 'query row', -1), whole(col, 'query col', -1)
+        query = None if row < 0 or col < 0 else (row, col)
         with MODELS.lock(m.model):
             mm = mixing_map(m.model, int(stage), int(block), query, x, method=method, reduce=reduce)
         if head in (None, '', 'mean'):
@@ -357,7 +365,14 @@ def mixing_handler(
     status = (
         _status(spec, info) + f'\n\n{mm.grid[0]}x{mm.grid[1]} tokens; weights sum {w.sum():.4g}; '
         f'{mm.weights.shape[0]} head(s).'
-        + ('' if x is not None else ' No image: a seeded random mixer input (exact maps do not depend on it).')
+        + (
+            ''
+            if x is not None
+            else ' No image: computed on a seeded random mixer input; this map does not depend on the input.'
+            if not mm.depends_on_input
+            else ' **No image: computed on a seeded random mixer input, not on an image; this map depends on the '
+            'input, so pick an image to see what the model does on it.**'
+        )
     )
     return pp.mixing_figure(img, w, mm.query, title), status
 
@@ -390,6 +405,20 @@ def query_ranges(choice, spec_dict, stage=0) -> str:
         f"query row 0 to {h - 1}, col 0 to {w - 1} on S{i + 1}'s {h}x{w} token grid (-1: the centre). "
         'Or click the image to pick the query token.'
     )
+
+
+def whole(v, name: str, empty: int) -> int:
+    """A form's whole-number field: `empty` when it was cleared (gradio sends None), else the integer it holds;
+    a fraction, NaN or infinity is refused naming the field (int() truncated 2.7 to class 2, or raised TypeError)."""
+    if v is None or v == '':
+        return empty
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        raise ValueError(f'{name}: {show(v)} is not a whole number') from None
+    if not math.isfinite(f) or f != int(f):
+        raise ValueError(f'{name}: {show(v)} is not a whole number')
+    return int(f)
 
 
 def _index(v) -> int:
@@ -627,7 +656,11 @@ def add_predict_tab(ctx=None) -> dict:
                     smooth = gr.Checkbox(False, label='SmoothGrad (NoiseTunnel)')
                     target = gr.Number(-1, precision=0, label='target class (-1: predicted)')
                     stage = gr.Number(
-                        -1, precision=0, label='GradCAM stage (-1: last)', interactive=False, elem_id='mfx-cam-stage'
+                        -1,
+                        precision=0,
+                        label='GradCAM stage (1 = S1, -1: last)',
+                        interactive=False,
+                        elem_id='mfx-cam-stage',
                     )
                     run_attr = gr.Button('Explain', variant='primary', elem_id='mfx-explain')
 
@@ -819,7 +852,9 @@ def api_mixing_map(
     method: str = 'auto',
 ) -> dict:
     """Token-mixing weights of one block for one query token (-1, -1: the centre) over the input token grid,
-    averaged over heads. `image` may be empty: exact maps do not depend on the input."""
+    averaged over heads. `image` may be empty: the exact maps of pooling, identity and random mixers do not depend
+    on the input; attention's and every Jacobian map do, and are then computed on a seeded random mixer input
+    (`depends_on_input` and `input` in the answer say which)."""
     from explorer.explain.mixing import mixing_map
     from explorer.explain.predict import preprocess
 
@@ -842,6 +877,8 @@ def api_mixing_map(
         'query': list(mm.query),
         'grid': list(mm.grid),
         'method': mm.method,
+        'depends_on_input': mm.depends_on_input,
+        'input': 'image' if x is not None else 'seeded random mixer input',
         'heads': int(mm.weights.shape[0]),
         'weights': mm.mean.astype(float).round(7).tolist(),
     }

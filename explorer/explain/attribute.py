@@ -1,10 +1,11 @@
 """Attribution maps with captum, one verb for every method: `attribute(model, x, target, method) -> (H, W)`.
 
 Methods: Integrated Gradients, Saliency, GradientShap, Occlusion and LayerGradCam at any stage's output;
-`smoothgrad=True` wraps any of them except Occlusion in captum's NoiseTunnel (SmoothGrad). Maps attribute the
-target's *logit* and are reduced over input channels: a signed sum for IG / GradientShap / Occlusion (so the
-map still sums to the total attribution), the channel maximum of |gradient| for Saliency, and for GradCAM
-the ReLU'd class map upsampled bilinearly to the input size. Baselines are zeros in the normalised input
+`smoothgrad=True` averages any of them except Occlusion over noisy copies of the input (SmoothGrad, as captum's
+NoiseTunnel does, with the noise drawn from the request's own generator, as are GradientShap's draws). Maps
+attribute the target's *logit* and are reduced over input channels: a signed sum for IG / GradientShap /
+Occlusion (so the map still sums to the total attribution), the channel maximum of |gradient| for Saliency, and
+for GradCAM the ReLU'd class map upsampled bilinearly to the input size. Baselines are zeros in the normalised input
 space, i.e. the dataset's mean colour.
 
 Memory stays bounded by `internal_batch_size`: at most that many input-sized rows go through the model at
@@ -24,7 +25,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import threading
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 
@@ -35,7 +35,6 @@ import torch.nn.functional as F
 
 from explorer.explain.methods import NOISE_TUNNEL_METHODS, resolve_baseline, resolve_method
 
-_GLOBAL_RNG = threading.Lock()
 Progress = Callable[[int, int], None]  # (forward rows done, rows expected)
 
 
@@ -115,7 +114,7 @@ def attribute(
     a number in normalised units (0 = the mean colour) or a (1, C, 1, 1) tensor of per-channel values.
     Returns: (H, W) float32 map (signed except Saliency and GradCAM, which are >= 0).
     """
-    from captum.attr import IntegratedGradients, LayerAttribution, LayerGradCam, NoiseTunnel, Occlusion, Saliency
+    from captum.attr import IntegratedGradients, LayerAttribution, LayerGradCam, Occlusion, Saliency
 
     method, smoothgrad = resolve_smoothgrad(method, smoothgrad)
     if x.dim() != 4 or x.shape[0] != 1:
@@ -146,42 +145,42 @@ def attribute(
         total = nt * {'ig': n_steps, 'gradshap': n_samples}.get(method, 1)
     fwd = _Counted(model, total, progress)
 
-    # captum's noise (SmoothGrad, GradientSHAP) draws from torch's global generator, and GradientShap picks its
-    # baselines and path points with numpy's: one attribution at a time seeds and uses both, so the same request
-    # gives the same map beside any other
-    with _GLOBAL_RNG, torch.random.fork_rng(devices=[]), _numpy_seeded(seed), torch.enable_grad():
-        torch.manual_seed(seed)
+    # SmoothGrad's noise and GradientShap's baselines and path points come from this request's own generator:
+    # captum draws them from torch's and numpy's process-wide generators, which a training thread in the same server
+    # also seeds and draws from (the same request gave a different map, and rewound the training's draws)
+    gen = torch.Generator().manual_seed(int(seed))
+    with torch.enable_grad():
         if method == 'ig':
-            algo = IntegratedGradients(fwd)
-            kw = dict(baselines=blank, n_steps=n_steps, method='gausslegendre', internal_batch_size=internal_batch_size)
+            ig = IntegratedGradients(fwd)
+            algo = lambda xb: ig.attribute(  # noqa: E731
+                xb, baselines=blank, target=target, n_steps=n_steps, method='gausslegendre',
+                internal_batch_size=internal_batch_size,
+            )  # fmt: skip
         elif method == 'saliency':
-            algo, kw = Saliency(fwd), dict(abs=True)
-        elif method == 'gradshap':
-            algo = _ChunkedGradientShap(fwd, internal_batch_size)
-            # GradientShap's own input noise *is* SmoothGrad over its samples (captum builds it on NoiseTunnel)
-            kw = dict(
-                baselines=torch.cat([blank, _blur(x)]), n_samples=n_samples * nt, stdevs=nt_stdev if smoothgrad else 0.0
-            )
+            sal = Saliency(fwd)
+            algo = lambda xb: sal.attribute(xb, target=target, abs=True)  # noqa: E731
         elif method == 'gradcam':
-            stage_i = resolve_stage(stage, len(model.stages))
-            algo, kw = LayerGradCam(fwd, model.stages[stage_i]), dict(relu_attributions=True)
-        else:
-            algo = Occlusion(fwd)
-            kw = dict(
+            cam = LayerGradCam(fwd, model.stages[resolve_stage(stage, len(model.stages))])
+            algo = lambda xb: cam.attribute(xb, target=target, relu_attributions=True)  # noqa: E731
+        if method == 'gradshap':
+            # GradientShap's own input noise *is* SmoothGrad over its samples (captum builds it on NoiseTunnel)
+            attr = gradient_shap(
+                fwd, x, torch.cat([blank, _blur(x)]), target, n_samples * nt, nt_stdev if smoothgrad else 0.0,
+                internal_batch_size, gen,
+            )  # fmt: skip
+        elif method == 'occlusion':
+            attr = Occlusion(fwd).attribute(
+                x,
+                target=target,
                 sliding_window_shapes=(x.shape[1], window, window),
                 strides=(x.shape[1], stride, stride),
                 baselines=blank,
                 perturbations_per_eval=internal_batch_size,
             )
-        if smoothgrad and method != 'gradshap':
-            algo = NoiseTunnel(algo)
-            kw.update(
-                nt_type='smoothgrad',
-                nt_samples=nt_samples,
-                stdevs=nt_stdev,
-                nt_samples_batch_size=1 if method == 'ig' else internal_batch_size,
-            )
-        attr = algo.attribute(x.requires_grad_(True), target=target, **kw)
+        elif smoothgrad:  # captum's NoiseTunnel('smoothgrad'): the mean over noisy copies of the input
+            attr = _smoothed(algo, x, nt_samples, nt_stdev, 1 if method == 'ig' else internal_batch_size, gen)
+        else:
+            attr = algo(x.requires_grad_(True))
 
     if method == 'gradcam':
         attr = LayerAttribution.interpolate(attr.detach(), (H, W), interpolate_mode='bilinear')
@@ -193,33 +192,44 @@ def attribute(
     return amap.float().cpu().numpy().astype(np.float32)
 
 
-@contextlib.contextmanager
-def _numpy_seeded(seed: int) -> Iterator[None]:
-    state = np.random.get_state()
-    np.random.seed(seed)
-    try:
-        yield
-    finally:
-        np.random.set_state(state)
+def _noisy(x: torch.Tensor, k: int, stdev: float, gen: torch.Generator) -> torch.Tensor:
+    """k copies of the one image `x` with Gaussian noise of `stdev` added (drawn from `gen`)."""
+    noise = torch.randn((k, *x.shape[1:]), generator=gen).to(device=x.device, dtype=x.dtype)
+    return x.detach() + stdev * noise if stdev else x.detach().expand(k, *x.shape[1:]).clone()
 
 
-class _ChunkedGradientShap:
-    """captum's GradientShap has no internal batch size; its result is a mean over samples, so running it in
-    chunks of `batch` samples and averaging the chunks (weighted by size) is exact and bounds memory."""
+def _smoothed(algo: Callable, x: torch.Tensor, n: int, stdev: float, batch: int, gen: torch.Generator):
+    """SmoothGrad: the mean of `algo`'s attributions over `n` noisy copies of `x`, `batch` copies per call."""
+    total, done = 0.0, 0
+    while done < n:
+        k = min(batch, n - done)
+        total = total + algo(_noisy(x, k, stdev, gen).requires_grad_(True)).detach().sum(0, keepdim=True)
+        done += k
+    return total / n
 
-    def __init__(self, forward_func, batch: int):
-        from captum.attr import GradientShap
 
-        self.algo, self.batch = GradientShap(forward_func), batch
+def gradient_shap(
+    forward: Callable, x: torch.Tensor, baselines: torch.Tensor, target: int, n_samples: int, stdev: float,
+    batch: int, gen: torch.Generator,
+) -> torch.Tensor:  # fmt: skip
+    """GradientShap as captum defines it: for each of `n_samples` samples, the input with Gaussian noise of `stdev`,
+    a baseline drawn uniformly from `baselines` (B, C, H, W) and a point drawn uniformly on the line between them;
+    the attribution is the mean over samples of (noisy input - baseline) x the target's gradient at that point.
+    Every draw comes from `gen` (captum's own draws come from numpy's and torch's process-wide generators), and at
+    most `batch` samples go through the model at once (captum has no internal batch size). (1, C, H, W)."""
+    from captum._utils.gradient import compute_gradients
 
-    def attribute(self, inputs, baselines, target=None, n_samples=16, stdevs=0.0, **kwargs):
-        total, done = 0, 0
-        while done < n_samples:
-            k = min(self.batch, n_samples - done)
-            a = self.algo.attribute(inputs, baselines=baselines, target=target, n_samples=k, stdevs=stdevs)
-            total = total + a * k
-            done += k
-        return total / n_samples
+    total, done = 0.0, 0
+    while done < n_samples:
+        k = min(batch, n_samples - done)
+        noisy = _noisy(x, k, stdev, gen)
+        base = baselines[torch.randint(len(baselines), (k,), generator=gen)].to(x)
+        alpha = torch.rand(k, generator=gen).to(x).view(-1, 1, 1, 1)
+        point = (base + alpha * (noisy - base)).requires_grad_(True)
+        (grad,) = compute_gradients(forward, (point,), target_ind=target)
+        total = total + ((noisy - base) * grad).detach().sum(0, keepdim=True)
+        done += k
+    return total / n_samples
 
 
 def _blur(x: torch.Tensor, factor: int = 8) -> torch.Tensor:
@@ -455,11 +465,16 @@ class DeletionCurve:
         return asdict(self)
 
 
-def removal_ranks(amap: np.ndarray | torch.Tensor) -> torch.Tensor:
-    """(H, W) rank of every pixel by decreasing attribution (0 = most attributed; NaN last, ties in order)."""
+def removal_ranks(amap: np.ndarray | torch.Tensor, seed: int = 0) -> torch.Tensor:
+    """(H, W) rank of every pixel by decreasing attribution (0 = most attributed; NaN last). Pixels of equal
+    attribution come in a random order among themselves, drawn from a generator seeded with `seed`: in raster order
+    a map of zeros (or a GradCAM map that is 97% zeros) deleted the top rows first, a structured order that beat
+    the random orders on centred objects though the map carried no information."""
     amap = torch.as_tensor(np.asarray(amap), dtype=torch.float32)
     n = amap.numel()
-    order = torch.argsort(torch.nan_to_num(amap.flatten(), nan=-math.inf), descending=True, stable=True)
+    shuffle = torch.randperm(n, generator=torch.Generator().manual_seed(int(seed)))
+    values = torch.nan_to_num(amap.flatten(), nan=-math.inf)[shuffle]
+    order = shuffle[torch.argsort(values, descending=True, stable=True)]  # ties keep the shuffled order
     rank = torch.empty(n, dtype=torch.long)
     rank[order] = torch.arange(n)
     return rank.view(amap.shape)

@@ -41,6 +41,8 @@ class Faithfulness:
     # the random orders' mean curves (probability at each fraction): drawn beside the map's curves
     random_deletion_curve: list[float] = field(default_factory=list)
     random_insertion_curve: list[float] = field(default_factory=list)
+    tied: float = 0.0  # share of the pixels in the map's largest group of equal magnitudes (ranked at random)
+    non_finite: int = 0  # pixels of the map that are NaN or infinite (ranked last)
 
     @property
     def beats_random_deletion(self) -> bool:
@@ -64,6 +66,8 @@ class Faithfulness:
             'insertion': self.insertion.to_dict(),
             'random_deletion_curve': self.random_deletion_curve,
             'random_insertion_curve': self.random_insertion_curve,
+            'tied': self.tied,
+            'non_finite': self.non_finite,
         }
 
     def text(self) -> str:
@@ -81,11 +85,18 @@ class Faithfulness:
                 verdict = 'no better than chance'
             return f'{name} AUC {auc:.3f} vs {mean:.3f} ± {std:.3f} for random orders ({better}; {verdict})'
 
-        return (
+        text = (
             clause('deletion', self.deletion.auc, self.random_deletion, -1, 'lower is better')
             + '; '
             + clause('insertion', self.insertion.auc, self.random_insertion, +1, 'higher is better')
         )
+        if self.tied >= 0.999:
+            text += '; the map gives every pixel the same weight, so it ranks none: its order is a random one'
+        elif self.tied >= 0.1:
+            text += f'; {100 * self.tied:.0f}% of its pixels share one value and are ranked at random among themselves'
+        if self.non_finite:
+            text += f'; {self.non_finite} pixels of the map are not finite numbers (ranked last)'
+        return text
 
 
 _RANDOM: OrderedDict = OrderedDict()  # key -> (weakref to the model, result); the last few requests
@@ -139,10 +150,15 @@ def faithfulness(
     progress: Callable[[int, int], None] | None = None,
 ) -> Faithfulness:
     """Deletion and insertion curves of `amap` for `target` on the (1, C, H, W) input `x`, beside `n_random`
-    random pixel orders drawn from a generator seeded with `seed` (the same request gives the same answer).
+    random pixel orders drawn from a generator seeded with `seed` (the same request gives the same answer; the seed
+    also orders the map's tied pixels).
     bf16: forward passes under bf16 autocast (probabilities change by about 1e-2 at most; areas by less).
     progress(done, total): rows through the model so far."""
-    rank = removal_ranks(np.abs(np.asarray(amap)))  # a pixel matters whichever way it pushes the target
+    magnitude = np.abs(np.asarray(amap, dtype=np.float32))  # a pixel matters whichever way it pushes the target
+    rank = removal_ranks(magnitude, seed)
+    finite = magnitude[np.isfinite(magnitude)]
+    counts = np.unique(finite, return_counts=True)[1]
+    tied = float(counts.max()) / magnitude.size if counts.size and counts.max() > 1 else 0.0
     kw = dict(steps=steps, batch_size=batch_size, baseline=baseline, bf16=bf16)
     total, done = (2 + 2 * n_random) * (steps + 1), [0]
 
@@ -156,4 +172,4 @@ def faithfulness(
     rd, ri, cd, ci = random_orders(model, x, rank.shape, target, n_random=n_random, seed=seed, kw=kw, tick=tick)
     if progress is not None:
         progress(total, total)
-    return Faithfulness(deletion, insertion, rd, ri, n_random, cd, ci)
+    return Faithfulness(deletion, insertion, rd, ri, n_random, cd, ci, tied, int(magnitude.size - finite.size))

@@ -53,6 +53,12 @@ class MixingMap:
         """(h, w): the head average (attention) or the only map."""
         return self.weights.mean(0)
 
+    @property
+    def depends_on_input(self) -> bool:
+        """False only for the exact maps of linear mixers (pooling, identity, random): attention weights and every
+        Jacobian change with what the mixer sees."""
+        return not (self.method == 'exact' and self.mixer in ('pooling', 'identity', 'random'))
+
     def to_dict(self) -> dict:
         return {
             'mixer': self.mixer,
@@ -62,6 +68,7 @@ class MixingMap:
             'grid': list(self.grid),
             'method': self.method,
             'reduce': self.reduce,
+            'depends_on_input': self.depends_on_input,
             'heads': int(self.weights.shape[0]),
             'weights': self.weights.round(6).tolist(),
             'mean': self.mean.round(6).tolist(),

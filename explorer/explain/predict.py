@@ -165,6 +165,18 @@ def top_k(logits: torch.Tensor, k: int, names: list[str]) -> list[Prediction]:
     return [Prediction(int(i), names[int(i)], float(pi), float(logits[i])) for pi, i in zip(p, idx)]
 
 
+def check_classes(num_classes: int, action: str) -> None:
+    """Refuse a model whose head gives no class probabilities: none (0 classes) or a single logit, whose softmax
+    is 1 for every image (every prediction would read 100%, and no attribution could move it)."""
+    if not num_classes:
+        raise ValueError(f'num_classes: the model has no classifier head (num_classes 0); nothing to {action}')
+    if num_classes == 1:
+        raise ValueError(
+            f'num_classes: the model has a single output (num_classes 1), whose softmax is 1 for every image; '
+            f'nothing to {action} (give the head 2 or more classes)'
+        )
+
+
 @torch.no_grad()
 def predict(
     model: nn.Module,
@@ -178,8 +190,7 @@ def predict(
     """Classify one RGB PIL image. `cfg` from `data_config`. Runs in eval mode, fp32, on the model's device."""
     model.eval()
     num_classes = getattr(model, 'num_classes', 0)
-    if not num_classes:
-        raise ValueError('num_classes: the model has no classifier head (num_classes 0); nothing to predict')
+    check_classes(num_classes, 'predict')
     device = next(model.parameters()).device
     logits = model(preprocess(image, cfg).to(device))[0]
     names = class_names(

@@ -26,6 +26,7 @@ from explorer.explain.attribute import (
     make_baseline,
     occlusion_map,
     resolve_smoothgrad,
+    resolve_stage,
 )
 from explorer.explain.faithfulness import Faithfulness, faithfulness
 from explorer.explain.methods import (
@@ -36,7 +37,7 @@ from explorer.explain.methods import (
     resolve_baseline,
 )
 from explorer.explain.mixing import ERF, erf_over_batches, erf_stages
-from explorer.explain.predict import class_names, data_config, preprocess, to_display
+from explorer.explain.predict import check_classes, class_names, data_config, preprocess, to_display
 from explorer.explain.weights import WeightsInfo, load_model
 from explorer.measure.guard import check_request
 
@@ -98,7 +99,10 @@ class Explanation:
 
     @property
     def title(self) -> str:
-        return METHODS[self.method] + (' + SmoothGrad' if self.smoothgrad else '')
+        name = METHODS[self.method]
+        if self.method == 'gradcam' and 'stage' in self.settings:  # which stage's output: S1, S2, ...
+            name = name.replace('a stage output', str(self.settings['stage']))
+        return name + (' + SmoothGrad' if self.smoothgrad else '')
 
     @property
     def curve(self) -> DeletionCurve | None:
@@ -192,6 +196,7 @@ def explain(
             raise ValueError(f'{name}: {value!r} must be an integer in [{low}, {high}]')
     if batch > GUARD_BATCH:  # open_model checked the model at GUARD_BATCH rows a pass
         check_request(m.spec, batch_size=batch, training=True)
+    check_classes(m.spec.num_classes, 'attribute')  # before the attribution, not after it
     method, smoothgrad = resolve_smoothgrad(method, smoothgrad)  # before any branch: Occlusion has no SmoothGrad
     baseline = resolve_baseline(baseline)
     x = preprocess(image, m.cfg)
@@ -208,6 +213,8 @@ def explain(
     bf16 = settings['curves'] == 'bf16'
     phase = (lambda name: lambda d, n: progress(d, n, name)) if progress else (lambda name: None)  # noqa: E731
     completeness = None
+    if method == 'gradcam':
+        settings['stage'] = f'S{resolve_stage(stage, m.spec.num_stages) + 1}'
     batched = fast and method in ('ig', 'occlusion') and not smoothgrad  # captum's one-row passes: contiguous
     settings = {**settings, 'layout': 'channels_last' if batched else 'contiguous'}
     with fast_layout(m.model, batched):
@@ -320,8 +327,9 @@ def receptive_fields(m: Loaded, images: Iterable) -> list[dict]:
 def token_at(image_size: tuple[int, int], cfg: dict, grid: tuple[int, int], xy: tuple[float, float]) -> tuple[int, int]:
     """The token (row, col) of a (h, w) `grid` that covers pixel `xy` = (x, y) of the original image of
     `image_size` = (width, height), following the preprocessing in `cfg` (resize the shorter side to
-    input / crop_pct and take the centre crop, or for Fashion-MNIST-style `pad_from`, resize to pad_from and
-    centre on the canvas). A point outside the crop goes to the nearest token."""
+    input / crop_pct and take the centre crop; 'squash': both sides; 'border': the longer side, then crop or
+    pad; or for Fashion-MNIST-style `pad_from`, resize to pad_from and centre on the canvas). A point outside the
+    crop goes to the nearest token."""
     W0, H0 = image_size
     _, H, W = cfg['input_size']
     pad = cfg.get('pad_from')
@@ -330,6 +338,8 @@ def token_at(image_size: tuple[int, int], cfg: dict, grid: tuple[int, int], xy: 
     scale_size = math.floor(inner / crop)
     if cfg.get('crop_mode') == 'squash':
         sx, sy = scale_size / W0, scale_size / H0
+    elif cfg.get('crop_mode') == 'border':  # timm: the longer side to scale_size, then centre-cropped or padded
+        sx = sy = scale_size / max(W0, H0)
     else:
         sx = sy = scale_size / min(W0, H0)
     x = xy[0] * sx - (W0 * sx - inner) / 2
