@@ -388,23 +388,27 @@ def _layout() -> SimpleNamespace:
         # field messages: the JSON of (field elem_id, message) the page script puts at each field; plus shortcuts
         ui.field_errors = gr.HTML('', elem_id='mfx-field-errors', js_on_load=PAGE_JS, padding=False)
         ui.n_state = gr.State(4)  # inside the Tab: a component directly under gr.Tabs shifts the tab buttons
+        # the spec dict the form was last filled from (a load, undo, or the result of adding or removing a stage):
+        # what the form does not show (a stage's position embedding, per-stage scales) comes from it, stage by
+        # stage. The last committed design would not do: after removing S1 its stages no longer line up
+        ui.form_base = gr.State(None)
         ui.hist = gr.State(Workbench())
         ui.restoring = gr.State(False)  # whether the page was opened with a link (?spec=, ?preset=) to restore
     return ui
 
 
-def _form_io(ui: SimpleNamespace, spec_state) -> SimpleNamespace:
+def _form_io(ui: SimpleNamespace) -> SimpleNamespace:
     """How the form's values map to a spec dict and back: `form` (inputs) -> read_form -> raw spec dict;
     spec dict -> fill -> `fill_outputs` updates."""
-    g, rows, n_state = ui.g, ui.rows, ui.n_state
+    g, rows, n_state, form_base = ui.g, ui.rows, ui.n_state, ui.form_base
     keys = [k for k, _, _ in spec_form.option_slots()]
     row_fields = [
         c
         for r in rows
         for c in (r['mixer'], r['depth'], r['dim'], r['mlp_ratio'], r['downsample'], *r['options'].values())
     ]
-    form = [spec_state, n_state, *g.values(), *row_fields]
-    fill_outputs = [n_state, *g.values(), *[r['group'] for r in rows], *row_fields]
+    form = [form_base, n_state, *g.values(), *row_fields]
+    fill_outputs = [form_base, n_state, *g.values(), *[r['group'] for r in rows], *row_fields]
     per_row = 5 + len(keys)
 
     def read_form(values) -> dict:
@@ -419,7 +423,12 @@ def _form_io(ui: SimpleNamespace, spec_state) -> SimpleNamespace:
 
     def fill(spec: dict) -> list:
         values, n, frows = spec_form.spec_to_form(spec)
-        out = [n, *[gr.update(value=values[k]) for k in g], *[gr.update(visible=i < n) for i in range(MAX_STAGES)]]
+        out = [
+            spec,
+            n,
+            *[gr.update(value=values[k]) for k in g],
+            *[gr.update(visible=i < n) for i in range(MAX_STAGES)],
+        ]
         for r in frows:
             shown = set(spec_form.slots_for(r['mixer']))
             out += [r['mixer'], r['depth'], r['dim'], r['mlp_ratio'], gr.update(value=r['downsample'])]
@@ -493,7 +502,7 @@ _VERIFIED = _Verified()
 
 def add_compose_tab(ctx: AppContext) -> None:
     ui = _layout()
-    io = _form_io(ui, ctx.spec)
+    io = _form_io(ui)
     g, rows, keys, preset, hist = ui.g, ui.rows, io.keys, ui.preset, ui.hist
     form, fill_outputs, read_form, fill = io.form, io.fill_outputs, io.read_form, io.fill
     refresh_outputs = [
@@ -544,7 +553,10 @@ def add_compose_tab(ctx: AppContext) -> None:
                 return invalid(w, SpecError([('name', message)]), raw)
             if kind != 'restore':
                 d['name'] = w.name_edit(d, typed)
-            spec = catalog.with_published_meta(catalog.parse_spec(d))
+            try:  # a generated name (-modN) is checked too: an error here is a message, never a stale page
+                spec = catalog.with_published_meta(catalog.parse_spec(d))
+            except SpecError as e:
+                return invalid(w, e, raw)
             report = prof.profile(spec)
             d = spec.to_dict()
             if kind == 'restore':
@@ -711,7 +723,7 @@ def add_compose_tab(ctx: AppContext) -> None:
     filled = fill(first)
     show_initially(fill_outputs, filled)
     groups = {id(r['group']) for r in rows}
-    shown = [u for c, u in zip(fill_outputs, filled) if id(c) not in groups]
+    shown = [u for c, u in zip(fill_outputs[1:], filled[1:]) if id(c) not in groups]  # [0]: the form's base
     values = [first, *[u.get('value') if isinstance(u, dict) else u for u in shown]]
     show_initially(refresh_outputs, counter('replace')(None, Workbench(), *values))
     built = _latency_card(catalog.parse_spec(first))

@@ -40,7 +40,7 @@ def _schema(arg: Arg) -> tuple:
 
 def slots_for(mixer: str) -> list[str]:
     """Keys of the option slots that belong to `mixer` (the fields a stage row shows for it)."""
-    info = MIXERS.get(mixer)
+    info = MIXERS.get(mixer) if isinstance(mixer, str) else None  # a crafted request may send a list
     if info is None:
         return []
     return [key for key, name, arg in option_slots() if name in info.args and _schema(info.args[name]) == _schema(arg)]
@@ -69,7 +69,7 @@ def form_to_spec(base: dict, values: dict, n_stages: int, rows: list[dict]) -> d
         kept = old[i] if i < len(old) and isinstance(old[i], dict) else {}
         st = {k: v for k, v in kept.items() if k not in STAGE_FIELDS and k != 'mixer_args'}
         st.update({k: _clean_number(row.get(k)) for k in STAGE_FIELDS})
-        info = MIXERS.get(st['mixer'])
+        info = MIXERS.get(st['mixer']) if isinstance(st['mixer'], str) else None
         args = {}
         if info is not None:
             opts = row.get('options', {})
@@ -93,7 +93,7 @@ def spec_to_form(spec: dict) -> tuple[dict, int, list[dict]]:
     rows = []
     for i in range(MAX_STAGES):
         st = spec['stages'][min(i, len(spec['stages']) - 1)]
-        info = MIXERS.get(st['mixer'])
+        info = MIXERS.get(st['mixer']) if isinstance(st['mixer'], str) else None
         opts = {key: arg.default for key, _, arg in option_slots()}
         if info is not None:
             for key in slots_for(st['mixer']):

@@ -15,7 +15,7 @@ from __future__ import annotations
 import copy
 from dataclasses import dataclass, field
 
-from explorer.core.spec import network_key
+from explorer.core.spec import name_problem, network_key
 
 HISTORY_STEPS = 100  # undo steps kept (the brief asks for at least 50)
 MAX_NAME_CHARS = 100  # ArchSpec's limit on a name
@@ -29,10 +29,17 @@ def same_design(a: dict | None, b: dict | None) -> bool:
     return a.get('name') == b.get('name') and network_key(a) == network_key(b)
 
 
-def _suffixed(base: str, k: int) -> str:
-    """`base-mod{k}`, the base shortened so the whole name stays within MAX_NAME_CHARS."""
-    suffix = f'-mod{k}'
-    return base[: MAX_NAME_CHARS - len(suffix)] + suffix
+def _suffixed(base: str, k: int, suffix: str | None = None) -> str:
+    """`base-mod{k}` (or `base` + `suffix`), the base shortened so the whole name stays within MAX_NAME_CHARS and
+    a valid name: a cut between a character and its mark (a keycap's variation selector) made one the spec
+    refuses, so every later edit raised instead of recounting."""
+    suffix = f'-mod{k}' if suffix is None else suffix
+    cut = MAX_NAME_CHARS - len(suffix)
+    name = base[:cut] + suffix
+    while cut > 1 and name_problem(name) is not None and name_problem(base) is None:
+        cut -= 1
+        name = base[:cut].rstrip() + suffix
+    return name
 
 
 @dataclass
@@ -172,8 +179,7 @@ def pin(pins: list[dict], spec: dict, limit: int = MAX_PINS) -> tuple[list[dict]
     taken = {p['name'] for p in pins}
     name, k = spec['name'], 2
     while name in taken:
-        tail = f' ({k})'
-        name, k = spec['name'][: MAX_NAME_CHARS - len(tail)] + tail, k + 1
+        name, k = _suffixed(spec['name'], k, f' ({k})'), k + 1
     kept = {**copy.deepcopy(spec), 'name': name}
     return [*pins, {'name': name, 'spec': kept}], f'Pinned {name} ({len(pins) + 1} of at most {limit}).'
 

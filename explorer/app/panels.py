@@ -29,7 +29,7 @@ from explorer.app.context import (
 )
 from explorer.core import catalog, share
 from explorer.core.registry import show
-from explorer.core.spec import SpecError
+from explorer.core.spec import ArchSpec, SpecError
 from explorer.measure import compare as cmp
 from explorer.measure import profile as prof
 from explorer.measure import units
@@ -835,14 +835,27 @@ def _published(d: dict) -> dict:
     return {**d, 'meta': catalog.get_preset(name)['meta'] if name else {}}
 
 
+def _valid_edit(d: dict, what: str) -> dict:
+    """`d` if it is a valid spec; else a SpecError naming each field the edit left invalid (the composer shows the
+    same fields marked; an endpoint answering a spec the package refuses would fail at the client's next call)."""
+    try:
+        ArchSpec.from_dict(d)
+    except SpecError as e:
+        raise SpecError([(path, f'{what} leaves {message}') for path, message in e.errors]) from None
+    return d
+
+
 def api_add_stage(spec: dict | str) -> dict:
     """The spec with one more stage (the last one's mixer, depth 2, twice its width), as the composer does."""
-    return _published(spec_form.add_stage(catalog.parse_spec(spec).to_dict()))
+    return _published(_valid_edit(spec_form.add_stage(catalog.parse_spec(spec).to_dict()), 'adding a stage'))
 
 
 def api_remove_stage(spec: dict | str, index: int) -> dict:
-    """The spec without stage `index` (0-based), per-stage lists kept consistent."""
-    return _published(spec_form.remove_stage(catalog.parse_spec(spec).to_dict(), _int_arg('index', index, 0, 5)))
+    """The spec without stage `index` (0-based), per-stage lists kept consistent; refused when what is left is
+    not a valid network (a stage left without downsampling beside a stage of another width), naming the field."""
+    i = _int_arg('index', index, 0, 5)
+    removed = spec_form.remove_stage(catalog.parse_spec(spec).to_dict(), i)
+    return _published(_valid_edit(removed, f'removing stage {i} (S{i + 1})'))
 
 
 def api_diagram(spec: dict | str) -> str:

@@ -7,6 +7,7 @@ import functools
 
 from explorer.core.catalog import list_presets, parse_spec
 from explorer.core.spec import ArchSpec
+from explorer.measure.units import whole_number
 
 # x axes of the accuracy scatter: key in a point -> axis title (with its convention)
 X_AXES = {
@@ -86,7 +87,7 @@ def diff(spec_a: dict | str, spec_b: dict | str, img_size: int | None = None) ->
     macs_b, d_macs. MACs: one multiply-accumulate = 1, batch 1, at each spec's own img_size unless given."""
     from explorer.measure.analytic import analytic_cost
 
-    a, b = parse_spec(spec_a), parse_spec(spec_b)
+    a, b, img_size = parse_spec(spec_a), parse_spec(spec_b), whole_number(img_size)  # 256.0 from JSON clients
     ra, rb = analytic_cost(a, img_size=img_size), analytic_cost(b, img_size=img_size)
     rows = []
     for i in range(max(a.num_stages, b.num_stages)):

@@ -19,7 +19,7 @@ def profile(spec: dict | str, img_size: int | None = None) -> dict:
     from explorer.measure.analytic import analytic_cost
 
     s = parse_spec(spec)
-    out = analytic_cost(s, img_size=img_size).to_dict()
+    out = analytic_cost(s, img_size=whole_number(img_size)).to_dict()  # JSON clients send 256.0 for 256
     out['preset'] = matching_preset(s)
     return out
 

@@ -1,0 +1,144 @@
+"""Adding and removing stages in the composer, through the built app's own handlers as the page calls them: the
+form is filled from a design, a stage button sends the form's values, the form is filled again from the result,
+and the recount reads the form. The network counted must be the one `explorer.app.form` says the edit makes,
+including what the form does not show (a stage's position embedding, per-stage scales)."""
+
+from __future__ import annotations
+
+import pytest
+
+from explorer.app import form as spec_form
+from explorer.core import catalog
+from explorer.core.spec import MAX_STAGES, SpecError
+from explorer.measure import profile as prof
+
+
+@pytest.fixture(scope='module')
+def app():
+    from explorer.app.main import build_demo
+
+    demo = build_demo()
+    fns = [f.fn for f in demo.fns.values()]
+
+    def free(fn) -> dict:
+        return dict(zip(fn.__code__.co_freevars, [c.cell_contents for c in fn.__closure__ or ()]))
+
+    edit = next(f for f in fns if getattr(f, '__name__', '') == 'refresh' and free(f).get('kind') == 'edit')
+    staged = {
+        (getattr(free(f)['op'], '__name__', None), free(f)['index']): f
+        for f in fns
+        if getattr(f, '__name__', '') == '<lambda>' and 'op' in free(f) and 'index' in free(f)
+    }
+    fill = free(staged[('add_stage', None)])['fill']
+    n_globals = len(free(free(edit)['read_form'])['g'])
+    return edit, staged, fill, n_globals
+
+
+def _values(filled: list, n_globals: int) -> list:
+    """What the page sends after a fill: the form's inputs (its base, stage count, globals, row fields)."""
+    plain = [u.get('value') if isinstance(u, dict) and u.get('__type__') == 'update' else u for u in filled]
+    return [plain[0], plain[1], *plain[2 : 2 + n_globals], *plain[2 + n_globals + MAX_STAGES :]]
+
+
+def _composer(app, spec: dict, op: str, index=None) -> dict:
+    from explorer.app.history import Workbench
+
+    edit, staged, fill, n = app
+    w = Workbench()
+    edit(None, w, *_values(fill(spec), n))  # the design loaded and counted
+    out = edit(None, w, *_values(staged[(op, index)](*_values(fill(spec), n)), n))
+    return out[1]
+
+
+def test_removing_a_stage_keeps_each_stages_hidden_fields_with_its_stage(app):
+    """Removing S1 of the hybrid preset moved its position embedding from the first attention stage to the last
+    one (the recount matched hidden fields to the design before the removal, by position): 16,441,896 params shown
+    where the design without S1 has 16,592,424."""
+    p = catalog.get_preset('poolformer_hybrid_ppaa_s12')
+    got = _composer(app, p, 'remove_stage', 0)
+    want = spec_form.remove_stage(p, 0)
+    assert (
+        [st['pos_embed'] for st in got['stages']] == [st['pos_embed'] for st in want['stages']] == [False, True, False]
+    )
+    assert prof.profile(got)['params'] == prof.profile(want)['params'] == 16_592_424
+
+
+def test_removing_a_stage_drops_that_stages_scales(app):
+    p = catalog.get_preset('poolformer_s12')
+    p = {**p, 'layer_scale_init': [1e-6, 0.1, 0.2, 0.3], 'res_scale_init': [None, 2.0, 3.0, 4.0]}
+    got = _composer(app, p, 'remove_stage', 1)
+    assert got['layer_scale_init'] == [1e-6, 0.2, 0.3] and got['res_scale_init'] == [None, 3.0, 4.0]
+
+
+def test_adding_a_stage_copies_the_last_stages_hidden_fields_as_the_api_does(app):
+    p = catalog.get_preset('poolformer_hybrid_ppaa_s12')
+    three = {**p, 'name': 'three', 'stages': p['stages'][:3], 'res_scale_init': None}
+    got = _composer(app, three, 'add_stage')
+    assert [st['pos_embed'] for st in got['stages']] == [st['pos_embed'] for st in spec_form.add_stage(three)['stages']]
+    assert got['stages'][-1]['pos_embed'] is True
+
+
+def test_a_generated_name_is_cut_where_it_stays_valid(app):
+    """A valid name of 98 characters with a keycap emoji near the end: cutting it for '-mod1' split the keycap from
+    its variation selector, a name the spec refuses, and every edit of the design raised instead of recounting;
+    a second pin of that name could not be loaded."""
+    import copy
+
+    from explorer.app import history
+    from explorer.app.history import Workbench
+    from explorer.core.spec import name_problem
+
+    edit, _, fill, n = app
+    d = catalog.get_preset('poolformerv2_s12')
+    d['name'] = 'a' * 93 + '1\ufe0f\u20e3' + 'bb'
+    assert catalog.validate(d) == []
+    w = Workbench()
+    edit(None, w, *_values(fill(d), n))
+    deeper = copy.deepcopy(d)
+    deeper['stages'][0]['depth'] = 3
+    out = edit(None, w, *_values(fill(deeper), n))
+    assert out[1]['name'].endswith('-mod1') and name_problem(out[1]['name']) is None
+    assert out[1]['stages'][0]['depth'] == 3
+    d2 = {**catalog.get_preset('poolformerv2_s12'), 'name': 'a' * 94 + '1\ufe0f\u20e3' + 'bb'}
+    e2 = copy.deepcopy(d2)
+    e2['stages'][0]['depth'] = 3
+    pins, _ = history.pin([], catalog.parse_spec(d2).to_dict())
+    pins, _ = history.pin(pins, catalog.parse_spec(e2).to_dict())
+    assert pins[1]['name'].endswith(' (2)') and catalog.validate(pins[1]['spec']) == []
+
+
+def test_the_stage_endpoints_refuse_to_answer_an_invalid_spec():
+    """/remove_stage answered a spec the package refuses (a stage left without downsampling beside one of another
+    width), as a success."""
+    from explorer.app.panels import api_remove_stage
+
+    d = {
+        'name': 'keeps',
+        'img_size': 64,
+        'num_classes': 10,
+        'stages': [
+            {'mixer': 'pooling', 'depth': 1, 'dim': 64},
+            {'mixer': 'pooling', 'depth': 1, 'dim': 128},
+            {'mixer': 'pooling', 'depth': 1, 'dim': 128, 'downsample': False},
+        ],
+    }
+    assert catalog.validate(d) == []
+    assert [st['dim'] for st in api_remove_stage(d, 0)['stages']] == [128, 128]  # S2 follows the stem: fine
+    with pytest.raises(SpecError) as e:
+        api_remove_stage(d, 1)
+    assert 'removing stage 1 (S2) leaves' in str(e.value) and 'stages[1].downsample' in str(e.value)
+
+
+def test_a_listed_mixer_and_a_float_image_size_get_clear_answers():
+    """A crafted recount with a mixer sent as ['pooling'] raised TypeError (unhashable) with no field named;
+    /profile and /diff refused img_size 256.0, which /memory, /verify and /scaling take."""
+    from explorer.measure import compare as cmp
+
+    p = catalog.get_preset('poolformer_s12')
+    values, n, rows = spec_form.spec_to_form(p)
+    rows[0]['mixer'] = ['pooling']
+    raw = spec_form.form_to_spec(p, values, n, rows)
+    errors = dict(catalog.validate(raw))
+    assert 'stages[0].mixer' in errors, errors
+    assert prof.profile(p, img_size=256.0)['img_size'] == 256
+    assert cmp.diff(p, p, img_size=256.0)['total']['d_params'] == 0
