@@ -429,3 +429,26 @@ def test_a_link_opens_its_design_without_a_replaced_notice_or_an_undo_back_to_th
     fresh.get_by_role('tab', name='Measure').first.click()
     fresh.wait_for_selector('#mfx-bench-target:has-text("Measure times caformer_s18 as composed")')
     fresh.close()
+
+
+def test_removing_the_first_stage_keeps_the_position_embedding_on_its_stage(app_url, page, shots):
+    """The hybrid preset has a position embedding before its first attention stage (S3). Removing S1 in the page
+    counted a network with that embedding on the last stage (the recount matched the form's hidden fields to the
+    design before the removal, by position): 16,441,896 params where the design without S1 has 16,592,424."""
+    from explorer.app.form import remove_stage
+
+    preset = get_preset('poolformer_hybrid_ppaa_s12')
+    page.goto(app_url + '?preset=poolformer_hybrid_ppaa_s12')
+    wait_macs(page, macs_of(preset))
+    page.wait_for_selector('body[data-mfx-ready]', state='attached')
+    page.locator('#mfx-s1-remove').click()
+    want = remove_stage(preset, 0)
+    wait_macs(page, macs_of(want))
+    for _ in range(100):  # the address bar's share link follows the design the server holds
+        held = decode_share(parse_qs(urlparse(page.url).query)['spec'][0])
+        if len(held['stages']) == 3:
+            break
+        page.wait_for_timeout(200)
+    assert [st.get('pos_embed', False) for st in held['stages']] == [False, True, False]
+    assert analytic_cost(ArchSpec.from_dict(held)).params == analytic_cost(ArchSpec.from_dict(want)).params
+    page.screenshot(path=str(shots / 'compose-remove-s1-hybrid.png'))
