@@ -774,3 +774,38 @@ def test_train_takes_a_trained_checkpoint_as_spec_and_trains_its_architecture_fr
     assert rc == 0
     assert read_metadata(out)['spec'] == read_metadata(shipped)['spec']
     assert read_metadata(out)['metrics']['steps'] == 1  # 320 images x 0.1 epoch / 32
+
+
+def test_the_evaluation_batch_is_sized_within_the_limits(monkeypatch):
+    """Evaluation ran 1000 test images at a time whatever the design: a 64 px stride-1 design that trains within the
+    8 GiB activation limit at batch 128 needed about 17 GiB for one evaluation batch (a /train request could take
+    the server down). The evaluation batch is now the largest within the limits."""
+    from explorer.core.spec import ArchSpec
+    from explorer.measure.analytic import analytic_cost
+    from explorer.measure.guard import Limits, largest_batch
+    from explorer.train import loop
+
+    spec = ArchSpec.from_dict(
+        {
+            'name': 'wide_grid',
+            'img_size': 64,
+            'num_classes': 10,
+            'in_chans': 1,
+            'stem': {'kernel_size': 3, 'stride': 1, 'padding': 1},
+            'stages': [{'mixer': 'pooling', 'depth': 1, 'dim': 96}],
+        }
+    )
+    per_image_gib = analytic_cost(spec).act_elements * 4 / 2**30
+    b = largest_batch(spec, 1000)
+    assert 1 <= b < 1000 and b * per_image_gib <= 8 < (b + 1) * per_image_gib
+    assert largest_batch(spec, 10) == 10 and largest_batch(spec, 1000, limits=Limits(max_act_gib=1e-6)) == 1
+    seen = {}
+
+    def stop(spec, dataset, cfg, *args):
+        seen['eval'] = cfg.eval_batch_size
+        raise RuntimeError('stop here')
+
+    monkeypatch.setattr(loop, '_open_data', stop)
+    with pytest.raises(RuntimeError, match='stop here'):
+        loop.train(spec, epochs=1, batch_size=1)
+    assert seen['eval'] == b

@@ -43,7 +43,7 @@ from timm.models.metaformer import Scale, StarReLU
 from explorer.core.build import build_model
 from explorer.core.mixers import AttentionMixer
 from explorer.core.spec import ArchSpec
-from explorer.measure.guard import check_request
+from explorer.measure.guard import check_request, largest_batch
 from explorer.measure.speed import compile_model, cpu_native_bf16
 from explorer.train.checkpoints import load_state, load_trained, save_checkpoint, save_state
 from explorer.train.data import Dataset, Preprocessing, load_dataset
@@ -205,6 +205,7 @@ def train(
         if dataset == 'fashion-mnist':
             check_trainable(spec)
         check_request(spec, batch_size=batch_size, training=True)  # before building: refuse what would not fit
+        cfg = replace(cfg, eval_batch_size=largest_batch(spec, cfg.eval_batch_size))  # evaluation fits too
         spec, pre, source = _open_data(spec, dataset, cfg, dist, data_dir, download, train_limit, test_limit, workers)
         state, keep_state = _resumable(spec, cfg, dist, state_file, resume)
         prev_threads = torch.get_num_threads()
