@@ -582,3 +582,14 @@ def test_a_calibration_that_cannot_be_trusted_is_named_and_the_page_does_not_kee
         TRAINING_SLOT.release()
     monkeypatch.setattr(lat, 'calibrate', lambda **kw: lat.Calibration(good, None, good.evaluation, 1.0))
     assert 'Calibrated on' in appcal.run_calibration() and lat.load_model(lat.fingerprint('cpu', 'float32', 1))
+
+
+def test_attentions_token_matmuls_pad_head_dims_to_whole_vector_registers_by_hand():
+    """q @ k^T and attn @ v of head_dim 8 run like head_dim 16 in fp32 (16 lanes of AVX-512): 3 heads on 8x8
+    tokens pad 2 x 3 x 64 x 64 x 8 MACs a block; head_dim 16 pads none in fp32, 16 each in bf16 (32 lanes)."""
+    spec = ArchSpec.from_dict(
+        {'img_size': 32, 'stages': [{'mixer': 'attention', 'depth': 2, 'dim': 24, 'mixer_args': {'head_dim': 8}}]}
+    )
+    assert lat.features(spec, 3)['macs.pad_heads'] == 3 * 2 * (2 * 3 * 64 * 64 * 8)
+    assert lat.features(tiny(), 1)['macs.pad_heads'] == 0  # head_dim 16 on 4x4 tokens
+    assert lat.features(tiny(), 1, elem_bytes=2)['macs.pad_heads'] == 2 * (2 * 2 * 16 * 16 * 16)
