@@ -809,3 +809,26 @@ def test_the_evaluation_batch_is_sized_within_the_limits(monkeypatch):
     with pytest.raises(RuntimeError, match='stop here'):
         loop.train(spec, epochs=1, batch_size=1)
     assert seen['eval'] == b
+
+
+def test_a_resume_on_other_data_is_refused_naming_what_changed(fake_dir, tmp_path):
+    """The state's epoch order indexes the data it was written for: resumed with another --train-limit, a run
+    trained extra epochs and recorded them, or ended in an IndexError traceback."""
+    from explorer.train.checkpoints import load_state, save_state
+
+    state = tmp_path / 'r.state'
+
+    def stop(ev):
+        raise Stopped
+
+    kw = dict(epochs=1, seed=0, data_dir=fake_dir, state_file=state, amp='none', **QUICK)
+    train(TINY, progress=stop, **kw)
+    with pytest.raises(
+        ValueError, match=r'other data \(train_limit: None there, 128 here; steps_per_epoch: 10 there, 4 here\)'
+    ):
+        train(TINY, resume=True, **{**kw, 'train_limit': 128})
+    # a state written before the data was recorded resumes as before
+    old = load_state(state)
+    del old['data']
+    save_state(state, old)
+    assert train(TINY, resume=True, **kw).metrics['steps'] == 10

@@ -207,7 +207,13 @@ def train(
         check_request(spec, batch_size=batch_size, training=True)  # before building: refuse what would not fit
         cfg = replace(cfg, eval_batch_size=largest_batch(spec, cfg.eval_batch_size))  # evaluation fits too
         spec, pre, source = _open_data(spec, dataset, cfg, dist, data_dir, download, train_limit, test_limit, workers)
-        state, keep_state = _resumable(spec, cfg, dist, state_file, resume)
+        data = {
+            'dataset': dataset,
+            'train_limit': train_limit,
+            'test_limit': test_limit,
+            'steps_per_epoch': source.steps_per_epoch,
+        }
+        state, keep_state = _resumable(spec, cfg, dist, state_file, resume, data)
         prev_threads = torch.get_num_threads()
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
@@ -268,9 +274,11 @@ def _open_data(spec, dataset, cfg, dist, data_dir, download, train_limit, test_l
     return spec, {'kind': 'timm', **pre}, FolderSource(data, cfg, dist, workers)
 
 
-def _resumable(spec, cfg, dist, state_file, resume):
+def _resumable(spec, cfg, dist, state_file, resume, data: dict | None = None):
     """(state to continue from or None, function saving a state or None). Rank 0 reads and writes the file;
-    the other ranks get its state by broadcast (on many machines only rank 0's needs to see it)."""
+    the other ranks get its state by broadcast (on many machines only rank 0's needs to see it). `data`: what
+    the run trains on (dataset, limits, steps per epoch); a state saved for other data is refused (its epoch order
+    indexes that data: another --train-limit trained extra epochs or ended in an IndexError)."""
     state, keep_state = None, None
     if resume:
         if state_file is None:
@@ -300,8 +308,17 @@ def _resumable(spec, cfg, dist, state_file, resume):
                 f'resume: {state_file} was written for another {what}; resume with the same options, or start a '
                 'new run instead'
             )
+        saved = state.get('data')
+        if data is not None and saved is not None and saved != data:  # states written before this say nothing
+            diff = [f'{k}: {saved.get(k)!r} there, {data.get(k)!r} here' for k in data if saved.get(k) != data.get(k)]
+            raise ValueError(
+                f'resume: {state_file} was written for other data ({"; ".join(diff)}); resume with the same '
+                'options, or start a new run instead'
+            )
     if state_file is not None and dist.main:
         tagged = {'spec': spec.to_dict(), 'recipe': asdict(cfg), 'global_batch': cfg.batch_size * dist.world}
+        if data is not None:
+            tagged['data'] = data
 
         def keep_state(s: dict) -> None:
             save_state(state_file, {**tagged, **s})
