@@ -11,6 +11,7 @@ from explorer.app import form as spec_form
 from explorer.core import catalog
 from explorer.core.spec import MAX_STAGES, SpecError
 from explorer.measure import profile as prof
+from tests.conftest import tiny_spec
 
 
 @pytest.fixture(scope='module')
@@ -112,16 +113,8 @@ def test_the_stage_endpoints_refuse_to_answer_an_invalid_spec():
     width), as a success."""
     from explorer.app.panels import api_remove_stage
 
-    d = {
-        'name': 'keeps',
-        'img_size': 64,
-        'num_classes': 10,
-        'stages': [
-            {'mixer': 'pooling', 'depth': 1, 'dim': 64},
-            {'mixer': 'pooling', 'depth': 1, 'dim': 128},
-            {'mixer': 'pooling', 'depth': 1, 'dim': 128, 'downsample': False},
-        ],
-    }
+    d = tiny_spec(mixers=('pooling',) * 3, dims=(64, 128, 128), img_size=64)
+    d['stages'][2]['downsample'] = False  # S3 keeps S2's width and grid
     assert catalog.validate(d) == []
     assert [st['dim'] for st in api_remove_stage(d, 0)['stages']] == [128, 128]  # S2 follows the stem: fine
     with pytest.raises(SpecError) as e:
