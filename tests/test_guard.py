@@ -41,10 +41,10 @@ def test_param_and_activation_limits():
 @pytest.mark.parametrize(
     'kwargs,expected',
     [
-        ({'batch_size': 0}, 'batch_size: 0 is not allowed; allowed 1 to 256'),
+        ({'batch_size': 0}, 'batch_size: 0 is not allowed; allowed 1 to 256 (EXPLORER_MAX_BATCH)'),
         ({'batch_size': 1000}, 'batch_size: 1000 is not allowed'),
         ({'batch_size': 2.5}, 'batch_size: 2.5 is not allowed'),
-        ({'img_size': 4000}, 'img_size: 4000 is not allowed; allowed 8 to 1024'),
+        ({'img_size': 4000}, 'img_size: 4000 is not allowed; allowed 8 to 1024 (EXPLORER_MAX_IMG_SIZE)'),
         ({'dtype': 'int8'}, "dtype: 'int8' is not allowed; choose from fp32, bf16, fp16"),
     ],
 )

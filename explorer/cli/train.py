@@ -44,7 +44,12 @@ def register(sub) -> None:
         metavar='S',
         help='stop after S seconds of training; the cosine schedule is fitted to the steps that fit',
     )
-    p.add_argument('--batch-size', type=int_in(1, 4096), default=128, help='per process (default 128)')
+    p.add_argument(
+        '--batch-size',
+        type=int_in(1, 4096),
+        default=128,
+        help='per process (default 128); above EXPLORER_MAX_BATCH (256 unless set) it is refused',
+    )
     p.add_argument('--lr', type=number_in(0, 10, low_open=True), default=None, help='peak learning rate (default 2e-3)')
     p.add_argument(
         '--erase',

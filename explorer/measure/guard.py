@@ -72,9 +72,13 @@ def check_inputs(
     size = spec.img_size if img_size is None else img_size
     errors = []
     if not isinstance(batch_size, int) or isinstance(batch_size, bool) or not 1 <= batch_size <= limits.max_batch:
-        errors.append(('batch_size', f'{show(batch_size)} is not allowed; allowed 1 to {limits.max_batch}'))
+        errors.append(
+            ('batch_size', f'{show(batch_size)} is not allowed; allowed 1 to {limits.max_batch} (EXPLORER_MAX_BATCH)')
+        )
     if not isinstance(size, int) or isinstance(size, bool) or not 8 <= size <= limits.max_img_size:
-        errors.append(('img_size', f'{show(size)} is not allowed; allowed 8 to {limits.max_img_size}'))
+        errors.append(
+            ('img_size', f'{show(size)} is not allowed; allowed 8 to {limits.max_img_size} (EXPLORER_MAX_IMG_SIZE)')
+        )
     if not isinstance(dtype, str) or dtype not in BYTES_PER_ELEMENT:  # a list is unhashable: TypeError
         errors.append(('dtype', f'{show(dtype)} is not allowed; choose from {", ".join(BYTES_PER_ELEMENT)}'))
     if errors:
