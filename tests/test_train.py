@@ -676,27 +676,123 @@ def test_the_train_api_and_tab_pass_compile_through(monkeypatch, tmp_path):
     assert len(trains) == 1 and trains[0].inputs[-1] is box
 
 
-def test_a_time_budget_fits_the_schedule_to_the_steps_after_the_first(fake_dir, monkeypatch):
-    """The first step carries one-time costs (torch.compile compiles in it; oneDNN builds bf16 kernels): 10 s on
-    a clock where every later step takes 0.1 s. A 20 s budget then holds the first step and 100 more. Timing the
-    first 20 steps with the first included (0.6 s a step) fitted 33 steps and left most of the budget unused."""
+def fake_clock(monkeypatch, seconds) -> list:
+    """The training loop's clocks (perf_counter, monotonic) replaced by one that moves only when a step runs (step
+    n, from 1, takes seconds(n)) or when the returned list's value is moved by hand."""
     import types
 
     import explorer.train.loop as loop
 
-    clock = [0.0]
-    monkeypatch.setattr(loop, 'time', types.SimpleNamespace(perf_counter=lambda: clock[0]))
+    clock, count = [0.0], [0]
+    monkeypatch.setattr(loop, 'time', types.SimpleNamespace(perf_counter=lambda: clock[0], monotonic=lambda: clock[0]))
     real_step = loop._Step._step
 
     def step(self, *a):
-        clock[0] += 10.0 if self.first_s is None else 0.1
+        count[0] += 1
+        clock[0] += seconds(count[0])
         return real_step(self, *a)
 
     monkeypatch.setattr(loop._Step, '_step', step)
+    return clock
+
+
+def last_lr_of(events: list) -> float:
+    return [ev for ev in events if ev['kind'] == 'step'][-1]['lr']
+
+
+def test_a_time_budget_fits_the_schedule_to_the_steps_after_the_first(fake_dir, monkeypatch):
+    """The first step carries one-time costs (torch.compile compiles in it; oneDNN builds bf16 kernels): 10 s on
+    a clock where every later step takes 0.1 s. A 20 s budget then holds the first step and 100 more. Timing the
+    first 20 steps with the first included (0.6 s a step) fitted 33 steps and left most of the budget unused."""
+    fake_clock(monkeypatch, lambda n: 10.0 if n == 1 else 0.1)
     # batch 2: an epoch of 160 steps outlasts the budget, as a Fashion-MNIST epoch (468 steps) outlasts a short one
     res = train(TINY, epochs=500, time_budget=20.0, seed=0, data_dir=fake_dir, **{**QUICK, 'batch_size': 2})
     assert res.metrics['first_step_s'] == 10.0 and res.metrics['stopped_by'] == 'time_budget'
     assert res.metrics['steps'] == 101, res.metrics['steps']
+
+
+def test_a_budget_shorter_than_twenty_steps_still_anneals_the_learning_rate(fake_dir, monkeypatch):
+    """The schedule was first fitted at step 20: a budget that held fewer steps (a big model, a short budget)
+    ended training at the peak learning rate. Steps of 1/8 s after a first of 1 s: a 3 s budget holds 17."""
+    fake_clock(monkeypatch, lambda n: 1.0 if n == 1 else 0.125)
+    events = []
+    res = train(TINY, epochs=500, time_budget=3.0, seed=0, data_dir=fake_dir, progress=events.append, **QUICK)
+    assert res.metrics['stopped_by'] == 'time_budget' and res.metrics['steps'] == 17
+    assert last_lr_of(events) < 0.02 * 2e-3, last_lr_of(events)  # was 2e-3, the peak
+
+
+def test_a_cpu_that_slows_down_mid_epoch_shortens_the_schedule_before_the_budget_cuts_it(fake_dir, monkeypatch):
+    """Another job on the machine triples the step time after step 40, inside an epoch of 160 steps: the
+    schedule fitted at step 20 (and next at the epoch's end) was cut by the budget at a quarter of the peak
+    learning rate. Refitted every few steps at the latest steps' speed, it ends near zero."""
+    fake_clock(monkeypatch, lambda n: 0.125 if n <= 40 else 0.375)
+    events = []
+    kw = {**QUICK, 'batch_size': 2}
+    res = train(TINY, epochs=500, time_budget=10.0, seed=0, data_dir=fake_dir, progress=events.append, **kw)
+    assert res.metrics['stopped_by'] == 'time_budget' and 50 <= res.metrics['steps'] <= 54, res.metrics['steps']
+    assert last_lr_of(events) < 0.1 * 2e-3, last_lr_of(events)
+
+
+def test_a_deadline_fits_the_schedule_to_the_time_left_with_the_evaluations_counted(fake_dir, monkeypatch):
+    """The app's time limit counted the whole run (loading, every epoch's evaluation) while the schedule was
+    fitted to training time only: the limit stopped runs before their learning rate decayed, reported as
+    stopped by the user. A deadline now fits the schedule with the evaluations counted, and says it ended it."""
+    from explorer.train import sources
+
+    clock = fake_clock(monkeypatch, lambda n: 0.125)
+    real = sources.MemorySource.evaluate
+
+    def slow_evaluate(self, *a, **k):
+        clock[0] += 0.5
+        return real(self, *a, **k)
+
+    monkeypatch.setattr(sources.MemorySource, 'evaluate', slow_evaluate)
+    events = []
+    kw = {**QUICK, 'eval_every_epoch': True}
+    res = train(TINY, epochs=500, deadline=20.0, seed=0, data_dir=fake_dir, progress=events.append, **kw)
+    # each epoch: 10 steps of 1/8 s and a 1/2 s evaluation; the final evaluation must fit before 20 s
+    assert res.metrics['stopped_by'] == 'time_limit' and res.metrics['time_budget_s'] is None
+    assert clock[0] <= 20.0 + 0.125 and res.metrics['steps'] >= 100, (clock[0], res.metrics['steps'])
+    assert last_lr_of(events) < 0.1 * 2e-3, last_lr_of(events)
+    # a deadline that does not bind changes nothing: the same weights as a run without one
+    clock[0] = 0.0
+    plain = train(TINY, epochs=2, seed=0, data_dir=fake_dir, **kw).model.state_dict()
+    clock[0] = 0.0
+    timed = train(TINY, epochs=2, seed=0, data_dir=fake_dir, deadline=1e6, **kw)
+    assert timed.metrics['stopped_by'] == 'epochs' and timed.metrics['steps'] == 20
+    assert all(torch.equal(plain[k], v) for k, v in timed.model.state_dict().items())
+
+
+def test_a_stop_mid_epoch_keeps_its_training_time_and_gives_the_partial_epoch_its_own_row(
+    fake_dir, tmp_path, monkeypatch
+):
+    """Stopped in the middle of an epoch, a run recorded none of that epoch's training time (0 s for a first
+    epoch; a resumed budget started again from the old figure) and wrote its final evaluation over the last
+    whole epoch's row, whose own step then disagreed with it."""
+    from explorer.train.checkpoints import load_state
+
+    fake_clock(monkeypatch, lambda n: 0.125)
+    events, state = [], tmp_path / 'r.state'
+
+    def stop_at_step_12(ev):
+        events.append(ev)
+        if ev['kind'] == 'step' and ev['step'] == 12:
+            raise Stopped
+
+    kw = {**QUICK, 'eval_every_epoch': True}
+    res = train(TINY, epochs=3, seed=0, data_dir=fake_dir, progress=stop_at_step_12, state_file=state, **kw)
+    assert res.metrics['stopped_by'] == 'user' and res.metrics['steps'] == 12
+    assert res.metrics['train_time_s'] == 1.5 and load_state(state)['position']['train_time'] == 1.5  # was 1.25
+    epoch_1 = next(ev for ev in events if ev['kind'] == 'epoch')
+    first, second = res.history
+    assert (first['step'], first['test_accuracy'], first['test_loss']) == (
+        10,
+        epoch_1['test_accuracy'],
+        epoch_1['test_loss'],
+    )
+    assert (second['epoch'], second['step'], second['train_time']) == (1.2, 12, 1.5)
+    assert (second['test_accuracy'], second['test_loss']) == (res.metrics['test_accuracy'], res.metrics['test_loss'])
+    assert len(load_state(state)['position']['history']) == 1  # the resumed run writes epoch 2's row itself
 
 
 def test_the_train_tab_says_on_the_first_page_why_the_design_on_screen_is_not_trainable():

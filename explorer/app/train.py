@@ -130,13 +130,21 @@ def scale_values(spec: dict | None) -> tuple:
     return scale_command(s, Path(path).name), path
 
 
+ENDED = {  # a run's metrics['stopped_by'], in words
+    'epochs': 'every epoch run',
+    'time_budget': 'ended by its time budget',
+    'time_limit': "ended by the server's time limit on a run, its schedule fitted to it",
+    'user': 'stopped before its end',
+}
+
+
 def _result_text(res) -> str:
     m = res.metrics
     compiled = f', compiled (first step {m.get("first_step_s") or 0:.0f} s)' if m.get('compile') else ''
+    ended = ENDED.get(m['stopped_by'], f'stopped by {m["stopped_by"]}')
     return (
         f'**Done:** test accuracy **{100 * m["test_accuracy"]:.2f}%** ({m["test_correct"]:,}/{m["test_n"]:,}) '
-        f'after {m["epochs"]:g} epoch{"" if m["epochs"] == 1 else "s"} ({m["steps"]} steps, '
-        f'stopped by {m["stopped_by"]}), '
+        f'after {m["epochs"]:g} epoch{"" if m["epochs"] == 1 else "s"} ({m["steps"]} steps, {ended}), '
         f'{m["train_time_s"]:.0f} s of training on {m["device"]} with {m["threads"]} threads, '
         f'{"bf16 autocast" if m.get("amp") == "bf16" else m.get("amp") or "fp32"}{compiled}. '
         f'Saved as the trained model **{md_text(Path(res.checkpoint).stem)}** (pick it in Predict & explain).'

@@ -31,6 +31,7 @@ from __future__ import annotations
 import math
 import platform
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -63,7 +64,9 @@ from explorer.train.sources import (  # noqa: F401 (augment, make_batch: used fr
 DATASETS = ('fashion-mnist', 'imagefolder')
 AMP = ('auto', None, 'none', 'bf16', 'fp16')  # 'none' is None (fp32); 'auto' is resolved by `resolve_amp`
 LATER = {'compile': False}  # recipe fields added after states were first written: what an older state ran with
-CALIBRATION_STEPS = 20  # steps timed before a time budget fixes the schedule length
+# A time limit fits the schedule's length at step 3, then every REFIT_EVERY steps and at each epoch's end, at the
+# speed of the steps since the WINDOW-th last fit (about 20 steps; the first step's one-time costs left out)
+REFIT_EVERY, WINDOW = 5, 4
 
 
 @dataclass
@@ -172,6 +175,7 @@ def train(
     device: str | None = 'cpu',
     should_stop: Callable[[], bool] | None = None,
     workers: int = 4,
+    deadline: float | None = None,
     **recipe,
 ) -> TrainResult:
     """Train `spec` from scratch on the training set, evaluate on the test set, write a checkpoint to `out`.
@@ -191,6 +195,11 @@ def train(
     state_file: where to keep a resumable state (after every epoch and when stopped; removed when the run
     completes). resume: continue the run that state_file holds (same spec and recipe); without a time budget,
     in one process, the result is the same, bit for bit, as a run never interrupted.
+
+    deadline: a `time.monotonic()` by which the whole run, evaluations included, must be over (a server's limit
+    on one run). Unlike time_budget (seconds of training) it is not part of the recipe. The schedule is fitted
+    to end before it, with time left for the evaluations still to come; training ends when it comes
+    (stopped_by 'time_limit') and, when it does not bind, the run is the one it would be without it.
     """
     spec = spec if isinstance(spec, ArchSpec) else ArchSpec.from_dict(spec)
     cfg = TrainConfig(epochs=epochs, time_budget=time_budget, batch_size=batch_size, seed=seed, **recipe)
@@ -220,7 +229,8 @@ def train(
         try:
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(seed + dist.rank)  # drop-path and dropout draw from the global generator
-                model, history, metrics = _run(spec, cfg, source, dist, progress, should_stop, state, keep_state)
+                clock = _Clock(cfg.time_budget, deadline, source.test_n / (cfg.batch_size * dist.world))
+                model, history, metrics = _run(spec, cfg, source, dist, progress, should_stop, state, keep_state, clock)
         except Diverged as e:  # resuming replays the same steps to the same NaN: the saved state is of no use
             if dist.main and state_file is not None and Path(state_file).exists():
                 Path(state_file).unlink(missing_ok=True)
@@ -464,7 +474,61 @@ def prepare_bf16_cpu(model: nn.Module) -> dict:
     return counts
 
 
-def _run(spec, cfg: TrainConfig, source, dist: Dist, progress, should_stop, state=None, save_state=None):
+class _Clock:
+    """A run's time limits and the speeds measured against them. `budget`: seconds of training
+    (TrainConfig.time_budget; evaluations excluded). `deadline`: a time.monotonic() by which the run, its
+    evaluations included, must be over. The schedule's length is fitted to whichever allows fewer steps, at the
+    speed of the latest steps (`marks`: the step and training seconds at the last WINDOW fits), so a CPU that
+    slows down mid-epoch shortens the schedule rather than cutting it at a high learning rate."""
+
+    def __init__(self, budget: float | None, deadline: float | None, eval_steps: float):
+        self.budget, self.deadline = budget, deadline
+        self.eval_steps = eval_steps  # test images per global training batch: one evaluation's size in steps
+        self.eval_s = None  # seconds of the latest evaluation, once one ran
+        self.per_step = None  # training seconds per step in the latest window
+        self.marks = deque(maxlen=WINDOW)  # (step, training seconds) after this process's first step and at fits
+        self.cut_by = None  # the limit that set the schedule's end: 'time_budget' or 'time_limit'
+
+    @property
+    def timed(self) -> bool:
+        return self.budget is not None or self.deadline is not None
+
+    def eval_cost(self) -> float:
+        """Seconds one evaluation is expected to take: the last one measured, else the test set counted as
+        training steps at half a step each (a forward pass is about a third of a training step's work)."""
+        if self.eval_s is not None:
+            return self.eval_s
+        return 0.0 if self.per_step is None else self.per_step * self.eval_steps / 2
+
+    def over(self, elapsed: float) -> str | None:
+        """Which limit ends training now, if any: the budget spent, or too little time before the deadline
+        for the final evaluation."""
+        if self.budget is not None and elapsed >= self.budget:
+            return 'time_budget'
+        if self.deadline is not None and time.monotonic() >= self.deadline - self.eval_cost():
+            return 'time_limit'
+        return None
+
+    def steps_left(self, step: int, elapsed: float, steps_per_epoch: int, eval_every_epoch: bool) -> int | None:
+        """How many more steps the limits allow at the speed since the last call (None: nothing timed yet)."""
+        m_step, m_elapsed = self.marks[0]
+        if step <= m_step:
+            return None
+        self.per_step = per_step = max(elapsed - m_elapsed, 1e-9) / (step - m_step)
+        self.marks.append((step, elapsed))
+        n, self.cut_by = math.inf, None
+        if self.budget is not None:
+            n, self.cut_by = (self.budget - elapsed) / per_step, 'time_budget'
+        if self.deadline is not None:
+            ev = self.eval_cost()  # the final evaluation, and one per epoch when every epoch is evaluated
+            per_wall_step = per_step + (ev / steps_per_epoch if eval_every_epoch else 0.0)
+            wall = (self.deadline - time.monotonic() - ev) / per_wall_step
+            if wall < n:
+                n, self.cut_by = wall, 'time_limit'
+        return max(0, int(n + 1e-6))
+
+
+def _run(spec, cfg: TrainConfig, source, dist: Dist, progress, should_stop, state=None, save_state=None, clock=None):
     """The training loop. `state` (from a `save_state` call of an earlier run of the same spec and recipe)
     continues that run where it stopped; `save_state(state)` is called at the end of every epoch and when the
     run is stopped, with everything needed to continue it (weights, optimiser, both random generators and the
@@ -511,6 +575,7 @@ def _run(spec, cfg: TrainConfig, source, dist: Dist, progress, should_stop, stat
         }
 
     step_fn = _Step(net, opt, scaler, cfg, device, dist, should_stop)
+    clock = clock or _Clock(cfg.time_budget, None, 0.0)
     t0, stopped_by = time.perf_counter(), 'epochs'
     last_eval = None  # (step, evaluation) of the latest epoch's evaluation: the final one when nothing followed it
     try:
@@ -518,8 +583,10 @@ def _run(spec, cfg: TrainConfig, source, dist: Dist, progress, should_stop, stat
             if pos['perm'] is None:
                 pos.update(perm=source.order(gen, pos['step'] // steps_per_epoch), batch=0, losses=[])
             tick = time.perf_counter()
-            _train_epoch(step_fn, source, gen, pos, cfg, planned, tick, progress if dist.main else None)
-            pos['train_time'] += time.perf_counter() - tick
+            try:
+                _train_epoch(step_fn, source, gen, pos, cfg, planned, tick, clock, progress if dist.main else None)
+            finally:  # a stop mid-epoch keeps that epoch's time: the result says it, a resumed budget counts it
+                pos['train_time'] += time.perf_counter() - tick
             row = {
                 'epoch': round(pos['step'] / steps_per_epoch, 3),
                 'step': pos['step'],
@@ -529,7 +596,9 @@ def _run(spec, cfg: TrainConfig, source, dist: Dist, progress, should_stop, stat
             pos['perm'] = None  # the epoch is done: the next one draws its order
             if cfg.eval_every_epoch or pos['step'] >= pos['total']:
                 model.eval()
+                tick = time.monotonic()
                 ev = source.evaluate(model, device)
+                clock.eval_s = time.monotonic() - tick
                 last_eval = (pos['step'], ev)
                 model.train()
                 row.update(test_accuracy=ev['accuracy'], test_loss=ev['loss'])
@@ -543,14 +612,24 @@ def _run(spec, cfg: TrainConfig, source, dist: Dist, progress, should_stop, stat
         if save_state:
             save_state(snapshot())  # mid-epoch: the position says which batch comes next
     step, total, history, train_time = pos['step'], pos['total'], pos['history'], pos['train_time']
-    if stopped_by == 'epochs' and total < planned:  # the budget shortened or cut the schedule: it ended training
-        stopped_by = 'time_budget'
+    if stopped_by == 'epochs' and total < planned:  # a time limit shortened or cut the schedule: it ended training
+        stopped_by = clock.cut_by or 'time_budget'
     model.eval()
     # the test set once at the end: the last epoch's evaluation when no step came after it (it used to run twice)
     final = last_eval[1] if last_eval and last_eval[0] == step else source.evaluate(model, device)
     model.cpu()
-    if history:
+    if history and history[-1]['step'] == step:
         history[-1].update(test_accuracy=final['accuracy'], test_loss=final['loss'])
+    elif step > 0:  # stopped mid-epoch: the steps since the last epoch's row get their own row
+        row = {
+            'epoch': round(step / steps_per_epoch, 3),
+            'step': step,
+            'train_loss': sum(pos['losses']) / max(1, len(pos['losses'])),
+            'train_time': round(train_time, 2),
+            'test_accuracy': final['accuracy'],
+            'test_loss': final['loss'],
+        }
+        history = [*history, row]
     metrics = {
         'test_accuracy': final['accuracy'],
         'test_n': final['n'],
@@ -614,9 +693,9 @@ class _Step:
         return self.dist.step_agree(loss, self.should_stop(), over_budget)
 
 
-def _train_epoch(step_fn: _Step, source, gen, pos: dict, cfg, planned: int, tick: float, progress) -> None:
+def _train_epoch(step_fn: _Step, source, gen, pos: dict, cfg, planned: int, tick: float, clock: _Clock, progress):
     """The steps of one epoch from pos['batch'] on (or up to pos['total']), updating `pos` after each step; a
-    time budget refits the schedule as it goes. `tick`: when this epoch's timing started."""
+    time limit (`clock`) refits the schedule as it goes. `tick`: when this epoch's timing started."""
     steps_per_epoch, dist = source.steps_per_epoch, step_fn.dist
     report_every = max(1, steps_per_epoch // 20)
     batches = source.batches(pos['perm'], pos['batch'], gen)
@@ -627,8 +706,8 @@ def _train_epoch(step_fn: _Step, source, gen, pos: dict, cfg, planned: int, tick
         x, y = next(batches)
         lr = _lr_at(step, total, pos['warmup'], cfg.lr)
         elapsed = pos['train_time'] + time.perf_counter() - tick
-        over = cfg.time_budget is not None and elapsed >= cfg.time_budget
-        loss, stop, over = step_fn(x, y, lr, over)
+        why = clock.over(elapsed) if clock.timed else None
+        loss, stop, over = step_fn(x, y, lr, why is not None)
         if not math.isfinite(loss) and cfg.amp != 'fp16':  # the ranks agreed on this mean loss: all stop here
             raise Diverged(
                 f'training diverged at step {step + 1} of {total} (epoch {(step + 1) / steps_per_epoch:.2f}): the '
@@ -638,16 +717,21 @@ def _train_epoch(step_fn: _Step, source, gen, pos: dict, cfg, planned: int, tick
         pos['step'] = step = step + 1
         pos['batch'] = b + 1
         elapsed = pos['train_time'] + time.perf_counter() - tick
-        if cfg.time_budget is not None:
-            if step == CALIBRATION_STEPS or (b == steps_per_epoch - 1 and step > CALIBRATION_STEPS):
-                # fit the cosine schedule to the steps the rest of the budget allows at the speed so far, the
-                # first step left out: it carries one-time costs (compiling, oneDNN building bf16 kernels)
-                per_step = max(elapsed - (step_fn.first_s or 0.0), 1e-9) / max(1, step - 1)
-                fit = dist.min_int(step + int((cfg.time_budget - elapsed) / per_step + 1e-6))
+        if clock.timed:
+            if not clock.marks:  # this process's first step carries one-time costs (compiling, oneDNN building
+                clock.marks.append((step, elapsed))  # bf16 kernels): speeds are timed from the step after it
+            elif step == 3 or step % REFIT_EVERY == 0 or b == steps_per_epoch - 1:
+                # every rank reaches these steps: they agree on the shortest fit (dist.min_int)
+                left = clock.steps_left(step, elapsed, steps_per_epoch, cfg.eval_every_epoch)
+                fit = dist.min_int(pos['total'] if left is None else step + left)
                 pos['total'] = total = min(planned, max(step + 1, fit))  # never past the plan
-                pos['warmup'] = max(1, min(pos['warmup'], total // 5))
-            if over or elapsed >= cfg.time_budget and dist.world == 1:
+                if step < pos['warmup']:  # a warm-up already done stays as it was
+                    pos['warmup'] = max(1, min(pos['warmup'], total // 5))
+            if not over and dist.world == 1:
+                why = clock.over(elapsed)  # the time ran out during this step: no step after it
+            if over or why:
                 pos['total'] = total = step
+                clock.cut_by = why or clock.cut_by or 'time_budget'
         if progress and (step % report_every == 0 or step == total):
             progress(
                 {

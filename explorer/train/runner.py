@@ -165,10 +165,12 @@ def training_events(
 
     One training at a time server-wide: when another is running this yields an error at once. The run stops
     after its current step when `request_stop(run_id)` is called, when the consumer stops listening (a closed
-    browser tab closes this generator) and at the server's time limit (EXPLORER_MAX_TRAIN_S; see
-    explorer.measure.guard.Limits). The checkpoint goes to `out_dir` (default: the runs folder,
-    explorer.train.checkpoints.USER_DIR) under a name the server makes (run_file_name), and only when it fits
-    there (check_room: the server's quota for that folder and a free-space reserve on its disk).
+    browser tab closes this generator). The server's time limit (EXPLORER_MAX_TRAIN_S; see
+    explorer.measure.guard.Limits) is the run's deadline, counted from the request with loading and evaluations
+    included: its learning-rate schedule is fitted to end before it (stopped_by 'time_limit'). The checkpoint
+    goes to `out_dir` (default: the runs folder, explorer.train.checkpoints.USER_DIR) under a name the server
+    makes (run_file_name), and only when it fits there (check_room: the server's quota for that folder and a
+    free-space reserve on its disk).
     """
     from explorer.train.loop import Stopped, train  # torch: loaded when a training starts
 
@@ -188,19 +190,19 @@ def training_events(
         _STOP.pop(run_id, None)
         yield {'kind': 'error', 'message': str(e)}
         return
-    budget = limit if time_budget is None else min(time_budget, limit)
-    started = time.monotonic()
+    deadline = time.monotonic() + limit  # the whole run, loading and evaluations included
 
     def work(emit):
         def progress(ev):
             emit(ev)
-            if stop.is_set() or time.monotonic() - started > limit:
+            if stop.is_set():
                 raise Stopped
 
         return train(
             spec,
             epochs=epochs,
-            time_budget=budget,
+            time_budget=time_budget,
+            deadline=deadline,  # the schedule is fitted to end before it (stopped_by 'time_limit')
             batch_size=batch_size,
             seed=seed,
             out=out,

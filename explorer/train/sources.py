@@ -111,7 +111,7 @@ class MemorySource:
     def __init__(self, train_ds, test_ds, pre, cfg, dist: Dist):
         self.train_ds, self.test_ds, self.pre, self.cfg, self.dist = train_ds, test_ds, pre, cfg, dist
         self.classes = list(train_ds.classes)
-        self.n = len(train_ds)
+        self.n, self.test_n = len(train_ds), len(test_ds)
         self.steps_per_epoch = max(1, self.n // (cfg.batch_size * dist.world))  # drop the last partial batch
 
     def order(self, gen: torch.Generator, epoch: int) -> torch.Tensor:
@@ -140,7 +140,7 @@ class FolderSource:
     def __init__(self, data, cfg, dist: Dist, workers: int):
         self.data, self.cfg, self.dist, self.workers = data, cfg, dist, workers
         self.classes = list(data.classes)
-        self.n = len(data.train)
+        self.n, self.test_n = len(data.train), len(data.val)
         self.steps_per_epoch = max(1, self.n // (cfg.batch_size * dist.world))
         if self.n < cfg.batch_size * dist.world:
             raise ValueError(
