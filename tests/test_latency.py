@@ -593,3 +593,17 @@ def test_attentions_token_matmuls_pad_head_dims_to_whole_vector_registers_by_han
     assert lat.features(spec, 3)['macs.pad_heads'] == 3 * 2 * (2 * 3 * 64 * 64 * 8)
     assert lat.features(tiny(), 1)['macs.pad_heads'] == 0  # head_dim 16 on 4x4 tokens
     assert lat.features(tiny(), 1, elem_bytes=2)['macs.pad_heads'] == 2 * (2 * 2 * 16 * 16 * 16)
+
+
+def test_pooling_counts_its_window_rows_by_hand():
+    """avg_pool2d loops over the window's rows: C x N x side a block, beside C x N x side^2 window elements. 24
+    channels on 8x8 tokens, 7x7 windows, 2 blocks, batch 3; NCHW with GroupNorm, channels-last with LayerNorm."""
+
+    def pooling(norm):
+        stage = {'mixer': 'pooling', 'depth': 2, 'dim': 24, 'mixer_args': {'pool_size': 7}}
+        return ArchSpec.from_dict({'img_size': 32, 'norm': norm, 'downsample_norm': None, 'stages': [stage]})
+
+    nchw, last = lat.features(pooling('mln'), 3), lat.features(pooling('layernorm'), 3)
+    assert nchw['elems.window_rows_nchw'] == last['elems.window_rows'] == 3 * 2 * 24 * 64 * 7
+    assert nchw['elems.window_nchw'] == last['elems.window'] == 3 * 2 * 24 * 64 * 49
+    assert nchw['elems.window_rows'] == last['elems.window_rows_nchw'] == 0
