@@ -31,15 +31,22 @@ def register(sub) -> None:
     p.set_defaults(func=cmd_serve)
 
 
-def parse_credentials(text: str, where: str) -> list[tuple[str, str]]:
-    """'user:password' entries, one per line or comma-separated -> [(user, password), ...]."""
-    pairs = []
-    for n, entry in enumerate(e.strip() for e in text.replace(',', '\n').splitlines()):
-        if not entry or entry.startswith('#'):
+def parse_credentials(text: str, where: str, lines: bool = True) -> list[tuple[str, str]]:
+    """'user:password' entries -> [(user, password), ...]: one per line (a file: blank lines and '#' comments
+    skipped, each line's surrounding whitespace ignored, everything after its first ':' the password, commas
+    included), or comma-separated (`lines=False`: EXPLORER_AUTH). A user named twice is refused."""
+    pairs, seen = [], {}
+    entries = text.splitlines() if lines else text.split(',')
+    unit = 'line' if lines else 'entry'
+    for n, entry in enumerate((e.strip() for e in entries), start=1):
+        if not entry or (lines and entry.startswith('#')):
             continue
         user, sep, password = entry.partition(':')
         if not sep or not user or not password:
-            raise UserError(f'{where}: entry {n + 1} is not user:password')
+            raise UserError(f'{where}: {unit} {n} is not user:password')
+        if user in seen:
+            raise UserError(f'{where}: {unit} {n} names user {user!r} again ({unit} {seen[user]}); one password each')
+        seen[user] = n
         pairs.append((user, password))
     if not pairs:
         raise UserError(f'{where}: no user:password entries')
@@ -54,12 +61,12 @@ def credentials(auth_file: str | None, environ=None) -> list[tuple[str, str]] | 
         if not path.is_file():
             raise UserError(f'--auth-file: {auth_file!r} ' + ('is not a file' if path.exists() else 'does not exist'))
         try:
-            text = path.read_text(encoding='utf-8')
+            text = path.read_text(encoding='utf-8-sig')  # a byte-order mark (Notepad) is not part of a name
         except (OSError, UnicodeDecodeError) as e:
             raise UserError(f'--auth-file: cannot read {auth_file!r}: {e}') from None
         return parse_credentials(text, f'--auth-file {auth_file}')
     if env.get(AUTH_ENV):
-        return parse_credentials(env[AUTH_ENV], AUTH_ENV)
+        return parse_credentials(env[AUTH_ENV], AUTH_ENV, lines=False)
     return None
 
 

@@ -47,7 +47,24 @@ def test_login_from_a_file_or_the_environment(fake_launch, tmp_path, monkeypatch
 @pytest.mark.parametrize('text, message', [('alice', 'entry 1 is not user:password'), ('', 'no user:password')])
 def test_bad_credentials_are_refused(text, message):
     with pytest.raises(UserError, match=message):
-        serve.parse_credentials(text, 'EXPLORER_AUTH')
+        serve.parse_credentials(text, 'EXPLORER_AUTH', lines=False)
+
+
+def test_an_auth_file_is_read_line_by_line_with_commas_inside_passwords(fake_launch, tmp_path):
+    """The file was split on commas too: the line alice:s3cret,admin:admin made a working admin/admin login
+    nobody wrote, and refused alice's real password. A Notepad byte-order mark became part of the first user's
+    name (who could then never log in), errors counted comma pieces rather than lines, and a user named twice
+    silently kept the last password."""
+    f = tmp_path / 'users'
+    f.write_text('\ufeffalice:s3cret,admin:admin\n\n# bob next\nbob:correct,horse  \n', encoding='utf-8')
+    rc, out, err = run_cli('serve', '--host', '0.0.0.0', '--auth-file', str(f))
+    assert rc == 0 and fake_launch.launched['auth'] == [('alice', 's3cret,admin:admin'), ('bob', 'correct,horse')]
+    f.write_text('alice:one\n\nbob\n', encoding='utf-8')
+    rc, out, err = run_cli('serve', '--auth-file', str(f))
+    assert rc == 2 and 'line 3 is not user:password' in err
+    f.write_text('alice:one\nalice:two\n', encoding='utf-8')
+    rc, out, err = run_cli('serve', '--auth-file', str(f))
+    assert rc == 2 and "line 2 names user 'alice' again (line 1)" in err
 
 
 def test_missing_auth_file(fake_launch, tmp_path):
