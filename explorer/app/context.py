@@ -200,15 +200,29 @@ def max_request_mb() -> int:
     return int(raw)
 
 
+UPLOAD_ROUTE = '/gradio_api/upload'  # Gradio's file-upload route, which applies its own max_file_size
+
+
+def is_upload(scope) -> bool:
+    """A multipart POST to Gradio's upload route (below the app's root path), and nothing else: an API call
+    named `upload` (/gradio_api/call/upload) ends in /upload too, and its JSON body is read whole."""
+    path, root = scope.get('path', ''), scope.get('root_path', '')
+    if root and path.startswith(root):
+        path = path[len(root) :]
+    content_type = dict(scope.get('headers') or []).get(b'content-type', b'')
+    return scope.get('method') == 'POST' and path == UPLOAD_ROUTE and content_type.startswith(b'multipart/form-data')
+
+
 class BodyLimit:
     """ASGI middleware: refuse a request body over `max_bytes` with 413 before the app reads it (by its
-    Content-Length, and by counting a body sent without one). Uploads are left to Gradio's max_file_size."""
+    Content-Length, and by counting a body sent without one). Uploads (`is_upload`) are left to Gradio's
+    max_file_size."""
 
     def __init__(self, app, max_bytes: int):
         self.app, self.max_bytes = app, max_bytes
 
     async def __call__(self, scope, receive, send):
-        if scope['type'] != 'http' or scope['path'].rstrip('/').endswith('/upload'):
+        if scope['type'] != 'http' or is_upload(scope):
             return await self.app(scope, receive, send)
         length = dict(scope.get('headers') or []).get(b'content-length')
         if length is not None and (not length.isdigit() or int(length) > self.max_bytes):

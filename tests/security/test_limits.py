@@ -121,6 +121,39 @@ def test_a_huge_request_body_is_refused_before_the_app_reads_it(app_url, client)
     assert client.predict(spec='poolformer_s12', api_name='/validate') == []  # still serving
 
 
+def test_only_gradios_upload_route_is_left_to_its_own_file_limit(app_url):
+    """Every path ending in /upload was exempt, so an API call named `upload` (/gradio_api/call/upload) took a
+    256 MiB JSON body, read and parsed whole (about 1 GiB of server memory), even without a login."""
+    import http.client
+    from urllib.parse import urlparse
+
+    from explorer.app.context import is_upload
+
+    url = urlparse(app_url)
+    for path in ('/gradio_api/call/upload', '/gradio_api/run/upload', '/gradio_api/upload/', '/x/upload'):
+        conn = http.client.HTTPConnection(url.hostname, url.port, timeout=30)
+        conn.putrequest('POST', path)
+        conn.putheader('Content-Type', 'application/json')
+        conn.putheader('Content-Length', str(256 * 2**20))
+        conn.endheaders()  # the body never follows: the answer must not wait for it
+        response = conn.getresponse()
+        assert response.status == 413, (path, response.status)
+        conn.close()
+    # an upload over the request limit (16 MiB) still goes to Gradio's own limit (EXPLORER_MAX_UPLOAD_MB)
+    data = b'--x\r\nContent-Disposition: form-data; name="files"; filename="big.bin"\r\n'
+    data += b'Content-Type: application/octet-stream\r\n\r\n' + b'\0' * (17 * 2**20) + b'\r\n--x--\r\n'
+    conn = http.client.HTTPConnection(url.hostname, url.port, timeout=60)
+    conn.request('POST', '/gradio_api/upload', body=data, headers={'Content-Type': 'multipart/form-data; boundary=x'})
+    response = conn.getresponse()
+    assert response.status == 200 and response.read().decode().endswith('big.bin"]')
+    conn.close()
+    multipart = [(b'content-type', b'multipart/form-data; boundary=x')]
+    assert is_upload({'method': 'POST', 'path': '/gradio_api/upload', 'headers': multipart})
+    assert is_upload({'method': 'POST', 'path': '/lab/gradio_api/upload', 'root_path': '/lab', 'headers': multipart})
+    assert not is_upload({'method': 'POST', 'path': '/gradio_api/upload', 'headers': []})  # JSON: limited
+    assert not is_upload({'method': 'PUT', 'path': '/gradio_api/upload', 'headers': multipart})
+
+
 def test_a_body_sent_without_its_length_is_cut_off_at_the_limit():
     import asyncio
 
