@@ -154,6 +154,44 @@ def test_measuring_reuses_heap_memory_and_restores_glibc_defaults():
     assert out.stdout.split('\n')[:3] == ['default on heap False', 'reused on heap True True', 'returned after True']
 
 
+AFTER_CALIBRATION = """
+import resource, sys
+from explorer.measure import latency as lat
+
+size = 4 << 20
+
+def touch():
+    a = bytearray(size)
+    a[::4096] = b'\\1' * (size // 4096)
+
+def faults(n):
+    f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    for _ in range(n):
+        touch()
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0
+
+if sys.argv[1] == 'calibrated':
+    with lat.reused_memory():
+        pass
+touch()
+touch()
+print(faults(20))
+"""
+
+
+@pytest.mark.skipif(lat.allocator_regime('cpu') == 'default', reason='glibc on Linux only')
+def test_after_a_calibration_memory_behaves_as_in_a_process_that_never_calibrated():
+    """A calibration's mallopt froze glibc's dynamic mmap threshold where it stood: 128 KiB in a fresh server, so
+    afterwards every tensor of 128 KiB or more was a fresh mmap with its pages faulted in on every call (speed
+    runs 2.5x slower, still stamped 'glibc defaults'). 20 buffers of 4 MiB: 1,024 pages each when mmapped."""
+
+    def faults(mode):
+        cmd = [sys.executable, '-c', AFTER_CALIBRATION, mode]
+        return int(subprocess.run(cmd, capture_output=True, text=True, timeout=60, check=True).stdout)
+
+    assert faults('fresh') < 1024 and faults('calibrated') < 1024, (faults('fresh'), faults('calibrated'))
+
+
 # ---- fitting -----------------------------------------------------------------------------------------------
 def test_nnls_known_answers():
     rng = np.random.default_rng(0)

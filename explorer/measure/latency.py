@@ -682,8 +682,11 @@ def random_designs(n: int, seed: int = 0, max_macs: float = MAX_DESIGN_MACS) -> 
 
 # ---- measuring -------------------------------------------------------------------------------------------------
 # glibc's mallopt parameters and their defaults
-M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4
-DEFAULT_TRIM_THRESHOLD, DEFAULT_MMAP_MAX = 128 * 1024, 65536
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD, M_MMAP_MAX = -1, -3, -4
+DEFAULT_MMAP_MAX = 65536
+# where glibc's dynamic thresholds settle in a process that frees large tensors (DEFAULT_MMAP_THRESHOLD_MAX on
+# 64-bit, and twice it): what explorer.measure.speed.ALLOCATOR_GLIBC describes
+SETTLED_MMAP_THRESHOLD, SETTLED_TRIM_THRESHOLD = 32 * 2**20, 64 * 2**20
 ALLOCATOR_REUSED = 'glibc: heap only (M_MMAP_MAX 0), never trimmed: memory reused between calls'
 
 
@@ -698,8 +701,11 @@ def reused_memory():
     design measured 50 ms in some rounds of a calibration and 72 ms in others, 89-96 ms in a fresh process, and
     50-52 ms in a fresh process with these settings; over 500 designs, two halves of the same rounds agreed
     within 10% for 88% of the designs of 128 px and more with the defaults, 99% with these.
-    glibc's defaults are set back afterwards (its dynamic mmap threshold stays off in this process). Elsewhere
-    it changes nothing. Yields the regime's description (`allocator_regime`)."""
+    Afterwards the process gets the regime its speed runs describe (ALLOCATOR_GLIBC): tensors of 32 MiB or more
+    mmapped, smaller ones reused. Any mallopt turns glibc's dynamic thresholds off for good, and they froze where
+    they stood: at 128 KiB in a process that had freed no large tensor yet, so after a calibration in a fresh
+    server every tensor of 128 KiB or more was a fresh mmap (speed runs 2.5x slower). Elsewhere it changes
+    nothing. Yields the regime's description (`allocator_regime`)."""
     from explorer.measure.speed import glibc  # no torch at import
 
     libc = glibc()
@@ -711,7 +717,8 @@ def reused_memory():
         yield ALLOCATOR_REUSED if ok else 'default'
     finally:
         libc.mallopt(M_MMAP_MAX, DEFAULT_MMAP_MAX)
-        libc.mallopt(M_TRIM_THRESHOLD, DEFAULT_TRIM_THRESHOLD)
+        libc.mallopt(M_MMAP_THRESHOLD, SETTLED_MMAP_THRESHOLD)
+        libc.mallopt(M_TRIM_THRESHOLD, SETTLED_TRIM_THRESHOLD)
 
 
 def _give_back_memory() -> None:
