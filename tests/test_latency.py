@@ -368,10 +368,25 @@ try:
     lat.predict_latency(spec)
 except lat.LatencyError as e:
     print(e)
+try:
+    lat.load_model(fp).predict(spec)
+except lat.LatencyError as e:
+    print('model:', e)
+from explorer.search.space import Scorer, SpaceError, parse_space
+stage = {'mixers': ['pooling', 'shift'], 'depth': [1, 2], 'dim': [16]}
+space = parse_space({'name': 'shifts', 'base': spec.to_dict(), 'stages': [stage], 'objectives': {'latency_ms': 'minimize'}})
+try:
+    Scorer(space)
+except SpaceError as e:
+    print('search:', e)
 """
     r = run_python('from explorer.measure import latency as lat\n' + block + check, tmp_path)
     assert r.returncode == 0, r.stderr
-    assert r.stdout.startswith("mixer 'shift' is newer than the calibration for "), r.stdout
+    lines = r.stdout.splitlines()
+    assert lines[0].startswith("mixer 'shift' is newer than the calibration for "), r.stdout
+    # the search's scorer went to the model directly: its shift stages cost 0 ms and won every latency trade-off
+    assert lines[1].startswith("model: mixer 'shift' is newer than the calibration"), r.stdout
+    assert lines[2].startswith("search: latency: mixer 'shift' is newer than the calibration"), r.stdout
 
 
 def test_predict_is_fast_and_imports_no_torch(latency_dir):
@@ -563,11 +578,27 @@ def test_the_composer_says_when_a_design_is_beyond_what_the_calibration_measured
     model.measure = {'max_macs': 1e5}
     lat.save_model(model)
     macs = analytic_cost(tiny()).macs  # 978,304
-    detail = _latency_card(tiny(), macs)[2]
+    detail = _latency_card(tiny())[2]
     assert 'extrapolated: 10x the largest calibration design (0.1 MMACs)' in detail
+    # the CLI, the text and the JSON said nothing: a 22.7 GMAC preset read as a plain calibrated figure
+    p = lat.predict_latency(tiny())
+    assert p.to_dict()['extrapolated'] == pytest.approx(macs / 1e5) and p.macs == macs
+    assert 'extrapolated: 10x the MACs of the largest calibration design (0.1 MMACs an image)' in p.text()
     model.measure = {'max_macs': 10 * macs}
     lat.save_model(model)
-    assert 'extrapolated' not in _latency_card(tiny(), macs)[2]
+    assert 'extrapolated' not in _latency_card(tiny())[2]
+    again = lat.predict_latency(tiny())
+    assert again.to_dict()['extrapolated'] is None and 'extrapolated' not in again.text()
+
+
+def test_not_calibrated_names_the_conditions_and_the_command_that_calibrates_them():
+    """The hint said `explorer calibrate --batch-size 8` for a bf16, 1-thread request: that command makes an fp32
+    calibration at the default threads, and the request stays uncalibrated."""
+    p = lat.predict_latency(tiny(), batch_size=8, dtype='bf16', threads=1)
+    assert p.text() == (
+        'latency: not calibrated for this device (cpu, 1 threads, bfloat16, batch 8); run '
+        '`explorer calibrate --device cpu --dtype bf16 --batch-size 8 --threads 1`'
+    )
 
 
 def test_a_calibration_that_cannot_be_trusted_is_named_and_the_page_does_not_keep_it(latency_dir, monkeypatch):

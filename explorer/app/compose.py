@@ -173,10 +173,10 @@ def _stage_row(i: int) -> dict:
     return row
 
 
-def _latency_card(spec: ArchSpec, macs: int | None = None) -> tuple:
+def _latency_card(spec: ArchSpec) -> tuple:
     """Predicted latency of one image on this machine's CPU (float32) from its calibration, or why there is none.
     Closed-form features and a fitted linear model: tens of microseconds, no model built. A design over the
-    largest calibration design (`macs`, its MACs an image, past the calibration's max_macs) is marked as an
+    largest calibration design (its MACs an image past the calibration's max_macs) is marked as an
     extrapolation: the model reads large presets 9-27% off (benchmarks/README.md)."""
     from explorer.measure.latency import LatencyError, predict_latency
 
@@ -192,9 +192,9 @@ def _latency_card(spec: ArchSpec, macs: int | None = None) -> tuple:
             'mfx-latency',
         )
     beyond = ''
-    if macs is not None and p.fitted_max_macs and macs > p.fitted_max_macs:
+    if p.extrapolated:
         beyond = (
-            f'; extrapolated: {macs / p.fitted_max_macs:.0f}x the largest calibration design '
+            f'; extrapolated: {p.extrapolated:.0f}x the largest calibration design '
             f'({p.fitted_max_macs / 1e6:g} MMACs): it may be tens of % off'
         )
     return (
@@ -237,7 +237,7 @@ def _totals_html(spec: ArchSpec, report: dict, before: tuple[str, int, int] | No
             'mfx-params',
         ),
         ('MACs', units.fmt_count(report['macs']), f'{report["macs"]:,}', 'mfx-macs'),
-        _latency_card(spec, report['macs']),
+        _latency_card(spec),
     ]
     html = (
         '<div class="mfx-cards">'

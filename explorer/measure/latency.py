@@ -441,13 +441,22 @@ class LatencyModel:
     created: str = ''
     format: str = FORMAT
 
+    def check(self, mixers) -> None:
+        """Refuse mixers declared after this calibration: every feature of theirs would count as free."""
+        newer = sorted({m for m in mixers if f'blocks.{m}' not in self.coef})
+        if newer:
+            raise LatencyError(
+                f'mixer {", ".join(map(repr, newer))} is newer than the calibration for {self.label()}: calibrate '
+                'again (explorer calibrate) to predict designs that use it'
+            )
+
     def predict(self, spec: ArchSpec) -> float:
         """Predicted seconds of one forward call of the fingerprint's batch."""
-        f = features(spec, self.fingerprint['batch_size'])
-        return sum(self.coef.get(k, 0.0) * v for k, v in f.items())
+        return sum(self.components(spec).values())
 
     def components(self, spec: ArchSpec) -> dict[str, float]:
         """Predicted seconds per feature (they sum to `predict`), nonzero ones only."""
+        self.check(st.mixer for st in spec.stages)
         f = features(spec, self.fingerprint['batch_size'])
         out: dict[str, float] = {}
         for k, v in f.items():
@@ -552,6 +561,22 @@ class Prediction:
     components: dict = field(default_factory=dict)  # feature -> predicted seconds
     holdout: dict | None = None  # the calibration's accuracy on designs it never saw
     fitted_max_macs: float | None = None  # the largest calibration design's MACs an image: beyond it, extrapolated
+    macs: int | None = None  # the design's MACs an image
+    threads: int = 0  # the fingerprint's (CPU)
+
+    @property
+    def extrapolated(self) -> float | None:
+        """How many times the largest calibration design's MACs this design has, when it has more: the model
+        reads designs past the calibration less well (large presets 9-27% off, benchmarks/README.md)."""
+        if self.seconds is None or not self.macs or not self.fitted_max_macs or self.macs <= self.fitted_max_macs:
+            return None
+        return self.macs / self.fitted_max_macs
+
+    def calibrate_command(self) -> str:
+        """The `explorer calibrate` that makes a calibration for these conditions."""
+        dtype = {'float32': 'fp32', 'bfloat16': 'bf16', 'float16': 'fp16'}.get(self.dtype, self.dtype)
+        threads = f' --threads {self.threads}' if self.device == 'cpu' and self.threads else ''
+        return f'explorer calibrate --device {self.device} --dtype {dtype} --batch-size {self.batch_size}{threads}'
 
     @property
     def ms(self) -> float | None:
@@ -560,18 +585,26 @@ class Prediction:
     def text(self) -> str:
         """'12.3 ms (batch 1, float32), calibrated on <device>' or '... not calibrated for this device'."""
         if self.seconds is None:
+            threads = f', {self.threads} threads' if self.device == 'cpu' and self.threads else ''
             return (
-                f'latency: not calibrated for this device ({self.device}, {self.dtype}, batch {self.batch_size}); '
-                f'run `explorer calibrate --batch-size {self.batch_size}`'
+                f'latency: not calibrated for this device ({self.device}{threads}, {self.dtype}, batch '
+                f'{self.batch_size}); run `{self.calibrate_command()}`'
+            )
+        beyond = ''
+        if self.extrapolated:
+            beyond = (
+                f'; extrapolated: {self.extrapolated:.0f}x the MACs of the largest calibration design '
+                f'({self.fitted_max_macs / 1e6:g} MMACs an image), it may be tens of % off'
             )
         return (
             f'latency {_fmt_s(self.seconds)} (batch {self.batch_size}, {self.dtype}), '
-            f'calibrated on {self.calibrated_on}'
+            f'calibrated on {self.calibrated_on}{beyond}'
         )
 
     def to_dict(self) -> dict:
         d = asdict(self)
         d['ms'] = self.ms
+        d['extrapolated'] = self.extrapolated
         d['text'] = self.text()
         return d
 
@@ -598,16 +631,12 @@ def predict_latency(
     fp = fingerprint(device, dtype, batch_size, threads)
     model = load_model(fp, folder)
     if model is None:
-        return Prediction(None, None, batch_size, fp.dtype, fp.device)
-    newer = sorted({st.mixer for st in spec.stages if f'blocks.{st.mixer}' not in model.coef})
-    if newer:  # its blocks would count as free
-        raise LatencyError(
-            f'mixer {", ".join(map(repr, newer))} is newer than the calibration for {fp.label()}: calibrate again '
-            '(explorer calibrate) to predict designs that use it'
-        )
-    comps = model.components(spec)
-    top = model.measure.get('max_macs')
-    return Prediction(sum(comps.values()), fp.label(), batch_size, fp.dtype, fp.device, comps, model.evaluation, top)
+        return Prediction(None, None, batch_size, fp.dtype, fp.device, threads=fp.threads)
+    comps = model.components(spec)  # refuses a mixer newer than the calibration: its blocks would count as free
+    top, macs = model.measure.get('max_macs'), analytic_cost(spec).macs
+    return Prediction(
+        sum(comps.values()), fp.label(), batch_size, fp.dtype, fp.device, comps, model.evaluation, top, macs, fp.threads
+    )
 
 
 # ---- designs that span the space ---------------------------------------------------------------------------

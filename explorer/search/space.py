@@ -432,6 +432,10 @@ class Scorer:
                     f'{lat["batch_size"]} --dtype {lat["dtype"]}` first, or drop latency_ms',
                     {'device': fp.device, 'dtype': fp.dtype, 'batch_size': fp.batch_size},
                 )
+            try:  # a mixer declared after the calibration would count as free, and win every latency trade-off
+                self.latency_model.check(m for st in space.stages for m in st.mixers)
+            except LatencyError as e:
+                raise SpaceError(f'latency: {e}') from None
             self.calibrated_on = fp.label()
 
     def metrics(self, spec: ArchSpec) -> dict:
