@@ -11,6 +11,7 @@ import importlib.util
 import json
 import re
 import socket
+import struct
 import sys
 import uuid
 from pathlib import Path
@@ -301,3 +302,75 @@ def test_cli_refuses_existing_files_and_unknown_specs(tmp_path):
     assert rc == 2 and "'no_such_design' is neither a preset nor a spec file" in err
     rc, _, err = run_cli('export', 'caformer_s18', '--to', str(tmp_path))
     assert rc == 2 and "'caformer_s18' is already a timm model" in err and '--name' in err
+
+
+# ---- review: inputs kept, damaged checkpoints named, stale files, meta -------------------------------------
+def test_an_export_never_replaces_its_own_input(checkpoint, tmp_path):
+    """`explorer export X.safetensors --to <its folder>` was refused only until --overwrite, which the refusal
+    suggested: then the trained checkpoint became a plain state dict, its spec, preprocessing and metrics gone.
+    The same for a spec file named as its spec."""
+    before = checkpoint.read_bytes()
+    for overwrite in (False, True):
+        with pytest.raises(UserError, match=r'is the checkpoint tiny_fmnist.safetensors being exported; it is never'):
+            export_design(checkpoint, checkpoint.parent, overwrite=overwrite)
+    assert checkpoint.read_bytes() == before and not (tmp_path / 'tiny_fmnist.py').exists()
+    spec_file = tmp_path / 'tiny_fmnist.json'
+    spec_file.write_text(json.dumps(TINY))
+    rc, _, err = run_cli('export', str(spec_file), '--to', str(tmp_path), '--overwrite')
+    assert rc == 2 and 'is the spec file tiny_fmnist.json being exported' in err and '--overwrite' not in err
+    assert json.loads(spec_file.read_text()) == TINY
+
+
+def test_a_damaged_checkpoint_is_named_in_one_line_before_anything_is_written(checkpoint, tmp_path):
+    """Weights that do not match the spec, damaged preprocessing or a text accuracy ended in a traceback (exit 1,
+    the code for a failed ONNX check), some after files were written."""
+    from safetensors.torch import load_file, save_file
+
+    from explorer.train.checkpoints import read_metadata
+
+    raw = load_file(str(checkpoint))
+    with open(checkpoint, 'rb') as f:  # the metadata as stored: strings
+        header = json.loads(f.read(struct.unpack('<Q', f.read(8))[0]))
+    meta = header['__metadata__']
+    pre = meta['preprocessing']
+    assert '"mean": 0.' in pre
+    broken = tmp_path / 'broken'
+    broken.mkdir()
+    cases = {
+        'missing_tensor': (dict(list(raw.items())[1:]), meta, 'its weights do not match its spec'),
+        'bad_mean': (raw, {**meta, 'preprocessing': re.sub(r'"mean": [0-9.]+', '"mean": "x"', pre)}, 'mean'),
+    }
+    for name, (tensors, metadata, message) in cases.items():
+        path = broken / f'{name}.safetensors'
+        save_file(tensors, str(path), metadata=metadata)
+        rc, out, err = run_cli('export', str(path), '--to', str(tmp_path / name))
+        assert rc == 2 and err.startswith('error: ') and 'Traceback' not in err and message in err, err
+        assert not (tmp_path / name).exists()
+    text_acc = broken / 'text_accuracy.safetensors'
+    metrics = json.loads(meta['metrics'])
+    save_file(raw, str(text_acc), metadata={**meta, 'metrics': json.dumps({**metrics, 'test_accuracy': 'high'})})
+    assert read_metadata(text_acc)['metrics']['test_accuracy'] == 'high'
+    res = export_design(text_acc, tmp_path / 'acc')
+    assert 'test accuracy' not in res.pretrained_cfg.get('notes', '') and Path(res.files['weights']).is_file()
+
+
+def test_overwrite_removes_the_earlier_exports_onnx_and_weights_it_does_not_write(checkpoint, tmp_path):
+    """Exporting design B over design A without --onnx left A's NAME.onnx (and weights) beside B's module."""
+    name = unique()
+    first = export_design(checkpoint, tmp_path, name=name, onnx=True)
+    assert {'weights', 'onnx'} <= first.files.keys()
+    with pytest.raises(UserError, match=rf'{name}.safetensors, .*{name}.onnx already exist'):
+        export_design(tiny_spec(), tmp_path, name=name, overwrite=False)
+    second = export_design(tiny_spec(), tmp_path, name=name, overwrite=True)
+    assert sorted(p.name for p in tmp_path.glob(f'{name}.*')) == [f'{name}.json', f'{name}.py']
+    assert sorted(second.files) == ['module', 'spec']
+
+
+def test_an_exported_model_builds_on_the_meta_device(tmp_path, load_module):
+    """timm's own models build under `with torch.device('meta')`; an exported one raised (.item() on meta)."""
+    name = unique()
+    load_module(export_design(tiny_spec(), tmp_path, name=name).files['module'])
+    with torch.device('meta'):
+        model = timm.create_model(name)
+    assert next(model.parameters()).device.type == 'meta'
+    assert sum(p.numel() for p in model.parameters()) == sum(p.numel() for p in build_model(tiny_spec()).parameters())

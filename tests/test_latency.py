@@ -374,7 +374,8 @@ except lat.LatencyError as e:
     print('model:', e)
 from explorer.search.space import Scorer, SpaceError, parse_space
 stage = {'mixers': ['pooling', 'shift'], 'depth': [1, 2], 'dim': [16]}
-space = parse_space({'name': 'shifts', 'base': spec.to_dict(), 'stages': [stage], 'objectives': {'latency_ms': 'minimize'}})
+objectives = {'latency_ms': 'minimize'}
+space = parse_space({'name': 'shifts', 'base': spec.to_dict(), 'stages': [stage], 'objectives': objectives})
 try:
     Scorer(space)
 except SpaceError as e:

@@ -4,6 +4,7 @@ errors are shown. Tabs import this module; explorer.app.main imports the tabs (n
 from __future__ import annotations
 
 import atexit
+import contextlib
 import functools
 import hashlib
 import html
@@ -446,7 +447,8 @@ def download_file(stem: str, suffix: str, write) -> str:
     folder (not from the runs folder), so downloads are made here. The name is `stem` reduced to letters,
     digits, '-', '_' and '.' (at most 80) plus `suffix`: a file name, never a path. A stem that had to change
     gets a hash of itself, so two stems never share a file (the file is reused: the stem must name its content)."""
-    safe = ''.join(c if c.isalnum() or c in '-_.' else '_' for c in stem[:80]).strip('.') or 'file'
+    # ASCII only: 60 letters of 4 bytes each (a valid spec name) made a name past the file system's 255 bytes
+    safe = ''.join(c if c.isascii() and (c.isalnum() or c in '-_.') else '_' for c in stem[:80]).strip('.') or 'file'
     if safe != stem:
         safe = f'{safe[:70]}-{hashlib.sha256(stem.encode()).hexdigest()[:8]}'
     path = DOWNLOAD_DIR / f'{safe}{suffix}'
@@ -457,6 +459,9 @@ def download_file(stem: str, suffix: str, write) -> str:
         files = sorted(DOWNLOAD_DIR.iterdir(), key=_mtime)
         for old in files[:-MAX_DOWNLOAD_FILES]:
             old.unlink(missing_ok=True)
+    else:
+        with contextlib.suppress(OSError):  # in use again: the newest, not the first one evicted
+            os.utime(path)
     return str(path)
 
 

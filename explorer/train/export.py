@@ -82,7 +82,10 @@ def _build(base: ArchSpec, *, global_pool: str = 'avg', device=None, dtype=None,
         changes['img_size'] = int(size[0])
     changes = {k: v for k, v in changes.items() if getattr(base, k) != v}
     spec = base.replace(**changes) if changes else base
-    model = build_model(spec, seed=int(torch.randint(2**62, ()).item()))
+    # the seed from torch's generator (torch.manual_seed makes it reproducible), drawn on the CPU: under a
+    # `with torch.device('meta')` block, as timm's own models allow, the shapes are built and nothing is drawn
+    on_meta = torch.empty(()).device.type == 'meta'
+    model = build_model(spec, seed=int(torch.randint(2**62, (), device='cpu').item()), init=not on_meta)
     return model.to(device=device, dtype=dtype) if device is not None or dtype is not None else model
 
 
@@ -147,6 +150,10 @@ class Source:
     default_name: str
     checkpoint: Path | None = None
     info: dict = field(default_factory=dict)
+    spec_file: Path | None = None  # a JSON spec file it was read from
+
+    def inputs(self) -> list[Path]:
+        return [p for p in (self.checkpoint, self.spec_file) if p is not None]
 
 
 def resolve_source(source: ArchSpec | dict | str | Path) -> Source:
@@ -163,8 +170,9 @@ def resolve_source(source: ArchSpec | dict | str | Path) -> Source:
         text = trained_path(text) or text
     if not text.endswith('.safetensors'):
         spec = load_spec(text)
-        kind = 'preset' if text in preset_names() else 'spec file'
-        return Source(spec, f'{kind} {Path(text).name}', spec.name)
+        if text in preset_names():
+            return Source(spec, f'preset {text}', spec.name)
+        return Source(spec, f'spec file {Path(text).name}', spec.name, spec_file=Path(text))
     path = Path(text)
     try:
         info = read_metadata(path)
@@ -184,13 +192,16 @@ def data_config_for(src: Source) -> dict:
     from explorer.explain.predict import DATA_KEYS, data_config
     from explorer.explain.weights import WeightsInfo, explorer_preprocessing_cfg, spec_pretrained_cfg
 
-    if src.checkpoint is not None:
-        pre = src.info['preprocessing']
-        timm_kind = pre.get('kind') == 'timm'  # an image-folder run keeps timm's data config
-        cfg = {k: pre[k] for k in DATA_KEYS if k in pre} if timm_kind else explorer_preprocessing_cfg(pre)
-    else:
-        cfg = spec_pretrained_cfg(src.spec)
-    return data_config(src.spec, WeightsInfo('checkpoint' if src.checkpoint else 'random', src.label, cfg))
+    try:
+        if src.checkpoint is not None:
+            pre = src.info['preprocessing']
+            timm_kind = pre.get('kind') == 'timm'  # an image-folder run keeps timm's data config
+            cfg = {k: pre[k] for k in DATA_KEYS if k in pre} if timm_kind else explorer_preprocessing_cfg(pre)
+        else:
+            cfg = spec_pretrained_cfg(src.spec)
+        return data_config(src.spec, WeightsInfo('checkpoint' if src.checkpoint else 'random', src.label, cfg))
+    except ValueError as e:  # a damaged checkpoint's preprocessing (WeightsError is a ValueError)
+        raise UserError(f'{src.label}: {e}') from None
 
 
 def pretrained_cfg_for(src: Source, data_cfg: dict) -> dict:
@@ -221,8 +232,9 @@ def pretrained_cfg_for(src: Source, data_cfg: dict) -> dict:
         if classes and len(classes) == spec.num_classes:
             cfg['label_names'] = tuple(classes)
         acc = src.info['metrics'].get('test_accuracy')
+        known = isinstance(acc, (int, float)) and not isinstance(acc, bool) and 0 <= acc <= 1
         dataset = src.info.get('dataset', 'fashion-mnist')
-        notes.append(f'trained on {dataset}' + (f', test accuracy {acc * 100:.2f}%' if acc is not None else ''))
+        notes.append(f'trained on {dataset}' + (f', test accuracy {acc * 100:.2f}%' if known else ''))
     pad = data_cfg.get('pad_from')
     if pad:
         size = data_cfg['input_size'][-1]
@@ -373,13 +385,17 @@ def export_design(
     """
     src = resolve_source(source)
     out = Path(out_dir)
-    name, files = _target_files(src, out, name, onnx, overwrite)
-    out.mkdir(parents=True, exist_ok=True)
-    data_cfg = data_config_for(src)
+    name, files, stale = _target_files(src, out, name, onnx, overwrite)
+    data_cfg = data_config_for(src)  # everything read and checked before anything is written
     cfg = pretrained_cfg_for(src, data_cfg)
     if src.checkpoint or onnx:  # a model is built: the server's limits first, as for every command that builds
         check_request(src.spec, batch_size=1)
-    model = _write_weights(src, files.get('weights')) if src.checkpoint or onnx else None
+    model = _model(src) if src.checkpoint or onnx else None
+    out.mkdir(parents=True, exist_ok=True)
+    if src.checkpoint:
+        _write_weights(model, files['weights'])
+    for path in stale:  # an earlier export's ONNX or weights (overwrite): they would pass for this design's
+        path.unlink(missing_ok=True)
     atomic_write(files['spec'], lambda tmp: tmp.write_text(src.spec.to_json(), encoding='utf-8'))
     text = module_source(name, src, cfg, has_weights=src.checkpoint is not None)
     atomic_write(files['module'], lambda tmp: tmp.write_text(text, encoding='utf-8'))
@@ -394,8 +410,9 @@ def export_design(
     return ExportResult(name, str(out), src.label, {k: str(p) for k, p in files.items()}, weights, cfg, check)
 
 
-def _target_files(src: Source, out: Path, name: str | None, onnx: bool, overwrite: bool) -> tuple[str, dict]:
-    """(checked name, kind -> path) of the files to write; refuses a clash with what exists unless `overwrite`."""
+def _target_files(src: Source, out: Path, name: str | None, onnx: bool, overwrite: bool) -> tuple[str, dict, list]:
+    """(checked name, kind -> path of the files to write, the earlier export's files this one does not write);
+    refuses a clash with what exists unless `overwrite`, and always a file that is the export's own input."""
     if out.exists() and not out.is_dir():
         raise UserError(f'output folder {str(out)!r} (--to) is a file, not a folder')
     try:
@@ -405,23 +422,37 @@ def _target_files(src: Source, out: Path, name: str | None, onnx: bool, overwrit
     kinds = ['module', 'spec'] + (['weights'] if src.checkpoint else []) + (['onnx'] if onnx else [])
     suffix = {'module': '.py', 'spec': '.json', 'weights': '.safetensors', 'onnx': '.onnx'}
     files = {k: out / f'{name}{suffix[k]}' for k in kinds}
-    existing = [str(p) for p in files.values() if p.exists()]
+    for path in files.values():
+        for source in src.inputs():
+            if path.exists() and path.resolve() == source.resolve():
+                raise UserError(
+                    f'{path} is the {src.label} being exported; it is never replaced: choose another --name or --to'
+                )
+    stale = [out / f'{name}{suffix[k]}' for k in suffix if k not in files]
+    stale = [p for p in stale if p.exists()]
+    existing = [str(p) for p in [*files.values(), *stale] if p.exists()]
     if existing and not overwrite:
         raise UserError(f'{", ".join(existing)} already exist(s); pass --overwrite / overwrite=True to replace')
-    return name, files
+    return name, files, stale
 
 
-def _write_weights(src: Source, path: Path | None) -> nn.Module:
-    """The model in eval mode: the checkpoint's weights (also written to `path` as a plain state dict, the keys
-    timm's create_model gives), else random ones drawn with seed 0."""
+def _model(src: Source) -> nn.Module:
+    """The model in eval mode: the checkpoint's weights, else random ones drawn with seed 0."""
     from explorer.core.build import build_model
     from explorer.train.checkpoints import load_trained
 
     if src.checkpoint is None:
         return build_model(src.spec, seed=0).eval()
+    try:
+        model, _, _ = load_trained(src.checkpoint)
+    except ValueError as e:  # weights that do not match the spec, damaged metadata
+        raise UserError(str(e)) from None
+    return model
+
+
+def _write_weights(model: nn.Module, path: Path) -> None:
+    """The weights as a plain state dict, the keys timm's create_model gives."""
     from safetensors.torch import save_file
 
-    model, _, _ = load_trained(src.checkpoint)
     tensors = {k: v.detach().contiguous().clone() for k, v in model.state_dict().items()}
     atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata={'format': 'pt'}))
-    return model

@@ -94,6 +94,29 @@ def test_spec_downloads_stay_in_their_folder_and_are_bounded(monkeypatch):
     assert len(list(DOWNLOAD_DIR.iterdir())) <= 3
 
 
+def test_a_valid_name_of_four_byte_letters_still_downloads_and_a_reused_file_is_kept_longest(monkeypatch):
+    """60 letters of 4 bytes (U+1D400, U+20000: valid spec names) made a file name past the file system's 255
+    bytes (ENAMETOOLONG: the Share tab and Train at scale failed for that design, and a ?spec= link did it to
+    whoever opened it); and a file handed out again was the first evicted, being the oldest."""
+    import explorer.app.context as context
+    from explorer.app.train import scale_values
+
+    base = get_preset('poolformer_s12')
+    for letter in ('\U0001d400', '\U00020000'):
+        path = Path(spec_download({**base, 'name': letter * 60}))
+        assert path.parent == DOWNLOAD_DIR and path.is_file() and len(path.name.encode()) < 120
+        commands, spec_file = scale_values({**base, 'name': letter * 60})  # the Train tab's "Train at scale"
+        assert Path(spec_file).is_file() and 'torchrun' in commands
+    monkeypatch.setattr(context, 'MAX_DOWNLOAD_FILES', 2)
+    kept = Path(spec_download({**base, 'name': 'kept'}))
+    other = Path(spec_download({**base, 'name': 'other'}))
+    os.utime(kept, (1, 1))
+    os.utime(other, (2, 2))
+    assert Path(spec_download({**base, 'name': 'kept'})) == kept  # asked for again: now the newest
+    spec_download({**base, 'name': 'third'})
+    assert kept.is_file() and not other.exists()
+
+
 def test_a_download_is_written_whole_before_it_can_be_handed_out():
     """Review: a download (the search frontier's CSV and zip, made on every page load) was written in place, so a
     request for the same file meanwhile got half of it, and a write that failed left a partial file that was
