@@ -5,6 +5,7 @@ twice, and the study outlives the process (a second run continues it)."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -24,7 +25,7 @@ from explorer.search.space import (
 )
 from explorer.search.study import frontier, frontier_csv, open_study, run_search
 
-from .conftest import run_cli
+from .conftest import run_cli, tiny_spec
 
 SMALL = {
     'name': 'small',
@@ -362,13 +363,20 @@ def test_the_accuracy_objective_trains_in_the_precision_the_space_asks_for(monke
     assert calls['amp'] == amp
 
 
-def test_a_bad_training_precision_is_named():
+@pytest.mark.parametrize('amp', ['fp8', 'fp16'])
+def test_a_bad_training_precision_is_named(amp):
+    """fp16 was listed as allowed, but trials train on the CPU, which refuses it: the first trial failed with a
+    traceback after the search had taken the training slot and created its study."""
     space = json.loads((Path(__file__).parents[1] / 'presets/spaces/fmnist_small_budget.json').read_text())
-    space['training'] = {'amp': 'fp8'}
+    space['training'] = {'amp': amp}
+    from explorer.app.search import check_training
     from explorer.search.accuracy import Trainer
 
-    with pytest.raises(SpaceError, match="training.amp 'fp8' must be one of auto, bf16, fp16, none"):
+    message = f'training.amp: "{amp}" not allowed; choose auto, bf16, none (trials train on the CPU)'
+    with pytest.raises(SpaceError, match=re.escape(message)):
         Trainer(parse_space(space))
+    with pytest.raises(SpaceError, match=re.escape(message)):
+        check_training(parse_space(space), 5)
 
 
 def test_an_accuracy_study_lists_its_untrained_infeasible_trials_and_plots_them_apart(tmp_path):
@@ -700,3 +708,64 @@ def test_a_space_name_is_checked_as_a_design_name_and_named_as_the_spaces():
         parse_space({**SMALL, 'name': 'ab\u202ecd'})
     with pytest.raises(SpaceError, match=r'^name: holds blank characters'):
         parse_space({**SMALL, 'name': 'small\u3164'})
+
+
+# ---- review: invalid combinations, the base's MLP ratio, recalibration, the table ----------------------------
+def test_a_combination_that_is_no_network_is_counted_not_a_traceback(tmp_path, capsys):
+    """Only the space's first design was checked: attention at width 74 (head_dim 2) failed as a trial with a
+    full traceback on stderr for each, and the answer's trial count left them out without a word."""
+    space = json.loads(json.dumps(SMALL))
+    space['stages'][2] = {'mixers': ['pooling', 'attention'], 'depth': [1, 1], 'dim': [128, 74]}
+    space['constraints'] = {}
+    front = run_search(parse_space(space), trials=40, storage=f'sqlite:///{tmp_path}/s.db', seed=0)
+    assert front.invalid > 0 and len(front.trials) + front.invalid == 40
+    assert 'stages[2].mixer_args.head_dim' in front.invalid_example and front.to_dict()['invalid'] == front.invalid
+    assert 'Traceback' not in capsys.readouterr().err
+    url = f'sqlite:///{tmp_path}/s.db'  # the same study: its invalid trials are counted with the new ones
+    rc, out, err = run_cli('search', str(_write(tmp_path / 'sp.json', space)), '--trials', '5', '--storage', url)
+    assert rc == 0 and 'drew a combination that is no valid network' in out and 'Traceback' not in err
+
+
+def _write(path: Path, data: dict) -> Path:
+    path.write_text(json.dumps(data))
+    return path
+
+
+def test_a_stage_without_mlp_ratios_keeps_the_bases():
+    """A space that left mlp_ratio out got 4, not the base's: a space meant to hold only its base (ratios 2) held
+    a 26.3 M model instead of the base's 19.3 M."""
+    base = ArchSpec.from_dict({**tiny_spec(), 'stages': [{**s, 'mlp_ratio': 2} for s in tiny_spec()['stages']]})
+    stages = [{'mixers': [s.mixer], 'depth': [s.depth, s.depth], 'dim': [s.dim]} for s in base.stages]
+    sp = parse_space({'name': 'only_base', 'base': base.to_dict(), 'stages': stages})
+    d = design(sp, first_choices(sp))
+    assert [s.mlp_ratio for s in d.stages] == [2, 2, 2]
+    assert analytic_cost(d).params == analytic_cost(base).params
+
+
+def test_a_study_refuses_a_worker_after_the_calibration_was_made_again(tmp_path, monkeypatch):
+    """A study recorded only the calibration's device label: calibrating the same machine again went unnoticed,
+    and one frontier mixed two models' latencies (the same design at 7.2 and 21.5 ms)."""
+    from explorer.measure import latency as lat
+
+    monkeypatch.setenv('EXPLORER_LATENCY_DIR', str(tmp_path / 'cal'))
+    fp = lat.fingerprint('cpu', 'float32', 1)
+    coef = dict.fromkeys(lat.feature_names(), 0.0) | {'calls': 1e-3, 'macs.conv1x1': 1e-11}
+    lat.save_model(lat.LatencyModel(fp.__dict__, coef, 1e-10, created='2026-12-01T10:00:00'))
+    space = {**SMALL, 'constraints': {}, 'objectives': {'latency_ms': 'minimize', 'params_m': 'minimize'}}
+    url = f'sqlite:///{tmp_path}/s.db'
+    run_search(parse_space(space), trials=3, storage=url)
+    lat.save_model(lat.LatencyModel(fp.__dict__, {**coef, 'calls': 3e-3}, 1e-10, created='2026-12-02T10:00:00'))
+    with pytest.raises(SpaceError, match=r'latency calibration: .2026-12-01T10:00:00 [0-9a-f]{12}. there'):
+        run_search(parse_space(space), trials=3, storage=url)
+
+
+def test_the_frontier_table_keeps_four_significant_digits(tmp_path, monkeypatch):
+    """Rounded to 4 decimals, frontier designs of a small-image space (0.0036 GMACs) looked equal or dominated."""
+    from explorer.app.search import study_view
+
+    monkeypatch.setenv('EXPLORER_SEARCH_DIR', str(tmp_path))
+    space = {**SMALL, 'choices': {'img_size': [32]}, 'constraints': {}}
+    run_search(parse_space(space), trials=12, storage=None, seed=0)
+    table = study_view(parse_space(space))[1]
+    values = [row[2] for row in table['value']]
+    assert all(v == float(f'{v:.4g}') for v in values) and any(0 < v < 0.01 and v != round(v, 4) for v in values)

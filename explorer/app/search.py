@@ -123,6 +123,7 @@ def check_training(space, trials: int, limits: Limits | None = None) -> dict:
     (EXPLORER_MAX_BATCH), time_budget and trials x time_budget (EXPLORER_MAX_TRAIN_S). Returns the budget;
     raises SpaceError naming every field that is wrong, its value and what is allowed."""
     from explorer.search.accuracy import DEFAULTS
+    from explorer.search.space import training_errors
 
     limits = limits or Limits.from_env()
     errors = []
@@ -133,6 +134,7 @@ def check_training(space, trials: int, limits: Limits | None = None) -> dict:
             f'allowed 1 to {cap} (EXPLORER_MAX_TRAINED_TRIALS)'
         )
     cfg = {**DEFAULTS, **space.training}  # parse_space refused any other field
+    errors += [e for e in training_errors(space.training) if e.startswith('training.amp')]  # before the slot
     bounds = (  # field, lowest, highest, whole number, None allowed (and what it means), env var naming the limit
         ('epochs', 0, max_trial_epochs(), False, None, 'EXPLORER_MAX_TRIAL_EPOCHS'),
         ('train_limit', 1, FMNIST_TRAIN, True, 'all 60,000', None),
@@ -261,7 +263,9 @@ def study_view(space) -> tuple:
     fig = search_figure(front.trials, front.frontier, space.objectives, preset_points(space, scorer))
     keys = list(space.objectives)
     rows = [
-        [t['number'], t['pattern'], *(round(t['metrics'][k], 4) for k in keys), t['design']] for t in front.frontier
+        # 4 significant digits: rounded to 4 decimals, frontier designs of small spaces (0.0036 GMACs) looked equal
+        [t['number'], t['pattern'], *(float(f'{t["metrics"][k]:.4g}') for k in keys), t['design']]
+        for t in front.frontier
     ]
     # named after what they hold: a name from the study and its trial count alone served one space's files for
     # another's once a long space name pushed the study's hash past the 80 characters a name keeps
@@ -269,11 +273,23 @@ def study_view(space) -> tuple:
     csv_path = download_file(f'frontier-{_digest(text)}', '.csv', lambda p: p.write_text(text))
     files = {spec_file_name(front, t): json.dumps(t['spec'], indent=2) + '\n' for t in front.frontier}
     zip_path = download_file(f'frontier-specs-{_digest(json.dumps(files))}', '.zip', lambda p: _zip(files, p))
-    lat = f' Latency predicted for batch {space.latency["batch_size"]}, calibrated on {scorer.calibrated_on}.'
+    recorded = front.conditions.get('latency calibrated on') or scorer.calibrated_on
+    lat = f' Latency predicted for batch {space.latency["batch_size"]}, calibrated on {md_text(recorded or "")}.'
+    if recorded and recorded != scorer.calibrated_on:  # the study's trials were predicted elsewhere
+        lat += (
+            f' (This server is calibrated for {md_text(scorer.calibrated_on or "nothing")}: its searches are refused.)'
+        )
+    invalid = (
+        f' {front.invalid} trial(s) drew a combination that is no valid network, e.g. '
+        f'{md_text(front.invalid_example or "")}.'
+        if front.invalid
+        else ''
+    )
     status = (
         f'Study **{md_text(front.study)}**: {len(front.trials)} trials, '
         f'{sum(t["feasible"] for t in front.trials)} within the constraints, {len(front.frontier)} on the frontier.'
-        + (lat if scorer.calibrated_on else '')
+        + (lat if recorded else '')
+        + invalid
         + (f' Trials trained in {md_text(prec)}.' if (prec := front.conditions.get('training precision')) else '')
     )
     table = gr.update(value=rows, headers=['trial', 'pattern', *keys, 'design'])

@@ -65,7 +65,7 @@ def cmd_search(args) -> int:
             progress=progress,
             should_stop=stop.is_set,
         )
-    except SpaceError as e:
+    except (SpaceError, ValueError, RuntimeError) as e:  # a worker that failed, a training refused: one line
         raise UserError(str(e)) from None
     except KeyboardInterrupt:
         return 130
@@ -85,6 +85,8 @@ def cmd_search(args) -> int:
         print(f'accuracy after training in {d["conditions"]["training precision"]} (every trial of this study)')
     if d['left_out']:
         print(f'{d["left_out"]} trial(s) measured under other conditions than the study records: left out')
+    if d['invalid']:
+        print(f'{d["invalid"]} trial(s) drew a combination that is no valid network, e.g. {d["invalid_example"]}')
     keys = list(d['objectives']) + [k for k in ('params_m', 'gmacs') if k not in d['objectives']]
     print(f'{"trial":>6}  {"pattern":<8}' + ''.join(f'{k:>12}' for k in keys) + '  design')
     for t in front.frontier:

@@ -9,7 +9,8 @@ out of the frontier), once `min_trials` trials have completed. Each trial's curv
 
 The space's "training" object sets the budget: epochs (default 2), train_limit (10,000 images), test_limit
 (2,000 images), batch_size (128), time_budget (seconds per trial, default none), seed (0), min_trials (3),
-amp ('auto': bf16 where this machine has it in hardware, else fp32; 'bf16', 'fp16' or 'none' for fp32; see
+amp ('auto': bf16 where this machine has it in hardware, else fp32; 'bf16', or 'none' for fp32; trials train on
+the CPU, so not 'fp16'; see
 explorer.train.loop.resolve_amp). The precision it resolves to on this machine is `Trainer.precision`; a study
 records it, and a worker that would train in another precision is refused (explorer.search.study.open_study),
 so a study shared by machines with and without bf16 does not mix the two silently.
@@ -26,7 +27,7 @@ import statistics
 from collections.abc import Callable
 
 from explorer.core.spec import ArchSpec, SpecError
-from explorer.search.space import Space, SpaceError, design, first_choices, training_errors
+from explorer.search.space import TRAINING_AMPS, Space, SpaceError, design, first_choices, training_errors
 
 DEFAULTS = {  # one per TRAINING_FIELDS (parse_space refuses any other)
     'epochs': 2,
@@ -38,7 +39,7 @@ DEFAULTS = {  # one per TRAINING_FIELDS (parse_space refuses any other)
     'min_trials': 3,
     'amp': 'auto',
 }
-AMPS = ('auto', 'bf16', 'fp16', 'none')
+AMPS = TRAINING_AMPS
 
 
 class Trainer:
@@ -131,8 +132,7 @@ class Trainer:
 
 
 def precision(amp: str) -> str:
-    """What `amp` trains in on this machine's CPU (the device the search's trials train on): 'bf16', 'fp16' or
-    'fp32'."""
+    """What `amp` trains in on this machine's CPU (the device the search's trials train on): 'bf16' or 'fp32'."""
     import torch
 
     from explorer.train.loop import resolve_amp

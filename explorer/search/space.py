@@ -161,7 +161,7 @@ def parse_space(data) -> Space:
         base = ArchSpec.from_dict(base).to_dict()
     except SpecError as e:
         raise SpaceError(f'base: {e}') from None
-    stages = _stages(data.get('stages'), len(base['stages']), errors)
+    stages = _stages(data.get('stages'), base['stages'], errors)
     choices = _choices(data.get('choices', {}), errors)
     objectives = _objectives(data.get('objectives', {'gmacs': 'maximize', 'params_m': 'minimize'}), errors)
     constraints = _constraints(data.get('constraints', {}), errors)
@@ -223,10 +223,16 @@ def _dict(data: dict, key: str, errors: list) -> dict:
     return v
 
 
+TRAINING_AMPS = ('auto', 'bf16', 'none')  # trials train on the CPU, where fp16 (loss scaling for GPUs) is refused
+
+
 def training_errors(training: dict) -> list[str]:
     """What is wrong with a space's "training" values for the training loop (TRAINING_RANGES), one message a
     field. A server bounds them further and names its own limits (explorer.app.search.check_training)."""
     errors = []
+    if 'amp' in training and training['amp'] not in TRAINING_AMPS:
+        amp = json.dumps(training['amp'])[:40]
+        errors.append(f'training.amp: {amp} not allowed; choose {", ".join(TRAINING_AMPS)} (trials train on the CPU)')
     for key, low, high, none_ok in TRAINING_RANGES:
         if key not in training or (none_ok and training[key] is None):
             continue
@@ -261,12 +267,12 @@ def _list(v, where: str, errors: list, check) -> list:
     return list(v)
 
 
-def _stages(raw, n_base: int, errors: list) -> list[StageRange]:
-    if not isinstance(raw, list) or len(raw) != n_base:
-        errors.append(f'stages: a list of {n_base} stage ranges (as many stages as the base spec has)')
+def _stages(raw, base_stages: list[dict], errors: list) -> list[StageRange]:
+    if not isinstance(raw, list) or len(raw) != len(base_stages):
+        errors.append(f'stages: a list of {len(base_stages)} stage ranges (as many stages as the base spec has)')
         return []
     out = []
-    for i, st in enumerate(raw):
+    for i, (st, base) in enumerate(zip(raw, base_stages)):
         where = f'stages[{i}] (S{i + 1})'
         if not isinstance(st, dict):
             errors.append(f'{where}: an object')
@@ -282,7 +288,7 @@ def _stages(raw, n_base: int, errors: list) -> list[StageRange]:
             depth = [1, 1]
         dims = _list(st.get('dim'), f'{where}.dim', errors, lambda d: _int_in(d, *DIM_RANGE))
         ratios = _list(
-            st.get('mlp_ratio', [4]),
+            st.get('mlp_ratio', [base['mlp_ratio']]),  # what the space leaves fixed is the base's
             f'{where}.mlp_ratio',
             errors,
             lambda r: _number(r) and MLP_RATIO_RANGE[0] <= r <= MLP_RATIO_RANGE[1],
@@ -415,7 +421,7 @@ class Scorer:
     (loaded once). No torch."""
 
     def __init__(self, space: Space, latency_folder=None):
-        self.space, self.latency_model, self.calibrated_on = space, None, None
+        self.space, self.latency_model, self.calibrated_on, self.calibration_id = space, None, None, None
         if space.needs_latency:
             from explorer.measure.latency import LatencyError, fingerprint, load_model
 
@@ -437,6 +443,8 @@ class Scorer:
             except LatencyError as e:
                 raise SpaceError(f'latency: {e}') from None
             self.calibrated_on = fp.label()
+            coef = json.dumps(self.latency_model.coef, sort_keys=True)
+            self.calibration_id = f'{self.latency_model.created} {hashlib.sha256(coef.encode()).hexdigest()[:12]}'
 
     def metrics(self, spec: ArchSpec) -> dict:
         from explorer.measure.analytic import analytic_cost

@@ -225,7 +225,11 @@ def open_study(
         else:
             differ = [k for k, v in conditions.items() if recorded.get(k) != v]
             if differ:
-                what = '; '.join(f'{k}: {recorded.get(k)!r} there, {conditions[k]!r} here' for k in differ)
+                what = '; '.join(
+                    f'{k}: {"not recorded" if recorded.get(k) is None else repr(recorded[k])} there, '
+                    f'{conditions[k]!r} here'
+                    for k in differ
+                )
                 pin = ' (and pin training.amp in the space)' if 'training precision' in differ else ''
                 raise SpaceError(
                     f'study {study.study_name!r} was measured under other conditions ({what}), so trials from '
@@ -241,6 +245,8 @@ def conditions(scorer: Scorer, trainer=None) -> dict:
     out = {}
     if scorer.calibrated_on:
         out['latency calibrated on'] = scorer.calibrated_on
+        # which calibration: one made again on the same machine predicts other figures, not comparable
+        out['latency calibration'] = scorer.calibration_id
     if getattr(trainer, 'precision', None):
         out['training precision'] = trainer.precision
     return out
@@ -269,9 +275,15 @@ class Objective:
         self.conditions = conditions or {}  # stored with each trial: `frontier` leaves out trials measured otherwise
 
     def __call__(self, trial):
+        import optuna
+
         params = suggest(trial, self.space)
         n = len(self.space.stages)
-        spec = design(self.space, params, name=f'{self.space.name}_t{trial.number}')
+        try:
+            spec = design(self.space, params, name=f'{self.space.name}_t{trial.number}')
+        except SpaceError as e:  # a combination the space allows but no network has (attention at width 74)
+            trial.set_user_attr('invalid', str(e)[:500])
+            raise optuna.TrialPruned(str(e)[:500]) from None  # not a failure: no traceback, counted as invalid
         metrics = self.scorer.metrics(spec)
         cons = violations(self.space, metrics)  # before training: an accuracy bound counts as holding
         if self.trainer is not None and all(c <= 0 for c in cons):
@@ -304,6 +316,8 @@ class Frontier:
     files: list[str] = field(default_factory=list)
     conditions: dict = field(default_factory=dict)  # what the study's trials were measured under (open_study)
     left_out: int = 0  # trials measured under other conditions (two machines that created the study at once)
+    invalid: int = 0  # trials whose design is not a valid network (the space allows it; `invalid_example` says why)
+    invalid_example: str | None = None
 
     def to_dict(self) -> dict:
         return {
@@ -325,6 +339,8 @@ class Frontier:
             'latency_calibrated_on': self.calibrated_on,
             'conditions': self.conditions,
             'left_out': self.left_out,
+            'invalid': self.invalid,
+            'invalid_example': self.invalid_example,
             'files': self.files,
         }
 
@@ -335,6 +351,11 @@ def frontier(study, space: Space, calibrated_on: str | None = None) -> Frontier:
 
     trials, left_out = [], 0
     recorded = study.user_attrs.get('conditions') or {}
+    invalid = [
+        t.user_attrs['invalid']
+        for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.PRUNED,))
+        if isinstance(t.user_attrs.get('invalid'), str)
+    ]
     for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
         r = t.user_attrs.get('r')
         if not _ours(r, space):
@@ -350,7 +371,15 @@ def frontier(study, space: Space, calibrated_on: str | None = None) -> Frontier:
         spec = design(space, t['params'], name=f'{space.name}_t{t["number"]}').to_dict()
         front.append({**t, 'spec': spec})
     return Frontier(
-        study.study_name, dict(space.objectives), trials, front, calibrated_on, conditions=recorded, left_out=left_out
+        study.study_name,
+        dict(space.objectives),
+        trials,
+        front,
+        calibrated_on,
+        conditions=recorded,
+        left_out=left_out,
+        invalid=len(invalid),
+        invalid_example=invalid[0] if invalid else None,
     )
 
 
