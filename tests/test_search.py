@@ -769,3 +769,22 @@ def test_the_frontier_table_keeps_four_significant_digits(tmp_path, monkeypatch)
     table = study_view(parse_space(space))[1]
     values = [row[2] for row in table['value']]
     assert all(v == float(f'{v:.4g}') for v in values) and any(0 < v < 0.01 and v != round(v, 4) for v in values)
+
+
+def test_the_search_tab_searches_the_study_of_the_space_as_written():
+    """The tab wrote `constraints: {}` and the default objectives into every space, and kept two objectives of
+    three: the same space file filled one study through `explorer search` and `/search`, another from the tab."""
+    from explorer.app.search import form_values, merged_space
+    from explorer.search.study import study_name
+
+    bare = {k: v for k, v in SMALL.items() if k not in ('constraints', 'objectives')}
+    three = {**SMALL, 'objectives': {'gmacs': 'minimize', 'params_m': 'maximize', 'act_mib': 'minimize'}}
+    for space in (bare, {**bare, 'constraints': {}}, SMALL, three):
+        text = json.dumps(space)
+        tab = merged_space(text, *form_values(text))
+        assert study_name(tab) == study_name(parse_space(space)) and tab.objectives == parse_space(space).objectives
+    # a change in the form is a change of space (and of study)
+    text = json.dumps(SMALL)
+    fields = form_values(text)
+    fields[0] = 5  # max params
+    assert merged_space(text, *fields).constraints['params_m'] == {'max': 5.0}

@@ -200,14 +200,20 @@ def with_page_hint(e: SpaceError) -> str:
 
 
 def merged_space(text: str, p_max, g_max, l_max, x_obj, x_dir, y_obj, y_dir):
-    """The space JSON with the form's constraints and objectives written into it (form wins)."""
+    """The space JSON with the form's constraints and objectives written into it (form wins). What the form leaves
+    as the space has it stays as written (no `constraints: {}` added, no default objectives spelled out, a third
+    objective kept): the study is found by the space's text, so the tab, `/search` and `explorer search` fill one
+    study for one space file."""
+    from explorer.search.space import DEFAULT_OBJECTIVES
+
     try:
         data = space_json(text) if isinstance(text, str) and len(text) <= 100_000 else None
     except SpaceError as e:
         raise user_error(str(e), title='Bad space') from None
     if not isinstance(data, dict):
         raise user_error('the space must be a JSON object (a shipped space is a good start)', title='Bad space')
-    cons = data.get('constraints') or {}
+    written = data.get('constraints') or {}
+    cons = written
     if isinstance(cons, dict):  # else parse_space names what is wrong, in the words /search answers with
         cons = dict(cons)
         for (key, _), value in zip(FORM_LIMITS, (p_max, g_max, l_max)):
@@ -221,11 +227,15 @@ def merged_space(text: str, p_max, g_max, l_max, x_obj, x_dir, y_obj, y_dir):
             else:
                 bounds.pop('max', None)
             cons[key] = bounds
-        data['constraints'] = {k: v for k, v in cons.items() if v}
+        cons = {k: v for k, v in cons.items() if v}
+        if cons != written:
+            data['constraints'] = cons
     objectives = {x_obj: x_dir}
     if y_obj and y_obj not in ('none', x_obj):
         objectives[y_obj] = y_dir
-    if objectives != data.get('objectives'):
+    current = data.get('objectives', DEFAULT_OBJECTIVES)
+    shown = list(current.items())[:2] if isinstance(current, dict) else None  # the form shows two
+    if list(objectives.items()) != shown:
         data['objectives'] = objectives
     try:
         return parse_space(data)

@@ -137,6 +137,9 @@ def space_json(text: str | bytes):
         raise SpaceError(f'the space is not valid JSON: {why}') from None
 
 
+DEFAULT_OBJECTIVES = {'gmacs': 'maximize', 'params_m': 'minimize'}  # a space that names none
+
+
 def parse_space(data) -> Space:
     """A Space from its JSON object (dict or JSON text); raises SpaceError naming every field that is wrong."""
     from explorer.core.catalog import get_preset, preset_names
@@ -163,7 +166,7 @@ def parse_space(data) -> Space:
         raise SpaceError(f'base: {e}') from None
     stages = _stages(data.get('stages'), base['stages'], errors)
     choices = _choices(data.get('choices', {}), errors)
-    objectives = _objectives(data.get('objectives', {'gmacs': 'maximize', 'params_m': 'minimize'}), errors)
+    objectives = _objectives(data.get('objectives', DEFAULT_OBJECTIVES), errors)
     constraints = _constraints(data.get('constraints', {}), errors)
     latency = {'batch_size': 1, 'dtype': 'float32', 'device': 'cpu', **_dict(data, 'latency', errors)}
     _known(latency, 'latency', LATENCY_FIELDS, errors)
