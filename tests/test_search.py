@@ -788,3 +788,36 @@ def test_the_search_tab_searches_the_study_of_the_space_as_written():
     fields = form_values(text)
     fields[0] = 5  # max params
     assert merged_space(text, *fields).constraints['params_m'] == {'max': 5.0}
+
+
+def test_search_refusals_name_what_was_sent_and_which_part_was_wrong():
+    """A misspelled shipped name was answered "not valid JSON: Expecting value", trials "5" (a string) as
+    "trials 5 must be an integer", and every trials refusal was titled "Bad space"."""
+    from explorer.app.search import _parse_request
+
+    with pytest.raises(Exception) as info:
+        _parse_request('metaformer_hybridd', 5)
+    assert info.value.title == 'Bad space'
+    assert (
+        '"metaformer_hybridd" is neither a shipped space (fmnist_small_budget, metaformer_hybrid' in info.value.message
+    )
+    with pytest.raises(Exception) as info:
+        _parse_request('metaformer_hybrid', '5')
+    assert info.value.title == 'Bad request' and info.value.message.startswith('trials "5" must be an integer')
+
+
+def test_a_search_abandoned_at_its_first_answer_leaves_no_stop_flag():
+    """The stop flag was made before the `try` that removes it: a page closed at the first yield left it behind."""
+    import explorer.app.search as app_search
+    from explorer.app.main import build_demo
+
+    demo = build_demo()
+    fns = [f.fn for f in demo.fns.values() if f.fn is not None]
+    (run,) = [f for f in fns if f.__name__ == 'run' and f.__module__ == app_search.__name__]
+    text = json.dumps(SMALL)
+    before = set(app_search._STOP)
+    events = run(text, 5, *app_search.form_values(text))
+    first = next(events)
+    assert first[-1] == 'Starting...' and set(app_search._STOP) - before
+    events.close()  # the page went away
+    assert set(app_search._STOP) == before

@@ -39,7 +39,9 @@ from explorer.train.runner import TRAINING_SLOT, background
 PRIVATE = dict(api_visibility='private')
 DEFAULT_SPACE = 'metaformer_hybrid'
 _SLOT = threading.Lock()  # one analytic search at a time on this server (they share the CPU with everything else)
-ANALYTIC_WAIT_S = 30.0  # an analytic search waits this long for the one before it (they take seconds)
+# an analytic search waits this long for the one before it: one of EXPLORER_MAX_SEARCH_TRIALS (2,000) trials takes
+# about a minute on 2 cores (30-36 trials/s into SQLite), and a shorter wait refused searches queued behind it
+ANALYTIC_WAIT_S = 150.0
 BUSY = 'another search is running on this server (one at a time); try again soon'
 PROGRESS_S = 0.25  # /search streams an analytic search's progress at most this often
 _STOP: dict[str, threading.Event] = {}  # run id -> its stop flag (gr.State holds the id: plain data)
@@ -477,17 +479,23 @@ def _parse_request(space: dict | str, trials) -> object:
     try:
         if isinstance(space, str) and space in space_names():
             sp = load_space(space)
+        elif isinstance(space, str) and space.lstrip()[:1] not in ('{', '['):  # a name, misspelled: not bad JSON
+            raise SpaceError(
+                f'{public_text(json.dumps(space), 60)} is neither a shipped space ({", ".join(space_names())}) '
+                "nor a space's JSON"
+            )
         else:
             sp = parse_space(space)
-        cap, env = (max_trained_trials(), 'EXPLORER_MAX_TRAINED_TRIALS') if sp.needs_training else (max_trials(), '')
-        if isinstance(trials, bool) or not isinstance(trials, int) or not 1 <= trials <= cap:
-            what = ' for a search that trains every trial' if env else ''
-            raise SpaceError(
-                f'trials {public_text(trials, 20)} must be an integer from 1 to {cap:,}{what}'
-                + (f' ({env})' if env else '')
-            )
     except SpaceError as e:
         raise user_error(e, title='Bad space') from None
+    cap, env = (max_trained_trials(), 'EXPLORER_MAX_TRAINED_TRIALS') if sp.needs_training else (max_trials(), '')
+    if isinstance(trials, bool) or not isinstance(trials, int) or not 1 <= trials <= cap:
+        what = ' for a search that trains every trial' if env else ''
+        sent = json.dumps(trials) if isinstance(trials, str) else trials  # "5" is not 5: keep its quotes
+        raise user_error(
+            f'trials {public_text(sent, 20)} must be an integer from 1 to {cap:,}{what}' + (f' ({env})' if env else ''),
+            title='Bad request',
+        )
     return sp
 
 
@@ -626,10 +634,10 @@ def add_search_tab(ctx) -> None:
                 raise user_error(with_page_hint(e), title='Search failed') from None
         rid = uuid.uuid4().hex
         stop = _STOP.setdefault(rid, threading.Event())
-        yield rid, *([gr.skip()] * 4), 'Starting...'
-        follow = TrainingProgress(int(n)) if space.needs_training else None
-        last = 0.0
-        try:
+        try:  # from here on: a page closed at the first yield leaves no stop flag behind
+            yield rid, *([gr.skip()] * 4), 'Starting...'
+            follow = TrainingProgress(int(n)) if space.needs_training else None
+            last = 0.0
             with contextlib.closing(search_events(space, int(n), stop)) as events:  # closed: the search stops
                 for ev in events:
                     if ev['kind'] == 'error':

@@ -48,7 +48,9 @@ def cmd_search(args) -> int:
 
     def progress(ev):
         if not quiet and (ev['done'] % max(1, ev['total'] // 10) == 0 or ev['done'] == ev['total']):
-            print(f'trial {ev["done"]}/{ev["total"]}', file=sys.stderr, flush=True)
+            # with --workers K this process runs its share; the others run theirs beside it
+            share = f' (this process; {args.trials} in all with {args.workers} workers)' if args.workers > 1 else ''
+            print(f'trial {ev["done"]}/{ev["total"]}{share}', file=sys.stderr, flush=True)
 
     if args.out:  # checked before the trials run (they are kept in the study either way)
         writable_path('--out', args.out, folder=True)
