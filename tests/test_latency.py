@@ -639,10 +639,16 @@ def test_a_calibration_that_cannot_be_trusted_is_named_and_the_page_does_not_kee
 
     monkeypatch.setattr(lat, 'calibrate', fake_calibrate)
     monkeypatch.delenv('EXPLORER_ALLOW_RECALIBRATE', raising=False)
+    monkeypatch.setattr(appcal, '_LAST_REFUSED', [float('-inf')])  # this server's own memory, not other tests'
     with pytest.raises(gr.Error, match='this calibration was not kept: on the 30 designs'):
         appcal.run_calibration()
     assert made[0]['save'] is False and not list(latency_dir.iterdir()) and appcal.may_calibrate()  # nothing kept
     assert refused[0]['message'].startswith('a latency calibration (the Measure tab) is running on this server')
+    # a result not kept left the button on: any visitor could start one uncancellable run after another
+    with pytest.raises(gr.Error, match='the last calibration on this server was not kept .* can start in 10 min'):
+        appcal.run_calibration()
+    assert len(made) == 1
+    monkeypatch.setattr(appcal, '_LAST_REFUSED', [float('-inf')])  # ten minutes later
     assert TRAINING_SLOT.acquire(blocking=False)  # given back
     try:  # a training holds it: no calibration starts
         with pytest.raises(gr.Error, match='another training is running on this server: it would be timed'):
@@ -652,6 +658,48 @@ def test_a_calibration_that_cannot_be_trusted_is_named_and_the_page_does_not_kee
         TRAINING_SLOT.release()
     monkeypatch.setattr(lat, 'calibrate', lambda **kw: lat.Calibration(good, None, good.evaluation, 1.0))
     assert 'Calibrated on' in appcal.run_calibration() and lat.load_model(lat.fingerprint('cpu', 'float32', 1))
+
+
+def test_the_pages_calibration_keeps_one_the_operator_saved_while_it_measured(latency_dir, monkeypatch):
+    """The page checked for a calibration before its minutes of measuring, not before saving: one the operator
+    made meanwhile (`explorer calibrate`) was replaced by the page's."""
+    import gradio as gr
+
+    import explorer.app.calibration as appcal
+
+    operator, page = fake_model(1, calls=1e-3), fake_model(1, calls=9e-3)
+    operator.created, page.created = 'operator', 'page'
+    for m in (operator, page):
+        m.evaluation = {
+            'model': {'n': 30, 'within': 0.9, 'spearman': 0.99, 'median_abs_pct': 4.0},
+            'baseline': {'n': 30, 'within': 0.1, 'spearman': 0.8, 'median_abs_pct': 40.0},
+        }
+        m.measure = {'quiet_turns': 0.97}
+
+    def calibrate_while_the_operator_saves(**kw):
+        lat.save_model(operator)
+        return lat.Calibration(page, None, page.evaluation, 1.0)
+
+    monkeypatch.setattr(lat, 'calibrate', calibrate_while_the_operator_saves)
+    monkeypatch.delenv('EXPLORER_ALLOW_RECALIBRATE', raising=False)
+    monkeypatch.setattr(appcal, '_LAST_REFUSED', [float('-inf')])
+    with pytest.raises(gr.Error, match='this CPU is calibrated already'):
+        appcal.run_calibration()
+    assert lat.load_model(lat.fingerprint('cpu', 'float32', 1)).created == 'operator'
+
+
+def test_a_gpu_index_this_machine_lacks_is_named_and_cuda_is_cuda_0(monkeypatch):
+    """`--device cuda:5` on a one-GPU machine ended in torch's 'Invalid device id' traceback, and 'cuda' and
+    'cuda:0' were two fingerprints (two calibrations) for one GPU."""
+    import torch
+
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: True)
+    monkeypatch.setattr(torch.cuda, 'device_count', lambda: 1)
+    monkeypatch.setattr(torch.cuda, 'current_device', lambda: 0)
+    monkeypatch.setattr(torch.cuda, 'get_device_name', lambda d=None: 'Fake GPU')
+    with pytest.raises(lat.LatencyError, match=r"device 'cuda:5': this machine has 1 CUDA GPU\(s\), cuda:0 to cuda:0"):
+        lat.fingerprint('cuda:5')
+    assert lat.fingerprint('cuda') == lat.fingerprint('cuda:0') and lat.fingerprint('cuda').device == 'cuda:0'
 
 
 def test_attentions_token_matmuls_pad_head_dims_to_whole_vector_registers_by_hand():

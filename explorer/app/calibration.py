@@ -15,6 +15,7 @@ trusted (`calibration_problem`: better than latency in proportion to MACs on the
 from __future__ import annotations
 
 import os
+import time
 from html import escape
 
 import gradio as gr
@@ -24,6 +25,10 @@ from explorer.app.context import SPEED_SLOTS, user_error
 PRIVATE = dict(api_visibility='private')
 BATCH, DTYPE, DEVICE = 1, 'float32', 'cpu'  # what the composer's latency card predicts
 OPTIONS: dict = {'designs': 400, 'holdout': 30}  # arguments to calibrate(): the CLI's defaults
+# after a calibration that was not kept (timed beside other work), the page's next one waits this long: each takes
+# minutes of every core and cannot be stopped, so a visitor could otherwise start one after another
+RETRY_S = 600.0
+_LAST_REFUSED = [float('-inf')]  # time.monotonic() of the last calibration that was not kept
 
 
 def recalibration_allowed() -> bool:
@@ -86,10 +91,13 @@ def run_calibration(progress=None) -> str:
     from explorer.train.runner import TRAINING_SLOT
 
     if not may_calibrate():  # asked again holding the slot: a calibration that finished meanwhile counts
+        raise _calibrated_already()
+    wait = _LAST_REFUSED[0] + RETRY_S - time.monotonic()
+    if wait > 0 and not recalibration_allowed():
         raise user_error(
-            "this CPU is calibrated already; replacing its latency model changes every visitor's predictions, so "
-            'it is for whoever runs this server (`explorer calibrate`, or EXPLORER_ALLOW_RECALIBRATE=1)',
-            title='Calibrated already',
+            f'the last calibration on this server was not kept (timed beside other work); the next one can start '
+            f'in {wait / 60:.0f} min',
+            title='Not yet',
         )
 
     def report(frac, desc=''):
@@ -110,11 +118,24 @@ def run_calibration(progress=None) -> str:
         TRAINING_SLOT.release()
     problem = calibration_problem(cal.model)
     if problem:  # kept, it would be every visitor's, and the page could not replace it
+        _LAST_REFUSED[0] = time.monotonic()
         raise user_error(
-            f'this calibration was not kept: {problem}. Try again when the server is idle.', title='Not kept'
+            f'this calibration was not kept: {problem}. Try again when the server is idle (in '
+            f'{RETRY_S / 60:.0f} min at the earliest).',
+            title='Not kept',
         )
+    if not may_calibrate():  # the operator calibrated (explorer calibrate) during these minutes: theirs stays
+        raise _calibrated_already()
     save_model(cal.model)
     return status_html(cal.model)
+
+
+def _calibrated_already():
+    return user_error(
+        "this CPU is calibrated already; replacing its latency model changes every visitor's predictions, so "
+        'it is for whoever runs this server (`explorer calibrate`, or EXPLORER_ALLOW_RECALIBRATE=1)',
+        title='Calibrated already',
+    )
 
 
 def add_calibration(ctx, tab) -> None:

@@ -174,6 +174,11 @@ def fingerprint(
 
         if not torch.cuda.is_available():
             raise LatencyError(f'device {device!r}: no CUDA GPU is available here')
+        count = torch.cuda.device_count()
+        index = torch.cuda.current_device() if device == 'cuda' else int(device[5:])
+        if index >= count:  # torch asserts 'Invalid device id': a traceback
+            raise LatencyError(f'device {device!r}: this machine has {count} CUDA GPU(s), cuda:0 to cuda:{count - 1}')
+        device = f'cuda:{index}'  # 'cuda' and 'cuda:0' are one GPU: one calibration
         name, threads = torch.cuda.get_device_name(device), 0
     return Fingerprint(device, name, int(threads), _torch_version(), dtype, int(batch_size))
 
