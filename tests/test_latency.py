@@ -330,6 +330,14 @@ def test_a_bad_file_reads_as_not_calibrated(latency_dir):
         lambda d: d.update(evaluation={'model': {'n': 30}, 'baseline': {}}),
         lambda d: d.update(measure={'max_macs': 'huge'}),
         lambda d: d.update(measure=[1, 2]),
+        # a second review: shown as '1e+303 ms', 'inf ms', a 300-digit percentage, "On -7 designs", "batch True"
+        lambda d: d['coef'].update(calls=1e300),
+        lambda d: d['coef'].update(calls=1e308, downsamples=1e308),
+        lambda d: d['evaluation']['model'].update(within=1e300),
+        lambda d: d['evaluation']['model'].update(n=-7),
+        lambda d: d['fingerprint'].update(batch_size=True),
+        lambda d: d.update(created='x' * 10_000),
+        lambda d: d.update(padding=' ' * (1 << 20)),  # a file over 1 MiB is not read
     ],
 )
 def test_a_tampered_calibration_reads_as_not_calibrated(latency_dir, change):
@@ -725,3 +733,19 @@ def test_pooling_counts_its_window_rows_by_hand():
     assert nchw['elems.window_rows_nchw'] == last['elems.window_rows'] == 3 * 2 * 24 * 64 * 7
     assert nchw['elems.window_nchw'] == last['elems.window'] == 3 * 2 * 24 * 64 * 49
     assert nchw['elems.window_rows'] == last['elems.window_rows_nchw'] == 0
+
+
+def test_a_calibration_that_would_not_fit_in_memory_is_refused_before_anything_is_built(monkeypatch):
+    """`explorer calibrate --batch-size 256` started at once: its 430 designs' weights and inputs, held together,
+    come to about 13 GiB, plus 5 GiB for one call."""
+
+    def must_not_run(*args, **kwargs):
+        raise AssertionError('measured before the memory check')
+
+    monkeypatch.setattr(lat, 'measure_rounds', must_not_run)
+    with pytest.raises(
+        lat.LatencyError, match=r'a calibration at batch 256 holds about 1[0-9.]+ GiB .*EXPLORER_MAX_ACT_GIB'
+    ):
+        lat.calibrate(batch_size=256, save=False)
+    rc, out, err = run_cli('calibrate', '--batch-size', '256')
+    assert rc == 2 and err.startswith('error: a calibration at batch 256 holds about'), err

@@ -305,3 +305,25 @@ def test_a_run_that_cannot_finish_in_its_budget_stops_after_its_first_call():
     quick = Slow(0.01)  # the same budget lets a quick model through
     r = speed.bench(tiny(), device='cpu', batch_size=1, model=quick, time_budget_s=2.0, min_time_s=0.1)
     assert r.iters >= 5 and quick.calls == r.iters + r.stamp['warmup_iters']
+
+
+def test_a_compile_that_outruns_the_budget_says_so_not_use_a_smaller_batch(monkeypatch):
+    """A compiled run of a tiny design took 32.7 s of a 5 s budget, all of it compiling, and was refused with
+    "use a smaller batch size", which does nothing for compile time. The first call is made to last 0.5 s here."""
+    import time
+
+    real = speed.time_steps
+    calls = []
+
+    def slow_first(step, device, n):
+        calls.append(n)
+        if len(calls) == 1:
+            time.sleep(0.5)  # the compiling first call
+            return [0.5]
+        return real(step, device, n)
+
+    monkeypatch.setattr(speed, 'time_steps', slow_first)
+    monkeypatch.setattr(speed, 'compile_model', lambda model, **kw: model)  # the compile itself: not under test
+    spec = ArchSpec.from_dict({'img_size': 32, 'stages': [{'mixer': 'pooling', 'depth': 1, 'dim': 16}]})
+    with pytest.raises(speed.BenchError, match=r'compiling took 0\.[5-9] s of it; run it again .compiled now. or'):
+        speed.bench(spec, device='cpu', batch_size=1, compile=True, time_budget_s=0.6)

@@ -17,7 +17,7 @@ def register(sub) -> None:
         'calibrate',
         help="measure random designs and fit this device's latency model (per batch size, dtype, threads)",
         description='Measure DESIGNS + HOLDOUT random designs (1-4 stages, every mixer, widths 16-256, images '
-        '16-256 px) in interleaved rounds, fit a non-negative per-component latency model on DESIGNS of them, '
+        '16-448 px) in interleaved rounds, fit a non-negative per-component latency model on DESIGNS of them, '
         'report its accuracy on the HOLDOUT ones beside latency proportional to MACs, and save it for this '
         'device fingerprint (processor, threads, torch version, dtype, batch size) under '
         '$EXPLORER_LATENCY_DIR or ~/.cache/metaformer-explorer/latency. See explorer/measure/latency.py.',

@@ -39,7 +39,7 @@ import statistics
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from explorer.core.files import atomic_write
@@ -62,6 +62,10 @@ SPEED_DTYPE = {'float32': 'fp32', 'bfloat16': 'bf16', 'float16': 'fp16'}
 TURN_S = 0.02  # each design's turn in a round lasts about this long (several calls when one is shorter)
 SETTLED = 0.03  # a design's latency is settled when its two fastest quiet turns are within 3%
 QUIET = 0.05  # a turn is quiet when tasks waited for a CPU during at most 5% of it (Linux PSI)
+
+
+MAX_COEF = 60.0  # seconds per unit of any feature: the largest unit is a whole call ('calls')
+MAX_MODEL_BYTES = 1 << 20  # a saved latency model is a few kB
 
 
 class LatencyError(ValueError):
@@ -484,9 +488,13 @@ class LatencyModel:
         if not isinstance(d, dict) or d.get('format') != FORMAT:
             raise ValueError(f'not a latency model (format {d.get("format") if isinstance(d, dict) else None!r})')
         fp = Fingerprint(**d['fingerprint'])  # raises TypeError on missing or unknown keys
+        kinds = {f.name: f.type for f in fields(Fingerprint)}
+        for k, v in asdict(fp).items():  # exact types: batch_size true read as 1, and the status said "batch True"
+            if type(v) is not {'str': str, 'int': int}[kinds[k]]:
+                raise ValueError(f'a latency model has a fingerprint {k} that is not a {kinds[k]}')
         coef = {str(k): float(v) for k, v in d['coef'].items()}
-        if any(not math.isfinite(v) or v < 0 for v in coef.values()):
-            raise ValueError('a latency model has a negative or non-finite coefficient')
+        if any(not math.isfinite(v) or not 0 <= v <= MAX_COEF for v in coef.values()):
+            raise ValueError(f'a latency model has a coefficient that is negative, non-finite or over {MAX_COEF} s')
         baseline = float(d['baseline_s_per_mac'])
         if not math.isfinite(baseline) or baseline <= 0:
             raise ValueError('a latency model has a baseline that is not a positive number')
@@ -505,14 +513,28 @@ class LatencyModel:
             n_designs=int(d.get('n_designs', 0)),
             evaluation=evaluation,
             measure=dict(measure),
-            created=str(d.get('created', '')),
+            created=_created(d.get('created', '')),
         )
 
 
+def _created(value) -> str:
+    if not isinstance(value, str) or len(value) > 64:
+        raise ValueError("a latency model's creation time is not a short string")
+    return value
+
+
 def _scores(d) -> bool:
-    """What an evaluation reports for the model or the baseline: finite numbers for every figure shown."""
+    """What an evaluation reports for the model or the baseline: numbers in their ranges for every figure shown
+    (a within of 1e300 printed a 300-digit percentage, an n of -7 "On -7 designs")."""
     keys = ('n', 'within', 'spearman', 'median_abs_pct')
-    return isinstance(d, dict) and all(is_finite_number(d.get(k)) for k in keys)
+    if not (isinstance(d, dict) and all(is_finite_number(d.get(k)) for k in keys)):
+        return False
+    return (
+        d['n'] == int(d['n']) and 1 <= d['n'] <= 1e6
+        and 0 <= d['within'] <= 1
+        and -1 <= d['spearman'] <= 1
+        and 0 <= d['median_abs_pct'] <= 1e6
+    )  # fmt: skip
 
 
 # ---- save, load, predict ---------------------------------------------------------------------------------
@@ -544,6 +566,8 @@ def load_model(fp: Fingerprint, folder: str | Path | None = None) -> LatencyMode
     if hit is not None and hit[0] == mtime:
         return hit[1]
     try:
+        if path.stat().st_size > MAX_MODEL_BYTES:  # ours are a few kB: read nothing larger
+            raise ValueError(f'a latency model file over {MAX_MODEL_BYTES:,} bytes')
         model = LatencyModel.from_dict(json.loads(path.read_text(encoding='utf-8')))
         if model.fingerprint != asdict(fp):
             model = None
@@ -1028,6 +1052,24 @@ def calibration_problem(model: LatencyModel) -> str | None:
     return None
 
 
+def _check_memory(specs: Sequence[ArchSpec], batch_size: int, dtype: str) -> None:
+    """Refuse a calibration whose designs would not fit: `measure_rounds` holds every design's weights and input
+    batch at once, plus the activations of one call (the resource guard's EXPLORER_MAX_ACT_GIB bounds the sum)."""
+    from explorer.measure.guard import Limits
+
+    size = {'float32': 4, 'bfloat16': 2, 'float16': 2}[dtype]
+    costs = [analytic_cost(s) for s in specs]
+    held = sum((c.params + batch_size * s.in_chans * s.img_size**2) * size for s, c in zip(specs, costs))
+    call = max(c.act_elements for c in costs) * batch_size * size
+    limit = Limits.from_env().max_act_gib
+    if (held + call) / 2**30 > limit:
+        raise LatencyError(
+            f"a calibration at batch {batch_size} holds about {(held + call) / 2**30:.1f} GiB ({len(specs)} designs' "
+            f"weights and inputs, {held / 2**30:.1f} GiB, and one call's activations), over the limit of "
+            f'{limit:g} GiB (set EXPLORER_MAX_ACT_GIB to change it); use a smaller batch size or fewer designs'
+        )
+
+
 def calibrate(
     device: str = 'cpu',
     batch_size: int = 1,
@@ -1055,6 +1097,7 @@ def calibrate(
     t0 = time.monotonic()
     fp = fingerprint(device, dtype, batch_size, threads)
     specs = random_designs(designs + holdout, seed, max_macs)
+    _check_memory(specs, batch_size, fp.dtype)
     turns = measure_rounds(specs, fp.device, batch_size, fp.dtype, rounds, fp.threads or None, progress)
     _give_back_memory()  # the ~430 models are gone: a server kept 2.5 GB of heap after one calibration
     secs = [estimate(t) for t in turns]

@@ -521,10 +521,13 @@ def bench(
         if compile and hasattr(step, 'keep'):
             step.keep()  # compiled: the next run of this design reuses it, even when this one runs out of time
             again = ' (it stays compiled: run it again to time it)'
+        if compile and compile_s is not None and compile_s > time_budget_s / 2:  # the compile alone ran over
+            remedy = f'compiling took {compile_s:.1f} s of it; run it again (compiled now) or without compile'
+        else:
+            remedy = 'use a smaller batch size'
         raise BenchError(
             f'building{", compiling" if compile else ""} and warming up took {spent:.1f} s of the '
-            f'{time_budget_s:g} s a speed run may take here (EXPLORER_MAX_BENCH_S){again}: use a smaller '
-            'batch size'
+            f'{time_budget_s:g} s a speed run may take here (EXPLORER_MAX_BENCH_S){again}: {remedy}'
         )
 
     n_warm, compile_s = _warm_up(step, device, warmup, compile, within_budget)
