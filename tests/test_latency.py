@@ -749,3 +749,25 @@ def test_a_calibration_that_would_not_fit_in_memory_is_refused_before_anything_i
         lat.calibrate(batch_size=256, save=False)
     rc, out, err = run_cli('calibrate', '--batch-size', '256')
     assert rc == 2 and err.startswith('error: a calibration at batch 256 holds about'), err
+
+
+def test_a_processor_named_without_a_model_number_is_told_apart_by_family_and_model(monkeypatch):
+    """A hypervisor reported 'AMD EPYC': every EPYC generation shared one fingerprint (one calibration), and so
+    did runs under another ATen kernel level (ATEN_CPU_CAPABILITY)."""
+    from explorer.measure.speed import cpu_label
+
+    zen5 = 'processor\t: 0\ncpu family\t: 26\nmodel\t\t: 2\nmodel name\t: AMD EPYC\nstepping\t: 1\n\n'
+    zen4 = zen5.replace('model\t\t: 2', 'model\t\t: 17').replace(': 26', ': 25')
+    assert cpu_label(zen5) == 'AMD EPYC (family 26, model 2, stepping 1)'
+    assert cpu_label(zen4) == 'AMD EPYC (family 25, model 17, stepping 1)'
+    xeon = 'cpu family\t: 6\nmodel\t\t: 143\nmodel name\t: Intel(R) Xeon(R) Platinum 8480+\n'
+    assert cpu_label(xeon) == 'Intel(R) Xeon(R) Platinum 8480+'  # a model number: as it is
+    assert cpu_label('') is None
+    monkeypatch.setenv('ATEN_CPU_CAPABILITY', 'default')
+    lat._cpu_name.cache_clear()
+    try:
+        assert lat.fingerprint('cpu').device_name.endswith(', ATen default')
+    finally:
+        monkeypatch.delenv('ATEN_CPU_CAPABILITY')
+        lat._cpu_name.cache_clear()
+    assert 'ATen' not in lat.fingerprint('cpu').device_name

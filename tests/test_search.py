@@ -821,3 +821,24 @@ def test_a_search_abandoned_at_its_first_answer_leaves_no_stop_flag():
     assert first[-1] == 'Starting...' and set(app_search._STOP) - before
     events.close()  # the page went away
     assert set(app_search._STOP) == before
+
+
+def test_out_keeps_only_the_current_frontiers_spec_files(tmp_path):
+    """A second `--out` run into the same folder left the first frontier's spec files beside the new CSV (32 spec
+    files, 23 rows); and a long study name was cut before its hash, so two long-named spaces shared file names."""
+    from explorer.search.study import Frontier, spec_file_name, write_frontier
+
+    out = tmp_path / 'out'
+    out.mkdir()
+    (out / 'notes.json').write_text('{}')  # not the study's: kept
+    url = f'sqlite:///{tmp_path}/s.db'
+    first = run_search(parse_space(SMALL), trials=10, storage=url, seed=0)
+    write_frontier(first, out)
+    (out / f'{spec_file_name(first, {"number": 999})}').write_text('{}')  # a design no longer on the frontier
+    second = run_search(parse_space(SMALL), trials=30, storage=url, seed=1)
+    write_frontier(second, out)
+    specs = sorted(p.name for p in out.glob('*.json') if p.name != 'notes.json')
+    assert specs == sorted(spec_file_name(second, t) for t in second.frontier) and (out / 'notes.json').exists()
+    long_a, long_b = ('x' * 80 + '-' + k for k in ('0123456789', 'abcdef0123'))
+    a, b = (spec_file_name(Frontier(s, {}, [], []), {'number': 1}) for s in (long_a, long_b))
+    assert a != b and len(a) <= 90

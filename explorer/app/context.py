@@ -13,6 +13,7 @@ import logging
 import os
 import re
 import shutil
+import sys
 import tempfile
 import threading
 from collections.abc import Callable
@@ -277,9 +278,27 @@ _SERVER_PATH = re.compile(r'(?<![\w.])/(?:[\w.@+-]+/)+([\w.@+-]*)')
 _MARKDOWN = re.compile(r'([\\`*_{}\[\]()#+!|~>:.-])')  # CommonMark's escapable punctuation, : and . against autolinks
 
 
+_WINDOWS_PATH = re.compile(r'(?<![\w.])[A-Za-z]:\\(?:[^\\\n\'"]+\\)+([^\\\s\'"]*)')
+
+
+@functools.lru_cache(maxsize=1)
+def _server_roots() -> re.Pattern | None:
+    """The server's own folders (home, the Python prefix, the working and temporary folders): taken out of a path
+    before the generic pattern reads it, so a folder name with a space ('/Users/Jane Doe/.cache/...') does not
+    stop it there and leave the rest of the path on screen."""
+    roots = {str(Path.home()), sys.prefix, os.getcwd(), tempfile.gettempdir()}
+    roots = sorted((r.rstrip('/') for r in roots if r and r.startswith('/') and len(r) > 1), key=len, reverse=True)
+    return re.compile('(?:' + '|'.join(re.escape(r) for r in roots) + r')(?![\w.@+-])') if roots else None
+
+
 def public_text(text: object, limit: int = MAX_MESSAGE_CHARS) -> str:
     """`text` without server paths (each becomes its file name) and at most `limit` characters."""
-    text = _SERVER_PATH.sub(lambda m: m.group(1) or '(a server folder)', str(text))
+    text = str(text)
+    roots = _server_roots()
+    if roots is not None:  # '<root>/a/b.txt' -> '/a/b.txt' (the pattern below makes it 'b.txt'); '<root>' alone
+        text = roots.sub(lambda m: '' if text[m.end() : m.end() + 1] == '/' else '(a server folder)', text)
+    text = _WINDOWS_PATH.sub(lambda m: m.group(1) or '(a server folder)', text)
+    text = _SERVER_PATH.sub(lambda m: m.group(1) or '(a server folder)', text)
     return text if len(text) <= limit else text[:limit] + f' … ({len(text) - limit:,} more characters)'
 
 

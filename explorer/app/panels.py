@@ -157,7 +157,8 @@ def history_html(history: list[dict]) -> str:
         'images/s = batch / median latency over all timed calls (random weights, inference mode); in brackets the '
         "slowest and the fastest round's own images/s: a wide bracket means the machine was not steady. "
         "Memory: on CUDA torch.cuda.max_memory_allocated (weights included); on CPU the growth of the process's "
-        'peak resident set from before the model was built (RSS, a lower bound). Hover a stamp for the full '
+        "peak resident set over the run (RSS: the model, its activations and the allocator's slack). Hover a "
+        'stamp for the full '
         'record (threads, load, timer, versions).</div>'
     )
 

@@ -130,9 +130,12 @@ def _torch_version() -> str:
 
 @functools.lru_cache(maxsize=1)
 def _cpu_name() -> str:
+    """The processor as a fingerprint names it; with ATen's kernel level when ATEN_CPU_CAPABILITY sets it (other
+    kernels, other speeds: AVX512 vs DEFAULT measured 2.08 vs 2.38 ms for one design)."""
     from explorer.measure.speed import cpu_name
 
-    return cpu_name()
+    capability = os.environ.get('ATEN_CPU_CAPABILITY', '').strip()
+    return cpu_name() + (f', ATen {capability}' if capability else '')
 
 
 def current_threads() -> int:

@@ -482,8 +482,10 @@ def violations(space: Space, metrics: dict) -> list[float]:
 
 
 def pareto_front(points: list[dict], objectives: dict[str, str]) -> list[int]:
-    """Indices of the points no other point dominates (at least as good in every objective, better in one).
-    points: metric dicts; objectives: metric -> 'minimize' | 'maximize'. Sorted by the first objective."""
+    """Indices of the points no other point dominates (at least as good in every objective, better in one), each
+    trade-off once: of points equal in every objective (designs that differ only where no objective looks, such as
+    the activation under MACs and params) the first is kept. points: metric dicts; objectives: metric ->
+    'minimize' | 'maximize'. Sorted by the first objective."""
     sign = {k: (1 if d == 'minimize' else -1) for k, d in objectives.items()}
     keys = [tuple(sign[k] * p[k] for k in objectives) for p in points]
     order = sorted(range(len(points)), key=lambda i: keys[i])

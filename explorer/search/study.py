@@ -480,11 +480,18 @@ def _trainer(space: Space):
 
 
 def write_frontier(front: Frontier, out_dir: str | Path) -> list[str]:
-    """Each frontier design as a spec file `<study>_t<number>.json` in out_dir (created), plus `frontier.csv`."""
+    """Each frontier design as a spec file `<study>_t<number>.json` in out_dir (created), plus `frontier.csv`;
+    the study's spec files of an earlier run that are off the frontier now are removed (the folder held 32 spec
+    files beside a CSV of 23)."""
     import json
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    names = {spec_file_name(front, t) for t in front.frontier}
+    earlier = re.compile(re.escape(_file_stem(front.study)) + r'_t\d+\.json')
+    for old in out.iterdir():  # an earlier run's frontier designs that this frontier no longer holds
+        if earlier.fullmatch(old.name) and old.name not in names and old.is_file():
+            old.unlink()
     files = []
     for t in front.frontier:
         path = out / spec_file_name(front, t)
@@ -518,8 +525,14 @@ def _num(v):
 def spec_file_name(front: Frontier, trial: dict) -> str:
     """A frontier design's file name, '<study>_t<number>.json', in letters, digits, '-' and '_' only: the study
     is named after its space, which is request text on a server."""
-    stem = ''.join(c if c.isalnum() or c in '-_' else '_' for c in front.study)[:80] or 'study'
-    return f'{stem}_t{int(trial["number"])}.json'
+    return f'{_file_stem(front.study)}_t{int(trial["number"])}.json'
+
+
+def _file_stem(study: str) -> str:
+    """At most 80 characters; a longer study name keeps its end, the space's hash (two long-named spaces were
+    cut to one stem and wrote the same file names)."""
+    stem = ''.join(c if c.isascii() and (c.isalnum() or c in '-_') else '_' for c in study) or 'study'
+    return stem if len(stem) <= 80 else stem[:69] + stem[-11:]
 
 
 def cpu_workers() -> int:

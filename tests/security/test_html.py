@@ -29,6 +29,31 @@ def test_html_text_and_server_paths():
     assert public_text('x' * 5000).endswith('(4,000 more characters)')
 
 
+def test_server_paths_with_spaces_and_windows_paths_become_file_names(monkeypatch):
+    """A home folder with a space stopped the path pattern: '/Users/Jane Doe/.cache/...' showed as 'Jane
+    Doe/.cache/metaformer-explorer/trained/run-1.safetensors'; a Windows path was left whole."""
+    from pathlib import Path
+
+    import explorer.app.context as context
+
+    monkeypatch.setattr(Path, 'home', classmethod(lambda cls: Path('/Users/Jane Doe')))
+    context._server_roots.cache_clear()
+    try:
+        text = "cannot read '/Users/Jane Doe/.cache/metaformer-explorer/trained/run-1.safetensors': bad"
+        assert public_text(text) == "cannot read 'run-1.safetensors': bad"
+        assert public_text('cannot write to /Users/Jane Doe: full') == 'cannot write to (a server folder): full'
+    finally:
+        monkeypatch.undo()
+        context._server_roots.cache_clear()
+    assert public_text(r'cannot read C:\Users\Jane Doe\AppData\run-1.safetensors: bad') == (
+        'cannot read run-1.safetensors: bad'
+    )
+    assert public_text('stages[0].dim: 3/4 is not allowed') == 'stages[0].dim: 3/4 is not allowed'
+    # a path clipped in a message runs on into the text: it must not swallow the text up to the next slash
+    clipped = "image: '/x/assets/images/chelsea_c… is neither an example name (see /examples) nor bytes"
+    assert 'is neither an example name' in public_text(clipped)
+
+
 def test_spec_errors_are_escaped():
     with pytest.raises(SpecError) as info:
         ArchSpec.from_dict({'name': EVIL, 'stages': [{'mixer': EVIL, 'depth': 1, 'dim': 8}]})
