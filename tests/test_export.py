@@ -374,3 +374,15 @@ def test_an_exported_model_builds_on_the_meta_device(tmp_path, load_module):
         model = timm.create_model(name)
     assert next(model.parameters()).device.type == 'meta'
     assert sum(p.numel() for p in model.parameters()) == sum(p.numel() for p in build_model(tiny_spec()).parameters())
+
+
+def test_overwrite_never_deletes_a_checkpoint_that_no_export_wrote(checkpoint, tmp_path):
+    """A spec exported with --overwrite into the folder of its trained checkpoint (NAME.safetensors) deleted it,
+    as if an earlier export had written it; the refusal had suggested --overwrite."""
+    spec_file = tmp_path / 'design.json'
+    spec_file.write_text(json.dumps({**TINY, 'name': 'tiny_fmnist'}))
+    before = checkpoint.read_bytes()
+    for overwrite in (False, True):
+        with pytest.raises(UserError, match='tiny_fmnist.safetensors is in the way and no export wrote it'):
+            export_design(spec_file, checkpoint.parent, overwrite=overwrite)
+    assert checkpoint.read_bytes() == before

@@ -428,12 +428,35 @@ def _target_files(src: Source, out: Path, name: str | None, onnx: bool, overwrit
                 raise UserError(
                     f'{path} is the {src.label} being exported; it is never replaced: choose another --name or --to'
                 )
-    stale = [out / f'{name}{suffix[k]}' for k in suffix if k not in files]
+    stale = [out / f'{name}{suffix[k]}' for k in suffix if k not in files and k in ('weights', 'onnx')]
     stale = [p for p in stale if p.exists()]
+    for path in stale:  # removed with --overwrite only when an earlier export wrote it: never a trained checkpoint
+        if not _earlier_export(path, out / f'{name}.py'):
+            raise UserError(
+                f'{path} is in the way and no export wrote it (a trained checkpoint?); it is never replaced: move '
+                'it, or choose another --name or --to'
+            )
     existing = [str(p) for p in [*files.values(), *stale] if p.exists()]
     if existing and not overwrite:
-        raise UserError(f'{", ".join(existing)} already exist(s); pass --overwrite / overwrite=True to replace')
+        also = " (and remove the earlier export's files this one does not write)" if stale else ''
+        raise UserError(f'{", ".join(existing)} already exist(s); pass --overwrite / overwrite=True to replace{also}')
     return name, files, stale
+
+
+def _earlier_export(path: Path, module: Path) -> bool:
+    """Whether `path` (NAME.onnx or NAME.safetensors) is an earlier export's: its NAME.py is an export module
+    beside it, and a .safetensors holds a plain state dict (an explorer checkpoint carries its spec)."""
+    try:
+        if 'EXPLORER_EXPORT = ' not in module.read_text(encoding='utf-8', errors='replace')[:20_000]:
+            return False
+        if path.suffix == '.safetensors':
+            from safetensors import safe_open
+
+            with safe_open(str(path), 'pt') as f:
+                return 'spec' not in (f.metadata() or {})
+    except (OSError, ValueError, RuntimeError):  # no module beside it, or not a safetensors file
+        return False
+    return True
 
 
 def _model(src: Source) -> nn.Module:
