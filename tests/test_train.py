@@ -8,6 +8,7 @@ is skipped, saying why, only where no copy of Fashion-MNIST is installed.
 from __future__ import annotations
 
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -928,3 +929,44 @@ def test_a_resume_on_other_data_is_refused_naming_what_changed(fake_dir, tmp_pat
     del old['data']
     save_state(state, old)
     assert train(TINY, resume=True, **kw).metrics['steps'] == 10
+
+
+def test_an_early_fit_on_slow_steps_does_not_shorten_the_warm_up_for_good(fake_dir, monkeypatch):
+    """The fit at step 3 times two steps; when they are slow (one-time costs, a burst of other work) it shortened
+    the warm-up, and nothing restored it when later fits gave the schedule its planned length back. Steps 1-3 of
+    1 s, then 10 ms: a 60 s deadline never binds, and from step 20 on the learning rate is the recipe's again."""
+    clock = fake_clock(monkeypatch, lambda n: 1.0 if n <= 3 else 0.01)
+    kw = {**QUICK, 'warmup_epochs': 5}  # 50 steps of warm-up
+    plain, timed = [], []
+    res_t = train(TINY, epochs=30, seed=0, data_dir=fake_dir, deadline=60.0, progress=timed.append, **kw)
+    assert clock[0] < 10  # (the fake clock's steps 1-3 were this run's)
+    res = train(TINY, epochs=30, seed=0, data_dir=fake_dir, progress=plain.append, **kw)
+    assert res.metrics['steps'] == res_t.metrics['steps'] == 300 and res_t.metrics['stopped_by'] == 'epochs'
+    lrs = [{ev['step']: ev['lr'] for ev in events if ev['kind'] == 'step'} for events in (plain, timed)]
+    assert all(lrs[0][s] == lrs[1][s] for s in range(20, 301)), [(s, lrs[0][s], lrs[1][s]) for s in (20, 40)]
+
+
+def test_a_deadline_found_spent_before_a_step_ends_the_run_there(fake_dir, monkeypatch):
+    """The step ran anyway and then needed an evaluation of its own: with steps of 1/8 s and evaluations of 2 s,
+    a run with a 4 s deadline ended at 5.4 s (the first epoch's evaluation, at 3.25 s, could have been the last)."""
+    from explorer.train import sources
+
+    clock = fake_clock(monkeypatch, lambda n: 0.125)
+    real, ends = sources.MemorySource.evaluate, []
+
+    def slow_evaluate(self, *a, **k):
+        clock[0] += 2.0
+        ends.append(clock[0])
+        return real(self, *a, **k)
+
+    monkeypatch.setattr(sources.MemorySource, 'evaluate', slow_evaluate)
+    kw = {**QUICK, 'eval_every_epoch': True}
+    res = train(TINY, epochs=500, seed=0, data_dir=fake_dir, deadline=4.0, **kw)
+    assert ends == [3.25] and clock[0] == 3.25 and res.metrics['steps'] == 10
+    assert res.metrics['stopped_by'] == 'time_limit' and len(res.history) == 1
+    # a deadline already past: no step is trained (one was, then evaluated on its own); an infinite one is none
+    clock[0], ends[:] = 10.0, []
+    res = train(TINY, epochs=1, seed=0, data_dir=fake_dir, deadline=5.0, **kw)
+    assert res.metrics['steps'] == 0 and res.metrics['stopped_by'] == 'time_limit' and len(ends) == 1
+    clock[0] = 0.0
+    assert train(TINY, epochs=1, seed=0, data_dir=fake_dir, deadline=math.inf, **kw).metrics['steps'] == 10

@@ -199,7 +199,8 @@ def train(
     deadline: a `time.monotonic()` by which the whole run, evaluations included, must be over (a server's limit
     on one run). Unlike time_budget (seconds of training) it is not part of the recipe. The schedule is fitted
     to end before it, with time left for the evaluations still to come; training ends when it comes
-    (stopped_by 'time_limit') and, when it does not bind, the run is the one it would be without it.
+    (stopped_by 'time_limit') and, when no fit of the schedule falls short of the plan, the run is the one it
+    would be without it.
     """
     spec = spec if isinstance(spec, ArchSpec) else ArchSpec.from_dict(spec)
     cfg = TrainConfig(epochs=epochs, time_budget=time_budget, batch_size=batch_size, seed=seed, **recipe)
@@ -482,7 +483,9 @@ class _Clock:
     slows down mid-epoch shortens the schedule rather than cutting it at a high learning rate."""
 
     def __init__(self, budget: float | None, deadline: float | None, eval_steps: float):
-        self.budget, self.deadline = budget, deadline
+        # an infinite deadline is none (inf - now is inf steps, which no integer holds)
+        self.budget = budget
+        self.deadline = deadline if deadline is not None and math.isfinite(deadline) else None
         self.eval_steps = eval_steps  # test images per global training batch: one evaluation's size in steps
         self.eval_s = None  # seconds of the latest evaluation, once one ran
         self.per_step = None  # training seconds per step in the latest window
@@ -525,7 +528,7 @@ class _Clock:
             wall = (self.deadline - time.monotonic() - ev) / per_wall_step
             if wall < n:
                 n, self.cut_by = wall, 'time_limit'
-        return max(0, int(n + 1e-6))
+        return max(0, int(min(n, 2**62) + 1e-6))  # a far limit: more steps than any plan, still an integer
 
 
 def _run(spec, cfg: TrainConfig, source, dist: Dist, progress, should_stop, state=None, save_state=None, clock=None):
@@ -582,11 +585,14 @@ def _run(spec, cfg: TrainConfig, source, dist: Dist, progress, should_stop, stat
         while pos['step'] < pos['total']:
             if pos['perm'] is None:
                 pos.update(perm=source.order(gen, pos['step'] // steps_per_epoch), batch=0, losses=[])
-            tick = time.perf_counter()
+            tick, start = time.perf_counter(), pos['step']
             try:
                 _train_epoch(step_fn, source, gen, pos, cfg, planned, tick, clock, progress if dist.main else None)
             finally:  # a stop mid-epoch keeps that epoch's time: the result says it, a resumed budget counts it
                 pos['train_time'] += time.perf_counter() - tick
+            if pos['step'] == start and last_eval is not None and last_eval[0] == start:
+                pos['perm'] = None  # cut before its first step: the evaluation before it is the final one
+                break
             row = {
                 'epoch': round(pos['step'] / steps_per_epoch, 3),
                 'step': pos['step'],
@@ -601,6 +607,9 @@ def _run(spec, cfg: TrainConfig, source, dist: Dist, progress, should_stop, stat
                 clock.eval_s = time.monotonic() - tick
                 last_eval = (pos['step'], ev)
                 model.train()
+                why = clock.over(pos['train_time']) if clock.timed and dist.world == 1 else None
+                if why is not None and pos['step'] < pos['total']:  # no time for another step and its evaluation:
+                    pos['total'], clock.cut_by = pos['step'], why  # this evaluation is the final one
                 row.update(test_accuracy=ev['accuracy'], test_loss=ev['loss'])
             pos['history'] = [*pos['history'], row]
             if save_state:
@@ -699,14 +708,19 @@ def _train_epoch(step_fn: _Step, source, gen, pos: dict, cfg, planned: int, tick
     steps_per_epoch, dist = source.steps_per_epoch, step_fn.dist
     report_every = max(1, steps_per_epoch // 20)
     batches = source.batches(pos['perm'], pos['batch'], gen)
+    warmup = max(1, min(planned // 5, round(cfg.warmup_epochs * steps_per_epoch)))  # the recipe's
     for b in range(pos['batch'], steps_per_epoch):
         step, total = pos['step'], pos['total']
         if step >= total:
             break
-        x, y = next(batches)
-        lr = _lr_at(step, total, pos['warmup'], cfg.lr)
         elapsed = pos['train_time'] + time.perf_counter() - tick
         why = clock.over(elapsed) if clock.timed else None
+        if why is not None and dist.world == 1:  # spent already: this step would overrun it, and need its own
+            pos['total'] = step  # evaluation besides (under torchrun the ranks agree on it in the step below)
+            clock.cut_by = why
+            break
+        x, y = next(batches)
+        lr = _lr_at(step, total, pos['warmup'], cfg.lr)
         loss, stop, over = step_fn(x, y, lr, why is not None)
         if not math.isfinite(loss) and cfg.amp != 'fp16':  # the ranks agreed on this mean loss: all stop here
             raise Diverged(
@@ -725,8 +739,9 @@ def _train_epoch(step_fn: _Step, source, gen, pos: dict, cfg, planned: int, tick
                 left = clock.steps_left(step, elapsed, steps_per_epoch, cfg.eval_every_epoch)
                 fit = dist.min_int(pos['total'] if left is None else step + left)
                 pos['total'] = total = min(planned, max(step + 1, fit))  # never past the plan
-                if step < pos['warmup']:  # a warm-up already done stays as it was
-                    pos['warmup'] = max(1, min(pos['warmup'], total // 5))
+                if step < pos['warmup']:  # a warm-up already done stays as it was; one in progress follows the
+                    # schedule's length both ways (an early fit on two slow steps shortened it for good)
+                    pos['warmup'] = max(step, 1, min(warmup, total // 5))
             if not over and dist.world == 1:
                 why = clock.over(elapsed)  # the time ran out during this step: no step after it
             if over or why:
