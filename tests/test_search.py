@@ -842,3 +842,48 @@ def test_out_keeps_only_the_current_frontiers_spec_files(tmp_path):
     long_a, long_b = ('x' * 80 + '-' + k for k in ('0123456789', 'abcdef0123'))
     a, b = (spec_file_name(Frontier(s, {}, [], []), {'number': 1}) for s in (long_a, long_b))
     assert a != b and len(a) <= 90
+
+
+def test_a_preset_with_a_mixer_newer_than_the_calibration_is_left_off_the_chart(tmp_path, monkeypatch):
+    """The model's own check made the whole Search view fail (frontier, CSV, status) when any preset drawn beside
+    the trials used a mixer the calibration lacked, though the space never used it."""
+    from explorer.app.search import preset_points
+    from explorer.measure import latency as lat
+    from explorer.search.space import Scorer
+
+    monkeypatch.setenv('EXPLORER_LATENCY_DIR', str(tmp_path))
+    fp = lat.fingerprint('cpu', 'float32', 1)
+    coef = {k: 1e-9 for k in lat.feature_names() if k != 'blocks.cycle'}  # made before CycleMLP, say
+    lat.save_model(lat.LatencyModel(fp.__dict__, coef, 1e-10))
+    space = parse_space({**SMALL, 'objectives': {'latency_ms': 'minimize', 'params_m': 'minimize'}})
+    points = preset_points(space, Scorer(space))
+    assert points and not any(p['name'].startswith('cycle') for p in points)
+
+
+def test_a_study_whose_parameter_choices_changed_is_named_not_a_crash(tmp_path):
+    """A space that leaves mlp_ratio out drew 4 before the base's ratio became the default: its study (same space
+    text, same name) then failed every trial with Optuna's 'dynamic value space' ValueError, uncaught."""
+    from explorer.core.catalog import get_preset
+
+    base = get_preset('poolformer_s12')
+    base = {**base, 'stages': [{**st, 'mlp_ratio': 3} for st in base['stages']]}
+    data = {**{k: v for k, v in SMALL.items() if k != 'base'}, 'name': 'ratio3', 'base': base}
+    url = f'sqlite:///{tmp_path}/s.db'
+    old = parse_space(data)
+    for st in old.stages:
+        st.mlp_ratios = [4]  # what parse_space gave before
+    run_search(old, trials=3, storage=url, seed=0)
+    with pytest.raises(SpaceError, match=r"study 'ratio3-[0-9a-f]+' drew other values for a parameter"):
+        run_search(parse_space(data), trials=3, storage=url, seed=1)
+
+
+@pytest.mark.parametrize('bounds', [{'min': 1, 'max': None}, {'max': 0}])
+def test_the_search_tab_keeps_a_bound_it_shows_as_none_as_written(bounds):
+    """`"max": null` was dropped (another study than the CLI's) and `"max": 0` removed the constraint."""
+    from explorer.app.search import form_values, merged_space
+    from explorer.search.study import study_name
+
+    space = {**SMALL, 'constraints': {'params_m': bounds}}
+    text = json.dumps(space)
+    tab = merged_space(text, *form_values(text))
+    assert study_name(tab) == study_name(parse_space(space)) and tab.constraints == parse_space(space).constraints

@@ -351,3 +351,13 @@ def test_a_cpu_runs_peak_memory_counts_its_own_allocations_first_or_later_in_a_p
     first, second = (int(v) / 2**20 for v in out.stdout.split())
     need = 1.6 + 20.8
     assert need <= first <= 4 * need and need <= second <= 4 * need, (first, second)
+
+
+def test_readying_the_runtime_for_a_memory_reading_draws_nothing_from_torchs_global_generator(monkeypatch):
+    """It drew from the process-wide stream that a training beside it seeds for its drop-path masks."""
+    monkeypatch.setattr(speed, '_RUNTIME_READY', set())
+    torch.manual_seed(0)
+    expected = torch.rand(3)
+    torch.manual_seed(0)
+    speed._settle_cpu_memory('fp32')
+    assert torch.equal(torch.rand(3), expected)

@@ -288,15 +288,17 @@ def _server_roots() -> re.Pattern | None:
     stop it there and leave the rest of the path on screen."""
     roots = {str(Path.home()), sys.prefix, os.getcwd(), tempfile.gettempdir()}
     roots = sorted((r.rstrip('/') for r in roots if r and r.startswith('/') and len(r) > 1), key=len, reverse=True)
-    return re.compile('(?:' + '|'.join(re.escape(r) for r in roots) + r')(?![\w.@+-])') if roots else None
+    alternatives = '|'.join(re.escape(r) for r in roots)
+    # whole paths only: not inside a word, a relative path or a URL ('results/tmp', 'https://example.com/tmp')
+    return re.compile(r'(?<![\w.@+/:-])(?:' + alternatives + r')(?![\w.@+-])') if roots else None
 
 
 def public_text(text: object, limit: int = MAX_MESSAGE_CHARS) -> str:
     """`text` without server paths (each becomes its file name) and at most `limit` characters."""
     text = str(text)
     roots = _server_roots()
-    if roots is not None:  # '<root>/a/b.txt' -> '/a/b.txt' (the pattern below makes it 'b.txt'); '<root>' alone
-        text = roots.sub(lambda m: '' if text[m.end() : m.end() + 1] == '/' else '(a server folder)', text)
+    if roots is not None:  # '<root>/a/b.txt' -> '/_/a/b.txt' (the pattern below makes it 'b.txt'); '<root>' alone
+        text = roots.sub(lambda m: '/_' if text[m.end() : m.end() + 1] == '/' else '(a server folder)', text)
     text = _WINDOWS_PATH.sub(lambda m: m.group(1) or '(a server folder)', text)
     text = _SERVER_PATH.sub(lambda m: m.group(1) or '(a server folder)', text)
     return text if len(text) <= limit else text[:limit] + f' … ({len(text) - limit:,} more characters)'

@@ -222,6 +222,8 @@ def merged_space(text: str, p_max, g_max, l_max, x_obj, x_dir, y_obj, y_dir):
             bounds = cons.get(key) or {}
             if not isinstance(bounds, dict):  # {"params_m": 5}: as above (it is {"params_m": {"max": 5}})
                 continue
+            if not value and bounds.get('max') in (None, 0):  # the form shows such a bound as 0: as written
+                continue
             bounds = dict(bounds)
             if value:
                 if bounds.get('max') != value:  # unchanged: the space (and its study) stays the shipped one
@@ -250,12 +252,16 @@ def preset_points(space, scorer) -> list[dict]:
     figure keeps those near the trials)."""
     from explorer.core.catalog import get_preset, preset_names
     from explorer.core.spec import ArchSpec
+    from explorer.measure.latency import LatencyError
 
     out = []
     for name in preset_names():
         spec = ArchSpec.from_dict(get_preset(name))
         if (spec.img_size, spec.in_chans) == (space.base['img_size'], space.base['in_chans']):
-            out.append({'name': name, 'metrics': scorer.metrics(spec)})
+            try:
+                out.append({'name': name, 'metrics': scorer.metrics(spec)})
+            except LatencyError:  # a mixer newer than the calibration: this preset has no latency to draw
+                continue
     return out
 
 

@@ -36,7 +36,9 @@ def parse_credentials(text: str, where: str, lines: bool = True) -> list[tuple[s
     skipped, each line's surrounding whitespace ignored, everything after its first ':' the password, commas
     included), or comma-separated (`lines=False`: EXPLORER_AUTH). A user named twice is refused."""
     pairs, seen = [], {}
-    entries = text.splitlines() if lines else text.split(',')
+    # lines end at \n, \r\n or \r only: str.splitlines() also breaks at \x85, \u2028, \x0c and others, so one
+    # line 'alice:s3cret<U+2028>admin:admin' made a second login
+    entries = text.replace('\r\n', '\n').replace('\r', '\n').split('\n') if lines else text.split(',')
     unit = 'line' if lines else 'entry'
     for n, entry in enumerate((e.strip() for e in entries), start=1):
         if not entry or (lines and entry.startswith('#')):

@@ -291,15 +291,16 @@ def _settle_cpu_memory(dtype: str) -> None:
     if dtype not in _RUNTIME_READY:
         import explorer.core.build  # noqa: F401  (timm and torchvision: about 200 MB of code the first build loads)
 
-        x = torch.randn(2, 16, 16, 16)
+        g = torch.Generator().manual_seed(0)  # not torch's global stream: a training beside it draws from that
+        x = torch.randn(2, 16, 16, 16, generator=g)
         dt = {'bf16': torch.bfloat16, 'fp16': torch.float16}.get(dtype, torch.float32)
         with torch.inference_mode():
             for t in {x, x.to(dt)}:
-                F.conv2d(t, torch.randn(16, 1, 3, 3, dtype=t.dtype), padding=1, groups=16)
-                F.conv2d(t, torch.randn(32, 16, 1, 1, dtype=t.dtype))
+                F.conv2d(t, torch.ones(16, 1, 3, 3, dtype=t.dtype), padding=1, groups=16)
+                F.conv2d(t, torch.ones(32, 16, 1, 1, dtype=t.dtype))
                 F.avg_pool2d(t, 3, 1, 1)
                 F.layer_norm(t.permute(0, 2, 3, 1), (16,))
-                t.flatten(1) @ torch.randn(4096, 8, dtype=t.dtype)
+                t.flatten(1) @ torch.ones(4096, 8, dtype=t.dtype)
         _RUNTIME_READY.add(dtype)
     gc.collect()
     libc = glibc()

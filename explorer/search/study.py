@@ -450,7 +450,15 @@ def run_search(
 
     try:
         objective = Objective(space, scorer, trainer, cond)
-        st.optimize(objective, n_trials=shares[0], callbacks=[callback], catch=(SpaceError,))
+        try:
+            st.optimize(objective, n_trials=shares[0], callbacks=[callback], catch=(SpaceError,))
+        except ValueError as e:
+            if 'dynamic value space' not in str(e):
+                raise
+            raise SpaceError(  # a parameter's choices changed under the same space text (an older explorer's rule)
+                f'study {st.study_name!r} drew other values for a parameter than this space allows now ({e}); name a '
+                "new study (--study), or write the choices (e.g. each stage's mlp_ratio) into the space"
+            ) from None
     finally:
         for p in procs:
             p.join()

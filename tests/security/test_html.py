@@ -73,3 +73,14 @@ def test_names_in_status_lines_and_figures_are_escaped():
 def test_unknown_model_message_is_escaped_and_clipped():
     fig, status = up.predict_handler('<script>' + 'x' * 10_000, None, 'random', None, None)
     assert fig is None and '<script>' not in status and len(status) < 3_000
+
+
+def test_server_folders_are_taken_out_only_as_whole_paths():
+    """The folders were matched anywhere: 'results/tmp' became 'results(a server folder)', and '/tmp/x' kept a
+    stray slash ('/x')."""
+    import tempfile
+
+    tmp = tempfile.gettempdir()
+    for text in (f'results{tmp}: not writable', f"spec name 'runs{tmp}' has a '/'", f'ratio 3{tmp}'):
+        assert public_text(text) == text
+    assert public_text(f'{tmp}/model.safetensors is damaged') == 'model.safetensors is damaged'

@@ -70,3 +70,11 @@ def test_an_auth_file_is_read_line_by_line_with_commas_inside_passwords(fake_lau
 def test_missing_auth_file(fake_launch, tmp_path):
     rc, out, err = run_cli('serve', '--auth-file', str(tmp_path / 'nope'))
     assert rc == 2 and 'does not exist' in err and not fake_launch.launched
+
+
+@pytest.mark.parametrize('separator', ['\x85', '\u2028', '\u2029', '\x0c', '\x0b', '\x1e'])
+def test_a_password_is_not_split_at_other_unicode_line_breaks(separator):
+    """str.splitlines() also breaks at these: one line 'alice:s3cret<sep>admin:admin' made an admin/admin login."""
+    assert serve.parse_credentials(f'alice:s3cret{separator}admin:admin\n', 'users') == [
+        ('alice', f's3cret{separator}admin:admin')
+    ]
