@@ -159,8 +159,9 @@ def test_a_study_belongs_to_its_whole_space_not_only_to_its_short_key(tmp_path, 
     storage = f'sqlite:///{tmp_path}/k.db'
     run_search(parse_space(SMALL), trials=2, storage=storage, seed=0)
     other = parse_space({**SMALL, 'base': 'convformer_s18'})
-    key = parse_space(SMALL).key
-    monkeypatch.setattr(spacemod.Space, 'key', property(lambda self: key))  # a collision
+    key, long_key = parse_space(SMALL).key, parse_space(SMALL).long_key
+    monkeypatch.setattr(spacemod.Space, 'key', property(lambda self: key))  # a collision (of both names)
+    monkeypatch.setattr(spacemod.Space, 'long_key', property(lambda self: long_key))
     with pytest.raises(SpaceError, match='was made for another space'):
         run_search(other, trials=2, storage=storage, seed=0)
 
@@ -171,7 +172,7 @@ def test_a_study_lives_in_its_storage_and_belongs_to_one_space(tmp_path):
     first = run_search(sp, trials=15, storage=url, seed=0)
     again = run_search(sp, trials=10, storage=url, seed=1)
     assert len(first.trials) == 15 and len(again.trials) == 25  # continued, not restarted
-    assert first.study == again.study == f'small-{sp.key}'
+    assert first.study == again.study == f'small-{sp.long_key}'
     other = parse_space({**SMALL, 'constraints': {}})
     with pytest.raises(SpaceError, match='was made for another space'):
         run_search(other, trials=1, storage=url, study=first.study)
@@ -887,3 +888,25 @@ def test_the_search_tab_keeps_a_bound_it_shows_as_none_as_written(bounds):
     text = json.dumps(space)
     tab = merged_space(text, *form_values(text))
     assert study_name(tab) == study_name(parse_space(space)) and tab.constraints == parse_space(space).constraints
+
+
+def test_study_names_carry_128_bits_and_a_study_under_the_earlier_short_name_is_kept(tmp_path):
+    """Study names carried 40 bits of SHA-1: a stranger who found a space of the same name and key could take a
+    public space's study name for good (every search and the page's view then refused it). New studies carry 128
+    bits of SHA-256; a study made under the short name for this very space is still found and continued."""
+    import optuna
+
+    from explorer.search.study import study_name
+
+    sp = parse_space(SMALL)
+    url = f'sqlite:///{tmp_path}/new.db'
+    assert re.fullmatch(r'small-[0-9a-f]{32}', study_name(sp, storage=url))
+    assert run_search(sp, trials=2, storage=url, seed=0).study == study_name(sp, storage=url)
+    old_url = f'sqlite:///{tmp_path}/old.db'
+    old = optuna.create_study(storage=old_url, study_name=f'small-{sp.key}', directions=['minimize', 'maximize'])
+    old.set_user_attr('space_key', sp.key)
+    old.set_user_attr('space', sp.source)
+    assert study_name(sp, storage=old_url) == f'small-{sp.key}'
+    assert run_search(sp, trials=2, storage=old_url, seed=0).study == f'small-{sp.key}'
+    other = parse_space({**SMALL, 'constraints': {}})  # its short-named study would be another space's
+    assert study_name(other, storage=old_url) == f'small-{other.long_key}'

@@ -105,8 +105,15 @@ class Space:
 
     @property
     def key(self) -> str:
-        """A short hash of the space's content: a study belongs to one space."""
+        """A short hash of the space's content (40 bits: the name of the studies made before `long_key`; a study
+        also stores its whole space, which a search compares)."""
         return hashlib.sha1(json.dumps(self.source, sort_keys=True).encode()).hexdigest()[:10]
+
+    @property
+    def long_key(self) -> str:
+        """128 bits of a SHA-256 of the space's content: a study's name. With 40 bits, a stranger who found a
+        space of the same name and key (about 2^40 hashes) could take a public space's study name for good."""
+        return hashlib.sha256(json.dumps(self.source, sort_keys=True).encode()).hexdigest()[:32]
 
     @property
     def needs_latency(self) -> bool:

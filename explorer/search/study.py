@@ -134,8 +134,18 @@ def _wal(engine) -> None:
     engine.dispose()  # connections made from now on get the pragmas
 
 
-def study_name(space: Space, name: str | None = None) -> str:
-    return name or f'{space.name}-{space.key}'
+def study_name(space: Space, name: str | None = None, storage: str | None = None) -> str:
+    """`name`, else '<space name>-<long_key>'; a study made before under the short key's name is kept when the
+    storage holds one made for this very space."""
+    if name:
+        return name
+    old = f'{space.name}-{space.key}'
+    st = _storage(storage)
+    try:
+        sid = st.get_study_id_from_name(old)
+    except KeyError:
+        return f'{space.name}-{space.long_key}'
+    return old if st.get_study_user_attrs(sid).get('space') == space.source else f'{space.name}-{space.long_key}'
 
 
 def stored_trials(space: Space, storage: str | None = None, name: str | None = None) -> int:
@@ -143,7 +153,7 @@ def stored_trials(space: Space, storage: str | None = None, name: str | None = N
     storage (milliseconds for any size), else Optuna's own count."""
     st = _storage(storage)
     try:
-        sid = st.get_study_id_from_name(study_name(space, name))
+        sid = st.get_study_id_from_name(study_name(space, name, storage))
     except KeyError:
         return 0
     engine = _ENGINES.get(storage or default_storage())
@@ -190,7 +200,7 @@ def open_study(
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     if not create:
         try:
-            _storage(storage).get_study_id_from_name(study_name(space, name))
+            _storage(storage).get_study_id_from_name(study_name(space, name, storage))
         except KeyError:
             return None
     if sampler not in SAMPLERS:
@@ -203,7 +213,7 @@ def open_study(
     directions = list(space.objectives.values())
     study = optuna.create_study(
         storage=_storage(storage),
-        study_name=study_name(space, name),
+        study_name=study_name(space, name, storage),
         directions=directions,
         sampler=samplers[sampler](),
         load_if_exists=True,
