@@ -606,7 +606,7 @@ class Prediction:
 
     def calibrate_command(self) -> str:
         """The `explorer calibrate` that makes a calibration for these conditions."""
-        dtype = {'float32': 'fp32', 'bfloat16': 'bf16', 'float16': 'fp16'}.get(self.dtype, self.dtype)
+        dtype = SPEED_DTYPE.get(self.dtype, self.dtype)
         threads = f' --threads {self.threads}' if self.device == 'cpu' and self.threads else ''
         return f'explorer calibrate --device {self.device} --dtype {dtype} --batch-size {self.batch_size}{threads}'
 
@@ -780,18 +780,6 @@ def reused_memory():
         libc.mallopt(M_MMAP_MAX, DEFAULT_MMAP_MAX)
         libc.mallopt(M_MMAP_THRESHOLD, SETTLED_MMAP_THRESHOLD)
         libc.mallopt(M_TRIM_THRESHOLD, SETTLED_TRIM_THRESHOLD)
-
-
-def _give_back_memory() -> None:
-    """Collect the models a measurement built and hand the freed heap back to the OS (glibc's malloc_trim)."""
-    import gc
-
-    from explorer.measure.speed import glibc
-
-    gc.collect()
-    libc = glibc()
-    if libc is not None:
-        libc.malloc_trim(0)
 
 
 def allocator_regime(device: str = 'cpu') -> str:
@@ -1101,8 +1089,10 @@ def calibrate(
     fp = fingerprint(device, dtype, batch_size, threads)
     specs = random_designs(designs + holdout, seed, max_macs)
     _check_memory(specs, batch_size, fp.dtype)
+    from explorer.measure.speed import give_back_memory  # no torch at import
+
     turns = measure_rounds(specs, fp.device, batch_size, fp.dtype, rounds, fp.threads or None, progress)
-    _give_back_memory()  # the ~430 models are gone: a server kept 2.5 GB of heap after one calibration
+    give_back_memory()  # the ~430 models are gone: a server kept 2.5 GB of heap after one calibration
     secs = [estimate(t) for t in turns]
     model = fit_latency_model(specs[:designs], secs[:designs], fp)
     evaluation = evaluate_latency_model(model, specs[designs:], secs[designs:]) if holdout else None
