@@ -274,7 +274,9 @@ def launch_kwargs() -> dict:
 # location). Before any of it is shown: server paths become file names, long text is clipped, and HTML and
 # Markdown are escaped, so a shared link cannot put a link, an image or markup on someone else's screen.
 MAX_MESSAGE_CHARS = 1_000
-_SERVER_PATH = re.compile(r'(?<![\w.])/(?:[\w.@+-]+/)+([\w.@+-]*)')
+# a URL with a host ('https://example.com/tmp') is the user's text, kept whole up to an '=' (group 'url'); a
+# path after 'file=' (Gradio's file routes) or in a file:/// URL is a server path like any other
+_SERVER_PATH = re.compile(r'(?P<url>\b[A-Za-z][\w+.-]*://[^\s/]+[^\s=]*)|(?<![\w.])/(?:[\w.@+-]+/)+([\w.@+-]*)')
 _MARKDOWN = re.compile(r'([\\`*_{}\[\]()#+!|~>:.-])')  # CommonMark's escapable punctuation, : and . against autolinks
 
 
@@ -300,7 +302,7 @@ def public_text(text: object, limit: int = MAX_MESSAGE_CHARS) -> str:
     if roots is not None:  # '<root>/a/b.txt' -> '/_/a/b.txt' (the pattern below makes it 'b.txt'); '<root>' alone
         text = roots.sub(lambda m: '/_' if text[m.end() : m.end() + 1] == '/' else '(a server folder)', text)
     text = _WINDOWS_PATH.sub(lambda m: m.group(1) or '(a server folder)', text)
-    text = _SERVER_PATH.sub(lambda m: m.group(1) or '(a server folder)', text)
+    text = _SERVER_PATH.sub(lambda m: m['url'] or m.group(2) or '(a server folder)', text)
     return text if len(text) <= limit else text[:limit] + f' … ({len(text) - limit:,} more characters)'
 
 

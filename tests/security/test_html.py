@@ -84,3 +84,18 @@ def test_server_folders_are_taken_out_only_as_whole_paths():
     for text in (f'results{tmp}: not writable', f"spec name 'runs{tmp}' has a '/'", f'ratio 3{tmp}'):
         assert public_text(text) == text
     assert public_text(f'{tmp}/model.safetensors is damaged') == 'model.safetensors is damaged'
+
+
+def test_urls_are_not_read_as_server_paths():
+    """The generic path pattern started at the second slash of 'https://': 'https://example.com/tmp' showed as
+    'https:/tmp'. A URL is the user's own text, not a path on this server."""
+    for text in (
+        'see https://example.com/tmp for the weights',
+        'download failed: https://huggingface.co/timm/caformer_s18.sail_in1k/resolve/main/model.safetensors',
+    ):
+        assert public_text(text) == text
+    assert public_text('file:///srv/models/weights.pth') == 'file://weights.pth'  # a server path all the same
+    assert public_text('http://h:7860/gradio_api/file=/srv/app/x.png') == 'http://h:7860/gradio_api/file=x.png'
+    assert public_text('cannot read /srv/models/x.pth or https://example.com/a/b') == (
+        'cannot read x.pth or https://example.com/a/b'
+    )
