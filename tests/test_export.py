@@ -158,6 +158,34 @@ def test_fixed_token_mixers_take_timms_img_size(tmp_path, load_module):
         timm.create_model(name, img_size=(64, 32))
 
 
+def test_pretrained_weights_at_another_img_size_are_refused_naming_the_fixed_token_stage(tmp_path, load_module):
+    """A design whose weights are sized by the token grid (RandFormer's, MLP-Mixer's and ResMLP's token mixing, a
+    position embedding) cannot load its weights at another image size: timm failed with its raw
+    `RuntimeError: Error(s) in loading state_dict ... size mismatch`. Other designs take the new size."""
+    spec = ArchSpec.from_dict(tiny_spec(mixers=('pooling', 'random'), dims=(8, 16), depths=(1, 1)))
+    ck = tmp_path / 'rand.safetensors'
+    save_checkpoint(ck, build_model(spec, seed=1), spec, Preprocessing.for_spec(spec), {'test_accuracy': 0.5}, [])
+    name = unique()
+    load_module(export_design(ck, tmp_path / 'out', name=name).files['module'])
+    assert timm.create_model(name, pretrained=True, img_size=32).spec.img_size == 32  # its own size: loads
+    with pytest.raises(ValueError) as info:
+        timm.create_model(name, pretrained=True, img_size=64)
+    assert str(info.value) == (
+        f"{name}: pretrained weights cannot load at img_size 64: stage S2's 'random' token mixer has weights for "
+        f'its 4x4 token grid at img_size 32; use img_size 32, or pretrained=False'
+    )
+    assert timm.create_model(name, img_size=64).spec.img_size == 64  # random weights: any size
+    pos = tiny_spec(mixers=('pooling',), dims=(8,), depths=(1,))
+    pos['stages'][0]['pos_embed'] = True
+    pos = ArchSpec.from_dict(pos)
+    ck = tmp_path / 'pos.safetensors'
+    save_checkpoint(ck, build_model(pos, seed=1), pos, Preprocessing.for_spec(pos), {'test_accuracy': 0.5}, [])
+    name = unique()
+    load_module(export_design(ck, tmp_path / 'pos', name=name).files['module'])
+    with pytest.raises(ValueError, match=r"stage S1's position embedding has weights for its 8x8 token grid"):
+        timm.create_model(name, pretrained=True, img_size=(64, 64))
+
+
 # ---- (c) ONNX for every mixer --------------------------------------------------------------------------------
 @pytest.mark.parametrize('mixer', list(MIXERS))
 def test_every_mixer_exports_to_onnx_and_matches_onnxruntime(mixer, tmp_path):

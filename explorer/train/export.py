@@ -57,6 +57,8 @@ def build_timm_model(variant: str, spec: dict, pretrained: bool = False, **kwarg
             f"takes {', '.join(SPEC_KWARGS + OTHER_KWARGS)} and timm's {', '.join(TIMM_KWARGS)}"
         )
     base = ArchSpec.from_dict(spec)
+    if pretrained:
+        _check_pretrained_size(variant, base, kwargs.get('img_size'))
     out_indices = kwargs.pop('out_indices', tuple(range(base.num_stages)))
     return build_model_with_cfg(
         partial(_build, base),
@@ -65,6 +67,26 @@ def build_timm_model(variant: str, spec: dict, pretrained: bool = False, **kwarg
         feature_cfg=dict(flatten_sequential=True, out_indices=out_indices),
         **kwargs,
     )
+
+
+def _check_pretrained_size(variant: str, base: ArchSpec, size: Any) -> None:
+    """Weights sized by the token grid (a fixed-token mixer's, a position embedding) load only at the spec's
+    img_size: another one is refused naming the stage (timm's state-dict loading would fail on a size mismatch)."""
+    n = size[0] if isinstance(size, (tuple, list)) and size else size
+    if n is None or n == base.img_size:
+        return
+    from explorer.core.registry import MIXERS
+
+    grids = base.grid_sizes()
+    for i, st in enumerate(base.stages):
+        what = f"'{st.mixer}' token mixer" if MIXERS[st.mixer].fixed_tokens else ''
+        what = what or ('position embedding' if st.pos_embed else '')
+        if what:
+            h, w = grids[i]
+            raise ValueError(
+                f"{variant}: pretrained weights cannot load at img_size {n}: stage S{i + 1}'s {what} has weights for "
+                f'its {h}x{w} token grid at img_size {base.img_size}; use img_size {base.img_size}, or pretrained=False'
+            )
 
 
 def _build(base: ArchSpec, *, global_pool: str = 'avg', device=None, dtype=None, **changes) -> nn.Module:
