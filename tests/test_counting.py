@@ -12,6 +12,7 @@ import torch
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
+from explorer.core import catalog
 from explorer.core.build import build_model
 from explorer.core.catalog import load_spec, preset_names
 from explorer.core.registry import MIXERS
@@ -450,3 +451,20 @@ def test_profile_sets_published_frozen_params_beside_the_count():
     frozen, so 11.9M read as a disagreement with 12.13M."""
     rc, out, _ = run_cli('profile', 'randformer_s12')
     assert rc == 0 and '(235,298 frozen)' in out and 'published at 224: 11.9M params + 0.2M frozen' in out
+
+
+def test_profile_of_a_changed_preset_file_claims_no_published_figures(tmp_path):
+    """A preset saved, changed (S3 depth 2) and profiled was still 'published at 224: 26M params, 4.1 GMACs' with
+    a top-1 of 83.6 in --json, though it has 17.7 M; the app's /profile drops such meta (with_published_meta)."""
+    d = catalog.get_preset('caformer_s18')
+    d['stages'][2]['depth'] = 2
+    changed = tmp_path / 'my_small.json'
+    changed.write_text(json.dumps({**d, 'name': 'my_small'}))
+    rc, out, _ = run_cli('profile', str(changed), '--method', 'analytic')
+    assert rc == 0 and 'published' not in out and '17,731,082 params' in out
+    rc, out, _ = run_cli('profile', str(changed), '--method', 'analytic', '--json')
+    assert rc == 0 and json.loads(out)['published'] == {}
+    same = tmp_path / 'same.json'
+    same.write_text(json.dumps({**catalog.get_preset('caformer_s18'), 'name': 'renamed'}))  # the preset's network
+    rc, out, _ = run_cli('profile', str(same), '--method', 'analytic', '--json')
+    assert rc == 0 and json.loads(out)['published']['top1'] == 83.6

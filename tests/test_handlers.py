@@ -466,3 +466,22 @@ def test_the_same_network_written_differently_keeps_its_presets_figures():
     assert catalog.matching_preset({**pool, 'layer_scale_init': [1e-5, 1e-5, 1e-5, 1e-6]}) is None
     wider = [{**s, 'mixer_args': {'expansion_ratio': 3}} for s in conv['stages']]
     assert catalog.matching_preset({**conv, 'stages': wider}) is None
+
+
+def test_add_stage_does_not_copy_a_hidden_position_embedding():
+    """The form shows no pos_embed field: a stage added after the PoolFormer hybrid's attention stage carried a
+    hidden 640 x 7 x 7 embedding (31,360 parameters, tied to img_size) that nothing on the page showed."""
+    three = spec_form.remove_stage(catalog.get_preset('poolformer_hybrid_ppaa_s12'), 3)
+    four = spec_form.add_stage(three)
+    assert [s.get('pos_embed', False) for s in four['stages']] == [False, False, True, False]
+
+
+def test_errors_name_a_value_clipped_and_at_most_fifty_fields():
+    """A mixer argument echoed its whole value (10**4299: a 4,378-character message), and /validate answered a
+    249 k request with 19,990 errors (3.8 MB)."""
+    big = {'mixer': 'pooling', 'depth': 1, 'dim': 8, 'mixer_args': {'pool_size': 10**4299}}
+    with pytest.raises(SpecError) as info:
+        ArchSpec.from_dict({**TWO_STAGE, 'stages': [big] * 6})
+    assert len(str(info.value)) < 1_500 and '(4,300 characters)' in str(info.value)
+    errors = catalog.validate(json.dumps({**TWO_STAGE, 'meta': {f'k{i}': 1 for i in range(19_900)}}))
+    assert len(errors) == 51 and errors[-1] == ['', '… and 19,850 more errors']

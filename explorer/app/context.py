@@ -333,8 +333,9 @@ def error_text(e: SpecError) -> str:
         f'- <code>{html_text(person_path(p), 200)}</code>: {md_text(person_path(m))}' if p else f'- {md_text(m)}'
         for p, m in e.errors[:20]
     ]
-    if len(e.errors) > 20:
-        lines.append(f'- … and {len(e.errors) - 20} more')
+    more = len(e.errors) - 20 + getattr(e, 'omitted', 0) - bool(getattr(e, 'omitted', 0))  # its summary line
+    if more > 0:
+        lines.append(f'- … and {more:,} more')
     return '**Not a valid network** (the numbers show the last valid one):\n' + '\n'.join(lines)
 
 

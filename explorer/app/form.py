@@ -138,6 +138,7 @@ def add_stage(spec: dict) -> dict:
         **copy.deepcopy(last),
         'depth': 2,
         'downsample': True,
+        'pos_embed': False,  # the form does not show it: a new stage would carry a hidden dim x H x W embedding
         'dim': min(2 * dim, 2048) if isinstance(dim, int) else dim,
     }
     d['stages'].append(new)

@@ -74,8 +74,10 @@ def register(sub) -> None:
 
 def _spec(args):
     from explorer.cli.specs import resolve_spec
+    from explorer.core.catalog import with_published_meta
 
     spec, _ = resolve_spec(args.spec)
+    spec = with_published_meta(spec)  # a file's meta is published only while it is the preset's network
     if args.img_size is not None and args.img_size != spec.img_size:
         spec = spec.replace(img_size=args.img_size)
     return spec

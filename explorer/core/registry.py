@@ -37,9 +37,9 @@ class Arg:
         if isinstance(v, bool) or not ok_type:
             return f'{show(v)} must be {"a number" if self.kind is float else "an integer"}'
         if self.choices is not None and v not in self.choices:
-            return f'{v} is not allowed; choose from {", ".join(map(str, self.choices))}'
+            return f'{show(v)} is not allowed; choose from {", ".join(map(str, self.choices))}'
         if self.low is not None and not self.low <= v <= self.high:
-            return f'{v} is out of range; allowed [{self.low}, {self.high}]'
+            return f'{show(v)} is out of range; allowed [{self.low}, {self.high}]'
         return None
 
 

@@ -79,11 +79,17 @@ def network_key(spec) -> str:
     return json.dumps({k: v for k, v in d.items() if k not in ('name', 'meta')}, sort_keys=True, default=str)
 
 
+MAX_ERRORS = 50  # errors a SpecError names
+
+
 class SpecError(ValueError):
     """Invalid spec. `errors` is a list of (field path, message); str() lists them one per line."""
 
     def __init__(self, errors: list[tuple[str, str]]):
-        self.errors = list(errors)
+        errors = list(errors)
+        # a request may hold 20,000 values, each one wrong: the first MAX_ERRORS are named, the rest counted
+        self.omitted = max(0, len(errors) - MAX_ERRORS)
+        self.errors = errors[:MAX_ERRORS] + ([('', f'… and {self.omitted:,} more errors')] if self.omitted else [])
         super().__init__('\n'.join(f'{path}: {msg}' if path else msg for path, msg in self.errors))
 
     def __reduce__(self):  # picklable (a helper process raises it back to the server), subclasses too
