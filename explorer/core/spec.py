@@ -123,6 +123,9 @@ class StageSpec:
     pos_embed: bool = False  # a learned position embedding (dim x H x W, zeros at init) added before the blocks
 
 
+DEFAULT_RES_SCALE = type('DefaultResScale', (), {'__repr__': lambda self: '<default res-scale>'})()
+
+
 @dataclass
 class ArchSpec:
     stages: list[StageSpec]
@@ -140,10 +143,15 @@ class ArchSpec:
     stem: ConvSpec = field(default_factory=lambda: ConvSpec(7, 4, 2))
     downsample: ConvSpec = field(default_factory=lambda: ConvSpec(3, 2, 1))
     layer_scale_init: Any = None  # number, null, or one (number | null) per stage
-    res_scale_init: Any = None  # as above; filled with default_res_scale(len(stages)) when absent
+    # as above; when not given (absent from JSON, or not passed to the constructor): default_res_scale(len(stages))
+    res_scale_init: Any = DEFAULT_RES_SCALE
     drop_path_rate: float = 0.0
     drop_rate: float = 0.0
     meta: dict = field(default_factory=dict)  # published figures and provenance; never affects the model
+
+    def __post_init__(self):
+        if self.res_scale_init is DEFAULT_RES_SCALE:  # ArchSpec(stages=...) builds what the same JSON builds
+            self.res_scale_init = default_res_scale(len(self.stages)) if isinstance(self.stages, list) else None
 
     # ---- derived quantities --------------------------------------------------------------------------
     @property
@@ -414,10 +422,7 @@ def _parse(data: Any) -> ArchSpec:
         kwargs.pop('meta')
     if errors:
         raise SpecError(errors)
-    spec = ArchSpec(stages=stages, **kwargs)
-    if 'res_scale_init' not in data:
-        spec.res_scale_init = default_res_scale(len(stages))
-    return spec
+    return ArchSpec(stages=stages, **kwargs)  # res_scale_init absent: the default (__post_init__)
 
 
 def _is_int(v) -> bool:
