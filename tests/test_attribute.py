@@ -459,6 +459,9 @@ def test_a_map_that_ranks_no_pixels_does_not_beat_chance():
     nan = ramp.copy()
     nan[0, 0] = np.nan
     assert removal_ranks(nan)[0, 0] == 255
+    inf = np.abs(np.array([[1.0, np.inf], [np.nan, 2.0]], np.float32))  # +inf was removed first
+    assert sorted(removal_ranks(inf).flatten().tolist()[i] for i in (1, 2)) == [2, 3]
+    assert removal_ranks(inf)[1, 1] == 0 and removal_ranks(inf)[0, 0] == 1
     assert faithfulness(_TopRows(), x, nan, 0, n_random=2).non_finite == 1
 
 
@@ -520,3 +523,14 @@ def test_a_click_lands_on_the_token_its_pixel_is_preprocessed_into(mode):
                 continue  # cropped out
             ys, xs = np.nonzero((t > 0.5 * float(t.max())).numpy())
             assert token_at(size, cfg, (14, 14), (x, y)) == (int(ys.mean() // 16), int(xs.mean() // 16)), (size, x, y)
+
+
+def test_the_seed_draws_gradientshap_and_smoothgrad_samples(fmnist):
+    """`seed` moved only the noise baseline: GradientShap's and SmoothGrad's samples followed seed 0 whatever was
+    asked, so an API user could not draw another sample."""
+    from explorer.explain.session import explain
+
+    m, image = fmnist
+    for method, smooth in (('gradshap', False), ('saliency', True)):
+        a, b, c = (explain(m, image, method, smoothgrad=smooth, seed=s, deletion=False).map for s in (0, 5, 5))
+        assert np.array_equal(b, c) and not np.array_equal(a, b), method

@@ -71,12 +71,12 @@ def test_removing_a_stage_drops_that_stages_scales(app):
     assert got['layer_scale_init'] == [1e-6, 0.2, 0.3] and got['res_scale_init'] == [None, 3.0, 4.0]
 
 
-def test_adding_a_stage_copies_the_last_stages_hidden_fields_as_the_api_does(app):
+def test_adding_a_stage_makes_the_stage_the_api_makes(app):
     p = catalog.get_preset('poolformer_hybrid_ppaa_s12')
     three = {**p, 'name': 'three', 'stages': p['stages'][:3], 'res_scale_init': None}
     got = _composer(app, three, 'add_stage')
     assert [st['pos_embed'] for st in got['stages']] == [st['pos_embed'] for st in spec_form.add_stage(three)['stages']]
-    assert got['stages'][-1]['pos_embed'] is True
+    assert got['stages'][-1]['pos_embed'] is False  # the form shows no pos_embed: a new stage gets none
 
 
 def test_a_generated_name_is_cut_where_it_stays_valid(app):

@@ -77,6 +77,28 @@ def test_sixteen_bit_grey_is_rescaled_not_clipped():
     assert [to_rgb(f).getpixel((i, 0))[0] for i in range(3)] == [0, 128, 255]
 
 
+def test_sixteen_bit_grey_decodes_in_few_bytes_per_pixel_and_rounds_every_value_as_before():
+    """float64 temporaries took 24 bytes per pixel: a 40 M-pixel 16-bit PNG of about 120 kB (allowed) made the
+    server allocate about 1 GB to decode it."""
+    import tracemalloc
+
+    from explorer.explain.images import _grey_to_uint8
+
+    every = np.arange(65536, dtype=np.uint16).reshape(256, 256)
+    want = np.clip(np.round(every.astype(np.float64) / 65535.0 * 255.0), 0, 255).astype(np.uint8)
+    assert np.array_equal(_grey_to_uint8(every, 'I;16'), want)  # float32 rounds all 65,536 values the same
+    big = Image.fromarray(np.full((1000, 2000), 40000, np.uint16))
+    data = _png_bytes(big)
+    tracemalloc.start()
+    try:
+        out = load_image(data)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert out.getpixel((0, 0)) == (156, 156, 156)
+    assert peak / 2e6 < 12, f'{peak / 2e6:.1f} bytes per pixel'
+
+
 def test_bad_inputs_are_refused_with_clear_messages(tmp_path):
     with pytest.raises(ImageError, match='does not exist'):
         load_image(tmp_path / 'nope.png')

@@ -94,6 +94,25 @@ def test_grey_padded_preprocessing_of_trained_checkpoints():
     assert len(cfg['mean']) == 1 and cfg['mean'][0] == pytest.approx(np.mean([0.485, 0.456, 0.406]))
 
 
+@pytest.mark.parametrize('size', [16, 24, 48])
+def test_a_resized_checkpoint_sees_at_prediction_the_inputs_it_was_trained_on(size):
+    """Training resizes 28x28 images with torch's bilinear (no antialiasing); prediction resized them with PIL's,
+    which antialiases when it shrinks: up to 0.36 apart in normalised units at img_size 16 (0.13 of the range)."""
+    from explorer.explain.weights import explorer_preprocessing_cfg
+    from explorer.train.data import Preprocessing
+    from explorer.train.data import preprocess as train_preprocess
+
+    pixels = np.random.default_rng(size).integers(0, 256, (28, 28), dtype=np.uint8)
+    pre = Preprocessing(img_size=size, resize='bilinear')
+    trained = train_preprocess(torch.from_numpy(pixels), pre)
+    spec = ArchSpec.from_dict({**tiny_spec(('pooling',), (8,), (1,), img_size=size), 'in_chans': 1})
+    cfg = data_config(spec, WeightsInfo('checkpoint', 'x', explorer_preprocessing_cfg(pre.to_dict())))
+    assert cfg['resize_from'] == 28 and 'pad_from' not in cfg
+    seen = preprocess(Image.fromarray(pixels, 'L'), cfg)
+    assert seen.shape == trained.shape == (1, 1, size, size)
+    assert torch.allclose(seen, trained, atol=1e-5), (seen - trained).abs().max()
+
+
 def _known_head_model():
     """Linear head with zero weights: logits = bias whatever the image, so top-k is known exactly."""
     spec = ArchSpec.from_dict({**tiny_spec(), 'head': 'linear'})
@@ -318,3 +337,49 @@ def test_a_mixing_map_says_when_it_was_computed_on_random_input_though_it_depend
     assert 'this map does not depend on the input' in status.replace('\\', '')
     _, status = up.mixing_handler(up.COMPOSER, spec, 'random', None, image, 2, 0, -1, -1, 'auto', 'diag', 'mean')
     assert 'No image' not in status
+
+
+def test_explain_forms_name_fields_in_their_own_numbering(tiny_files, capsys, tmp_path):
+    """Review findings: GradCAM stage 4 of 3 read 'stage: 3 is out of range (0 to 2)'; row 2 with col -1 mapped
+    the centre token and ignored the row; head 'x' said 'invalid literal for int()'; `attribute --method
+    smoothgrad --json` said "smoothgrad": false; mixing-map's picture called the first stage S0."""
+    from explorer.app import predict as u
+
+    spec_path, _, image = tiny_files
+    spec = json.loads(spec_path.read_text())
+    fig, _, status = u.attribute_handler(u.COMPOSER, spec, 'random', None, image, 'gradcam', False, -1, 4)
+    status = status.replace('\\', '')
+    assert fig is None and 'GradCAM stage: 4 is out of range; the model has 3 stages (1 to 3: S1 to S3' in status
+    fig, _, _ = u.attribute_handler(u.COMPOSER, spec, 'random', None, image, 'gradcam', False, -1, -3)
+    assert 'LayerGradCam at S1' in fig.layout.title.text  # negative from the end
+    fig, status = u.mixing_handler(u.COMPOSER, spec, 'random', None, image, 0, 0, 2, -1, 'auto', 'diag', 'mean')
+    status = status.replace('\\', '')
+    assert fig is None and 'query: row 2, col -1: give both (0 and up), or both -1 for the centre token' in status
+    fig, status = u.mixing_handler(u.COMPOSER, spec, 'random', None, image, 2, 0, -1, -1, 'auto', 'diag', 'x')
+    assert fig is None and "head: 'x' must be 'mean' or a head index (0 to 7)" in status.replace('\\', '')
+    out = tmp_path / 'sg.png'
+    argv = ['attribute', str(spec_path), image, '--method', 'smoothgrad', '--no-deletion', '--json', '--out', str(out)]
+    assert main(argv) == 0
+    assert json.loads(capsys.readouterr().out)['smoothgrad'] is True
+    assert main(['mixing-map', str(spec_path), '--stage', '0', '--query', '4,4']) == 0
+    assert capsys.readouterr().out.splitlines()[1].startswith('stage 0 block 0 (S1 block 1): pooling')
+
+
+def test_random_weights_of_a_checkpoints_spec_take_its_preprocessing(capsys):
+    """A trained model with weights 'random' was preprocessed with timm's ImageNet defaults (bicubic, crop 0.875,
+    no padding): 'trained vs random' of one model compared maps of two differently framed inputs."""
+    from pathlib import Path
+
+    from explorer.app import predict as u
+
+    ckpt = Path(__file__).resolve().parent.parent / 'assets' / 'fmnist' / 'fmnist_hybrid.safetensors'
+    trained = u.get_model(u.TRAINED + 'fmnist_hybrid', None, 'pretrained', None)
+    random = u.get_model(u.TRAINED + 'fmnist_hybrid', None, 'random', None)
+    uploaded = u.get_model(u.FROM_CHECKPOINT, None, 'random', str(ckpt))
+    assert random.info.source == uploaded.info.source == 'random' and trained.info.source == 'checkpoint'
+    assert random.cfg == uploaded.cfg == trained.cfg and trained.cfg['pad_from'] == 28
+    composer = u.get_model(u.COMPOSER, random.spec.to_dict(), 'random', None)  # the same spec, no checkpoint
+    assert composer.cfg['interpolation'] == 'bicubic' and 'pad_from' not in composer.cfg and composer is not random
+    image = str(Path(__file__).resolve().parent.parent / 'assets/fmnist/images/00000_ankle_boot.png')
+    assert main(['predict', str(ckpt), image, '--weights', 'random', '--json']) == 0
+    assert json.loads(capsys.readouterr().out)['data_cfg']['pad_from'] == 28

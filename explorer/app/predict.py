@@ -135,15 +135,20 @@ def get_model(choice: str, spec_dict: dict | None, mode: str, checkpoint: str | 
     if mode == 'checkpoint' and not checkpoint:
         raise ValueError('weights: upload a checkpoint (.safetensors, .pth, .pth.tar) or choose pretrained/random')
     weights = checkpoint if mode == 'checkpoint' else mode
-    stamp = os.path.getmtime(checkpoint) if mode == 'checkpoint' and os.path.exists(checkpoint) else None
-    key = (spec.to_json(), mode, checkpoint if mode == 'checkpoint' else None, stamp)
+    # random weights for a checkpoint's own spec: that checkpoint's preprocessing (not timm's ImageNet defaults)
+    source = trained or (checkpoint if choice == FROM_CHECKPOINT else None)
+    file = checkpoint if mode == 'checkpoint' else source if mode == 'random' else None
+    stamp = os.path.getmtime(file) if file and os.path.exists(file) else None
+    key = (spec.to_json(), mode, file, stamp)
     if trained:
         label = f'trained model {choice.removeprefix(TRAINED)!r}'
     elif mode == 'checkpoint':
         label = 'the uploaded checkpoint'
     else:
         label = f'timm {pretrained_name(spec)} (Hugging Face)'
-    return MODELS.get(key, lambda: open_model(spec, weights, label=label))
+    return MODELS.get(
+        key, lambda: open_model(spec, weights, label=label, preprocessing_of=file if mode == 'random' else None)
+    )
 
 
 def _status(spec: ArchSpec, info) -> str:
@@ -198,8 +203,14 @@ def _attribution(
         raise ValueError('image: pick an example or upload an image')
     target = whole(target, 'target class', -1)
     stage = whole(stage, 'GradCAM stage', -1)  # 1 = S1 as in the form, -1: the last
+    n = m.spec.num_stages
     if stage == 0:
         raise ValueError('GradCAM stage: 0 is not a stage; stages count from 1 (S1), or -1 for the last')
+    if not -n <= stage <= n:  # in the form's numbering (the explainer counts from 0)
+        raise ValueError(
+            f'GradCAM stage: {show(stage)} is out of range; the model has {n} stages (1 to {n}: S1 to S{n}, or -1 '
+            'for the last)'
+        )
     with MODELS.lock(m.model):
         e = explain(
             m,
@@ -347,15 +358,24 @@ def mixing_handler(
         spec, info = m.spec, m.info
         x = preprocess(load_image(image_path), m.cfg) if image_path else None
         row, col = whole(row, 'query row', -1), whole(col, 'query col', -1)
-        query = None if row < 0 or col < 0 else (row, col)
+        if (row, col) != (-1, -1) and min(row, col) < 0:  # one field left at the centre: the other was ignored
+            raise ValueError(
+                f'query: row {show(row)}, col {show(col)}: give both (0 and up), or both -1 for the centre token'
+            )
+        query = None if (row, col) == (-1, -1) else (row, col)
         with MODELS.lock(m.model):
             mm = mixing_map(m.model, int(stage), int(block), query, x, method=method, reduce=reduce)
         if head in (None, '', 'mean'):
             w, which = mm.mean, 'mean over heads' if mm.weights.shape[0] > 1 else ''
         else:
-            h = int(head)
+            try:
+                h = whole(head, 'head', 0)
+            except ValueError:
+                raise ValueError(
+                    f"head: {show(head)} must be 'mean' or a head index (0 to {mm.weights.shape[0] - 1})"
+                ) from None
             if not 0 <= h < mm.weights.shape[0]:
-                raise ValueError(f'head: {h} is out of range; this mixer has {mm.weights.shape[0]} head(s)')
+                raise ValueError(f'head: {show(h)} is out of range; this mixer has {mm.weights.shape[0]} head(s)')
             w, which = mm.weights[h], f'head {h}'
     except USER_ERRORS as e:
         return None, _error(e)
@@ -897,9 +917,10 @@ def api_attribute(
 ) -> dict:
     """Attribution map of `image` (an example name or base64 bytes) for `target` (-1: the predicted class) with
     `method` (ig, saliency, gradshap, occlusion, gradcam) from `baseline` (black, blurred, noise with `seed`;
-    IG, GradientShap and Occlusion), and how far to trust it: the baseline used, IG's completeness gap
-    (steps, gap relative to f(x) - f(baseline), converged), deletion and insertion areas beside random pixel
-    orders, and `warning` when the weights are random (nothing to attribute). `map`: (H, W) float rows."""
+    IG, GradientShap and Occlusion; `seed` also draws GradientShap's and SmoothGrad's samples), and how far to
+    trust it: the baseline used, IG's completeness gap (steps, gap relative to f(x) - f(baseline), converged),
+    deletion and insertion areas beside random pixel orders, and `warning` when the weights are random (nothing
+    to attribute). `map`: (H, W) float rows."""
     from explorer.explain.session import completeness_text, explain
 
     try:
@@ -911,7 +932,7 @@ def api_attribute(
             if not isinstance(v, int) or isinstance(v, bool):
                 raise ValueError(f'{name}: {v!r} must be an integer')
         if not 0 <= seed < 2**31:
-            raise ValueError(f'seed: {seed} must be in [0, 2**31)')
+            raise ValueError(f'seed: {show(seed)} must be in [0, 2**31)')
         if not isinstance(smoothgrad, bool):  # 'false' is truthy: it must not turn SmoothGrad on
             raise ValueError(f'smoothgrad: {show(smoothgrad, 40)} must be true or false')
         with MODELS.lock(m.model):

@@ -36,7 +36,12 @@ def register(sub) -> None:
         help='what IG starts from, Occlusion paints and GradientShap samples: black, blurred (the input under a '
         'Gaussian blur, same mean colour) or noise (seeded uniform pixels) (default black)',
     )
-    p.add_argument('--seed', type=int_in(0, 2**31 - 1), default=0, help='seed of the noise baseline (default 0)')
+    p.add_argument(
+        '--seed',
+        type=int_in(0, 2**31 - 1),
+        default=0,
+        help="seed of the noise baseline and of GradientShap's and SmoothGrad's samples (default 0)",
+    )
     p.add_argument(
         '--steps',
         type=int_in(1, 256),
@@ -119,7 +124,8 @@ def load(spec_arg: str, weights: str | None):
     from explorer.explain.session import open_model
 
     spec, checkpoint = resolve_spec(spec_arg)
-    return open_model(spec, weights or checkpoint)
+    random_of = checkpoint if weights == 'random' else None  # a checkpoint's spec, random: its preprocessing
+    return open_model(spec, weights or checkpoint, preprocessing_of=random_of)
 
 
 def _image(arg: str):
@@ -167,6 +173,7 @@ def _cfg_text(cfg: dict) -> str:
     mean = ', '.join(f'{v:.3f}' for v in cfg['mean'])
     std = ', '.join(f'{v:.3f}' for v in cfg['std'])
     pad = f', pad from {cfg["pad_from"]}' if cfg.get('pad_from') else ''
+    pad += f', resized from {cfg["resize_from"]} as in training' if cfg.get('resize_from') else ''
     return (
         f'{cfg["interpolation"]} resize, crop_pct {cfg["crop_pct"]:g} -> {c}x{h}x{w}{pad}, mean ({mean}), std ({std})'
     )
@@ -204,7 +211,7 @@ def cmd_attribute(args) -> int:
         'spec': m.spec.name,
         'image': args.image,
         'method': method,
-        'smoothgrad': args.smoothgrad,
+        'smoothgrad': e.smoothgrad,  # --method smoothgrad implies it
         'baseline': e.baseline,  # None for the methods without one (saliency, gradcam)
         'baseline_text': e.baseline_text,
         'warning': e.warning,  # set when the weights are random: nothing to attribute
@@ -275,13 +282,15 @@ def cmd_mixing(args) -> int:
         img = to_display(x, cfg) if x is not None else np.full((up.shape[0], up.shape[1], 3), 128, np.uint8)
         if img.shape[:2] != up.shape:
             img = np.asarray(Image.fromarray(img).resize(up.shape[::-1]))
-        overlay_png(img, up, f'{spec.name} S{mm.stage} B{mm.block} {mm.mixer} {mm.method} q={mm.query}').save(args.out)
+        overlay_png(
+            img, up, f'{spec.name} S{mm.stage + 1} block {mm.block + 1} {mm.mixer} {mm.method} q={mm.query}'
+        ).save(args.out)
     if args.json:
         print_json({'spec': spec.name, 'weights': info.banner(), **mm.to_dict()})
         return 0
     print(f'{spec.name}: {info.banner()}')
     print(
-        f'stage {mm.stage} block {mm.block}: {mm.mixer}, {mm.method}'
+        f'stage {mm.stage} block {mm.block} (S{mm.stage + 1} block {mm.block + 1}): {mm.mixer}, {mm.method}'
         f'{f" ({mm.reduce})" if mm.reduce else ""}, query token {mm.query} on a {mm.grid[0]}x{mm.grid[1]} grid'
         f'{f", {mm.weights.shape[0]} heads (mean shown)" if mm.weights.shape[0] > 1 else ""}'
     )

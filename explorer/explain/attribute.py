@@ -11,8 +11,10 @@ space, i.e. the dataset's mean colour.
 Memory stays bounded by `internal_batch_size`: at most that many input-sized rows go through the model at
 once (IG steps, Occlusion windows, GradientShap samples, SmoothGrad noise samples are all chunked).
 
-`deletion_curve` scores a map's faithfulness: the target's softmax probability as the most-attributed pixels
-are replaced by the baseline, and the area under that curve (in [0, 1]; lower = more faithful).
+`deletion_curve` is the plain deletion curve: the target's softmax probability as the pixels of highest signed
+attribution are replaced by `baseline` (0 = the mean colour), and the area under it (in [0, 1]; lower = more
+faithful). The app and the CLI score maps with `explorer.explain.faithfulness.faithfulness` instead: pixels by
+magnitude, removed to black for every baseline, deletion and insertion beside random orders.
 
 The faster paths the app and the CLI use (explorer.explain.session): `make_baseline` (black, blurred, noise);
 `integrated_gradients`, IG on nested Clenshaw-Curtis nodes, so doubling the steps until the completeness gap is
@@ -33,6 +35,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from explorer.core.registry import show
 from explorer.explain.methods import NOISE_TUNNEL_METHODS, resolve_baseline, resolve_method
 
 Progress = Callable[[int, int], None]  # (forward rows done, rows expected)
@@ -40,10 +43,10 @@ Progress = Callable[[int, int], None]  # (forward rows done, rows expected)
 
 def check_target(target, num_classes: int) -> int:
     if isinstance(target, bool) or not isinstance(target, (int, np.integer)):
-        raise ValueError(f'target: {target!r} must be a class index (integer)')
+        raise ValueError(f'target: {show(target)} must be a class index (integer)')
     if not 0 <= int(target) < num_classes:
         raise ValueError(
-            f'target: {target} is out of range; the model has {num_classes} classes (0 to {num_classes - 1})'
+            f'target: {show(int(target))} is out of range; the model has {num_classes} classes (0 to {num_classes - 1})'
         )
     return int(target)
 
@@ -64,7 +67,7 @@ def resolve_smoothgrad(method: str, smoothgrad: bool) -> tuple[str, bool]:
 def resolve_stage(stage: int, num_stages: int) -> int:
     if isinstance(stage, bool) or not isinstance(stage, int) or not -num_stages <= stage < num_stages:
         raise ValueError(
-            f'stage: {stage!r} is out of range; the model has {num_stages} stages '
+            f'stage: {show(stage)} is out of range; the model has {num_stages} stages '
             f'(0 to {num_stages - 1}, or negative from the end)'
         )
     return stage % num_stages
@@ -466,14 +469,15 @@ class DeletionCurve:
 
 
 def removal_ranks(amap: np.ndarray | torch.Tensor, seed: int = 0) -> torch.Tensor:
-    """(H, W) rank of every pixel by decreasing attribution (0 = most attributed; NaN last). Pixels of equal
-    attribution come in a random order among themselves, drawn from a generator seeded with `seed`: in raster order
-    a map of zeros (or a GradCAM map that is 97% zeros) deleted the top rows first, a structured order that beat
-    the random orders on centred objects though the map carried no information."""
+    """(H, W) rank of every pixel by decreasing attribution (0 = most attributed; NaN and infinities last). Pixels
+    of equal attribution come in a random order among themselves, drawn from a generator seeded with `seed`: in
+    raster order a map of zeros (or a GradCAM map that is 97% zeros) deleted the top rows first, a structured order
+    that beat the random orders on centred objects though the map carried no information."""
     amap = torch.as_tensor(np.asarray(amap), dtype=torch.float32)
     n = amap.numel()
     shuffle = torch.randperm(n, generator=torch.Generator().manual_seed(int(seed)))
-    values = torch.nan_to_num(amap.flatten(), nan=-math.inf)[shuffle]
+    # every non-finite value last, as the faithfulness text says (+inf became the largest float: removed first)
+    values = torch.nan_to_num(amap.flatten(), nan=-math.inf, posinf=-math.inf, neginf=-math.inf)[shuffle]
     order = shuffle[torch.argsort(values, descending=True, stable=True)]  # ties keep the shuffled order
     rank = torch.empty(n, dtype=torch.long)
     rank[order] = torch.arange(n)

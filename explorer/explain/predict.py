@@ -15,12 +15,14 @@ import torch
 import torch.nn as nn
 from PIL import Image
 
-from explorer.core.spec import ArchSpec
+from explorer.core.spec import IMG_SIZE_RANGE, ArchSpec
 from explorer.explain.images import MAX_PIXELS, ImageError
 from explorer.explain.weights import INTERPOLATIONS, WeightsInfo
 
 DATA_KEYS = ('input_size', 'interpolation', 'mean', 'std', 'crop_pct', 'crop_mode')
-EXTRA_KEYS = ('pad_from',)  # our own: resize to this size, then centre on a background canvas (Fashion-MNIST)
+# our own keys (Fashion-MNIST checkpoints): pad_from: resize to this size, then centre on a background canvas;
+# resize_from: resize to this size, then to the input size as training did (bilinear, no antialiasing)
+EXTRA_KEYS = ('pad_from', 'resize_from')
 
 
 @dataclass
@@ -71,6 +73,11 @@ def check_data_config(cfg: dict) -> None:
     pad = cfg.get('pad_from')
     if pad is not None and (not isinstance(pad, int) or isinstance(pad, bool) or not 1 <= pad <= min(h, w)):
         raise ValueError(f'preprocessing: pad_from {pad!r} is not allowed; allowed 1 to {min(h, w)}')
+    src = cfg.get('resize_from')
+    if src is not None and (not isinstance(src, int) or isinstance(src, bool) or not 1 <= src <= IMG_SIZE_RANGE[1]):
+        raise ValueError(f'preprocessing: resize_from {src!r} is not allowed; allowed 1 to {IMG_SIZE_RANGE[1]}')
+    if pad and src:
+        raise ValueError('preprocessing: pad_from and resize_from exclude each other')
     if cfg.get('interpolation', 'bilinear') not in INTERPOLATIONS:
         raise ValueError(
             f'preprocessing: interpolation {cfg.get("interpolation")!r} is not allowed; '
@@ -117,6 +124,13 @@ def preprocess(image: Image.Image, cfg: dict) -> torch.Tensor:
             'channels, so it cannot be run on images here'
         )
     mode = 'L' if cfg['input_size'][0] == 1 else 'RGB'
+    src = cfg.get('resize_from')
+    if src:  # as training resized its 28x28 images: torch's bilinear (PIL's antialiases: up to 0.13 of the range)
+        c, h, w = cfg['input_size']
+        inner = {**cfg, 'input_size': (c, src, src), 'crop_pct': 1.0}
+        check_resize(image, inner)
+        x = make_transform(inner)(image.convert(mode)).unsqueeze(0)  # normalising commutes with the resize
+        return torch.nn.functional.interpolate(x, size=(h, w), mode='bilinear', align_corners=False)
     pad_from = cfg.get('pad_from')
     if not pad_from:
         check_resize(image, cfg)

@@ -38,7 +38,7 @@ from explorer.explain.methods import (
 )
 from explorer.explain.mixing import ERF, erf_over_batches, erf_stages
 from explorer.explain.predict import check_classes, class_names, data_config, preprocess, to_display
-from explorer.explain.weights import WeightsInfo, load_model
+from explorer.explain.weights import WeightsInfo, checkpoint_preprocessing, load_model
 from explorer.measure.guard import check_request
 
 # attribute()'s default internal batch: the most rows one forward+backward pass holds, so the guard checks a
@@ -62,12 +62,18 @@ def default_weights(spec: ArchSpec) -> str:
     return 'pretrained' if pretrained_name(spec) else 'random'
 
 
-def open_model(spec: ArchSpec, weights: str | None = None, *, label: str | None = None) -> Loaded:
+def open_model(
+    spec: ArchSpec, weights: str | None = None, *, label: str | None = None, preprocessing_of: str | None = None
+) -> Loaded:
     """Check the cost against the guard, then build `spec` and load `weights` ('pretrained', 'random' or a
     checkpoint path; None: default_weights). `label`, when given, is what messages say the weights came from
-    in place of a file's location (a server never shows its paths)."""
+    in place of a file's location (a server never shows its paths). `preprocessing_of`: the checkpoint the spec
+    came from; random weights are then given its preprocessing (timm's ImageNet defaults cropped and resized a
+    Fashion-MNIST model's input, so trained and random maps of one model did not line up)."""
     check_request(spec, batch_size=GUARD_BATCH, training=True)
     model, info = load_model(spec, weights or default_weights(spec))
+    if preprocessing_of and info.source == 'random':
+        info.pretrained_cfg = checkpoint_preprocessing(preprocessing_of) or info.pretrained_cfg
     if label is not None and info.source != 'random':
         info.where = label
     return Loaded(spec, model, info, data_config(spec, info))
@@ -88,7 +94,7 @@ class Explanation:
     faithfulness: Faithfulness | None
     completeness: dict | None = None  # Integrated Gradients only: see ig_completeness
     baseline: str | None = None  # black | blurred | noise for the methods that take one, else None
-    seed: int = 0  # the noise baseline's seed
+    seed: int = 0  # the noise baseline's seed, and GradientShap's and SmoothGrad's
     warning: str | None = None  # RANDOM_ATTRIBUTION_WARNING for a model with random weights
     settings: dict = field(default_factory=dict)  # how it was computed: layout, dtypes, occlusion windows
     seconds: float = 0.0  # wall time of the map and its faithfulness curves
@@ -247,6 +253,7 @@ def explain(
                 internal_batch_size=batch,
                 progress=phase('attribution'),
                 baseline=base,
+                seed=seed,  # GradientShap's and SmoothGrad's draws: they followed seed 0 whatever was asked
             )
     faith = None
     if deletion:

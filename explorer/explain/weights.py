@@ -305,6 +305,8 @@ def explorer_preprocessing_cfg(pre: dict, spec: dict | None = None) -> dict:
     }
     if pad:
         cfg['pad_from'] = source
+    elif resize == 'bilinear':  # training's F.interpolate from the source size, not PIL's antialiased resize
+        cfg['resize_from'] = source
     return cfg
 
 
@@ -600,6 +602,12 @@ def checkpoint_spec(path: str | Path) -> ArchSpec | None:
             pass  # read_checkpoint gives the full error message
     _, extras = read_checkpoint(path)
     return ArchSpec.from_dict(extras['spec']) if isinstance(extras.get('spec'), dict) else None
+
+
+def checkpoint_preprocessing(path: str | Path) -> dict:
+    """The preprocessing a checkpoint's weights were trained with (timm data-config keys; {} where it records
+    none): a model of its spec with random weights is given it too, so that both see the same input."""
+    return dict(read_checkpoint(path)[1].get('pretrained_cfg') or {})
 
 
 def load_checkpoint(model: nn.Module, path: str | Path, *, strict: bool = True) -> WeightsInfo:

@@ -208,9 +208,9 @@ def resolve_source(source: ArchSpec | dict | str | Path) -> Source:
 
 # ---- timm's pretrained_cfg -----------------------------------------------------------------------------
 def data_config_for(src: Source) -> dict:
-    """timm data config (input_size, interpolation, mean, std, crop_pct, crop_mode, and the explorer's pad_from)
-    the model expects: a checkpoint's recorded preprocessing, else what `explorer predict` uses for the spec
-    (timm's config for presets with timm weights, timm's defaults otherwise)."""
+    """timm data config (input_size, interpolation, mean, std, crop_pct, crop_mode, and the explorer's pad_from or
+    resize_from) the model expects: a checkpoint's recorded preprocessing, else what `explorer predict` uses for
+    the spec (timm's config for presets with timm weights, timm's defaults otherwise)."""
     from explorer.explain.predict import DATA_KEYS, data_config
     from explorer.explain.weights import WeightsInfo, explorer_preprocessing_cfg, spec_pretrained_cfg
 
@@ -263,6 +263,13 @@ def pretrained_cfg_for(src: Source, data_cfg: dict) -> dict:
         notes.append(
             f'inputs were {pad}x{pad} images centred on a {size}x{size} canvas of pixel value 0 (pad '
             f'{(size - pad) // 2} each side), not resized; timm transforms from this config resize instead'
+        )
+    src = data_cfg.get('resize_from')
+    if src:
+        size = data_cfg['input_size'][-1]
+        notes.append(
+            f'inputs were {src}x{src} images resized to {size}x{size} with torch.nn.functional.interpolate '
+            "(bilinear, align_corners=False, no antialiasing); timm's transforms from this config antialias"
         )
     cfg['notes'] = tuple(notes)
     return cfg
