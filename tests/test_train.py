@@ -34,7 +34,7 @@ SHIPPED = sorted(ASSETS.glob('*.safetensors'))
 FAMILIES = ('identity', 'random', 'randformer', 'pooling', 'sepconv', 'attention', 'spatial_mlp', 'hybrid')
 pytestmark = pytest.mark.train  # trains, or evaluates on Fashion-MNIST
 
-from tests.conftest import QUICK, TINY, write_idx  # noqa: E402  (shared with tests/security)
+from tests.conftest import QUICK, TINY, tiny_spec, write_idx  # noqa: E402  (shared with tests/security)
 
 
 def real_test_set_or_skip():
@@ -970,3 +970,18 @@ def test_a_deadline_found_spent_before_a_step_ends_the_run_there(fake_dir, monke
     assert res.metrics['steps'] == 0 and res.metrics['stopped_by'] == 'time_limit' and len(ends) == 1
     clock[0] = 0.0
     assert train(TINY, epochs=1, seed=0, data_dir=fake_dir, deadline=math.inf, **kw).metrics['steps'] == 10
+
+
+def test_a_batch_of_one_through_a_batchnorm_of_one_value_is_refused_before_any_data():
+    """`explorer train --batch-size 1` (and /train, which allows 1) of a spec with a BatchNorm head after the
+    pooling failed at the first step with torch's 'Expected more than 1 value per channel when training'."""
+    from explorer.train.fit import batch_norm_problem
+
+    s = {**tiny_spec(mixers=('pooling', 'pooling'), dims=(8, 16), depths=(1, 1)), 'in_chans': 1}
+    head = ArchSpec.from_dict({**s, 'head_norm': 'batchnorm'})
+    with pytest.raises(ValueError, match=r'^batch_size 1: the BatchNorm of the head would see one value per channel'):
+        train(head, epochs=1, batch_size=1, train_limit=4, test_limit=4, workers=0)
+    assert batch_norm_problem(head, 2) is None
+    tiny = ArchSpec.from_dict({**s, 'img_size': 8, 'norm': 'batchnorm'})  # 8 px: S2 is a 1x1 grid
+    assert batch_norm_problem(tiny, 1).startswith('batch_size 1: the BatchNorm of S2 blocks')
+    assert batch_norm_problem(ArchSpec.from_dict({**s, 'norm': 'batchnorm'}), 1) is None

@@ -20,6 +20,33 @@ def check_trainable(spec: ArchSpec) -> None:
         raise ValueError('; '.join(problems))
 
 
+def batch_norm_problem(spec: ArchSpec, batch_size: int) -> str | None:
+    """Why a training batch of `batch_size` images cannot pass the spec's BatchNorms, or None. In training a
+    BatchNorm needs more than one value per channel (torch raises otherwise): it sees batch x H x W values in a
+    stage or before a downsampling, and batch values after the head's pooling (the only order a BatchNorm head
+    takes)."""
+    grids = spec.grid_sizes()
+    seen = []  # (values per channel per image, where)
+    if spec.norm == 'batchnorm':
+        seen += [(h * w, f'S{i + 1} blocks') for i, (h, w) in enumerate(grids)]
+    if spec.downsample_norm == 'batchnorm':
+        seen.append((grids[0][0] * grids[0][1], 'the stem'))
+        seen += [
+            (grids[i - 1][0] * grids[i - 1][1], f'S{i + 1} downsampling')
+            for i, st in enumerate(spec.stages)
+            if i and st.downsample
+        ]
+    if spec.head_norm == 'batchnorm':
+        seen.append((1, 'the head'))
+    few = [(n, where) for n, where in seen if batch_size * n < 2]
+    if not few:
+        return None
+    return (
+        f'batch_size {batch_size}: the BatchNorm of {few[0][1]} would see one value per channel in training, '
+        'which torch refuses; use a batch size of 2 or more'
+    )
+
+
 PUBLISHED_META = (
     'timm_name',
     'pretrained_tag',

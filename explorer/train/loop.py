@@ -49,7 +49,7 @@ from explorer.measure.speed import compile_model, cpu_native_bf16
 from explorer.train.checkpoints import load_state, load_trained, save_checkpoint, save_state
 from explorer.train.data import Dataset, Preprocessing, load_dataset
 from explorer.train.distributed import Dist
-from explorer.train.fit import check_trainable
+from explorer.train.fit import batch_norm_problem, check_trainable
 from explorer.train.folder import check_layout, open_folder, training_data_config
 from explorer.train.sources import (  # noqa: F401 (augment, make_batch: used from here by tests and scripts)
     FolderSource,
@@ -214,6 +214,9 @@ def train(
     try:
         if dataset == 'fashion-mnist':
             check_trainable(spec)
+        problem = batch_norm_problem(spec, batch_size)
+        if problem:
+            raise ValueError(problem)
         check_request(spec, batch_size=batch_size, training=True)  # before building: refuse what would not fit
         cfg = replace(cfg, eval_batch_size=largest_batch(spec, cfg.eval_batch_size))  # evaluation fits too
         spec, pre, source = _open_data(spec, dataset, cfg, dist, data_dir, download, train_limit, test_limit, workers)
