@@ -96,9 +96,12 @@ def test_presets_diff_share_and_verify(client):
 
 def _bench_row(name: str, preset: str | None, throughput: float) -> dict:
     """A bench result as explorer.measure.profile.bench returns it (fields of speed.BenchResult.to_dict())."""
+    from explorer.measure.profile import network_id
+
     return {
         'name': name,
         'preset': preset,
+        'network': network_id(get_preset(preset)) if preset else None,
         'throughput': throughput,
         'latency_ms_median': 8000 / throughput,
         'latency_ms_p10': 7000 / throughput,
@@ -116,6 +119,33 @@ def _bench_row(name: str, preset: str | None, throughput: float) -> dict:
             'compile': False,
         },
     }
+
+
+def test_throughput_points_are_matched_by_network_and_settings():
+    """Measurements were matched to designs by name: a changed caformer_s18 that kept its name was drawn at the
+    preset's speed (25 images/s, not its own 40); rows measured under other settings were mixed on one axis; and
+    the frontier's steps claimed 83.6% at 300 images/s (drawn as for MACs, where lower is better)."""
+    import copy
+
+    from explorer.app.panels import accuracy_plot
+    from explorer.measure.profile import network_id, profile
+
+    mine = copy.deepcopy(get_preset('caformer_s18'))
+    mine['stages'][2]['depth'] = 3  # another network, the preset's name
+    own = {**_bench_row('caformer_s18', None, 40.0), 'network': network_id(mine)}
+    history = [own, _bench_row('caformer_s18', 'caformer_s18', 25.0)]
+    fig = accuracy_plot(mine, profile(mine), 'throughput', history)
+    assert list(next(t for t in fig.data if t.name == 'your design').x) == [40.0]
+    assert 'this session: cpu, batch 8, fp32' in fig.layout.xaxis.title.text
+    other = _bench_row('poolformer_s12', 'poolformer_s12', 300.0)
+    other['stamp'] = {**other['stamp'], 'batch_size': 64}  # the latest: only it compares with itself
+    fig = accuracy_plot(mine, profile(mine), 'throughput', history + [other])
+    assert sorted(x for t in fig.data if t.mode == 'markers' for x in t.x) == [300.0]
+    assert 'batch 64' in fig.layout.xaxis.title.text
+    fast = _bench_row('poolformer_s12', 'poolformer_s12', 300.0)
+    fig = accuracy_plot(None, None, 'throughput', [_bench_row('caformer_s18', 'caformer_s18', 100.0), fast])
+    frontier = next(t for t in fig.data if t.name == 'Pareto frontier')
+    assert list(frontier.x) == [100.0, 300.0] and frontier.line.shape == 'vh'  # down at 100, then along
 
 
 def test_throughput_scatter_and_history_table_from_measurements():

@@ -238,3 +238,14 @@ def test_the_macs_axis_does_not_claim_224_pixels_for_a_design_counted_at_its_own
 
     title = X_AXES['gmacs']
     assert 'at 224²' not in title and 'own input size' in title and 'presets: 224²' in title
+
+
+def test_a_single_point_without_a_top1_is_drawn_on_the_unknown_row():
+    """One design without a published top-1 and no presets: its y was None (not drawn) on invented 0 and 1 ticks."""
+    s = get_preset('poolformer_s12')
+    s['stages'][0]['depth'] = 3
+    s['name'] = 'poolformer_s12-mod1'
+    s['meta'] = {}
+    fig = panels.accuracy_plot(s, profile(s), 'MACs', [], [], families=[])
+    mine = next(t for t in fig.data if t.name == 'your design')
+    assert list(mine.y) == [0.0] and list(fig.layout.yaxis.ticktext) == ['unknown']

@@ -295,10 +295,34 @@ def preset_families() -> list[str]:
     return sorted({r['family'] for r in catalog.list_presets()})
 
 
+SETTINGS = ('device', 'batch_size', 'dtype', 'memory_format', 'compile')  # what a throughput depends on
+
+
+def _settings(row: dict) -> tuple:
+    stamp = row.get('stamp') if isinstance(row.get('stamp'), dict) else {}
+    return tuple(stamp.get(k) for k in SETTINGS)
+
+
+def comparable(history) -> list[dict]:
+    """The measurements the throughput axis plots: those made with the settings of the latest one (device,
+    batch, dtype, memory format, compile); images/s under other settings do not compare."""
+    rows = [r for r in history or [] if isinstance(r, dict) and r.get('throughput')]
+    return [r for r in rows if _settings(r) == _settings(rows[-1])] if rows else []
+
+
+def settings_text(history) -> str:
+    """'cpu, batch 8, fp32, contiguous (NCHW)' for the latest measurement ('' when there is none)."""
+    rows = comparable(history)
+    if not rows:
+        return ''
+    device, batch, dtype, layout, compiled = _settings(rows[-1])
+    return f'{device}, batch {batch}, {dtype}, {layout}' + (', compiled' if compiled else '')
+
+
 def _throughput_by_preset(history: list[dict]) -> dict[str, float]:
     out = {}
-    for row in history or []:
-        if row.get('preset') and row.get('throughput'):
+    for row in comparable(history):
+        if row.get('preset'):
             out[row['preset']] = row['throughput']  # the latest measurement wins
     return out
 
@@ -316,8 +340,9 @@ def _design_row(kind: str, key: str, spec: dict, axis: str, history, report: dic
         return None
     name = str(spec.get('name', ''))
     x = {'MACs': report['macs'] / 1e9, 'params': report['params'] / 1e6}.get(axis)
-    if axis == 'throughput':
-        mine = [r for r in history or [] if r.get('name') == name and r.get('throughput')]
+    if axis == 'throughput':  # matched by network: a name may be a preset's or a restored pin's
+        network = prof.network_id(spec)
+        mine = [r for r in comparable(history) if r.get('network') == network]
         x = mine[-1]['throughput'] if mine else None
     if x is None:
         return None
@@ -378,7 +403,10 @@ def accuracy_plot(spec, report, axis: str, history, pins=None, families=None, lo
     rows, front = compare_rows(spec, report, axis, history, pins, families)
     if axis == 'throughput' and not rows:
         return empty_figure('Nothing measured yet: measure your design or presets in the Measure tab.')
-    return accuracy_figure(rows, cmp.X_AXES[AXES[axis]], front, log_x=bool(log_x))
+    title = cmp.X_AXES[AXES[axis]]
+    if axis == 'throughput':
+        title = title.replace('this session', f'this session: {settings_text(history)}')
+    return accuracy_figure(rows, title, front, log_x=bool(log_x), higher_x_better=axis == 'throughput')
 
 
 def _csv_cell(v) -> str:

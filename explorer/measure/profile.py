@@ -9,7 +9,7 @@ import functools
 import json
 
 from explorer.core.catalog import matching_preset, parse_spec
-from explorer.core.spec import ArchSpec
+from explorer.core.spec import ArchSpec, network_key
 from explorer.measure.units import whole_number
 
 
@@ -64,6 +64,13 @@ def available_devices() -> list[str]:
     return out
 
 
+def network_id(spec) -> str:
+    """A short fingerprint of the network a spec builds (its name and metadata aside): 128 bits of SHA-256."""
+    import hashlib
+
+    return hashlib.sha256(network_key(parse_spec(spec)).encode()).hexdigest()[:32]
+
+
 def bench(
     spec: dict | str,
     device: str = 'auto',
@@ -94,4 +101,5 @@ def bench(
     out = result.to_dict()
     out['name'] = s.name
     out['preset'] = matching_preset(s)
+    out['network'] = network_id(s)  # what a chart matches a measurement to: two networks may share a name
     return out

@@ -79,6 +79,8 @@ def export_config(filename: str, image_format: str = 'png') -> dict:
 
 def _accuracy_ticks(known: list[float], y_unknown: float | None) -> dict:
     """y ticks every 1, 2 or 5 points of top-1, and 'unknown' at the row of points without one."""
+    if not known:  # no point has a top-1: one row, and no invented accuracy ticks
+        return dict(tickmode='array', tickvals=[y_unknown], ticktext=[UNKNOWN])
     lo, hi = min(known), max(known)
     step = next(s for s in (1, 2, 5, 10) if (hi - lo) / s <= 8)
     first = int(lo // step) * step
@@ -88,19 +90,27 @@ def _accuracy_ticks(known: list[float], y_unknown: float | None) -> dict:
 
 
 def accuracy_figure(
-    rows: list[dict], x_title: str, frontier: list[str] = (), log_x: bool = False, height: int = 460
+    rows: list[dict],
+    x_title: str,
+    frontier: list[str] = (),
+    log_x: bool = False,
+    height: int = 460,
+    higher_x_better: bool = False,
 ) -> go.Figure:
     """Top-1 against an x measure: presets coloured by family (one legend entry each), the designs a person made
     (their own design, pinned ones) as labelled points, and the Pareto frontier of the presets.
 
     rows: one per point, as explorer.app.panels.compare_rows gives them: kind ('preset', 'current' or 'pin'), key
     (what a click reports), name, family, x, top1 (None: unknown, drawn on a row of its own below the rest),
-    params, macs (counted, batch 1), source. frontier: keys of the points on the frontier, in x order.
+    params, macs (counted, batch 1), source. frontier: keys of the points on the frontier, in x order; its steps
+    are drawn for a lower x being better (MACs, params) or, with `higher_x_better`, a higher one (throughput).
     Each point's customdata: [key, name, params, MACs, top-1, source, family] as text."""
     if not rows:
         return empty_figure('nothing to plot: no preset family is chosen and no design has this measure', height)
-    known = [r['top1'] for r in rows if r.get('top1') is not None] or [0.0]
-    y_unknown = min(known) - max(2.0, (max(known) - min(known)) * 0.12) if len(known) < len(rows) else None
+    known = [r['top1'] for r in rows if r.get('top1') is not None]
+    # points without a top-1 on a row of their own below the rest (at 0 when no point has one)
+    missing = len(known) < len(rows)
+    y_unknown = (min(known) - max(2.0, (max(known) - min(known)) * 0.12) if known else 0.0) if missing else None
 
     def y(r):
         return r['top1'] if r.get('top1') is not None else y_unknown
@@ -149,7 +159,7 @@ def accuracy_figure(
                 mode='lines',
                 name='Pareto frontier',
                 line=dict(color='#0f172a', width=1.5, dash='dot'),
-                line_shape='hv',
+                line_shape='vh' if higher_x_better else 'hv',  # the edge of what the frontier dominates
                 hoverinfo='skip',
             )
         )
@@ -184,7 +194,7 @@ def accuracy_figure(
                     ax=30,
                     ay=-30,
                 )
-    if y_unknown is not None:
+    if y_unknown is not None and known:
         sep = y_unknown + max(1.0, (max(known) - min(known)) * 0.06)
         fig.add_hline(y=sep, line=dict(color='#cbd5e1', width=1, dash='dash'))
     fig.update_layout(**_LAYOUT, height=height, xaxis_title=x_title, yaxis_title='ImageNet-1k top-1 (%)')
