@@ -396,6 +396,12 @@ def test_a_click_maps_to_the_token_under_it():
     assert token_at((300, 200), cfg, (56, 56), ((x0 + 10) / s, (y0 + 5) / s)) == (1, 2)
     assert token_at((300, 200), cfg, (56, 56), (0, 0)) == (0, 0)  # outside the crop: the nearest token
     assert token_at((300, 200), cfg, (7, 7), (150, 100)) == (3, 3)  # the centre
+    # a checkpoint trained at 16 px: resized to 28 (crop_pct ignored), then to 16; 4x4 grid of 4-pixel tokens
+    cfg = {'input_size': (1, 16, 16), 'resize_from': 28, 'crop_pct': 0.5}
+    s = 28 / 40  # a 60x40 image: the shorter side 40 -> 28, a centre crop of 28 from 42 starts at 7
+    assert token_at((60, 40), cfg, (4, 4), ((7 + 27.5) / s, 27.5 / s)) == (3, 3)  # resized (27.5, 27.5) -> (15.7,)
+    assert token_at((60, 40), cfg, (4, 4), ((7 + 6.5) / s, 13.5 / s)) == (1, 0)  # (6.5, 13.5) -> (3.7, 7.7)
+    assert token_at((60, 40), cfg, (4, 4), ((7 + 24.5) / s, 17.5 / s)) == (2, 3)  # (24.5, 17.5) -> (14, 10)
 
 
 @pytest.mark.parametrize(

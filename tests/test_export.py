@@ -175,6 +175,8 @@ def test_pretrained_weights_at_another_img_size_are_refused_naming_the_fixed_tok
         f'its 4x4 token grid at img_size 32; use img_size 32, or pretrained=False'
     )
     assert timm.create_model(name, img_size=64).spec.img_size == 64  # random weights: any size
+    with pytest.raises(ValueError, match="stage S2's 'random' token mixer has weights for its 4x4 token grid"):
+        timm.create_model(name, pretrained=True, pretrained_cfg_overlay={'input_size': (1, 64, 64)})
     pos = tiny_spec(mixers=('pooling',), dims=(8,), depths=(1,))
     pos['stages'][0]['pos_embed'] = True
     pos = ArchSpec.from_dict(pos)

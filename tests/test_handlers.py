@@ -9,7 +9,7 @@ import math
 
 import pytest
 
-from explorer.app import compose
+from explorer.app import compose, panels
 from explorer.app import form as spec_form
 from explorer.core import catalog, share
 from explorer.core.catalog import preset_names
@@ -483,5 +483,18 @@ def test_errors_name_a_value_clipped_and_at_most_fifty_fields():
     with pytest.raises(SpecError) as info:
         ArchSpec.from_dict({**TWO_STAGE, 'stages': [big] * 6})
     assert len(str(info.value)) < 1_500 and '(4,300 characters)' in str(info.value)
+    heads = {'mixer': 'attention', 'depth': 1, 'dim': 8, 'mixer_args': {'head_dim': 10**4299}}
+    with pytest.raises(SpecError) as info:
+        ArchSpec.from_dict({**TWO_STAGE, 'stages': [heads]})
+    assert len(str(info.value)) < 500, len(str(info.value))
     errors = catalog.validate(json.dumps({**TWO_STAGE, 'meta': {f'k{i}': 1 for i in range(19_900)}}))
     assert len(errors) == 51 and errors[-1] == ['', '… and 19,850 more errors']
+    import pickle  # a helper process raises it back to the server; /compare_points re-raises it with paths
+
+    with pytest.raises(SpecError) as info:
+        ArchSpec.from_dict({**TWO_STAGE, 'meta': {f'k{i}': 1 for i in range(180)}})
+    back = pickle.loads(pickle.dumps(info.value))
+    assert back.errors == info.value.errors and back.errors[-1] == ('', '… and 130 more errors')
+    with pytest.raises(SpecError) as wrapped:
+        panels.api_compare_points('MACs', [{**TWO_STAGE, 'meta': {f'k{i}': 1 for i in range(180)}}])
+    assert wrapped.value.errors[-1] == ('', '… and 130 more errors') and len(wrapped.value.errors) == 51

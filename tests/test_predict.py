@@ -352,6 +352,10 @@ def test_explain_forms_name_fields_in_their_own_numbering(tiny_files, capsys, tm
     assert fig is None and 'GradCAM stage: 4 is out of range; the model has 3 stages (1 to 3: S1 to S3' in status
     fig, _, _ = u.attribute_handler(u.COMPOSER, spec, 'random', None, image, 'gradcam', False, -1, -3)
     assert 'LayerGradCam at S1' in fig.layout.title.text  # negative from the end
+    fig, _, status = u.attribute_handler(u.COMPOSER, spec, 'random', None, image, 'saliency', False, -1, 4)
+    assert fig is not None, status  # the greyed-out GradCAM field keeps 4 from a 4-stage model: not a mistake here
+    fig, _, status = u.attribute_handler(u.COMPOSER, spec, 'random', None, image, 'saliency', False, -1, 0)
+    assert fig is not None, status
     fig, status = u.mixing_handler(u.COMPOSER, spec, 'random', None, image, 0, 0, 2, -1, 'auto', 'diag', 'mean')
     status = status.replace('\\', '')
     assert fig is None and 'query: row 2, col -1: give both (0 and up), or both -1 for the centre token' in status

@@ -269,4 +269,5 @@ def test_the_constructor_gives_the_same_default_res_scale_as_json():
     assert direct.res_scale_init == parsed.res_scale_init == [None, None, 1.0, 1.0]
     assert analytic_cost(direct).params == analytic_cost(parsed).params == 11_200_504
     assert ArchSpec(stages=stages, res_scale_init=None).res_scale_init is None  # given: kept
+    assert ArchSpec(stages=tuple(stages)).res_scale_init == [None, None, 1.0, 1.0]
     assert ArchSpec.from_dict({**parsed.to_dict(), 'res_scale_init': None}).res_scale_init is None

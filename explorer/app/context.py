@@ -274,9 +274,10 @@ def launch_kwargs() -> dict:
 # location). Before any of it is shown: server paths become file names, long text is clipped, and HTML and
 # Markdown are escaped, so a shared link cannot put a link, an image or markup on someone else's screen.
 MAX_MESSAGE_CHARS = 1_000
-# a URL with a host ('https://example.com/tmp') is the user's text, kept whole up to an '=' (group 'url'); a
-# path after 'file=' (Gradio's file routes) or in a file:/// URL is a server path like any other
-_SERVER_PATH = re.compile(r'(?P<url>\b[A-Za-z][\w+.-]*://[^\s/]+[^\s=]*)|(?<![\w.])/(?:[\w.@+-]+/)+([\w.@+-]*)')
+# an http(s) URL ('https://example.com/tmp') is the user's text, kept whole up to an '=', a quote, a comma or a
+# semicolon (group 'url'); a path after 'file=' (Gradio's file routes) or in another scheme's URL (file://,
+# smb://) is a server path like any other
+_SERVER_PATH = re.compile(r'(?P<url>\bhttps?://[^\s/\'"]+[^\s=\'",;<>]*)|(?<![\w.])/(?:[\w.@+-]+/)+([\w.@+-]*)')
 _MARKDOWN = re.compile(r'([\\`*_{}\[\]()#+!|~>:.-])')  # CommonMark's escapable punctuation, : and . against autolinks
 
 
@@ -333,7 +334,7 @@ def error_text(e: SpecError) -> str:
         f'- <code>{html_text(person_path(p), 200)}</code>: {md_text(person_path(m))}' if p else f'- {md_text(m)}'
         for p, m in e.errors[:20]
     ]
-    more = len(e.errors) - 20 + getattr(e, 'omitted', 0) - bool(getattr(e, 'omitted', 0))  # its summary line
+    more = len(getattr(e, 'named', e.errors)) - 20 + getattr(e, 'omitted', 0)
     if more > 0:
         lines.append(f'- … and {more:,} more')
     return '**Not a valid network** (the numbers show the last valid one):\n' + '\n'.join(lines)

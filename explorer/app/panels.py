@@ -824,19 +824,27 @@ def api_compare_points(axis: str = 'MACs', designs: list | None = None, families
         raise ValueError(
             f'families: {str(families)[:80]!r} must be a list of family names ({", ".join(preset_families())})'
         )
-    unknown = [f for f in families or [] if f not in preset_families()]
+    known = preset_families()
+    families = None if families is None else list(dict.fromkeys(families))  # each once: the list is a set
+    unknown = [f for f in families or [] if f not in known]
     if unknown:  # a misspelt family would silently leave the chart without presets
         named = ', '.join(repr(f[:40]) for f in unknown[:5])
-        raise ValueError(f'families: {named} not known; choose from {", ".join(preset_families())}')
+        raise ValueError(f'families: {named} not known; choose from {", ".join(known)}')
     pins = []
     for i, d in enumerate(designs or []):
+        name = d.get('name') if isinstance(d, dict) and 'spec' in d else None  # {'name', 'spec'}: drawn by name
         d = d['spec'] if isinstance(d, dict) and 'spec' in d else d
         if not isinstance(d, (dict, str)):
             raise ValueError(f'designs[{i}]: {str(d)[:40]!r} must be a spec dict, its JSON text or a preset name')
         try:
             spec = catalog.with_published_meta(catalog.parse_spec(d)).to_dict()  # no top-1 a client made up
         except SpecError as e:
-            raise SpecError([(f'designs[{i}].{p}'.rstrip('.'), m) for p, m in e.errors]) from None
+            raise SpecError([(f'designs[{i}].{p}'.rstrip('.'), m) for p, m in e.named], e.omitted) from None
+        if name is not None:
+            try:
+                spec = catalog.parse_spec({**spec, 'name': name}).to_dict()
+            except SpecError as e:
+                raise ValueError(f'designs[{i}].name: {e.named[0][1]}') from None
         pins.append({'name': spec['name'], 'spec': spec})
     rows, front = compare_rows(None, None, axis, [], pins, families)
     return {'rows': rows, 'frontier': front, 'csv': rows_csv(rows, axis)}
@@ -870,7 +878,7 @@ def _valid_edit(d: dict, what: str) -> dict:
     try:
         ArchSpec.from_dict(d)
     except SpecError as e:
-        raise SpecError([(path, f'{what} leaves {message}') for path, message in e.errors]) from None
+        raise SpecError([(path, f'{what} leaves {message}') for path, message in e.named], e.omitted) from None
     return d
 
 

@@ -204,9 +204,11 @@ def _attribution(
     target = whole(target, 'target class', -1)
     stage = whole(stage, 'GradCAM stage', -1)  # 1 = S1 as in the form, -1: the last
     n = m.spec.num_stages
-    if stage == 0:
+    if resolve_method(method)[0] != 'gradcam':  # the field is greyed out and keeps a value for another model
+        stage = -1
+    elif stage == 0:
         raise ValueError('GradCAM stage: 0 is not a stage; stages count from 1 (S1), or -1 for the last')
-    if not -n <= stage <= n:  # in the form's numbering (the explainer counts from 0)
+    elif not -n <= stage <= n:  # in the form's numbering (the explainer counts from 0)
         raise ValueError(
             f'GradCAM stage: {show(stage)} is out of range; the model has {n} stages (1 to {n}: S1 to S{n}, or -1 '
             'for the last)'

@@ -88,7 +88,7 @@ def declare_mixer(
 def _check_heads(dim: int, args: dict) -> str | None:
     hd = args['head_dim']
     if isinstance(hd, int) and hd > 0 and dim % hd:
-        return f'{dim} is not divisible by head_dim {hd} (attention)'
+        return f'{show(dim)} is not divisible by head_dim {show(hd)} (attention)'
     return None
 
 

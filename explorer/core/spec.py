@@ -85,15 +85,17 @@ MAX_ERRORS = 50  # errors a SpecError names
 class SpecError(ValueError):
     """Invalid spec. `errors` is a list of (field path, message); str() lists them one per line."""
 
-    def __init__(self, errors: list[tuple[str, str]]):
+    def __init__(self, errors: list[tuple[str, str]], omitted: int = 0):
         errors = list(errors)
-        # a request may hold 20,000 values, each one wrong: the first MAX_ERRORS are named, the rest counted
-        self.omitted = max(0, len(errors) - MAX_ERRORS)
-        self.errors = errors[:MAX_ERRORS] + ([('', f'… and {self.omitted:,} more errors')] if self.omitted else [])
+        # a request may hold 20,000 values, each one wrong: the first MAX_ERRORS are named (`named`), the rest
+        # counted (`omitted`, which a copy of this error made from `named` passes on); `errors` ends with the count
+        self.named = errors[:MAX_ERRORS]
+        self.omitted = int(omitted) + max(0, len(errors) - MAX_ERRORS)
+        self.errors = self.named + ([('', f'… and {self.omitted:,} more errors')] if self.omitted else [])
         super().__init__('\n'.join(f'{path}: {msg}' if path else msg for path, msg in self.errors))
 
     def __reduce__(self):  # picklable (a helper process raises it back to the server), subclasses too
-        return type(self), (self.errors,)
+        return type(self), (self.named, self.omitted)
 
 
 def default_res_scale(num_stages: int) -> list[float | None]:
@@ -151,7 +153,8 @@ class ArchSpec:
 
     def __post_init__(self):
         if self.res_scale_init is DEFAULT_RES_SCALE:  # ArchSpec(stages=...) builds what the same JSON builds
-            self.res_scale_init = default_res_scale(len(self.stages)) if isinstance(self.stages, list) else None
+            staged = isinstance(self.stages, (list, tuple))
+            self.res_scale_init = default_res_scale(len(self.stages)) if staged else None
 
     # ---- derived quantities --------------------------------------------------------------------------
     @property

@@ -335,13 +335,13 @@ def token_at(image_size: tuple[int, int], cfg: dict, grid: tuple[int, int], xy: 
     """The token (row, col) of a (h, w) `grid` that covers pixel `xy` = (x, y) of the original image of
     `image_size` = (width, height), following the preprocessing in `cfg` (resize the shorter side to
     input / crop_pct and take the centre crop; 'squash': both sides; 'border': the longer side, then crop or
-    pad; or for Fashion-MNIST-style `pad_from`, resize to pad_from and centre on the canvas). A point outside the
-    crop goes to the nearest token."""
+    pad; or for Fashion-MNIST-style `pad_from`, resize to pad_from and centre on the canvas, and `resize_from`,
+    resize to resize_from, then to the input size). A point outside the crop goes to the nearest token."""
     W0, H0 = image_size
     _, H, W = cfg['input_size']
-    pad = cfg.get('pad_from')
-    inner = pad or H
-    crop = 1.0 if pad else float(cfg.get('crop_pct') or 1.0)
+    pad, src = cfg.get('pad_from'), cfg.get('resize_from')
+    inner = pad or src or H
+    crop = 1.0 if pad or src else float(cfg.get('crop_pct') or 1.0)
     scale_size = math.floor(inner / crop)
     if cfg.get('crop_mode') == 'squash':
         sx, sy = scale_size / W0, scale_size / H0
@@ -353,6 +353,8 @@ def token_at(image_size: tuple[int, int], cfg: dict, grid: tuple[int, int], xy: 
     y = xy[1] * sy - (H0 * sy - inner) / 2
     if pad:
         x, y = x + (W - pad) // 2, y + (H - pad) // 2
+    elif src:  # then resized from src x src to the input size
+        x, y = x * W / src, y * H / src
     h, w = grid
     row = min(h - 1, max(0, math.floor(y / (H / h))))
     col = min(w - 1, max(0, math.floor(x / (W / w))))

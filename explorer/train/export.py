@@ -57,11 +57,9 @@ def build_timm_model(variant: str, spec: dict, pretrained: bool = False, **kwarg
             f"takes {', '.join(SPEC_KWARGS + OTHER_KWARGS)} and timm's {', '.join(TIMM_KWARGS)}"
         )
     base = ArchSpec.from_dict(spec)
-    if pretrained:
-        _check_pretrained_size(variant, base, kwargs.get('img_size'))
     out_indices = kwargs.pop('out_indices', tuple(range(base.num_stages)))
     return build_model_with_cfg(
-        partial(_build, base),
+        partial(_build, base, pretrained_of=variant if pretrained else None),
         variant,
         pretrained,
         feature_cfg=dict(flatten_sequential=True, out_indices=out_indices),
@@ -89,12 +87,18 @@ def _check_pretrained_size(variant: str, base: ArchSpec, size: Any) -> None:
             )
 
 
-def _build(base: ArchSpec, *, global_pool: str = 'avg', device=None, dtype=None, **changes) -> nn.Module:
-    """The model of `base` with timm's create_model arguments (SPEC_KWARGS) written into the spec."""
+def _build(
+    base: ArchSpec, *, pretrained_of: str | None = None, global_pool: str = 'avg', device=None, dtype=None, **changes
+) -> nn.Module:
+    """The model of `base` with timm's create_model arguments (SPEC_KWARGS) written into the spec; `pretrained_of`:
+    the variant whose weights will load (its img_size is then checked as timm passes it: an `img_size` argument,
+    or the input size of a `pretrained_cfg_overlay`)."""
     import torch
 
     from explorer.core.build import build_model
 
+    if pretrained_of:
+        _check_pretrained_size(pretrained_of, base, changes.get('img_size'))
     if global_pool != 'avg':
         raise ValueError(f"global_pool {global_pool!r} is not supported; a composed MetaFormer head pools 'avg'")
     size = changes.get('img_size')

@@ -96,6 +96,8 @@ def test_urls_are_not_read_as_server_paths():
         assert public_text(text) == text
     assert public_text('file:///srv/models/weights.pth') == 'file://weights.pth'  # a server path all the same
     assert public_text('http://h:7860/gradio_api/file=/srv/app/x.png') == 'http://h:7860/gradio_api/file=x.png'
+    for text in ('file://localhost/srv/models/x.pth', 'smb://host/share/models/x.pth', "'https://x/a','/srv/m/x.pth'"):
+        assert '/srv' not in public_text(text) and 'share/models' not in public_text(text), public_text(text)
     assert public_text('cannot read /srv/models/x.pth or https://example.com/a/b') == (
         'cannot read x.pth or https://example.com/a/b'
     )
