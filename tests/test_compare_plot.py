@@ -259,3 +259,34 @@ def test_compare_points_draws_a_design_by_the_name_it_is_given_and_takes_each_fa
     assert {x['family'] for x in r['rows'] if x['kind'] == 'preset'} == {'CAFormer'}
     with pytest.raises(ValueError, match=r'designs\[0\]\.name: .* holds control, invisible'):
         panels.api_compare_points('MACs', [{'name': 'a\u202eb', 'spec': 'caformer_s18'}])
+
+
+def test_names_reach_hover_texts_as_data_never_as_template_text():
+    """A design or run name was pasted into plotly's hovertemplate, where '%{y:.0f}' is a variable: a design named
+    'net %{y:.0f}' showed as 'net 2'. Names go in as meta/customdata, which plotly does not fill in again."""
+    from explorer.measure import compare as cmp
+    from explorer.viz.plots import diff_figure, scaling_figure
+    from explorer.viz.training import runs_figure
+
+    s = get_preset('poolformer_s12')
+    s['name'] = 'net %{y:.0f}<b>x</b>'
+    figs = (
+        scaling_figure(cmp.scaling({'yours: ' + s['name']: s}, [224])),
+        diff_figure(cmp.diff('caformer_s18', s)),
+        runs_figure([{'name': 'run %{x}', 'history': [{'epoch': 1, 'test_accuracy': 0.5}]}]),
+    )
+    for fig in figs:
+        for t in fig.data:
+            assert '%{y:.0f}' not in t.hovertemplate and 'run %{x}' not in t.hovertemplate, t.hovertemplate
+    assert figs[0].data[0].meta == 'yours: net %{y:.0f}&lt;b&gt;x&lt;/b&gt;'
+    assert list(figs[2].data[0].customdata) == ['run %{x}']
+
+
+def test_an_empty_scaling_chart_says_why_and_cost_ticks_keep_digits():
+    from explorer.measure import compare as cmp
+    from explorer.viz.costchart import _fmt
+    from explorer.viz.plots import scaling_figure
+
+    fig = scaling_figure(cmp.scaling({'p': 'poolformer_s12'}, [100, 130]))  # neither divides by 32
+    assert not fig.data and 'none of these input sizes fits' in fig.layout.annotations[0].text
+    assert [_fmt(v) for v in (0, 2.5, 999, 1000, 3000)] == ['0', '2.5', '999', '1,000', '3,000']

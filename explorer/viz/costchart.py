@@ -30,7 +30,7 @@ def nice_step(top: float, ticks: int = 4) -> float:
 
 
 def _fmt(v: float) -> str:
-    return f'{v:.3g}'
+    return f'{v:,.0f}' if abs(v) >= 1000 else f'{v:.3g}'  # 2,000, never 2e+03
 
 
 def stage_bars(report: dict) -> tuple[list[str], list[str], dict]:

@@ -209,6 +209,8 @@ def scaling_figure(curves: dict[str, list[dict]], height: int = 340) -> go.Figur
     fig = make_subplots(
         rows=1, cols=2, subplot_titles=('MACs (G), batch 1', 'activation memory (MiB), batch 1'), horizontal_spacing=0.1
     )
+    if not any(curves.values()):
+        return empty_figure('none of these input sizes fits these models (each divides by its total stride)', height)
     for k, (raw_name, rows) in enumerate(curves.items()):
         name = plain(raw_name)
         if not rows:
@@ -223,7 +225,8 @@ def scaling_figure(curves: dict[str, list[dict]], height: int = 340) -> go.Figur
                 name=name,
                 line=dict(color=colour),
                 legendgroup=name,
-                hovertemplate=f'{name}<br>%{{x}}²: %{{y:.4g}} GMACs<extra></extra>',
+                meta=name,  # request text as data: in the template '%{{y}}' in a name would be filled in
+                hovertemplate='%{meta}<br>%{x}²: %{y:.4g} GMACs<extra></extra>',
             ),
             row=1,
             col=1,
@@ -237,7 +240,8 @@ def scaling_figure(curves: dict[str, list[dict]], height: int = 340) -> go.Figur
                 line=dict(color=colour),
                 legendgroup=name,
                 showlegend=False,
-                hovertemplate=f'{name}<br>%{{x}}²: %{{y:.4g}} MiB<extra></extra>',
+                meta=name,  # request text as data: in the template '%{{y}}' in a name would be filled in
+                hovertemplate='%{meta}<br>%{x}²: %{y:.4g} MiB<extra></extra>',
             ),
             row=1,
             col=2,
@@ -279,7 +283,8 @@ def diff_figure(diff: dict, height: int = 300) -> go.Figure:
                 showlegend=False,
                 marker_color=['#dc2626' if v > 0 else '#16a34a' for v in vals],
                 customdata=[f'{r[key]:+,}' for r in rows],
-                hovertemplate=f'%{{x}}: %{{customdata}} {titles[key]}<br>{pair}<extra></extra>',
+                meta=pair,
+                hovertemplate=f'%{{x}}: %{{customdata}} {titles[key]}<br>%{{meta}}<extra></extra>',
             ),
             row=1,
             col=col,

@@ -110,7 +110,8 @@ def runs_figure(runs: list[dict], height: int = 340) -> go.Figure:
                     meta=key,
                     line=dict(color=colour, dash='dash' if run.get('live') and dash == 'solid' else dash, width=2),
                     marker=dict(size=5),
-                    hovertemplate=f'{name}<br>{label}: %{{y:.4g}} after epoch %{{x:.3g}}<extra></extra>',
+                    customdata=[name] * len(x),  # the run's name as data, never as template text
+                    hovertemplate=f'%{{customdata}}<br>{label}: %{{y:.4g}} after epoch %{{x:.3g}}<extra></extra>',
                 ),
                 row=1,
                 col=col,
