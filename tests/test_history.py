@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 
 from explorer.app.history import HISTORY_STEPS, MAX_NAME_CHARS, MAX_PINS, Workbench, find_pin, network_key, pin, unpin
+from explorer.core.spec import ArchSpec
 
 
 def design(dim: int = 64, name: str = 'caformer_s18') -> dict:
@@ -193,3 +194,17 @@ def test_restored_pins_keep_published_figures_only_for_a_presets_architecture():
     pins, _ = restore_pins([{'name': 'a', 'spec': fake}, {'name': 'b', 'spec': preset}])
     assert pins[0]['spec']['meta'] == {}
     assert pins[1]['spec']['meta'] == get_preset('poolformer_s12')['meta'] and pins[1]['spec']['meta']['top1'] != 99.9
+
+
+def test_restored_pins_names_are_not_handed_out_again_for_other_networks():
+    """A pin restored from the browser named 'caformer_s18-mod1' (S1 width 96): the new session's first edit to
+    another network was named 'caformer_s18-mod1' too, so the chart and the diff lists showed one name for two."""
+    from explorer.app.history import reserve_pin_names, restore_pins
+
+    pins, _ = restore_pins([{'name': 'caformer_s18-mod1', 'spec': {**design(96), 'name': 'caformer_s18-mod1'}}])
+    w = Workbench()
+    reserve_pin_names(w.names, pins)
+    assert edited(w, design(64))['name'] == 'caformer_s18'
+    assert edited(w, design(128))['name'] == 'caformer_s18-mod2'  # mod1 is the pin's network
+    full = ArchSpec.from_dict(design(96)).to_dict()  # as the composer holds a design, and as pins keep it
+    assert edited(w, {**full, 'name': 'caformer_s18-mod2'})['name'] == 'caformer_s18-mod1'  # the pin's network

@@ -811,11 +811,12 @@ def _wire_pins(ui: SimpleNamespace, ctx: AppContext, load_spec) -> None:
 
     kept = ui.kept_pins
 
-    def restore(saved):
+    def restore(saved, hist):
         pins, message = history.restore_pins(saved)
+        history.reserve_pin_names(hist.names, pins)  # the next edits' -modN names pass the pins' by
         return (pins, md_text(message)) if message else (gr.skip(), gr.skip())
 
-    ctx.demo.load(restore, kept, [ctx.pins, ui.pin_status], show_progress='hidden', **PRIVATE)
+    ctx.demo.load(restore, [kept, ui.hist], [ctx.pins, ui.pin_status], show_progress='hidden', **PRIVATE)
     ctx.pins.change(lambda pins: pins or [], ctx.pins, kept, show_progress='hidden', **PRIVATE)
     ui.pin.click(do_pin, [ui.hist, ctx.pins, ctx.spec], [ctx.pins, ui.pin_status], show_progress='hidden', **PRIVATE)
     ui.pin_drop.click(do_unpin, [ctx.pins, ui.pins], [ctx.pins, ui.pin_status], show_progress='hidden', **PRIVATE)

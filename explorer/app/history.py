@@ -13,6 +13,7 @@ it is for that network; a further edit numbers from it (`my_net-mod1`).
 from __future__ import annotations
 
 import copy
+import re
 from dataclasses import dataclass, field
 
 from explorer.core.spec import name_problem, network_key
@@ -68,8 +69,8 @@ class Names:
         name): the base name for the network first seen under it, `base-mod{k}` for every other network."""
         base = self.base_of(name)
         known = self.bases.setdefault(base, {})
-        if key not in known:
-            known[key] = 0 if not known else max(known.values()) + 1
+        if key not in known:  # the base name while no network holds it (restored pins may hold only -modN names)
+            known[key] = 0 if 0 not in known.values() else max(known.values()) + 1
         k = known[key]
         out = base if k == 0 else _suffixed(base, k)
         if k:
@@ -77,6 +78,20 @@ class Names:
         self.owner[out] = key
         self._trim()
         return out
+
+    def reserve(self, name: str, key: str) -> None:
+        """A restored pin's generated name `base-mod{k}` stays its network's: the session's next edits number
+        past it (they handed out 'caformer_s18-mod1' again, for another network, so a chart showed one name for
+        two). A name already used for another network here is left alone."""
+        m = re.fullmatch(r'(.+)-mod([1-9][0-9]{0,5})', name)
+        if not m:
+            return
+        base, k = m.group(1), int(m.group(2))
+        known = self.bases.setdefault(base, {})
+        if key not in known and k not in known.values() and self.owner.get(name, key) == key:
+            known[key] = k
+            self.auto[name], self.owner[name] = base, key
+            self._trim()
 
     def _trim(self) -> None:
         while sum(len(v) for v in self.bases.values()) > MAX_NAMED and len(self.bases) > 1:
@@ -206,6 +221,12 @@ def restore_pins(saved, limit: int = MAX_PINS) -> tuple[list[dict], str]:
         pins, _ = pin(pins, spec, limit)
     kept = f'Restored {len(pins)} pin{"s" if len(pins) != 1 else ""} this browser kept'
     return pins, kept + (f'; {dropped} could not be read.' if dropped else '.')
+
+
+def reserve_pin_names(names: Names, pins: list[dict]) -> None:
+    """Restored pins' generated names belong to their networks from now on (Names.reserve)."""
+    for p in pins:
+        names.reserve(p['name'], network_key(p['spec']))
 
 
 def unpin(pins: list[dict], name: str) -> list[dict]:
