@@ -910,3 +910,14 @@ def test_study_names_carry_128_bits_and_a_study_under_the_earlier_short_name_is_
     assert run_search(sp, trials=2, storage=old_url, seed=0).study == f'small-{sp.key}'
     other = parse_space({**SMALL, 'constraints': {}})  # its short-named study would be another space's
     assert study_name(other, storage=old_url) == f'small-{other.long_key}'
+
+
+@pytest.mark.parametrize('epochs', [1e400, -1, 10**400])
+def test_training_values_are_checked_in_every_space(epochs):
+    """A space without the accuracy objective accepted "training": {"epochs": 1e400} and stored it with its study;
+    SECURITY.md says such values are refused naming the field."""
+    from explorer.search.space import SpaceError, parse_space
+
+    with pytest.raises(SpaceError, match=r'training\.epochs: .* is not a number in \(0, 1,000\]'):
+        hybrid = Path(__file__).resolve().parent.parent / 'presets' / 'spaces' / 'metaformer_hybrid.json'
+        parse_space({**json.loads(hybrid.read_text()), 'training': {'epochs': epochs}})

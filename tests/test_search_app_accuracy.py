@@ -11,7 +11,7 @@ import time
 import pytest
 
 from explorer.search.accuracy import precision
-from explorer.search.space import parse_space
+from explorer.search.space import SpaceError, parse_space
 from explorer.search.study import open_study
 
 from .conftest import TINY
@@ -133,9 +133,6 @@ def test_stop_ends_the_trial_in_training_at_its_next_step_and_keeps_the_complete
         ({}, 21, {}, 'trials: 21 is not allowed for a search that trains every trial; allowed 1 to 20'),
         ({}, 3, {'EXPLORER_MAX_TRAINED_TRIALS': '2'}, 'allowed 1 to 2 (EXPLORER_MAX_TRAINED_TRIALS)'),
         ({'epochs': 50}, 2, {}, 'training.epochs: 50 is not allowed; allowed (0, 5] (EXPLORER_MAX_TRIAL_EPOCHS)'),
-        ({'epochs': 0}, 2, {}, 'training.epochs: 0 is not allowed'),
-        ({'train_limit': 100_000}, 2, {}, 'training.train_limit: 100000 is not allowed; allowed [1, 60000] (whole)'),
-        ({'test_limit': 2.5}, 2, {}, 'training.test_limit: 2.5 is not allowed'),
         ({'batch_size': 4096}, 2, {}, 'training.batch_size: 4096 is not allowed; allowed [1, 256] (whole) (EXPLORER'),
         (
             {'batch_size': 64},
@@ -158,6 +155,21 @@ def test_the_bounds_refuse_before_anything_runs_naming_the_field(fmnist, monkeyp
     assert [e['kind'] for e in events] == ['error'] and named in events[0]['message']
     assert not TRAINING_SLOT.locked()
     assert open_study(sp).trials == []  # nothing ran
+
+
+@pytest.mark.parametrize(
+    'training, named',
+    [
+        ({'epochs': 0}, 'training.epochs: 0 is not a number in (0, 1,000]'),
+        ({'train_limit': 100_000}, 'training.train_limit: 100000 is not an integer from 1 to 60,000 or null'),
+        ({'test_limit': 2.5}, 'training.test_limit: 2.5 is not an integer from 1 to 10,000 or null'),
+    ],
+)
+def test_values_the_training_loop_refuses_are_refused_with_the_space(training, named):
+    """Before a study is opened (and stored): the space itself is refused, naming the field."""
+    with pytest.raises(SpaceError) as info:
+        parse_space(tiny_space('acc_bounds', **training))
+    assert named in str(info.value)
 
 
 def test_the_time_limit_for_one_training_ends_the_search(fmnist, monkeypatch):

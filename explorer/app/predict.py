@@ -108,6 +108,23 @@ def resolve_spec(choice: str, spec_dict: dict | None, checkpoint: str | None) ->
     return preset_spec(choice)
 
 
+def image_path_only(payload):
+    """The Predict image's preprocessing (set on the gr.Image instance): the uploaded file's path, nothing decoded
+    (load_image decodes, with its format allow-list and pixel limit). gr.Image's own decoded an image sent as a
+    data: URL with every PIL decoder (EPS reaches Ghostscript) and whole (169 M pixels from a 219 kB request,
+    1.7 GB) before any check of the app's, and an upload PIL could not identify ended in a blank 'Error'. (A
+    gr.Image subclass would do the same, but Gradio writes a .pyi stub beside any module defining one.)"""
+    if payload is None:
+        return None
+    if (payload.url or '').startswith('data:') or not payload.path:
+        raise gr.Error(
+            'image: send an uploaded image file (PNG, JPEG, WebP, BMP, GIF or TIFF); a data: URL is not read',
+            title='Bad request',
+            print_exception=False,
+        )
+    return str(payload.path)
+
+
 def preset_spec(name: str) -> ArchSpec:
     """A preset by name: the server opens no file a request names, so anything else is an unknown model."""
     if name not in preset_names():
@@ -648,6 +665,7 @@ def add_predict_tab(ctx=None) -> dict:
                     height=260,
                     elem_id='mfx-predict-image',
                 )
+                image.preprocess = image_path_only  # Gradio decodes nothing of a request's image (see there)
                 click_xy = gr.Textbox(visible='hidden', elem_id='mfx-click-xy')  # written by CLICK_JS
                 gr.HTML('', js_on_load=CLICK_JS, elem_id='mfx-click-js', padding=False)
                 if examples:

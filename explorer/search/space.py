@@ -187,6 +187,7 @@ def parse_space(data) -> Space:
         errors.append(f'latency.device: {json.dumps(latency["device"])[:40]} not allowed; choose cpu or cuda')
     training = _dict(data, 'training', errors)
     _known(training, 'training', TRAINING_FIELDS, errors)
+    errors += training_errors(training)  # in every space: a study stores them, whether it trains or not
     name = data.get('name', 'space')
     if not isinstance(name, str) or not name or len(name) > 80:
         errors.append('name: a non-empty string of at most 80 characters')

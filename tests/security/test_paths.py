@@ -151,3 +151,26 @@ def test_symlinked_examples_are_not_followed_outside(tmp_path):
     with pytest.raises(Exception, match='neither an example name'):
         up.api_predict('fmnist_hybrid', str(ROOT / 'assets' / 'images' / 'chelsea_cat.jpg'), 'pretrained')
     assert os.path.exists(ROOT / 'assets' / 'images' / 'chelsea_cat.jpg')
+
+
+def test_the_predict_image_reaches_the_app_undecoded_and_refuses_data_urls():
+    """Gradio's gr.Image decoded an image sent as a data: URL (through /queue/join, as the page sends events) with
+    every PIL decoder (EPS is handed to Ghostscript) and whole (13000x13000 from 219 kB: 1.7 GB) before the app's
+    format and pixel checks; an upload PIL could not identify ended in a blank 'Error'."""
+    import base64
+
+    import gradio as gr
+    from gradio.data_classes import ImageData
+
+    from explorer.app.main import build_demo
+
+    image = next(b for b in build_demo().blocks.values() if getattr(b, 'elem_id', None) == 'mfx-predict-image')
+    assert image.preprocess is up.image_path_only
+    eps = b'%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\nshowpage\n'
+    url = 'data:image/x;base64,' + base64.b64encode(eps).decode()
+    with pytest.raises(gr.Error, match='a data: URL is not read'):
+        image.preprocess(ImageData(url=url))
+    odd = ImageData(path=str(ROOT / 'README.md'), orig_name='x.png')  # not an image: the app's loader says so
+    assert image.preprocess(odd) == str(ROOT / 'README.md')
+    with pytest.raises(Exception, match='not an image format PIL can read'):
+        up.load_image(image.preprocess(odd))
