@@ -229,18 +229,30 @@ class BodyLimit:
         length = dict(scope.get('headers') or []).get(b'content-length')
         if length is not None and (not length.isdigit() or int(length) > self.max_bytes):
             return await self._refuse(send)
-        seen = 0
+        seen, over, started = 0, False, False
 
         async def counted():
-            nonlocal seen
+            nonlocal seen, over
             message = await receive()
             if message['type'] == 'http.request':
                 seen += len(message.get('body', b''))
                 if seen > self.max_bytes:  # no Content-Length, or a false one: stop reading here
+                    over = True
                     return {'type': 'http.disconnect'}
             return message
 
-        return await self.app(scope, counted, send)
+        async def answer(message):
+            nonlocal started
+            first = message['type'] == 'http.response.start' and not started
+            started = started or message['type'] == 'http.response.start'
+            if not over:
+                await send(message)
+            elif first:  # the app's answer to a body cut short ('error parsing the body', 400): ours instead
+                await self._refuse(send)
+
+        await self.app(scope, counted, answer)
+        if over and not started:  # the app gave up on the cut body without answering
+            await self._refuse(send)
 
     async def _refuse(self, send):
         body = (
