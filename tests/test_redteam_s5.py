@@ -49,7 +49,7 @@ def test_a_huge_integer_in_the_training_budget_is_refused_naming_the_field(studi
     from explorer.train.runner import TRAINING_SLOT
 
     msg = search_error(json.dumps(trained('rt_huge_budget', **{field: HUGE})))
-    assert f'training.{field}: {str(HUGE)[:20]} is not allowed; allowed' in msg
+    assert f'training.{field}: {str(HUGE)[:20]}' in msg and ' is not ' in msg  # with the space, before its study
     assert not TRAINING_SLOT.locked()
 
 
@@ -68,7 +68,7 @@ def test_a_huge_integer_constraint_is_refused_before_the_search_runs(studies, bo
     'text, named',
     [
         ('[' * 50_000, 'the space is not valid JSON: nested too deeply'),
-        ('{"name": ' + '9' * 5_000 + '}', 'the space is not valid JSON: Exceeds the limit (4300 digits)'),
+        ('{"name": ' + '9' * 5_000 + '}', 'the space is not valid JSON: an integer of 5,000 digits'),
     ],
 )
 def test_space_text_that_python_json_cannot_read_is_a_clear_error(studies, text, named):
@@ -89,7 +89,7 @@ def test_the_search_form_reports_unreadable_space_text_plainly():
 def test_the_search_endpoint_answers_a_huge_budget_with_the_field_over_the_network(studies, client):
     from gradio_client.exceptions import AppError
 
-    with pytest.raises(AppError, match=r'training\.epochs: 10{19} is not allowed'):
+    with pytest.raises(AppError, match=r'training\.epochs: 10{19}\d* is not a number'):
         client.predict(space=json.dumps(trained('rt_net', epochs=HUGE)), trials=2, api_name='/search')
     with pytest.raises(AppError, match='the space is not valid JSON: nested too deeply'):
         client.predict(space='[' * 50_000, trials=2, api_name='/search')
@@ -122,7 +122,7 @@ def test_a_link_with_a_huge_integer_is_a_spec_error_the_page_can_show():
     assert len(token) < 20_000
     with pytest.raises(SpecError) as info:
         decode_share(token)
-    assert str(info.value).startswith('not valid JSON: Exceeds the limit (4300 digits)')
+    assert str(info.value) == 'not valid JSON: an integer of 5,000 digits (a number in a spec has at most 4,300)'
 
 
 HUGE_INT_TEXT = '{"name": "<b>x</b>", "img_size": ' + '9' * 5_000 + '}'
@@ -132,7 +132,7 @@ HUGE_RATIO = {**TINY, 'name': '<b>x</b>', 'stages': [{**TINY['stages'][0], 'mlp_
 @pytest.mark.parametrize(
     'text, named',
     [
-        (HUGE_INT_TEXT, 'not valid JSON: Exceeds the limit (4300 digits)'),
+        (HUGE_INT_TEXT, 'not valid JSON: an integer of 5,000 digits (a number in a spec has at most 4,300)'),
         (json.dumps(HUGE_RATIO), f'stages[0].mlp_ratio: {HUGE} is out of range'[:60]),
     ],
 )

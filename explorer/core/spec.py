@@ -223,10 +223,10 @@ class ArchSpec:
                 [('', f'{len(text):,} characters is over the {MAX_JSON_CHARS:,}-character limit for a spec')]
             )
         try:
-            data = json.loads(text)
+            data = json.loads(text, parse_int=json_int)
         except json.JSONDecodeError as e:
             raise SpecError([('', f'not valid JSON: {e.msg} at line {e.lineno} column {e.colno}')]) from None
-        except ValueError as e:  # an integer of over 4,300 digits (int_max_str_digits)
+        except ValueError as e:  # json_int's: an integer of over 4,300 digits
             raise SpecError([('', f'not valid JSON: {e}')]) from None
         except RecursionError:
             raise SpecError([('', f'the spec is nested more than {MAX_JSON_DEPTH} levels deep')]) from None
@@ -426,6 +426,15 @@ def _parse(data: Any) -> ArchSpec:
     if errors:
         raise SpecError(errors)
     return ArchSpec(stages=stages, **kwargs)  # res_scale_init absent: the default (__post_init__)
+
+
+def json_int(text: str) -> int:
+    """An integer of a spec's JSON text; one of more digits than Python converts (4,300) is named by its length
+    (Python's own message told a visitor to change the server's sys.set_int_max_str_digits)."""
+    digits = len(text.lstrip('-'))
+    if digits > 4300:
+        raise ValueError(f'an integer of {digits:,} digits (a number in a spec has at most 4,300)')
+    return int(text)
 
 
 def _is_int(v) -> bool:

@@ -37,6 +37,7 @@ from explorer.core.spec import (
     ArchSpec,
     SpecError,
     json_excess,
+    json_int,
     name_problem,
 )
 from explorer.measure.latency import DTYPE_NAMES
@@ -138,7 +139,7 @@ def space_json(text: str | bytes):
     """The JSON value of a space's text; SpaceError for text that is not JSON, including what Python's parser
     refuses as ValueError (an integer of over 4,300 digits) or RecursionError (deep nesting)."""
     try:
-        return json.loads(text)
+        return json.loads(text, parse_int=json_int)
     except (ValueError, RecursionError) as e:
         why = 'nested too deeply' if isinstance(e, RecursionError) else e
         raise SpaceError(f'the space is not valid JSON: {why}') from None
