@@ -307,7 +307,8 @@ def comparable(history) -> list[dict]:
     """The measurements the throughput axis plots: those made with the settings of the latest one (device,
     batch, dtype, memory format, compile); images/s under other settings do not compare."""
     rows = [r for r in history or [] if isinstance(r, dict) and r.get('throughput')]
-    return [r for r in rows if _settings(r) == _settings(rows[-1])] if rows else []
+    latest = _settings(rows[-1]) if rows else None
+    return [r for r in rows if _settings(r) == latest]
 
 
 def settings_text(history) -> str:
