@@ -290,3 +290,43 @@ def test_an_empty_scaling_chart_says_why_and_cost_ticks_keep_digits():
     fig = scaling_figure(cmp.scaling({'p': 'poolformer_s12'}, [100, 130]))  # neither divides by 32
     assert not fig.data and 'none of these input sizes fits' in fig.layout.annotations[0].text
     assert [_fmt(v) for v in (0, 2.5, 999, 1000, 3000)] == ['0', '2.5', '999', '1,000', '3,000']
+
+
+def test_every_scaling_curve_has_its_own_line_style():
+    """The scaling chart's lines took 8 colours in turn, so with the composer's design and 8 presets the ninth
+    curve was drawn exactly like the first. Every preset and the composer's design now get distinct styles."""
+    from explorer.core.catalog import preset_names
+    from explorer.measure import compare as cmp
+    from explorer.viz.plots import scaling_figure
+
+    specs = {'yours: mine': get_preset('poolformer_s12'), **{n: n for n in preset_names()}}
+    fig = scaling_figure(cmp.scaling(specs, [224]))
+    styles = [(t.line.color, t.line.dash) for t in fig.data if t.showlegend is not False]
+    assert len(styles) == len(specs) > 9
+    assert len(set(styles)) == len(styles)
+
+
+def test_two_networks_measured_under_one_name_are_told_apart():
+    """The Measure table and chart showed a changed caformer_s18 and the preset under the same name; rows of one
+    name and different networks now carry a short tag of their network; a name with one network stays as it is."""
+    from explorer.measure.profile import network_id
+
+    changed = get_preset('caformer_s18')
+    changed['stages'][0]['depth'] = 2
+    a, b = network_id('caformer_s18'), network_id(changed)
+    history = [
+        {**_row([1.0]), 'name': 'caformer_s18', 'network': a},
+        {**_row([1.0]), 'name': 'caformer_s18', 'network': b},
+        {**_row([1.0]), 'name': 'other', 'network': b},
+        {**_row([1.0]), 'name': 'caformer_s18', 'network': a},
+    ]
+    html = panels.history_html(history)
+    assert html.count(f'caformer_s18 (network {a[:6]})') == 2 and html.count(f'caformer_s18 (network {b[:6]})') == 1
+    assert '>other<' in html
+    labels = list(panels.bench_figure(history).data[0].x)
+    assert labels == [
+        f'#1 caformer_s18 (network {a[:6]})',
+        f'#2 caformer_s18 (network {b[:6]})',
+        '#3 other',
+        f'#4 caformer_s18 (network {a[:6]})',
+    ]

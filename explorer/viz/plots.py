@@ -8,6 +8,7 @@ import math
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from explorer.measure.profile import run_names
 from explorer.measure.units import fmt_count
 from explorer.viz.diagram import mixer_colour
 from explorer.viz.text import plain
@@ -27,6 +28,16 @@ FAMILY_COLOURS = (
     '#0d9488',
 )
 LINE_COLOURS = ('#e11d48', '#2563eb', '#16a34a', '#9333ea', '#ea580c', '#0891b2', '#ca8a04', '#4b5563')
+LINE_DASHES = ('solid', 'dash', 'dot', 'dashdot', 'longdash')  # after 8 curves the colours repeat with another dash
+
+
+def line_style(k: int) -> dict:
+    """The k-th curve's line: a colour and a dash, the pair distinct for the first 40 curves (every preset and
+    the composer's design fit; with colours alone the ninth curve looked like the first)."""
+    n = len(LINE_COLOURS)
+    return dict(color=LINE_COLOURS[k % n], dash=LINE_DASHES[(k // n) % len(LINE_DASHES)])
+
+
 _LAYOUT = dict(
     template='plotly_white',
     margin=dict(l=50, r=16, t=36, b=40),
@@ -215,7 +226,7 @@ def scaling_figure(curves: dict[str, list[dict]], height: int = 340) -> go.Figur
         name = plain(raw_name)
         if not rows:
             continue
-        colour = LINE_COLOURS[k % len(LINE_COLOURS)]
+        line = line_style(k)
         sizes = [r['img_size'] for r in rows]
         fig.add_trace(
             go.Scatter(
@@ -223,7 +234,7 @@ def scaling_figure(curves: dict[str, list[dict]], height: int = 340) -> go.Figur
                 y=[r['macs'] / 1e9 for r in rows],
                 mode='lines+markers',
                 name=name,
-                line=dict(color=colour),
+                line=line,
                 legendgroup=name,
                 meta=name,  # request text as data: in the template '%{{y}}' in a name would be filled in
                 hovertemplate='%{meta}<br>%{x}²: %{y:.4g} GMACs<extra></extra>',
@@ -237,7 +248,7 @@ def scaling_figure(curves: dict[str, list[dict]], height: int = 340) -> go.Figur
                 y=[r['act_bytes'] / 2**20 for r in rows],
                 mode='lines+markers',
                 name=name,
-                line=dict(color=colour),
+                line=line,
                 legendgroup=name,
                 showlegend=False,
                 meta=name,  # request text as data: in the template '%{{y}}' in a name would be filled in
@@ -301,7 +312,7 @@ def bench_figure(history: list[dict], height: int = 280) -> go.Figure:
     rounds, a bar from the slowest to the fastest round's images/s."""
     if not history:
         return empty_figure('no measurement yet', height)
-    labels = [f'#{i + 1} {plain(h["name"])}' for i, h in enumerate(history)]
+    labels = [f'#{i + 1} {plain(name)}' for i, name in enumerate(run_names(history))]
     thr = [h.get('throughput') for h in history]
     rounds = [h.get('round_throughputs') or [] for h in history]
     spread = [
