@@ -118,8 +118,9 @@ def compile_cell(st: dict) -> str:
     return f'yes, {secs:.1f} s' + (' (cache hit)' if 'cache' in cache and 'hit' in cache else '') if secs else 'yes'
 
 
-def history_cells(i: int, r: dict) -> list[str]:
-    """One history row from a bench result dict (explorer.measure.speed.BenchResult.to_dict() + name)."""
+def history_cells(i: int, r: dict, name: str | None = None) -> list[str]:
+    """One history row from a bench result dict (explorer.measure.speed.BenchResult.to_dict() + name); `name`: as
+    the table shows it (`prof.run_names`), else the row's own."""
     st = r.get('stamp', {})
     yes = lambda v: 'yes' if v else 'no'  # noqa: E731
     stamp = f'{st.get("device_name", "")}, {st.get("threads", "?")} threads, torch {st.get("torch", "?")}'
@@ -128,7 +129,7 @@ def history_cells(i: int, r: dict) -> list[str]:
         stamp = f'⚠ {"; ".join(warnings)}; {stamp}'
     return [
         str(i + 1),
-        escape(r.get('name', '')),
+        escape(r.get('name', '') if name is None else name),
         escape(str(st.get('device', ''))),
         escape(str(st.get('dtype', ''))),
         str(st.get('batch_size', '')),
@@ -147,8 +148,8 @@ def history_html(history: list[dict]) -> str:
         return '<div class="mfx-note">No measurement yet.</div>'
     head = ''.join(f'<th>{c}</th>' for c in HISTORY_COLUMNS)
     body = ''
-    for i, row in enumerate(history):
-        cells = history_cells(i, row)
+    for i, (row, name) in enumerate(zip(history, prof.run_names(history))):
+        cells = history_cells(i, row, name)
         body += (
             '<tr>' + ''.join(f'<td{" class=l" if j in (1, 11) else ""}>{c}</td>' for j, c in enumerate(cells)) + '</tr>'
         )

@@ -71,6 +71,21 @@ def network_id(spec) -> str:
     return hashlib.sha256(network_key(parse_spec(spec)).encode()).hexdigest()[:32]
 
 
+def run_names(history) -> list[str]:
+    """Each measurement's name as a table or chart shows it: its own name, and where the history holds another
+    network under the same name (a changed preset keeps the preset's name), a short tag of its network
+    (`network_id`), so two rows of one name are told apart."""
+    rows = [r if isinstance(r, dict) else {} for r in history or []]
+    nets: dict[str, set] = {}
+    for r in rows:
+        nets.setdefault(str(r.get('name', '')), set()).add(r.get('network'))
+    return [
+        f'{name} (network {str(r.get("network") or "unknown")[:6]})' if len(nets[name]) > 1 else name
+        for r in rows
+        for name in [str(r.get('name', ''))]
+    ]
+
+
 def bench(
     spec: dict | str,
     device: str = 'auto',
