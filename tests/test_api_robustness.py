@@ -7,6 +7,8 @@ import pytest
 
 pytest.importorskip('gradio_client')
 
+from tests.conftest import TWO_STAGE as TINY  # noqa: E402  (pooling then attention at 32 px)
+
 JUNK = [
     None,
     '',
@@ -43,32 +45,91 @@ ENDPOINTS = {
     '/mixing_map': ('stage', {'model': 'poolformer_s12', 'weights': 'random'}),
 }
 
+# an internal error reaches a client as `endpoint()`'s "could not handle this request (TypeError: ...)" or, past
+# it, as Gradio's generic text; a Python-internal message (int() of junk, a KeyError's repr) names no field
+INTERNAL = (
+    'could not handle this request',
+    'not enabled verbose error reporting',
+    'invalid literal',
+    'object has no attribute',
+    'Traceback',
+)
 
-@pytest.mark.parametrize('endpoint', sorted(ENDPOINTS))
-def test_junk_gives_a_clear_error_never_an_internal_one(client, endpoint):
+
+def _internal_errors(client, endpoint: str, calls) -> list:
+    """The (value, message) of each call of `endpoint` (keyword dicts) answered with an internal error."""
     from gradio_client.exceptions import AppError
 
-    key, fixed = ENDPOINTS[endpoint]
     bad = []
-    for junk in JUNK:
+    for kwargs in calls:
         try:
-            client.predict(api_name=endpoint, **fixed, **{key: junk})
+            client.predict(api_name=endpoint, **kwargs)
         except AppError as e:
             msg = str(e)
-            # an unhandled exception reaches the client as Gradio's generic text; a Python-internal message
-            # (int() of junk, KeyError repr) names no field: both count as failures
-            if (
-                not msg
-                or 'not enabled verbose error reporting' in msg
-                or 'invalid literal' in msg
-                or 'object has no attribute' in msg
-                or 'Traceback' in msg
-            ):
-                bad.append((junk, msg))
+            if not msg or any(s in msg for s in INTERNAL):
+                bad.append((kwargs, msg))
         except Exception as e:  # noqa: BLE001
             # the client may refuse to send some values (e.g. it validates types itself): that is fine,
             # as long as it is a client-side ValueError/TypeError and not a server failure
-            assert isinstance(e, (ValueError, TypeError)), (endpoint, junk, type(e), e)
+            assert isinstance(e, (ValueError, TypeError)), (endpoint, kwargs, type(e), e)
+    return bad
+
+
+@pytest.mark.parametrize('endpoint', sorted(ENDPOINTS))
+def test_junk_gives_a_clear_error_never_an_internal_one(client, endpoint):
+    key, fixed = ENDPOINTS[endpoint]
+    bad = _internal_errors(client, endpoint, [{**fixed, key: junk} for junk in JUNK])
     assert not bad, f'{endpoint}: {bad}'
     # and the server still answers
     assert client.predict(spec='poolformer_s12', api_name='/validate') == []
+
+
+# every field of every endpoint, the others valid (small designs and a shipped Fashion-MNIST model: where junk
+# happens to be a valid value, the work it starts is quick); /train only through its spec (any other field's
+# junk that happened to be valid would start a training run)
+TRAINED = {'model': 'trained: fmnist_pooling', 'image': '00000_ankle_boot.png', 'weights': 'pretrained'}
+FIELDS = {
+    '/get_preset': {'name': 'poolformer_s12'},
+    '/profile': {'spec': TINY, 'img_size': 32},
+    '/verify': {'spec': TINY, 'img_size': 32},
+    '/memory': {'spec': TINY, 'batch_size': 1, 'dtype': 'fp32', 'img_size': 32},
+    '/bench': {
+        'spec': TINY,
+        'device': 'cpu',
+        'batch_size': 1,
+        'dtype': 'fp32',
+        'channels_last': False,
+        'compile': False,
+        'repeats': 1,
+    },
+    '/diff': {'spec_a': TINY, 'spec_b': 'poolformer_s12', 'img_size': 32},
+    '/scaling': {'spec': TINY, 'sizes': [32]},
+    '/compare_points': {'axis': 'MACs', 'designs': [{'name': 'a', 'spec': TINY}], 'families': ['PoolFormer']},
+    '/share': {'spec': TINY},
+    '/add_stage': {'spec': TINY},
+    '/remove_stage': {'spec': TINY, 'index': 1},
+    '/predict': {**TRAINED, 'topk': 5},
+    '/mixing_map': {**TRAINED, 'stage': 0, 'block': 0, 'row': -1, 'col': -1, 'method': 'auto'},
+    '/attribute': {
+        **TRAINED,
+        'method': 'saliency',
+        'baseline': 'black',
+        'target': -1,
+        'stage': -1,
+        'smoothgrad': False,
+        'seed': 0,
+    },
+    '/search': {'space': 'metaformer_hybrid', 'trials': 2},
+    '/train': {'spec': 'nonsense'},
+}
+SOME_JUNK = [None, 'nonsense', -1, 2**70, [1, 'a'], {'stages': 'x'}, '../../etc/passwd']
+
+
+@pytest.mark.parametrize('endpoint', sorted(FIELDS))
+def test_junk_in_any_field_gives_a_clear_error(client, endpoint):
+    """The sweep above puts junk into one field per endpoint and missed `endpoint()`'s own internal-error answer
+    ("could not handle this request"); here every field of every endpoint gets junk, the others valid."""
+    fixed = FIELDS[endpoint]
+    calls = [{**fixed, key: junk} for key in fixed for junk in SOME_JUNK]
+    bad = _internal_errors(client, endpoint, calls)
+    assert not bad, f'{endpoint}: {bad}'
