@@ -66,6 +66,7 @@ def check_result(r: speed.BenchResult, batch: int) -> None:
     assert r.latency_ms_iqr >= 0
     assert r.throughput == pytest.approx(batch / (r.latency_ms_median / 1e3))
     assert r.achieved_macs_per_s == pytest.approx(r.macs_per_image * r.throughput)
+    assert r.peak_fraction == pytest.approx(r.achieved_macs_per_s / r.matmul_peak_macs_per_s)
     assert isinstance(r.peak_mem_bytes, int) and r.peak_mem_bytes >= 0
     assert r.iters == len(r.latencies_ms) >= 1
     for key in STAMP_KEYS:
