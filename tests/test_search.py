@@ -921,3 +921,35 @@ def test_training_values_are_checked_in_every_space(epochs):
     with pytest.raises(SpaceError, match=r'training\.epochs: .* is not a number in \(0, 1,000\]'):
         hybrid = Path(__file__).resolve().parent.parent / 'presets' / 'spaces' / 'metaformer_hybrid.json'
         parse_space({**json.loads(hybrid.read_text()), 'training': {'epochs': epochs}})
+
+
+def test_latency_and_activation_memory_reach_the_frontier_in_their_units(tmp_path, monkeypatch):
+    """A search's `latency_ms` (the mobile space's objective) and `act_mib` were never read by a test. With a
+    calibration of 2 ms per call plus 1 ms per pooling block, each design's latency is 2 + its number of pooling
+    blocks in ms; activation memory is 4 bytes (float32) per activation element, in MiB."""
+    from explorer.measure import latency as lat
+
+    monkeypatch.setenv('EXPLORER_LATENCY_DIR', str(tmp_path / 'cal'))
+    fp = lat.fingerprint('cpu', 'float32', 1)
+    coef = dict.fromkeys(lat.feature_names(), 0.0) | {'calls': 2e-3, 'blocks.pooling': 1e-3}
+    lat.save_model(lat.LatencyModel(fp.__dict__, coef, 1e-10, created='2026-12-03T10:00:00'))
+    space = {**SMALL, 'constraints': {}, 'objectives': {'latency_ms': 'minimize', 'params_m': 'maximize'}}
+    front = run_search(parse_space(space), trials=12, storage=f'sqlite:///{tmp_path}/s.db', seed=0)
+    assert len(front.frontier) > 1
+    for t in front.frontier:
+        spec = ArchSpec.from_dict(t['spec'])
+        pooling_blocks = sum(s.depth for s in spec.stages if s.mixer == 'pooling')
+        assert t['metrics']['latency_ms'] == pytest.approx(2 + pooling_blocks)
+        assert t['metrics']['act_mib'] == pytest.approx(analytic_cost(spec).act_elements * 4 / 2**20)
+
+
+def test_explorer_spaces_prints_each_shipped_space_and_its_size():
+    """`explorer spaces` was never run by a test. fmnist_small_budget by hand: stage 1: 4 mixers x 2 depths x 3
+    widths, stage 2: 4 x 2 x 3, stage 3: 3 x 3 x 3, one MLP ratio each; 2 activations: 24 x 24 x 27 x 2 = 31,104."""
+    code, out, err = run_cli('spaces')
+    assert code == 0, err
+    lines = {line.split(':')[0]: line for line in out.splitlines()}
+    assert sorted(lines) == ['fmnist_small_budget', 'metaformer_hybrid', 'mobile_latency']
+    assert lines['fmnist_small_budget'].startswith(
+        'fmnist_small_budget: 31,104 designs; objectives accuracy (maximize), gmacs (minimize); constraints params_m'
+    )
