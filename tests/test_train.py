@@ -985,3 +985,26 @@ def test_a_batch_of_one_through_a_batchnorm_of_one_value_is_refused_before_any_d
     tiny = ArchSpec.from_dict({**s, 'img_size': 8, 'norm': 'batchnorm'})  # 8 px: S2 is a 1x1 grid
     assert batch_norm_problem(tiny, 1).startswith('batch_size 1: the BatchNorm of S2 blocks')
     assert batch_norm_problem(ArchSpec.from_dict({**s, 'norm': 'batchnorm'}), 1) is None
+
+
+def test_evaluation_counts_give_the_hand_computed_accuracy_loss_and_per_class():
+    """A model that always answers class 3 with logit ln 2 (all others 0) on two examples of each of 10 classes:
+    accuracy 2/20, class 3 right every time and the others never, and cross-entropy -ln(2/11) on the class-3
+    examples, ln 11 on the rest. (Accuracy was only ever compared with the same code's own re-evaluation.)"""
+    import math
+
+    from explorer.train.sources import counts_to_metrics, eval_counts
+
+    class Constant(torch.nn.Module):
+        def forward(self, x):
+            out = torch.zeros(x.shape[0], 10)
+            out[:, 3] = math.log(2)
+            return out
+
+    y = torch.arange(10).repeat(2)
+    batches = [(torch.zeros(10, 1, 4, 4), y[:10]), (torch.zeros(10, 1, 4, 4), y[10:])]
+    classes = [f'c{i}' for i in range(10)]
+    m = counts_to_metrics(eval_counts(Constant(), batches, 10, torch.device('cpu')), classes)
+    assert (m['n'], m['correct'], m['accuracy']) == (20, 2, 0.1)
+    assert m['per_class'] == {c: (1.0 if c == 'c3' else 0.0) for c in classes}
+    assert m['loss'] == pytest.approx((2 * math.log(11 / 2) + 18 * math.log(11)) / 20, rel=1e-6)
