@@ -142,6 +142,26 @@ def test_deletion_oracle_beats_random_and_auc_in_unit_interval():
     assert deletion_curve(model, x, ig, 0, steps=16).auc == pytest.approx(c_oracle.auc, abs=1e-6)
 
 
+def test_saliency_and_gradient_shap_on_a_linear_model_give_the_known_maps():
+    """On a linear model the class-0 gradient is its weights w everywhere. Saliency is max over channels of |w|;
+    GradientShap (no noise) averages (x - baseline) w over baselines drawn from {the blank, a blurred copy}: for a
+    constant image the blurred copy is the image itself, so the map is (x - blank) w summed over channels, times
+    the share of samples that drew the blank (a multiple of 1/n_samples). Only shapes and signs were checked."""
+    model = PatchModel()
+    with torch.no_grad():  # channels of other signs and sizes: -1x, 2x, -3x the patch
+        model.w.mul_(torch.tensor([-1.0, 2.0, -3.0]).view(3, 1, 1))
+    x = torch.full((1, 3, 16, 16), 0.5)
+    sal = attribute(model, x, 0, 'saliency')
+    assert np.allclose(sal, 3 * np.abs(model.w[0].numpy()), atol=1e-7)
+    n = 16
+    shap = attribute(model, x, 0, 'gradshap', n_samples=n, baseline=-1.0)
+    exact = ((x[0] + 1.0) * model.w).sum(0).numpy()  # (x - blank) w over channels: (-1 + 2 - 3) 1.5 w0
+    patch = exact != 0
+    share = shap[patch] / exact[patch]
+    assert np.allclose(share, share[0], atol=1e-6) and (shap[~patch] == 0).all()
+    assert share[0] * n == pytest.approx(round(share[0] * n), abs=1e-4) and 0 < share[0] < 1
+
+
 def test_deletion_curve_checks_its_inputs():
     model = PatchModel()
     x = torch.ones(1, 3, 16, 16)
