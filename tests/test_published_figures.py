@@ -6,6 +6,7 @@ ablation; see ../shared/reference/metaformer_results.md): the Compare chart's y 
 import pytest
 
 from explorer.core.catalog import get_preset, preset_names
+from tests.conftest import run_cli
 
 # top-1 (%) on ImageNet-1k at 224 px, in1k training only; None where no primary source publishes one
 PUBLISHED_TOP1 = {
@@ -54,3 +55,20 @@ def test_published_top1_is_the_sources(name):
     meta = get_preset(name)['meta']
     assert meta.get('top1') == PUBLISHED_TOP1[name]
     assert meta.get('resolution') == 224 and meta.get('source')
+
+
+def test_explorer_presets_prints_every_published_figure():
+    """`explorer presets` (text and --json) had no test in the inner loop."""
+    import json
+
+    code, out, err = run_cli('presets')
+    assert code == 0, err
+    lines = {line.split()[0]: line for line in out.splitlines()[1:-1]}
+    assert sorted(lines) == sorted(PUBLISHED_TOP1)
+    assert lines['caformer_s18'].split()[2:5] == ['83.6', '26', '4.1']
+    assert lines['caformer_s18'].endswith('caformer_s18.sail_in1k')
+    assert lines['mixer_b16'].split()[2] == '-'  # no published in1k figure: a dash, not 0 or None
+    assert 'MACs: one multiply-accumulate = 1' in out
+    code, out, err = run_cli('presets', '--json')
+    assert code == 0, err
+    assert {r['name']: r['top1'] for r in json.loads(out)} == PUBLISHED_TOP1
