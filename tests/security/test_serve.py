@@ -78,3 +78,53 @@ def test_a_password_is_not_split_at_other_unicode_line_breaks(separator):
     assert serve.parse_credentials(f'alice:s3cret{separator}admin:admin\n', 'users') == [
         ('alice', f's3cret{separator}admin:admin')
     ]
+
+
+def test_a_served_app_with_a_login_refuses_requests_without_it(tmp_path):
+    """The tests above check what `explorer serve` hands to launch(); this one runs the real command and asks
+    the real server: without the login the page's config and the API are refused, with it the API answers."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    import httpx
+
+    from tests.conftest import free_port
+
+    users = tmp_path / 'users'
+    users.write_text('alice:s3cret\n')
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if k != serve.AUTH_ENV}
+    proc = subprocess.Popen(
+        [sys.executable, '-m', 'explorer', 'serve', '--port', str(port), '--auth-file', str(users)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    url = f'http://127.0.0.1:{port}'
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                httpx.get(url + '/', timeout=5)
+                break
+            except httpx.TransportError:
+                assert proc.poll() is None, proc.stderr.read().decode()
+                assert time.monotonic() < deadline, 'the server did not start in 120 s'
+                time.sleep(0.5)
+        assert httpx.get(url + '/config', timeout=10).status_code == 401
+        assert httpx.get(url + '/gradio_api/info', timeout=10).status_code == 401
+        call = httpx.post(url + '/gradio_api/call/validate', json={'data': ['poolformer_s12']}, timeout=10)
+        assert call.status_code == 401
+        with httpx.Client(base_url=url, timeout=30) as c:
+            assert c.post('/login', data={'username': 'alice', 'password': 'wrong'}).status_code == 400
+            assert c.post('/login', data={'username': 'alice', 'password': 's3cret'}).status_code == 200
+            assert c.get('/config').status_code == 200
+            event = c.post('/gradio_api/call/validate', json={'data': ['poolformer_s12']})
+            assert event.status_code == 200
+            answer = c.get(f'/gradio_api/call/validate/{event.json()["event_id"]}').text
+            assert 'event: complete' in answer and 'data: [[]]' in answer
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
