@@ -387,3 +387,24 @@ def test_random_weights_of_a_checkpoints_spec_take_its_preprocessing(capsys):
     image = str(Path(__file__).resolve().parent.parent / 'assets/fmnist/images/00000_ankle_boot.png')
     assert main(['predict', str(ckpt), image, '--weights', 'random', '--json']) == 0
     assert json.loads(capsys.readouterr().out)['data_cfg']['pad_from'] == 28
+
+
+def test_the_erf_button_shows_what_explorer_erf_prints():
+    """The Predict tab's ERF handler had no test: it must show the figures `explorer erf` gives for the same
+    model and example images (one function behind both), growing stage by stage for a pooling network, and a
+    bad model choice gives a message, not a figure."""
+    from explorer.app.predict import erf_handler
+    from tests.conftest import run_cli
+
+    code, out, err = run_cli('erf', 'fmnist_pooling', '--json')
+    assert code == 0, err
+    cli = json.loads(out)
+    fig, text = erf_handler('trained: fmnist_pooling', None, 'pretrained', None)
+    assert fig is not None and f'{len(cli["images"])} images' in text
+    for r in cli['stages']:
+        cells = ' | '.join(f'{100 * r["area"][k]:.1f}%' for k in ('20%', '50%', '90%'))
+        assert f'| S{r["stage"] + 1} | {r["mixer"]} | {cells} |' in text
+    areas = [r['area']['50%'] for r in cli['stages']]
+    assert areas == sorted(areas) and areas[0] < areas[-1]
+    fig, text = erf_handler('trained: no_such_run', None, 'pretrained', None)
+    assert fig is None and 'is not a trained checkpoint on this machine' in text
