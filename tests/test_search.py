@@ -281,7 +281,7 @@ def test_the_search_tabs_form_writes_into_the_space_and_leaves_the_shipped_one_a
         merged_space(text, *form[:3], 'speed', 'minimize', 'none', 'minimize')
 
 
-def test_the_search_api_returns_what_the_cli_prints(client):
+def test_the_search_api_answers_a_shipped_space_with_exact_counts(client):
     """/search through gradio_client: the frontier of a shipped space, every entry a spec with its exact counts."""
     pytest.importorskip('gradio_client')
     d = client.predict(space='metaformer_hybrid', trials=12, api_name='/search')

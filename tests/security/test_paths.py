@@ -146,7 +146,7 @@ def test_gradio_sweeps_its_cache():
     assert build_demo().delete_cache == (1800, 3600)
 
 
-def test_symlinked_examples_are_not_followed_outside(tmp_path):
+def test_an_image_given_as_an_existing_server_path_is_refused(tmp_path):
     """An API image is an example's name or bytes: a name that is a path (even one that exists) is refused."""
     with pytest.raises(Exception, match='neither an example name'):
         up.api_predict('fmnist_hybrid', str(ROOT / 'assets' / 'images' / 'chelsea_cat.jpg'), 'pretrained')
