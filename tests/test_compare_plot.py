@@ -308,25 +308,47 @@ def test_every_scaling_curve_has_its_own_line_style():
 
 def test_two_networks_measured_under_one_name_are_told_apart():
     """The Measure table and chart showed a changed caformer_s18 and the preset under the same name; rows of one
-    name and different networks now carry a short tag of their network; a name with one network stays as it is."""
+    name and different networks now say which is the preset and tag the others with their network; a name with
+    one network stays as it is."""
     from explorer.measure.profile import network_id
 
     changed = get_preset('caformer_s18')
     changed['stages'][0]['depth'] = 2
     a, b = network_id('caformer_s18'), network_id(changed)
     history = [
-        {**_row([1.0]), 'name': 'caformer_s18', 'network': a},
-        {**_row([1.0]), 'name': 'caformer_s18', 'network': b},
-        {**_row([1.0]), 'name': 'other', 'network': b},
-        {**_row([1.0]), 'name': 'caformer_s18', 'network': a},
+        {**_row([1.0]), 'name': 'caformer_s18', 'network': a, 'preset': 'caformer_s18'},
+        {**_row([1.0]), 'name': 'caformer_s18', 'network': b, 'preset': None},
+        {**_row([1.0]), 'name': 'other', 'network': b, 'preset': None},
+        {**_row([1.0]), 'name': 'caformer_s18', 'network': a, 'preset': 'caformer_s18'},
     ]
     html = panels.history_html(history)
-    assert html.count(f'caformer_s18 (network {a[:6]})') == 2 and html.count(f'caformer_s18 (network {b[:6]})') == 1
+    assert html.count('caformer_s18 (the preset)') == 2 and html.count(f'caformer_s18 (network {b[:6]})') == 1
     assert '>other<' in html
     labels = list(panels.bench_figure(history).data[0].x)
     assert labels == [
-        f'#1 caformer_s18 (network {a[:6]})',
+        '#1 caformer_s18 (the preset)',
         f'#2 caformer_s18 (network {b[:6]})',
         '#3 other',
-        f'#4 caformer_s18 (network {a[:6]})',
+        '#4 caformer_s18 (the preset)',
     ]
+
+
+def test_a_run_that_disagrees_with_an_earlier_run_of_the_same_network_is_flagged():
+    """Three runs of one preset with the same settings gave 17.0, 22.7 and 22.3 images/s, each run's own rounds
+    agreeing, and nothing said the machine had changed speed between them. The table and the line under the
+    button now name the earlier run; other networks, image sizes or settings are not compared."""
+
+    def run(thr, network='n1', img=224, batch=1):
+        r = {**_row([thr, thr]), 'throughput': thr, 'network': network, 'name': 'p'}
+        r['stamp'] = {**r['stamp'], 'img_size': img, 'batch_size': batch}
+        return r
+
+    history = [run(17.0), run(22.7), run(22.3), run(30.0, network='n2'), run(30.0, img=256), run(30.0, batch=8)]
+    notes = [panels.history_cells(i, r, None, history[:i])[11] for i, r in enumerate(history)]
+    assert 'run #' not in notes[0]
+    assert 'run #1 of this network and settings gave 17 images/s (1.3× apart)' in notes[1]
+    assert 'run #' not in notes[2]  # within 1.25x of run #2, the nearest earlier one
+    assert all('run #' not in n for n in notes[3:])
+    assert panels.history_cells(4, history[4], None, history[:4])[4] == '1 × 256²'
+    msg = panels.measure_message(history[1], history[:1])
+    assert msg.startswith('<div class="mfx-note" id="mfx-measured">Measured: <b>p</b>') and 'run #1 of' in msg

@@ -54,7 +54,7 @@ HISTORY_COLUMNS = (
     'model',
     'device',
     'dtype',
-    'batch',
+    'batch × image',
     'ch.-last',
     'compile',
     'images/s median (slowest–fastest round)',
@@ -90,6 +90,24 @@ def unsteady_note(r: dict) -> str | None:
     return None
 
 
+def rerun_note(r: dict, earlier: list[dict]) -> str | None:
+    """'run #2 of this network and settings gave 22.7 images/s (1.3× apart)' when the latest earlier run of the same
+    network, image size and settings disagrees by more than UNSTEADY: each run's own rounds may agree while the
+    machine was slower or faster as a whole from one run to the next."""
+    key = (r.get('network'), _settings(r), (r.get('stamp') or {}).get('img_size'))
+    for j, e in reversed(list(enumerate(earlier))):
+        if not isinstance(e, dict) or (e.get('network'), _settings(e), (e.get('stamp') or {}).get('img_size')) != key:
+            continue
+        a, b = r.get('throughput') or 0, e.get('throughput') or 0
+        if key[0] and a > 0 and b > 0 and max(a, b) / min(a, b) > UNSTEADY:
+            return (
+                f'run #{j + 1} of this network and settings gave {plain(b)} images/s ({max(a, b) / min(a, b):.1f}× '
+                'apart), so the machine was not steady between runs'
+            )
+        return None  # compared with the latest such run only
+    return None
+
+
 def throughput_cell(r: dict) -> str:
     """'1,084.3 (1,001.2–1,120.0, 3 rounds)': images/s over all timed calls, then the slowest and fastest round."""
     rounds = r.get('round_throughputs') or []
@@ -118,13 +136,13 @@ def compile_cell(st: dict) -> str:
     return f'yes, {secs:.1f} s' + (' (cache hit)' if 'cache' in cache and 'hit' in cache else '') if secs else 'yes'
 
 
-def history_cells(i: int, r: dict, name: str | None = None) -> list[str]:
+def history_cells(i: int, r: dict, name: str | None = None, earlier: list[dict] | None = None) -> list[str]:
     """One history row from a bench result dict (explorer.measure.speed.BenchResult.to_dict() + name); `name`: as
-    the table shows it (`prof.run_names`), else the row's own."""
+    the table shows it (`prof.run_names`), else the row's own; `earlier`: the rows before it (`rerun_note`)."""
     st = r.get('stamp', {})
     yes = lambda v: 'yes' if v else 'no'  # noqa: E731
     stamp = f'{st.get("device_name", "")}, {st.get("threads", "?")} threads, torch {st.get("torch", "?")}'
-    warnings = [w for w in (busy_note(st), unsteady_note(r)) if w]
+    warnings = [w for w in (busy_note(st), unsteady_note(r), rerun_note(r, earlier or [])) if w]
     if warnings:
         stamp = f'⚠ {"; ".join(warnings)}; {stamp}'
     return [
@@ -132,7 +150,7 @@ def history_cells(i: int, r: dict, name: str | None = None) -> list[str]:
         escape(r.get('name', '') if name is None else name),
         escape(str(st.get('device', ''))),
         escape(str(st.get('dtype', ''))),
-        str(st.get('batch_size', '')),
+        f'{st.get("batch_size", "")} × {st.get("img_size", "?")}²',
         yes(st.get('channels_last')),
         compile_cell(st),
         throughput_cell(r),
@@ -149,7 +167,7 @@ def history_html(history: list[dict]) -> str:
     head = ''.join(f'<th>{c}</th>' for c in HISTORY_COLUMNS)
     body = ''
     for i, (row, name) in enumerate(zip(history, prof.run_names(history))):
-        cells = history_cells(i, row, name)
+        cells = history_cells(i, row, name, history[:i])
         body += (
             '<tr>' + ''.join(f'<td{" class=l" if j in (1, 11) else ""}>{c}</td>' for j, c in enumerate(cells)) + '</tr>'
         )
@@ -164,11 +182,13 @@ def history_html(history: list[dict]) -> str:
     )
 
 
-def measure_message(last: dict) -> str:
-    """The line under the Measure button: the last figure, its spread, and why not to trust it when so."""
-    warnings = [w for w in (busy_note(last.get('stamp', {})), unsteady_note(last)) if w]
+def measure_message(last: dict, earlier: list[dict] | None = None) -> str:
+    """The line under the Measure button: the composer's figure, its spread, and why not to trust it when so."""
+    warnings = [
+        w for w in (busy_note(last.get('stamp', {})), unsteady_note(last), rerun_note(last, earlier or [])) if w
+    ]
     return (
-        f'<div class="mfx-note" id="mfx-measured">Last: <b>{escape(last["name"])}</b> {throughput_cell(last)} '
+        f'<div class="mfx-note" id="mfx-measured">Measured: <b>{escape(last["name"])}</b> {throughput_cell(last)} '
         f"images/s, {100 * last['peak_fraction']:.1f}% of this device's measured matmul peak, "
         f'peak memory {memory_cell(last)}'
         + (f'. ⚠ {escape("; ".join(warnings))}: measure again when the machine is quieter.' if warnings else '.')
@@ -244,6 +264,7 @@ def add_measure_tab(ctx: AppContext) -> None:
         except (SpecError, ValueError, KeyError) as e:
             raise user_error(f'also measure presets: {e}', title='Bad request') from None
         history = list(history or [])
+        mine = len(history)  # the composer's run: the line under the button reports it, not the last preset
         for k, (label, s) in enumerate(targets):
 
             def report(frac, desc=None, k=k, label=label):
@@ -264,7 +285,7 @@ def add_measure_tab(ctx: AppContext) -> None:
                 raise user_error(f'{label}: {e}') from None
             history.append(row)
         figure = exportable(bench_figure(history), 'speed')
-        return history, measure_message(history[-1]), history_html(history), figure
+        return history, measure_message(history[mine], history[:mine]), history_html(history), figure
 
     run.click(
         SPEED_SLOTS.held(measure),

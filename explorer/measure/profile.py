@@ -73,17 +73,22 @@ def network_id(spec) -> str:
 
 def run_names(history) -> list[str]:
     """Each measurement's name as a table or chart shows it: its own name, and where the history holds another
-    network under the same name (a changed preset keeps the preset's name), a short tag of its network
-    (`network_id`), so two rows of one name are told apart."""
+    network under the same name (a changed preset, or a shared link's design named after one), the one that is the
+    preset of that name is marked '(the preset)' and any other carries a short tag of its network (`network_id`)."""
     rows = [r if isinstance(r, dict) else {} for r in history or []]
     nets: dict[str, set] = {}
     for r in rows:
         nets.setdefault(str(r.get('name', '')), set()).add(r.get('network'))
-    return [
-        f'{name} (network {str(r.get("network") or "unknown")[:6]})' if len(nets[name]) > 1 else name
-        for r in rows
-        for name in [str(r.get('name', ''))]
-    ]
+    out = []
+    for r in rows:
+        name = str(r.get('name', ''))
+        if len(nets[name]) < 2:
+            out.append(name)
+        elif r.get('preset') == name:
+            out.append(f'{name} (the preset)')
+        else:
+            out.append(f'{name} (network {str(r.get("network") or "unknown")[:6]})')
+    return out
 
 
 def bench(
