@@ -294,16 +294,32 @@ def test_an_empty_scaling_chart_says_why_and_cost_ticks_keep_digits():
 
 def test_every_scaling_curve_has_its_own_line_style():
     """The scaling chart's lines took 8 colours in turn, so with the composer's design and 8 presets the ninth
-    curve was drawn exactly like the first. Every preset and the composer's design now get distinct styles."""
+    curve was drawn exactly like the first, and the composer's design looked like any preset. Every preset now
+    gets its own colour and dash, and the composer's design a thick dark line no preset has."""
     from explorer.core.catalog import preset_names
     from explorer.measure import compare as cmp
     from explorer.viz.plots import scaling_figure
 
     specs = {'yours: mine': get_preset('poolformer_s12'), **{n: n for n in preset_names()}}
-    fig = scaling_figure(cmp.scaling(specs, [224]))
-    styles = [(t.line.color, t.line.dash) for t in fig.data if t.showlegend is not False]
+    fig = scaling_figure(cmp.scaling(specs, [224]), highlight='yours: mine')
+    legend = [t for t in fig.data if t.showlegend is not False]
+    styles = [(t.line.color, t.line.dash) for t in legend]
     assert len(styles) == len(specs) > 9
     assert len(set(styles)) == len(styles)
+    assert legend[0].name == 'yours: mine' and legend[0].line.width == 4
+    assert all(t.line.width < 4 and t.line.color != legend[0].line.color for t in legend[1:])
+
+
+def test_poolformer_and_its_v2_are_told_apart_on_the_compare_chart():
+    """PoolFormer-M36/M48 (82.1/82.5%) sat under PoolFormerV2's points (82.2/82.6%) in two close blues."""
+    from explorer.viz.plots import FAMILY_SYMBOL, family_colour
+
+    assert family_colour('PoolFormer') != family_colour('PoolFormerV2')
+    assert FAMILY_SYMBOL.get('PoolFormerV2', 'circle') != FAMILY_SYMBOL.get('PoolFormer', 'circle')
+    rows, front = panels.compare_rows(None, None, 'MACs', families=['PoolFormer', 'PoolFormerV2'])
+    fig = panels.accuracy_figure(rows, 'MACs', front)
+    symbols = {t.name: set(t.marker.symbol) for t in fig.data if t.name in ('PoolFormer', 'PoolFormerV2')}
+    assert symbols == {'PoolFormer': {'circle'}, 'PoolFormerV2': {'square'}}
 
 
 def test_two_networks_measured_under_one_name_are_told_apart():

@@ -584,8 +584,9 @@ def add_compare_tab(ctx: AppContext) -> None:
             presets = {n: catalog.get_preset(n) for n in dict.fromkeys(map(str, names or []))}
         except SpecError as e:
             raise user_error(e, title='Bad request') from None
-        specs = {f'yours: {spec["name"]}': spec, **presets}
-        return exportable(scaling_figure(cmp.scaling(specs, sizes)), 'scaling', image_format)
+        yours = f'yours: {spec["name"]}'
+        curves = cmp.scaling({yours: spec, **presets}, sizes)
+        return exportable(scaling_figure(curves, highlight=yours), 'scaling', image_format)
 
     def diff_view(a, b, spec, pins, uploaded, image_format):
         if not a or not b:

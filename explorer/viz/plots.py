@@ -27,15 +27,29 @@ FAMILY_COLOURS = (
     '#7c3aed',
     '#0d9488',
 )
-LINE_COLOURS = ('#e11d48', '#2563eb', '#16a34a', '#9333ea', '#ea580c', '#0891b2', '#ca8a04', '#4b5563')
-LINE_DASHES = ('solid', 'dash', 'dot', 'dashdot', 'longdash')  # after 8 curves the colours repeat with another dash
+LINE_COLOURS = (  # twelve hues far apart; a curve's dash changes after each twelve
+    '#e11d48',
+    '#2563eb',
+    '#16a34a',
+    '#9333ea',
+    '#ea580c',
+    '#0891b2',
+    '#ca8a04',
+    '#4b5563',
+    '#db2777',
+    '#65a30d',
+    '#92400e',
+    '#1e3a8a',
+)
+LINE_DASHES = ('solid', 'dash', 'dot', 'dashdot', 'longdash')
+HIGHLIGHT_LINE = dict(color='#0f172a', width=4)  # the composer's design among the presets
 
 
 def line_style(k: int) -> dict:
-    """The k-th curve's line: a colour and a dash, the pair distinct for the first 40 curves (every preset and
-    the composer's design fit; with colours alone the ninth curve looked like the first)."""
+    """The k-th curve's line: a colour and a dash, the pair distinct for the first 60 curves (every preset fits;
+    with eight colours alone the ninth curve looked like the first)."""
     n = len(LINE_COLOURS)
-    return dict(color=LINE_COLOURS[k % n], dash=LINE_DASHES[(k // n) % len(LINE_DASHES)])
+    return dict(color=LINE_COLOURS[k % n], dash=LINE_DASHES[(k // n) % len(LINE_DASHES)], width=2)
 
 
 _LAYOUT = dict(
@@ -58,7 +72,7 @@ def empty_figure(message: str, height: int = 300) -> go.Figure:
 # one colour per preset family, the same whatever the filter shows; a family not listed gets one by its name
 FAMILY_COLOUR = {
     'PoolFormer': '#2563eb',
-    'PoolFormerV2': '#0891b2',
+    'PoolFormerV2': '#92400e',  # brown squares: its points sit almost on PoolFormer's (82.1 vs 82.2 at 8.8 G)
     'ConvFormer': '#16a34a',
     'CAFormer': '#dc2626',
     'IdentityFormer': '#9333ea',
@@ -67,6 +81,7 @@ FAMILY_COLOUR = {
     'Transformer': '#db2777',
     'Hybrid': '#4b5563',
 }
+FAMILY_SYMBOL = {'PoolFormerV2': 'square'}  # others: circles
 DESIGN_STYLE = {  # kind -> (marker symbol, colour, legend name)
     'current': ('star', '#e11d48', 'your design'),
     'pin': ('diamond', '#0f172a', 'pinned designs'),
@@ -157,7 +172,7 @@ def accuracy_figure(
             size=10,
             color=family_colour(fam),
             line=dict(width=1, color='white'),
-            symbol=['circle' if r.get('top1') is not None else 'circle-open' for r in pts],
+            symbol=[FAMILY_SYMBOL.get(fam, 'circle') + ('' if r.get('top1') is not None else '-open') for r in pts],
         )
         fig.add_trace(trace(pts, fam, mode='markers', marker=marker, legendgroup=f'family:{fam}'))
     by_key = {r['key']: r for r in rows}
@@ -215,8 +230,9 @@ def accuracy_figure(
     return fig
 
 
-def scaling_figure(curves: dict[str, list[dict]], height: int = 340) -> go.Figure:
-    """MACs (G) and activation memory (MiB, batch 1) against input resolution, one line per model."""
+def scaling_figure(curves: dict[str, list[dict]], height: int = 340, highlight: str | None = None) -> go.Figure:
+    """MACs (G) and activation memory (MiB, batch 1) against input resolution, one line per model; the curve named
+    `highlight` (the composer's design) drawn thick and dark, the others each in their own colour and dash."""
     fig = make_subplots(
         rows=1, cols=2, subplot_titles=('MACs (G), batch 1', 'activation memory (MiB), batch 1'), horizontal_spacing=0.1
     )
@@ -226,7 +242,7 @@ def scaling_figure(curves: dict[str, list[dict]], height: int = 340) -> go.Figur
         name = plain(raw_name)
         if not rows:
             continue
-        line = line_style(k)
+        line = HIGHLIGHT_LINE if raw_name == highlight else line_style(k - (highlight in curves))
         sizes = [r['img_size'] for r in rows]
         fig.add_trace(
             go.Scatter(
