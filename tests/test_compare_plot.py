@@ -368,3 +368,18 @@ def test_a_run_that_disagrees_with_an_earlier_run_of_the_same_network_is_flagged
     assert panels.history_cells(4, history[4], None, history[:4])[4] == '1 × 256²'
     msg = panels.measure_message(history[1], history[:1])
     assert msg.startswith('<div class="mfx-note" id="mfx-measured">Measured: <b>p</b>') and 'run #1 of' in msg
+
+
+def test_the_throughput_chart_says_which_designs_are_not_measured():
+    """With four networks measured but not the composer's design, the throughput chart showed one preset and the
+    caption's star was nowhere, unexplained. It now says which designs are missing and why."""
+    history = [{**_row([1.0]), 'throughput': 22.0, 'network': 'x', 'preset': 'poolformer_s12'}]
+    history[0]['stamp'] = {**history[0]['stamp'], 'batch_size': 1, 'dtype': 'fp32'}
+    spec = get_preset('caformer_s18')
+    report = {'params': 1, 'macs': 1}
+    pins = [{'name': 'a', 'spec': get_preset('convformer_s18')}, {'name': 'b', 'spec': get_preset('poolformer_s24')}]
+    fig = panels.accuracy_plot(spec, report, 'throughput', history, pins)
+    texts = [a.text for a in fig.layout.annotations]
+    assert 'Not drawn: your design and 2 pinned designs, not measured with these settings (Measure tab).' in texts
+    fig = panels.accuracy_plot(spec, report, 'MACs', history, pins)
+    assert not any('Not drawn' in (a.text or '') for a in fig.layout.annotations)

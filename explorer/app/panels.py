@@ -429,7 +429,20 @@ def accuracy_plot(spec, report, axis: str, history, pins=None, families=None, lo
     title = cmp.X_AXES[AXES[axis]]
     if axis == 'throughput':
         title = title.replace('this session', f'this session: {settings_text(history)}')
-    return accuracy_figure(rows, title, front, log_x=bool(log_x), higher_x_better=axis == 'throughput')
+    fig = accuracy_figure(rows, title, front, log_x=bool(log_x), higher_x_better=axis == 'throughput')
+    if axis == 'throughput':  # the caption promises a star and diamonds: say why they are not there
+        drawn = {r['key'] for r in rows}
+        unmeasured_pins = sum(f'pin:{i}' not in drawn for i in range(len(_pins(pins))))
+        absent = ['your design'] if spec and report and CURRENT not in drawn else []
+        if unmeasured_pins:
+            absent.append(f'{unmeasured_pins} pinned design{"s" if unmeasured_pins > 1 else ""}')
+        if absent:
+            fig.add_annotation(
+                text=f'Not drawn: {" and ".join(absent)}, not measured with these settings (Measure tab).',
+                showarrow=False, x=0.01, y=0.99, xref='paper', yref='paper', xanchor='left', yanchor='top',
+                bgcolor='rgba(255,255,255,0.85)', font=dict(size=12, color='#475569'),
+            )  # fmt: skip
+    return fig
 
 
 def _csv_cell(v) -> str:
