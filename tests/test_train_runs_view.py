@@ -171,3 +171,14 @@ def test_list_runs_api_has_names_curves_and_no_paths(runs_dir):
     assert a['params'] == 1_080_738 and a['test_accuracy'] == 0.47 and a['origin'] == 'trained here'
     assert [r['test_accuracy'] for r in a['history']] == [0.31, 0.42, 0.47]
     assert 'path' not in a and str(runs_dir) not in repr(runs)
+
+
+def test_the_loss_axis_says_what_makes_training_loss_higher():
+    """The runs chart's axis said 'dotted: training, smoothed': a researcher read curve smoothing, and training loss
+    above test loss looked like a bug. It is the label-smoothed loss (0.1) on augmented images."""
+    from explorer.viz.training import runs_figure
+
+    fig = runs_figure([{'name': 'r', 'history': [{'epoch': 1, 'test_loss': 0.3, 'train_loss': 0.6}]}])
+    assert 'training, label-smoothed' in fig.layout.yaxis2.title.text
+    hover = next(t.hovertemplate for t in fig.data if t.meta == 'train_loss')
+    assert 'training loss (label-smoothed, augmented images, epoch mean)' in hover

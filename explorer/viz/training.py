@@ -59,7 +59,7 @@ def training_figure(steps: list[dict], epochs: list[dict], title: str = '', heig
         )
     fig.update_layout(**_LAYOUT, height=height, title=dict(text=plain(title), font=dict(size=13)))
     fig.update_xaxes(title_text='epoch', rangemode='tozero')
-    fig.update_yaxes(title_text='loss (label-smoothed cross-entropy)', rangemode='tozero', secondary_y=False)
+    fig.update_yaxes(title_text='training loss (label-smoothed cross-entropy)', rangemode='tozero', secondary_y=False)
     fig.update_yaxes(title_text='test accuracy (%)', range=[0, 100], secondary_y=True)
     return fig
 
@@ -68,7 +68,7 @@ def training_figure(steps: list[dict], epochs: list[dict], title: str = '', heig
 RUN_METRICS = (
     ('test_accuracy', 1, 'test accuracy (%)', 'solid'),
     ('test_loss', 2, 'test loss', 'solid'),
-    ('train_loss', 2, 'training loss (epoch mean)', 'dot'),
+    ('train_loss', 2, 'training loss (label-smoothed, augmented images, epoch mean)', 'dot'),
 )
 RUN_COLOURS = ('#2563eb', '#dc2626', '#16a34a', '#9333ea', '#ea580c', '#0891b2', '#db2777', '#65a30d', '#475569')
 
@@ -132,6 +132,6 @@ def runs_figure(runs: list[dict], height: int = 340) -> go.Figure:
     fig.update_xaxes(title_text='epoch', rangemode='tozero')
     fig.update_yaxes(rangemode='tozero', row=1, col=1)
     fig.update_yaxes(
-        title_text='cross-entropy (solid: test; dotted: training, smoothed)', rangemode='tozero', row=1, col=2
+        title_text='cross-entropy (solid: test; dotted: training, label-smoothed)', rangemode='tozero', row=1, col=2
     )
     return fig
