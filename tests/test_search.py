@@ -953,3 +953,26 @@ def test_explorer_spaces_prints_each_shipped_space_and_its_size():
     assert lines['fmnist_small_budget'].startswith(
         'fmnist_small_budget: 31,104 designs; objectives accuracy (maximize), gmacs (minimize); constraints params_m'
     )
+
+
+def test_the_search_tab_says_when_frontier_latencies_are_extrapolated(tmp_path, monkeypatch):
+    """The composer's card says a design is past the calibration's largest design; the Search tab plotted and
+    constrained such predictions (every ImageNet-size design) without a word."""
+    from explorer.app.search import study_view
+    from explorer.measure import latency as lat
+
+    monkeypatch.setenv('EXPLORER_LATENCY_DIR', str(tmp_path / 'cal'))
+    monkeypatch.setenv('EXPLORER_SEARCH_DIR', str(tmp_path / 'search'))
+    fp = lat.fingerprint('cpu', 'float32', 1)
+    coef = dict.fromkeys(lat.feature_names(), 0.0) | {'calls': 2e-3}
+    model = lat.LatencyModel(fp.__dict__, coef, 1e-10, created='2026-12-03T10:00:00', measure={'max_macs': 120e6})
+    lat.save_model(model)
+    space = parse_space({**SMALL, 'constraints': {}, 'objectives': {'latency_ms': 'minimize', 'gmacs': 'minimize'}})
+    front = run_search(space, trials=8, storage=None, seed=0)
+    status = study_view(space)[-1]
+    n = len(front.frontier)
+    beyond = sum(t['metrics']['macs'] > 120e6 for t in front.frontier)
+    assert beyond > 0
+    assert (
+        f'{beyond} of the {n} frontier designs have more MACs than the largest calibration design (120 MMACs' in status
+    )

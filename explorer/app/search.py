@@ -293,6 +293,13 @@ def study_view(space) -> tuple:
     zip_path = download_file(f'frontier-specs-{_digest(json.dumps(files))}', '.zip', lambda p: _zip(files, p))
     recorded = front.conditions.get('latency calibrated on') or scorer.calibrated_on
     lat = f' Latency predicted for batch {space.latency["batch_size"]}, calibrated on {md_text(recorded or "")}.'
+    top = (scorer.latency_model.measure or {}).get('max_macs') if scorer.latency_model is not None else None
+    beyond = sum(t['metrics'].get('macs', 0) > top for t in front.frontier) if top else 0
+    if beyond:  # as the composer's card says for one design
+        lat += (
+            f' {beyond} of the {len(front.frontier)} frontier designs have more MACs than the largest calibration'
+            f' design ({top / 1e6:g} MMACs an image): their latency is extrapolated and may be tens of % off.'
+        )
     if recorded and recorded != scorer.calibrated_on:  # the study's trials were predicted elsewhere
         lat += (
             f' (This server is calibrated for {md_text(scorer.calibrated_on or "nothing")}: its searches are refused.)'
