@@ -98,3 +98,20 @@ def test_a_click_on_the_image_sets_the_query_token(app_url, page, shots):
     click_pixel(21.5, 7.5)
     page.locator('#mfx-mix-click').filter(has_text='of S2').wait_for(timeout=SLOW)
     assert (int(page.input_value('#mfx-mix-row input')), int(page.input_value('#mfx-mix-col input'))) == expect[1]
+
+
+def test_results_of_another_image_are_taken_down_and_the_status_sits_under_the_results(app_url, page, shots):
+    """The top-k of the ankle boot stayed under the pullover until Predict was pressed again, and what an action
+    said (the ERF table, a map's grid) appeared under the checkpoint upload, about 700 px above its button."""
+    open_tab(page, app_url)
+    page.get_by_role('button', name='Predict', exact=True).click()
+    page.locator('#mfx-predict-status').filter(has_text='weights').wait_for(timeout=SLOW)
+    page.wait_for_function('() => document.querySelectorAll(".js-plotly-plot").length >= 1')
+    status_y = page.locator('#mfx-predict-status').bounding_box()['y']
+    button_y = page.get_by_role('button', name='Predict', exact=True).bounding_box()['y']
+    upload_y = page.get_by_text('checkpoint (.safetensors').first.bounding_box()['y']
+    assert status_y > button_y > upload_y  # under the results, not under the upload
+    page.locator('#mfx-predict-examples button').nth(1).click()  # another example image
+    page.locator('#mfx-predict-status').filter(has_text='The image or the model changed').wait_for(timeout=30_000)
+    page.wait_for_function('() => document.querySelectorAll(".js-plotly-plot").length === 0')
+    page.screenshot(path=str(shots / 'predict-stale.png'), full_page=True)

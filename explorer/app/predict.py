@@ -606,6 +606,9 @@ def parse_click(text: str) -> tuple[float, float]:
 
 
 # ---- layout -----------------------------------------------------------------------------------------------
+STALE = 'The image or the model changed: press a button to see its results.'
+
+
 def model_choices() -> list[str]:
     """What the model pickers offer, trained models on this machine included (read again on every call)."""
     return [COMPOSER, FROM_CHECKPOINT] + list(trained_choices()) + preset_names()
@@ -655,7 +658,6 @@ def add_predict_tab(ctx=None) -> dict:
                     height=110,
                     file_types=['.safetensors', '.pth', '.tar', '.pt', '.bin'],
                 )
-                status = gr.Markdown()
             with gr.Column(scale=2):
                 image = gr.Image(
                     type='filepath',
@@ -745,6 +747,9 @@ def add_predict_tab(ctx=None) -> dict:
                     run_erf = gr.Button('Effective receptive fields')
                 mix_plot = gr.Plot(label='token-mixing weights')
                 erf_plot = gr.Plot(label='effective receptive field per stage')
+        # what the last action did (the model's weights, a mixing map's grid, the ERF table): under the results,
+        # where the buttons are, not 700 px above them under the checkpoint upload
+        status = gr.Markdown(elem_id='mfx-predict-status')
 
         common = [choice, spec_state, mode, ckpt, image]
         choice.change(weights_hint, [choice, spec_state], hint, api_visibility='private')
@@ -795,6 +800,16 @@ def add_predict_tab(ctx=None) -> dict:
             **heavy,
         )
         click_xy.change(held(_click), common + [mstage, click_xy], [mrow, mcol, click_note], **heavy)
+        # results of another image or model are taken down when the inputs change: the top-k of the ankle boot stayed
+        # under the pullover until Predict was pressed again
+        results = [topk_plot, attr_plot, del_plot, attr_warning, attr_trust, cmp_plot, cmp_del, cmp_trust]
+        results += [cmp_warning, mix_plot, erf_plot]
+
+        def _stale():
+            return [None] * len(results) + [STALE]
+
+        for trigger in (image.change, choice.change, mode.change, ckpt.change):
+            trigger(_stale, None, results + [status], api_visibility='private', show_progress='hidden', queue=False)
         for trigger in (mstage.change, choice.change, ctx.demo.load):
             trigger(_ranges, [choice, spec_state, mstage], ranges, api_visibility='private', show_progress='hidden')
         run_mix.click(
