@@ -383,3 +383,22 @@ def test_the_throughput_chart_says_which_designs_are_not_measured():
     assert 'Not drawn: your design and 2 pinned designs, not measured with these settings (Measure tab).' in texts
     fig = panels.accuracy_plot(spec, report, 'MACs', history, pins)
     assert not any('Not drawn' in (a.text or '') for a in fig.layout.annotations)
+
+
+def test_a_log_axis_ticks_whole_numbers():
+    """On the log MACs axis plotly's own ticks read '... 8 9 10 2', the last 2 meaning 20."""
+    from explorer.viz.plots import _log_ticks
+
+    assert _log_ticks(1.8, 23.2) == [1.0, 2.0, 5.0, 10.0, 20.0, 50.0]
+    assert _log_ticks(0.0036, 0.02) == [0.002, 0.005, 0.01, 0.02]
+    rows, front = panels.compare_rows(None, None, 'MACs')
+    fig = panels.accuracy_figure(rows, 'MACs', front, log_x=True)
+    assert list(fig.layout.xaxis.ticktext) == ['1', '2', '5', '10', '20', '50']
+
+
+def test_the_hover_names_the_x_measure():
+    """The Compare chart's hover gave the x value as a bare 'x: 3.956'."""
+    for axis, name in (('MACs', 'GMACs per image: '), ('params', 'parameters: ')):
+        rows, front = panels.compare_rows(None, None, axis)
+        fig = panels.accuracy_figure(rows, panels.cmp.X_AXES[panels.AXES[axis]], front)
+        assert name in fig.data[0].hovertemplate and '<br>x: ' not in fig.data[0].hovertemplate

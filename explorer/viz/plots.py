@@ -133,6 +133,7 @@ def accuracy_figure(
     Each point's customdata: [key, name, params, MACs, top-1, source, family] as text."""
     if not rows:
         return empty_figure('nothing to plot: no preset family is chosen and no design has this measure', height)
+    axis_name = plain(x_title.split(' (')[0].split(',')[0])  # 'GMACs per image', 'parameters': the hover's x label
     known = [r['top1'] for r in rows if r.get('top1') is not None]
     # points without a top-1 on a row of their own below the rest (at 0 when no point has one)
     missing = len(known) < len(rows)
@@ -159,7 +160,9 @@ def accuracy_figure(
                 for r in pts
             ],
             hovertemplate='<b>%{customdata[1]}</b> · %{customdata[6]}<br>top-1: %{customdata[4]}'
-            '<br>%{customdata[2]} params · %{customdata[3]} MACs (counted, batch 1)<br>x: %{x:,.4r}'
+            '<br>%{customdata[2]} params · %{customdata[3]} MACs (counted, batch 1)<br>'
+            + axis_name  # fixed text of X_AXES, never a request's
+            + ': %{x:,.4r}'
             '<br><i>%{customdata[5]}</i><extra></extra>',
             **style,
         )
@@ -226,6 +229,11 @@ def accuracy_figure(
     fig.update_layout(**_LAYOUT, height=height, xaxis_title=x_title, yaxis_title='ImageNet-1k top-1 (%)')
     fig.update_layout(margin=dict(l=64, r=16, t=84, b=48), clickmode='event', hovermode='closest')
     fig.update_xaxes(type='log' if log_x else 'linear')
+    if log_x:  # whole numbers at 1, 2, 5 per decade: plotly's own log ticks read '8 9 10 2' (the 2 meaning 20)
+        xs = [r['x'] for r in rows if r['x'] and r['x'] > 0]
+        ticks = _log_ticks(min(xs), max(xs)) if xs else []
+        if ticks:
+            fig.update_xaxes(tickvals=ticks, ticktext=[f'{t:,g}' for t in ticks])
     fig.update_yaxes(**_accuracy_ticks(known, y_unknown))
     return fig
 
@@ -278,6 +286,16 @@ def scaling_figure(curves: dict[str, list[dict]], height: int = 340, highlight: 
     fig.update_xaxes(title_text='input resolution (px)')
     fig.update_annotations(font_size=12)
     return fig
+
+
+def _log_ticks(lo: float, hi: float) -> list[float]:
+    """1, 2 and 5 times each power of ten from just below `lo` to just above `hi` (positive numbers)."""
+    out = []
+    for e in range(math.floor(math.log10(lo)), math.ceil(math.log10(hi)) + 1):
+        out += [m * 10.0**e for m in (1, 2, 5)]
+    below = max([t for t in out if t <= lo], default=out[0])
+    above = min([t for t in out if t >= hi], default=out[-1])
+    return [float(f'{t:.6g}') for t in out if below <= t <= above]
 
 
 def _unit(values: list[float]) -> tuple[float, str]:
