@@ -976,3 +976,24 @@ def test_the_search_tab_says_when_frontier_latencies_are_extrapolated(tmp_path, 
     assert (
         f'{beyond} of the {n} frontier designs have more MACs than the largest calibration design (120 MMACs' in status
     )
+
+
+def test_search_chart_presets_keep_their_colour_and_do_not_stretch_the_axes():
+    """The walkthrough: the second mixer pattern's dots were the presets' red, and presets up to twice the trials'
+    largest values pushed every trial into the left third of the chart."""
+    from explorer.viz.search import PRESET_COLOUR, search_figure
+
+    sp = parse_space(SMALL)
+    trials = [
+        {'number': i, 'metrics': {'gmacs': 1.0 + i, 'params_m': 10.0 + i}, 'feasible': True, 'pattern': p, 'design': p}
+        for i, p in enumerate(['PPPP', 'PPAA', 'PPPA', 'PPAP', 'IPPP'])
+    ]
+    presets = [
+        {'name': 'near', 'metrics': {'gmacs': 7.5, 'params_m': 12.0}},  # 1.5x the largest trial's 5 GMACs
+        {'name': 'far', 'metrics': {'gmacs': 8.8, 'params_m': 12.0}},  # 1.76x: left out
+    ]
+    fig = search_figure(trials, trials[:1], sp.objectives, presets)
+    colours = [t.marker.color for t in fig.data if t.name in {'PPPP', 'PPAA', 'PPPA', 'PPAP', 'IPPP'}]
+    assert len(colours) == 5 and PRESET_COLOUR not in colours
+    diamonds = next(t for t in fig.data if t.name == 'published presets')
+    assert list(diamonds.hovertext) == ['near'] and diamonds.marker.color == PRESET_COLOUR

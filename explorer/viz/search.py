@@ -17,6 +17,9 @@ LABELS = {
     'accuracy': 'Fashion-MNIST test accuracy (%)',
 }
 MAX_PATTERNS = 10  # colours; the rarer patterns share one grey trace
+PRESET_COLOUR = '#dc2626'  # the published presets' diamonds
+# the patterns' colours: the family palette without the presets' red (the second pattern was drawn in it)
+PATTERN_COLOURS = tuple(c for c in FAMILY_COLOURS if c != PRESET_COLOUR)
 
 
 def axes(objectives: dict) -> tuple[str, str]:
@@ -54,7 +57,7 @@ def search_figure(
         if not pts:
             continue
         grey = name in ('other patterns', 'outside the constraints')
-        colour = '#cbd5e1' if name == 'outside the constraints' else '#94a3b8' if grey else FAMILY_COLOURS[k]
+        colour = '#cbd5e1' if name == 'outside the constraints' else '#94a3b8' if grey else PATTERN_COLOURS[k]
         fig.add_trace(_points(pts, x, y, plain(name), colour, 5 if grey else 7))
     if frontier:
         pts = sorted(frontier, key=lambda t: (t['metrics'][x], t['metrics'][y]))
@@ -71,8 +74,8 @@ def search_figure(
                 f'{x} %{{x:.4g}}, {y} %{{y:.4g}}<extra></extra>',
             )
         )
-    # presets near the trials (within twice their largest values): far-away giants would squeeze the frontier
-    reach = {k: 2 * max(abs(t['metrics'][k]) for t in trials) for k in (x, y)}
+    # presets near the trials (within 1.5x their largest values): far-away giants squeeze the trials into a corner
+    reach = {k: 1.5 * max(abs(t['metrics'][k]) for t in trials) for k in (x, y)}
     shown = [
         p
         for p in presets or []
@@ -89,7 +92,7 @@ def search_figure(
                 hovertext=[plain(p['name']) for p in shown],
                 textposition='top center',
                 textfont=dict(size=10, color='#b91c1c'),
-                marker=dict(symbol='diamond', size=9, color='#dc2626'),
+                marker=dict(symbol='diamond', size=9, color=PRESET_COLOUR),
                 customdata=[[f'{PRESET_PICK}{p["name"]}'] for p in shown],  # a click opens the preset
                 hovertemplate='<b>%{hovertext}</b> (click: open in Compose)<br>'
                 + f'{x} %{{x:.4g}}, {y} %{{y:.4g}}<extra></extra>',
