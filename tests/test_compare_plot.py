@@ -366,6 +366,8 @@ def test_a_run_that_disagrees_with_an_earlier_run_of_the_same_network_is_flagged
     assert 'run #' not in notes[2]  # within 1.25x of run #2, the nearest earlier one
     assert all('run #' not in n for n in notes[3:])
     assert panels.history_cells(4, history[4], None, history[:4])[4] == '1 × 256²'
+    unnamed = [{**r, 'network': None} for r in history[:2]] + [history[1]]
+    assert panels.prof.run_names(unnamed)[0] == 'p (network unknown)'  # it read '(network unknow)'
     msg = panels.measure_message(history[1], history[:1])
     assert msg.startswith('<div class="mfx-note" id="mfx-measured">Measured: <b>p</b>') and 'run #1 of' in msg
 
@@ -393,12 +395,19 @@ def test_a_log_axis_ticks_whole_numbers():
     assert _log_ticks(0.0036, 0.02) == [0.002, 0.005, 0.01, 0.02]
     rows, front = panels.compare_rows(None, None, 'MACs')
     fig = panels.accuracy_figure(rows, 'MACs', front, log_x=True)
-    assert list(fig.layout.xaxis.ticktext) == ['1', '2', '5', '10', '20', '50']
+    assert list(fig.layout.xaxis.ticktext) == ['1', '2', '5', '10', '20', '50'] and fig.layout.xaxis.range is None
+    # two designs at 120 and 180 images/s: the only ticks, 100 and 200, are kept in view (a review)
+    two = [{**rows[0], 'x': 120.0, 'key': 'a'}, {**rows[1], 'x': 180.0, 'key': 'b'}]
+    fig = panels.accuracy_figure(two, 'measured throughput (images/s)', [], log_x=True, higher_x_better=True)
+    assert list(fig.layout.xaxis.ticktext) == ['100', '200'] and list(fig.layout.xaxis.range) == pytest.approx(
+        [2, 2.30103]
+    )
+    assert 'images/s: %{x' in fig.data[0].hovertemplate
 
 
 def test_the_hover_names_the_x_measure():
     """The Compare chart's hover gave the x value as a bare 'x: 3.956'."""
-    for axis, name in (('MACs', 'GMACs per image: '), ('params', 'parameters: ')):
+    for axis, name in (('MACs', 'GMACs per image: '), ('params', 'parameters (M): ')):
         rows, front = panels.compare_rows(None, None, axis)
         fig = panels.accuracy_figure(rows, panels.cmp.X_AXES[panels.AXES[axis]], front)
         assert name in fig.data[0].hovertemplate and '<br>x: ' not in fig.data[0].hovertemplate

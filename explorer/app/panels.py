@@ -439,9 +439,16 @@ def accuracy_plot(spec, report, axis: str, history, pins=None, families=None, lo
         if absent:
             fig.add_annotation(
                 text=f'Not drawn: {" and ".join(absent)}, not measured with these settings (Measure tab).',
-                showarrow=False, x=0.01, y=0.99, xref='paper', yref='paper', xanchor='left', yanchor='top',
-                bgcolor='rgba(255,255,255,0.85)', font=dict(size=12, color='#475569'),
-            )  # fmt: skip
+                showarrow=False,
+                x=0,
+                y=-0.2,
+                xref='paper',
+                yref='paper',
+                xanchor='left',
+                yanchor='top',
+                font=dict(size=12, color='#475569'),
+            )  # fmt: skip: under the axis title, not over the slowest presets in the top-left corner
+            fig.update_layout(margin_b=max(fig.layout.margin.b or 0, 90))
     return fig
 
 

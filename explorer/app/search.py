@@ -294,7 +294,8 @@ def study_view(space) -> tuple:
     recorded = front.conditions.get('latency calibrated on') or scorer.calibrated_on
     lat = f' Latency predicted for batch {space.latency["batch_size"]}, calibrated on {md_text(recorded or "")}.'
     top = (scorer.latency_model.measure or {}).get('max_macs') if scorer.latency_model is not None else None
-    beyond = sum(t['metrics'].get('macs', 0) > top for t in front.frontier) if top else 0
+    same = not recorded or recorded == scorer.calibrated_on  # another calibration's limits are not known here
+    beyond = sum(t['metrics'].get('macs', 0) > top for t in front.frontier) if top and same else 0
     if beyond:  # as the composer's card says for one design
         lat += (
             f' {beyond} of the {len(front.frontier)} frontier designs have more MACs than the largest calibration'

@@ -87,7 +87,7 @@ def run_names(history) -> list[str]:
         elif r.get('preset') == name:
             out.append(f'{name} (the preset)')
         else:
-            out.append(f'{name} (network {str(r.get("network") or "unknown")[:6]})')
+            out.append(f'{name} (network {str(r["network"])[:6]})' if r.get('network') else f'{name} (network unknown)')
     return out
 
 

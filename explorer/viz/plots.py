@@ -82,6 +82,7 @@ FAMILY_COLOUR = {
     'Hybrid': '#4b5563',
 }
 FAMILY_SYMBOL = {'PoolFormerV2': 'square'}  # others: circles
+HOVER_X = {'GMACs': 'GMACs per image', 'parameters': 'parameters (M)', 'measured throughput': 'images/s'}
 DESIGN_STYLE = {  # kind -> (marker symbol, colour, legend name)
     'current': ('star', '#e11d48', 'your design'),
     'pin': ('diamond', '#0f172a', 'pinned designs'),
@@ -133,7 +134,7 @@ def accuracy_figure(
     Each point's customdata: [key, name, params, MACs, top-1, source, family] as text."""
     if not rows:
         return empty_figure('nothing to plot: no preset family is chosen and no design has this measure', height)
-    axis_name = plain(x_title.split(' (')[0].split(',')[0])  # 'GMACs per image', 'parameters': the hover's x label
+    axis_name = next((v for k, v in HOVER_X.items() if x_title.startswith(k)), 'x')  # the hover's x, with its unit
     known = [r['top1'] for r in rows if r.get('top1') is not None]
     # points without a top-1 on a row of their own below the rest (at 0 when no point has one)
     missing = len(known) < len(rows)
@@ -234,6 +235,8 @@ def accuracy_figure(
         ticks = _log_ticks(min(xs), max(xs)) if xs else []
         if ticks:
             fig.update_xaxes(tickvals=ticks, ticktext=[f'{t:,g}' for t in ticks])
+            if sum(min(xs) <= t <= max(xs) for t in ticks) < 2:  # 120 and 180 images/s: ticks 100 and 200 only
+                fig.update_xaxes(range=[math.log10(ticks[0]), math.log10(ticks[-1])])
     fig.update_yaxes(**_accuracy_ticks(known, y_unknown))
     return fig
 
