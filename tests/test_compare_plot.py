@@ -370,6 +370,8 @@ def test_a_run_that_disagrees_with_an_earlier_run_of_the_same_network_is_flagged
     assert panels.prof.run_names(unnamed)[0] == 'p (network unknown)'  # it read '(network unknow)'
     msg = panels.measure_message(history[1], history[:1])
     assert msg.startswith('<div class="mfx-note" id="mfx-measured">Measured: <b>p</b>') and 'run #1 of' in msg
+    two = [{**history[0], 'network': 'a'}, {**history[1], 'network': 'b'}]
+    assert 'Measured: <b>p (network b)</b>' in panels.measure_message(two[1], two[:1])  # as the table names it
 
 
 def test_the_throughput_chart_says_which_designs_are_not_measured():

@@ -183,12 +183,14 @@ def history_html(history: list[dict]) -> str:
 
 
 def measure_message(last: dict, earlier: list[dict] | None = None) -> str:
-    """The line under the Measure button: the composer's figure, its spread, and why not to trust it when so."""
+    """The line under the Measure button: the composer's figure, its spread, and why not to trust it when so; the
+    design named as the table names it (`prof.run_names`)."""
+    shown = prof.run_names([*(earlier or []), last])[-1]
     warnings = [
         w for w in (busy_note(last.get('stamp', {})), unsteady_note(last), rerun_note(last, earlier or [])) if w
     ]
     return (
-        f'<div class="mfx-note" id="mfx-measured">Measured: <b>{escape(last["name"])}</b> {throughput_cell(last)} '
+        f'<div class="mfx-note" id="mfx-measured">Measured: <b>{escape(shown)}</b> {throughput_cell(last)} '
         f"images/s, {100 * last['peak_fraction']:.1f}% of this device's measured matmul peak, "
         f'peak memory {memory_cell(last)}'
         + (f'. ⚠ {escape("; ".join(warnings))}: measure again when the machine is quieter.' if warnings else '.')

@@ -833,6 +833,9 @@ def add_predict_tab(ctx=None) -> dict:
         stale = dict(api_visibility='private', show_progress='hidden', queue=False, cancels=runs)
         for trigger in (image.change, choice.change, mode.change, ckpt.change):
             trigger(_stale, None, results + [status], **stale)
+        compared = [cmp_plot, cmp_del, cmp_trust, cmp_warning]
+        for trigger in (choice_b.change, mode_b.change):  # the second model of a comparison
+            trigger(lambda: [None] * len(compared), None, compared, **{**stale, 'cancels': runs[2:3]})
         if ctx is not None:  # a composer edit clears only the composer's results, and cancels nothing
             spec_state.change(_stale, choice, results + [status], **{**stale, 'cancels': None})
         for name, fn in API.items():
