@@ -89,7 +89,7 @@ def test_the_measure_tab_times_each_preset_once_and_at_most_eight(monkeypatch):
 
     timed = []
     monkeypatch.setattr(prof, 'bench', lambda s, *a, **k: timed.append(s['name']) or {'name': s['name']})
-    monkeypatch.setattr('explorer.app.panels.measure_message', lambda last: '')
+    monkeypatch.setattr('explorer.app.panels.measure_message', lambda last, earlier=None: '')
     monkeypatch.setattr('explorer.app.panels.history_html', lambda h: '')
     monkeypatch.setattr('explorer.app.panels.bench_figure', lambda h: None)
     monkeypatch.setattr('explorer.app.panels.exportable', lambda fig, name: fig)
