@@ -438,7 +438,7 @@ def accuracy_plot(spec, report, axis: str, history, pins=None, families=None, lo
         absent = ['your design'] if spec and report and CURRENT not in drawn else []
         if unmeasured_pins:
             absent.append(f'{unmeasured_pins} pinned design{"s" if unmeasured_pins > 1 else ""}')
-        if absent:
+        if absent:  # under the axis title, not over the slowest presets in the top-left corner
             fig.add_annotation(
                 text=f'Not drawn: {" and ".join(absent)}, not measured with these settings (Measure tab).',
                 showarrow=False,
@@ -449,7 +449,7 @@ def accuracy_plot(spec, report, axis: str, history, pins=None, families=None, lo
                 xanchor='left',
                 yanchor='top',
                 font=dict(size=12, color='#475569'),
-            )  # fmt: skip: under the axis title, not over the slowest presets in the top-left corner
+            )
             fig.update_layout(margin_b=max(fig.layout.margin.b or 0, 90))
     return fig
 
