@@ -784,42 +784,34 @@ def add_predict_tab(ctx=None) -> dict:
         heavy = dict(api_visibility='private', concurrency_id='model', concurrency_limit=2)
         held = MODEL_SLOTS.held  # the work holds its slot to its end: a cancelled event's thread runs on
         # one progress bar, where the answer will appear (it was drawn over every output, the old text included)
-        runs = [
-            run_pred.click(
-                held(predict_handler), common + [topk], [topk_plot, status], show_progress_on=topk_plot, **heavy
-            )
-        ]
-        runs += [
-            run_attr.click(
-                held(_attr),
-                common + [method, smooth, target, stage, baseline],
-                [attr_plot, del_plot, status, attr_warning, attr_trust],
-                show_progress_on=attr_plot,
-                **heavy,
-            )
-        ]
-        runs += [
-            run_cmp.click(
-                held(_cmp),
-                [choice, mode, choice_b, mode_b, spec_state, ckpt, image, method, smooth, baseline],
-                [cmp_plot, cmp_del, cmp_trust, cmp_warning],
-                show_progress_on=cmp_plot,
-                **heavy,
-            )
-        ]
+        pred_run = run_pred.click(
+            held(predict_handler), common + [topk], [topk_plot, status], show_progress_on=topk_plot, **heavy
+        )
+        attr_run = run_attr.click(
+            held(_attr),
+            common + [method, smooth, target, stage, baseline],
+            [attr_plot, del_plot, status, attr_warning, attr_trust],
+            show_progress_on=attr_plot,
+            **heavy,
+        )
+        cmp_run = run_cmp.click(
+            held(_cmp),
+            [choice, mode, choice_b, mode_b, spec_state, ckpt, image, method, smooth, baseline],
+            [cmp_plot, cmp_del, cmp_trust, cmp_warning],
+            show_progress_on=cmp_plot,
+            **heavy,
+        )
         click_xy.change(held(_click), common + [mstage, click_xy], [mrow, mcol, click_note], **heavy)
         for trigger in (mstage.change, choice.change, ctx.demo.load):
             trigger(_ranges, [choice, spec_state, mstage], ranges, api_visibility='private', show_progress='hidden')
-        runs += [
-            run_mix.click(
-                held(_mix),
-                common + [mstage, mblock, mrow, mcol, mmethod, mreduce, mhead],
-                [mix_plot, status],
-                show_progress_on=mix_plot,
-                **heavy,
-            )
-        ]
-        runs.append(run_erf.click(held(erf_handler), common, [erf_plot, status], show_progress_on=erf_plot, **heavy))
+        mix_run = run_mix.click(
+            held(_mix),
+            common + [mstage, mblock, mrow, mcol, mmethod, mreduce, mhead],
+            [mix_plot, status],
+            show_progress_on=mix_plot,
+            **heavy,
+        )
+        erf_run = run_erf.click(held(erf_handler), common, [erf_plot, status], show_progress_on=erf_plot, **heavy)
         # results of another image or model are taken down when the inputs change (the top-k of the ankle boot stayed
         # under the pullover until Predict was pressed again), and a run still working on the old inputs is
         # cancelled, so that it cannot put its result back afterwards; an edit of the composer's design takes its
@@ -830,12 +822,13 @@ def add_predict_tab(ctx=None) -> dict:
         def _stale(c=COMPOSER):
             return [None] * len(results) + [STALE] if c == COMPOSER else [gr.skip()] * (len(results) + 1)
 
+        runs = [pred_run, attr_run, cmp_run, mix_run, erf_run]
         stale = dict(api_visibility='private', show_progress='hidden', queue=False, cancels=runs)
         for trigger in (image.change, choice.change, mode.change, ckpt.change):
             trigger(_stale, None, results + [status], **stale)
         compared = [cmp_plot, cmp_del, cmp_trust, cmp_warning]
         for trigger in (choice_b.change, mode_b.change):  # the second model of a comparison
-            trigger(lambda: [None] * len(compared), None, compared, **{**stale, 'cancels': runs[2:3]})
+            trigger(lambda: [None] * len(compared), None, compared, **{**stale, 'cancels': [cmp_run]})
         if ctx is not None:  # a composer edit clears only the composer's results, and cancels nothing
             spec_state.change(_stale, choice, results + [status], **{**stale, 'cancels': None})
         for name, fn in API.items():
