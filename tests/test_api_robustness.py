@@ -133,3 +133,42 @@ def test_junk_in_any_field_gives_a_clear_error(client, endpoint):
     calls = [{**fixed, key: junk} for key in fixed for junk in SOME_JUNK]
     bad = _internal_errors(client, endpoint, calls)
     assert not bad, f'{endpoint}: {bad}'
+
+
+def _raw_call(app_url: str, api_name: str, data: list) -> dict:
+    """POST /gradio_api/call/<api_name> and read the event stream's last message: {'event': ..., 'data': ...}."""
+    import json
+
+    import httpx
+
+    base = f'{app_url}gradio_api/call/{api_name}'
+    event_id = httpx.post(base, json={'data': data}, timeout=30).json()['event_id']
+    lines = httpx.get(f'{base}/{event_id}', timeout=60).text.strip().splitlines()
+    return {'event': lines[-2].removeprefix('event: '), 'data': json.loads(lines[-1].removeprefix('data: '))}
+
+
+def test_values_gradio_cannot_read_are_refused_by_name_without_a_traceback(app_url, capfd):
+    """Gradio reads a request's values before any handler: an example index past the list, a checkpoint sent as a
+    server path that was never uploaded, too few values, a wrong type. Each was answered {"error": null} (a blank
+    "Error" in the page) with a traceback in the server log per request."""
+    upload_first = "a file must first go through Gradio's upload route"
+    cases = [
+        ('load_example', [10**9], 'load_example: the values sent could not be read (examples): IndexError'),
+        ('load_example', ['../../etc/passwd'], 'load_example: the values sent could not be read (examples)'),
+        (
+            'predict_handler',
+            ['poolformer_s12', 'random', {'path': '/etc/passwd', 'meta': {'_type': 'gradio.FileData'}}, None, 5],
+            upload_first,
+        ),
+        ('predict_handler', ['poolformer_s12'], "didn't receive enough input values"),
+        ('predict_handler', ['poolformer_s12', 'random', None, 17, 'five'], 'ValidationError'),
+    ]
+    capfd.readouterr()
+    for api_name, data, expected in cases:
+        answer = _raw_call(app_url, api_name, data)
+        assert answer['event'] == 'error', (api_name, data, answer)
+        assert expected in (answer['data']['error'] or ''), (api_name, data, answer)
+        assert answer['data']['title'] == 'Bad request'
+        if api_name == 'predict_handler':  # the fields are named as the page labels them
+            assert '(model, weights, checkpoint, image, top-k)' in answer['data']['error']
+    assert 'Traceback' not in capfd.readouterr().err

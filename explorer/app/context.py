@@ -392,6 +392,45 @@ def endpoint(fn):
     return wrapper
 
 
+def refuse_unreadable_values(demo: gr.Blocks) -> None:
+    """Answer a request whose values Gradio cannot read with a message that names them.
+
+    Gradio reads an event's values before any handler runs: it checks their number, moves files into its cache
+    (refusing a path that was not uploaded) and lets each component preprocess its value. What fails there was
+    answered `{"error": null}` (a blank "Error" in the page) with a traceback in the server log for every such
+    request: an example index past the list, a checkpoint sent as a server path, a value of the wrong type. Now the
+    client is told which event and fields could not be read, and why, and the log stays quiet."""
+    read = demo.preprocess_data
+
+    async def preprocess_data(block_fn, inputs, state, explicit_call=False):
+        try:
+            return await read(block_fn, inputs, state, explicit_call)
+        except gr.Error:
+            raise
+        except Exception as e:  # noqa: BLE001 - whatever Gradio raised, the client gets a named refusal
+            raise user_error(unreadable_message(block_fn, e), title='Bad request') from None
+
+    demo.preprocess_data = preprocess_data
+
+
+def unreadable_message(block_fn, e: Exception) -> str:
+    """What refuse_unreadable_values tells the client: the event, its fields (their labels) and the reason."""
+    cause = e.__cause__ if e.__cause__ is not None else e
+    fields = [
+        str(getattr(b, 'label', None) or b.get_block_name()).split(' (')[0][:60]
+        for b in block_fn.inputs
+        if not getattr(b, 'stateful', False)
+    ]
+    event = block_fn.api_name or block_fn.name or 'this event'
+    if type(cause).__name__ == 'InvalidPathError':  # gradio.exceptions: a file path the server did not receive
+        reason = "a file must first go through Gradio's upload route, which answers the path to send; files already "
+        reason += 'on the server are not read'
+    else:  # the first two lines: pydantic's count of errors, then the field at fault
+        detail = '; '.join(line.strip() for line in str(cause).splitlines()[:2] if line.strip())
+        reason = f'{type(cause).__name__}: {detail or "no detail"}'
+    return f'{event}: the values sent could not be read ({", ".join(fields) or "no fields"}): {reason}'
+
+
 class WorkSlots:
     """A server-wide limit on heavy work (speed runs, verifications, model calls), held by the work itself.
 

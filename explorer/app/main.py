@@ -17,7 +17,7 @@ import threading
 import gradio as gr
 
 from explorer.app.compose import add_compose_tab
-from explorer.app.context import AppContext, load_model_code
+from explorer.app.context import AppContext, load_model_code, refuse_unreadable_values
 from explorer.app.panels import add_compare_tab, add_measure_tab, add_share_tab, register_api
 from explorer.app.predict import add_predict_tab
 from explorer.app.search import add_search_tab
@@ -65,5 +65,6 @@ def build_demo() -> gr.Blocks:
                 add_tab(ctx)
         # after the page is served: the model code loads while the visitor reads the first counts
         demo.load(preload_model_code, None, None, api_visibility='private', show_progress='hidden', queue=False)
+    refuse_unreadable_values(demo)
     demo.queue(default_concurrency_limit=4)
     return demo

@@ -676,6 +676,7 @@ def add_predict_tab(ctx=None) -> dict:
                         inputs=image,
                         examples_per_page=12,
                         elem_id='mfx-predict-examples',
+                        api_visibility='private',  # the page's click; the API has /examples and example names
                         label='examples (Fashion-MNIST test images and photos; licences in '
                         'assets/fmnist/images/LICENSES.md and assets/images/LICENSES.md)',
                     )
