@@ -435,8 +435,45 @@ def _form_io(ui: SimpleNamespace) -> SimpleNamespace:
             out += [gr.update(value=r['options'][k], visible=k in shown) for k in keys]
         return out
 
+    groups = {id(r['group']) for r in rows}
+
+    def values_of(spec: dict) -> list:
+        """The values `form` holds once `fill(spec)` is shown (what read_form would read back)."""
+        filled = fill(spec)
+        shown = [u for c, u in zip(fill_outputs[1:], filled[1:]) if id(c) not in groups]  # [0]: the form's base
+        return [spec, *[u.get('value') if isinstance(u, dict) else u for u in shown]]
+
+    def fill_changes(spec: dict, values) -> list:
+        """fill(spec), with gr.skip() for every field that already shows its new value and visibility (`values`:
+        the form as the request sent it): an undo of one field sends that field, not the ~100 of the form."""
+        n_old, flat = values[1], values[2 + len(g) :]
+        mixers = [flat[i * per_row] for i in range(MAX_STAGES)]
+        old = {id(c): (v, None) for c, v in zip(form, values)}
+        for i, r in enumerate(rows):
+            old[id(r['group'])] = (None, i < (n_old or 0))
+            shown = set(spec_form.slots_for(mixers[i]))
+            old.update({id(r['options'][k]): (old[id(r['options'][k])][0], k in shown) for k in keys})
+        out = fill(spec)
+        for i, (c, u) in enumerate(zip(fill_outputs, out)):
+            if i < 2:  # the form's base and stage count (states: no redraw)
+                continue
+            was_value, was_visible = old[id(c)]
+            update = u if isinstance(u, dict) else {'value': u}
+            if all(
+                update[k] == (was_value if k == 'value' else was_visible) for k in ('value', 'visible') if k in update
+            ):
+                out[i] = gr.skip()
+        return out
+
     return SimpleNamespace(
-        keys=keys, row_fields=row_fields, form=form, fill_outputs=fill_outputs, read_form=read_form, fill=fill
+        keys=keys,
+        row_fields=row_fields,
+        fill_changes=fill_changes,
+        form=form,
+        fill_outputs=fill_outputs,
+        read_form=read_form,
+        fill=fill,
+        values_of=values_of,
     )
 
 
@@ -713,19 +750,29 @@ def add_compose_tab(ctx: AppContext) -> None:
         )
         chain_count(remove, label=f'remove S{i + 1}')
 
-    _wire_history(ui, io, ctx, chain_count)
+    # an undo or redo shows and counts the design in one answer outside the queue, like an edit: chained queued
+    # steps (restore, fill, count) took about 1.1 s against 0.25 s for an edit (/work notes: undo_time.py)
+    count_restored = counter('restore')
+    name_at = refresh_outputs.index(g['name'])
+    restore_outputs = fill_outputs + [c for c in refresh_outputs if c is not g['name']]
+
+    def restored(request: gr.Request, w: Workbench, spec: dict, values) -> list:
+        counted = count_restored(request, w, *io.values_of(spec))
+        return io.fill_changes(spec, values) + counted[:name_at] + counted[name_at + 1 :]  # one name update
+
+    def restore_events(event):
+        verify_after(event)
+        edit_events.append(event)  # the share link follows it (no gr.State.change outside the queue)
+
+    _wire_history(ui, io, restored, restore_outputs, restore_events)
     _wire_pins(ui, ctx, load_spec)
     ctx.extras.update(preset_dropdown=preset, fill=fill, fill_outputs=fill_outputs, form=form)
 
     # the first page shows the default design's numbers as it renders: the same fill and recount a loaded
     # design gets, run once here (closed-form arithmetic, no model code), not as events after the page loads
     first = catalog.get_preset(catalog.DEFAULT_PRESET)
-    filled = fill(first)
-    show_initially(fill_outputs, filled)
-    groups = {id(r['group']) for r in rows}
-    shown = [u for c, u in zip(fill_outputs[1:], filled[1:]) if id(c) not in groups]  # [0]: the form's base
-    values = [first, *[u.get('value') if isinstance(u, dict) else u for u in shown]]
-    show_initially(refresh_outputs, counter('replace')(None, Workbench(), *values))
+    show_initially(fill_outputs, fill(first))
+    show_initially(refresh_outputs, counter('replace')(None, Workbench(), *io.values_of(first)))
     built = _latency_card(catalog.parse_spec(first))
 
     def calibrated_since(request: gr.Request, spec: dict, report: dict):
@@ -748,29 +795,30 @@ def _shown_design(read_form, values) -> dict | None:
         return None
 
 
-def _wire_history(ui: SimpleNamespace, io: SimpleNamespace, ctx: AppContext, chain_count) -> None:
-    """Undo and redo: each puts a committed design back in ctx.spec, then the form shows it and recounts."""
+def _wire_history(ui: SimpleNamespace, io: SimpleNamespace, restored, outputs: list, wire) -> None:
+    """Undo and redo: each takes a committed design from the history and `restored` shows and counts it in one
+    answer (`outputs`); `wire` chains the verification and the share link onto each event."""
+    skip_all = [gr.skip()] * len(outputs)
 
-    def undo(w: Workbench, *values):
+    def undo(request: gr.Request, w: Workbench, *values):
         current = w.current()
         if current is None:
-            return gr.skip(), gr.skip()
+            return skip_all
         shown = _shown_design(io.read_form, values)
         if w.invalid or shown is None or not same_design(shown, current):
             w.invalid, w.notice = False, ''
-            return w, current  # an edit not counted yet (or invalid) is what the first undo takes back
+            return restored(request, w, current, values)  # an edit not counted yet (or invalid) is what undo takes back
         back = w.undo()
-        return (w, back) if back is not None else (gr.skip(), gr.skip())
+        return restored(request, w, back, values) if back is not None else skip_all
 
-    def redo(w: Workbench):
+    def redo(request: gr.Request, w: Workbench, *values):
         again = w.redo()
-        return (w, again) if again is not None else (gr.skip(), gr.skip())
+        return restored(request, w, again, values) if again is not None else skip_all
 
+    unqueued = dict(show_progress='hidden', queue=False, **PRIVATE)
     for button in (ui.undo, ui.notice_undo):
-        event = button.click(undo, [ui.hist, *io.form], [ui.hist, ctx.spec], show_progress='hidden', **PRIVATE)
-        chain_count(event.success(io.fill, ctx.spec, io.fill_outputs, show_progress='hidden', **PRIVATE), 'restore')
-    event = ui.redo.click(redo, ui.hist, [ui.hist, ctx.spec], show_progress='hidden', **PRIVATE)
-    chain_count(event.success(io.fill, ctx.spec, io.fill_outputs, show_progress='hidden', **PRIVATE), 'restore')
+        wire(button.click(undo, [ui.hist, *io.form], outputs, **unqueued))
+    wire(ui.redo.click(redo, [ui.hist, *io.form], outputs, **unqueued))
 
 
 def _pin_choices(pins: list[dict]) -> list[tuple[str, str]]:
