@@ -98,6 +98,10 @@ def test_a_click_on_the_image_sets_the_query_token(app_url, page, shots):
     click_pixel(21.5, 7.5)
     page.locator('#mfx-mix-click').filter(has_text='of S2').wait_for(timeout=SLOW)
     assert (int(page.input_value('#mfx-mix-row input')), int(page.input_value('#mfx-mix-col input'))) == expect[1]
+    # another image: the note about a pixel of the old one goes (the query's row and col stay in their fields)
+    page.locator('#mfx-predict-examples button').nth(1).click()
+    page.wait_for_function("() => !document.querySelector('#mfx-mix-click').innerText.includes('Query token')")
+    assert (int(page.input_value('#mfx-mix-row input')), int(page.input_value('#mfx-mix-col input'))) == expect[1]
 
 
 def test_results_of_another_image_are_taken_down_and_the_status_sits_under_the_results(app_url, page, shots):

@@ -818,7 +818,7 @@ def add_predict_tab(ctx=None) -> dict:
         # cancelled, so that it cannot put its result back afterwards; an edit of the composer's design takes its
         # results down when it is the model shown
         results = [topk_plot, attr_plot, del_plot, attr_warning, attr_trust, cmp_plot, cmp_del, cmp_trust]
-        results += [cmp_warning, mix_plot, erf_plot]
+        results += [cmp_warning, mix_plot, erf_plot, click_note]  # the note names a pixel of the old image
 
         def _stale(c=COMPOSER):
             return [None] * len(results) + [STALE] if c == COMPOSER else [gr.skip()] * (len(results) + 1)
