@@ -997,3 +997,41 @@ def test_search_chart_presets_keep_their_colour_and_do_not_stretch_the_axes():
     assert len(colours) == 5 and PRESET_COLOUR not in colours
     diamonds = next(t for t in fig.data if t.name == 'published presets')
     assert list(diamonds.hovertext) == ['near'] and diamonds.marker.color == PRESET_COLOUR
+
+
+def test_preset_labels_close_in_one_axis_are_placed_apart():
+    """The walkthrough: every label sat above its diamond, so convformer_s18 (3.95 GMACs, 26.8 M) printed over
+    caformer_s18 (4.12 GMACs, 26.3 M) and randformer_s24 over identityformer_s24 +2: close in one axis, too far
+    apart in the other to share a label. A label now takes the first place that clears the labels before it."""
+    from explorer.viz.search import _PLACES, CHAR_PX, LINE_PX, PLOT_WIDTH_PX, search_figure
+
+    sp = parse_space(SMALL)
+    trials = [
+        {'number': 0, 'metrics': {'gmacs': 1.2, 'params_m': 9.0}, 'feasible': True, 'pattern': 'PPPP', 'design': 'a'},
+        {'number': 1, 'metrics': {'gmacs': 5.3, 'params_m': 33.0}, 'feasible': True, 'pattern': 'PPAA', 'design': 'b'},
+    ]
+    presets = [
+        {'name': 'convformer_s18', 'metrics': {'gmacs': 3.95, 'params_m': 26.8}},
+        {'name': 'caformer_s18', 'metrics': {'gmacs': 4.12, 'params_m': 26.3}},
+        {'name': 'deit_small', 'metrics': {'gmacs': 4.6, 'params_m': 22.1}},  # alone: above its diamond
+    ]
+    height = 520
+    fig = search_figure(trials, trials, sp.objectives, presets, height=height)
+    diamonds = next(t for t in fig.data if t.name == 'published presets')
+    places = list(diamonds.textposition)
+    assert places[2] == 'top center' and places[0] != places[1]
+
+    def box(i):  # the label's box in pixels, as the placement reckons it (x 1.2-5.3 GMACs, y 9-33 M)
+        cx = (diamonds.x[i] - 1.2) / 4.1 * PLOT_WIDTH_PX
+        cy = (diamonds.y[i] - 9.0) / 24.0 * (height - 118)
+        w = CHAR_PX * len(diamonds.text[i])
+        dx, dy = _PLACES[places[i]]
+        return cx + dx * w, cy + dy * LINE_PX, cx + dx * w + w, cy + dy * LINE_PX + LINE_PX
+
+    a, b = box(0), box(1)
+    assert min(a[2], b[2]) <= max(a[0], b[0]) or min(a[3], b[3]) <= max(a[1], b[1])  # the boxes do not overlap
+    # all above their diamonds, the two overlapped
+    top = _PLACES['top center']
+    w0, w1 = CHAR_PX * len('convformer_s18'), CHAR_PX * len('caformer_s18')
+    x0, x1 = (3.95 - 1.2) / 4.1 * PLOT_WIDTH_PX, (4.12 - 1.2) / 4.1 * PLOT_WIDTH_PX
+    assert x0 + top[0] * w0 + w0 > x1 + top[0] * w1

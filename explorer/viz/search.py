@@ -82,15 +82,20 @@ def search_figure(
         if all(p['metrics'].get(k) is not None and abs(p['metrics'][k]) <= reach[k] for k in (x, y))
     ]
     if shown:
+        labels = _preset_labels(shown, x, y)
+        drawn = [t['metrics'] for t in trials] + [p['metrics'] for p in shown]
+        box = {k: (min(m[k] for m in drawn), max(m[k] for m in drawn)) for k in (x, y)}
         fig.add_trace(
             go.Scatter(
                 x=[p['metrics'][x] for p in shown],
                 y=[p['metrics'][y] for p in shown],
                 mode='markers+text',
                 name='published presets',
-                text=_preset_labels(shown, x, y),
+                text=labels,
                 hovertext=[plain(p['name']) for p in shown],
-                textposition='top center',
+                textposition=_label_positions(
+                    [(p['metrics'][x], p['metrics'][y]) for p in shown], labels, box[x], box[y], height - 118
+                ),
                 textfont=dict(size=10, color='#b91c1c'),
                 marker=dict(symbol='diamond', size=9, color=PRESET_COLOUR),
                 customdata=[[f'{PRESET_PICK}{p["name"]}'] for p in shown],  # a click opens the preset
@@ -120,6 +125,59 @@ def _preset_labels(shown: list[dict], x: str, y: str, near: float = 0.04) -> lis
     for i, extra in anchors:
         labels[i] = plain(shown[i]['name']) + (f' +{extra}' if extra else '')
     return labels
+
+
+# where a preset's label may go, in order of preference, and its box's offset from the point in label units:
+# (dx in label widths, dy in label heights; y up)
+_PLACES = {
+    'top center': (-0.5, 0.35),
+    'bottom center': (-0.5, -1.35),
+    'middle right': (0.03, -0.5),
+    'middle left': (-1.03, -0.5),
+    'top right': (0.0, 0.35),
+    'top left': (-1.0, 0.35),
+    'bottom right': (0.0, -1.35),
+    'bottom left': (-1.0, -1.35),
+}
+PLOT_WIDTH_PX = 850  # the plotting area's width assumed for placing labels (the tab is wider on most screens)
+CHAR_PX, LINE_PX = 6.0, 13.0  # a 10 px label's character width and line height
+
+
+def _label_positions(
+    points: list[tuple[float, float]], labels: list[str], xr: tuple, yr: tuple, height_px: float
+) -> list[str]:
+    """A textposition per label so that no two labels overlap where the chart has room: each label, left to
+    right, takes the first place (above, below, right, left, corners) whose box clears the labels placed before
+    it and the preset markers; where none does, the place that overlaps least. Every label 'top center' put
+    convformer_s18 over caformer_s18 and randformer_s24 over identityformer_s24 (close in one axis only)."""
+
+    def px(v: tuple[float, float]) -> tuple[float, float]:
+        return (
+            (v[0] - xr[0]) / ((xr[1] - xr[0]) or 1.0) * PLOT_WIDTH_PX,
+            (v[1] - yr[0]) / ((yr[1] - yr[0]) or 1.0) * height_px,
+        )
+
+    marks = [(cx - 5, cy - 5, cx + 5, cy + 5) for cx, cy in map(px, points)]
+    placed: list[tuple[float, float, float, float]] = []
+    out = ['top center'] * len(labels)
+
+    def overlap(a, b) -> float:
+        return max(0.0, min(a[2], b[2]) - max(a[0], b[0])) * max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+
+    for i in sorted((i for i, t in enumerate(labels) if t), key=lambda i: points[i]):
+        cx, cy = px(points[i])
+        w, h = CHAR_PX * len(labels[i]), LINE_PX
+        best = None
+        for place, (dx, dy) in _PLACES.items():
+            b = (cx + dx * w, cy + dy * h, cx + dx * w + w, cy + dy * h + h)
+            cost = sum(overlap(b, o) for o in placed) + sum(overlap(b, m) for j, m in enumerate(marks) if j != i)
+            if best is None or cost < best[0]:
+                best = (cost, place, b)
+            if cost == 0:
+                break
+        out[i] = best[1]
+        placed.append(best[2])
+    return out
 
 
 def _points(pts: list[dict], x: str, y: str, name: str, colour: str, size: int) -> go.Scatter:
