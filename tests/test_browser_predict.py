@@ -119,3 +119,34 @@ def test_results_of_another_image_are_taken_down_and_the_status_sits_under_the_r
     page.locator('#mfx-predict-status').filter(has_text='The image or the model changed').wait_for(timeout=30_000)
     page.wait_for_function('() => document.querySelectorAll(".js-plotly-plot").length === 0')
     page.screenshot(path=str(shots / 'predict-stale.png'), full_page=True)
+
+
+def test_a_run_on_the_old_image_is_cancelled_and_cannot_put_its_result_back(app_url, page, shots):
+    """The results of an image are taken down when the image changes; a run still working on the old image must
+    not put its map back when it ends (its event is cancelled with the change). Occlusion of poolformer_s12 with
+    random weights takes seconds, so the image changes while it runs; the test waits until the server's model
+    slots are all free again (the cancelled run's thread has ended) before looking."""
+    from explorer.app.context import MODEL_SLOTS
+
+    open_tab(page, app_url)
+    choose(page, 'mfx-model', 'poolformer_s12')
+    page.locator('#mfx-model-weights').get_by_label('random').check()
+    page.get_by_role('tab', name='Attribution').click()
+    choose(page, 'mfx-method', 'occlusion')
+    page.locator('#mfx-explain').click()
+    for _ in range(600):  # the run holds a model slot once its work starts
+        if MODEL_SLOTS._sem._value < MODEL_SLOTS.n:
+            break
+        page.wait_for_timeout(50)
+    assert MODEL_SLOTS._sem._value < MODEL_SLOTS.n, 'the explanation never started'
+    page.locator('#mfx-predict-examples button').nth(1).click()  # another image while it runs
+    page.locator('#mfx-predict-status').filter(has_text='The image or the model changed').wait_for(timeout=30_000)
+    for _ in range(1200):
+        if MODEL_SLOTS._sem._value == MODEL_SLOTS.n:
+            break
+        page.wait_for_timeout(100)
+    assert MODEL_SLOTS._sem._value == MODEL_SLOTS.n, 'the old run did not end within 2 minutes'
+    page.wait_for_timeout(2_000)  # what the ended run would send has arrived by now
+    page.screenshot(path=str(shots / 'predict-cancelled.png'), full_page=True)
+    assert page.locator('#mfx-attr-plot .js-plotly-plot').count() == 0
+    assert 'The image or the model changed' in page.locator('#mfx-predict-status').inner_text()

@@ -622,9 +622,10 @@ def refresh_pickers(*current: str) -> list:
 
 def _model_picker(label: str, default: str):
     choices = model_choices()
+    elem = 'mfx-' + label.replace(' ', '-')  # mfx-model, mfx-second-model
     with gr.Row():
-        choice = gr.Dropdown(choices, value=default, label=label, scale=3)
-        mode = gr.Radio(list(WEIGHT_MODES), value='pretrained', label='weights', scale=2)
+        choice = gr.Dropdown(choices, value=default, label=label, scale=3, elem_id=elem)
+        mode = gr.Radio(list(WEIGHT_MODES), value='pretrained', label='weights', scale=2, elem_id=f'{elem}-weights')
     return choice, mode
 
 
