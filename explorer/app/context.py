@@ -269,15 +269,38 @@ class BodyLimit:
         await send({'type': 'http.response.body', 'body': body})
 
 
+async def unreadable_body(request, exc):
+    """FastAPI's answer to a JSON body it could not parse was a bare 400 'There was an error parsing the body'
+    (a 5,000-digit number, lists nested 50,000 deep): the same 400, saying what could not be read. Every other
+    HTTP error keeps FastAPI's own answer."""
+    from fastapi.exception_handlers import http_exception_handler
+    from fastapi.responses import JSONResponse
+
+    if exc.status_code != 400 or exc.detail != 'There was an error parsing the body':
+        return await http_exception_handler(request, exc)
+    cause = exc.__cause__
+    if isinstance(cause, RecursionError):
+        why = 'lists or objects are nested too deeply'
+    elif isinstance(cause, ValueError) and 'digits' in str(cause):
+        why = f'a number has more than {sys.get_int_max_str_digits():,} digits'
+    else:
+        why = f'{type(cause).__name__ if cause else "unknown"}'
+    return JSONResponse({'error': f'the request body is not JSON the server can read: {why}'}, status_code=400)
+
+
 def launch_kwargs() -> dict:
     """theme, css, the upload limit and the request-body limit for Blocks.launch (Gradio 6 takes them there)."""
+    from starlette.exceptions import HTTPException as StarletteHTTPException
     from starlette.middleware import Middleware
 
     return {
         'theme': THEME,
         'css': CSS,
         'max_file_size': f'{max_upload_mb()}mb',
-        'app_kwargs': {'middleware': [Middleware(BodyLimit, max_bytes=max_request_mb() * 2**20)]},
+        'app_kwargs': {
+            'middleware': [Middleware(BodyLimit, max_bytes=max_request_mb() * 2**20)],
+            'exception_handlers': {StarletteHTTPException: unreadable_body},
+        },
     }
 
 

@@ -121,6 +121,23 @@ def test_a_huge_request_body_is_refused_before_the_app_reads_it(app_url, client)
     assert client.predict(spec='poolformer_s12', api_name='/validate') == []  # still serving
 
 
+def test_json_the_server_cannot_parse_is_refused_saying_why(app_url):
+    """A body with a 5,000-digit number or lists nested 50,000 deep got FastAPI's bare 400 'There was an error
+    parsing the body'; it still gets 400, now saying what could not be read. Other HTTP errors are FastAPI's."""
+    import httpx
+
+    url = f'{app_url}gradio_api/call/profile'
+    headers = {'content-type': 'application/json'}
+    big = '{"data": [{"stages": [{"mixer": "pooling", "depth": ' + '9' * 5000 + ', "dim": 16}]}, null]}'
+    deep = '{"data": [' + '[' * 50_000 + ']' * 50_000 + ', null]}'
+    for body, why in ((big, 'a number has more than 4,300 digits'), (deep, 'nested too deeply')):
+        r = httpx.post(url, content=body, headers=headers, timeout=30)
+        assert r.status_code == 400 and r.json()['error'].startswith('the request body is not JSON the server can')
+        assert why in r.json()['error']
+    assert httpx.get(f'{app_url}no-such-page', timeout=30).json() == {'detail': 'Not Found'}
+    assert httpx.post(url, json={'data': ['poolformer_s12', None]}, timeout=30).status_code == 200  # still serving
+
+
 def test_only_gradios_upload_route_is_left_to_its_own_file_limit(app_url):
     """Every path ending in /upload was exempt, so an API call named `upload` (/gradio_api/call/upload) took a
     256 MiB JSON body, read and parsed whole (about 1 GiB of server memory), even without a login."""
