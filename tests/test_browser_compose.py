@@ -452,3 +452,25 @@ def test_removing_the_first_stage_keeps_the_position_embedding_on_its_stage(app_
     assert [st.get('pos_embed', False) for st in held['stages']] == [False, True, False]
     assert analytic_cost(ArchSpec.from_dict(held)).params == analytic_cost(ArchSpec.from_dict(want)).params
     page.screenshot(path=str(shots / 'compose-remove-s1-hybrid.png'))
+
+
+def test_undo_and_redo_clicked_together_leave_the_form_and_the_numbers_on_one_design(app_url, page, shots):
+    """Review: Undo and Redo clicked in one go (both answered outside the queue, at once) left S3's width at 320
+    with the numbers of the 384 design: the redo's answer sent only the fields that differed from the form its
+    click had sent, which the undo's answer had changed meanwhile."""
+    dims = {d: macs_of(caformer_with(2, dim=d)) for d in (320, 384, 448)}
+    for _ in range(2):
+        open_caformer(page, app_url)
+        set_number(page, 'mfx-s3-dim', '384')
+        wait_macs(page, dims[384])
+        set_number(page, 'mfx-s3-dim', '448')
+        wait_macs(page, dims[448])
+        page.locator('#mfx-undo').click()
+        wait_macs(page, dims[384])
+        page.wait_for_timeout(500)
+        page.evaluate(
+            "() => { document.querySelector('#mfx-undo').click(); document.querySelector('#mfx-redo').click(); }"
+        )
+        page.wait_for_timeout(3000)
+        width = int(float(page.input_value('#mfx-s3-dim input')))
+        assert macs_shown(page) == dims[width], width

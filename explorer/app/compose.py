@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import json
+import threading
 from collections import OrderedDict
 from html import escape
 from types import SimpleNamespace
@@ -443,32 +444,9 @@ def _form_io(ui: SimpleNamespace) -> SimpleNamespace:
         shown = [u for c, u in zip(fill_outputs[1:], filled[1:]) if id(c) not in groups]  # [0]: the form's base
         return [spec, *[u.get('value') if isinstance(u, dict) else u for u in shown]]
 
-    def fill_changes(spec: dict, values) -> list:
-        """fill(spec), with gr.skip() for every field that already shows its new value and visibility (`values`:
-        the form as the request sent it): an undo of one field sends that field, not the ~100 of the form."""
-        n_old, flat = values[1], values[2 + len(g) :]
-        mixers = [flat[i * per_row] for i in range(MAX_STAGES)]
-        old = {id(c): (v, None) for c, v in zip(form, values)}
-        for i, r in enumerate(rows):
-            old[id(r['group'])] = (None, i < (n_old or 0))
-            shown = set(spec_form.slots_for(mixers[i]))
-            old.update({id(r['options'][k]): (old[id(r['options'][k])][0], k in shown) for k in keys})
-        out = fill(spec)
-        for i, (c, u) in enumerate(zip(fill_outputs, out)):
-            if i < 2:  # the form's base and stage count (states: no redraw)
-                continue
-            was_value, was_visible = old[id(c)]
-            update = u if isinstance(u, dict) else {'value': u}
-            if all(
-                update[k] == (was_value if k == 'value' else was_visible) for k in ('value', 'visible') if k in update
-            ):
-                out[i] = gr.skip()
-        return out
-
     return SimpleNamespace(
         keys=keys,
         row_fields=row_fields,
-        fill_changes=fill_changes,
         form=form,
         fill_outputs=fill_outputs,
         read_form=read_form,
@@ -535,6 +513,10 @@ class _Verified:
 
 
 _VERIFIED = _Verified()
+# a session's history (gr.State holds one Workbench per session, not copied per request) is read and changed by
+# edits, undos and redos, all outside the queue and so at once: one at a time, server-wide (each takes ~3 ms).
+# Reentrant: an undo counts the design it restores.
+HISTORY_LOCK = threading.RLock()
 
 
 def add_compose_tab(ctx: AppContext) -> None:
@@ -570,61 +552,62 @@ def add_compose_tab(ctx: AppContext) -> None:
         network), a replacement ('replace': an undo notice is shown) or an undo/redo ('restore': shown as kept)."""
 
         def refresh(request: gr.Request, w: Workbench, *values):
-            raw = read_form(values)
-            prev, form_name = w.current(), raw.get('name')
-            # only the name field renames: another field's event may carry a name the browser showed before the
-            # last recount landed, and that is no rename
-            typed = kind == 'rename' and prev is not None and form_name != prev['name']
-            if kind in ('edit', 'rename') and prev is not None and not typed:
-                raw['name'] = prev['name']
-            if typed and not str(form_name or '').strip():
-                message = f'type a name for the design (the last valid one: {prev["name"]})'
-                return invalid(w, SpecError([('name', message)]), raw)
-            try:
-                parsed = catalog.parse_spec(raw)
-            except SpecError as e:
-                return invalid(w, e, raw)
-            d = parsed.to_dict()
-            if typed and w.name_taken(d['name'], d):
-                message = f'{d["name"]} already names another design in this session: choose another name'
-                return invalid(w, SpecError([('name', message)]), raw)
-            if kind != 'restore':
-                d['name'] = w.name_edit(d, typed)
-            try:  # a generated name (-modN) is checked too: an error here is a message, never a stale page
-                spec = catalog.with_published_meta(catalog.parse_spec(d))
-            except SpecError as e:
-                return invalid(w, e, raw)
-            report = prof.profile(spec)
-            d = spec.to_dict()
-            if kind == 'restore':
-                w.invalid, w.change = False, None
-            elif w.commit(d, f'load {d["name"]}' if kind == 'replace' else label):
-                replaced = kind == 'replace' and prev is not None
-                w.notice = f'Replaced {prev["name"]} with {d["name"]}' if replaced else ''
-                w.change = None  # the change line: what an edit changed (a load, undo or redo shows none)
-                if prev is not None and kind == 'edit':
-                    was = prof.profile(catalog.parse_spec(prev))
-                    w.change = (prev['name'], was['params'], was['macs'])
-            # else the same design counted again (the field left, Enter, a pin): the line stays
-            if request is not None:  # None: the first page's values, computed at build time
-                _LATEST.mark(request, d)
-            pending = '<div class="mfx-note">fvcore: counting the built model…</div>'
-            return [
-                w,
-                d,
-                report,
-                _totals_html(spec, report, w.change),
-                pending,
-                gr.update(value='', visible=False),
-                stage_cost_svg(report),
-                _table_html(stage_rows(spec, report), report),
-                network_html(spec),
-                gr.update(value=report['preset']),
-                gr.update(value=d['name']) if d['name'] != form_name else gr.skip(),
-                *workbench_updates(w),
-                _field_errors_html([], raw),
-                '',
-            ]
+            with HISTORY_LOCK:
+                raw = read_form(values)
+                prev, form_name = w.current(), raw.get('name')
+                # only the name field renames: another field's event may carry a name the browser showed before the
+                # last recount landed, and that is no rename
+                typed = kind == 'rename' and prev is not None and form_name != prev['name']
+                if kind in ('edit', 'rename') and prev is not None and not typed:
+                    raw['name'] = prev['name']
+                if typed and not str(form_name or '').strip():
+                    message = f'type a name for the design (the last valid one: {prev["name"]})'
+                    return invalid(w, SpecError([('name', message)]), raw)
+                try:
+                    parsed = catalog.parse_spec(raw)
+                except SpecError as e:
+                    return invalid(w, e, raw)
+                d = parsed.to_dict()
+                if typed and w.name_taken(d['name'], d):
+                    message = f'{d["name"]} already names another design in this session: choose another name'
+                    return invalid(w, SpecError([('name', message)]), raw)
+                if kind != 'restore':
+                    d['name'] = w.name_edit(d, typed)
+                try:  # a generated name (-modN) is checked too: an error here is a message, never a stale page
+                    spec = catalog.with_published_meta(catalog.parse_spec(d))
+                except SpecError as e:
+                    return invalid(w, e, raw)
+                report = prof.profile(spec)
+                d = spec.to_dict()
+                if kind == 'restore':
+                    w.invalid, w.change = False, None
+                elif w.commit(d, f'load {d["name"]}' if kind == 'replace' else label):
+                    replaced = kind == 'replace' and prev is not None
+                    w.notice = f'Replaced {prev["name"]} with {d["name"]}' if replaced else ''
+                    w.change = None  # the change line: what an edit changed (a load, undo or redo shows none)
+                    if prev is not None and kind == 'edit':
+                        was = prof.profile(catalog.parse_spec(prev))
+                        w.change = (prev['name'], was['params'], was['macs'])
+                # else the same design counted again (the field left, Enter, a pin): the line stays
+                if request is not None:  # None: the first page's values, computed at build time
+                    _LATEST.mark(request, d)
+                pending = '<div class="mfx-note">fvcore: counting the built model…</div>'
+                return [
+                    w,
+                    d,
+                    report,
+                    _totals_html(spec, report, w.change),
+                    pending,
+                    gr.update(value='', visible=False),
+                    stage_cost_svg(report),
+                    _table_html(stage_rows(spec, report), report),
+                    network_html(spec),
+                    gr.update(value=report['preset']),
+                    gr.update(value=d['name']) if d['name'] != form_name else gr.skip(),
+                    *workbench_updates(w),
+                    _field_errors_html([], raw),
+                    '',
+                ]
 
         return refresh
 
@@ -718,6 +701,7 @@ def add_compose_tab(ctx: AppContext) -> None:
             r['mixer'],
             list(r['options'].values()),
             show_progress='hidden',
+            queue=False,  # before any Undo clicked after it (unqueued): a late answer showed the wrong fields
             **PRIVATE,
         )
 
@@ -756,9 +740,11 @@ def add_compose_tab(ctx: AppContext) -> None:
     name_at = refresh_outputs.index(g['name'])
     restore_outputs = fill_outputs + [c for c in refresh_outputs if c is not g['name']]
 
-    def restored(request: gr.Request, w: Workbench, spec: dict, values) -> list:
+    def restored(request: gr.Request, w: Workbench, spec: dict) -> list:
+        """The whole form and its counts, both from `spec`: two answers in flight at once (an Undo and a Redo
+        clicked together) each leave the form and the numbers on one design, whichever lands last."""
         counted = count_restored(request, w, *io.values_of(spec))
-        return io.fill_changes(spec, values) + counted[:name_at] + counted[name_at + 1 :]  # one name update
+        return fill(spec) + counted[:name_at] + counted[name_at + 1 :]  # the name field is filled once
 
     def restore_events(event):
         verify_after(event)
@@ -801,24 +787,28 @@ def _wire_history(ui: SimpleNamespace, io: SimpleNamespace, restored, outputs: l
     skip_all = [gr.skip()] * len(outputs)
 
     def undo(request: gr.Request, w: Workbench, *values):
-        current = w.current()
-        if current is None:
-            return skip_all
-        shown = _shown_design(io.read_form, values)
-        if w.invalid or shown is None or not same_design(shown, current):
-            w.invalid, w.notice = False, ''
-            return restored(request, w, current, values)  # an edit not counted yet (or invalid) is what undo takes back
-        back = w.undo()
-        return restored(request, w, back, values) if back is not None else skip_all
+        with HISTORY_LOCK:
+            current = w.current()
+            if current is None:
+                return skip_all
+            shown = _shown_design(io.read_form, values)
+            # the network only: a field typed and then Undo clicked sends the form before the edit's answer (with
+            # its -modN name) arrived, though the edit was counted first; comparing names lost that click
+            if w.invalid or shown is None or not same_design({**shown, 'name': current['name']}, current):
+                w.invalid, w.notice = False, ''
+                return restored(request, w, current)  # an edit not counted yet (or invalid) is what undo takes back
+            back = w.undo()
+            return restored(request, w, back) if back is not None else skip_all
 
-    def redo(request: gr.Request, w: Workbench, *values):
-        again = w.redo()
-        return restored(request, w, again, values) if again is not None else skip_all
+    def redo(request: gr.Request, w: Workbench):
+        with HISTORY_LOCK:
+            again = w.redo()
+            return restored(request, w, again) if again is not None else skip_all
 
     unqueued = dict(show_progress='hidden', queue=False, **PRIVATE)
     for button in (ui.undo, ui.notice_undo):
         wire(button.click(undo, [ui.hist, *io.form], outputs, **unqueued))
-    wire(ui.redo.click(redo, [ui.hist, *io.form], outputs, **unqueued))
+    wire(ui.redo.click(redo, ui.hist, outputs, **unqueued))
 
 
 def _pin_choices(pins: list[dict]) -> list[tuple[str, str]]:
