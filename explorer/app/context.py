@@ -276,7 +276,8 @@ async def unreadable_body(request, exc):
     from fastapi.exception_handlers import http_exception_handler
     from fastapi.responses import JSONResponse
 
-    if exc.status_code != 400 or exc.detail != 'There was an error parsing the body':
+    json_body = 'json' in request.headers.get('content-type', '')  # a form body's parse error is FastAPI's to word
+    if exc.status_code != 400 or exc.detail != 'There was an error parsing the body' or not json_body:
         return await http_exception_handler(request, exc)
     cause = exc.__cause__
     if isinstance(cause, RecursionError):
@@ -288,8 +289,30 @@ async def unreadable_body(request, exc):
     return JSONResponse({'error': f'the request body is not JSON the server can read: {why}'}, status_code=400)
 
 
+async def invalid_request(request, exc):
+    """FastAPI's 422 for a request that fails validation, which itself failed (500, with three tracebacks in the
+    log) when the request's body was bytes that are not UTF-8 (it echoes the input back as text): then the same
+    422 without the echoed input."""
+    from fastapi.exception_handlers import request_validation_exception_handler
+    from fastapi.responses import JSONResponse
+
+    try:
+        return await request_validation_exception_handler(request, exc)
+    except Exception:  # noqa: BLE001 - the input could not be put into JSON: leave it out
+        errors = [
+            {
+                'type': str(e.get('type')),
+                'loc': [str(p) for p in e.get('loc', ())],
+                'msg': public_text(e.get('msg'), 300),
+            }
+            for e in exc.errors()[:20]
+        ]
+        return JSONResponse({'detail': errors}, status_code=422)
+
+
 def launch_kwargs() -> dict:
     """theme, css, the upload limit and the request-body limit for Blocks.launch (Gradio 6 takes them there)."""
+    from fastapi.exceptions import RequestValidationError
     from starlette.exceptions import HTTPException as StarletteHTTPException
     from starlette.middleware import Middleware
 
@@ -299,7 +322,7 @@ def launch_kwargs() -> dict:
         'max_file_size': f'{max_upload_mb()}mb',
         'app_kwargs': {
             'middleware': [Middleware(BodyLimit, max_bytes=max_request_mb() * 2**20)],
-            'exception_handlers': {StarletteHTTPException: unreadable_body},
+            'exception_handlers': {StarletteHTTPException: unreadable_body, RequestValidationError: invalid_request},
         },
     }
 
@@ -415,6 +438,11 @@ def endpoint(fn):
     return wrapper
 
 
+# what a request's values can make Gradio raise while reading them (pydantic's ValidationError and Gradio's
+# InvalidPathError are ValueErrors); anything else (OSError copying an upload, MemoryError) is the server's fault
+CLIENT_ERRORS = (ValueError, TypeError, KeyError, IndexError, AttributeError)
+
+
 def refuse_unreadable_values(demo: gr.Blocks) -> None:
     """Answer a request whose values Gradio cannot read with a message that names them.
 
@@ -422,36 +450,54 @@ def refuse_unreadable_values(demo: gr.Blocks) -> None:
     (refusing a path that was not uploaded) and lets each component preprocess its value. What fails there was
     answered `{"error": null}` (a blank "Error" in the page) with a traceback in the server log for every such
     request: an example index past the list, a checkpoint sent as a server path, a value of the wrong type. Now the
-    client is told which event and fields could not be read, and why, and the log stays quiet."""
+    client is told which event and fields could not be read, and why, and the log stays quiet. Gradio's own
+    refusals (a value outside a dropdown's choices) are passed on escaped and shortened, without a traceback; a
+    fault of the server's while reading is logged and said to be one."""
     read = demo.preprocess_data
 
     async def preprocess_data(block_fn, inputs, state, explicit_call=False):
         try:
             return await read(block_fn, inputs, state, explicit_call)
-        except gr.Error:
-            raise
-        except Exception as e:  # noqa: BLE001 - whatever Gradio raised, the client gets a named refusal
-            raise user_error(unreadable_message(block_fn, e), title='Bad request') from None
+        except gr.Error as e:
+            if not e.print_exception:  # the app's own refusal (user_error and the like): already escaped
+                raise
+            raise user_error(f'{_event(block_fn)}: {public_text(e.message, 300)}', title='Bad request') from None
+        except Exception as e:  # noqa: BLE001 - whatever Gradio raised, the client gets a named answer
+            cause = e.__cause__ if e.__cause__ is not None else e
+            if isinstance(cause, CLIENT_ERRORS):
+                raise user_error(unreadable_message(block_fn, cause), title='Bad request') from None
+            logging.getLogger('explorer').exception('reading the values of %s failed', _event(block_fn))
+            raise user_error(
+                f'{_event(block_fn)}: the server failed while reading the values sent ({type(cause).__name__}); '
+                'the details are in its log'
+            ) from None
 
     demo.preprocess_data = preprocess_data
 
 
-def unreadable_message(block_fn, e: Exception) -> str:
+def _event(block_fn) -> str:
+    return block_fn.api_name or block_fn.name or 'this event'
+
+
+def unreadable_message(block_fn, cause: Exception) -> str:
     """What refuse_unreadable_values tells the client: the event, its fields (their labels) and the reason."""
-    cause = e.__cause__ if e.__cause__ is not None else e
     fields = [
         str(getattr(b, 'label', None) or b.get_block_name()).split(' (')[0][:60]
         for b in block_fn.inputs
         if not getattr(b, 'stateful', False)
     ]
-    event = block_fn.api_name or block_fn.name or 'this event'
     if type(cause).__name__ == 'InvalidPathError':  # gradio.exceptions: a file path the server did not receive
         reason = "a file must first go through Gradio's upload route, which answers the path to send; files already "
         reason += 'on the server are not read'
-    else:  # the first two lines: pydantic's count of errors, then the field at fault
-        detail = '; '.join(line.strip() for line in str(cause).splitlines()[:2] if line.strip())
-        reason = f'{type(cause).__name__}: {detail or "no detail"}'
-    return f'{event}: the values sent could not be read ({", ".join(fields) or "no fields"}): {reason}'
+    elif callable(getattr(cause, 'errors', None)):  # pydantic: the first error's field and message, not its input
+        errors = cause.errors()
+        first = errors[0] if errors else {}
+        where = '.'.join(str(p) for p in first.get('loc', ())) or 'the value'
+        more = f' (and {len(errors) - 1} more)' if len(errors) > 1 else ''
+        reason = f'{type(cause).__name__}: {where}: {first.get("msg", "not valid")}{more}'
+    else:
+        reason = f'{type(cause).__name__}: {str(cause).splitlines()[0] if str(cause) else "no detail"}'
+    return f'{_event(block_fn)}: the values sent could not be read ({", ".join(fields) or "no fields"}): {reason}'
 
 
 class WorkSlots:
