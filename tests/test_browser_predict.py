@@ -4,6 +4,8 @@ shown at a readable size. Screenshots go to $MFX_SCREENSHOTS (default: pytest's 
 
 from __future__ import annotations
 
+import pytest
+
 from tests.browser_kit import pytestmark  # noqa: F401  (the browser, page and shots fixtures come from conftest)
 
 SLOW = 300_000  # ms: an explanation with its faithfulness curves on a loaded 2-core machine
@@ -140,6 +142,8 @@ def test_a_run_on_the_old_image_is_cancelled_and_cannot_put_its_result_back(app_
         page.wait_for_timeout(50)
     assert MODEL_SLOTS._sem._value < MODEL_SLOTS.n, 'the explanation never started'
     page.locator('#mfx-predict-examples button').nth(1).click()  # another image while it runs
+    if MODEL_SLOTS._sem._value == MODEL_SLOTS.n:  # seconds of work on any 2-core machine; a fast one could finish
+        pytest.skip('the explanation ended before the image changed: there was nothing to cancel')
     page.locator('#mfx-predict-status').filter(has_text='The image or the model changed').wait_for(timeout=30_000)
     for _ in range(1200):
         if MODEL_SLOTS._sem._value == MODEL_SLOTS.n:
