@@ -7,8 +7,11 @@ user commits them, with Enter, Tab/blur or a 0.7 s pause, not on every keystroke
 moment the MACs card's value changes; the latency of a change is the time between the two (performance.now(), so
 Playwright's own round trips are not counted). `--no-enter` waits for the pause instead (latency then includes
 the 0.7 s pause by design). Prints p50/p95/max against the 150 ms p95 target, with the machine's load.
+`--undo` follows each change with a click of Undo and one of Redo, stamped at the click, and prints the three
+side by side (each action starts after the previous one's numbers are on screen and 1 s has passed, so the
+background fvcore verification of the previous design does not share the CPU with it).
 
-    python benchmarks/bench_interaction.py [--changes 50]
+    python benchmarks/bench_interaction.py [--changes 50] [--undo]
 """
 
 from __future__ import annotations
@@ -27,8 +30,11 @@ CHROMIUM = '/usr/bin/chromium'
 ARGS = ['--no-sandbox', '--disable-gpu', '--disable-background-networking', '--disable-component-update']
 WATCH = """
 () => {
-  window.__inputs = []; window.__changes = []; window.__commits = [];
+  window.__inputs = []; window.__changes = []; window.__commits = []; window.__clicks = [];
   document.addEventListener('input', () => window.__inputs.push(performance.now()), true);
+  document.addEventListener('click', (e) => {
+    if (e.target.closest && e.target.closest('#mfx-undo, #mfx-redo')) window.__clicks.push(performance.now());
+  }, true);
   document.addEventListener('keydown', (e) => {
     if (e.key === 'Enter') window.__commits.push(performance.now());
   }, true);
@@ -56,6 +62,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     ap.add_argument('--changes', type=int, default=50)
     ap.add_argument('--no-enter', action='store_true', help='commit by the pause, not by Enter')
+    ap.add_argument('--undo', action='store_true', help='after each change, time an Undo and a Redo too')
     args = ap.parse_args()
     from playwright.sync_api import sync_playwright
 
@@ -68,7 +75,7 @@ def main() -> None:
     demo.launch(server_name='127.0.0.1', server_port=port, prevent_thread_lock=True, quiet=True, **launch_kwargs())
     spec = get_preset('caformer_s18')
     depths = [2, 4, 3]
-    lat = []
+    lat, undo, redo = [], [], []
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
         page = browser.new_page(viewport={'width': 1280, 'height': 900})
@@ -76,30 +83,48 @@ def main() -> None:
         page.wait_for_function(f'() => document.querySelector("#mfx-macs")?.dataset.value === "{expected_macs(spec)}"')
         time.sleep(5)  # the background verification and preload settle
         page.evaluate(WATCH)
+
+        def shown(want: str, key: str) -> float:
+            """ms from the latest stamp of `key` to the MACs card showing `want`."""
+            page.wait_for_function(
+                f'() => document.querySelector("#mfx-macs")?.dataset.value === "{want}"', timeout=30_000
+            )
+            t_in, changes = page.evaluate(f'() => [window.{key}.at(-1), window.__changes]')
+            page.evaluate('() => { window.__changes = []; }')
+            return next(t for t, v in changes if t >= t_in and v == want) - t_in
+
         for i in range(args.changes):
+            before = expected_macs(spec)
             spec['stages'][0]['depth'] = depths[i % 3]
             want = expected_macs(spec)
             box = page.locator('#mfx-s1-depth input')
             box.fill(str(depths[i % 3]))
             if not args.no_enter:
                 box.press('Enter')
-            page.wait_for_function(
-                f'() => document.querySelector("#mfx-macs")?.dataset.value === "{want}"', timeout=30_000
-            )
-            key = '__inputs' if args.no_enter else '__commits'
-            t_in, changes = page.evaluate(f'() => [window.{key}.at(-1), window.__changes]')
-            t_out = next(t for t, v in changes if t >= t_in and v == want)
-            lat.append(t_out - t_in)
-            page.evaluate('() => { window.__changes = []; }')
+            lat.append(shown(want, '__inputs' if args.no_enter else '__commits'))
+            if args.undo:
+                for button, target, out in (('#mfx-undo', before, undo), ('#mfx-redo', want, redo)):
+                    time.sleep(1)
+                    page.locator(button).click()
+                    out.append(shown(target, '__clicks'))
+                time.sleep(1)
         browser.close()
     demo.close()
-    lat_sorted = sorted(lat)
-    p95 = lat_sorted[max(0, round(0.95 * len(lat)) - 1)]
+    p95 = _p95(lat)
     load = os.getloadavg()[0]
     how = 'last input event (committed by the 0.7 s pause)' if args.no_enter else 'Enter'
     print(f'{len(lat)} changes of S1 depth on CAFormer-S18, {how} -> new MACs on screen (Chromium, loopback):')
     print(f'  p50 {statistics.median(lat):.0f} ms, p95 {p95:.0f} ms, max {max(lat):.0f} ms; target p95 < 150 ms: '
           f'{"met" if p95 < 150 else "missed"}; load average {load:.2f} on {os.cpu_count()} CPUs')  # fmt: skip
+    for name, xs in (('Undo', undo), ('Redo', redo)):
+        if xs:
+            print(f'  {name} click -> the design before/after on screen: p50 {statistics.median(xs):.0f} ms, '
+                  f'p95 {_p95(xs):.0f} ms, max {max(xs):.0f} ms ({statistics.median(xs) / statistics.median(lat):.2f}x '
+                  f"an edit's p50)")  # fmt: skip
+
+
+def _p95(xs: list[float]) -> float:
+    return sorted(xs)[max(0, round(0.95 * len(xs)) - 1)]
 
 
 if __name__ == '__main__':
