@@ -30,9 +30,9 @@ def app():
     staged = {
         (getattr(free(f)['op'], '__name__', None), free(f)['index']): f
         for f in fns
-        if getattr(f, '__name__', '') == '<lambda>' and 'op' in free(f) and 'index' in free(f)
+        if getattr(f, '__name__', '') == 'stage_edit'
     }
-    fill = free(staged[('add_stage', None)])['fill']
+    fill = free(free(staged[('add_stage', None)])['shown_and_counted'])['fill']
     n_globals = len(free(free(edit)['read_form'])['g'])
     return edit, staged, fill, n_globals
 
@@ -49,8 +49,8 @@ def _composer(app, spec: dict, op: str, index=None) -> dict:
     edit, staged, fill, n = app
     w = Workbench()
     edit(None, w, *_values(fill(spec), n))  # the design loaded and counted
-    out = edit(None, w, *_values(staged[(op, index)](*_values(fill(spec), n)), n))
-    return out[1]
+    out = staged[(op, index)](None, w, *_values(fill(spec), n))  # the form and its count in one answer
+    return out[len(fill(spec)) + 1]  # after the form: the history, then the design
 
 
 def test_removing_a_stage_keeps_each_stages_hidden_fields_with_its_stage(app):
@@ -195,3 +195,25 @@ def test_undo_right_after_typing_takes_the_typed_edit_back(app):
     assert edit(None, w, *_values(fill(wider), n))[1]['name'] == 'caformer_s18-mod2'  # the blur's count
     out = undo.fn(None, w, *_values(fill(wider), n))  # 448 on screen, still named -mod1
     assert out[spec_at]['stages'][2]['dim'] == 384 and out[spec_at]['name'] == 'caformer_s18-mod1'
+
+
+def test_a_stage_added_or_removed_is_shown_and_counted_in_one_unqueued_answer(app):
+    """Adding or removing a stage filled the form and then counted it in two queued events (about a second, and an
+    unqueued Undo clicked meanwhile ran first, so the chain then committed on top of the undone design)."""
+    from explorer.app.history import Workbench
+    from explorer.app.main import build_demo
+
+    edit, staged, fill, n = app
+    events = [f for f in build_demo().fns.values() if getattr(f.fn, '__name__', '') == 'stage_edit']
+    assert len(events) == 1 + MAX_STAGES and all(not f.queue for f in events)
+    at = {getattr(c, 'elem_id', None): i for i, c in enumerate(events[0].outputs)}
+    p = catalog.get_preset('poolformer_s12')
+    w = Workbench()
+    edit(None, w, *_values(fill(p), n))
+    out = staged[('add_stage', None)](None, w, *_values(fill(p), n))
+    design = out[len(fill(p)) + 1]
+    assert len(design['stages']) == 5 and out[1] == 5  # the design and the form's stage count
+    assert design['name'] == 'poolformer_s12-mod1' == out[at['mfx-name']]['value']  # the name field once, renamed
+    report = out[len(fill(p)) + 2]
+    assert report['macs'] == prof.profile(catalog.parse_spec(spec_form.add_stage(p)))['macs']
+    assert w.current()['name'] == 'poolformer_s12-mod1' and w.can_undo

@@ -722,35 +722,50 @@ def add_compose_tab(ctx: AppContext) -> None:
         except SpecError as e:
             raise user_error(e) from None
 
-    def staged(op, index=None):
-        # the edited raw spec goes through the form, not the state: it may still be invalid
-        return lambda *values: fill(edit_stages(op, index, values))
-
-    add = ui.add.click(staged(spec_form.add_stage), form, fill_outputs, show_progress='hidden', **PRIVATE)
-    chain_count(add, label='add stage')
-    for i, r in enumerate(rows):
-        remove = r['remove'].click(
-            staged(spec_form.remove_stage, i), form, fill_outputs, show_progress='hidden', **PRIVATE
-        )
-        chain_count(remove, label=f'remove S{i + 1}')
-
-    # an undo or redo shows and counts the design in one answer outside the queue, like an edit: chained queued
-    # steps (restore, fill, count) took about 1.1 s against 0.25 s for an edit (/work notes: undo_time.py)
-    count_restored = counter('restore')
+    # a stage added or removed, an undo or a redo: one answer outside the queue, like an edit, with the whole form
+    # and its counts from one design. As queued chained events (change, fill the form, count it) an undo took
+    # 1.1-1.4 s and a stage button 0.34-0.36 s against 0.1 s for an edit (benchmarks/bench_interaction.py --undo),
+    # and an unqueued undo could overtake a queued chain
     name_at = refresh_outputs.index(g['name'])
-    restore_outputs = fill_outputs + [c for c in refresh_outputs if c is not g['name']]
+    name_in_form = fill_outputs.index(g['name'])
+    shown_outputs = fill_outputs + [c for c in refresh_outputs if c is not g['name']]
+
+    def shown_and_counted(kind: str, label: str, request: gr.Request, w: Workbench, spec: dict) -> list:
+        """fill(spec) and counter(kind, label) of it as one answer (shown_outputs): the name field once, as the
+        count names the design (an edit's -modN)."""
+        counted = counter(kind, label)(request, w, *io.values_of(spec))
+        filled = fill(spec)
+        name = counted[name_at]
+        if not (isinstance(name, dict) and set(name) == {'__type__'}):  # not gr.skip()
+            filled[name_in_form] = name
+        return filled + counted[:name_at] + counted[name_at + 1 :]
 
     def restored(request: gr.Request, w: Workbench, spec: dict) -> list:
-        """The whole form and its counts, both from `spec`: two answers in flight at once (an Undo and a Redo
-        clicked together) each leave the form and the numbers on one design, whichever lands last."""
-        counted = count_restored(request, w, *io.values_of(spec))
-        return fill(spec) + counted[:name_at] + counted[name_at + 1 :]  # the name field is filled once
+        """A design from the history, shown and counted (two answers in flight at once, an Undo and a Redo
+        clicked together, each leave the form and the numbers on one design, whichever lands last)."""
+        return shown_and_counted('restore', 'edit', request, w, spec)
 
-    def restore_events(event):
+    def staged(op, index=None, label: str = 'edit'):
+        """The form's design with a stage added or removed (it may be invalid: the count then says why)."""
+
+        def stage_edit(request: gr.Request, w: Workbench, *values):
+            raw = edit_stages(op, index, values)
+            with HISTORY_LOCK:
+                return shown_and_counted('edit', label, request, w, raw)
+
+        return stage_edit
+
+    def shown_events(event):
         verify_after(event)
         edit_events.append(event)  # the share link follows it (no gr.State.change outside the queue)
 
-    _wire_history(ui, io, restored, restore_outputs, restore_events)
+    unqueued = dict(show_progress='hidden', queue=False, **PRIVATE)
+    shown_events(ui.add.click(staged(spec_form.add_stage, label='add stage'), [hist, *form], shown_outputs, **unqueued))
+    for i, r in enumerate(rows):
+        remove = staged(spec_form.remove_stage, i, f'remove S{i + 1}')
+        shown_events(r['remove'].click(remove, [hist, *form], shown_outputs, **unqueued))
+
+    _wire_history(ui, io, restored, shown_outputs, shown_events)
     _wire_pins(ui, ctx, load_spec)
     ctx.extras.update(preset_dropdown=preset, fill=fill, fill_outputs=fill_outputs, form=form)
 
