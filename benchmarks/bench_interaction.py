@@ -7,9 +7,10 @@ user commits them, with Enter, Tab/blur or a 0.7 s pause, not on every keystroke
 moment the MACs card's value changes; the latency of a change is the time between the two (performance.now(), so
 Playwright's own round trips are not counted). `--no-enter` waits for the pause instead (latency then includes
 the 0.7 s pause by design). Prints p50/p95/max against the 150 ms p95 target, with the machine's load.
-`--undo` follows each change with a click of Undo and one of Redo, stamped at the click, and prints the three
-side by side (each action starts after the previous one's numbers are on screen and 1 s has passed, so the
-background fvcore verification of the previous design does not share the CPU with it).
+`--undo` follows each change with clicks of Undo, Redo, "+ add stage" and the new stage's remove button, each
+stamped at the click, and prints them side by side (each action starts after the previous one's numbers are on
+screen and 1 s has passed, so the background fvcore verification of the previous design does not share the CPU
+with it).
 
     python benchmarks/bench_interaction.py [--changes 50] [--undo]
 """
@@ -33,7 +34,8 @@ WATCH = """
   window.__inputs = []; window.__changes = []; window.__commits = []; window.__clicks = [];
   document.addEventListener('input', () => window.__inputs.push(performance.now()), true);
   document.addEventListener('click', (e) => {
-    if (e.target.closest && e.target.closest('#mfx-undo, #mfx-redo')) window.__clicks.push(performance.now());
+    const button = '#mfx-undo, #mfx-redo, #mfx-add, #mfx-s5-remove';
+    if (e.target.closest && e.target.closest(button)) window.__clicks.push(performance.now());
   }, true);
   document.addEventListener('keydown', (e) => {
     if (e.key === 'Enter') window.__commits.push(performance.now());
@@ -66,6 +68,7 @@ def main() -> None:
     args = ap.parse_args()
     from playwright.sync_api import sync_playwright
 
+    from explorer.app import form as spec_form
     from explorer.app.context import launch_kwargs
     from explorer.app.main import build_demo
     from explorer.core.catalog import get_preset
@@ -75,7 +78,7 @@ def main() -> None:
     demo.launch(server_name='127.0.0.1', server_port=port, prevent_thread_lock=True, quiet=True, **launch_kwargs())
     spec = get_preset('caformer_s18')
     depths = [2, 4, 3]
-    lat, undo, redo = [], [], []
+    lat, undo, redo, add, remove = [], [], [], [], []
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
         page = browser.new_page(viewport={'width': 1280, 'height': 900})
@@ -103,7 +106,10 @@ def main() -> None:
                 box.press('Enter')
             lat.append(shown(want, '__inputs' if args.no_enter else '__commits'))
             if args.undo:
-                for button, target, out in (('#mfx-undo', before, undo), ('#mfx-redo', want, redo)):
+                more = expected_macs(spec_form.add_stage(spec))
+                steps = [('#mfx-undo', before, undo), ('#mfx-redo', want, redo)]
+                steps += [('#mfx-add', more, add), ('#mfx-s5-remove', want, remove)]
+                for button, target, out in steps:
                     time.sleep(1)
                     page.locator(button).click()
                     out.append(shown(target, '__clicks'))
@@ -116,9 +122,9 @@ def main() -> None:
     print(f'{len(lat)} changes of S1 depth on CAFormer-S18, {how} -> new MACs on screen (Chromium, loopback):')
     print(f'  p50 {statistics.median(lat):.0f} ms, p95 {p95:.0f} ms, max {max(lat):.0f} ms; target p95 < 150 ms: '
           f'{"met" if p95 < 150 else "missed"}; load average {load:.2f} on {os.cpu_count()} CPUs')  # fmt: skip
-    for name, xs in (('Undo', undo), ('Redo', redo)):
+    for name, xs in (('Undo', undo), ('Redo', redo), ('+ add stage', add), ('S5 remove', remove)):
         if xs:
-            print(f'  {name} click -> the design before/after on screen: p50 {statistics.median(xs):.0f} ms, '
+            print(f'  {name} click -> its design on screen: p50 {statistics.median(xs):.0f} ms, '
                   f'p95 {_p95(xs):.0f} ms, max {max(xs):.0f} ms ({statistics.median(xs) / statistics.median(lat):.2f}x '
                   f"an edit's p50)")  # fmt: skip
 
