@@ -154,3 +154,25 @@ def test_a_run_on_the_old_image_is_cancelled_and_cannot_put_its_result_back(app_
     page.screenshot(path=str(shots / 'predict-cancelled.png'), full_page=True)
     assert page.locator('#mfx-attr-plot .js-plotly-plot').count() == 0
     assert 'The image or the model changed' in page.locator('#mfx-predict-status').inner_text()
+
+
+def test_a_composer_edit_takes_down_the_composer_models_results(app_url, page, shots):
+    """Session 18 took the composer's results down when its design changed, listening to the design's state; but
+    composer edits answer outside the queue, where Gradio fires no state change, so after an edit the old
+    design's top-k stayed up under the new design's name."""
+    page.goto(app_url + '?preset=poolformer_s12')
+    page.wait_for_selector('body[data-mfx-ready]', state='attached')
+    page.get_by_role('tab', name='Predict & explain').click()
+    choose(page, 'mfx-model', '(composer spec)')
+    page.locator('#mfx-model-weights').get_by_label('random').check()
+    page.get_by_role('button', name='Predict', exact=True).click()
+    page.wait_for_function("() => document.querySelectorAll('.js-plotly-plot').length >= 1", timeout=SLOW)
+    page.get_by_role('tab', name='Compose').click()
+    depth = page.locator('#mfx-s1-depth input')
+    depth.fill('3')
+    depth.press('Tab')
+    page.wait_for_function("document.querySelector('#mfx-name textarea, #mfx-name input').value.includes('-mod')")
+    page.get_by_role('tab', name='Predict & explain').click()
+    page.locator('#mfx-predict-status').filter(has_text='The image or the model changed').wait_for(timeout=30_000)
+    page.wait_for_function('() => document.querySelectorAll(".js-plotly-plot").length === 0')
+    page.screenshot(path=str(shots / 'predict-composer-edit.png'), full_page=True)
