@@ -103,3 +103,19 @@ def test_runs_table_overlays_curves_draws_the_live_run_and_opens_a_run_in_predic
             from explorer.app.train import LIVE
 
             LIVE.end('browser-test-run')
+
+
+def test_the_train_at_scale_commands_follow_a_composer_edit(app_url, page, shots):
+    """The Train tab's readiness line, torchrun commands and spec download followed the design's state change,
+    which composer edits (answered outside the queue) never fire: after an edit the download was the design
+    before it."""
+    page.goto(app_url + '?preset=poolformer_s12')
+    page.wait_for_selector('body[data-mfx-ready]', state='attached')
+    depth = page.locator('#mfx-s1-depth input')
+    depth.fill('3')
+    depth.press('Tab')
+    page.wait_for_function("document.querySelector('#mfx-name textarea, #mfx-name input').value.includes('-mod1')")
+    page.get_by_role('tab', name='Train').click()
+    page.get_by_text('Train at scale').click()
+    page.locator('#mfx-scale-cmd').filter(has_text='poolformer_s12-mod1').wait_for(timeout=30_000)
+    page.screenshot(path=str(shots / 'train-at-scale-after-edit.png'), full_page=True)

@@ -164,6 +164,13 @@ class AppContext:
     load_spec: Callable = None
     extras: dict = field(default_factory=dict)
 
+    def on_design_change(self, fn, inputs, outputs, **kwargs) -> None:
+        """Run `fn` whenever the composer's design changes. A spec loaded through the queue changes `spec` and
+        fires its change event; edits, undos and the stage buttons answer outside the queue, where Gradio fires
+        none, so `fn` follows each of those events too (extras['edit_events'], set by the Compose tab)."""
+        for event in (self.spec.change, *[e.then for e in self.extras.get('edit_events', [])]):
+            event(fn, inputs, outputs, **kwargs)
+
 
 def show_initially(components, values) -> None:
     """Give components the values an event handler would send them (plain values or gr.update dicts; a

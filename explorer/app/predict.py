@@ -832,10 +832,7 @@ def add_predict_tab(ctx=None) -> dict:
         for trigger in (choice_b.change, mode_b.change):  # the second model of a comparison
             trigger(lambda: [None] * len(compared), None, compared, **{**stale, 'cancels': [cmp_run]})
         if ctx is not None:  # a composer edit clears only the composer's results, and cancels nothing
-            # edits, undos and stage buttons answer outside the queue, where Gradio fires no gr.State.change: they
-            # are followed by their events (ctx.extras['edit_events']), loads by the state's change
-            for event in (spec_state.change, *[e.then for e in ctx.extras.get('edit_events', [])]):
-                event(_stale, choice, results + [status], **{**stale, 'cancels': None})
+            ctx.on_design_change(_stale, choice, results + [status], **{**stale, 'cancels': None})
         for name, fn in API.items():
             fn = held(fn) if name in ('predict', 'mixing_map', 'attribute') else fn
             gr.api(endpoint(fn), api_name=name, concurrency_id='model', concurrency_limit=2)

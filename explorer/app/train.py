@@ -405,8 +405,11 @@ def add_train_tab(ctx) -> None:
         trained_path = gr.State(None)
         ctx.extras['trained_checkpoint'] = trained_path  # the latest checkpoint trained in this session
 
-    spec_state.change(readiness, spec_state, ready, show_progress='hidden', **PRIVATE)
-    spec_state.change(scale_values, spec_state, [at_scale, spec_file], show_progress='hidden', **PRIVATE)
+    # the design's readiness, torchrun commands and spec download follow every change of the composer's design
+    # (they followed the state's change event only, which edits answered outside the queue never fire: the
+    # download gave the design before the edits)
+    ctx.on_design_change(readiness, spec_state, ready, show_progress='hidden', **PRIVATE)
+    ctx.on_design_change(scale_values, spec_state, [at_scale, spec_file], show_progress='hidden', **PRIVATE)
     adapted = adapt.click(adapt_handler, [spec_state, img_size], [spec_state, status], **PRIVATE)
     if getattr(ctx, 'load_spec', None):
         ctx.load_spec(adapted)
