@@ -217,3 +217,33 @@ def test_a_stage_added_or_removed_is_shown_and_counted_in_one_unqueued_answer(ap
     report = out[len(fill(p)) + 2]
     assert report['macs'] == prof.profile(catalog.parse_spec(spec_form.add_stage(p)))['macs']
     assert w.current()['name'] == 'poolformer_s12-mod1' and w.can_undo
+
+
+def test_a_preset_or_scratch_replaces_the_design_in_one_unqueued_answer(app):
+    """A preset picked or "start from scratch" filled the form and counted it in queued chained events, which an
+    Undo (answered outside the queue) could overtake; now one answer, and still a replacement one undo away."""
+    from explorer.app.history import Workbench
+    from explorer.app.main import build_demo
+
+    edit, _, fill, n = app
+    events = [f for f in build_demo().fns.values() if getattr(f.fn, '__name__', '') == 'replaced']
+    assert len(events) == 2 and all(not f.queue for f in events)
+    scratch = next(
+        f.fn for f in events if f.fn.__closure__ and catalog.scratch_spec in [c.cell_contents for c in f.fn.__closure__]
+    )
+    picked = next(f.fn for f in events if f.fn is not scratch)
+    p = catalog.get_preset('poolformer_s12')
+    w = Workbench()
+    edit(None, w, *_values(fill(p), n))
+    out = scratch(None, w)
+    design = out[len(fill(p)) + 1]
+    assert (
+        design['name'] == catalog.scratch_spec()['name']
+        and w.notice == f'Replaced poolformer_s12 with {design["name"]}'
+    )
+    assert w.undo()['name'] == 'poolformer_s12'
+    out = picked(None, w, 'caformer_s18')
+    assert out[len(fill(p)) + 1]['name'] == 'caformer_s18'
+    assert out[len(fill(p)) + 2]['macs'] == prof.profile(catalog.parse_spec(catalog.get_preset('caformer_s18')))['macs']
+    with pytest.raises(Exception, match='not a preset'):
+        picked(None, w, '../../etc/passwd')

@@ -705,16 +705,6 @@ def add_compose_tab(ctx: AppContext) -> None:
             **PRIVATE,
         )
 
-    def pick_preset(name):
-        if not name:
-            return gr.skip()
-        return catalog.get_preset(name)
-
-    load_spec(preset.input(pick_preset, preset, ctx.spec, **PRIVATE))
-    load_spec(
-        ui.scratch.click(catalog.scratch_spec, None, ctx.spec, **PRIVATE).then(lambda: None, None, preset, **PRIVATE)
-    )
-
     def edit_stages(op, index, values):
         try:
             raw = read_form(values)
@@ -765,6 +755,25 @@ def add_compose_tab(ctx: AppContext) -> None:
         remove = staged(spec_form.remove_stage, i, f'remove S{i + 1}')
         shown_events(r['remove'].click(remove, [hist, *form], shown_outputs, **unqueued))
 
+    def replace_with(make):
+        """The preset picked or "start from scratch": shown and counted in one answer as a replacement (the design it
+        replaces stays one undo away, a notice says so; the preset field then names the preset, or none)."""
+
+        def replaced(request: gr.Request, w: Workbench, *args):
+            try:
+                spec = make(*args)
+            except SpecError as e:  # a crafted request's preset name
+                raise user_error(e, title='Bad request') from None
+            if spec is None:
+                return [gr.skip()] * len(shown_outputs)
+            with HISTORY_LOCK:
+                return shown_and_counted('replace', 'edit', request, w, spec)
+
+        return replaced
+
+    picked = replace_with(lambda name: catalog.get_preset(name) if name else None)
+    shown_events(preset.input(picked, [hist, preset], shown_outputs, **unqueued))
+    shown_events(ui.scratch.click(replace_with(catalog.scratch_spec), hist, shown_outputs, **unqueued))
     _wire_history(ui, io, restored, shown_outputs, shown_events)
     _wire_pins(ui, ctx, load_spec)
     ctx.extras.update(preset_dropdown=preset, fill=fill, fill_outputs=fill_outputs, form=form)
