@@ -438,9 +438,9 @@ def _form_io(ui: SimpleNamespace) -> SimpleNamespace:
 
     groups = {id(r['group']) for r in rows}
 
-    def values_of(spec: dict) -> list:
-        """The values `form` holds once `fill(spec)` is shown (what read_form would read back)."""
-        filled = fill(spec)
+    def values_of(spec: dict, filled: list | None = None) -> list:
+        """The values `form` holds once `fill(spec)` (`filled`, if given) is shown: what read_form reads back."""
+        filled = fill(spec) if filled is None else filled
         shown = [u for c, u in zip(fill_outputs[1:], filled[1:]) if id(c) not in groups]  # [0]: the form's base
         return [spec, *[u.get('value') if isinstance(u, dict) else u for u in shown]]
 
@@ -723,8 +723,8 @@ def add_compose_tab(ctx: AppContext) -> None:
     def shown_and_counted(kind: str, label: str, request: gr.Request, w: Workbench, spec: dict) -> list:
         """fill(spec) and counter(kind, label) of it as one answer (shown_outputs): the name field once, as the
         count names the design (an edit's -modN)."""
-        counted = counter(kind, label)(request, w, *io.values_of(spec))
         filled = fill(spec)
+        counted = counter(kind, label)(request, w, *io.values_of(spec, filled))
         name = counted[name_at]
         if not (isinstance(name, dict) and set(name) == {'__type__'}):  # not gr.skip()
             filled[name_in_form] = name
@@ -739,9 +739,7 @@ def add_compose_tab(ctx: AppContext) -> None:
         """The form's design with a stage added or removed (it may be invalid: the count then says why)."""
 
         def stage_edit(request: gr.Request, w: Workbench, *values):
-            raw = edit_stages(op, index, values)
-            with HISTORY_LOCK:
-                return shown_and_counted('edit', label, request, w, raw)
+            return shown_and_counted('edit', label, request, w, edit_stages(op, index, values))
 
         return stage_edit
 
@@ -766,8 +764,7 @@ def add_compose_tab(ctx: AppContext) -> None:
                 raise user_error(e, title='Bad request') from None
             if spec is None:
                 return [gr.skip()] * len(shown_outputs)
-            with HISTORY_LOCK:
-                return shown_and_counted('replace', 'edit', request, w, spec)
+            return shown_and_counted('replace', 'edit', request, w, spec)  # the count holds the history's lock
 
         return replaced
 
