@@ -506,6 +506,9 @@ def test_the_measure_tab_calibrates_once_and_leaves_replacing_it_to_the_operator
     from explorer.app import calibration as appcal
 
     monkeypatch.setattr(appcal, 'OPTIONS', {'designs': 40, 'holdout': 10, 'rounds': 1, 'max_macs': 2e6})  # ~4 s
+    # the quality gate has its own tests (below): a 4-second calibration on a busy CPU fitted worse than MACs once
+    # in CI and was refused, which is the gate working, not what this test is about
+    monkeypatch.setattr(lat, 'calibration_problem', lambda model: None)
     monkeypatch.delenv('EXPLORER_ALLOW_RECALIBRATE', raising=False)
     assert 'Not calibrated for this CPU' in appcal.status_html() and appcal.may_calibrate()
     seen = []

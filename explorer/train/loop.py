@@ -688,7 +688,7 @@ class _Step:
                 out = self._step(x, y, lr, over_budget)
             except torch._dynamo.exc.BackendCompilerFailed as e:  # e.g. no C++ compiler for inductor here
                 raise RuntimeError(f'torch.compile failed on this machine; train without compile ({e})') from None
-            self.first_s = round(time.perf_counter() - t0, 2)
+            self.first_s = round(time.perf_counter() - t0, 4)  # to 0.1 ms: a small eager step (< 5 ms) read 0.0 s
             return out
         return self._step(x, y, lr, over_budget)
 
