@@ -50,7 +50,8 @@ def wait_name(page, name: str) -> None:
 
 def shared_name(page) -> str:
     """The name of the design the server holds now, from the share link the address bar keeps current."""
-    return decode_share(parse_qs(urlparse(page.url).query)['spec'][0])['name']
+    token = parse_qs(urlparse(page.url).query).get('spec')
+    return decode_share(token[0])['name'] if token else None  # None until the page first writes the link
 
 
 def wait_shared_name(page, name: str, seconds: float = 20) -> None:
@@ -474,3 +475,29 @@ def test_undo_and_redo_clicked_together_leave_the_form_and_the_numbers_on_one_de
         page.wait_for_timeout(3000)
         width = int(float(page.input_value('#mfx-s3-dim input')))
         assert macs_shown(page) == dims[width], width
+
+
+def test_a_spec_uploaded_in_the_share_tab_is_composed_followed_and_one_undo_away(app_url, page, shots, tmp_path):
+    """The Share tab's "Upload spec JSON": the composer shows and counts the file's design, the share link, the
+    Train tab's torchrun commands follow it, and Undo gives the design before it back."""
+    before = open_caformer(page, app_url)
+    mine = caformer_with(1, depth=4)
+    mine['name'] = 'uploaded_s18'
+    path = tmp_path / 'uploaded_s18.json'
+    path.write_text(ArchSpec.from_dict(mine).to_json())
+    page.get_by_role('tab', name='Share').click()
+    page.locator('#mfx-upload input[type=file], input[type=file]').last.set_input_files(str(path))
+    wait_shared_name(page, 'uploaded_s18')
+    page.get_by_role('tab', name='Train').click()
+    page.get_by_text('Train at scale').click()
+    page.locator('#mfx-scale-cmd').filter(has_text='uploaded_s18').wait_for(timeout=30_000)
+    page.get_by_role('tab', name='Compose').click()
+    wait_macs(page, macs_of(mine))
+    wait_name(page, 'uploaded_s18')
+    assert page.input_value('#mfx-s2-depth input') == '4'
+    assert 'Replaced caformer_s18 with uploaded_s18' in page.locator('#mfx-notice').inner_text()
+    page.screenshot(path=str(shots / 'compose-uploaded-spec.png'))
+    page.locator('#mfx-undo').click()
+    wait_macs(page, before)
+    wait_name(page, 'caformer_s18')
+    wait_shared_name(page, 'caformer_s18')

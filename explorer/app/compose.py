@@ -6,8 +6,8 @@ at once; typed fields (numbers, the name) when typing pauses, on Enter or when l
 model build); a chained event then verifies it with fvcore. An invalid form keeps the last valid numbers, marks the
 bad field with its message and the figures as stale; the user's inputs are never rewritten. Every valid change is
 a step of the session's history (explorer.app.history: undo/redo, naming, pins, no gradio there); a design
-replaced by another (a preset, scratch, a pin, the Search or Train tab through ctx.load_spec) shows a notice with
-an Undo.
+replaced by another (a preset, scratch, or through ctx.load_spec a pin, a Search or Compare click, Train's adapt, a
+spec upload) shows a notice with an Undo.
 """
 
 from __future__ import annotations
@@ -630,16 +630,6 @@ def add_compose_tab(ctx: AppContext) -> None:
             verify, [ctx.spec, ctx.report], ui.verified, concurrency_limit=1, concurrency_id='verify', **chained
         )
 
-    def chain_count(event, kind: str = 'edit', label: str = 'edit'):
-        return verify_after(event.then(counter(kind, label), [hist, *form], refresh_outputs, **chained))
-
-    def load_spec(event):
-        """After an event that stored a valid spec dict in ctx.spec: show it in the form and count it. The
-        design it replaces stays one undo away (a notice says so)."""
-        return chain_count(event.success(fill, ctx.spec, fill_outputs, **chained), 'replace')
-
-    ctx.load_spec = load_spec
-
     def restore_link(event):
         """After the page-load event that put (the link's spec dict or gr.skip(), whether there is a link) into
         [ctx.spec, restoring]: show and count the link's design, or, without a link, leave the design the page
@@ -670,9 +660,8 @@ def add_compose_tab(ctx: AppContext) -> None:
     edits = [c.input for c in fields if c not in numbers] + [e for c in numbers for e in (c.blur, c.submit)]
     # outside Gradio's queue: its server-sent events cost about 40% of the time from Enter to new numbers (p95 233
     # -> 144 ms, benchmarks/bench_interaction.py). The count is closed-form arithmetic (well under 1 ms), so it
-    # needs no queue slot. Gradio fires no gr.State.change for such an event: the tabs that follow ctx.spec chain
-    # onto ctx.extras['edit_events'] as well (the share link)
-    edit_events = []
+    # needs no queue slot. Gradio fires no gr.State.change for such an event: the tabs that follow the design
+    # chain onto it (ctx.changes_design, ctx.follow_design)
     for triggers, kind, label in ((edits, 'edit', 'edit'), ([g['name'].blur, g['name'].submit], 'rename', 'rename')):
         event = gr.on(
             triggers,
@@ -685,8 +674,7 @@ def add_compose_tab(ctx: AppContext) -> None:
             **PRIVATE,
         )
         verify_after(event)
-        edit_events.append(event)
-    ctx.extras['edit_events'] = edit_events
+        ctx.changes_design(event)
 
     def recount_totals(spec: dict, report: dict):
         """The counts' cards again, for the design shown (the Measure tab's calibration changes the latency)."""
@@ -745,7 +733,7 @@ def add_compose_tab(ctx: AppContext) -> None:
 
     def shown_events(event):
         verify_after(event)
-        edit_events.append(event)  # the share link follows it (no gr.State.change outside the queue)
+        ctx.changes_design(event)  # the share link and the other tabs follow it (no gr.State.change outside the queue)
 
     unqueued = dict(show_progress='hidden', queue=False, **PRIVATE)
     shown_events(ui.add.click(staged(spec_form.add_stage, label='add stage'), [hist, *form], shown_outputs, **unqueued))
@@ -771,9 +759,42 @@ def add_compose_tab(ctx: AppContext) -> None:
     picked = replace_with(lambda name: catalog.get_preset(name) if name else None)
     shown_events(preset.input(picked, [hist, preset], shown_outputs, **unqueued))
     shown_events(ui.scratch.click(replace_with(catalog.scratch_spec), hist, shown_outputs, **unqueued))
+
+    def load_spec(trigger, fn, inputs, outputs=(), select: bool = False):
+        """AppContext.load_spec: a design from another tab (a pin, a Search or Compare click, Train's adapt, a spec
+        upload) shown and counted in one answer outside the queue, as the preset picker's. As queued chained events
+        (store it, fill the form, count the form) an Undo clicked meanwhile ran between them and the count then
+        committed the undone design: the loaded one was lost."""
+        outputs = list(outputs)
+
+        def answer(request, w: Workbench, *args) -> list:
+            try:
+                got = fn(*args)
+                spec, extra = (got[0], list(got[1:])) if isinstance(got, tuple) else (got, [])
+                if spec is None:
+                    return [gr.skip()] * (len(shown_outputs) + len(outputs))
+                shown = catalog.parse_spec(spec).to_dict()
+            except SpecError as e:
+                raise user_error(e, title='Cannot load') from None
+            return shown_and_counted('replace', 'edit', request, w, shown) + extra
+
+        if select:
+
+            def loaded(request: gr.Request, evt: gr.SelectData, w: Workbench, *args):
+                return answer(request, w, evt, *args)
+        else:
+
+            def loaded(request: gr.Request, w: Workbench, *args):
+                return answer(request, w, *args)
+
+        loaded.__name__ = f'compose_{fn.__name__}'  # the event's name in a "Bad request" answer
+        event = trigger(loaded, [hist, *inputs], shown_outputs + outputs, **unqueued)
+        shown_events(event)
+        return event
+
+    ctx.load_spec = load_spec
     _wire_history(ui, io, restored, shown_outputs, shown_events)
-    _wire_pins(ui, ctx, load_spec)
-    ctx.extras.update(preset_dropdown=preset, fill=fill, fill_outputs=fill_outputs, form=form)
+    _wire_pins(ui, ctx)
 
     # the first page shows the default design's numbers as it renders: the same fill and recount a loaded
     # design gets, run once here (closed-form arithmetic, no model code), not as events after the page loads
@@ -846,7 +867,7 @@ def _pin_choices(pins: list[dict]) -> list[tuple[str, str]]:
     return out
 
 
-def _wire_pins(ui: SimpleNamespace, ctx: AppContext, load_spec) -> None:
+def _wire_pins(ui: SimpleNamespace, ctx: AppContext) -> None:
     """Pin the design shown, list the pins, load one back (a replacement, so undoable), unpin one."""
 
     def do_pin(w: Workbench, pins: list[dict] | None, spec: dict | None):
@@ -879,10 +900,7 @@ def _wire_pins(ui: SimpleNamespace, ctx: AppContext, load_spec) -> None:
     ctx.pins.change(lambda pins: pins or [], ctx.pins, kept, show_progress='hidden', **PRIVATE)
     ui.pin.click(do_pin, [ui.hist, ctx.pins, ctx.spec], [ctx.pins, ui.pin_status], show_progress='hidden', **PRIVATE)
     ui.pin_drop.click(do_unpin, [ctx.pins, ui.pins], [ctx.pins, ui.pin_status], show_progress='hidden', **PRIVATE)
-    loads = ui.pin_load.click(
-        do_load, [ctx.pins, ui.pins], [ctx.spec, ui.pin_status], show_progress='hidden', **PRIVATE
-    )
-    load_spec(loads)
+    ctx.load_spec(ui.pin_load.click, do_load, [ctx.pins, ui.pins], [ui.pin_status])
     ui.pins.change(
         lambda name: [gr.update(interactive=bool(name))] * 2,
         ui.pins,

@@ -152,8 +152,11 @@ class AppContext:
 
     spec: gr.State with the composer's last valid spec dict; report: its analytic CostReport dict.
     pins: gr.State with the designs the visitor pinned to compare, a list of {'name': str, 'spec': dict}.
-    load_spec(event_fn_returning_spec_dict): wire an event whose function returns a spec dict (or raises
-    SpecError) so that the composer shows that spec and recounts it. Returns the chained event.
+    load_spec(trigger, fn, inputs, outputs=(), select=False): set by the Compose tab. Wires `trigger` (an event
+    listener such as `button.click`) to one answer outside the queue that shows and counts, in the composer, the
+    design fn(*inputs) returns: a spec dict, or a tuple (spec, *values of outputs); a spec of None changes
+    nothing; a SpecError or gr.Error is shown. With select=True, fn gets the gr.SelectData first. The design it
+    replaces stays one undo away. Returns the event.
     """
 
     demo: gr.Blocks
@@ -163,13 +166,35 @@ class AppContext:
     pins: gr.State = None
     load_spec: Callable = None
     extras: dict = field(default_factory=dict)
+    # events answered outside the queue that change the design, and wire(trigger) per follower of the design
+    _design_events: list = field(default_factory=list, init=False, repr=False)
+    _design_followers: list = field(default_factory=list, init=False, repr=False)
+
+    def changes_design(self, event) -> None:
+        """Register an event answered outside the queue that changes the composer's design (an edit, an undo, a
+        design loaded): Gradio fires no gr.State.change for it, so every follower chains onto it, those wired
+        before it and after it alike (tabs are built in turn: the Search tab loads designs the Share tab follows)."""
+        self._design_events.append(event)
+        for wire in self._design_followers:
+            wire(_latest(event.then))
+
+    def follow_design(self, wire) -> None:
+        """wire(trigger) after every change of the composer's design: `trigger` is `spec.change` (a design set
+        through the queue, such as a link restored) and the `.then` of each event registered by changes_design."""
+        self._design_followers.append(wire)
+        for trigger in (self.spec.change, *[_latest(e.then) for e in self._design_events]):
+            wire(trigger)
 
     def on_design_change(self, fn, inputs, outputs, **kwargs) -> None:
-        """Run `fn` whenever the composer's design changes. A spec loaded through the queue changes `spec` and
-        fires its change event; edits, undos and the stage buttons answer outside the queue, where Gradio fires
-        none, so `fn` follows each of those events too (extras['edit_events'], set by the Compose tab)."""
-        for event in (self.spec.change, *[e.then for e in self.extras.get('edit_events', [])]):
-            event(fn, inputs, outputs, **kwargs)
+        """Run `fn` whenever the composer's design changes (follow_design)."""
+        self.follow_design(lambda trigger: trigger(fn, inputs, outputs, **kwargs))
+
+
+def _latest(then):
+    """`event.then` that runs again for the latest design: Gradio's default for a chained step, 'once', skips a run
+    while the previous one is pending, so two designs loaded in quick succession left the share link and the Train
+    tab's download on the first one (`spec.change` is 'always_last' already)."""
+    return functools.partial(then, trigger_mode='always_last')
 
 
 def show_initially(components, values) -> None:

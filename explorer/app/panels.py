@@ -241,7 +241,9 @@ def add_measure_tab(ctx: AppContext) -> None:
         chart = gr.Plot(show_label=False, elem_id='mfx-bench-chart')
         add_calibration(ctx, tab)
 
-    ctx.spec.change(measure_target, ctx.spec, target, show_progress='hidden', **PRIVATE)
+    # every change of the design, edits included (it followed the state's change only: after an edit the line named
+    # the design before it until the tab was opened again); a line of text, no queue slot
+    ctx.on_design_change(measure_target, ctx.spec, target, show_progress='hidden', queue=False, **PRIVATE)
     tab.select(measure_target, ctx.spec, target, show_progress='hidden', **PRIVATE)  # the page's first design too
 
     def list_devices(current):
@@ -685,8 +687,7 @@ def add_compare_tab(ctx: AppContext) -> None:
         diff_view, diff_in, [diff_box, diff_plot], **PRIVATE
     )
     if ctx.load_spec is not None:
-        outs = [ctx.spec, tabs] if tabs is not None else ctx.spec
-        ctx.load_spec(load_pick.change(load_clicked, [load_pick, ctx.spec, pins, uploaded], outs, **PRIVATE))
+        ctx.load_spec(load_pick.change, load_clicked, [load_pick, ctx.spec, pins, uploaded], [tabs] if tabs else [])
     ctx.demo.load(None, None, None, js=COMPARE_JS, **PRIVATE)
 
 
@@ -743,12 +744,12 @@ def add_share_tab(ctx: AppContext) -> None:
 
     show_initially([url, download, snippet, as_json], share_values(ctx.spec.value))  # the default design's
     outs = [url, download, snippet, as_json]
-    for event in (ctx.spec.change, *[e.then for e in ctx.extras['edit_events']]):  # edits run outside the queue
-        event(share_values, ctx.spec, outs, show_progress='hidden', **PRIVATE).then(
+    ctx.follow_design(
+        lambda trigger: trigger(share_values, ctx.spec, outs, show_progress='hidden', **PRIVATE).then(
             None, url, url, js=SHARE_JS, **PRIVATE
         )
-
-    ctx.load_spec(upload.upload(read_uploaded_spec, upload, ctx.spec, **PRIVATE))
+    )
+    ctx.load_spec(upload.upload, read_uploaded_spec, [upload])
 
     def initial(request: gr.Request):
         """?spec=<token> restores a shared composition, ?preset=<name> opens a preset; else the page already

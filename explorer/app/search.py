@@ -691,12 +691,12 @@ def add_search_tab(ctx) -> None:
                 raise IndexError(n)
             trial = st.get_trials(deepcopy=False)[n]  # st.trials deep-copied the whole study on every click
             spec = design(space, trial.params, name=f'{space.name}_t{trial.number}').to_dict()
-        except (ValueError, IndexError, KeyError, SpaceError):
+        except (ValueError, TypeError, IndexError, KeyError, SpaceError):
             raise user_error(f'trial {str(number)[:20]} is not in this study', title='Cannot open') from None
         return spec, gr.Tabs(selected='compose')
 
     tabs = ctx.extras.get('tabs')
-    outs = [ctx.spec, tabs] if tabs is not None else [ctx.spec]
+    outs = [tabs] if tabs is not None else []
 
     def from_click(number, *rest):
         from explorer.viz.search import PRESET_PICK  # plotly: not at start-up
@@ -707,16 +707,18 @@ def add_search_tab(ctx) -> None:
             name = number.removeprefix(PRESET_PICK)
             if name not in preset_names():
                 raise user_error(f'{public_text(name, 60)} is not a preset', title='Cannot open')
-            return (get_preset(name), gr.Tabs(selected='compose'))[: len(outs)]
-        return open_trial(number, *rest)[: len(outs)]
+            return (get_preset(name), gr.Tabs(selected='compose'))[: 1 + len(outs)]
+        return open_trial(number, *rest)[: 1 + len(outs)]
 
     def from_row(evt: gr.SelectData, text_value, *form_value):
         row = evt.row_value if evt is not None else None
-        return open_trial(row[0] if row else -1, text_value, *form_value)[: len(outs)]
+        if row is not None and not (isinstance(row, list) and row and isinstance(row[0], (int, float, str))):
+            raise user_error('a row of the trials table starts with its trial number', title='Bad request')
+        return open_trial(row[0] if row else -1, text_value, *form_value)[: 1 + len(outs)]
 
     if getattr(ctx, 'load_spec', None):
-        ctx.load_spec(pick.change(from_click, [pick, text, *form], outs, **PRIVATE))
-        ctx.load_spec(table.select(from_row, [text, *form], outs, **PRIVATE))
+        ctx.load_spec(pick.change, from_click, [pick, text, *form], outs)
+        ctx.load_spec(table.select, from_row, [text, *form], outs, select=True)
 
 
 # attaches a click listener to the trials plot (re-attached whenever plotly redraws it): the clicked point's trial

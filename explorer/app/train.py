@@ -331,7 +331,7 @@ def api_list_runs() -> list[dict]:
 
 def add_train_tab(ctx) -> None:
     """The Train tab. ctx: explorer.app.context.AppContext (ctx.spec: gr.State with the composer's spec dict;
-    ctx.load_spec(event) pushes a spec the event stored in ctx.spec into the composer)."""
+    ctx.load_spec shows a design in the composer, ctx.on_design_change follows its changes)."""
     spec_state = ctx.spec
     with gr.Tab('Train', id='train') as tab:
         gr.Markdown(
@@ -410,9 +410,8 @@ def add_train_tab(ctx) -> None:
     # download gave the design before the edits)
     ctx.on_design_change(readiness, spec_state, ready, show_progress='hidden', **PRIVATE)
     ctx.on_design_change(scale_values, spec_state, [at_scale, spec_file], show_progress='hidden', **PRIVATE)
-    adapted = adapt.click(adapt_handler, [spec_state, img_size], [spec_state, status], **PRIVATE)
     if getattr(ctx, 'load_spec', None):
-        ctx.load_spec(adapted)
+        ctx.load_spec(adapt.click, adapt_handler, [spec_state, img_size], [status])
 
     def run(spec, n_epochs, secs, bs, sd, lim, erase_p, compile_, progress=gr.Progress()):
         if lim not in TAB_LIMITS:
