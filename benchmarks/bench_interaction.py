@@ -10,14 +10,16 @@ the 0.7 s pause by design). Prints p50/p95/max against the 150 ms p95 target, wi
 `--undo` follows each change with clicks of Undo, Redo, "+ add stage" and the new stage's remove button, each
 stamped at the click, and prints them side by side (each action starts after the previous one's numbers are on
 screen and 1 s has passed, so the background fvcore verification of the previous design does not share the CPU
-with it).
+with it). `--pins` then pins two designs and loads them back in turn, `--changes` times, each stamped at the
+click of Load.
 
-    python benchmarks/bench_interaction.py [--changes 50] [--undo]
+    python benchmarks/bench_interaction.py [--changes 50] [--undo] [--pins]
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import os
 import socket
 import statistics
@@ -34,7 +36,7 @@ WATCH = """
   window.__inputs = []; window.__changes = []; window.__commits = []; window.__clicks = [];
   document.addEventListener('input', () => window.__inputs.push(performance.now()), true);
   document.addEventListener('click', (e) => {
-    const button = '#mfx-undo, #mfx-redo, #mfx-add, #mfx-s5-remove';
+    const button = '#mfx-undo, #mfx-redo, #mfx-add, #mfx-s5-remove, #mfx-pin-load';
     if (e.target.closest && e.target.closest(button)) window.__clicks.push(performance.now());
   }, true);
   document.addEventListener('keydown', (e) => {
@@ -65,6 +67,7 @@ def main() -> None:
     ap.add_argument('--changes', type=int, default=50)
     ap.add_argument('--no-enter', action='store_true', help='commit by the pause, not by Enter')
     ap.add_argument('--undo', action='store_true', help='after each change, time an Undo and a Redo too')
+    ap.add_argument('--pins', action='store_true', help='then time loading two pinned designs back in turn')
     args = ap.parse_args()
     from playwright.sync_api import sync_playwright
 
@@ -78,7 +81,7 @@ def main() -> None:
     demo.launch(server_name='127.0.0.1', server_port=port, prevent_thread_lock=True, quiet=True, **launch_kwargs())
     spec = get_preset('caformer_s18')
     depths = [2, 4, 3]
-    lat, undo, redo, add, remove = [], [], [], [], []
+    lat, undo, redo, add, remove, pin_loads = [], [], [], [], [], []
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
         page = browser.new_page(viewport={'width': 1280, 'height': 900})
@@ -114,6 +117,26 @@ def main() -> None:
                     page.locator(button).click()
                     out.append(shown(target, '__clicks'))
                 time.sleep(1)
+        if args.pins:
+            page.locator('#mfx-pin').click()  # the design shown, then it with S3 at 384 channels
+            page.wait_for_selector('#mfx-pin-status:has-text("Pinned")')
+            first, wide = spec, copy.deepcopy(spec)
+            wide['stages'][2]['dim'] = 384
+            box = page.locator('#mfx-s3-dim input')
+            box.fill('384')
+            box.press('Enter')
+            page.wait_for_function(
+                f'() => document.querySelector("#mfx-macs")?.dataset.value === "{expected_macs(wide)}"'
+            )
+            page.locator('#mfx-pin').click()
+            page.wait_for_function('() => document.querySelectorAll("#mfx-pins label").length === 2')
+            labels = page.locator('#mfx-pins label')
+            for i in range(args.changes):
+                time.sleep(1)
+                labels.nth(i % 2).click()
+                page.wait_for_function('() => !document.querySelector("#mfx-pin-load").disabled')
+                page.locator('#mfx-pin-load').click()
+                pin_loads.append(shown(expected_macs(first if i % 2 == 0 else wide), '__clicks'))
         browser.close()
     demo.close()
     p95 = _p95(lat)
@@ -122,7 +145,8 @@ def main() -> None:
     print(f'{len(lat)} changes of S1 depth on CAFormer-S18, {how} -> new MACs on screen (Chromium, loopback):')
     print(f'  p50 {statistics.median(lat):.0f} ms, p95 {p95:.0f} ms, max {max(lat):.0f} ms; target p95 < 150 ms: '
           f'{"met" if p95 < 150 else "missed"}; load average {load:.2f} on {os.cpu_count()} CPUs')  # fmt: skip
-    for name, xs in (('Undo', undo), ('Redo', redo), ('+ add stage', add), ('S5 remove', remove)):
+    shown_by = (('Undo', undo), ('Redo', redo), ('+ add stage', add), ('S5 remove', remove), ('pin Load', pin_loads))
+    for name, xs in shown_by:
         if xs:
             print(f'  {name} click -> its design on screen: p50 {statistics.median(xs):.0f} ms, '
                   f'p95 {_p95(xs):.0f} ms, max {max(xs):.0f} ms ({statistics.median(xs) / statistics.median(lat):.2f}x '
