@@ -424,11 +424,21 @@ def test_a_link_opens_its_design_without_a_replaced_notice_or_an_undo_back_to_th
     page.wait_for_timeout(500)  # any notice would have been shown with the recount
     assert not page.locator('#mfx-notice').is_visible()
     assert page.locator('#mfx-undo').is_disabled()
+    wait_shared_name(page, 'poolformer_s12')  # the tabs that follow the design follow the link's
+    page.get_by_role('tab', name='Train').click()
+    page.get_by_text('Train at scale').click()
+    page.locator('#mfx-scale-cmd').filter(has_text='poolformer_s12').wait_for(timeout=30_000)
     fresh = page.context.new_page()
     fresh.goto(app_url)
     wait_macs(fresh, macs_of(get_preset('caformer_s18')))
+    fresh.wait_for_selector('body[data-mfx-ready]', state='attached')
+    fresh.wait_for_timeout(500)
+    assert urlparse(fresh.url).query == ''  # a page opened without a link keeps its plain address until an edit
     fresh.get_by_role('tab', name='Measure').first.click()
     fresh.wait_for_selector('#mfx-bench-target:has-text("Measure times caformer_s18 as composed")')
+    fresh.get_by_role('tab', name='Compose').first.click()
+    set_number(fresh, 'mfx-s1-depth', '4')
+    wait_shared_name(fresh, 'caformer_s18-mod1')
     fresh.close()
 
 
@@ -501,3 +511,18 @@ def test_a_spec_uploaded_in_the_share_tab_is_composed_followed_and_one_undo_away
     wait_macs(page, before)
     wait_name(page, 'caformer_s18')
     wait_shared_name(page, 'caformer_s18')
+
+
+def test_a_spec_upload_that_cannot_be_read_says_why_and_changes_nothing(app_url, page, shots, tmp_path):
+    """A load is answered outside the queue, where Gradio's page shows no error toast: an unreadable upload changed
+    nothing and said nothing (the refusal is now shown by a queued step after the answer)."""
+    before = open_caformer(page, app_url)
+    path = tmp_path / 'broken.json'
+    path.write_text('{"name": "broken", "stages": [')
+    page.get_by_role('tab', name='Share').click()
+    page.locator('#mfx-upload input[type=file], input[type=file]').last.set_input_files(str(path))
+    page.get_by_text('uploaded spec:', exact=False).first.wait_for(timeout=TIMEOUT)
+    page.screenshot(path=str(shots / 'share-upload-refused.png'))
+    page.get_by_role('tab', name='Compose').click()
+    wait_macs(page, before)
+    wait_name(page, 'caformer_s18')

@@ -6,6 +6,7 @@ including what the form does not show (a stage's position embedding, per-stage s
 from __future__ import annotations
 
 import copy
+import re
 
 import pytest
 
@@ -222,16 +223,16 @@ def test_a_stage_added_or_removed_is_shown_and_counted_in_one_unqueued_answer(ap
 def test_a_preset_or_scratch_replaces_the_design_in_one_unqueued_answer(app):
     """A preset picked or "start from scratch" filled the form and counted it in queued chained events, which an
     Undo (answered outside the queue) could overtake; now one answer, and still a replacement one undo away."""
+    import gradio as gr
+
     from explorer.app.history import Workbench
     from explorer.app.main import build_demo
 
     edit, _, fill, n = app
-    events = [f for f in build_demo().fns.values() if getattr(f.fn, '__name__', '') == 'replaced']
-    assert len(events) == 2 and all(not f.queue for f in events)
-    scratch = next(
-        f.fn for f in events if f.fn.__closure__ and catalog.scratch_spec in [c.cell_contents for c in f.fn.__closure__]
-    )
-    picked = next(f.fn for f in events if f.fn is not scratch)
+    fns = {getattr(f.fn, '__name__', ''): f for f in build_demo().fns.values()}
+    events = [fns['compose_preset_picked'], fns['compose_scratch_spec']]  # through ctx.load_spec, as every load
+    assert all(not f.queue for f in events)
+    picked, scratch = (f.fn for f in events)
     p = catalog.get_preset('poolformer_s12')
     w = Workbench()
     edit(None, w, *_values(fill(p), n))
@@ -245,8 +246,8 @@ def test_a_preset_or_scratch_replaces_the_design_in_one_unqueued_answer(app):
     out = picked(None, w, 'caformer_s18')
     assert out[len(fill(p)) + 1]['name'] == 'caformer_s18'
     assert out[len(fill(p)) + 2]['macs'] == prof.profile(catalog.parse_spec(catalog.get_preset('caformer_s18')))['macs']
-    with pytest.raises(Exception, match='not a preset'):
-        picked(None, w, '../../etc/passwd')
+    *unchanged, problem = picked(None, w, '../../etc/passwd')  # a crafted name: refused by name, nothing changes
+    assert all(o == gr.skip() for o in unchanged) and 'not a preset' in problem['message']
 
 
 def test_a_design_from_another_tab_is_shown_and_counted_in_one_unqueued_answer(app):
@@ -254,19 +255,23 @@ def test_a_design_from_another_tab_is_shown_and_counted_in_one_unqueued_answer(a
     form and counted the form in queued chained events: an Undo clicked meanwhile (answered outside the queue) ran
     between them, and the count committed the undone design, so the loaded one was lost. Each is one answer now,
     and every tab that follows the design follows it, whichever tab was built first."""
+    import gradio as gr
+
     from explorer.app.history import Workbench
     from explorer.app.main import build_demo
 
     edit, _, fill, n = app
     fns = build_demo().fns
     loads = [f for f in fns.values() if getattr(f.fn, '__name__', '').startswith('compose_')]
-    assert sorted(t for f in loads for _, t in f.targets) == ['change', 'change', 'click', 'click', 'select', 'upload']
+    targets = sorted(t for f in loads for _, t in f.targets)  # preset, scratch, pin, Compare, Search x2, adapt, upload
+    assert targets == ['change', 'change', 'click', 'click', 'click', 'input', 'select', 'upload']
     assert all(not f.queue for f in loads)
     for f in loads:
         ids = {getattr(c, 'elem_id', None) for c in f.outputs}
         assert {'mfx-s1-dim', 'mfx-name', 'mfx-totals'} <= ids  # the form and its counts
         followers = {g.fn.__name__: g for g in fns.values() if g.trigger_after == f._id and g.fn is not None}
         assert {'verify', 'share_values', 'readiness', 'scale_values', '_stale', 'measure_target'} <= set(followers)
+        assert followers['show_problem'].queue  # a refusal's toast: Gradio shows none of an unqueued answer
         # review: two designs loaded in quick succession left the share link and the Train tab's download on the
         # first (a chained step's default mode, 'once', skips a run while the previous one is pending)
         assert all(g.trigger_mode == 'always_last' for g in followers.values())
@@ -281,11 +286,11 @@ def test_a_design_from_another_tab_is_shown_and_counted_in_one_unqueued_answer(a
     pins = [{'name': 'mine', 'spec': catalog.get_preset('caformer_s18')}]
     out = pin_load.fn(None, w, pins, 'mine')
     design, report = out[len(fill(p)) + 1], out[len(fill(p)) + 2]
-    assert design['name'] == 'caformer_s18' and out[-1] == r'Loaded the pin mine\.'  # Markdown-escaped
+    assert design['name'] == 'caformer_s18' and out[-2] == r'Loaded the pin mine\.' and out[-1] is None  # escaped
     assert report['macs'] == prof.profile(catalog.parse_spec(catalog.get_preset('caformer_s18')))['macs']
     assert w.notice == 'Replaced poolformer_s12 with caformer_s18' and w.undo()['name'] == 'poolformer_s12'
-    with pytest.raises(Exception, match='Choose a pinned design'):
-        pin_load.fn(None, w, pins, 'theirs')
+    *unchanged, problem = pin_load.fn(None, w, pins, 'theirs')  # shown by the queued step after the answer
+    assert all(o == gr.skip() for o in unchanged) and 'Choose a pinned design' in problem['message']
 
 
 @pytest.mark.parametrize('row', [{'a': 1}, [[1]], [], [None]])
@@ -300,5 +305,49 @@ def test_a_crafted_trials_table_click_is_refused_by_name(app, row):
     f = next(f for f in build_demo().fns.values() if getattr(f.fn, '__name__', '') == 'compose_from_row')
     evt = gr.SelectData(None, {'index': [0, 0], 'value': 1, 'row_value': row})
     n_form = len(f.inputs) - 2  # the history and the space's text come first
-    with pytest.raises(gr.Error, match='trial number|not in this study'):
-        f.fn(None, evt, Workbench(), '{}', *[None] * n_form)
+    *unchanged, problem = f.fn(None, evt, Workbench(), '{}', *[None] * n_form)  # shown by the queued step after
+    assert all(o == gr.skip() for o in unchanged)
+    assert re.search('trial number|not in this study', problem['message']) and not problem['warning']
+
+
+def test_a_link_is_shown_and_counted_in_one_unqueued_answer_with_a_history_of_its_own(app):
+    """A page opened with a link (?spec=, ?preset=) stored the design, then filled the form and counted it in three
+    queued events while the form stayed dimmed; now one answer outside the queue, followed by the verification and
+    every tab that follows the design. The link's design starts the visitor's history: no notice, no undo back to
+    the design the page was built with. Without a link nothing changes; one that cannot be read is refused."""
+    from types import SimpleNamespace
+
+    import gradio as gr
+
+    from explorer.app.main import build_demo
+    from explorer.core.share import encode_share
+
+    _, _, fill, _ = app
+    fns = build_demo().fns
+    f = next(f for f in fns.values() if getattr(f.fn, '__name__', '') == 'link_restored')
+    assert not f.queue and [t for _, t in f.targets] == ['load']
+    assert 'verify' in {g.fn.__name__ for g in fns.values() if g.trigger_after == f._id and g.fn is not None}
+    # the tabs that follow the design, and a refusal's warning, follow a link restored or refused (a hidden field's
+    # change), so that a page opened without a link starts no queued step for them
+    ids = [getattr(c, 'elem_id', None) for c in f.outputs]
+    assert ids[-1] == 'mfx-linked'
+    linked = next(g for g in fns.values() if [(t[0], t[1]) for t in g.targets] == [(f.outputs[-1]._id, 'change')])
+    followers = {g.fn.__name__ for g in fns.values() if g.trigger_after == linked._id and g.fn is not None}
+    assert {'share_values', 'readiness', 'scale_values', '_stale', 'measure_target', 'show_problem'} <= followers
+
+    mine = copy.deepcopy(catalog.get_preset('convformer_s18'))
+    mine['stages'][1]['depth'], mine['name'] = 4, 'my_convformer'
+    for query, want in (({'spec': encode_share(mine)}, mine), ({'preset': 'poolformer_s12'}, None)):
+        want = want or catalog.get_preset('poolformer_s12')
+        out = f.fn(SimpleNamespace(query_params=query))
+        assert out[-2:] == [None, 'restored']
+        w, design, report = out[len(fill(want)) : len(fill(want)) + 3]
+        assert design['name'] == want['name'] == out[ids.index('mfx-name')]['value']
+        assert report['macs'] == prof.profile(catalog.parse_spec(want))['macs']
+        assert w.current()['name'] == want['name'] and not w.can_undo and not w.notice
+    *out, problem, linked = f.fn(SimpleNamespace(query_params={}))  # no link: nothing changes, nothing follows
+    assert all(o == gr.skip() for o in out) and problem is None and linked == gr.skip()
+    for query in ({'preset': 'nope'}, {'spec': '@@@@'}):  # refused: a warning, by the queued step after the answer
+        *out, problem, linked = f.fn(SimpleNamespace(query_params=query))
+        assert all(o == gr.skip() for o in out) and linked == 'refused'
+        assert problem['warning'] and problem['message'].startswith('Could not restore the link')

@@ -90,11 +90,12 @@ def test_get_preset_echoes_at_most_60_characters_of_a_long_name():
 
 
 def test_a_preset_link_echoes_at_most_60_characters_of_its_name(demo):
-    initial = next(f.fn for f in demo.fns.values() if getattr(f.fn, '__name__', '') == 'initial')
-    with pytest.warns(UserWarning) as seen:
-        out = initial(SimpleNamespace(query_params={'preset': 'b' * 2_000}))
-    assert out[1] is False
-    msg = str(seen[0].message)
+    import gradio as gr
+
+    restore = next(f.fn for f in demo.fns.values() if getattr(f.fn, '__name__', '') == 'link_restored')
+    *out, problem, linked = restore(SimpleNamespace(query_params={'preset': 'b' * 2_000}))
+    assert all(o == gr.skip() for o in out)
+    msg = problem['message']
     assert msg.startswith("Could not restore the link: preset: 'bbb") and 'b' * 60 not in msg
 
 
@@ -206,15 +207,16 @@ def test_a_share_link_that_is_not_base64_says_so(token, why):
 
 
 def test_unshare_and_the_page_load_report_a_non_base64_link(demo):
+    import gradio as gr
+
     from explorer.app.context import endpoint
     from explorer.app.panels import API
 
     msg = gr_error(endpoint(API['unshare']), '!!!').message
     assert msg.startswith('spec: the share link parameter (?spec=) is not URL-safe base64') and 'JSON:' not in msg
-    initial = next(f.fn for f in demo.fns.values() if getattr(f.fn, '__name__', '') == 'initial')
-    with pytest.warns(UserWarning) as seen:
-        out = initial(SimpleNamespace(query_params={'spec': '@@@@'}))
-    assert out[1] is False and 'is not URL-safe base64' in str(seen[0].message)
+    restore = next(f.fn for f in demo.fns.values() if getattr(f.fn, '__name__', '') == 'link_restored')
+    *out, problem, linked = restore(SimpleNamespace(query_params={'spec': '@@@@'}))
+    assert all(o == gr.skip() for o in out) and 'is not URL-safe base64' in problem['message']
 
 
 def test_every_length_of_share_link_still_round_trips():

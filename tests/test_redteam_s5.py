@@ -137,7 +137,7 @@ HUGE_RATIO = {**TINY, 'name': '<b>x</b>', 'stages': [{**TINY['stages'][0], 'mlp_
     ],
 )
 def test_the_page_load_handler_warns_about_a_huge_number_link_and_restores_nothing(text, named):
-    """The ?spec= handler the page runs on load: a warning (escaped text), no spec, the form not dimmed. Was:
+    """The ?spec= handler the page runs on load: a refusal naming the field (escaped text), nothing restored. Was:
     ValueError (over 4,300 digits) / OverflowError (mlp_ratio 10**400) escaped it."""
     from types import SimpleNamespace
 
@@ -146,12 +146,11 @@ def test_the_page_load_handler_warns_about_a_huge_number_link_and_restores_nothi
     from explorer.app.main import build_demo
 
     demo = build_demo()
-    initial = next(f.fn for f in demo.fns.values() if getattr(f.fn, '__name__', '') == 'initial')
+    restore = next(f.fn for f in demo.fns.values() if getattr(f.fn, '__name__', '') == 'link_restored')
     token = base64.urlsafe_b64encode(text.encode()).decode().rstrip('=')
-    with pytest.warns(UserWarning) as seen:
-        out = initial(SimpleNamespace(query_params={'spec': token}))
-    assert out[1] is False and out[0] == gr.skip()
-    assert str(seen[0].message).startswith('Could not restore the link: ' + named)
+    *out, problem, linked = restore(SimpleNamespace(query_params={'spec': token}))
+    assert all(o == gr.skip() for o in out) and linked == 'refused'  # nothing restored; a queued step warns
+    assert problem['warning'] and problem['message'].startswith('Could not restore the link: ' + named)
 
 
 def test_a_search_base_with_a_huge_number_is_refused_naming_the_field(studies):

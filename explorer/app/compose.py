@@ -388,13 +388,18 @@ def _layout() -> SimpleNamespace:
                 ui.table = gr.HTML(elem_id='mfx-table')
         # field messages: the JSON of (field elem_id, message) the page script puts at each field; plus shortcuts
         ui.field_errors = gr.HTML('', elem_id='mfx-field-errors', js_on_load=PAGE_JS, padding=False)
+        # a refusal of a design loaded or linked ({'message', 'title', 'warning'}), shown by a queued step after the
+        # answer: Gradio's page shows no error or warning toast of an answer outside the queue
+        ui.problem = gr.State(None)
+        # set when the page's link is restored or refused: its change starts what follows a link (the tabs that follow
+        # the design, a refusal's warning), so that a page opened without a link runs none of it
+        ui.linked = gr.Textbox('', visible='hidden', elem_id='mfx-linked')
         ui.n_state = gr.State(4)  # inside the Tab: a component directly under gr.Tabs shifts the tab buttons
         # the spec dict the form was last filled from (a load, undo, or the result of adding or removing a stage):
         # what the form does not show (a stage's position embedding, per-stage scales) comes from it, stage by
         # stage. The last committed design would not do: after removing S1 its stages no longer line up
         ui.form_base = gr.State(None)
         ui.hist = gr.State(Workbench())
-        ui.restoring = gr.State(False)  # whether the page was opened with a link (?spec=, ?preset=) to restore
     return ui
 
 
@@ -630,29 +635,6 @@ def add_compose_tab(ctx: AppContext) -> None:
             verify, [ctx.spec, ctx.report], ui.verified, concurrency_limit=1, concurrency_id='verify', **chained
         )
 
-    def restore_link(event):
-        """After the page-load event that put (the link's spec dict or gr.skip(), whether there is a link) into
-        [ctx.spec, restoring]: show and count the link's design, or, without a link, leave the design the page
-        was built with (its values are in the page already) and only verify it. The form is dimmed and takes no
-        input while a link is restored (RESTORING_JS), so an early edit is never overwritten by the link."""
-
-        def fill_link(restoring: bool, spec: dict):
-            return fill(spec) if restoring else [gr.skip()] * len(fill_outputs)
-
-        def count_link(request: gr.Request, restoring: bool, w: Workbench, *values):
-            if not restoring:
-                return [gr.skip()] * len(refresh_outputs)
-            # the page starts from the link: a history of its own (the design the page was built with was never
-            # the visitor's, so no "Replaced ..." notice and no undo step back to it)
-            return counter('replace')(request, Workbench(), *values)
-
-        filled = event.success(fill_link, [ui.restoring, ctx.spec], fill_outputs, **chained)
-        counted = filled.then(count_link, [ui.restoring, hist, *form], refresh_outputs, **chained)
-        counted.then(None, None, None, js=RESTORED_JS, **PRIVATE)  # the link's design is shown: undim
-        return verify_after(counted).then(None, None, None, js=READY_JS, **PRIVATE)
-
-    ctx.extras.update(restore_link=restore_link, restoring=ui.restoring)
-
     # every user edit: recount (no model build), then verify. Choices (dropdowns, ticks) recount at once; typed
     # fields when typing pauses (the page script), on Enter or when the field is left: never on each keystroke
     fields = [c for c in (*g.values(), *io.row_fields) if c is not g['name']]
@@ -741,42 +723,27 @@ def add_compose_tab(ctx: AppContext) -> None:
         remove = staged(spec_form.remove_stage, i, f'remove S{i + 1}')
         shown_events(r['remove'].click(remove, [hist, *form], shown_outputs, **unqueued))
 
-    def replace_with(make):
-        """The preset picked or "start from scratch": shown and counted in one answer as a replacement (the design it
-        replaces stays one undo away, a notice says so; the preset field then names the preset, or none)."""
-
-        def replaced(request: gr.Request, w: Workbench, *args):
-            try:
-                spec = make(*args)
-            except SpecError as e:  # a crafted request's preset name
-                raise user_error(e, title='Bad request') from None
-            if spec is None:
-                return [gr.skip()] * len(shown_outputs)
-            return shown_and_counted('replace', 'edit', request, w, spec)  # the count holds the history's lock
-
-        return replaced
-
-    picked = replace_with(lambda name: catalog.get_preset(name) if name else None)
-    shown_events(preset.input(picked, [hist, preset], shown_outputs, **unqueued))
-    shown_events(ui.scratch.click(replace_with(catalog.scratch_spec), hist, shown_outputs, **unqueued))
-
     def load_spec(trigger, fn, inputs, outputs=(), select: bool = False):
-        """AppContext.load_spec: a design from another tab (a pin, a Search or Compare click, Train's adapt, a spec
-        upload) shown and counted in one answer outside the queue, as the preset picker's. As queued chained events
-        (store it, fill the form, count the form) an Undo clicked meanwhile ran between them and the count then
-        committed the undone design: the loaded one was lost."""
+        """AppContext.load_spec: a design from elsewhere (a preset picked, "start from scratch", a pin, a Search or
+        Compare click, Train's adapt, a spec upload) shown and counted in one answer outside the queue. As queued
+        chained events (store it, fill the form, count the form) an Undo clicked meanwhile ran between them and the
+        count then committed the undone design: the loaded one was lost. A refusal (a gr.Error or SpecError of fn:
+        an unreadable upload, a design that cannot be adapted) changes nothing and is shown as an error."""
         outputs = list(outputs)
 
         def answer(request, w: Workbench, *args) -> list:
+            unchanged = [gr.skip()] * (len(shown_outputs) + len(outputs))
             try:
                 got = fn(*args)
                 spec, extra = (got[0], list(got[1:])) if isinstance(got, tuple) else (got, [])
                 if spec is None:
-                    return [gr.skip()] * (len(shown_outputs) + len(outputs))
+                    return unchanged + [None]
                 shown = catalog.parse_spec(spec).to_dict()
             except SpecError as e:
-                raise user_error(e, title='Cannot load') from None
-            return shown_and_counted('replace', 'edit', request, w, shown) + extra
+                return unchanged + [_refusal(user_error(e, title='Cannot load'))]
+            except gr.Error as e:
+                return unchanged + [_refusal(e)]
+            return shown_and_counted('replace', 'edit', request, w, shown) + extra + [None]
 
         if select:
 
@@ -788,11 +755,51 @@ def add_compose_tab(ctx: AppContext) -> None:
                 return answer(request, w, *args)
 
         loaded.__name__ = f'compose_{fn.__name__}'  # the event's name in a "Bad request" answer
-        event = trigger(loaded, [hist, *inputs], shown_outputs + outputs, **unqueued)
+        event = trigger(loaded, [hist, *inputs], shown_outputs + outputs + [ui.problem], **unqueued)
+        event.then(show_problem, ui.problem, None, **chained)
         shown_events(event)
         return event
 
     ctx.load_spec = load_spec
+
+    def restore_link(initial):
+        """Wire the page's load: initial(request) gives the design of the link the page was opened with (?spec=,
+        ?preset=), or None, or raises SpecError (a warning says why; the page keeps its design). The link's design
+        is shown and counted in one answer outside the queue, with a history of its own (the design the page was
+        built with was never the visitor's: no "Replaced ..." notice, no undo back to it); it was three queued
+        events (store it, fill the form, count the form). Without a link the design the page was built with stays
+        (its values are in the page already) and is only verified. The form is dimmed and takes no input until
+        then (RESTORING_JS), so an early edit is never overwritten."""
+
+        def link_restored(request: gr.Request):
+            unchanged = [gr.skip()] * len(shown_outputs)
+            try:
+                spec = initial(request)
+            except SpecError as e:
+                refused = user_error(f'Could not restore the link: {e}', title='Warning')
+                return unchanged + [_refusal(refused, warning=True), 'refused']
+            if spec is None:
+                return unchanged + [None, gr.skip()]
+            return shown_and_counted('replace', 'edit', request, Workbench(), spec) + [None, 'restored']
+
+        outputs = shown_outputs + [ui.problem, ui.linked]
+        event = ctx.demo.load(link_restored, None, outputs, js=RESTORING_JS, **unqueued)
+        event.then(None, None, None, js=RESTORED_JS, **PRIVATE)  # the link's design is shown: undim
+        verify_after(event).then(None, None, None, js=READY_JS, **PRIVATE)
+        linked = ui.linked.change(None, None, None, **PRIVATE)  # a link only: no queued step on a plain page
+        linked.then(show_problem, ui.problem, None, **chained)
+        ctx.changes_design(linked)
+
+    ctx.extras['restore_link'] = restore_link
+
+    def preset_picked(name: str | None) -> dict | None:
+        """The preset picked (a crafted request's other name is refused by name; none picked changes nothing)."""
+        return catalog.get_preset(name) if name else None
+
+    # a replacement like any load: the design it replaces stays one undo away, and the preset field then names the
+    # preset, or none (fill)
+    load_spec(preset.input, preset_picked, [preset])
+    load_spec(ui.scratch.click, catalog.scratch_spec, [])
     _wire_history(ui, io, restored, shown_outputs, shown_events)
     _wire_pins(ui, ctx)
 
@@ -813,6 +820,22 @@ def add_compose_tab(ctx: AppContext) -> None:
         return gr.skip() if _latency_card(shown) == built else _totals_html(shown, report)
 
     ctx.demo.load(calibrated_since, [ctx.spec, ctx.report], ui.totals, show_progress='hidden', queue=False, **PRIVATE)
+
+
+def _refusal(e: gr.Error, warning: bool = False) -> dict:
+    """A gr.Error (its message already escaped, as user_error gives it) kept for show_problem."""
+    return {'message': str(e.message), 'title': str(e.title or 'Error'), 'warning': warning}
+
+
+def show_problem(problem: dict | None) -> None:
+    """The queued step after a load answered outside the queue: its refusal as a toast (a warning for a link that
+    could not be restored: the page keeps its design), or nothing."""
+    if not problem:
+        return
+    if problem.get('warning'):
+        gr.Warning(problem['message'], title=problem['title'])
+        return
+    raise gr.Error(problem['message'], title=problem['title'], print_exception=False)
 
 
 def _shown_design(read_form, values) -> dict | None:

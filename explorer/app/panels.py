@@ -14,14 +14,13 @@ from gradio.components.plot import PlotData
 
 from explorer.app import form as spec_form
 from explorer.app.calibration import add_calibration
-from explorer.app.compose import RESTORING_JS, verify_in_helper
+from explorer.app.compose import verify_in_helper
 from explorer.app.context import (
     SPEED_SLOTS,
     VERIFY_SLOTS,
     AppContext,
     download_file,
     endpoint,
-    html_text,
     read_uploaded_spec,
     show_initially,
     spec_download,
@@ -752,20 +751,17 @@ def add_share_tab(ctx: AppContext) -> None:
     ctx.load_spec(upload.upload, read_uploaded_spec, [upload])
 
     def initial(request: gr.Request):
-        """?spec=<token> restores a shared composition, ?preset=<name> opens a preset; else the page already
-        shows the default (its values were set at build time): it is verified, no more."""
+        """The design of the link the page was opened with: ?spec=<token> (a shared composition) or ?preset=<name>;
+        None without one (the page already shows the default: its values were set at build time); a SpecError
+        says why one cannot be read."""
         params = dict(request.query_params) if request is not None else {}
-        try:
-            if params.get('spec'):
-                return share.decode_share(params['spec']), True
-            if params.get('preset'):
-                return catalog.get_preset(params['preset']), True
-        except SpecError as e:
-            gr.Warning(html_text(f'Could not restore the link: {e}'))
-        return gr.skip(), False
+        if params.get('spec'):
+            return share.decode_share(params['spec'])
+        if params.get('preset'):
+            return catalog.get_preset(params['preset'])
+        return None
 
-    outputs = [ctx.spec, ctx.extras['restoring']]
-    ctx.extras['restore_link'](ctx.demo.load(initial, None, outputs, js=RESTORING_JS, **PRIVATE))
+    ctx.extras['restore_link'](initial)  # the Compose tab shows and counts it
 
 
 # ---- API ------------------------------------------------------------------------------------------------
