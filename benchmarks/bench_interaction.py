@@ -11,9 +11,11 @@ the 0.7 s pause by design). Prints p50/p95/max against the 150 ms p95 target, wi
 stamped at the click, and prints them side by side (each action starts after the previous one's numbers are on
 screen and 1 s has passed, so the background fvcore verification of the previous design does not share the CPU
 with it). `--pins` then pins two designs and loads them back in turn, `--changes` times, each stamped at the
-click of Load.
+click of Load. `--links` then opens the page `--changes` times with a share link (`?spec=`, the two designs in
+turn) and without one, in a fresh tab each, and times from the start of navigation to the link's numbers on
+screen and to the form taking input (it is dimmed while a link is restored).
 
-    python benchmarks/bench_interaction.py [--changes 50] [--undo] [--pins]
+    python benchmarks/bench_interaction.py [--changes 50] [--undo] [--pins] [--links]
 """
 
 from __future__ import annotations
@@ -68,6 +70,7 @@ def main() -> None:
     ap.add_argument('--no-enter', action='store_true', help='commit by the pause, not by Enter')
     ap.add_argument('--undo', action='store_true', help='after each change, time an Undo and a Redo too')
     ap.add_argument('--pins', action='store_true', help='then time loading two pinned designs back in turn')
+    ap.add_argument('--links', action='store_true', help='then time opening the page with a share link')
     args = ap.parse_args()
     from playwright.sync_api import sync_playwright
 
@@ -82,6 +85,7 @@ def main() -> None:
     spec = get_preset('caformer_s18')
     depths = [2, 4, 3]
     lat, undo, redo, add, remove, pin_loads = [], [], [], [], [], []
+    links, ready = {}, {}
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
         page = browser.new_page(viewport={'width': 1280, 'height': 900})
@@ -137,6 +141,8 @@ def main() -> None:
                 page.wait_for_function('() => !document.querySelector("#mfx-pin-load").disabled')
                 page.locator('#mfx-pin-load').click()
                 pin_loads.append(shown(expected_macs(first if i % 2 == 0 else wide), '__clicks'))
+        if args.links:
+            links, ready = _open_links(browser, port, spec, args.changes)
         browser.close()
     demo.close()
     p95 = _p95(lat)
@@ -151,6 +157,59 @@ def main() -> None:
             print(f'  {name} click -> its design on screen: p50 {statistics.median(xs):.0f} ms, '
                   f'p95 {_p95(xs):.0f} ms, max {max(xs):.0f} ms ({statistics.median(xs) / statistics.median(lat):.2f}x '
                   f"an edit's p50)")  # fmt: skip
+    for name, xs in (*links.items(), *ready.items()):
+        print(f'  {name}: p50 {statistics.median(xs):.0f} ms, p95 {_p95(xs):.0f} ms, max {max(xs):.0f} ms')
+
+
+# stamps, from the start of navigation (performance.now()), when the MACs card first shows each value, when the
+# form first takes input (shown, not dimmed by a link being restored: RESTORING_JS dims it before the first frame
+# with the form) and when the page's start-up events, its first fvcore verification included, are done
+STAMP_LOAD = """
+window.__seen = {};
+const tick = () => {
+  const v = document.querySelector('#mfx-macs')?.dataset.value;
+  if (v && !(v in window.__seen)) window.__seen[v] = performance.now();
+  const body = document.body;
+  const dimmed = body && body.classList.contains('mfx-restoring');
+  if (dimmed) window.__dimmed = true;  // a link's page: usable once undimmed (not in the frames before the dimming)
+  const linked = /[?&](spec|preset)=/.test(window.location.search) || window.__dimmed;
+  if (v && window.__usable === undefined && !dimmed && (!linked || window.__dimmed))
+    window.__usable = performance.now();
+  if (window.__ready === undefined && body && body.dataset.mfxReady) window.__ready = performance.now();
+  requestAnimationFrame(tick);
+};
+requestAnimationFrame(tick);
+"""
+
+
+def _open_links(browser, port: int, spec: dict, n: int) -> tuple[dict, dict]:
+    """Open the page n times with a share link (two designs in turn) and n times without: ms from navigation to
+    the link's MACs on screen, to the form taking input and to the start-up's end. Each in a fresh tab (session)."""
+    from explorer.core.share import encode_share
+
+    deep, wide = copy.deepcopy(spec), copy.deepcopy(spec)  # not the page's default design (CAFormer-S18)
+    deep['stages'][0]['depth'], deep['name'] = 4, 'caformer_s18_deep'
+    wide['stages'][2]['dim'], wide['name'] = 384, 'caformer_s18_wide'
+    shown = {'link -> its numbers': []}
+    usable = {f'{k} -> {what}': [] for what in ('form takes input', 'start-up done') for k in ('link', 'no link')}
+    for i in range(n):
+        design = deep if i % 2 == 0 else wide
+        for linked in (True, False):
+            time.sleep(1)
+            page = browser.new_page(viewport={'width': 1280, 'height': 900})
+            page.add_init_script(STAMP_LOAD)
+            page.goto(f'http://127.0.0.1:{port}/' + (f'?spec={encode_share(design)}' if linked else ''))
+            want = expected_macs(design)
+            page.wait_for_function('() => window.__ready !== undefined', timeout=60_000)
+            if linked:
+                page.wait_for_function(f'() => "{want}" in window.__seen', timeout=60_000)
+                shown['link -> its numbers'].append(page.evaluate(f'() => window.__seen["{want}"]'))
+            page.wait_for_function('() => window.__usable !== undefined', timeout=60_000)
+            k = 'link' if linked else 'no link'
+            usable[f'{k} -> form takes input'].append(page.evaluate('window.__usable'))
+            usable[f'{k} -> start-up done'].append(page.evaluate('window.__ready'))
+            page.close()
+    return shown, usable
 
 
 def _p95(xs: list[float]) -> float:
