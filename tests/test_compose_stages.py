@@ -218,12 +218,18 @@ def test_a_stage_added_or_removed_is_shown_and_counted_in_one_unqueued_answer(ap
     report = out[len(fill(p)) + 2]
     assert report['macs'] == prof.profile(catalog.parse_spec(spec_form.add_stage(p)))['macs']
     assert w.current()['name'] == 'poolformer_s12-mod1' and w.can_undo
+    # a seventh stage (the button is off at six, but Enter on it when focused still sends the click) is refused and
+    # said (Gradio's page shows no toast of an answer outside the queue: a queued step shows what the history kept)
+    six = spec_form.add_stage(spec_form.add_stage(p))
+    w = Workbench()
+    edit(None, w, *_values(fill(six), n))
+    problem = refusal_of(staged[('add_stage', None)](None, w, *_values(fill(six), n)), w)
+    assert 'at most 6 stages' in problem['message'] and len(w.current()['stages']) == 6
 
 
 def test_a_preset_or_scratch_replaces_the_design_in_one_unqueued_answer(app):
     """A preset picked or "start from scratch" filled the form and counted it in queued chained events, which an
     Undo (answered outside the queue) could overtake; now one answer, and still a replacement one undo away."""
-    import gradio as gr
 
     from explorer.app.history import Workbench
     from explorer.app.main import build_demo
@@ -246,8 +252,8 @@ def test_a_preset_or_scratch_replaces_the_design_in_one_unqueued_answer(app):
     out = picked(None, w, 'caformer_s18')
     assert out[len(fill(p)) + 1]['name'] == 'caformer_s18'
     assert out[len(fill(p)) + 2]['macs'] == prof.profile(catalog.parse_spec(catalog.get_preset('caformer_s18')))['macs']
-    *unchanged, problem = picked(None, w, '../../etc/passwd')  # a crafted name: refused by name, nothing changes
-    assert all(o == gr.skip() for o in unchanged) and 'not a preset' in problem['message']
+    problem = refusal_of(picked(None, w, '../../etc/passwd'), w)  # a crafted name: refused by name, nothing changes
+    assert 'not a preset' in problem['message'] and not problem['warning']
 
 
 def test_a_design_from_another_tab_is_shown_and_counted_in_one_unqueued_answer(app):
@@ -271,7 +277,7 @@ def test_a_design_from_another_tab_is_shown_and_counted_in_one_unqueued_answer(a
         assert {'mfx-s1-dim', 'mfx-name', 'mfx-totals'} <= ids  # the form and its counts
         followers = {g.fn.__name__: g for g in fns.values() if g.trigger_after == f._id and g.fn is not None}
         assert {'verify', 'share_values', 'readiness', 'scale_values', '_stale', 'measure_target'} <= set(followers)
-        assert followers['show_problem'].queue  # a refusal's toast: Gradio shows none of an unqueued answer
+        assert getattr(f.outputs[-1], 'elem_id', None) == 'mfx-refused'  # a refusal's toast: see below
         # review: two designs loaded in quick succession left the share link and the Train tab's download on the
         # first (a chained step's default mode, 'once', skips a run while the previous one is pending)
         assert all(g.trigger_mode == 'always_last' for g in followers.values())
@@ -286,11 +292,20 @@ def test_a_design_from_another_tab_is_shown_and_counted_in_one_unqueued_answer(a
     pins = [{'name': 'mine', 'spec': catalog.get_preset('caformer_s18')}]
     out = pin_load.fn(None, w, pins, 'mine')
     design, report = out[len(fill(p)) + 1], out[len(fill(p)) + 2]
-    assert design['name'] == 'caformer_s18' and out[-2] == r'Loaded the pin mine\.' and out[-1] is None  # escaped
+    assert design['name'] == 'caformer_s18' and out[-2] == r'Loaded the pin mine\.' and out[-1] == gr.skip()
     assert report['macs'] == prof.profile(catalog.parse_spec(catalog.get_preset('caformer_s18')))['macs']
     assert w.notice == 'Replaced poolformer_s12 with caformer_s18' and w.undo()['name'] == 'poolformer_s12'
-    *unchanged, problem = pin_load.fn(None, w, pins, 'theirs')  # shown by the queued step after the answer
-    assert all(o == gr.skip() for o in unchanged) and 'Choose a pinned design' in problem['message']
+    assert 'Choose a pinned design' in refusal_of(pin_load.fn(None, w, pins, 'theirs'), w)['message']
+    assert w.current()['name'] == 'poolformer_s12'  # the design shown (after the undo) stays
+    # shown by a queued step (Gradio's page shows no toast of an answer outside the queue): the hidden field's
+    # change takes the refusals the history kept, each once
+    show = next(g for g in fns.values() if g.fn is not None and g.fn.__name__ == 'show_problem')
+    assert show.queue and [(t[0], t[1]) for t in show.targets] == [(pin_load.outputs[-1]._id, 'change')]
+    w.refuse({'message': 'first', 'title': 'Error', 'warning': False})
+    w.refuse({'message': 'second', 'title': 'Cannot load', 'warning': False})
+    with pytest.warns(UserWarning, match='first'), pytest.raises(gr.Error, match='second'):
+        show.fn(w)
+    assert w.take_refusals() == [] and show.fn(w) is None
 
 
 @pytest.mark.parametrize('row', [{'a': 1}, [[1]], [], [None]])
@@ -305,8 +320,8 @@ def test_a_crafted_trials_table_click_is_refused_by_name(app, row):
     f = next(f for f in build_demo().fns.values() if getattr(f.fn, '__name__', '') == 'compose_from_row')
     evt = gr.SelectData(None, {'index': [0, 0], 'value': 1, 'row_value': row})
     n_form = len(f.inputs) - 2  # the history and the space's text come first
-    *unchanged, problem = f.fn(None, evt, Workbench(), '{}', *[None] * n_form)  # shown by the queued step after
-    assert all(o == gr.skip() for o in unchanged)
+    w = Workbench()
+    problem = refusal_of(f.fn(None, evt, w, '{}', *[None] * n_form), w)  # shown by the queued step after
     assert re.search('trial number|not in this study', problem['message']) and not problem['warning']
 
 
@@ -319,6 +334,7 @@ def test_a_link_is_shown_and_counted_in_one_unqueued_answer_with_a_history_of_it
 
     import gradio as gr
 
+    from explorer.app.history import Workbench
     from explorer.app.main import build_demo
     from explorer.core.share import encode_share
 
@@ -327,27 +343,39 @@ def test_a_link_is_shown_and_counted_in_one_unqueued_answer_with_a_history_of_it
     f = next(f for f in fns.values() if getattr(f.fn, '__name__', '') == 'link_restored')
     assert not f.queue and [t for _, t in f.targets] == ['load']
     assert 'verify' in {g.fn.__name__ for g in fns.values() if g.trigger_after == f._id and g.fn is not None}
-    # the tabs that follow the design, and a refusal's warning, follow a link restored or refused (a hidden field's
-    # change), so that a page opened without a link starts no queued step for them
+    # the tabs that follow the design follow a link restored (a hidden field's change), so that a page opened
+    # without a link, or with one refused, starts no queued step for them
     ids = [getattr(c, 'elem_id', None) for c in f.outputs]
     assert ids[-1] == 'mfx-linked'
     linked = next(g for g in fns.values() if [(t[0], t[1]) for t in g.targets] == [(f.outputs[-1]._id, 'change')])
     followers = {g.fn.__name__ for g in fns.values() if g.trigger_after == linked._id and g.fn is not None}
-    assert {'share_values', 'readiness', 'scale_values', '_stale', 'measure_target', 'show_problem'} <= followers
+    assert {'share_values', 'readiness', 'scale_values', '_stale', 'measure_target'} <= followers
 
     mine = copy.deepcopy(catalog.get_preset('convformer_s18'))
     mine['stages'][1]['depth'], mine['name'] = 4, 'my_convformer'
     for query, want in (({'spec': encode_share(mine)}, mine), ({'preset': 'poolformer_s12'}, None)):
         want = want or catalog.get_preset('poolformer_s12')
-        out = f.fn(SimpleNamespace(query_params=query))
-        assert out[-2:] == [None, 'restored']
+        out = f.fn(SimpleNamespace(query_params=query), Workbench())
+        assert out[-2:] == [gr.skip(), 'restored']
         w, design, report = out[len(fill(want)) : len(fill(want)) + 3]
         assert design['name'] == want['name'] == out[ids.index('mfx-name')]['value']
         assert report['macs'] == prof.profile(catalog.parse_spec(want))['macs']
         assert w.current()['name'] == want['name'] and not w.can_undo and not w.notice
-    *out, problem, linked = f.fn(SimpleNamespace(query_params={}))  # no link: nothing changes, nothing follows
-    assert all(o == gr.skip() for o in out) and problem is None and linked == gr.skip()
-    for query in ({'preset': 'nope'}, {'spec': '@@@@'}):  # refused: a warning, by the queued step after the answer
-        *out, problem, linked = f.fn(SimpleNamespace(query_params=query))
-        assert all(o == gr.skip() for o in out) and linked == 'refused'
+    out = f.fn(SimpleNamespace(query_params={}), Workbench())  # no link: nothing changes, nothing follows
+    assert all(o == gr.skip() for o in out)
+    for query in ({'preset': 'nope'}, {'spec': '@@@@'}):  # refused: a warning; the page keeps its design and address
+        w = Workbench()
+        problem = refusal_of(f.fn(SimpleNamespace(query_params=query), w), w, n_after=1)
         assert problem['warning'] and problem['message'].startswith('Could not restore the link')
+
+
+def refusal_of(out: list, w, n_after: int = 0) -> dict:
+    """The one refusal a load's answer kept in the history w: nothing else changed (every output skipped but the
+    history), and the hidden field ui.refused got the new value whose change shows it (then n_after outputs)."""
+    import gradio as gr
+
+    end = len(out) - n_after
+    assert out[end - 1] == str(w.refused)
+    assert all(o is w or o == gr.skip() for o in out[: end - 1] + out[end:])
+    (problem,) = w.take_refusals()
+    return problem

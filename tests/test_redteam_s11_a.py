@@ -10,9 +10,11 @@ from types import SimpleNamespace
 
 import pytest
 
+from explorer.app.history import Workbench
 from explorer.core.spec import SpecError
 
 from .conftest import TINY
+from .test_compose_stages import refusal_of
 
 
 @pytest.fixture(scope='module')
@@ -90,12 +92,10 @@ def test_get_preset_echoes_at_most_60_characters_of_a_long_name():
 
 
 def test_a_preset_link_echoes_at_most_60_characters_of_its_name(demo):
-    import gradio as gr
 
     restore = next(f.fn for f in demo.fns.values() if getattr(f.fn, '__name__', '') == 'link_restored')
-    *out, problem, linked = restore(SimpleNamespace(query_params={'preset': 'b' * 2_000}))
-    assert all(o == gr.skip() for o in out)
-    msg = problem['message']
+    w = Workbench()
+    msg = refusal_of(restore(SimpleNamespace(query_params={'preset': 'b' * 2_000}), w), w, n_after=1)['message']
     assert msg.startswith("Could not restore the link: preset: 'bbb") and 'b' * 60 not in msg
 
 
@@ -207,7 +207,6 @@ def test_a_share_link_that_is_not_base64_says_so(token, why):
 
 
 def test_unshare_and_the_page_load_report_a_non_base64_link(demo):
-    import gradio as gr
 
     from explorer.app.context import endpoint
     from explorer.app.panels import API
@@ -215,8 +214,9 @@ def test_unshare_and_the_page_load_report_a_non_base64_link(demo):
     msg = gr_error(endpoint(API['unshare']), '!!!').message
     assert msg.startswith('spec: the share link parameter (?spec=) is not URL-safe base64') and 'JSON:' not in msg
     restore = next(f.fn for f in demo.fns.values() if getattr(f.fn, '__name__', '') == 'link_restored')
-    *out, problem, linked = restore(SimpleNamespace(query_params={'spec': '@@@@'}))
-    assert all(o == gr.skip() for o in out) and 'is not URL-safe base64' in problem['message']
+    w = Workbench()
+    problem = refusal_of(restore(SimpleNamespace(query_params={'spec': '@@@@'}), w), w, n_after=1)
+    assert 'is not URL-safe base64' in problem['message']
 
 
 def test_every_length_of_share_link_still_round_trips():

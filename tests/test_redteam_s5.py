@@ -9,7 +9,10 @@ import json
 
 import pytest
 
+from explorer.app.history import Workbench
+
 from .conftest import TINY
+from .test_compose_stages import refusal_of
 from .test_search_app_accuracy import tiny_space
 
 HUGE = 10**400  # valid JSON, and a Python int; float(HUGE) raises OverflowError
@@ -141,15 +144,13 @@ def test_the_page_load_handler_warns_about_a_huge_number_link_and_restores_nothi
     ValueError (over 4,300 digits) / OverflowError (mlp_ratio 10**400) escaped it."""
     from types import SimpleNamespace
 
-    import gradio as gr
-
     from explorer.app.main import build_demo
 
     demo = build_demo()
     restore = next(f.fn for f in demo.fns.values() if getattr(f.fn, '__name__', '') == 'link_restored')
     token = base64.urlsafe_b64encode(text.encode()).decode().rstrip('=')
-    *out, problem, linked = restore(SimpleNamespace(query_params={'spec': token}))
-    assert all(o == gr.skip() for o in out) and linked == 'refused'  # nothing restored; a queued step warns
+    w = Workbench()
+    problem = refusal_of(restore(SimpleNamespace(query_params={'spec': token}), w), w, n_after=1)  # nothing else
     assert problem['warning'] and problem['message'].startswith('Could not restore the link: ' + named)
 
 

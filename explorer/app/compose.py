@@ -48,9 +48,9 @@ PRIVATE = dict(api_visibility='private')
 # a page opened with a link dims the composer until the link's design is shown (the page itself is built with the
 # default design's values); the class is removed once the link's design is counted (whatever happened), and
 # body[data-mfx-ready] says the page's own start-up events, the fvcore check included, are done
-RESTORING_JS = """() => {
+RESTORING_JS = """(...args) => {
   if (/[?&](spec|preset)=/.test(window.location.search)) document.body.classList.add('mfx-restoring');
-  return [];
+  return args;
 }"""
 RESTORED_JS = "() => { document.body.classList.remove('mfx-restoring'); }"
 READY_JS = "() => { document.body.classList.remove('mfx-restoring'); document.body.dataset.mfxReady = '1'; }"
@@ -388,11 +388,12 @@ def _layout() -> SimpleNamespace:
                 ui.table = gr.HTML(elem_id='mfx-table')
         # field messages: the JSON of (field elem_id, message) the page script puts at each field; plus shortcuts
         ui.field_errors = gr.HTML('', elem_id='mfx-field-errors', js_on_load=PAGE_JS, padding=False)
-        # a refusal of a design loaded or linked ({'message', 'title', 'warning'}), shown by a queued step after the
-        # answer: Gradio's page shows no error or warning toast of an answer outside the queue
-        ui.problem = gr.State(None)
-        # set when the page's link is restored or refused: its change starts what follows a link (the tabs that follow
-        # the design, a refusal's warning), so that a page opened without a link runs none of it
+        # a load refused (a design loaded or linked): the answer keeps its message in the session's Workbench and
+        # gives this field a new value, whose change shows it in a queued step (Gradio's page shows no error or
+        # warning toast of an answer outside the queue)
+        ui.refused = gr.Textbox('', visible='hidden', elem_id='mfx-refused')
+        # set when the page's link is restored: its change starts the tabs that follow the design, so that a page
+        # opened without a link (or with one refused) runs none of it
         ui.linked = gr.Textbox('', visible='hidden', elem_id='mfx-linked')
         ui.n_state = gr.State(4)  # inside the Tab: a component directly under gr.Tabs shifts the tab buttons
         # the spec dict the form was last filled from (a load, undo, or the result of adding or removing a stage):
@@ -706,10 +707,15 @@ def add_compose_tab(ctx: AppContext) -> None:
         return shown_and_counted('restore', 'edit', request, w, spec)
 
     def staged(op, index=None, label: str = 'edit'):
-        """The form's design with a stage added or removed (it may be invalid: the count then says why)."""
+        """The form's design with a stage added or removed (it may be invalid: the count then says why). A seventh
+        stage or none is refused (the buttons are off then, but a key press on a focused one still reaches them)."""
 
         def stage_edit(request: gr.Request, w: Workbench, *values):
-            return shown_and_counted('edit', label, request, w, edit_stages(op, index, values))
+            try:
+                spec = edit_stages(op, index, values)
+            except gr.Error as e:
+                return refused(w, e)
+            return shown_and_counted('edit', label, request, w, spec) + [gr.skip()]
 
         return stage_edit
 
@@ -718,10 +724,12 @@ def add_compose_tab(ctx: AppContext) -> None:
         ctx.changes_design(event)  # the share link and the other tabs follow it (no gr.State.change outside the queue)
 
     unqueued = dict(show_progress='hidden', queue=False, **PRIVATE)
-    shown_events(ui.add.click(staged(spec_form.add_stage, label='add stage'), [hist, *form], shown_outputs, **unqueued))
+    staged_outputs = shown_outputs + [ui.refused]
+    add = staged(spec_form.add_stage, label='add stage')
+    shown_events(ui.add.click(add, [hist, *form], staged_outputs, **unqueued))
     for i, r in enumerate(rows):
         remove = staged(spec_form.remove_stage, i, f'remove S{i + 1}')
-        shown_events(r['remove'].click(remove, [hist, *form], shown_outputs, **unqueued))
+        shown_events(r['remove'].click(remove, [hist, *form], staged_outputs, **unqueued))
 
     def load_spec(trigger, fn, inputs, outputs=(), select: bool = False):
         """AppContext.load_spec: a design from elsewhere (a preset picked, "start from scratch", a pin, a Search or
@@ -732,18 +740,17 @@ def add_compose_tab(ctx: AppContext) -> None:
         outputs = list(outputs)
 
         def answer(request, w: Workbench, *args) -> list:
-            unchanged = [gr.skip()] * (len(shown_outputs) + len(outputs))
             try:
                 got = fn(*args)
                 spec, extra = (got[0], list(got[1:])) if isinstance(got, tuple) else (got, [])
                 if spec is None:
-                    return unchanged + [None]
+                    return [gr.skip()] * (len(shown_outputs) + len(outputs) + 1)
                 shown = catalog.parse_spec(spec).to_dict()
             except SpecError as e:
-                return unchanged + [_refusal(user_error(e, title='Cannot load'))]
+                return refused(w, user_error(e, title='Cannot load'), len(outputs))
             except gr.Error as e:
-                return unchanged + [_refusal(e)]
-            return shown_and_counted('replace', 'edit', request, w, shown) + extra + [None]
+                return refused(w, e, len(outputs))
+            return shown_and_counted('replace', 'edit', request, w, shown) + extra + [gr.skip()]
 
         if select:
 
@@ -755,8 +762,7 @@ def add_compose_tab(ctx: AppContext) -> None:
                 return answer(request, w, *args)
 
         loaded.__name__ = f'compose_{fn.__name__}'  # the event's name in a "Bad request" answer
-        event = trigger(loaded, [hist, *inputs], shown_outputs + outputs + [ui.problem], **unqueued)
-        event.then(show_problem, ui.problem, None, **chained)
+        event = trigger(loaded, [hist, *inputs], shown_outputs + outputs + [ui.refused], **unqueued)
         shown_events(event)
         return event
 
@@ -771,24 +777,43 @@ def add_compose_tab(ctx: AppContext) -> None:
         (its values are in the page already) and is only verified. The form is dimmed and takes no input until
         then (RESTORING_JS), so an early edit is never overwritten."""
 
-        def link_restored(request: gr.Request):
-            unchanged = [gr.skip()] * len(shown_outputs)
+        def link_restored(request: gr.Request, w: Workbench):
             try:
                 spec = initial(request)
-            except SpecError as e:
-                refused = user_error(f'Could not restore the link: {e}', title='Warning')
-                return unchanged + [_refusal(refused, warning=True), 'refused']
+            except SpecError as e:  # the page keeps its design and its address (the link), and says why
+                e = user_error(f'Could not restore the link: {e}', title='Warning')
+                return refused(w, e, warning=True) + [gr.skip()]  # ui.linked unchanged
             if spec is None:
-                return unchanged + [None, gr.skip()]
-            return shown_and_counted('replace', 'edit', request, Workbench(), spec) + [None, 'restored']
+                return [gr.skip()] * (len(shown_outputs) + 2)
+            return shown_and_counted('replace', 'edit', request, Workbench(), spec) + [gr.skip(), 'restored']
 
-        outputs = shown_outputs + [ui.problem, ui.linked]
-        event = ctx.demo.load(link_restored, None, outputs, js=RESTORING_JS, **unqueued)
+        outputs = shown_outputs + [ui.refused, ui.linked]
+        event = ctx.demo.load(link_restored, hist, outputs, js=RESTORING_JS, **unqueued)
         event.then(None, None, None, js=RESTORED_JS, **PRIVATE)  # the link's design is shown: undim
         verify_after(event).then(None, None, None, js=READY_JS, **PRIVATE)
-        linked = ui.linked.change(None, None, None, **PRIVATE)  # a link only: no queued step on a plain page
-        linked.then(show_problem, ui.problem, None, **chained)
-        ctx.changes_design(linked)
+        # a link restored only: a page without one (or with one refused) starts no queued step for these
+        ctx.changes_design(ui.linked.change(None, None, None, **PRIVATE))
+
+    def refused(w: Workbench, e: gr.Error, n_extra: int = 0, warning: bool = False) -> list:
+        """The answer to a load refused: nothing changes but the history, which keeps the message to show (in
+        shown_outputs), n_extra outputs skipped, and ui.refused's new value, whose change shows it."""
+        with HISTORY_LOCK:
+            token = w.refuse({'message': str(e.message), 'title': str(e.title or 'Error'), 'warning': warning})
+        return [w if c is hist else gr.skip() for c in shown_outputs] + [gr.skip()] * n_extra + [token]
+
+    def show_problem(w: Workbench) -> None:
+        """The queued step that shows the loads refused (the field ui.refused changed): each as a toast, a warning
+        for a link that could not be restored (the page keeps its design), else an error. Messages were escaped
+        when the refusal was made (user_error)."""
+        with HISTORY_LOCK:
+            pending = w.take_refusals() if isinstance(w, Workbench) else []
+        for i, p in enumerate(pending):
+            if p['warning'] or i < len(pending) - 1:
+                gr.Warning(p['message'], title=p['title'])
+            else:
+                raise gr.Error(p['message'], title=p['title'], print_exception=False)
+
+    ui.refused.change(show_problem, hist, None, **chained)
 
     ctx.extras['restore_link'] = restore_link
 
@@ -820,22 +845,6 @@ def add_compose_tab(ctx: AppContext) -> None:
         return gr.skip() if _latency_card(shown) == built else _totals_html(shown, report)
 
     ctx.demo.load(calibrated_since, [ctx.spec, ctx.report], ui.totals, show_progress='hidden', queue=False, **PRIVATE)
-
-
-def _refusal(e: gr.Error, warning: bool = False) -> dict:
-    """A gr.Error (its message already escaped, as user_error gives it) kept for show_problem."""
-    return {'message': str(e.message), 'title': str(e.title or 'Error'), 'warning': warning}
-
-
-def show_problem(problem: dict | None) -> None:
-    """The queued step after a load answered outside the queue: its refusal as a toast (a warning for a link that
-    could not be restored: the page keeps its design), or nothing."""
-    if not problem:
-        return
-    if problem.get('warning'):
-        gr.Warning(problem['message'], title=problem['title'])
-        return
-    raise gr.Error(problem['message'], title=problem['title'], print_exception=False)
 
 
 def _shown_design(read_form, values) -> dict | None:

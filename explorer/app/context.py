@@ -180,7 +180,8 @@ class AppContext:
 
     def follow_design(self, wire) -> None:
         """wire(trigger) after every change of the composer's design: `trigger` is `spec.change` (a design set
-        through the queue, such as a link restored) and the `.then` of each event registered by changes_design."""
+        by a queued event: none does now, as every load answers outside the queue) and the `.then` of each event
+        registered by changes_design."""
         self._design_followers.append(wire)
         for trigger in (self.spec.change, *[_latest(e.then) for e in self._design_events]):
             wire(trigger)

@@ -108,7 +108,8 @@ class Workbench:
     past: the committed designs, oldest first; past[-1] is the one shown. future: the designs undone, the next
     redo last. Each entry is {'spec': spec dict, 'label': what made it}. invalid: the form shows an invalid edit
     that is not committed. notice: a replacement to offer an undo for ('Replaced a with b'), or ''. change: the
-    design the last edit changed, (name, params, MACs), until another commit.
+    design the last edit changed, (name, params, MACs), until another commit. refusals: messages of loads refused
+    (an unreadable upload, a link), kept until the page shows them.
     """
 
     steps: int = HISTORY_STEPS
@@ -118,6 +119,19 @@ class Workbench:
     invalid: bool = False
     notice: str = ''
     change: tuple | None = None  # the last edit's design before it: (name, params, MACs), for the change line
+    refusals: list[dict] = field(default_factory=list)  # refused loads not shown yet (at most 5, the newest)
+    refused: int = 0  # loads refused so far: the value of the page field whose change shows them
+
+    def refuse(self, problem: dict) -> str:
+        """Keep a refused load's message to show; returns the page field's new value (its change shows it)."""
+        self.refusals = [*self.refusals, problem][-5:]
+        self.refused += 1
+        return str(self.refused)
+
+    def take_refusals(self) -> list[dict]:
+        """The refusals not shown yet, oldest first; none are kept."""
+        out, self.refusals = self.refusals, []
+        return out
 
     def current(self) -> dict | None:
         return self.past[-1]['spec'] if self.past else None
