@@ -272,12 +272,16 @@ def test_a_design_from_another_tab_is_shown_and_counted_in_one_unqueued_answer(a
     targets = sorted(t for f in loads for _, t in f.targets)  # preset, scratch, pin, Compare, Search x2, adapt, upload
     assert targets == ['change', 'change', 'click', 'click', 'click', 'input', 'select', 'upload']
     assert all(not f.queue for f in loads)
+    loaded = loads[0].outputs[-2]  # set by a design loaded, not by a load refused
+    assert loaded.elem_id == 'mfx-loaded'
+    on_loaded = next(g for g in fns.values() if [(t[0], t[1]) for t in g.targets] == [(loaded._id, 'change')])
     for f in loads:
         ids = {getattr(c, 'elem_id', None) for c in f.outputs}
         assert {'mfx-s1-dim', 'mfx-name', 'mfx-totals'} <= ids  # the form and its counts
+        assert f.outputs[-2] is loaded and getattr(f.outputs[-1], 'elem_id', None) == 'mfx-refused'  # see below
         followers = {g.fn.__name__: g for g in fns.values() if g.trigger_after == f._id and g.fn is not None}
+        followers |= {g.fn.__name__: g for g in fns.values() if g.trigger_after == on_loaded._id and g.fn}
         assert {'verify', 'share_values', 'readiness', 'scale_values', '_stale', 'measure_target'} <= set(followers)
-        assert getattr(f.outputs[-1], 'elem_id', None) == 'mfx-refused'  # a refusal's toast: see below
         # review: two designs loaded in quick succession left the share link and the Train tab's download on the
         # first (a chained step's default mode, 'once', skips a run while the previous one is pending)
         assert all(g.trigger_mode == 'always_last' for g in followers.values())
@@ -292,7 +296,8 @@ def test_a_design_from_another_tab_is_shown_and_counted_in_one_unqueued_answer(a
     pins = [{'name': 'mine', 'spec': catalog.get_preset('caformer_s18')}]
     out = pin_load.fn(None, w, pins, 'mine')
     design, report = out[len(fill(p)) + 1], out[len(fill(p)) + 2]
-    assert design['name'] == 'caformer_s18' and out[-2] == r'Loaded the pin mine\.' and out[-1] == gr.skip()
+    assert design['name'] == 'caformer_s18' and out[-3] == r'Loaded the pin mine\.' and out[-1] == gr.skip()
+    assert out[-2] == str(w.loaded) == '1'  # the tabs that follow the design follow this field's change
     assert report['macs'] == prof.profile(catalog.parse_spec(catalog.get_preset('caformer_s18')))['macs']
     assert w.notice == 'Replaced poolformer_s12 with caformer_s18' and w.undo()['name'] == 'poolformer_s12'
     assert 'Choose a pinned design' in refusal_of(pin_load.fn(None, w, pins, 'theirs'), w)['message']

@@ -392,6 +392,9 @@ def _layout() -> SimpleNamespace:
         # gives this field a new value, whose change shows it in a queued step (Gradio's page shows no error or
         # warning toast of an answer outside the queue)
         ui.refused = gr.Textbox('', visible='hidden', elem_id='mfx-refused')
+        # set when a design is loaded (not when a load is refused or changes nothing): the tabs that follow the
+        # design follow its change, so that a refused load leaves them (and Predict's results) alone
+        ui.loaded = gr.Textbox('', visible='hidden', elem_id='mfx-loaded')
         # set when the page's link is restored: its change starts the tabs that follow the design, so that a page
         # opened without a link (or with one refused) runs none of it
         ui.linked = gr.Textbox('', visible='hidden', elem_id='mfx-linked')
@@ -744,13 +747,16 @@ def add_compose_tab(ctx: AppContext) -> None:
                 got = fn(*args)
                 spec, extra = (got[0], list(got[1:])) if isinstance(got, tuple) else (got, [])
                 if spec is None:
-                    return [gr.skip()] * (len(shown_outputs) + len(outputs) + 1)
+                    return [gr.skip()] * (len(shown_outputs) + len(outputs) + 2)
                 shown = catalog.parse_spec(spec).to_dict()
             except SpecError as e:
-                return refused(w, user_error(e, title='Cannot load'), len(outputs))
+                return refused(w, user_error(e, title='Cannot load'), len(outputs) + 1)
             except gr.Error as e:
-                return refused(w, e, len(outputs))
-            return shown_and_counted('replace', 'edit', request, w, shown) + extra + [gr.skip()]
+                return refused(w, e, len(outputs) + 1)
+            out = shown_and_counted('replace', 'edit', request, w, shown)
+            with HISTORY_LOCK:
+                token = w.load()
+            return out + extra + [token, gr.skip()]
 
         if select:
 
@@ -762,8 +768,8 @@ def add_compose_tab(ctx: AppContext) -> None:
                 return answer(request, w, *args)
 
         loaded.__name__ = f'compose_{fn.__name__}'  # the event's name in a "Bad request" answer
-        event = trigger(loaded, [hist, *inputs], shown_outputs + outputs + [ui.refused], **unqueued)
-        shown_events(event)
+        event = trigger(loaded, [hist, *inputs], shown_outputs + outputs + [ui.loaded, ui.refused], **unqueued)
+        verify_after(event)  # the other tabs follow ui.loaded (below)
         return event
 
     ctx.load_spec = load_spec
@@ -814,6 +820,7 @@ def add_compose_tab(ctx: AppContext) -> None:
                 raise gr.Error(p['message'], title=p['title'], print_exception=False)
 
     ui.refused.change(show_problem, hist, None, **chained)
+    ctx.changes_design(ui.loaded.change(None, None, None, **PRIVATE))  # a design loaded, not a load refused
 
     ctx.extras['restore_link'] = restore_link
 

@@ -121,12 +121,18 @@ class Workbench:
     change: tuple | None = None  # the last edit's design before it: (name, params, MACs), for the change line
     refusals: list[dict] = field(default_factory=list)  # refused loads not shown yet (at most 5, the newest)
     refused: int = 0  # loads refused so far: the value of the page field whose change shows them
+    loaded: int = 0  # designs loaded so far: the value of the page field whose change the other tabs follow
 
     def refuse(self, problem: dict) -> str:
         """Keep a refused load's message to show; returns the page field's new value (its change shows it)."""
         self.refusals = [*self.refusals, problem][-5:]
         self.refused += 1
         return str(self.refused)
+
+    def load(self) -> str:
+        """Count a design loaded; returns the page field's new value (the tabs that follow the design follow it)."""
+        self.loaded += 1
+        return str(self.loaded)
 
     def take_refusals(self) -> list[dict]:
         """The refusals not shown yet, oldest first; none are kept."""
