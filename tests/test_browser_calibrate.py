@@ -61,7 +61,13 @@ def test_calibrating_from_the_measure_tab_gives_the_composer_a_latency(app_url, 
     fresh.goto(app_url)
     wait_macs(fresh, analytic_cost(ArchSpec.from_dict(get_preset('caformer_s18'))).macs)
     fresh.wait_for_function(CALIBRATED)
-    assert (
-        fresh.get_attribute('#mfx-latency', 'data-value') == f'{lat.predict_latency(get_preset("caformer_s18")).ms:.4g}'
-    )
+    fresh_value = f'{lat.predict_latency(get_preset("caformer_s18")).ms:.4g}'
+    assert fresh.get_attribute('#mfx-latency', 'data-value') == fresh_value
     fresh.close()
+    # a link that cannot be read leaves the first design on the page, and its card follows the calibration too
+    refused = page.context.new_page()
+    refused.goto(app_url + '?preset=nope')
+    refused.wait_for_selector('text=is not a preset')  # the refusal
+    refused.wait_for_function(CALIBRATED)
+    assert refused.get_attribute('#mfx-latency', 'data-value') == fresh_value
+    refused.close()

@@ -201,11 +201,14 @@ def test_undo_right_after_typing_takes_the_typed_edit_back(app):
 def test_a_stage_added_or_removed_is_shown_and_counted_in_one_unqueued_answer(app):
     """Adding or removing a stage filled the form and then counted it in two queued events (about a second, and an
     unqueued Undo clicked meanwhile ran first, so the chain then committed on top of the undone design)."""
+    import gradio as gr
+
     from explorer.app.history import Workbench
     from explorer.app.main import build_demo
 
     edit, staged, fill, n = app
-    events = [f for f in build_demo().fns.values() if getattr(f.fn, '__name__', '') == 'stage_edit']
+    fns = build_demo().fns
+    events = [f for f in fns.values() if getattr(f.fn, '__name__', '') == 'stage_edit']
     assert len(events) == 1 + MAX_STAGES and all(not f.queue for f in events)
     at = {getattr(c, 'elem_id', None): i for i, c in enumerate(events[0].outputs)}
     p = catalog.get_preset('poolformer_s12')
@@ -218,13 +221,20 @@ def test_a_stage_added_or_removed_is_shown_and_counted_in_one_unqueued_answer(ap
     report = out[len(fill(p)) + 2]
     assert report['macs'] == prof.profile(catalog.parse_spec(spec_form.add_stage(p)))['macs']
     assert w.current()['name'] == 'poolformer_s12-mod1' and w.can_undo
+    # the tabs that follow the design follow the hidden field ui.loaded (as for a load), not the click: a stage
+    # button refused ran them all the same, and Predict took down the composer model's results
+    assert [c.elem_id for c in events[0].outputs[-2:]] == ['mfx-loaded', 'mfx-refused'] and out[-2:] == ['1', gr.skip()]
+    for f in events:
+        assert {g.fn.__name__ for g in fns.values() if g.trigger_after == f._id and g.fn is not None} == {'verify'}
     # a seventh stage (the button is off at six, but Enter on it when focused still sends the click) is refused and
     # said (Gradio's page shows no toast of an answer outside the queue: a queued step shows what the history kept)
     six = spec_form.add_stage(spec_form.add_stage(p))
     w = Workbench()
     edit(None, w, *_values(fill(six), n))
-    problem = refusal_of(staged[('add_stage', None)](None, w, *_values(fill(six), n)), w)
+    out = staged[('add_stage', None)](None, w, *_values(fill(six), n))
+    problem = refusal_of(out, w)
     assert 'at most 6 stages' in problem['message'] and len(w.current()['stages']) == 6
+    assert out[-2] == gr.skip() and w.loaded == 0  # ui.loaded unchanged: nothing follows a refusal
 
 
 def test_a_preset_or_scratch_replaces_the_design_in_one_unqueued_answer(app):
@@ -372,6 +382,32 @@ def test_a_link_is_shown_and_counted_in_one_unqueued_answer_with_a_history_of_it
         w = Workbench()
         problem = refusal_of(f.fn(SimpleNamespace(query_params=query), w), w, n_after=1)
         assert problem['warning'] and problem['message'].startswith('Could not restore the link')
+
+
+def test_a_link_restored_after_the_pins_keeps_their_names_reserved(app):
+    """The pins kept in the browser are restored by a queued step as the page loads, which reserves their
+    generated names in the session's history ('caformer_s18-mod1' stays the pin's network); a link restored after
+    it started a fresh history and dropped the reservations, so the next edit to another network was named
+    'caformer_s18-mod1' too: one name for two networks in the chart and the pins."""
+    from types import SimpleNamespace
+
+    from explorer.app.history import Workbench, reserve_pin_names, restore_pins
+    from explorer.app.main import build_demo
+
+    _, _, fill, _ = app
+    f = next(f for f in build_demo().fns.values() if getattr(f.fn, '__name__', '') == 'link_restored')
+    pinned = copy.deepcopy(catalog.get_preset('caformer_s18'))
+    pinned['stages'][0]['dim'], pinned['name'] = 96, 'caformer_s18-mod1'
+    pins, _ = restore_pins([{'name': pinned['name'], 'spec': pinned}])
+    w = Workbench()
+    reserve_pin_names(w.names, pins)  # the pins' restore ran first
+    out = f.fn(SimpleNamespace(query_params={'preset': 'caformer_s18'}), w)
+    shown = out[len(fill(catalog.get_preset('caformer_s18')))]
+    assert shown.current()['name'] == 'caformer_s18'
+    other = copy.deepcopy(catalog.get_preset('caformer_s18'))
+    other['stages'][0]['dim'] = 128
+    assert shown.name_edit(other, False) == 'caformer_s18-mod2'  # mod1 is the pin's network
+    assert shown.name_edit(pinned, False) == 'caformer_s18-mod1'
 
 
 def refusal_of(out: list, w, n_after: int = 0) -> dict:

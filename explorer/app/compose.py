@@ -717,8 +717,11 @@ def add_compose_tab(ctx: AppContext) -> None:
             try:
                 spec = edit_stages(op, index, values)
             except gr.Error as e:
-                return refused(w, e)
-            return shown_and_counted('edit', label, request, w, spec) + [gr.skip()]
+                return refused(w, e, 1)  # ui.loaded unchanged: the tabs that follow the design stay as they are
+            out = shown_and_counted('edit', label, request, w, spec)
+            with HISTORY_LOCK:
+                token = w.load()
+            return out + [token, gr.skip()]
 
         return stage_edit
 
@@ -727,12 +730,13 @@ def add_compose_tab(ctx: AppContext) -> None:
         ctx.changes_design(event)  # the share link and the other tabs follow it (no gr.State.change outside the queue)
 
     unqueued = dict(show_progress='hidden', queue=False, **PRIVATE)
-    staged_outputs = shown_outputs + [ui.refused]
+    # as a load: the other tabs follow ui.loaded (below), which a refused stage button leaves alone
+    staged_outputs = shown_outputs + [ui.loaded, ui.refused]
     add = staged(spec_form.add_stage, label='add stage')
-    shown_events(ui.add.click(add, [hist, *form], staged_outputs, **unqueued))
+    verify_after(ui.add.click(add, [hist, *form], staged_outputs, **unqueued))
     for i, r in enumerate(rows):
         remove = staged(spec_form.remove_stage, i, f'remove S{i + 1}')
-        shown_events(r['remove'].click(remove, [hist, *form], staged_outputs, **unqueued))
+        verify_after(r['remove'].click(remove, [hist, *form], staged_outputs, **unqueued))
 
     def load_spec(trigger, fn, inputs, outputs=(), select: bool = False):
         """AppContext.load_spec: a design from elsewhere (a preset picked, "start from scratch", a pin, a Search or
@@ -791,7 +795,10 @@ def add_compose_tab(ctx: AppContext) -> None:
                 return refused(w, e, warning=True) + [gr.skip()]  # ui.linked unchanged
             if spec is None:
                 return [gr.skip()] * (len(shown_outputs) + 2)
-            return shown_and_counted('replace', 'edit', request, Workbench(), spec) + [gr.skip(), 'restored']
+            # a history of its own, but what the session's other steps keep in it stays: the names the pins
+            # restored as the page loaded reserved, refusals not shown yet, the page fields' counters
+            fresh = Workbench(names=w.names, refusals=w.refusals, refused=w.refused, loaded=w.loaded)
+            return shown_and_counted('replace', 'edit', request, fresh, spec) + [gr.skip(), 'restored']
 
         outputs = shown_outputs + [ui.refused, ui.linked]
         event = ctx.demo.load(link_restored, hist, outputs, js=RESTORING_JS, **unqueued)
@@ -799,6 +806,17 @@ def add_compose_tab(ctx: AppContext) -> None:
         verify_after(event).then(None, None, None, js=READY_JS, **PRIVATE)
         # a link restored only: a page without one (or with one refused) starts no queued step for these
         ctx.changes_design(ui.linked.change(None, None, None, **PRIVATE))
+
+        def calibrated_since(request: gr.Request, spec: dict, report: dict):
+            """A calibration made since the page was built shows in the first design's latency card; a link's
+            design gets its own recount, and a page whose link is refused keeps the first design (its card too)."""
+            try:
+                linked = initial(request) is not None
+            except SpecError:
+                linked = False
+            return gr.skip() if linked else calibrated_card(spec, report)
+
+        ctx.demo.load(calibrated_since, [ctx.spec, ctx.report], ui.totals, **unqueued)
 
     def refused(w: Workbench, e: gr.Error, n_extra: int = 0, warning: bool = False) -> list:
         """The answer to a load refused: nothing changes but the history, which keeps the message to show (in
@@ -842,16 +860,13 @@ def add_compose_tab(ctx: AppContext) -> None:
     show_initially(refresh_outputs, counter('replace')(None, Workbench(), *io.values_of(first)))
     built = _latency_card(catalog.parse_spec(first))
 
-    def calibrated_since(request: gr.Request, spec: dict, report: dict):
+    def calibrated_card(spec: dict, report: dict):
         """The first page's latency card was rendered at build time: a calibration made since (the Measure tab's
-        or `explorer calibrate`) shows as the page loads. A link's design gets its own recount."""
-        query = dict(request.query_params) if request is not None else {}
-        if query.get('spec') or query.get('preset') or not spec or not report:
+        or `explorer calibrate`) shows as the page loads (restore_link's calibrated_since)."""
+        if not spec or not report:
             return gr.skip()
         shown = catalog.parse_spec(spec)
         return gr.skip() if _latency_card(shown) == built else _totals_html(shown, report)
-
-    ctx.demo.load(calibrated_since, [ctx.spec, ctx.report], ui.totals, show_progress='hidden', queue=False, **PRIVATE)
 
 
 def _shown_design(read_form, values) -> dict | None:
