@@ -22,7 +22,7 @@ def app():
     from explorer.app.main import build_demo
 
     demo = build_demo()
-    fns = [f.fn for f in demo.fns.values()]
+    fns = [getattr(f.fn, '__wrapped__', f.fn) for f in demo.fns.values()]  # an edit's recount, without ui.loaded
 
     def free(fn) -> dict:
         return dict(zip(fn.__code__.co_freevars, [c.cell_contents for c in fn.__closure__ or ()]))
@@ -297,7 +297,7 @@ def test_a_design_from_another_tab_is_shown_and_counted_in_one_unqueued_answer(a
         assert all(g.trigger_mode == 'always_last' for g in followers.values())
     edits = [f for f in fns.values() if getattr(f.fn, '__name__', '') == 'refresh' and not f.queue]
     for f in edits:  # the Measure tab's "Measure times <design>" line followed loads only, not edits
-        assert 'measure_target' in {g.fn.__name__ for g in fns.values() if g.trigger_after == f._id and g.fn}
+        assert f.outputs[-1] is loaded  # followed by on_loaded's followers, measure_target among them
 
     pin_load = next(f for f in loads if any(getattr(c, 'elem_id', None) == 'mfx-pin-status' for c in f.outputs))
     p = catalog.get_preset('poolformer_s12')
@@ -408,6 +408,46 @@ def test_a_link_restored_after_the_pins_keeps_their_names_reserved(app):
     other['stages'][0]['dim'] = 128
     assert shown.name_edit(other, False) == 'caformer_s18-mod2'  # mod1 is the pin's network
     assert shown.name_edit(pinned, False) == 'caformer_s18-mod1'
+
+
+def test_the_other_tabs_follow_an_edit_only_when_it_changed_the_design(app):
+    """Every edit event ran the tabs that follow the design (the share link, the Train tab, Predict's "the
+    composer's design changed", which takes down the composer model's results): a depth field clicked and left
+    unchanged, Enter pressed again, an invalid value or an Undo with nothing to undo cleared Predict's results.
+    An edit, undo or redo now sets the hidden field those tabs follow (ui.loaded) only when the design changed."""
+    import gradio as gr
+
+    from explorer.app.history import Workbench
+    from explorer.app.main import build_demo
+
+    _, _, fill, n = app
+    fns = build_demo().fns
+    named = {}
+    for f in fns.values():
+        named.setdefault(getattr(f.fn, '__name__', ''), []).append(f)
+    recounts = [f for f in named['refresh'] if hasattr(f.fn, '__wrapped__')]  # an edit's, a rename's
+    cells = {f._id: {c.cell_contents for c in f.fn.__wrapped__.__closure__ or ()} for f in recounts}
+    edit = next(f for f in recounts if 'edit' in cells[f._id] and 'rename' not in cells[f._id])
+    (undo, _), (redo,) = named['undo'], named['redo']  # Undo and the notice's Undo
+    for f in (edit, undo, redo):
+        assert f.outputs[-1].elem_id == 'mfx-loaded'
+        assert {g.fn.__name__ for g in fns.values() if g.trigger_after == f._id and g.fn is not None} == {'verify'}
+
+    p = catalog.get_preset('poolformer_s12')
+    w = Workbench()
+    assert edit.fn(None, w, *_values(fill(p), n))[-1] == '1'  # the first design
+    assert edit.fn(None, w, *_values(fill(p), n))[-1] == gr.skip()  # the field left unchanged
+    deeper = copy.deepcopy(p)
+    deeper['stages'][0]['depth'] = 3
+    out = edit.fn(None, w, *_values(fill(deeper), n))
+    assert out[-1] == '2' and w.current()['name'] == 'poolformer_s12-mod1'
+    broken = copy.deepcopy(deeper)
+    broken['stages'][0]['dim'] = -5
+    assert edit.fn(None, w, *_values(fill(broken), n))[-1] == gr.skip() and w.invalid  # an invalid value
+    assert undo.fn(None, w, *_values(fill(broken), n))[-1] == gr.skip()  # back to the design shown: no change
+    assert undo.fn(None, w, *_values(fill(deeper), n))[-1] == '3' and w.current()['name'] == 'poolformer_s12'
+    assert undo.fn(None, w, *_values(fill(p), n))[-1] == gr.skip()  # nothing to undo
+    assert redo.fn(None, w)[-1] == '4' and redo.fn(None, w)[-1] == gr.skip()
 
 
 def refusal_of(out: list, w, n_after: int = 0) -> dict:

@@ -392,8 +392,9 @@ def _layout() -> SimpleNamespace:
         # gives this field a new value, whose change shows it in a queued step (Gradio's page shows no error or
         # warning toast of an answer outside the queue)
         ui.refused = gr.Textbox('', visible='hidden', elem_id='mfx-refused')
-        # set when a design is loaded (not when a load is refused or changes nothing): the tabs that follow the
-        # design follow its change, so that a refused load leaves them (and Predict's results) alone
+        # set when the design changes (a load, an edit, a stage added or removed, an undo or redo; not a load
+        # refused, a field left unchanged, an invalid value): the tabs that follow the design follow its change,
+        # so that those leave them (and Predict's results) alone
         ui.loaded = gr.Textbox('', visible='hidden', elem_id='mfx-loaded')
         # set when the page's link is restored: its change starts the tabs that follow the design, so that a page
         # opened without a link (or with one refused) runs none of it
@@ -555,6 +556,22 @@ def add_compose_tab(ctx: AppContext) -> None:
             STALE_HTML,
         ]
 
+    def followed(answer):
+        """answer(request, w, *values), a recount or a history step, and then the new value of the hidden field
+        ui.loaded (whose change the tabs that follow the design follow) when the design shown changed, else
+        gr.skip(): nothing follows a field left unchanged, an invalid value or an undo with nothing to undo."""
+
+        @functools.wraps(answer)
+        def answer_followed(request: gr.Request, w: Workbench, *values):
+            with HISTORY_LOCK:
+                before = w.past[-1] if w.past else None
+                out = answer(request, w, *values)
+                after = w.past[-1] if w.past else None
+                token = w.load() if after is not before and not w.invalid else gr.skip()
+            return [*out, token]
+
+        return answer_followed
+
     def counter(kind: str, label: str = 'edit'):
         """The recount after an edit of a field ('edit': the design keeps its name, or gets a -modN suffix when
         the network changed), of the name field ('rename': the typed name, unless empty or already naming another
@@ -646,21 +663,22 @@ def add_compose_tab(ctx: AppContext) -> None:
     edits = [c.input for c in fields if c not in numbers] + [e for c in numbers for e in (c.blur, c.submit)]
     # outside Gradio's queue: its server-sent events cost about 40% of the time from Enter to new numbers (p95 233
     # -> 144 ms, benchmarks/bench_interaction.py). The count is closed-form arithmetic (well under 1 ms), so it
-    # needs no queue slot. Gradio fires no gr.State.change for such an event: the tabs that follow the design
-    # chain onto it (ctx.changes_design, ctx.follow_design)
+    # needs no queue slot. Gradio fires no gr.State.change for such an event, so the tabs that follow the design
+    # cannot chain onto the state (ctx.changes_design, ctx.follow_design);
+    # chain onto it: they follow the hidden field ui.loaded, which an edit sets only when it changed the design (a
+    # field left or Enter pressed without a change, or an invalid value, left Predict without its results)
     for triggers, kind, label in ((edits, 'edit', 'edit'), ([g['name'].blur, g['name'].submit], 'rename', 'rename')):
         event = gr.on(
             triggers,
-            counter(kind, label),
+            followed(counter(kind, label)),
             [hist, *form],
-            refresh_outputs,
+            refresh_outputs + [ui.loaded],
             trigger_mode='always_last',
             show_progress='hidden',
             queue=False,
             **PRIVATE,
         )
         verify_after(event)
-        ctx.changes_design(event)
 
     def recount_totals(spec: dict, report: dict):
         """The counts' cards again, for the design shown (the Measure tab's calibration changes the latency)."""
@@ -724,10 +742,6 @@ def add_compose_tab(ctx: AppContext) -> None:
             return out + [token, gr.skip()]
 
         return stage_edit
-
-    def shown_events(event):
-        verify_after(event)
-        ctx.changes_design(event)  # the share link and the other tabs follow it (no gr.State.change outside the queue)
 
     unqueued = dict(show_progress='hidden', queue=False, **PRIVATE)
     # as a load: the other tabs follow ui.loaded (below), which a refused stage button leaves alone
@@ -850,7 +864,7 @@ def add_compose_tab(ctx: AppContext) -> None:
     # preset, or none (fill)
     load_spec(preset.input, preset_picked, [preset])
     load_spec(ui.scratch.click, catalog.scratch_spec, [])
-    _wire_history(ui, io, restored, shown_outputs, shown_events)
+    _wire_history(ui, io, restored, shown_outputs, followed, verify_after)
     _wire_pins(ui, ctx)
 
     # the first page shows the default design's numbers as it renders: the same fill and recount a loaded
@@ -877,9 +891,10 @@ def _shown_design(read_form, values) -> dict | None:
         return None
 
 
-def _wire_history(ui: SimpleNamespace, io: SimpleNamespace, restored, outputs: list, wire) -> None:
+def _wire_history(ui: SimpleNamespace, io: SimpleNamespace, restored, outputs: list, followed, wire) -> None:
     """Undo and redo: each takes a committed design from the history and `restored` shows and counts it in one
-    answer (`outputs`); `wire` chains the verification and the share link onto each event."""
+    answer (`outputs`), `followed` adds the hidden field the other tabs follow (ui.loaded); `wire` chains the
+    verification onto each event."""
     skip_all = [gr.skip()] * len(outputs)
 
     def undo(request: gr.Request, w: Workbench, *values):
@@ -903,8 +918,8 @@ def _wire_history(ui: SimpleNamespace, io: SimpleNamespace, restored, outputs: l
 
     unqueued = dict(show_progress='hidden', queue=False, **PRIVATE)
     for button in (ui.undo, ui.notice_undo):
-        wire(button.click(undo, [ui.hist, *io.form], outputs, **unqueued))
-    wire(ui.redo.click(redo, ui.hist, outputs, **unqueued))
+        wire(button.click(followed(undo), [ui.hist, *io.form], [*outputs, ui.loaded], **unqueued))
+    wire(ui.redo.click(followed(redo), ui.hist, [*outputs, ui.loaded], **unqueued))
 
 
 def _pin_choices(pins: list[dict]) -> list[tuple[str, str]]:

@@ -121,7 +121,7 @@ class Workbench:
     change: tuple | None = None  # the last edit's design before it: (name, params, MACs), for the change line
     refusals: list[dict] = field(default_factory=list)  # refused loads not shown yet (at most 5, the newest)
     refused: int = 0  # loads refused so far: the value of the page field whose change shows them
-    loaded: int = 0  # designs loaded (or stages added, removed) so far: the page field the other tabs follow
+    loaded: int = 0  # changes of the design shown so far (loads, edits, undos): the page field the tabs follow
 
     def refuse(self, problem: dict) -> str:
         """Keep a refused load's message to show; returns the page field's new value (its change shows it)."""
