@@ -169,6 +169,17 @@ def test_a_composer_edit_takes_down_the_composer_models_results(app_url, page, s
     page.wait_for_function("() => document.querySelectorAll('.js-plotly-plot').length >= 1", timeout=SLOW)
     page.get_by_role('tab', name='Compose').click()
     depth = page.locator('#mfx-s1-depth input')
+    # the field entered and left, Enter pressed, without a change: the design is the same, its results stay (every
+    # edit event took them down)
+    depth.click()
+    depth.press('Enter')
+    depth.press('Tab')
+    page.wait_for_timeout(2000)  # the tabs that follow the design would have run by now
+    page.get_by_role('tab', name='Predict & explain').click()
+    page.wait_for_timeout(500)
+    assert page.evaluate('() => document.querySelectorAll(".js-plotly-plot").length') >= 1
+    assert 'The image or the model changed' not in page.locator('#mfx-predict-status').inner_text()
+    page.get_by_role('tab', name='Compose').click()
     depth.fill('3')
     depth.press('Tab')
     page.wait_for_function("document.querySelector('#mfx-name textarea, #mfx-name input').value.includes('-mod')")
