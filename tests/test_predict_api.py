@@ -160,3 +160,27 @@ def test_the_model_cache_loads_a_key_once_and_keeps_a_models_lock_while_it_lives
     with pytest.raises(RuntimeError):
         cache.get('c', lambda: (_ for _ in ()).throw(RuntimeError('no such weights')))
     assert cache.get('c', Entry).model is not None  # a failed load can be tried again
+
+
+@pytest.mark.skipif(not up.trained_choices(), reason='no trained Fashion-MNIST checkpoints in assets/fmnist')
+def test_a_checkpoint_uploaded_for_a_trained_model_is_used_or_refused(tmp_path):
+    """A review: with a shipped trained model, "checkpoint" weights and a file uploaded, Predict ran the trained
+    model's own weights and said "weights from checkpoint trained model ...": the upload was never read, and a
+    file of random bytes gave normal results. The upload now goes into the trained model's network (or is
+    refused by name); without one, "checkpoint" keeps meaning the trained model's own file (as the API has it)."""
+    import torch
+
+    choice = list(up.trained_choices())[0]
+    own = up.get_model(choice, None, 'checkpoint', None)
+    junk = tmp_path / 'junk.pth'
+    junk.write_bytes(bytes(range(256)) * 8)
+    with pytest.raises(ValueError, match="junk.pth' is not a readable"):
+        up.get_model(choice, None, 'checkpoint', str(junk))
+    mine = up.get_model(choice, None, 'random', None).model
+    path = tmp_path / 'mine.pth'
+    torch.save(mine.state_dict(), path)
+    got = up.get_model(choice, None, 'checkpoint', str(path))
+    assert got.info.where == 'the uploaded checkpoint' and got.spec.to_json() == own.spec.to_json()
+    for (name, a), b in zip(got.model.state_dict().items(), mine.state_dict().values()):
+        assert torch.equal(a, b), name
+    assert any(not torch.equal(b, c) for b, c in zip(mine.state_dict().values(), own.model.state_dict().values()))

@@ -145,7 +145,8 @@ def get_model(choice: str, spec_dict: dict | None, mode: str, checkpoint: str | 
     spec = checkpoint_spec(trained) if trained else resolve_spec(choice, spec_dict, checkpoint)
     if mode not in WEIGHT_MODES:
         raise ValueError(f'weights: {mode!r} is not allowed; choose from {", ".join(WEIGHT_MODES)}')
-    if trained and mode != 'random':  # a trained model's own weights
+    uploaded = mode == 'checkpoint' and bool(checkpoint)
+    if trained and mode != 'random' and not uploaded:  # a trained model's own weights
         mode, checkpoint = 'checkpoint', trained
     elif choice == FROM_CHECKPOINT and mode == 'pretrained':  # the weights of the checkpoint the spec came from
         mode = 'checkpoint'  # (pretrained loaded timm's weights for a preset's spec, or failed for any other)
@@ -157,9 +158,9 @@ def get_model(choice: str, spec_dict: dict | None, mode: str, checkpoint: str | 
     file = checkpoint if mode == 'checkpoint' else source if mode == 'random' else None
     stamp = os.path.getmtime(file) if file and os.path.exists(file) else None
     key = (spec.to_json(), mode, file, stamp)
-    if trained:
+    if trained and not uploaded:
         label = f'trained model {choice.removeprefix(TRAINED)!r}'
-    elif mode == 'checkpoint':
+    elif mode == 'checkpoint':  # an upload: into a trained model's network too (it was ignored, the review)
         label = 'the uploaded checkpoint'
     else:
         label = f'timm {pretrained_name(spec)} (Hugging Face)'
@@ -548,9 +549,10 @@ def weights_hint(choice: str, spec_dict: dict | None) -> str:
         acc = m.get('test_accuracy')
         return (
             f'Trained here on {m.get("dataset", "Fashion-MNIST")}: test accuracy '
-            f'{100 * acc:.2f}%, {_epochs(m.get("epochs"))}. "pretrained" uses these weights.'
+            f'{100 * acc:.2f}%, {_epochs(m.get("epochs"))}. "pretrained" uses these weights; "checkpoint" '
+            'an uploaded file in this network.'
             if acc is not None
-            else '"pretrained" uses this checkpoint\'s weights.'
+            else '"pretrained" uses this checkpoint\'s weights; "checkpoint" an uploaded file in this network.'
         )
     try:
         spec = resolve_spec(choice, spec_dict, None) if choice != FROM_CHECKPOINT else None
