@@ -203,3 +203,60 @@ def test_a_server_fault_while_reading_values_is_logged_and_said_to_be_the_server
         asyncio.run(demo.preprocess_data(Fn(), [], None))
     assert 'the server failed while reading the values sent (OSError)' in e.value.message
     assert e.value.title != 'Bad request' and 'reading the values of predict_handler failed' in caplog.text
+
+
+def test_a_number_outside_its_fields_range_is_refused_by_the_fields_name():
+    """A review: rounds 0 in the Measure tab, or trials 0 in the Search tab, said 'measure: Value 0 is less than
+    minimum value 1.' (Gradio's own words while it reads the values), naming no field; an empty one said 'None'."""
+    import asyncio
+
+    import gradio as gr
+    from gradio.state_holder import SessionState
+
+    from explorer.app.main import build_demo
+
+    demo = build_demo()
+    cases = [('measure', 'rounds (spread)', 0, 'measure: rounds (spread): 0 is out of range; allowed 1 to 10')]
+    cases += [('measure', 'rounds (spread)', 11.5, 'rounds (spread): 11.5 is out of range; allowed 1 to 10')]
+    run = next(f for f in demo.fns.values() if any(getattr(c, 'label', '') == 'trials to add' for c in f.inputs))
+    cases += [(run.name, 'trials to add', 0, 'trials to add: 0 is out of range; allowed 1 to ')]
+    for name, label, value, expected in cases:
+        fn = next(
+            f for f in demo.fns.values() if f.name == name and any(getattr(c, 'label', '') == label for c in f.inputs)
+        )
+        labels = [getattr(c, 'label', None) for c in fn.inputs]
+        values = [getattr(c, 'value', None) for c in fn.inputs]
+        values[labels.index(label)] = value
+        with pytest.raises(gr.Error) as e:
+            asyncio.run(demo.preprocess_data(fn, values, SessionState(demo)))
+        assert expected in e.value.message and e.value.title == 'Bad request', e.value.message
+
+
+def test_an_empty_number_reads_empty_and_measure_states_one_batch_range(monkeypatch):
+    """A review: an empty field said 'None must be an integer', and Measure's batch 100000 gave '[1, 4096]' (the
+    timer's limit) where 1000 gave 'allowed 1 to 256 (EXPLORER_MAX_BATCH)': the server's range is the one."""
+    import gradio as gr
+
+    from explorer.app.main import build_demo
+    from explorer.core import catalog
+
+    demo = build_demo()
+    fn = next(f for f in demo.fns.values() if f.name == 'measure')
+    measure = fn.fn
+    spec = {**catalog.get_preset('poolformer_s12'), 'name': 'my_net'}
+    for batch, expected in ((100_000, 'batch size: 100000 must be an integer in [1, 256]'), (None, '(empty)')):
+        with pytest.raises(gr.Error) as e:
+            measure(spec, 'cpu', batch, 'fp32', 1, False, False, [], [])
+        assert expected in e.value.message and 'None' not in e.value.message, e.value.message
+    with pytest.raises(gr.Error, match=r'rounds: \(empty\) must be an integer in \[1, 10\]'):
+        measure(spec, 'cpu', 8, 'fp32', None, False, False, [], [])
+    # a refusal of the measurement names the design ('composer:' named neither the design nor the tab)
+    with pytest.raises(gr.Error) as e:
+        measure(spec, 'cpu', 8, 'fp16' if not _cuda() else 'nope', 1, False, False, [], [])
+    assert e.value.message.startswith('my_net: '), e.value.message
+
+
+def _cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()

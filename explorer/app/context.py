@@ -494,7 +494,8 @@ def refuse_unreadable_values(demo: gr.Blocks) -> None:
         except gr.Error as e:
             if not e.print_exception:  # the app's own refusal (user_error and the like): already escaped
                 raise
-            raise user_error(f'{_event(block_fn)}: {public_text(e.message, 300)}', title='Bad request') from None
+            said = _out_of_bounds(block_fn, inputs) or public_text(e.message, 300)
+            raise user_error(f'{_event(block_fn)}: {said}', title='Bad request') from None
         except Exception as e:  # noqa: BLE001 - whatever Gradio raised, the client gets a named answer
             cause = e.__cause__ if e.__cause__ is not None else e
             if isinstance(cause, CLIENT_ERRORS):
@@ -506,6 +507,24 @@ def refuse_unreadable_values(demo: gr.Blocks) -> None:
             ) from None
 
     demo.preprocess_data = preprocess_data
+
+
+def _out_of_bounds(block_fn, inputs) -> str | None:
+    """The number field whose value is outside its minimum or maximum, named by its label: Gradio refuses it
+    while reading the values with 'Value 0 is less than minimum value 1.', which names no field."""
+    for component, value in zip(getattr(block_fn, 'inputs', ()), inputs or ()):
+        if not isinstance(component, gr.Number) or isinstance(value, bool) or not isinstance(value, (int, float)):
+            continue
+        low, high = component.minimum, component.maximum
+        if (low is not None and value < low) or (high is not None and value > high):
+            name = component.label or component.elem_id or 'a number field'
+            allowed = (
+                f'{low:g} to {high:g}'
+                if low is not None and high is not None
+                else (f'at least {low:g}' if low is not None else f'at most {high:g}')
+            )
+            return f'{name}: {value:g} is out of range; allowed {allowed}'
+    return None
 
 
 def _event(block_fn) -> str:

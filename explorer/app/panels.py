@@ -32,6 +32,7 @@ from explorer.core.spec import ArchSpec, SpecError
 from explorer.measure import compare as cmp
 from explorer.measure import profile as prof
 from explorer.measure import units
+from explorer.measure.guard import Limits
 from explorer.viz.diagram import network_svg
 from explorer.viz.plots import accuracy_figure, bench_figure, diff_figure, empty_figure, export_config, scaling_figure
 
@@ -255,15 +256,18 @@ def add_measure_tab(ctx: AppContext) -> None:
             raise gr.Error('Compose a valid network first.')
         try:
             rounds = _int_arg('rounds', rounds, 1, 10)
+            # one range, the server's (the timer's own limit, 4096, came first for a larger batch: two ranges)
+            batch = _int_arg('batch size', batch, 1, Limits.from_env().max_batch)
         except ValueError as e:
-            raise user_error(e) from None
+            raise user_error(f'{e} (EXPLORER_MAX_BATCH)' if str(e).startswith('batch') else e) from None
         if not isinstance(presets, (list, type(None))) or len(set(map(str, presets or []))) > MAX_MEASURED_PRESETS:
             raise user_error(f'also measure presets: choose at most {MAX_MEASURED_PRESETS}', title='Bad request')
         # each once, and a few: a list holding one preset 1,000 times held the speed slot for hours (each run has
         # its own budget, EXPLORER_MAX_BENCH_S, so the event's time is bounded by their number)
         names = list(dict.fromkeys(map(str, presets or [])))
         try:
-            targets = [('composer', spec)] + [(p, catalog.get_preset(p)) for p in names]
+            # named as the user knows them: the composer's design by its name ('composer:' named neither it nor the tab)
+            targets = [(str(spec.get('name') or 'the design'), spec)] + [(p, catalog.get_preset(p)) for p in names]
         except (SpecError, ValueError, KeyError) as e:
             raise user_error(f'also measure presets: {e}', title='Bad request') from None
         history = list(history or [])
@@ -769,7 +773,7 @@ def _int_arg(name: str, value, low: int, high: int) -> int:
     """An integer argument from a client (JSON numbers may arrive as 3.0), or a ValueError naming it."""
     value = units.whole_number(value)  # 1e308 stays 1e+308 in the message
     if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
-        raise ValueError(f'{name}: {value!r} must be an integer in [{low}, {high}]')
+        raise ValueError(f'{name}: {show(value)} must be an integer in [{low}, {high}]')
     return value
 
 

@@ -11,7 +11,10 @@ from typing import Any
 
 
 def show(v, limit: int = 60) -> str:
-    """repr of a value for a message, clipped: an error names the value, it does not echo a megabyte back."""
+    """repr of a value for a message, clipped: an error names the value, it does not echo a megabyte back. None (an
+    empty form field, JSON's null) reads '(empty)': 'None must be an integer' was Python speaking to a user."""
+    if v is None:
+        return '(empty)'
     text = repr(v)
     return text if len(text) <= limit else text[:limit] + f'... ({len(text):,} characters)'
 

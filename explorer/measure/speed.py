@@ -39,6 +39,8 @@ import types
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
+from explorer.core.registry import show
+
 DTYPES = ('fp32', 'bf16', 'fp16')
 # what serves host memory in a process left to glibc's defaults (a speed run does not change them)
 ALLOCATOR_GLIBC = 'glibc defaults: a tensor of 32 MiB or more is a fresh mmap (page faults) on every call'
@@ -661,13 +663,13 @@ MAX_ITERS = 100_000  # calls of one measurement: a bench is minutes, not days (C
 
 def _check_counts(batch_size, warmup, iters, min_time_s) -> None:
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or not 1 <= batch_size <= 4096:
-        raise BenchError(f'batch size {batch_size!r} must be an integer in [1, 4096]')
+        raise BenchError(f'batch size {show(batch_size)} must be an integer in [1, 4096]')
     for name, v in (('warmup', warmup), ('iters', iters)):
         low = 0 if name == 'warmup' else 1
         if v is not None and (isinstance(v, bool) or not isinstance(v, int) or not low <= v <= MAX_ITERS):
-            raise BenchError(f'{name} {v!r} must be an integer in [{low}, {MAX_ITERS:,}]')
+            raise BenchError(f'{name} {show(v)} must be an integer in [{low}, {MAX_ITERS:,}]')
     if not isinstance(min_time_s, (int, float)) or not math.isfinite(min_time_s) or min_time_s <= 0:
-        raise BenchError(f'min time {min_time_s!r} must be a positive number of seconds')
+        raise BenchError(f'min time {show(min_time_s)} must be a positive number of seconds')
 
 
 def _environment(device: str, load_before) -> dict:
