@@ -450,6 +450,32 @@ def test_the_other_tabs_follow_an_edit_only_when_it_changed_the_design(app):
     assert redo.fn(None, w)[-1] == '4' and redo.fn(None, w)[-1] == gr.skip()
 
 
+def test_a_presets_name_typed_for_another_network_is_refused_at_the_field(app):
+    """A review: CAFormer-S18 renamed 'poolformer_s12' was taken, pinned and plotted in Compare as 'yours:
+    poolformer_s12' at CAFormer-S18's MACs, beside the real PoolFormer points. A preset's name is taken by its
+    network: typed for another one it is refused at the field (the README's "an already-used name is refused")."""
+    from explorer.app.history import Workbench
+    from explorer.app.main import build_demo
+
+    _, _, fill, n = app
+    fns = build_demo().fns
+    recounts = [
+        f.fn for f in fns.values() if getattr(f.fn, '__name__', '') == 'refresh' and hasattr(f.fn, '__wrapped__')
+    ]
+    rename = next(f for f in recounts if 'rename' in {c.cell_contents for c in f.__wrapped__.__closure__})
+    for design, typed, refused in (
+        ('caformer_s18', 'poolformer_s12', True),
+        ('poolformer_s12', 'poolformer_s12', False),  # its own network
+        ('caformer_s18', 'my_caformer', False),
+    ):
+        spec = catalog.get_preset(design)
+        w = Workbench()
+        rename(None, w, *_values(fill(spec), n))  # the design shown, counted
+        out = rename(None, w, *_values(fill({**spec, 'name': typed}), n))
+        assert w.invalid is refused and (w.current()['name'] == typed) is not refused, (design, typed)
+        assert ('poolformer_s12 is a published preset, another network' in str(out)) is refused
+
+
 def refusal_of(out: list, w, n_after: int = 0) -> dict:
     """The one refusal a load's answer kept in the history w: nothing else changed (every output skipped but the
     history), and the hidden field ui.refused got the new value whose change shows it (then n_after outputs)."""

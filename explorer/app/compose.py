@@ -597,6 +597,9 @@ def add_compose_tab(ctx: AppContext) -> None:
                 if typed and w.name_taken(d['name'], d):
                     message = f'{d["name"]} already names another design in this session: choose another name'
                     return invalid(w, SpecError([('name', message)]), raw)
+                if typed and catalog.names_another_preset(d['name'], parsed):
+                    message = f'{d["name"]} is a published preset, another network: choose another name'
+                    return invalid(w, SpecError([('name', message)]), raw)
                 if kind != 'restore':
                     d['name'] = w.name_edit(d, typed)
                 try:  # a generated name (-modN) is checked too: an error here is a message, never a stale page

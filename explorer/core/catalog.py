@@ -166,6 +166,13 @@ def matching_preset(spec: dict | ArchSpec) -> str | None:
         return None
 
 
+def names_another_preset(name: str, spec: dict | ArchSpec) -> bool:
+    """Whether `name` is a preset's name and `spec` another network: the charts would put the preset's name on
+    this network's numbers, beside the preset's own point."""
+    specs = _preset_specs()
+    return name in specs and _arch_key(parse_spec(specs[name])) != _arch_key(parse_spec(spec))
+
+
 def with_published_meta(spec: ArchSpec) -> ArchSpec:
     """Published figures belong to an architecture: keep `meta` only while the spec matches a preset."""
     name = matching_preset(spec)
