@@ -426,6 +426,23 @@ def test_an_uploaded_spec_that_is_gone_or_a_folder_is_named_not_a_generic_error(
             read_uploaded_spec(str(path))
 
 
+def test_an_uploaded_specs_problems_read_on_one_line_named_as_the_form_names_them(tmp_path):
+    """A review: an upload with two problems showed "... cross_patch, cycle stages[0].depth: 0 is out of range"
+    in the toast, which shows HTML: the error's lines ran together. They are joined with '; ' and each field is
+    named as the form names it (S1 depth)."""
+    import gradio as gr
+
+    from explorer.app.context import read_uploaded_spec
+
+    path = tmp_path / 'bad.json'
+    path.write_text('{"stages": [{"mixer": "warp", "depth": 0, "dim": 64}]}')
+    with pytest.raises(gr.Error) as e:
+        read_uploaded_spec(str(path))
+    message = e.value.message
+    assert message.startswith('uploaded spec: S1 mixer: ') and '; S1 depth: 0 is out of range' in message, message
+    assert '\n' not in message
+
+
 def test_a_training_request_names_a_spec_string_that_is_neither_json_nor_a_preset():
     """/train with spec 'fmnist_hybrid' answered "not valid JSON", naming neither the field nor the presets."""
     import gradio as gr

@@ -23,7 +23,16 @@ import gradio as gr
 
 from explorer.app import form as spec_form
 from explorer.app import history
-from explorer.app.context import AppContext, error_text, md_text, person_path, public_text, show_initially, user_error
+from explorer.app.context import (
+    AppContext,
+    error_text,
+    md_text,
+    person_path,
+    public_text,
+    show_initially,
+    spec_line,
+    user_error,
+)
 from explorer.app.history import Workbench, network_key, same_design
 from explorer.app.workers import HELPER, HelperBusy, HelperTimeout
 from explorer.core import catalog
@@ -771,7 +780,7 @@ def add_compose_tab(ctx: AppContext) -> None:
                     return [gr.skip()] * (len(shown_outputs) + len(outputs) + 2)
                 shown = catalog.parse_spec(spec).to_dict()
             except SpecError as e:
-                return refused(w, user_error(e, title='Cannot load'), len(outputs) + 1)
+                return refused(w, user_error(spec_line(e), title='Cannot load'), len(outputs) + 1)
             except gr.Error as e:
                 return refused(w, e, len(outputs) + 1)
             out = shown_and_counted('replace', 'edit', request, w, shown)
@@ -808,7 +817,7 @@ def add_compose_tab(ctx: AppContext) -> None:
             try:
                 spec = initial(request)
             except SpecError as e:  # the page keeps its design and its address (the link), and says why
-                e = user_error(f'Could not restore the link: {e}', title='Warning')
+                e = user_error(f'Could not restore the link: {spec_line(e)}', title='Warning')
                 return refused(w, e, warning=True) + [gr.skip()]  # ui.linked unchanged
             if spec is None:
                 return [gr.skip()] * (len(shown_outputs) + 2)

@@ -419,6 +419,12 @@ def person_path(path: str) -> str:
     return re.sub(r'stages\[(\d+)\]\.?', lambda m: f'S{int(m.group(1)) + 1} ', path).strip()
 
 
+def spec_line(e: SpecError) -> str:
+    """A SpecError on one line for a toast, each field named as the form names it: the toast shows HTML, where
+    the error's one-field-per-line text ran together ('... cycle stages[0].depth: 0 is out of range')."""
+    return '; '.join(f'{person_path(p)}: {m}' if p else m for p, m in e.errors)
+
+
 def error_text(e: SpecError) -> str:
     """A SpecError as Markdown: one bullet per field, named as the form names it."""
     lines = [
@@ -620,7 +626,9 @@ def read_uploaded_spec(file) -> dict:
         if size > MAX_SPEC_FILE_BYTES:
             raise user_error(f'uploaded spec: {size:,} bytes is over the {MAX_SPEC_FILE_BYTES:,}-byte limit for a spec')
         return load_json_text(path.read_text(encoding='utf-8'))
-    except (SpecError, UnicodeDecodeError) as e:
+    except SpecError as e:
+        raise user_error(f'uploaded spec: {spec_line(e)}') from None
+    except UnicodeDecodeError as e:
         raise user_error(f'uploaded spec: {e}') from None
     except OSError:
         raise user_error('uploaded spec: the file cannot be read (no longer there?); upload it again') from None
