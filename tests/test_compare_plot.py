@@ -387,6 +387,15 @@ def test_the_throughput_chart_says_which_designs_are_not_measured():
     assert 'Not drawn: your design and 2 pinned designs, not measured with these settings (Measure tab).' in texts
     fig = panels.accuracy_plot(spec, report, 'MACs', history, pins)
     assert not any('Not drawn' in (a.text or '') for a in fig.layout.annotations)
+    # only the composer's design measured: one star, and no preset said why (a review)
+    mine = [{**history[0], 'network': panels.prof.network_id(spec), 'preset': None}]
+    fig = panels.accuracy_plot(spec, report, 'throughput', mine, [])
+    texts = [a.text for a in fig.layout.annotations]
+    expected = 'Not drawn: the presets, not measured with these settings (Measure tab, "also measure presets").'
+    assert expected in texts, texts
+    fig = panels.accuracy_plot(spec, report, 'throughput', mine, pins)
+    texts = [a.text for a in fig.layout.annotations]
+    assert 'Not drawn: the presets and 2 pinned designs, not measured with these settings (Measure tab, ' in str(texts)
 
 
 def test_a_log_axis_ticks_whole_numbers():

@@ -440,12 +440,17 @@ def accuracy_plot(spec, report, axis: str, history, pins=None, families=None, lo
     if axis == 'throughput':  # the caption promises a star and diamonds: say why they are not there
         drawn = {r['key'] for r in rows}
         unmeasured_pins = sum(f'pin:{i}' not in drawn for i in range(len(_pins(pins))))
-        absent = ['your design'] if spec and report and CURRENT not in drawn else []
+        # presets are drawn once measured (the Measure tab's "also measure presets"): a chart of one star read as
+        # a bug (a review)
+        absent = [] if any(r['kind'] == 'preset' for r in rows) else ['the presets']
+        absent += ['your design'] if spec and report and CURRENT not in drawn else []
         if unmeasured_pins:
             absent.append(f'{unmeasured_pins} pinned design{"s" if unmeasured_pins > 1 else ""}')
         if absent:  # under the axis title, not over the slowest presets in the top-left corner
+            how = 'Measure tab, "also measure presets"' if absent[0] == 'the presets' else 'Measure tab'
             fig.add_annotation(
-                text=f'Not drawn: {" and ".join(absent)}, not measured with these settings (Measure tab).',
+                text=f'Not drawn: {", ".join(absent[:-1])}{" and " if len(absent) > 1 else ""}{absent[-1]}, '
+                f'not measured with these settings ({how}).',
                 showarrow=False,
                 x=0,
                 y=-0.2,
