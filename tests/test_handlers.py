@@ -439,8 +439,21 @@ def test_an_uploaded_specs_problems_read_on_one_line_named_as_the_form_names_the
     with pytest.raises(gr.Error) as e:
         read_uploaded_spec(str(path))
     message = e.value.message
-    assert message.startswith('uploaded spec: S1 mixer: ') and '; S1 depth: 0 is out of range' in message, message
+    assert message.startswith('uploaded spec: S1 token mixer: ') and '; S1 depth: 0 is out of range' in message, message
     assert '\n' not in message
+
+
+def test_the_red_summary_names_fields_as_the_form_labels_them():
+    """A review: a field said "MLP ratio 100 is out of range" and the summary above the form "S1 mlp_ratio: ...";
+    likewise "S3 mixer_args.head_dim" for the "head dim" field and "img_size" for "image size"."""
+    from explorer.app.context import error_text
+
+    e = SpecError(
+        [('stages[0].mlp_ratio', 'x'), ('stages[2].mixer_args.head_dim', 'y'), ('img_size', 'z'), ('stem.stride', 'w')]
+    )
+    text = error_text(e)
+    for label in ('S1 MLP ratio', 'S3 head dim', 'image size', 'stem.stride'):  # the stem has no field
+        assert f'<code>{label}</code>' in text, text
 
 
 def test_a_training_request_names_a_spec_string_that_is_neither_json_nor_a_preset():

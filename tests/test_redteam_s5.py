@@ -136,7 +136,7 @@ HUGE_RATIO = {**TINY, 'name': '<b>x</b>', 'stages': [{**TINY['stages'][0], 'mlp_
     'text, named',
     [
         (HUGE_INT_TEXT, 'not valid JSON: an integer of 5,000 digits (a number in a spec has at most 4,300)'),
-        (json.dumps(HUGE_RATIO), f'S1 mlp_ratio: {HUGE} is out of range'[:60]),  # named as the form names it
+        (json.dumps(HUGE_RATIO), f'S1 MLP ratio: {HUGE} is out of range'[:60]),  # named as the form labels it
     ],
 )
 def test_the_page_load_handler_warns_about_a_huge_number_link_and_restores_nothing(text, named):

@@ -114,6 +114,7 @@ body:not(:has(#mfx-stage-2)) #mfx-stage-1 .mfx-remove {opacity: .4; pointer-even
 .mfx-stage.mfx-invalid {border-color: #dc2626 !important}
 .mfx-stage:has(.mfx-invalid), .mfx-stage .form:has(.mfx-invalid), .mfx-globals .form:has(.mfx-invalid),
 .mfx-globals:has(.mfx-invalid) {overflow: visible !important; z-index: 20}
+.mfx-stage:has(.mfx-field-msg), .mfx-globals:has(.mfx-field-msg) {margin-bottom: 34px}
 .mfx-field-msg {position: absolute; top: calc(100% - 2px); left: 2px; min-width: 160px; max-width: 260px;
            z-index: 30; background: #fef2f2; color: #991b1b; border: 1px solid #fca5a5; border-radius: 4px;
            padding: 2px 6px; font-size: 12px; line-height: 1.3; white-space: normal; box-shadow: 0 1px 3px #0002}
@@ -419,16 +420,38 @@ def person_path(path: str) -> str:
     return re.sub(r'stages\[(\d+)\]\.?', lambda m: f'S{int(m.group(1)) + 1} ', path).strip()
 
 
+# the spec's field names that the form labels otherwise (a mixer argument's label is its name without underscores)
+FORM_LABELS = {
+    'mlp_ratio': 'MLP ratio',
+    'img_size': 'image size',
+    'in_chans': 'channels',
+    'num_classes': 'classes',
+    'mlp_act': 'MLP act',
+    'mixer': 'token mixer',
+}
+
+
+def field_label(path: str) -> str:
+    """A field path as the form labels the field: 'stages[2].mlp_ratio' -> 'S3 MLP ratio', 'stages[0].mixer_args.
+    head_dim' -> 'S1 head dim', 'img_size' -> 'image size' (a field the form does not show keeps its path)."""
+    m = re.fullmatch(r'(stages\[\d+\]\.)?(?:mixer_args\.([a-z_]+)|([a-z_]+))', path)
+    if not m:
+        return person_path(path)
+    stage = person_path(m.group(1) or '')
+    name = m.group(2).replace('_', ' ') if m.group(2) else FORM_LABELS.get(m.group(3), m.group(3))
+    return f'{stage} {name}'.strip()
+
+
 def spec_line(e: SpecError) -> str:
     """A SpecError on one line for a toast, each field named as the form names it: the toast shows HTML, where
     the error's one-field-per-line text ran together ('... cycle stages[0].depth: 0 is out of range')."""
-    return '; '.join(f'{person_path(p)}: {m}' if p else m for p, m in e.errors)
+    return '; '.join(f'{field_label(p)}: {m}' if p else m for p, m in e.errors)
 
 
 def error_text(e: SpecError) -> str:
     """A SpecError as Markdown: one bullet per field, named as the form names it."""
     lines = [
-        f'- <code>{html_text(person_path(p), 200)}</code>: {md_text(person_path(m))}' if p else f'- {md_text(m)}'
+        f'- <code>{html_text(field_label(p), 200)}</code>: {md_text(person_path(m))}' if p else f'- {md_text(m)}'
         for p, m in e.errors[:20]
     ]
     more = len(getattr(e, 'named', e.errors)) - 20 + getattr(e, 'omitted', 0)
