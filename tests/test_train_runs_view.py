@@ -179,6 +179,11 @@ def test_the_loss_axis_says_what_makes_training_loss_higher():
     from explorer.viz.training import runs_figure
 
     fig = runs_figure([{'name': 'r', 'history': [{'epoch': 1, 'test_loss': 0.3, 'train_loss': 0.6}]}])
-    assert 'training, label-smoothed' in fig.layout.yaxis2.title.text
+    titles = [a.text for a in fig.layout.annotations]
+    assert 'loss (dotted: training, label-smoothed)' in titles and fig.layout.yaxis2.title.text.endswith(
+        '(solid: test)'
+    )
+    # short enough for the 340 px chart: the axis title (about 45 characters) was cut at both ends (a review)
+    assert len(fig.layout.yaxis2.title.text) <= 30
     hover = next(t.hovertemplate for t in fig.data if t.meta == 'train_loss')
     assert 'training loss (label-smoothed, augmented images, epoch mean)' in hover

@@ -93,7 +93,10 @@ def runs_figure(runs: list[dict], height: int = 340) -> go.Figure:
     runs: dicts with 'name', 'history' (rows with 'epoch' and any of the RUN_METRICS keys), optionally 'metrics'
     (the checkpoint's final evaluation) and 'live' (True for the run in progress: dashed, named "... (training)").
     """
-    fig = make_subplots(rows=1, cols=2, subplot_titles=('test accuracy (%)', 'loss'), horizontal_spacing=0.1)
+    # what the dotted curve is goes in the loss plot's title: on its axis (about 45 characters) it was cut at both
+    # ends of a 340 px chart
+    titles = ('test accuracy (%)', 'loss (dotted: training, label-smoothed)')
+    fig = make_subplots(rows=1, cols=2, subplot_titles=titles, horizontal_spacing=0.1)
     for i, run in enumerate(runs):
         colour = RUN_COLOURS[i % len(RUN_COLOURS)]
         name = plain(run['name']) + (' (training)' if run.get('live') else '')
@@ -131,7 +134,5 @@ def runs_figure(runs: list[dict], height: int = 340) -> go.Figure:
         )
     fig.update_xaxes(title_text='epoch', rangemode='tozero')
     fig.update_yaxes(rangemode='tozero', row=1, col=1)
-    fig.update_yaxes(
-        title_text='cross-entropy (solid: test; dotted: training, label-smoothed)', rangemode='tozero', row=1, col=2
-    )
+    fig.update_yaxes(title_text='cross-entropy (solid: test)', rangemode='tozero', row=1, col=2)
     return fig
