@@ -675,10 +675,10 @@ def add_compose_tab(ctx: AppContext) -> None:
     edits = [c.input for c in fields if c not in numbers] + [e for c in numbers for e in (c.blur, c.submit)]
     # outside Gradio's queue: its server-sent events cost about 40% of the time from Enter to new numbers (p95 233
     # -> 144 ms, benchmarks/bench_interaction.py). The count is closed-form arithmetic (well under 1 ms), so it
-    # needs no queue slot. Gradio fires no gr.State.change for such an event, so the tabs that follow the design
-    # cannot chain onto the state (ctx.changes_design, ctx.follow_design);
-    # chain onto it: they follow the hidden field ui.loaded, which an edit sets only when it changed the design (a
-    # field left or Enter pressed without a change, or an invalid value, left Predict without its results)
+    # needs no queue slot. Gradio fires no gr.State.change for such an event: the tabs that follow the design
+    # follow the hidden field ui.loaded (ctx.changes_design, ctx.follow_design), which an edit sets only when it
+    # changed the design (a field left or Enter pressed without a change, or an invalid value, ran them all the
+    # same, and Predict lost its results)
     for triggers, kind, label in ((edits, 'edit', 'edit'), ([g['name'].blur, g['name'].submit], 'rename', 'rename')):
         event = gr.on(
             triggers,

@@ -256,10 +256,12 @@ def add_measure_tab(ctx: AppContext) -> None:
             raise gr.Error('Compose a valid network first.')
         try:
             rounds = _int_arg('rounds', rounds, 1, 10)
-            # one range, the server's (the timer's own limit, 4096, came first for a larger batch: two ranges)
+        except ValueError as e:
+            raise user_error(e) from None
+        try:  # one range, the server's (the timer's own limit, 4096, came first for a larger batch: two ranges)
             batch = _int_arg('batch size', batch, 1, Limits.from_env().max_batch)
         except ValueError as e:
-            raise user_error(f'{e} (EXPLORER_MAX_BATCH)' if str(e).startswith('batch') else e) from None
+            raise user_error(f'{e} (EXPLORER_MAX_BATCH)') from None
         if not isinstance(presets, (list, type(None))) or len(set(map(str, presets or []))) > MAX_MEASURED_PRESETS:
             raise user_error(f'also measure presets: choose at most {MAX_MEASURED_PRESETS}', title='Bad request')
         # each once, and a few: a list holding one preset 1,000 times held the speed slot for hours (each run has
