@@ -47,7 +47,7 @@ def tiny(**kw) -> ArchSpec:
 def fake_model(batch_size: int = 1, **coef) -> lat.LatencyModel:
     fp = lat.fingerprint('cpu', 'float32', batch_size)
     coef = {**dict.fromkeys(lat.feature_names(), 0.0), **coef}  # as a fit gives them: every feature, zeros too
-    return lat.LatencyModel(fingerprint=fp.__dict__, coef=coef, baseline_s_per_mac=1e-10, n_designs=3)
+    return lat.LatencyModel(fingerprint=fp.__dict__, coef=coef, baseline_s_per_mac=1e-10, n_designs=400)
 
 
 # ---- features ----------------------------------------------------------------------------------------------
@@ -468,6 +468,36 @@ def test_cli_latency_and_calibrate():
     assert rc == 0, err
     d = json.loads(out)
     assert d['calibrated_on'] and d['seconds'] > 0 and d['batch_size'] == 1
+
+
+def test_an_untrusted_calibration_replaces_no_saved_one():
+    """A review: `explorer calibrate --designs 2 --holdout 0` silently replaced the device's calibration (75
+    coefficients fitted to 2 numbers), and `explorer latency poolformer_s12` then said 0.39 ms against 66.5 ms
+    measured. Fewer designs than features is named, and such a calibration keeps the saved one."""
+    fp = lat.fingerprint('cpu', 'float32', 1)
+    good = fake_model(1, calls=2e-3)
+    good.n_designs = 400
+    assert lat.calibration_problem(good) is None
+    lat.save_model(good)
+    argv = ('calibrate', '--designs', '4', '--holdout', '0', '--rounds', '1', '--max-mmacs', '2')
+    rc, out, err = run_cli(*argv)
+    assert rc == 0, err
+    assert f'fitted on 4 designs, fewer than its {len(lat.feature_names())} features' in err
+    assert 'not saved' in err and '--keep-untrusted' in err and 'not saved' in out
+    assert lat.load_model(fp).n_designs == 400
+    rc, out, err = run_cli(*argv, '--keep-untrusted')
+    assert rc == 0 and 'fewer than its' in err and 'saved to' in out
+    assert lat.load_model(fp).n_designs == 4
+
+
+def test_a_prediction_far_past_the_calibration_says_it_may_be_off_several_times_over():
+    model = fake_model(1, calls=2e-3)
+    model.measure = {'max_macs': 1e5}  # tiny(): 978,304 MACs, 10x
+    lat.save_model(model)
+    assert lat.predict_latency(tiny()).text().endswith('(0.1 MMACs an image), it may be tens of % off')
+    model.measure = {'max_macs': 100}  # 9,783x: poolformer_s12 from a --max-mmacs 0.1 calibration is 18,216x
+    lat.save_model(model)
+    assert 'far past what it measured: it may be off several times over' in lat.predict_latency(tiny()).text()
 
 
 @pytest.mark.parametrize(

@@ -43,6 +43,12 @@ def register(sub) -> None:
         default=MAX_DESIGN_MACS / 1e6,
         help=f'largest design, millions of MACs per image (default {MAX_DESIGN_MACS / 1e6:g})',
     )
+    p.add_argument(
+        '--keep-untrusted',
+        action='store_true',
+        help='save a calibration that cannot be trusted (too few designs, or no better than MACs on its unseen '
+        'designs) even over the one saved for this device; without it such a calibration replaces none',
+    )
     p.add_argument('--json', action='store_true', help='machine-readable output')
     p.set_defaults(func=cmd_calibrate)
 
@@ -59,7 +65,14 @@ def register(sub) -> None:
 
 
 def cmd_calibrate(args) -> int:
-    from explorer.measure.latency import LatencyError, calibrate, calibration_problem
+    from explorer.measure.latency import (
+        Fingerprint,
+        LatencyError,
+        calibrate,
+        calibration_problem,
+        load_model,
+        save_model,
+    )
     from explorer.measure.speed import BenchError
 
     progress = None
@@ -73,7 +86,7 @@ def cmd_calibrate(args) -> int:
 
     writable_path(f'${ENV_DIR} (where calibrations are saved)', latency_dir(), folder=True)  # before measuring
     results = []
-    for batch in args.batch_size:
+    for batch in dict.fromkeys(args.batch_size):  # `--batch-size 1 1` calibrated twice, the second over the first
         try:
             cal = calibrate(
                 device=args.device,
@@ -86,14 +99,26 @@ def cmd_calibrate(args) -> int:
                 seed=args.seed,
                 progress=progress,
                 max_macs=args.max_mmacs * 1e6,
+                save=False,
             )
         except (LatencyError, BenchError) as e:
             raise UserError(str(e)) from None
         if progress is not None:
             print(file=sys.stderr)
         problem = calibration_problem(cal.model)
-        if problem:  # saved all the same: the operator decides (the page does not keep such a calibration)
-            print(f'warning: {problem}; run it again when the machine is idle', file=sys.stderr)
+        saved = load_model(Fingerprint(**cal.model.fingerprint))
+        if problem and saved is not None and not args.keep_untrusted:
+            # a 2-design calibration silently replaced a good one: every prediction and search on this device
+            # (and a server's visitors') would have used it
+            print(
+                f'warning: {problem}; not saved: the calibration saved for this device on {saved.created} '
+                f'({saved.n_designs} designs) is kept (--keep-untrusted to replace it)',
+                file=sys.stderr,
+            )
+        else:
+            if problem:  # nothing better to keep: saved, and said (the page keeps no such calibration)
+                print(f'warning: {problem}; run it again when the machine is idle', file=sys.stderr)
+            cal.path = str(save_model(cal.model))
         results.append(cal)
         if not args.json:
             _print_calibration(cal)
@@ -106,7 +131,7 @@ def _print_calibration(cal) -> None:
     m = cal.model
     print(
         f'calibrated on {m.label()}: {m.n_designs} designs, {m.measure["rounds"]} rounds, '
-        f'{cal.seconds_taken:.0f} s; saved to {cal.path}'
+        f'{cal.seconds_taken:.0f} s; ' + (f'saved to {cal.path}' if cal.path else 'not saved')
     )
     ev = cal.evaluation
     if ev is None:

@@ -624,9 +624,18 @@ class Prediction:
             )
         beyond = ''
         if self.extrapolated:
+            # presets 15-190x past the default designs (120 MMACs) read 9-27% off (benchmarks/README.md); a
+            # calibration of far smaller designs has measured nothing like the design asked about
+            far = self.extrapolated > FAR_EXTRAPOLATION
             beyond = (
                 f'; extrapolated: {self.extrapolated:.0f}x the MACs of the largest calibration design '
-                f'({self.fitted_max_macs / 1e6:g} MMACs an image), it may be tens of % off'
+                f'({self.fitted_max_macs / 1e6:g} MMACs an image), '
+                + (
+                    'far past what it measured: it may be off several times over (calibrate with the default '
+                    '--max-mmacs)'
+                    if far
+                    else 'it may be tens of % off'
+                )
             )
         return (
             f'latency {_fmt_s(self.seconds)} (batch {self.batch_size}, {self.dtype}), '
@@ -675,6 +684,9 @@ def predict_latency(
 DIMS = (16, 24, 32, 48, 64, 96, 128, 160, 192, 256)
 # per-image MACs and activation elements of a calibration design: keeps each call short at batch 32 on a CPU
 MAX_DESIGN_MACS = 120e6
+# past this many times a calibration's largest design, a prediction is no more than a guess (the largest preset,
+# 23 GMACs, is 190x the default designs)
+FAR_EXTRAPOLATION = 1000
 MAX_DESIGN_ACTS = 6e6
 
 
@@ -1021,10 +1033,18 @@ class Calibration:
 
 
 def calibration_problem(model: LatencyModel) -> str | None:
-    """Why a finished calibration should not be trusted, or None: on the designs it never saw it predicted no
-    better than latency in proportion to MACs (other work timed beside its designs, say). The share of quiet
+    """Why a finished calibration should not be trusted, or None: it was fitted on fewer designs than it has
+    features (`explorer calibrate --designs 2` fits 75 coefficients to 2 numbers: poolformer_s12 predicted 0.4 ms
+    against 66.5 ms measured, with nothing said), or on the designs it never saw it predicted no better than
+    latency in proportion to MACs (other work timed beside its designs, say). The share of quiet
     turns is no test: a page showing the calibration's progress on the same 2-core machine keeps some task
     waiting for a CPU through nearly every turn (99% in a browser test) while the fit stays good."""
+    n_features = len(feature_names())
+    if 0 < model.n_designs < n_features:  # 0: a file from before n_designs was kept
+        return (
+            f'it was fitted on {model.n_designs} designs, fewer than its {n_features} features, so most of its '
+            'coefficients could not be told apart (400 designs by default)'
+        )
     ev = model.evaluation
     if (
         ev
