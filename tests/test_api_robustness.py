@@ -194,6 +194,9 @@ def test_a_server_fault_while_reading_values_is_logged_and_said_to_be_the_server
         async def preprocess_data(self, block_fn, inputs, state, explicit_call=False):
             raise OSError(28, 'No space left on device')
 
+        async def call_function(self, block_fn, processed_input, *args, **kwargs):  # as gr.Blocks has
+            pass
+
     class Fn:
         api_name, name, inputs = 'predict_handler', 'predict_handler', []
 
@@ -260,3 +263,50 @@ def _cuda() -> bool:
     import torch
 
     return torch.cuda.is_available()
+
+
+def test_the_pages_events_called_by_name_without_their_values_are_refused_by_name(app_url, capfd):
+    """The review: the page's private events, called by name with null values or without their event's data,
+    answered {"error": null} and wrote a ~40-line traceback to the log per request."""
+    cases = [
+        ('compose_read_uploaded_spec', [None], 'no file sent'),
+        ('take_upload', [None], 'no file sent'),
+        ('load_example', [None], 'no example sent'),
+        ('compose_from_row', [None] * 8, 'no event data sent'),
+        ('shown_tab', [], 'no event data sent'),
+        ('picked', [], 'no event data sent'),
+    ]
+    capfd.readouterr()
+    for api_name, data, expected in cases:
+        answer = _raw_call(app_url, api_name, data)
+        assert answer['event'] == 'error', (api_name, answer)
+        assert answer['data']['error'].startswith(f'{api_name}: {expected}'), (api_name, answer)
+        assert answer['data']['title'] == 'Bad request'
+    # a load into the composer is refused as the page shows it (a toast), not as a crash
+    answer = _raw_call(app_url, 'compose_adapt_handler', [None])
+    assert answer['event'] == 'complete', answer
+    assert 'Traceback' not in capfd.readouterr().err
+
+
+def test_the_handlers_of_uploads_and_adapt_refuse_a_null_value():
+    import gradio as gr
+
+    from explorer.app.context import read_uploaded_spec
+    from explorer.app.train import adapt_handler
+
+    for call in (lambda: read_uploaded_spec(None), lambda: adapt_handler(TINY, None)):
+        with pytest.raises(gr.Error) as e:
+            call()
+        assert e.value.title == 'Bad request' and (
+            'upload a spec file' in e.value.message or '28 or 32' in e.value.message
+        )
+
+
+def test_an_unknown_endpoint_is_a_404_naming_it_without_a_traceback(app_url, capfd):
+    """The review: /gradio_api/call/nope was a bare 500 'Internal Server Error' and 68 lines of traceback."""
+    import httpx
+
+    capfd.readouterr()
+    r = httpx.post(f'{app_url}gradio_api/call/nope', json={'data': []}, timeout=30)
+    assert r.status_code == 404 and r.json() == {'error': "no endpoint 'nope'; see /gradio_api/info"}
+    assert 'Traceback' not in capfd.readouterr().err

@@ -163,3 +163,15 @@ def test_throughput_scatter_and_history_table_from_measurements():
     assert list(frontier.x) == [9.0, 30.0]  # higher throughput is better: both are on the frontier
     html = history_html(history)
     assert html.count('<tr>') == 3 and '30' in html and '25.0%' in html and 'test cpu, 2 threads' in html
+
+
+def test_search_takes_a_whole_number_of_trials_sent_as_a_float():
+    """The review: /search refused trials=5.0 ('must be an integer') where /memory and /train take 2.0."""
+    import gradio as gr
+
+    from explorer.app.search import api_search
+
+    out = list(api_search('metaformer_hybrid', 2.0))[-1]
+    assert out['trials'] >= 2 and 'frontier' in out
+    with pytest.raises(gr.Error, match=r'trials 2\.5 must be an integer'):
+        list(api_search('metaformer_hybrid', 2.5))

@@ -72,10 +72,50 @@ def test_bad_requests_are_clear_errors(args, pattern):
 def test_bad_topk_and_weights():
     with pytest.raises(gr.Error, match=r'topk: 0 must be an integer in \[1, 100\]'):
         up.api_predict('poolformer_s12', 'chelsea_cat.jpg', weights='random', topk=0)
-    with pytest.raises(
-        gr.Error, match="weights: 'imagenet' is not allowed; choose from pretrained, checkpoint, random"
-    ):
+    with pytest.raises(gr.Error, match="weights: 'imagenet' is not allowed; choose pretrained .* or random"):
         up.api_predict('poolformer_s12', 'chelsea_cat.jpg', weights='imagenet')
+
+
+def test_weights_offered_to_api_clients_are_the_ones_the_api_takes():
+    """The review: 'checkpoint' on a preset said "upload a checkpoint", which the API cannot do, and was listed
+    among the allowed values."""
+    with pytest.raises(gr.Error) as e:
+        up.api_predict('poolformer_s12', 'chelsea_cat.jpg', weights='checkpoint')
+    assert 'upload' not in e.value.message and 'checkpoint' not in e.value.message.split('allowed')[1]
+    out = up.api_predict('fmnist_pooling', '00000_ankle_boot.png', weights='checkpoint', topk=1)  # its own
+    assert out == up.api_predict('fmnist_pooling', '00000_ankle_boot.png', weights='pretrained', topk=1)
+
+
+def test_model_endpoints_title_a_bad_request_invalid_request():
+    """The review: /predict, /mixing_map and /attribute refused with the generic title 'Error'."""
+    calls = [
+        lambda: up.api_predict('fmnist_hybrid', ''),
+        lambda: up.api_predict('poolformer_s12', 'chelsea_cat.jpg', weights='random', topk=0),
+        lambda: up.api_mixing_map('poolformer_s12', '', 'random', stage=9),
+        lambda: up.api_attribute('fmnist_pooling', '00000_ankle_boot.png', method='foo'),
+    ]
+    for call in calls:
+        with pytest.raises(gr.Error) as e:
+            call()
+        assert e.value.title == 'Invalid request', e.value.message
+
+
+def test_whole_numbers_sent_as_floats_are_taken():
+    """The review: topk=3.0, stage=1.0 and the like were refused ('must be an integer'); 3.5 still is."""
+    top = up.api_predict('fmnist_pooling', '00000_ankle_boot.png', topk=3.0)
+    assert len(top['top']) == 3
+    mix = up.api_mixing_map('poolformer_s12', '', 'random', stage=1.0, block=0.0, row=-1.0, col=-1.0)
+    assert mix['stage'] == 1 and mix['block'] == 0
+    attr = up.api_attribute(
+        'fmnist_pooling', '00000_ankle_boot.png', method='saliency', target=2.0, stage=-1.0, seed=0.0
+    )
+    assert attr['target'] == 2
+    with pytest.raises(gr.Error, match=r'topk: 3\.5 must be an integer'):
+        up.api_predict('fmnist_pooling', '00000_ankle_boot.png', topk=3.5)
+    with pytest.raises(gr.Error, match=r'stage: 1\.5 must be an integer'):
+        up.api_mixing_map('poolformer_s12', '', 'random', stage=1.5)
+    with pytest.raises(gr.Error, match=r'seed: 0\.5 must be an integer'):
+        up.api_attribute('fmnist_pooling', '00000_ankle_boot.png', method='saliency', seed=0.5)
 
 
 def test_mixing_map_of_pooling_is_the_window_minus_identity():

@@ -344,9 +344,19 @@ async def invalid_request(request, exc):
         return JSONResponse({'detail': errors}, status_code=422)
 
 
+async def unknown_endpoint(request, exc):
+    """Gradio's answer to a call of a name no event has (/gradio_api/call/nope) was a bare 500 with a 68-line
+    traceback in the log: a 404 naming it, and a quiet log."""
+    from fastapi.responses import JSONResponse
+
+    name = public_text(request.path_params.get('api_name', ''), 100)
+    return JSONResponse({'error': f'no endpoint {name!r}; see /gradio_api/info'}, status_code=404)
+
+
 def launch_kwargs() -> dict:
     """theme, css, the upload limit and the request-body limit for Blocks.launch (Gradio 6 takes them there)."""
     from fastapi.exceptions import RequestValidationError
+    from gradio.route_utils import FnIndexInferError
     from starlette.exceptions import HTTPException as StarletteHTTPException
     from starlette.middleware import Middleware
 
@@ -356,7 +366,11 @@ def launch_kwargs() -> dict:
         'max_file_size': f'{max_upload_mb()}mb',
         'app_kwargs': {
             'middleware': [Middleware(BodyLimit, max_bytes=max_request_mb() * 2**20)],
-            'exception_handlers': {StarletteHTTPException: unreadable_body, RequestValidationError: invalid_request},
+            'exception_handlers': {
+                StarletteHTTPException: unreadable_body,
+                RequestValidationError: invalid_request,
+                FnIndexInferError: unknown_endpoint,
+            },
         },
     }
 
@@ -514,8 +528,12 @@ def refuse_unreadable_values(demo: gr.Blocks) -> None:
     request: an example index past the list, a checkpoint sent as a server path, a value of the wrong type. Now the
     client is told which event and fields could not be read, and why, and the log stays quiet. Gradio's own
     refusals (a value outside a dropdown's choices) are passed on escaped and shortened, without a traceback; a
-    fault of the server's while reading is logged and said to be one."""
-    read = demo.preprocess_data
+    fault of the server's while reading is logged and said to be one.
+
+    The page's own events can be called by name too (/gradio_api/call/<name>), with values the page never sends:
+    a select event without its selection (gr.SelectData), an examples click without an example. Those are refused
+    the same way before the handler runs (`_missing_event_value`)."""
+    read, call = demo.preprocess_data, demo.call_function
 
     async def preprocess_data(block_fn, inputs, state, explicit_call=False):
         try:
@@ -535,7 +553,37 @@ def refuse_unreadable_values(demo: gr.Blocks) -> None:
                 'the details are in its log'
             ) from None
 
+    async def call_function(
+        block_fn, processed_input, iterator=None, requests=None, event_id=None, event_data=None, *args, **kwargs
+    ):
+        if iterator is None:  # a call, not the next value of a generator already running
+            said = _missing_event_value(block_fn, processed_input, event_data)
+            if said is not None:
+                raise user_error(f'{_event(block_fn)}: {said}', title='Bad request')
+        return await call(block_fn, processed_input, iterator, requests, event_id, event_data, *args, **kwargs)
+
     demo.preprocess_data = preprocess_data
+    demo.call_function = call_function
+
+
+def _missing_event_value(block_fn, values, event_data) -> str | None:
+    """What a request left out that the page always sends, or None: the data of the event (what a select event
+    selected) for a handler that takes it, an example's index for an examples click, the file of an upload."""
+    from gradio.utils import get_type_hints  # as Gradio reads them to pass the event's data
+
+    for hint in get_type_hints(getattr(block_fn, 'fn', None)).values():
+        if isinstance(hint, type) and issubclass(hint, gr.EventData) and hint is not gr.EventData:
+            try:
+                hint(None, getattr(event_data, '_data', None))  # as Gradio makes it: reads the keys it needs
+            except (TypeError, KeyError, AttributeError):
+                return f'no event data sent (a {hint.__name__}: what the page selected)'
+    uploads = {target for target, event in getattr(block_fn, 'targets', ()) if event == 'upload'}
+    for component, value in zip(getattr(block_fn, 'inputs', ()), values or ()):
+        if isinstance(component, gr.Dataset) and value is None:
+            return 'no example sent (its index in the list)'
+        if component._id in uploads and value is None:
+            return 'no file sent (upload it first)'
+    return None
 
 
 def _out_of_bounds(block_fn, inputs) -> str | None:
@@ -641,6 +689,8 @@ def read_uploaded_spec(file) -> dict:
     """An uploaded spec file (a path gradio gives for this session's upload) -> validated spec dict."""
     from explorer.core.share import load_json_text
 
+    if not isinstance(file, (str, os.PathLike)) or not str(file):  # a raw request's null: the page sends a file
+        raise user_error('uploaded spec: upload a spec file (JSON)', title='Bad request')
     path = Path(file)
     try:
         if not path.is_file():  # gone (swept from the cache) or a folder: a raw request can name either

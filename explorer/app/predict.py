@@ -17,7 +17,7 @@ from collections.abc import Callable
 
 import gradio as gr
 
-from explorer.app.context import MODEL_SLOTS, endpoint, html_text, load_model_code, md_text, user_error
+from explorer.app.context import MODEL_SLOTS, api_error, endpoint, html_text, load_model_code, md_text
 from explorer.core.catalog import get_preset, preset_names, pretrained_name
 from explorer.core.registry import show
 from explorer.core.spec import ArchSpec, SpecError
@@ -31,6 +31,7 @@ from explorer.explain.methods import (
     resolve_baseline,
     resolve_method,
 )
+from explorer.measure.units import whole_number
 from explorer.viz import predict as pp
 
 COMPOSER = '(composer spec)'
@@ -882,11 +883,17 @@ def _api_model(model: str, weights: str):
         raise ValueError('model: a preset name, or a trained model (see /list_models)')
     if model not in preset_names() and f'{TRAINED}{model}' in trained_choices():
         model = f'{TRAINED}{model}'
+    # the API takes no checkpoint: 'checkpoint' is a trained model's own weights (as 'pretrained') or nothing
+    if weights not in ('pretrained', 'random') and not (weights == 'checkpoint' and model.startswith(TRAINED)):
+        raise ValueError(
+            f"weights: {show(weights, 40)} is not allowed; choose pretrained (a trained model's own weights, "
+            "timm's for a preset) or random"
+        )
     return get_model(model, None, weights, None)
 
 
 def _raise(e: Exception):
-    raise user_error(e) from None
+    raise api_error(e) from None  # 'Invalid spec' or 'Invalid request', as every endpoint's refusals
 
 
 def api_list_models() -> list[str]:
@@ -902,6 +909,7 @@ def api_predict(model: str, image: str, weights: str = 'pretrained', topk: int =
     try:
         m = _api_model(model, weights)
         img = load_image(_api_image(image))
+        topk = whole_number(topk)  # JSON clients may send 3.0
         if not isinstance(topk, int) or isinstance(topk, bool) or not 1 <= topk <= 100:
             raise ValueError(f'topk: {topk!r} must be an integer in [1, 100]')
         with MODELS.lock(m.model):
@@ -931,6 +939,7 @@ def api_mixing_map(
     try:
         m = _api_model(model, weights)
         x = preprocess(load_image(_api_image(image)), m.cfg) if image else None
+        stage, block, row, col = (whole_number(v) for v in (stage, block, row, col))  # 1.0 is 1
         for name, v in (('stage', stage), ('block', block), ('row', row), ('col', col)):
             if not isinstance(v, int) or isinstance(v, bool):
                 raise ValueError(f'{name}: {v!r} must be an integer')
@@ -978,6 +987,7 @@ def api_attribute(
         img = load_image(_api_image(image))
         method, implied = resolve_method(method)  # 'smoothgrad' names SmoothGrad saliency
         baseline = resolve_baseline(baseline)
+        target, stage, seed = (whole_number(v) for v in (target, stage, seed))  # 1.0 is 1
         for name, v in (('target', target), ('stage', stage), ('seed', seed)):
             if not isinstance(v, int) or isinstance(v, bool):
                 raise ValueError(f'{name}: {v!r} must be an integer')

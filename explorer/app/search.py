@@ -32,9 +32,10 @@ import gradio as gr
 from explorer.app.context import download_file, endpoint, md_text, public_text, user_error
 from explorer.core.spec import SpecError
 from explorer.measure.guard import Limits
+from explorer.measure.units import whole_number
 from explorer.search.space import MIXER_LETTER, SpaceError, design, load_space, parse_space, space_json, space_names
 from explorer.train.data import DatasetNotFound, find_dataset
-from explorer.train.runner import TRAINING_SLOT, background
+from explorer.train.runner import HEARTBEAT_S, TRAINING_SLOT, background
 
 PRIVATE = dict(api_visibility='private')
 DEFAULT_SPACE = 'metaformer_hybrid'
@@ -416,7 +417,8 @@ def training_search_events(space, trials: int, stop: threading.Event, limits: Li
         return {'frontier': front, 'stopped_by': why, 'seed': held}
 
     expected = (SpaceError, SpecError, ValueError, DatasetNotFound)
-    yield from background(work, stop, 'training-search', expected, TRAINING_SLOT.release)
+    # a heartbeat: between two events (a trial's epoch: minutes) a cancelled job's generator can still be closed
+    yield from background(work, stop, 'training-search', expected, TRAINING_SLOT.release, HEARTBEAT_S)
 
 
 class TrainingProgress:
@@ -534,9 +536,11 @@ def api_search(space: dict | str, trials: int = 100) -> Iterator[dict]:
 
     A space with the accuracy objective trains every trial on Fashion-MNIST (at most EXPLORER_MAX_TRAINED_TRIALS
     trials, each trial's "training" budget within this server's limits, one training at a time server-wide, the
-    whole search within EXPLORER_MAX_TRAIN_S): every trial's progress dict streams, and {'kind': 'train',
-    'number', 'epoch', 'total_epochs', 'accuracy'} while one trains. Cancelling the job stops the trial in
+    whole search within EXPLORER_MAX_TRAIN_S): every trial's progress dict streams, {'kind': 'train',
+    'number', 'epoch', 'total_epochs', 'accuracy'} while one trains, and {'kind': 'wait'} when nothing else came
+    for half a second (so a cancel closes the job at once). Cancelling the job stops the trial in
     training at its next step."""
+    trials = whole_number(trials)  # JSON clients may send 5.0
     sp = _parse_request(space, trials)
     last = 0.0
     with contextlib.closing(search_events(sp, trials, threading.Event())) as events:
@@ -656,6 +660,9 @@ def add_search_tab(ctx) -> None:
                 for ev in events:
                     if ev['kind'] == 'error':
                         raise user_error(ev['message'], title='Search failed')
+                    if ev['kind'] == 'wait':  # a training search's heartbeat: a yield that changes nothing
+                        yield (gr.skip(),) * (1 + len(view))
+                        continue
                     if follow is not None:
                         follow.add(ev)
                         if ev['kind'] != 'train' or time.monotonic() - last > 1.0:  # a step: at most every 1 s

@@ -31,7 +31,7 @@ from explorer.measure.units import fmt_count, whole_number
 from explorer.train.checkpoints import list_trained, read_metadata
 from explorer.train.data import DatasetNotFound, find_dataset
 from explorer.train.fit import adapt_for_fmnist, check_trainable, scale_command
-from explorer.train.runner import request_stop, training_events
+from explorer.train.runner import HEARTBEAT_S, request_stop, training_events
 from explorer.viz.training import runs_figure, training_figure
 
 PRIVATE = dict(api_visibility='private')
@@ -88,8 +88,11 @@ def adapt_handler(spec: dict | None, img_size: int = 32) -> tuple[dict, str]:
     """(adapted spec dict, Markdown of what changed). Raises gr.Error for a spec that cannot be adapted."""
     if not spec:
         raise gr.Error('Compose a valid network first.', print_exception=False)
+    size = whole_number(img_size)
+    if not isinstance(size, int) or isinstance(size, bool):  # a raw request's null: the page sends 28 or 32
+        raise user_error(f'input size: {show(img_size)} must be 28 or 32', title='Bad request')
     try:
-        new, notes = adapt_for_fmnist(spec, int(img_size))
+        new, notes = adapt_for_fmnist(spec, size)
     except (SpecError, ValueError) as e:
         raise user_error(e, title='Cannot adapt') from None
     return new.to_dict(), 'Adapted for Fashion-MNIST: ' + '; '.join(notes) + '.'
@@ -399,7 +402,9 @@ def add_train_tab(ctx) -> None:
             )
             at_scale = gr.Code(language='shell', label='commands', elem_id='mfx-scale-cmd')
             spec_file = gr.DownloadButton('Download spec JSON', size='sm')
-        gr.api(endpoint(api_train), api_name='train', concurrency_id='train', concurrency_limit=1)
+        # two at once, as /search: a second training (this or the tab's) reaches the training slot and is refused
+        # at once ("Busy"), where it waited in the queue for the whole of the first one
+        gr.api(endpoint(api_train), api_name='train', concurrency_id='train', concurrency_limit=2)
         gr.api(endpoint(api_list_runs), api_name='list_runs')
         run_id = gr.State('')
         trained_path = gr.State(None)
@@ -449,8 +454,12 @@ def add_train_tab(ctx) -> None:
             rid,
             erase_prob=float(a['erase_prob']),
             compile=a['compile'],
+            heartbeat=HEARTBEAT_S,
         )
         for ev in tracked(events, rid, s.name):
+            if ev['kind'] == 'wait':  # nothing new: a yield that changes nothing, where a closed tab stops the run
+                yield (gr.skip(),) * 5
+                continue
             if ev['kind'] == 'step':
                 steps.append(ev)
                 # the last step, or an epoch's: the test images are evaluated next (a minute on a busy CPU)
@@ -462,7 +471,7 @@ def add_train_tab(ctx) -> None:
             elif ev['kind'] == 'epoch':
                 rows.append(ev)
             elif ev['kind'] == 'error':
-                raise user_error(ev['message'], title='Training failed')
+                raise user_error(ev['message'], title='Busy' if ev.get('busy') else 'Training failed')
             elif ev['kind'] == 'done':
                 res = ev['result']
                 # the checkpoint stays in the runs folder; the browser downloads a copy Gradio may serve
@@ -489,7 +498,7 @@ def add_train_tab(ctx) -> None:
         run,
         [spec_state, epochs, budget, batch, seed, limit, erase, compiled],
         [run_id, status, plot, ckpt, trained_path],
-        concurrency_limit=1,
+        concurrency_limit=2,  # as /train's: the second is refused at once
         concurrency_id='train',
         show_progress_on=status,  # one bar (it was drawn on the curves and the checkpoint too), and an error there
         **PRIVATE,
@@ -566,9 +575,10 @@ def api_train(
 ) -> Iterator[dict]:
     """Train `spec` (a spec dict or JSON; in_chans 1, 10 classes, 28 or 32 px) on Fashion-MNIST on this server.
 
-    Streams progress dicts ({'kind': 'step' | 'epoch', ...}), then {'kind': 'done', 'model': name, 'metrics':
-    {...}}: the trained model is then offered by /list_models and /predict under that name. One training at a
-    time server-wide (EXPLORER_MAX_TRAIN_S limits each); cancelling the job stops the training after its
+    Streams progress dicts ({'kind': 'step' | 'epoch', ...}; {'kind': 'wait'} when nothing else came for half a
+    second), then {'kind': 'done', 'model': name, 'metrics': {...}}: the trained model is then offered by
+    /list_models and /predict under that name. One training at a time server-wide (EXPLORER_MAX_TRAIN_S limits
+    each; another one is refused at once, titled 'Busy'); cancelling the job stops the training after its
     current step, keeping the weights so far. train_limit: use the first N training images (0: all). compile:
     torch.compile the training step (the first step compiles; `metrics.first_step_s`).
     """
@@ -581,13 +591,21 @@ def api_train(
     rid = uuid.uuid4().hex
     limit = a['train_limit'] or None
     run = training_events(
-        s.to_dict(), float(a['epochs']), None, a['batch_size'], a['seed'], limit, rid, compile=a['compile']
+        s.to_dict(),
+        float(a['epochs']),
+        None,
+        a['batch_size'],
+        a['seed'],
+        limit,
+        rid,
+        compile=a['compile'],
+        heartbeat=HEARTBEAT_S,  # the generator waits at a yield at least this often: a cancel closes it at once
     )
     run = tracked(run, rid, s.name)  # drawn live in the Train tab's runs figure
     with contextlib.closing(run) as events:  # a cancelled job closes this generator, and so stops the training
         for ev in events:
             if ev['kind'] == 'error':
-                raise user_error(ev['message'], title='Training failed')
+                raise user_error(ev['message'], title='Busy' if ev.get('busy') else 'Training failed')
             if ev['kind'] == 'done':
                 res = ev['result']
                 yield {

@@ -159,13 +159,15 @@ def training_events(
     data_dir: str | None = None,
     erase_prob: float = 0.0,
     compile: bool = False,
+    heartbeat: float | None = None,
 ):
     """Run `train` in a worker thread; yield its progress events (dicts), then {'kind': 'done', 'result':
-    TrainResult} or {'kind': 'error', 'message': str}.
+    TrainResult} or {'kind': 'error', 'message': str}; with `heartbeat` (seconds), also {'kind': 'wait'} when no
+    event came for that long (see `background`).
 
-    One training at a time server-wide: when another is running this yields an error at once. The run stops
-    after its current step when `request_stop(run_id)` is called, when the consumer stops listening (a closed
-    browser tab closes this generator). The server's time limit (EXPLORER_MAX_TRAIN_S; see
+    One training at a time server-wide: when another is running this yields an error at once ('busy': True). The
+    run stops after its current step when `request_stop(run_id)` is called, when the consumer stops listening (a
+    closed browser tab closes this generator). The server's time limit (EXPLORER_MAX_TRAIN_S; see
     explorer.measure.guard.Limits) is the run's deadline, counted from the request with loading and evaluations
     included: its learning-rate schedule is fitted to end before it (stopped_by 'time_limit'). The checkpoint
     goes to `out_dir` (default: the runs folder, explorer.train.checkpoints.USER_DIR) under a name the server
@@ -175,7 +177,7 @@ def training_events(
     from explorer.train.loop import Stopped, train  # torch: loaded when a training starts
 
     if not _SLOT.acquire(blocking=False):
-        yield {'kind': 'error', 'message': _SLOT.busy()}
+        yield {'kind': 'error', 'message': _SLOT.busy(), 'busy': True}
         return
     stop = _STOP.setdefault(run_id, threading.Event())
     try:
@@ -207,6 +209,7 @@ def training_events(
             seed=seed,
             out=out,
             progress=progress,
+            should_stop=stop.is_set,  # asked after every step: progress is reported only every 1/20 epoch
             data_dir=data_dir,
             train_limit=train_limit,
             erase_prob=erase_prob,
@@ -217,14 +220,23 @@ def training_events(
         _STOP.pop(run_id, None)
         _SLOT.release()
 
-    yield from background(work, stop, f'train-{run_id}', (DatasetNotFound, SpecError, ValueError), cleanup)
+    expected = (DatasetNotFound, SpecError, ValueError)
+    yield from background(work, stop, f'train-{run_id}', expected, cleanup, heartbeat)
 
 
-def background(job, stop: threading.Event, name: str, expected: tuple = (), cleanup=None):
+HEARTBEAT_S = 0.5  # the app's `heartbeat`: a cancelled job's generator is closed within about this long
+
+
+def background(job, stop: threading.Event, name: str, expected: tuple = (), cleanup=None, heartbeat=None):
     """Run `job(emit)` in a daemon thread and yield each event it emits, then {'kind': 'done', 'result': what it
     returned} or {'kind': 'error', 'message'} (the message of an `expected` exception, else its type and
     message: the screen must report, never hang). `cleanup()` runs in the thread when the job ends; closing
-    this generator (done, or the page went away) sets `stop`, which the job checks between two steps."""
+    this generator (done, or the page went away) sets `stop`, which the job checks between two steps.
+
+    heartbeat: seconds; when no event came for that long, yield {'kind': 'wait'}. A generator can be closed only
+    while it waits at a yield: Gradio, cancelling a job, retries closing it (up to 60 s) while it waits for the
+    next event, and events of a training come every 1/20 epoch, minutes apart for a big design. A consumer that
+    is itself closed by Gradio passes the heartbeat on (a yield that changes nothing)."""
     events: queue.Queue = queue.Queue()
 
     def work():
@@ -241,7 +253,11 @@ def background(job, stop: threading.Event, name: str, expected: tuple = (), clea
     threading.Thread(target=work, daemon=True, name=name).start()
     try:
         while True:
-            ev = events.get()
+            try:
+                ev = events.get(timeout=heartbeat)
+            except queue.Empty:  # only with a heartbeat
+                yield {'kind': 'wait'}
+                continue
             yield ev
             if ev['kind'] in ('done', 'error'):
                 return

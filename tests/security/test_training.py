@@ -40,7 +40,7 @@ def test_one_training_at_a_time_and_an_abandoned_one_stops(tmp_path, fake_dir):
     first = training_events(TINY, 50, None, 32, 0, None, 'first', out_dir=tmp_path, data_dir=fake_dir)
     assert next(first)['kind'] in ('step', 'epoch')
     second = list(training_events(TINY, 1, None, 32, 0, None, 'second', out_dir=tmp_path, data_dir=fake_dir))
-    assert second == [{'kind': 'error', 'message': second[0]['message']}]
+    assert second == [{'kind': 'error', 'message': second[0]['message'], 'busy': True}]  # the app says 'Busy'
     assert 'another training is running' in second[0]['message']
     first.close()  # the browser tab closed: gradio closes the generator
     assert wait_until(lambda: not training_threads(), 30), 'the abandoned training kept running'
