@@ -154,6 +154,10 @@ def test_outputs_that_cannot_be_written_are_named_before_the_work(tmp_path, monk
     before = spec.read_text()
     assert 'would replace it' in refused('train', str(spec), '--out', str(spec))
     assert spec.read_text() == before
+    ck = tmp_path / 'victim.safetensors'  # a checkpoint as SPEC: its architecture is read from the --out file
+    ck.write_bytes(CHECKPOINT.read_bytes())
+    assert 'would replace it' in refused('train', str(ck), '--out', str(ck), '--overwrite')
+    assert ck.read_bytes() == CHECKPOINT.read_bytes()
 
 
 def test_files_that_are_not_what_they_claim_are_named(tmp_path):
@@ -350,3 +354,83 @@ def test_a_head_without_class_probabilities_is_refused_before_any_work(tmp_path,
     rc, out, err = run_cli(command, str(spec), str(example_images()[0]), '--weights', 'random', *extra)
     assert rc != 0 and 'Traceback' not in err, err
     assert f'num_classes {classes}' in err and 'nothing to' in err, err
+
+
+@pytest.fixture
+def example_copy(tmp_path, monkeypatch):
+    """A shipped example image's name resolving to a copy of it (the review's run overwrote the shipped file),
+    run from a folder that holds no file of that name."""
+    import explorer.explain.images as images
+
+    src = images.fmnist_examples()[0]
+    copy = tmp_path / 'examples' / src.name
+    copy.parent.mkdir()
+    copy.write_bytes(src.read_bytes())
+    monkeypatch.setattr(images, 'example_path', lambda name: copy if name == src.name else None)
+    (tmp_path / 'elsewhere').mkdir()
+    monkeypatch.chdir(tmp_path / 'elsewhere')
+    return copy
+
+
+@pytest.mark.parametrize('command', ['attribute', 'mixing-map'])
+def test_an_out_that_is_an_example_image_given_by_name_is_refused(example_copy, command):
+    """Review s23: `attribute fmnist_hybrid_large 00000_ankle_boot.png --out .../00000_ankle_boot.png` overwrote the
+    shipped example: the guard compared --out with the name, not with the file the name stands for."""
+    before = example_copy.read_bytes()
+    extra = ('--method', 'saliency', '--no-deletion') if command == 'attribute' else ()
+    err = refused(command, 'fmnist_hybrid', example_copy.name, *extra, '--out', str(example_copy))
+    assert '--out' in err and 'is the input' in err, err
+    assert example_copy.read_bytes() == before
+
+
+@pytest.mark.parametrize('command', ['attribute', 'mixing-map'])
+def test_a_refused_spec_or_image_leaves_no_out_folders_behind(tmp_path, example_copy, command):
+    """Review s23: `attribute nosuchspec IMAGE --out newdir/deep/x.png` exited 2 and left newdir/deep behind."""
+    out = tmp_path / 'newdir' / 'deep' / 'x.png'
+    assert 'neither a preset nor a spec file' in refused(command, 'nosuchspec', example_copy.name, '--out', str(out))
+    assert 'does not exist' in refused(command, 'fmnist_hybrid', 'nosuch.png', '--out', str(out))
+    assert not (tmp_path / 'newdir').exists()
+
+
+def test_train_refuses_an_out_that_is_its_spec_given_as_a_trained_models_name(tmp_path, fake_dir, monkeypatch):
+    """Review s23: `train mymodel --out ~/.cache/.../trained/mymodel.safetensors --overwrite` replaced the checkpoint
+    its architecture was read from; the same run given the file's path was refused."""
+    from explorer.train import checkpoints
+
+    monkeypatch.setattr(checkpoints, 'USER_DIR', tmp_path / 'trained')
+    mine = tmp_path / 'trained' / 'mymodel.safetensors'
+    mine.parent.mkdir()
+    mine.write_bytes(CHECKPOINT.read_bytes())
+    err = refused('train', 'mymodel', '--epochs', '0.1', '--batch-size', '32', '--data-dir', str(fake_dir),
+                  '--quiet', '--threads', '1', '--out', str(mine), '--overwrite')  # fmt: skip
+    assert '--out' in err and 'is the input' in err, err
+    assert mine.read_bytes() == CHECKPOINT.read_bytes()
+
+
+def test_train_out_must_be_a_safetensors_file(tmp_path, fake_dir):
+    """Review s23: `train ... --out t.json` wrote a checkpoint that every command then read as a JSON spec."""
+    err = refused('train', 'fmnist_hybrid', '--epochs', '0.1', '--batch-size', '32', '--data-dir', str(fake_dir),
+                  '--quiet', '--threads', '1', '--out', str(tmp_path / 't.json'))  # fmt: skip
+    assert '--out' in err and '.safetensors' in err, err
+    assert not (tmp_path / 't.json').exists()
+
+
+def test_evaluate_takes_a_trained_models_name_and_says_a_preset_is_not_a_checkpoint(fake_dir):
+    """Review s23: `evaluate fmnist_hybrid_large` said the checkpoint did not exist, though every other command takes
+    a trained model's name; `evaluate poolformer_s12` said the same of a preset."""
+    rc, out, err = run_cli('evaluate', 'fmnist_hybrid', '--data-dir', str(fake_dir), '--json')
+    assert rc == 0, err
+    d = json.loads(out)
+    assert d['n'] == 200 and Path(d['checkpoint']).name == 'fmnist_hybrid.safetensors'
+    assert 'not a trained checkpoint' in refused('evaluate', 'poolformer_s12')
+    assert "trained model's name" in refused('evaluate', 'no_such_model')
+
+
+def test_a_negative_query_needs_no_equals_sign_and_the_version_is_printed():
+    """Review s23: `--query -1,0` was read as an option (`expected one argument`): only `--query=-1,0` reached the
+    range check; and `explorer --version` asked for a COMMAND."""
+    assert 'outside the 16x16 token grid' in refused('mixing-map', 'fmnist_hybrid', '--query', '-1,0')
+    from explorer import __version__
+
+    rc, out, err = run_cli('--version')
+    assert rc == 0 and out.strip() == f'explorer {__version__}', (out, err)

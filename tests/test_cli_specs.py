@@ -45,3 +45,37 @@ def test_erf_of_a_fashion_mnist_model_uses_fashion_mnist_images():
     assert rc == 0, err
     used = json.loads(out)['images']
     assert used == [str(p) for p in fmnist_examples()] and all('/fmnist/' in p for p in used)
+
+
+@pytest.mark.parametrize('command', ['show', 'profile', 'bench', 'latency'])
+def test_a_missing_or_damaged_checkpoint_as_spec_is_one_error_line(tmp_path, command):
+    """Review s23: a typo in a checkpoint's path, or a damaged file, was a WeightsError traceback (exit 1) in these
+    four commands, and one `error:` line in the others."""
+    garbage = tmp_path / 'garbage.safetensors'
+    garbage.write_bytes(b'\0' * 100)
+    for path, words in ((tmp_path / 'my_run.safetensors', 'does not exist'), (garbage, 'not a valid safetensors')):
+        rc, out, err = run_cli(command, str(path))
+        assert rc == 2 and err.startswith('error:') and words in err and 'Traceback' not in err, (rc, err)
+
+
+def test_an_unknown_spec_gets_the_close_names_and_an_empty_one_says_so(tmp_path, monkeypatch):
+    """Review s23: every unknown name got the first 8 presets in alphabetical order, trained models were never
+    mentioned, and '' was called the folder '.'."""
+    from explorer.train import checkpoints
+
+    monkeypatch.setattr(checkpoints, 'USER_DIR', tmp_path / 'trained')
+    (tmp_path / 'trained').mkdir()
+    (tmp_path / 'trained' / 'my_run.safetensors').write_bytes(CHECKPOINT.read_bytes())
+    monkeypatch.chdir(tmp_path)
+    for arg, close in [
+        ('poolformer-s12', 'poolformer_s12'),  # '-' for '_'
+        ('CAFormer_S18', 'caformer_s18'),  # case
+        ('caformer_s81', 'caformer_s18'),
+        ('fmnist_hybrid_larg', 'fmnist_hybrid_large'),  # a shipped trained model
+        ('my-rnu', 'my_run'),  # the user's own
+    ]:
+        rc, out, err = run_cli('show', arg)
+        assert rc == 2 and 'neither a preset nor a spec file' in err and f'did you mean {close}?' in err, err
+        assert "trained model's name" in err, err
+    rc, out, err = run_cli('show', '')
+    assert rc == 2 and 'empty SPEC' in err and "'.'" not in err, err

@@ -1035,3 +1035,43 @@ def test_preset_labels_close_in_one_axis_are_placed_apart():
     w0, w1 = CHAR_PX * len('convformer_s18'), CHAR_PX * len('caformer_s18')
     x0, x1 = (3.95 - 1.2) / 4.1 * PLOT_WIDTH_PX, (4.12 - 1.2) / 4.1 * PLOT_WIDTH_PX
     assert x0 + top[0] * w0 + w0 > x1 + top[0] * w1
+
+
+def test_search_out_refuses_a_folder_holding_another_studys_frontier(tmp_path):
+    """Review s23: a second study's `--out` into the first's folder replaced its frontier.csv and left its spec
+    files beside the new ones; a later run of the same study still updates its own folder."""
+    space = _write(tmp_path / 'space.json', SMALL)
+    other = _write(tmp_path / 'other.json', {**SMALL, 'name': 'other'})
+    out, url = tmp_path / 'front', f'sqlite:///{tmp_path}/s.db'
+    common = ['--trials', '5', '--storage', url, '--seed', '0', '--out', str(out)]
+    code, _, err = run_cli('search', str(space), *common)
+    assert code == 0, err
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    code, _, err = run_cli('search', str(other), *common)
+    assert code == 2 and '--out' in err and 'another study (small-' in err and 'another folder' in err, err
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    code, _, err = run_cli('search', str(space), *common[:-4], '--seed', '1', '--out', str(out))
+    assert code == 0, err
+
+
+def test_search_of_a_training_space_says_each_epoch_of_the_trial_in_training(tmp_path, monkeypatch):
+    """Review s23: a search that trains printed nothing until a trial ended (minutes each), and only every tenth
+    trial then; the trainer's epoch events now reach stderr."""
+    from explorer.search.accuracy import Trainer
+
+    class Result:
+        metrics = {'stopped_by': 'epochs', 'train_time_s': 1.0, 'test_accuracy': 0.8}
+
+    def fake_train(self, spec, progress):  # two epochs, with a step event inside each
+        for epoch, acc in ((1, 0.625), (2, 0.75)):
+            progress({'kind': 'step', 'epoch': epoch - 0.5})
+            progress({'kind': 'epoch', 'epoch': epoch, 'test_accuracy': acc})
+        return Result()
+
+    monkeypatch.setattr(Trainer, '_train', fake_train)
+    space = json.loads((Path(__file__).parents[1] / 'presets/spaces/fmnist_small_budget.json').read_text())
+    space = _write(tmp_path / 'space.json', {**space, 'constraints': {}})
+    code, out, err = run_cli('search', str(space), '--trials', '2', '--storage', f'sqlite:///{tmp_path}/t.db')
+    assert code == 0, err
+    assert 'trial 0: training 2 epochs' in err and 'trial 1: training 2 epochs' in err, err
+    assert 'trial 0: epoch 1/2, test accuracy 62.50%' in err and 'trial 1: epoch 2/2, test accuracy 75.00%' in err

@@ -70,7 +70,9 @@ def test_missing_dataset_gives_clear_message(tmp_path, capsys):
     assert 'dataset-fashion-mnist' in msg and '--data-dir' in msg and '--download' in msg
     spec = tmp_path / 'tiny.json'
     spec.write_text(json.dumps(TINY))
-    rc = cli_main(['train', str(spec), '--data-dir', str(empty), '--epochs', '1', '--out', str(tmp_path / 'x.st')])
+    rc = cli_main(
+        ['train', str(spec), '--data-dir', str(empty), '--epochs', '1', '--out', str(tmp_path / 'x.safetensors')]
+    )
     assert rc == 2
     err = capsys.readouterr().err
     assert err.startswith('error: Fashion-MNIST (train split) not found') and str(empty) in err
@@ -1008,3 +1010,43 @@ def test_evaluation_counts_give_the_hand_computed_accuracy_loss_and_per_class():
     assert (m['n'], m['correct'], m['accuracy']) == (20, 2, 0.1)
     assert m['per_class'] == {c: (1.0 if c == 'c3' else 0.0) for c in classes}
     assert m['loss'] == pytest.approx((2 * math.log(11 / 2) + 18 * math.log(11)) / 20, rel=1e-6)
+
+
+def _cli_train(fake_dir, tmp_path, *extra) -> tuple[int, str, str]:
+    from tests.conftest import run_cli
+
+    spec = tmp_path / 'tiny.json'
+    spec.write_text(json.dumps(TINY))
+    return run_cli('train', str(spec), '--data-dir', str(fake_dir), '--batch-size', '32', '--threads', '1', *extra)
+
+
+def test_cli_train_json_prints_only_json_on_stdout_and_the_epochs_on_stderr(fake_dir, tmp_path):
+    """Review s23: `train --json` printed its epoch lines on stdout before the JSON, which no JSON reader took."""
+    rc, out, err = _cli_train(fake_dir, tmp_path, '--epochs', '2', '--out', str(tmp_path / 'j.safetensors'), '--json')
+    assert rc == 0, err
+    assert json.loads(out)['epochs'] == 2
+    assert 'epoch 1:' in err and 'epoch 2:' in err
+
+
+def test_auto_augment_is_refused_for_fashion_mnist_rather_than_recorded_unapplied(fake_dir, tmp_path):
+    """Review s23: `train --aa garbage` on Fashion-MNIST trained as without it, and the checkpoint's recipe said
+    auto_augment 'garbage'."""
+    out = tmp_path / 'aa.safetensors'
+    rc, _, err = _cli_train(fake_dir, tmp_path, '--epochs', '0.1', '--quiet', '--aa', 'garbage', '--out', str(out))
+    assert rc == 2 and err.startswith('error:') and '--aa' in err and 'image folders only' in err, err
+    assert not out.exists()
+    with pytest.raises(ValueError, match='auto_augment .* applies to image folders only'):
+        train(TINY, epochs=0.1, data_dir=fake_dir, auto_augment='rand-m9-mstd0.5', **QUICK)
+
+
+def test_cli_train_says_when_the_time_budget_ended_the_run(fake_dir, tmp_path, monkeypatch):
+    """Review s23: a run cut by --time-budget read '0.3 epochs (3 steps, ...)' as if 0.3 epochs were the plan."""
+    fake_clock(monkeypatch, lambda n: 1.0)
+    rc, out, err = _cli_train(
+        fake_dir, tmp_path, '--epochs', '1', '--time-budget', '3', '--out', str(tmp_path / 't.safetensors')
+    )
+    assert rc == 0, err
+    assert 'time budget reached; 1 epoch asked for' in out, out
+    assert 'with 1 thread,' in out and '1 threads' not in out, out
+    rc, out, err = _cli_train(fake_dir, tmp_path, '--epochs', '0.1', '--out', str(tmp_path / 'u.safetensors'))
+    assert rc == 0 and '(1 step,' in out and 'asked for' not in out, out

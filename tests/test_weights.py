@@ -341,3 +341,39 @@ def test_checkpoint_size_limit(tmp_path, monkeypatch):
     monkeypatch.setenv('EXPLORER_MAX_CHECKPOINT_MB', 'big')
     with pytest.raises(WeightsError, match="EXPLORER_MAX_CHECKPOINT_MB='big' is not an integer"):
         read_checkpoint(p)
+
+
+def test_the_num_classes_hint_reads_the_classifiers_last_layer_only(tmp_path):
+    """Review s23: two 10-class models with MLP heads of other widths were told 'set num_classes to 256': the hint
+    read the first mismatched head weight, the MLP head's hidden layer (head.fc.fc1)."""
+    path = tmp_path / 'w.safetensors'
+    save_file(_sd(build_model(_spec(), seed=1)), str(path))  # 10 classes, last dim 64: hidden width 256
+    with pytest.raises(WeightsError) as e:
+        load_model(_spec(dims=(16, 32, 48)), path)  # 10 classes, hidden width 192
+    msg = str(e.value)
+    assert 'shape of head.fc.fc1.weight: checkpoint (256, 64) vs model (192, 48)' in msg
+    assert 'hint:' not in msg
+    linear = tmp_path / 'linear.safetensors'
+    save_file(_sd(build_model(_spec(head='linear'), seed=1)), str(linear))
+    with pytest.raises(WeightsError, match='head has 10 outputs and the spec 5; set num_classes to 10'):
+        load_model(ArchSpec.from_dict({**tiny_spec(head='linear'), 'num_classes': 5}), linear)
+
+
+def test_mixing_map_json_keeps_the_weights_provenance_beside_the_mixing_array():
+    """Review s23: `mixing-map --json` wrote the banner under 'weights', then the mixing array's own 'weights'
+    replaced it: a random model's JSON said nowhere that its weights were random."""
+    from tests.conftest import run_cli
+
+    rc, out, err = run_cli(
+        'mixing-map', 'fmnist_hybrid', '--stage', '2', '--method', 'exact', '--query', '1,1', '--weights', 'random',
+        '--json',
+    )  # fmt: skip
+    assert rc == 0, err
+    d = json.loads(out)
+    assert d['weights_info']['source'] == 'random' and d['weights_info']['trained'] is False
+    assert RANDOM_WARNING in d['weights_info']['banner']
+    assert isinstance(d['weights'], list) and d['input'] == 'seeded random mixer input'
+    rc, out, err = run_cli('mixing-map', 'fmnist_hybrid', '00000_ankle_boot.png', '--json')
+    assert rc == 0, err
+    d = json.loads(out)
+    assert d['weights_info']['source'] == 'checkpoint' and d['input'] == 'image'

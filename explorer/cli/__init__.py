@@ -28,6 +28,9 @@ def build_parser(extra: tuple = ()) -> argparse.ArgumentParser:
         prog='explorer',
         description='MetaFormer Explorer: compose, count, measure, explain and compare MetaFormer vision networks.',
     )
+    from explorer import __version__
+
+    parser.add_argument('--version', action='version', version=f'%(prog)s {__version__}')
     sub = parser.add_subparsers(dest='command', metavar='COMMAND')
     sub.required = True
     for name in COMMAND_MODULES:

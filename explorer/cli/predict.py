@@ -9,6 +9,7 @@ for presets that have timm weights, else 'random'.
 from __future__ import annotations
 
 import functools
+import re
 import sys
 from pathlib import Path
 
@@ -65,6 +66,9 @@ def register(sub) -> None:
     p.add_argument('--stage', type=int, default=0, help='stage index (default 0)')
     p.add_argument('--block', type=int, default=0, help='block index within the stage (default 0)')
     p.add_argument('--query', default=None, help='output token as ROW,COL (default: the centre)')
+    # '--query -1,0' reaches the range check (argparse before 3.13 read '-1,0' as an option): no option of this
+    # command looks like a number
+    p._negative_number_matcher = re.compile(r'^-\d')
     p.add_argument('--method', default='auto', choices=('auto', 'exact', 'jacobian'))
     p.add_argument(
         '--reduce',
@@ -118,25 +122,30 @@ def _user_errors(fn):
     return wrap
 
 
-def load(spec_arg: str, weights: str | None):
-    """The loaded model (explorer.explain.session.Loaded) for a SPEC argument and a --weights value."""
+def load(spec_arg: str | tuple, weights: str | None):
+    """The loaded model (explorer.explain.session.Loaded) for a SPEC argument, or what resolve_spec made of
+    one, and a --weights value."""
     from explorer.cli.specs import resolve_spec
     from explorer.explain.session import open_model
 
-    spec, checkpoint = resolve_spec(spec_arg)
+    spec, checkpoint = resolve_spec(spec_arg) if isinstance(spec_arg, str) else spec_arg
     random_of = checkpoint if weights == 'random' else None  # a checkpoint's spec, random: its preprocessing
     return open_model(spec, weights or checkpoint, preprocessing_of=random_of)
 
 
-def _image(arg: str):
-    """An image file, or the name of a shipped example image (`explorer predict fmnist_hybrid 00000_ankle_boot.png`
-    works from any directory)."""
-    from pathlib import Path
-
-    from explorer.explain.images import example_path, load_image
+def _image_path(arg: str) -> str:
+    """An image file, or the file of the shipped example image so named (`explorer predict fmnist_hybrid
+    00000_ankle_boot.png` works from any directory): what the command reads, so --out is compared with it."""
+    from explorer.explain.images import example_path
 
     example = None if Path(arg).exists() else example_path(arg)
-    return load_image(example or arg)
+    return str(example or arg)
+
+
+def _image(arg: str):
+    from explorer.explain.images import load_image
+
+    return load_image(_image_path(arg))
 
 
 def _progress(enabled: bool):
@@ -181,6 +190,7 @@ def _cfg_text(cfg: dict) -> str:
 
 @_user_errors
 def cmd_attribute(args) -> int:
+    from explorer.cli.specs import resolve_spec
     from explorer.explain.methods import resolve_baseline, resolve_method
     from explorer.explain.session import completeness_text, explain
     from explorer.viz.predict import overlay_png
@@ -189,9 +199,10 @@ def cmd_attribute(args) -> int:
     baseline = resolve_baseline(args.baseline)
     if Path(args.out).suffix.lower() != '.png':
         raise UserError(f'--out: {args.out!r} must end in .png')
-    out = writable_path('--out', args.out, inputs=(args.image,), make_parents=True)
+    resolved = resolve_spec(args.spec)  # the spec and the image are checked before --out's folders are made
     image = _image(args.image)
-    m = load(args.spec, args.weights)
+    out = writable_path('--out', args.out, inputs=(_image_path(args.image),), make_parents=True)
+    m = load(resolved, args.weights)
     e = explain(
         m,
         image,
@@ -254,6 +265,7 @@ def cmd_attribute(args) -> int:
 
 @_user_errors
 def cmd_mixing(args) -> int:
+    from explorer.cli.specs import resolve_spec
     from explorer.explain.mixing import mixing_map
     from explorer.explain.predict import preprocess, to_display
     from explorer.viz.predict import overlay_png
@@ -265,13 +277,16 @@ def cmd_mixing(args) -> int:
             assert len(query) == 2
         except (ValueError, AssertionError):
             raise UserError(f'--query: {args.query!r} must be ROW,COL (two integers)') from None
+    if args.out and Path(args.out).suffix.lower() != '.png':
+        raise UserError(f'--out: {args.out!r} must end in .png')
+    resolved = resolve_spec(args.spec)  # the spec and the image are checked before --out's folders are made
+    image = _image(args.image) if args.image else None
     if args.out:
-        if Path(args.out).suffix.lower() != '.png':
-            raise UserError(f'--out: {args.out!r} must end in .png')
-        writable_path('--out', args.out, inputs=(args.image,), make_parents=True)
-    m = load(args.spec, args.weights)
+        inputs = (_image_path(args.image),) if args.image else ()
+        writable_path('--out', args.out, inputs=inputs, make_parents=True)
+    m = load(resolved, args.weights)
     spec, info, cfg = m.spec, m.info, m.cfg
-    x = preprocess(_image(args.image), cfg) if args.image else None
+    x = preprocess(image, cfg) if image is not None else None
     mm = mixing_map(m.model, args.stage, args.block, query, x, method=args.method, reduce=args.reduce)
     if args.out:
         import numpy as np
@@ -286,13 +301,16 @@ def cmd_mixing(args) -> int:
             img, up, f'{spec.name} S{mm.stage + 1} block {mm.block + 1} {mm.mixer} {mm.method} q={mm.query}'
         ).save(args.out)
     if args.json:
-        print_json({'spec': spec.name, 'weights': info.banner(), **mm.to_dict()})
+        # 'weights' is the mixing array: the provenance (and a random model's warning) is 'weights_info'
+        source = 'image' if x is not None else 'seeded random mixer input'  # as the API's /mixing_map says
+        print_json({'spec': spec.name, 'weights_info': info.to_dict(), 'input': source, **mm.to_dict()})
         return 0
     print(f'{spec.name}: {info.banner()}')
     print(
         f'stage {mm.stage} block {mm.block} (S{mm.stage + 1} block {mm.block + 1}): {mm.mixer}, {mm.method}'
         f'{f" ({mm.reduce})" if mm.reduce else ""}, query token {mm.query} on a {mm.grid[0]}x{mm.grid[1]} grid'
         f'{f", {mm.weights.shape[0]} heads (mean shown)" if mm.weights.shape[0] > 1 else ""}'
+        f'{"; input: a seeded random mixer input (no IMAGE given)" if mm.depends_on_input and x is None else ""}'
     )
     m = mm.mean
     if max(m.shape) <= 16:

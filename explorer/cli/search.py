@@ -41,13 +41,28 @@ def register(sub) -> None:
 
 def cmd_search(args) -> int:
     from explorer.search.space import SpaceError, load_space
-    from explorer.search.study import run_search, write_frontier
+    from explorer.search.study import other_study, run_search, study_name, write_frontier
 
     stop = threading.Event()
     quiet = args.json
+    training = set()  # the trials whose training has been announced
 
     def progress(ev):
-        if not quiet and (ev['done'] % max(1, ev['total'] // 10) == 0 or ev['done'] == ev['total']):
+        if quiet:
+            return
+        if ev['kind'] == 'train':  # a trial of a training space: minutes each, so each epoch is said
+            if ev['number'] not in training:
+                training.add(ev['number'])
+                print(f'trial {ev["number"]}: training {ev["total_epochs"]:g} epochs', file=sys.stderr, flush=True)
+            if ev['accuracy'] is not None:  # an epoch ended (its test accuracy comes with it)
+                print(
+                    f'trial {ev["number"]}: epoch {ev["epoch"]:.3g}/{ev["total_epochs"]:g}, test accuracy '
+                    f'{ev["accuracy"]:.2%}',
+                    file=sys.stderr,
+                    flush=True,
+                )
+            return
+        if ev['done'] % max(1, ev['total'] // 10) == 0 or ev['done'] == ev['total']:
             # with --workers K this process runs its share; the others run theirs beside it
             share = f' (this process; {args.trials} in all with {args.workers} workers)' if args.workers > 1 else ''
             print(f'trial {ev["done"]}/{ev["total"]}{share}', file=sys.stderr, flush=True)
@@ -56,6 +71,18 @@ def cmd_search(args) -> int:
         writable_path('--out', args.out, folder=True)
     try:
         space = load_space(args.space)
+        trainer = None
+        if space.needs_training:  # its progress hook reports each epoch of the trial in training
+            from explorer.search.accuracy import Trainer
+
+            trainer = Trainer(space, should_stop=stop.is_set, progress=progress)
+        study = study_name(space, args.study, args.storage)
+        other = other_study(args.out, study) if args.out else None
+        if other:  # its frontier.csv would be replaced, and its spec files left beside the new ones
+            raise UserError(
+                f'--out: {args.out!r} holds the frontier of another study ({other}); give another folder for study '
+                f'{study!r}'
+            )
         front = run_search(
             space,
             trials=args.trials,
@@ -66,6 +93,7 @@ def cmd_search(args) -> int:
             seed=args.seed,
             progress=progress,
             should_stop=stop.is_set,
+            trainer=trainer,
         )
     except (SpaceError, ValueError, RuntimeError) as e:  # a worker that failed, a training refused: one line
         raise UserError(str(e)) from None

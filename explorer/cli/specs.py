@@ -11,15 +11,21 @@ from explorer.core.spec import ArchSpec
 def resolve_spec(arg: str) -> tuple[ArchSpec, str | None]:
     """(spec, the checkpoint it came from or None)."""
     from explorer.core.catalog import load_spec, preset_names
-    from explorer.train.checkpoints import trained_path
+    from explorer.train.checkpoints import list_trained, trained_path
 
     if arg not in preset_names() and not arg.endswith(('.json', '.safetensors')):
-        arg = trained_path(arg) or arg
+        path = trained_path(arg)
+        if path is None:  # a file, or an unknown name: the message then suggests presets and trained models
+            return load_spec(arg, trained=[t['name'] for t in list_trained()]), None
+        arg = path
     if not arg.endswith('.safetensors'):
         return load_spec(arg), None
-    from explorer.explain.weights import checkpoint_spec
+    from explorer.explain.weights import WeightsError, checkpoint_spec
 
-    spec = checkpoint_spec(arg)
+    try:
+        spec = checkpoint_spec(arg)
+    except WeightsError as e:  # a typo in a checkpoint's path, a damaged file: the user's to fix, in one line
+        raise UserError(str(e)) from None
     if spec is None:
         raise UserError(
             f'{arg!r} holds no spec in its metadata; give a preset or JSON spec as SPEC and the file as --weights'

@@ -107,7 +107,9 @@ def register(sub) -> None:
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser('evaluate', help='re-evaluate a trained checkpoint on the Fashion-MNIST test set')
-    p.add_argument('checkpoint', help='a .safetensors file written by `explorer train`')
+    p.add_argument(
+        'checkpoint', help="a .safetensors file written by `explorer train`, or a trained model's name (fmnist_hybrid)"
+    )
     p.add_argument('--dataset', default='fashion-mnist', choices=['fashion-mnist'])
     p.add_argument('--data-dir', default=None, metavar='PATH')
     p.add_argument('--batch-size', type=int_in(1, 100_000), default=1000)
@@ -136,7 +138,15 @@ def cmd_train(args) -> int:
     from explorer.cli.specs import resolve_spec
     from explorer.train.loop import train
 
-    out = writable_path('--out', args.out, inputs=(args.spec,))
+    if args.aa is not None and args.dataset != 'imagefolder':  # else recorded in the recipe, never applied
+        raise UserError(
+            f'--aa {args.aa!r}: auto-augment applies to image folders only (--dataset imagefolder); Fashion-MNIST '
+            'training has its own crops and flips (--erase adds random erasing)'
+        )
+    spec, source = resolve_spec(args.spec)  # a checkpoint's weights are not used: it names an architecture
+    out = writable_path('--out', args.out, inputs=(source or args.spec,))  # a trained model's name: its file
+    if out.suffix != '.safetensors':  # SPEC is read by its suffix: a checkpoint named otherwise is no SPEC again
+        raise UserError(f'--out: {args.out!r} must end in .safetensors')
     main = os.environ.get('RANK', '0') == '0'  # under torchrun, rank 0 alone prints
     state_file = out.with_name(out.name + '.state')
     if args.resume and args.overwrite:
@@ -151,7 +161,6 @@ def cmd_train(args) -> int:
             )
         if out.exists():
             raise UserError(f'--out: {str(out)!r} already exists; give another file, or --overwrite to replace it')
-    spec, _ = resolve_spec(args.spec)  # a checkpoint's weights are not used: it names an architecture
     recipe = {'amp': args.amp, 'auto_augment': args.aa, 'compile': args.compile}
     if args.lr is not None:
         recipe['lr'] = args.lr
@@ -160,7 +169,7 @@ def cmd_train(args) -> int:
     if args.erase is not None:
         recipe['erase_prob'] = args.erase
     stop = threading.Event()
-    show = _Progress(enabled=main and not args.quiet)
+    show = _Progress(enabled=main and not args.quiet, stream=sys.stderr if args.json else None)
     try:
         with _stop_on_signals(stop):
             res = train(
@@ -195,10 +204,10 @@ def cmd_train(args) -> int:
         compiled = f', compiled (first step {m["first_step_s"]:.0f} s)' if m['compile'] else ''
         print(
             f'{spec.name}: test accuracy {100 * m["test_accuracy"]:.2f}% '
-            f'({m["test_correct"]}/{m["test_n"]}) after {m["epochs"]:g} epoch{"" if m["epochs"] == 1 else "s"} '
-            f'({m["steps"]} steps, global batch {m["global_batch"]}{procs}), {m["train_time_s"]:.0f} s training on '
-            f'{m["device"]} with {m["threads"]} threads, {m["amp"] or "fp32"}{compiled}; {m["params"]:,} params; '
-            f'wrote {res.checkpoint}'
+            f'({m["test_correct"]}/{m["test_n"]}) after {_n(m["epochs"], "epoch")}{_stopped_by(m)} '
+            f'({_n(m["steps"], "step")}, global batch {m["global_batch"]}{procs}), {m["train_time_s"]:.0f} s training '
+            f'on {m["device"]} with {_n(m["threads"], "thread")}, {m["amp"] or "fp32"}{compiled}; {m["params"]:,} '
+            f'params; wrote {res.checkpoint}'
         )
     if m['stopped_by'] == 'user':
         print(
@@ -209,11 +218,23 @@ def cmd_train(args) -> int:
     return 0
 
 
-class _Progress:
-    """A progress bar (tqdm, on stderr) with images/s, loss and ETA, and one line per epoch on stdout."""
+def _n(count: float, noun: str) -> str:
+    return f'{count:g} {noun}{"" if count == 1 else "s"}'
 
-    def __init__(self, enabled: bool):
-        self.enabled, self.bar, self.done = enabled, None, 0
+
+def _stopped_by(m: dict) -> str:
+    """What ended a run early, said in the summary line (the epochs alone read like the plan)."""
+    why = {'time_budget': 'time budget reached', 'time_limit': 'time limit reached'}.get(m.get('stopped_by'))
+    asked = m.get('epochs_requested')
+    return f' ({why}; {_n(asked, "epoch")} asked for)' if why and asked is not None else ''
+
+
+class _Progress:
+    """A progress bar (tqdm, on stderr) with images/s, loss and ETA, and one line per epoch on stdout (on
+    `stream` instead when given: stderr under --json, whose stdout holds the JSON only)."""
+
+    def __init__(self, enabled: bool, stream=None):
+        self.enabled, self.stream, self.bar, self.done = enabled, stream, None, 0
 
     def __call__(self, ev: dict) -> None:
         if not self.enabled:
@@ -227,7 +248,10 @@ class _Progress:
             f'epoch {ev["epoch"]:g}: step {ev["step"]}/{ev["total_steps"]}, train loss {ev["train_loss"]:.4f}, '
             f'test accuracy {acc}, {ev["train_time"]:.0f} s'
         )
-        (self.bar.write if self.bar else print)(line)
+        if self.bar:
+            self.bar.write(line, file=self.stream)
+        else:
+            print(line, file=self.stream)
 
     def _step(self, ev: dict) -> None:
         from tqdm import tqdm
@@ -272,11 +296,32 @@ class _stop_on_signals:
         return False
 
 
+def _checkpoint(arg: str) -> str:
+    """A checkpoint file, or a trained model's name (as SPEC takes it in every other command)."""
+    from pathlib import Path
+
+    from explorer.core.catalog import preset_names
+    from explorer.train.checkpoints import trained_path
+
+    if arg.endswith('.safetensors') or Path(arg).exists():
+        return arg
+    path = trained_path(arg)
+    if path is None:
+        what = "neither a file nor a trained model's name"
+        if arg in preset_names():
+            what = 'a preset, not a trained checkpoint'
+        raise UserError(
+            f"{arg!r} is {what}: give a .safetensors file written by `explorer train` or a trained model's name "
+            '(the shipped fmnist_* models, your own runs)'
+        )
+    return path
+
+
 @_user_errors
 def cmd_evaluate(args) -> int:
     from explorer.train.loop import evaluate
 
-    r = evaluate(args.checkpoint, args.dataset, args.data_dir, args.batch_size)
+    r = evaluate(_checkpoint(args.checkpoint), args.dataset, args.data_dir, args.batch_size)
     if args.json:
         print_json(r)
         return 0

@@ -23,11 +23,14 @@ def preset_names() -> list[str]:
     return sorted(p.stem for p in PRESET_DIR.glob('*.json'))
 
 
-def load_spec(name_or_path: str | Path) -> ArchSpec:
+def load_spec(name_or_path: str | Path, trained: list[str] | None = None) -> ArchSpec:
     """A preset name (file stem in presets/) or a path to a JSON spec file. A preset's name always means the
     preset, whatever the working directory holds under that name (a server's visitors all see the same
-    presets); write ./NAME for such a file."""
+    presets); write ./NAME for such a file. trained: the trained models' names the caller also takes (the CLI's
+    SPEC), offered beside the presets when the name is unknown."""
     names = preset_names()
+    if isinstance(name_or_path, str) and not name_or_path.strip():  # Path('') would read as the folder '.'
+        raise SpecError([('', 'empty SPEC: give a preset name or a path to a JSON spec file')])
     if str(name_or_path) in names:
         return ArchSpec.from_json((PRESET_DIR / f'{name_or_path}.json').read_text(encoding='utf-8'))
     p = Path(name_or_path)
@@ -47,9 +50,22 @@ def load_spec(name_or_path: str | Path) -> ArchSpec:
         except (OSError, UnicodeDecodeError) as e:
             raise SpecError([('', f'cannot read spec file {str(p)!r}: {e}')]) from None
         return ArchSpec.from_json(text)
-    close = [n for n in names if str(name_or_path).lower() in n] or names[:8]
-    why = f'{show(str(name_or_path))} is neither a preset nor a spec file; presets include: {", ".join(close)}'
-    raise SpecError([('', why)])
+    raise SpecError([('', _unknown(str(name_or_path), names, trained))])
+
+
+def _unknown(name: str, presets: list[str], trained: list[str] | None) -> str:
+    """What an unknown spec name gets: the close presets and trained models (case and '-' for '_' folded)."""
+    import difflib
+
+    known = {n.lower().replace('-', '_'): n for n in [*(trained or []), *presets]}  # a preset wins a tie
+    key = name.lower().replace('-', '_')[:200]  # a long name is compared by its start (difflib is quadratic)
+    close = [known[k] for k in difflib.get_close_matches(key, known, n=3, cutoff=0.6)]
+    hint = f'presets include: {", ".join(presets[:8])}'
+    if close:
+        hint = f'did you mean {close[0]}?' + (f' (or {", ".join(close[1:])})' if close[1:] else '')
+    if trained is not None:
+        hint += "; a trained model's name (from `explorer train`, or a shipped fmnist_* model) is taken too"
+    return f'{show(name)} is neither a preset nor a spec file; {hint}'
 
 
 # ---- presets ------------------------------------------------------------------------------------------

@@ -39,6 +39,7 @@ PREFIXES = ('module.', '_orig_mod.')  # DistributedDataParallel, torch.compile
 CONFIG_KEYS = ('pretrained_cfg', 'data_config')
 LABEL_KEYS = ('label_names', 'class_names')
 METADATA_KEYS = CONFIG_KEYS + LABEL_KEYS + ('classes', 'preprocessing', 'spec')  # JSON values read
+CLASSIFIER_WEIGHTS = ('head.fc.weight', 'head.fc.fc2.weight')  # timm's MetaFormer: linear head, MLP head
 
 
 class WeightsError(ValueError):
@@ -78,8 +79,11 @@ class LoadReport:
             lines.append(f'  shape of {k}: checkpoint {tuple(a)} vs model {tuple(b)}')
         if len(self.mismatched) > 8:
             lines.append(f'  ... and {len(self.mismatched) - 8} more shape mismatches')
-        if any(k.startswith('head.') and k.endswith('weight') for k, _, _ in self.mismatched):
-            k, a, b = next(r for r in self.mismatched if r[0].startswith('head.') and r[0].endswith('weight'))
+        # the classifier's last layer only (timm's head.fc, or head.fc.fc2 of the MLP head): an MLP head's hidden
+        # layer (head.fc.fc1) differs with the width, and its size is no number of classes
+        final = [(a, b) for k, a, b in self.mismatched if k in CLASSIFIER_WEIGHTS and a and b and a[0] != b[0]]
+        if final:
+            a, b = final[0]
             lines.append(
                 f'  hint: the checkpoint head has {a[0]} outputs and the spec {b[0]}; set num_classes to {a[0]}'
             )

@@ -522,6 +522,17 @@ def write_frontier(front: Frontier, out_dir: str | Path) -> list[str]:
     return files
 
 
+def other_study(out_dir: str | Path, study: str) -> str | None:
+    """The file stem of another study whose frontier (frontier.csv and `<study>_t<number>.json` files) out_dir
+    holds, else None: write_frontier would replace its CSV and leave its spec files beside the new ones."""
+    out = Path(out_dir)
+    if not (out / 'frontier.csv').is_file():
+        return None
+    ours = _file_stem(study)
+    stems = {m.group(1) for p in out.iterdir() if (m := re.fullmatch(r'(.+)_t\d+\.json', p.name)) and p.is_file()}
+    return next(iter(sorted(stems - {ours})), None)
+
+
 def frontier_csv(front: Frontier) -> str:
     """The frontier as CSV: trial, pattern, every metric, the design in one line."""
     import csv

@@ -207,6 +207,8 @@ def train(
     _check_config(cfg)
     if dataset not in DATASETS:
         raise ValueError(f'dataset {dataset!r} is not supported; choose from {", ".join(DATASETS)}')
+    if dataset != 'imagefolder' and cfg.auto_augment is not None:  # else recorded in the recipe, never applied
+        raise ValueError(f'auto_augment {cfg.auto_augment!r} applies to image folders only, not to {dataset}')
     dist = Dist.from_env(device)
     cfg = replace(cfg, amp=resolve_amp(cfg.amp, dist.device))  # recorded as resolved: a resume compares it
     if cfg.amp == 'fp16' and dist.device.type != 'cuda':
