@@ -79,3 +79,31 @@ def test_an_unknown_spec_gets_the_close_names_and_an_empty_one_says_so(tmp_path,
         assert "trained model's name" in err, err
     rc, out, err = run_cli('show', '')
     assert rc == 2 and 'empty SPEC' in err and "'.'" not in err, err
+
+
+def test_bench_on_a_busy_cpu_says_so(tmp_path, monkeypatch):
+    """A review: `explorer bench` beside another job printed 8.6 img/s (7,736 on a quiet CPU) and only the load
+    average; the Measure tab says the CPU was busy, and so does the CLI now (on stderr: --json stays JSON)."""
+    import os
+
+    spec = tmp_path / 'tiny.json'
+    spec.write_text(
+        json.dumps(
+            {
+                'name': 'tiny',
+                'img_size': 32,
+                'in_chans': 1,
+                'num_classes': 10,
+                'stages': [{'mixer': 'pooling', 'depth': 1, 'dim': 16}],
+            }
+        ),
+        encoding='utf-8',
+    )
+    argv = ('bench', str(spec), '--iters', '2', '--warmup', '1', '--min-time', '0.01', '--batch-size', '1')
+    monkeypatch.setattr(os, 'getloadavg', lambda: (os.cpu_count() + 3.0, 1.0, 1.0))
+    rc, out, err = run_cli(*argv, '--json')
+    assert rc == 0, err
+    assert f'warning: busy CPU: load {os.cpu_count() + 3.0:.1f} on' in err and json.loads(out)['throughput'] > 0
+    monkeypatch.setattr(os, 'getloadavg', lambda: (0.0, 0.0, 0.0))
+    rc, out, err = run_cli(*argv)
+    assert rc == 0 and 'busy CPU' not in err and 'throughput' in out

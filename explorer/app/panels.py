@@ -33,6 +33,7 @@ from explorer.measure import compare as cmp
 from explorer.measure import profile as prof
 from explorer.measure import units
 from explorer.measure.guard import Limits
+from explorer.measure.speed import busy_note
 from explorer.viz.diagram import network_svg
 from explorer.viz.plots import accuracy_figure, bench_figure, diff_figure, empty_figure, export_config, scaling_figure
 
@@ -70,16 +71,6 @@ UNSTEADY = 1.25  # fastest / slowest round above this: the rounds disagree, the 
 def plain(v: float) -> str:
     """A measured number as people write it: 1,084.3 or 3.42, never 1.08e+03."""
     return f'{v:,.1f}' if abs(v) >= 100 else f'{v:.3g}'
-
-
-def busy_note(stamp: dict) -> str | None:
-    """'busy CPU: load 3.1 on 2 cores' when the load average around a measurement exceeded the core count (other
-    work shared the CPU: the figure is low and noisy), else None."""
-    cores = stamp.get('cpu_count') or 0
-    loads = [v[0] for v in (stamp.get('loadavg_before'), stamp.get('loadavg_after')) if v]
-    if cores and loads and max(loads) > cores:
-        return f'busy CPU: load {max(loads):.1f} on {cores} cores, so this figure is low and noisy'
-    return None
 
 
 def unsteady_note(r: dict) -> str | None:

@@ -784,3 +784,13 @@ def _cpu_capability() -> str | None:
         return torch.backends.cpu.get_cpu_capability()
     except Exception:  # noqa: BLE001
         return None
+
+
+def busy_note(stamp: dict) -> str | None:
+    """'busy CPU: load 3.1 on 2 cores' when the load average around a measurement exceeded the core count (other
+    work shared the CPU: the figure is low and noisy), else None. The Measure tab and `explorer bench` say it."""
+    cores = stamp.get('cpu_count') or 0
+    loads = [v[0] for v in (stamp.get('loadavg_before'), stamp.get('loadavg_after')) if v]
+    if cores and loads and max(loads) > cores:
+        return f'busy CPU: load {max(loads):.1f} on {cores} cores, so this figure is low and noisy'
+    return None
