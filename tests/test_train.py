@@ -245,7 +245,10 @@ def test_cli_train_and_evaluate_json(fake_dir, tmp_path, capsys):
     assert 'test accuracy' in capsys.readouterr().out
     assert cli_main(['evaluate', str(out), '--data-dir', str(fake_dir), '--json']) == 0
     r = json.loads(capsys.readouterr().out)
-    assert r['n'] == 200 and r['accuracy'] == r['recorded_accuracy']
+    assert r['n'] == 200 and r['accuracy'] == r['recorded_accuracy'] and r['recorded_n'] == 200
+    # the text says on how many images the recorded figure was measured (a --test-limit run: fewer than here)
+    assert cli_main(['evaluate', str(out), '--data-dir', str(fake_dir)]) == 0
+    assert '% on 200 images; test loss' in capsys.readouterr().out.splitlines()[0]
     assert cli_main(['evaluate', str(tmp_path / 'missing.safetensors')]) == 2
 
 

@@ -325,8 +325,8 @@ def cmd_evaluate(args) -> int:
     if args.json:
         print_json(r)
         return 0
-    rec = r['recorded_accuracy']
-    rec = '-' if rec is None else f'{100 * rec:.2f}%'
+    rec, rec_n = r['recorded_accuracy'], r.get('recorded_n')
+    rec = '-' if rec is None else f'{100 * rec:.2f}%' + (f' on {rec_n:,} images' if isinstance(rec_n, int) else '')
     print(
         f'{r["name"]}: test accuracy {100 * r["accuracy"]:.2f}% ({r["correct"]}/{r["n"]}); recorded at training: '
         f'{rec}; test loss {r["loss"]:.4f}'

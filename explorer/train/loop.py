@@ -777,7 +777,8 @@ def evaluate(
     limit: int | None = None,
 ) -> dict:
     """Re-evaluate a checkpoint on the test set: {'accuracy', 'n', 'correct', 'loss', 'per_class',
-    'recorded_accuracy', 'checkpoint', 'name'}. accuracy is a fraction in [0, 1]."""
+    'recorded_accuracy', 'recorded_n' (the test images it was measured on), 'checkpoint', 'name'}. accuracy is a
+    fraction in [0, 1]."""
     model, spec, info = load_trained(checkpoint)
     if isinstance(info['preprocessing'], dict):  # timm's data config: trained on an image folder
         raise ValueError(
@@ -790,6 +791,7 @@ def evaluate(
     out = accuracy_on(model, ds, info['preprocessing'], batch_size)
     out.update(
         recorded_accuracy=info['metrics'].get('test_accuracy'),
+        recorded_n=info['metrics'].get('test_n'),  # a run with --test-limit recorded fewer images than this
         checkpoint=str(checkpoint),
         name=spec.name,
         dataset=dataset,
