@@ -90,7 +90,11 @@ BAD_SPECS = [
     ({**tiny_spec(), 'norm': 'rmsnorm'}, "norm: 'rmsnorm' is not allowed"),
     ({**tiny_spec(), 'head': 'conv'}, "head: 'conv' is not allowed; choose from mlp, linear"),
     ({**tiny_spec(), 'depths': [1, 2]}, 'depths: unknown key'),
-    ({**tiny_spec(), 'res_scale_init': [1.0]}, 'res_scale_init: [1.0] has 1 entries but the spec has 3 stages'),
+    ({**tiny_spec(), 'res_scale_init': [1.0]}, 'res_scale_init: [1.0] has 1 entry but the spec has 3 stages'),
+    (
+        {**tiny_spec(), 'stages': tiny_spec()['stages'][:1], 'res_scale_init': [1.0, 1.0]},
+        'res_scale_init: [1.0, 1.0] has 2 entries but the spec has 1 stage',
+    ),
     ({**tiny_spec(), 'layer_scale_init': -1}, 'layer_scale_init: -1 must be null or a number in (0, 10]'),
     (
         {**tiny_spec(), 'stem': {'kernel_size': 7}},

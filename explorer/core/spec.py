@@ -278,7 +278,8 @@ class ArchSpec:
             value = getattr(self, key)
             if isinstance(value, list):
                 if len(value) != n:
-                    err(key, f'{value} has {len(value)} entries but the spec has {n} stages')
+                    entries, stages = ('entry' if len(value) == 1 else 'entries'), ('stage' if n == 1 else 'stages')
+                    err(key, f'{value} has {len(value)} {entries} but the spec has {n} {stages}')
                 for j, v in enumerate(value):
                     _check_scale(err, f'{key}[{j}]', v)
             else:
