@@ -326,10 +326,16 @@ async def unreadable_body(request, exc):
 async def invalid_request(request, exc):
     """FastAPI's 422 for a request that fails validation, which itself failed (500, with three tracebacks in the
     log) when the request's body was bytes that are not UTF-8 (it echoes the input back as text): then the same
-    422 without the echoed input."""
+    422 without the echoed input. A body that is not JSON at all is a 400 saying why, as `unreadable_body`'s."""
     from fastapi.exception_handlers import request_validation_exception_handler
     from fastapi.responses import JSONResponse
 
+    bad = next((e for e in exc.errors() if e.get('type') == 'json_invalid'), None)
+    if bad is not None:  # a syntax error got FastAPI's 422 list, where the README promises a 400 saying why
+        where = [p for p in bad.get('loc', ()) if isinstance(p, int)]
+        why = public_text(str((bad.get('ctx') or {}).get('error') or bad.get('msg')), 200)
+        at = f' at character {where[0]}' if where else ''
+        return JSONResponse({'error': f'the request body is not JSON the server can read: {why}{at}'}, status_code=400)
     try:
         return await request_validation_exception_handler(request, exc)
     except Exception:  # noqa: BLE001 - the input could not be put into JSON: leave it out

@@ -130,7 +130,13 @@ def test_json_the_server_cannot_parse_is_refused_saying_why(app_url):
     headers = {'content-type': 'application/json'}
     big = '{"data": [{"stages": [{"mixer": "pooling", "depth": ' + '9' * 5000 + ', "dim": 16}]}, null]}'
     deep = '{"data": [' + '[' * 50_000 + ']' * 50_000 + ', null]}'
-    for body, why in ((big, 'a number has more than 4,300 digits'), (deep, 'nested too deeply')):
+    cut = '{"data": ["caformer_s18"'  # a syntax error got FastAPI's 422 list (an API review)
+    for body, why in (
+        (big, 'a number has more than 4,300 digits'),
+        (deep, 'nested too deeply'),
+        (cut, "Expecting ',' delimiter at character 24"),
+        ('hello', 'Expecting value at character 0'),
+    ):
         r = httpx.post(url, content=body, headers=headers, timeout=30)
         assert r.status_code == 400 and r.json()['error'].startswith('the request body is not JSON the server can')
         assert why in r.json()['error']
