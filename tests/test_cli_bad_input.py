@@ -413,6 +413,11 @@ def test_train_out_must_be_a_safetensors_file(tmp_path, fake_dir):
                   '--quiet', '--threads', '1', '--out', str(tmp_path / 't.json'))  # fmt: skip
     assert '--out' in err and '.safetensors' in err, err
     assert not (tmp_path / 't.json').exists()
+    # a run interrupted before this rule is resumed under its own name: the state file is read (here: damaged)
+    (tmp_path / 't.st.state').write_bytes(b'not a state')
+    err = refused('train', 'fmnist_hybrid', '--epochs', '0.1', '--batch-size', '32', '--data-dir', str(fake_dir),
+                  '--quiet', '--threads', '1', '--out', str(tmp_path / 't.st'), '--resume')  # fmt: skip
+    assert 'must end in .safetensors' not in err and 't.st' in err, err
 
 
 def test_evaluate_takes_a_trained_models_name_and_says_a_preset_is_not_a_checkpoint(fake_dir):

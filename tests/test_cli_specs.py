@@ -79,6 +79,8 @@ def test_an_unknown_spec_gets_the_close_names_and_an_empty_one_says_so(tmp_path,
         assert "trained model's name" in err, err
     rc, out, err = run_cli('show', '')
     assert rc == 2 and 'empty SPEC' in err and "'.'" not in err, err
+    rc, out, err = run_cli('show', 'pool')  # no close name: the presets it is part of, as before (not caformer_*)
+    assert rc == 2 and 'presets include: poolformer_' in err and 'caformer' not in err, err
 
 
 def test_bench_on_a_busy_cpu_says_so(tmp_path, monkeypatch):

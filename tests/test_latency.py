@@ -488,6 +488,9 @@ def test_an_untrusted_calibration_replaces_no_saved_one():
     rc, out, err = run_cli(*argv, '--keep-untrusted')
     assert rc == 0 and 'fewer than its' in err and 'saved to' in out
     assert lat.load_model(fp).n_designs == 4
+    # an untrusted one saved is no better to keep than a new one (a review of the first version kept it)
+    rc, out, err = run_cli(*argv[:2], '5', *argv[3:])
+    assert rc == 0 and 'fewer than its' in err and 'saved to' in out and lat.load_model(fp).n_designs == 5
 
 
 def test_a_prediction_far_past_the_calibration_says_it_may_be_off_several_times_over():

@@ -456,8 +456,11 @@ def add_train_tab(ctx) -> None:
             compile=a['compile'],
             heartbeat=HEARTBEAT_S,
         )
+        shown = None  # the progress bar's last value: said again with each heartbeat, which a yield may clear
         for ev in tracked(events, rid, s.name):
             if ev['kind'] == 'wait':  # nothing new: a yield that changes nothing, where a closed tab stops the run
+                if shown is not None:
+                    progress(*shown)
                 yield (gr.skip(),) * 5
                 continue
             if ev['kind'] == 'step':
@@ -465,7 +468,8 @@ def add_train_tab(ctx) -> None:
                 # the last step, or an epoch's: the test images are evaluated next (a minute on a busy CPU)
                 evaluating = ev['step'] >= ev['total_steps'] or float(ev['epoch']).is_integer()
                 desc = 'evaluating on the test images' if evaluating else f'epoch {ev["epoch"]:.2f}'
-                progress(ev['step'] / ev['total_steps'], desc=f'{desc}, loss {ev["loss"]:.3f}')
+                shown = (ev['step'] / ev['total_steps'], f'{desc}, loss {ev["loss"]:.3f}')
+                progress(shown[0], desc=shown[1])
                 if not evaluating and time.monotonic() - last < 1.0:  # redraw at most once a second
                     continue
             elif ev['kind'] == 'epoch':

@@ -107,6 +107,8 @@ def cmd_calibrate(args) -> int:
             print(file=sys.stderr)
         problem = calibration_problem(cal.model)
         saved = load_model(Fingerprint(**cal.model.fingerprint))
+        if saved is not None and calibration_problem(saved):  # an untrusted one is no better to keep
+            saved = None
         if problem and saved is not None and not args.keep_untrusted:
             # a 2-design calibration silently replaced a good one: every prediction and search on this device
             # (and a server's visitors') would have used it
@@ -116,7 +118,7 @@ def cmd_calibrate(args) -> int:
                 file=sys.stderr,
             )
         else:
-            if problem:  # nothing better to keep: saved, and said (the page keeps no such calibration)
+            if problem:  # nothing trusted to keep: saved, and said (the page keeps no such calibration)
                 print(f'warning: {problem}; run it again when the machine is idle', file=sys.stderr)
             cal.path = str(save_model(cal.model))
         results.append(cal)

@@ -145,10 +145,12 @@ def cmd_train(args) -> int:
         )
     spec, source = resolve_spec(args.spec)  # a checkpoint's weights are not used: it names an architecture
     out = writable_path('--out', args.out, inputs=(source or args.spec,))  # a trained model's name: its file
-    if out.suffix != '.safetensors':  # SPEC is read by its suffix: a checkpoint named otherwise is no SPEC again
-        raise UserError(f'--out: {args.out!r} must end in .safetensors')
     main = os.environ.get('RANK', '0') == '0'  # under torchrun, rank 0 alone prints
     state_file = out.with_name(out.name + '.state')
+    # SPEC is read by its suffix: a checkpoint named otherwise is no SPEC again. A run interrupted before this
+    # rule (run.st and run.st.state) can still be resumed under its name.
+    if out.suffix != '.safetensors' and not (args.resume and state_file.is_file()):
+        raise UserError(f'--out: {args.out!r} must end in .safetensors')
     if args.resume and args.overwrite:
         raise UserError('--resume continues the run at --out and --overwrite replaces it: give one of them')
     if args.resume and main and not state_file.is_file():

@@ -60,7 +60,8 @@ def _unknown(name: str, presets: list[str], trained: list[str] | None) -> str:
     known = {n.lower().replace('-', '_'): n for n in [*(trained or []), *presets]}  # a preset wins a tie
     key = name.lower().replace('-', '_')[:200]  # a long name is compared by its start (difflib is quadratic)
     close = [known[k] for k in difflib.get_close_matches(key, known, n=3, cutoff=0.6)]
-    hint = f'presets include: {", ".join(presets[:8])}'
+    part = [n for n in presets if key and key in n] or presets  # 'pool': the poolformers, as before
+    hint = f'presets include: {", ".join(part[:8])}'
     if close:
         hint = f'did you mean {close[0]}?' + (f' (or {", ".join(close[1:])})' if close[1:] else '')
     if trained is not None:
