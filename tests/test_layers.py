@@ -140,6 +140,14 @@ def test_spec_counting_and_help_load_no_torch(code):
     assert not heavy, f'{code!r} imported {heavy}'
 
 
+def test_app_modules_load_no_torch_and_no_timing_code():
+    # The app's start-up imports the page; torch, timm and the timing code (explorer.measure.speed) load with the
+    # first request that needs them (a module-level import of busy_note once added them to every start).
+    loaded = _loaded_modules('import explorer.app.main, explorer.app.panels')
+    heavy = sorted(m for m in ('torch', 'timm', 'fvcore', 'captum', 'explorer.measure.speed') if m in loaded)
+    assert not heavy, f'the app modules imported {heavy}'
+
+
 def _signature_lines(source: str) -> set[int]:
     """Line numbers of function signatures (def line to the line before the body): a wrapper that passes its
     arguments on repeats its callee's signature by design."""

@@ -33,7 +33,6 @@ from explorer.measure import compare as cmp
 from explorer.measure import profile as prof
 from explorer.measure import units
 from explorer.measure.guard import Limits
-from explorer.measure.speed import busy_note
 from explorer.viz.diagram import network_svg
 from explorer.viz.plots import accuracy_figure, bench_figure, diff_figure, empty_figure, export_config, scaling_figure
 
@@ -130,6 +129,8 @@ def compile_cell(st: dict) -> str:
 def history_cells(i: int, r: dict, name: str | None = None, earlier: list[dict] | None = None) -> list[str]:
     """One history row from a bench result dict (explorer.measure.speed.BenchResult.to_dict() + name); `name`: as
     the table shows it (`prof.run_names`), else the row's own; `earlier`: the rows before it (`rerun_note`)."""
+    from explorer.measure.speed import busy_note  # lazy: keeps app start-up light
+
     st = r.get('stamp', {})
     yes = lambda v: 'yes' if v else 'no'  # noqa: E731
     stamp = f'{st.get("device_name", "")}, {st.get("threads", "?")} threads, torch {st.get("torch", "?")}'
@@ -176,6 +177,8 @@ def history_html(history: list[dict]) -> str:
 def measure_message(last: dict, earlier: list[dict] | None = None) -> str:
     """The line under the Measure button: the composer's figure, its spread, and why not to trust it when so; the
     design named as the table names it (`prof.run_names`)."""
+    from explorer.measure.speed import busy_note  # lazy: keeps app start-up light
+
     shown = prof.run_names([*(earlier or []), last])[-1]
     warnings = [
         w for w in (busy_note(last.get('stamp', {})), unsteady_note(last), rerun_note(last, earlier or [])) if w
