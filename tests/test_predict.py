@@ -408,3 +408,34 @@ def test_the_erf_button_shows_what_explorer_erf_prints():
     assert areas == sorted(areas) and areas[0] < areas[-1]
     fig, text = erf_handler('trained: no_such_run', None, 'pretrained', None)
     assert fig is None and 'is not a trained checkpoint on this machine' in text
+
+
+def test_an_interrupted_png_leaves_the_file_that_was_there(tiny_files, capsys, tmp_path, monkeypatch):
+    """attribute and mixing-map wrote their PNG in place: a run stopped mid-write (Ctrl-C, a full disk) left half a
+    PNG where the previous picture was. Now written beside it and renamed; a finished run replaces it."""
+    from pathlib import Path
+
+    from PIL import Image
+
+    spec_path, _, image = tiny_files
+    real_save = Image.Image.save
+
+    def broken_save(self, fp, *args, **kwargs):
+        Path(fp).write_bytes(b'\x89PNG half')  # some bytes reach the file, then the write fails
+        raise OSError('No space left on device')
+
+    for argv in (
+        ['attribute', str(spec_path), image, '--method', 'saliency', '--no-deletion'],
+        ['mixing-map', str(spec_path), image, '--stage', '0'],
+    ):
+        out = tmp_path / f'{argv[0]}.png'
+        out.write_bytes(b'the earlier picture')
+        monkeypatch.setattr(Image.Image, 'save', broken_save)
+        assert main([*argv, '--out', str(out)]) != 0
+        assert 'No space left on device' in capsys.readouterr().err
+        assert out.read_bytes() == b'the earlier picture', argv[0]
+        assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith('.')) == []  # no leftover temp file
+        monkeypatch.setattr(Image.Image, 'save', real_save)
+        assert main([*argv, '--out', str(out)]) == 0
+        assert Image.open(out).format == 'PNG', argv[0]
+    capsys.readouterr()

@@ -148,6 +148,14 @@ def _image(arg: str):
     return load_image(_image_path(arg))
 
 
+def _save_png(image, out: str | Path) -> None:
+    """Writes a PIL image as PNG beside `out` and renames it there: an interrupted run leaves the file that was
+    there before (a rerun replaces it, like any plot), never half a PNG."""
+    from explorer.core.files import atomic_write
+
+    atomic_write(out, lambda tmp: image.save(tmp, format='PNG'))
+
+
 def _progress(enabled: bool):
     if not (enabled and sys.stderr.isatty()):
         return None
@@ -217,7 +225,7 @@ def cmd_attribute(args) -> int:
         baseline=baseline,
         seed=args.seed,
     )
-    overlay_png(e.image, e.map, f'{m.spec.name} {e.title}: {e.label} ({e.target})').save(out)
+    _save_png(overlay_png(e.image, e.map, f'{m.spec.name} {e.title}: {e.label} ({e.target})'), out)
     result = {
         'spec': m.spec.name,
         'image': args.image,
@@ -297,9 +305,8 @@ def cmd_mixing(args) -> int:
         img = to_display(x, cfg) if x is not None else np.full((up.shape[0], up.shape[1], 3), 128, np.uint8)
         if img.shape[:2] != up.shape:
             img = np.asarray(Image.fromarray(img).resize(up.shape[::-1]))
-        overlay_png(
-            img, up, f'{spec.name} S{mm.stage + 1} block {mm.block + 1} {mm.mixer} {mm.method} q={mm.query}'
-        ).save(args.out)
+        title = f'{spec.name} S{mm.stage + 1} block {mm.block + 1} {mm.mixer} {mm.method} q={mm.query}'
+        _save_png(overlay_png(img, up, title), args.out)
     if args.json:
         # 'weights' is the mixing array: the provenance (and a random model's warning) is 'weights_info'
         source = 'image' if x is not None else 'seeded random mixer input'  # as the API's /mixing_map says
