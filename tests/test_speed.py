@@ -179,6 +179,19 @@ def test_cli_bench_json_round_trip(tiny_file):
     assert f'host memory: {speed.host_allocator()}' in out
 
 
+def test_cli_bench_takes_threads_and_sets_them_back(tiny_file):
+    """`explorer latency --threads N` predicts for N threads; bench had no way to measure at N (a review)."""
+    import torch
+
+    before = torch.get_num_threads()
+    want = 1 if before > 1 else 2
+    rc, out, err = run_cli('bench', tiny_file, '--device', 'cpu', '--threads', str(want), '--iters', '2', '--json')
+    assert rc == 0, err
+    assert json.loads(out)['stamp']['threads'] == want and torch.get_num_threads() == before
+    rc, out, err = run_cli('bench', tiny_file, '--threads', '0')
+    assert rc == 2 and '--threads' in err
+
+
 def test_a_speed_run_says_how_host_memory_was_served():
     """The latency model is calibrated with memory reused between calls; a speed run leaves glibc's defaults
     (fresh mmaps for large tensors), so its stamp says so, for anyone comparing the two."""

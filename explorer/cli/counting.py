@@ -68,6 +68,12 @@ def register(sub) -> None:
         default=2.0,
         help='seconds of timed runs when --iters is not given',
     )
+    p.add_argument(
+        '--threads',
+        type=int_in(1, 1024),
+        default=None,
+        help="torch's CPU threads for this run (default: torch's; the result's stamp says how many)",
+    )
     p.add_argument('--json', action='store_true', help='machine-readable output')
     p.set_defaults(func=cmd_bench)
 
@@ -221,6 +227,21 @@ def _print_profile(spec, report, mem, d) -> None:
     print(textwrap.fill('convention: ' + report.convention, width=110, subsequent_indent='  '))
 
 
+def _with_threads(threads: int | None, fn, *args, **kwargs):
+    """fn(*args, **kwargs) with torch's CPU threads set to `threads` (None: as they are), then set back: as
+    `explorer latency --threads`, so a latency predicted for N threads is compared with one measured at N."""
+    if not threads:
+        return fn(*args, **kwargs)
+    import torch
+
+    prev = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        return fn(*args, **kwargs)
+    finally:
+        torch.set_num_threads(prev)
+
+
 def cmd_bench(args) -> int:
     from explorer.core.errors import UserError
     from explorer.measure.speed import BenchError, bench, busy_note, fast_path
@@ -241,7 +262,9 @@ def cmd_bench(args) -> int:
             def progress(frac, desc=None):
                 print(f'\r{desc or ""} {100 * frac:5.1f}%   ', end='', file=sys.stderr, flush=True)
 
-        r = bench(
+        r = _with_threads(
+            args.threads,
+            bench,
             spec,
             device=args.device,
             batch_size=args.batch_size,
