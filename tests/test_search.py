@@ -122,6 +122,8 @@ def test_stage_ranges_are_checked():
         assert part in text
     with pytest.raises(SpaceError, match='not valid JSON'):
         parse_space('{"name": ')
+    with pytest.raises(SpaceError, match="the space: the key 'trials' appears twice in one object"):
+        parse_space('{"name": "x", "trials": 5, "trials": 50}')  # json kept the last without a word
 
 
 def test_the_shipped_spaces_parse():

@@ -133,6 +133,19 @@ def test_invalid_json_text():
         ArchSpec.from_json('{"stages": [}')
 
 
+def test_a_key_twice_in_one_object_is_refused_by_name():
+    """json keeps the last of two equal keys: a spec file with two "stages" (an edit pasted beside the old one)
+    was read as its second list without a word."""
+    text = '{"name": "a", "stages": [{"mixer": "pooling", "depth": 1, "dim": 8}], "stages": []}'
+    with pytest.raises(SpecError, match="the key 'stages' appears twice in one object"):
+        ArchSpec.from_json(text)
+    one = '{"name": "a", "stages": [{"mixer": "pooling", "depth": 1, "dim": 8, "depth": 2}]}'
+    with pytest.raises(SpecError, match="the key 'depth' appears twice"):
+        ArchSpec.from_json(one)
+    ok = ArchSpec.from_json('{"name": "a", "stages": [{"mixer": "pooling", "depth": 1, "dim": 8}]}')
+    assert ok.stages[0].depth == 1  # different objects may hold the same key
+
+
 def test_load_spec_unknown_name():
     with pytest.raises(SpecError, match='neither a preset nor a spec file'):
         load_spec('caformer_s99')

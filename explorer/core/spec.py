@@ -223,7 +223,9 @@ class ArchSpec:
                 [('', f'{len(text):,} characters is over the {MAX_JSON_CHARS:,}-character limit for a spec')]
             )
         try:
-            data = json.loads(text, parse_int=json_int)
+            data = json.loads(text, parse_int=json_int, object_pairs_hook=unique_keys)
+        except DuplicateKey as e:
+            raise SpecError([('', str(e))]) from None
         except json.JSONDecodeError as e:
             raise SpecError([('', f'not valid JSON: {e.msg} at line {e.lineno} column {e.colno}')]) from None
         except ValueError as e:  # json_int's: an integer of over 4,300 digits
@@ -427,6 +429,22 @@ def _parse(data: Any) -> ArchSpec:
     if errors:
         raise SpecError(errors)
     return ArchSpec(stages=stages, **kwargs)  # res_scale_init absent: the default (__post_init__)
+
+
+class DuplicateKey(ValueError):
+    pass
+
+
+def unique_keys(pairs: list[tuple[str, Any]]) -> dict:
+    """A JSON object whose keys are all different: json keeps the last of two, so a file with two 'stages' was
+    read as its second without a word."""
+    out: dict = {}
+    for k, v in pairs:
+        if k in out:
+            shown = k if len(k) <= 40 else k[:40] + '...'
+            raise DuplicateKey(f'the key {shown!r} appears twice in one object (JSON keeps only the last): keep one')
+        out[k] = v
+    return out
 
 
 def json_int(text: str) -> int:

@@ -35,10 +35,12 @@ from explorer.core.spec import (
     MLP_RATIO_RANGE,
     NORMS,
     ArchSpec,
+    DuplicateKey,
     SpecError,
     json_excess,
     json_int,
     name_problem,
+    unique_keys,
 )
 from explorer.measure.latency import DTYPE_NAMES
 
@@ -139,7 +141,9 @@ def space_json(text: str | bytes):
     """The JSON value of a space's text; SpaceError for text that is not JSON, including what Python's parser
     refuses as ValueError (an integer of over 4,300 digits) or RecursionError (deep nesting)."""
     try:
-        return json.loads(text, parse_int=json_int)
+        return json.loads(text, parse_int=json_int, object_pairs_hook=unique_keys)
+    except DuplicateKey as e:
+        raise SpaceError(f'the space: {e}') from None
     except (ValueError, RecursionError) as e:
         why = 'nested too deeply' if isinstance(e, RecursionError) else e
         raise SpaceError(f'the space is not valid JSON: {why}') from None
