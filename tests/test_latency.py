@@ -472,6 +472,22 @@ def test_cli_latency_and_calibrate():
     assert d['calibrated_on'] and d['seconds'] > 0 and d['batch_size'] == 1
 
 
+def test_cli_latency_says_a_small_design_macs_in_its_own_unit(tmp_path):
+    """`explorer latency` printed MACs in G with three decimals: a small design read '0.000' or '0.001 GMACs per
+    image' (a review)."""
+    from explorer.measure.units import fmt_count
+
+    path = tmp_path / 'tiny.json'
+    path.write_text(tiny().to_json())
+    macs = analytic_cost(tiny()).macs
+    assert macs < 1e6  # the old line: '0.001 GMACs per image'
+    rc, out, err = run_cli('latency', str(path))
+    assert rc == 0, err
+    assert f', {fmt_count(macs)} MACs per image;' in out and 'GMACs' not in out
+    rc, out, err = run_cli('latency', 'poolformer_s12')
+    assert ', 1.82G MACs per image;' in out  # published: 1.8G (sail-sg/poolformer's README)
+
+
 def test_an_untrusted_calibration_replaces_no_saved_one():
     """A review: `explorer calibrate --designs 2 --holdout 0` silently replaced the device's calibration (75
     coefficients fitted to 2 numbers), and `explorer latency poolformer_s12` then said 0.39 ms against 66.5 ms

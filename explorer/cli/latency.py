@@ -160,7 +160,10 @@ def cmd_latency(args) -> int:
     if args.json:
         print_json(pred.to_dict() | {'spec': spec.name, 'params': cost.params, 'macs': cost.macs})
         return 0
-    print(f'{spec.name}: {cost.params:,} params, {cost.macs / 1e9:.3f} GMACs per image; {pred.text()}')
+    from explorer.measure.units import fmt_count
+
+    # MACs in G, M or k: a small design read '0.000 GMACs' (a review)
+    print(f'{spec.name}: {cost.params:,} params, {fmt_count(cost.macs)} MACs per image; {pred.text()}')
     if pred.seconds is not None:
         top = sorted(pred.components.items(), key=lambda kv: -kv[1])[:6]
         print('largest parts: ' + ', '.join(f'{k} {100 * v / pred.seconds:.0f}%' for k, v in top))
