@@ -83,6 +83,21 @@ def test_code_running_pickle_is_refused(tmp_path):
     assert not flag.exists()
 
 
+def test_a_protocol_4_pickle_is_named_as_such_without_torchs_warning(tmp_path):
+    """A state dict saved with pickle_protocol=4 cannot be read by torch's weights-only reader: it printed torch's
+    two-line UserWarning, then 'not a readable PyTorch file (Unsupported operand 149)' (a review). The refusal now
+    says what the file is and what to do, and torch's warning is not passed on."""
+    import warnings
+
+    path = tmp_path / 'p4.pth'
+    torch.save({'stem.conv.weight': torch.zeros(1)}, path, pickle_protocol=4)
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter('always')
+        with pytest.raises(WeightsError, match="saved with pickle protocol 4, .* save it again with torch.save's"):
+            read_checkpoint(path)
+    assert not [w for w in seen if 'pickle protocol' in str(w.message)]
+
+
 def test_mismatch_report_lists_missing_unexpected_and_shapes(tmp_path):
     src = build_model(_spec(), seed=1)  # 10 classes
     sd = _sd(src)

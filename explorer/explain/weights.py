@@ -375,11 +375,28 @@ def _show(v) -> str:
 
 def _read_torch(p: Path) -> tuple[dict, dict]:
     _check_zip_size(p)
-    try:
-        obj = torch.load(str(p), map_location='cpu', weights_only=True)
-    except pickle.UnpicklingError as e:
-        lines = str(e).splitlines()
+    import warnings
+
+    with warnings.catch_warnings(record=True) as said:  # torch's note on the pickle protocol: a reason, not noise
+        warnings.simplefilter('always')
+        try:
+            obj = torch.load(str(p), map_location='cpu', weights_only=True)
+        except pickle.UnpicklingError as e:
+            error = e
+        except (RuntimeError, OSError, EOFError, ValueError, KeyError, TypeError, AttributeError, IndexError) as e:
+            # KeyError and the like: bytes the weights-only unpickler reads as an unknown opcode (a text file)
+            raise WeightsError(f'checkpoint {str(p)!r} is not a readable PyTorch file ({str(e)[:200]})') from None
+        else:
+            error = None
+    if error is not None:
+        lines = str(error).splitlines()
         glob = next((ln.strip() for ln in lines if 'GLOBAL' in ln or 'global' in ln.split(':')[0]), None)
+        protocol = next((m[1] for w in said if (m := re.search(r'pickle protocol (\d+)', str(w.message)))), None)
+        if glob is None and protocol is not None:  # torch.save(..., pickle_protocol=4): FRAME opcodes
+            raise WeightsError(
+                f'checkpoint {str(p)!r} was saved with pickle protocol {protocol}, which the safe (weights-only) '
+                "reader cannot read: save it again with torch.save's default protocol, or as .safetensors"
+            ) from None
         if glob is None:  # the weights-only unpickler met bytes that are not a pickle at all
             raise WeightsError(
                 f'checkpoint {str(p)!r} is not a readable PyTorch file '
@@ -390,9 +407,6 @@ def _read_torch(p: Path) -> tuple[dict, dict]:
             f'and unpickling them could run arbitrary code ({glob[:160]}). Re-save just the state dict '
             f'(torch.save(model.state_dict(), path)) or convert it to .safetensors'
         ) from None
-    except (RuntimeError, OSError, EOFError, ValueError, KeyError, TypeError, AttributeError, IndexError) as e:
-        # KeyError and the like: bytes the weights-only unpickler reads as an unknown opcode (a text file)
-        raise WeightsError(f'checkpoint {str(p)!r} is not a readable PyTorch file ({str(e)[:200]})') from None
     if not isinstance(obj, dict):
         raise WeightsError(f'checkpoint {str(p)!r} holds a {type(obj).__name__}, not a state dict')
     extras = {}
