@@ -5,6 +5,8 @@ calibration end to end, and the CLI (exit 0, and exit 2 with a named error for b
 from __future__ import annotations
 
 import json
+import math
+import random
 import statistics
 import subprocess
 import sys
@@ -239,6 +241,57 @@ def test_a_design_latency_is_the_faster_half_of_its_quiet_turns():
     assert lat.estimate(nine) == pytest.approx((1.0 + 1.1 + 1.2 + 1.3) / 4)  # 9 quiet: the mean of the fastest 4
     assert lat.estimate([(2.0, 0.5), (1.5, 0.9)]) == 1.5  # no quiet turn: the faster half of all
     assert lat._settled([(1.2, 0.0), (1.23, 0.0)]) and not lat._settled([(1.2, 0.0), (1.3, 0.0), (1.0, 0.6)])
+
+
+def _rounds_in_time(levels, rounds, speed, seed=0):
+    """Turns (seconds, contention, start) of designs timed in rounds, each in a fresh random order (as
+    measure_rounds orders them), one per time step, on a machine whose speed at step t multiplies every time by
+    speed(t)."""
+    rng, turns, t = random.Random(seed), [[] for _ in levels], 0
+    for _ in range(rounds):
+        order = list(range(len(levels)))
+        rng.shuffle(order)
+        for j in order:
+            turns[j].append((levels[j] * speed(t), 0.0, float(t)))
+            t += 1
+    return turns
+
+
+def test_drift_correction_takes_out_the_machines_speed_shared_by_designs_timed_together():
+    """A shared host runs whole stretches slower for every design in them (a VM's own CPU pressure misses it),
+    and each design's turns fall at other points of that drift: estimates from raw turns were off from each other
+    by up to the drift. Known answer: each design's corrected estimate over its true level is the same for all."""
+    levels = [1e-3 * (1 + (7 * j % 200) / 40) for j in range(200)]  # 1-6 ms, in no order
+    speed = lambda t: 1.0 + 0.3 * math.sin(2 * math.pi * t / 600)  # noqa: E731  (9 rounds of 200: 1,800 steps)
+    turns = _rounds_in_time(levels, 9, speed)
+    raw = [lat.estimate(ts) / x for ts, x in zip(turns, levels)]
+    fixed = [lat.estimate(ts) / x for ts, x in zip(lat.drift_corrected(turns), levels)]
+    assert max(raw) / min(raw) > 1.2  # without the correction designs are off from each other by over 20%
+    assert max(fixed) / min(fixed) < 1.03  # with it, within 3%
+    flat = lat.drift_corrected(_rounds_in_time(levels, 9, lambda t: 1.0))  # no drift: nothing changes
+    assert all(s == pytest.approx(x) for ts, x in zip(flat, levels) for s, _ in ts)
+
+
+def test_measure_rounds_corrects_drift_only_with_enough_designs(monkeypatch):
+    from explorer.measure import speed
+
+    monkeypatch.setattr(speed, 'prepare', lambda spec, *a, **k: (lambda: None, None))
+    seen = []
+    real = lat.drift_corrected
+    monkeypatch.setattr(lat, 'drift_corrected', lambda turns: seen.append(turns) or real(turns))
+    specs = [ArchSpec.from_dict({**tiny().to_dict(), 'name': f'fake_{i}'}) for i in range(lat.DRIFT_MIN_DESIGNS)]
+    out = lat.measure_rounds(specs, 'cpu', 1, 'float32', rounds=2)
+    assert len(seen) == 1 and all(len(t) == 3 for ts in seen[0] for t in ts)  # (seconds, contention, start)
+    assert all(len(t) == 2 for ts in out for t in ts)
+    # each round in a fresh order: with a rotated one a design's neighbours in time stayed its neighbours in every
+    # round, and a slow stretch could not be told apart from a slow group of designs
+    n = len(specs)
+    first, second = (tuple(sorted(range(n), key=lambda j: seen[0][j][r][2])) for r in range(2))
+    assert sorted(first) == list(range(n)) and first != second
+    turned = {first[i:] + first[:i] for i in range(n)}
+    assert second not in turned and second[::-1] not in turned
+    lat.measure_rounds(specs[: lat.DRIFT_MIN_DESIGNS - 1], 'cpu', 1, 'float32', rounds=2)
+    assert len(seen) == 1  # too few designs to tell the machine's drift from a design's own time
 
 
 def test_a_turn_times_the_steady_calls_not_the_first_after_another_design(monkeypatch):
