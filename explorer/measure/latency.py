@@ -1172,8 +1172,13 @@ def calibrate(
         'holdout': holdout,
         'timer': 'CUDA events' if fp.device.startswith('cuda') else 'time.perf_counter',
         'estimate': 'mean of the faster half of the quiet turns (PSI contention <= 5%), a turn = median of calls '
-        f'over ~20 ms, divided by the speed of the machine at its time (the median departure from their own level '
-        f'of the {DRIFT_NEIGHBOURS} turns of other designs on each side)',
+        'over ~20 ms'
+        + (
+            f', divided by the speed of the machine at its time (the median departure from their own level of the '
+            f'{DRIFT_NEIGHBOURS} turns of other designs on each side)'
+            if len(specs) >= DRIFT_MIN_DESIGNS
+            else ''
+        ),
         'settled': round(sum(map(_settled, turns)) / len(turns), 3),  # two quiet turns within 3%
         'quiet_turns': round(sum(c <= QUIET for t in turns for _, c in t) / sum(map(len, turns)), 3),
         'seconds_taken': round(taken, 1),
