@@ -15,6 +15,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python() { "${PYTHON:-python3}" "$@"; }
+if ! python -c 'import torch' 2>/dev/null; then  # not "no GPU": a GPU machine's interpreter may be another one
+  echo "gpu_check: ${PYTHON:-python3} cannot import torch; set PYTHON to the interpreter that has it" >&2
+  exit 1
+fi
 if ! python -c 'import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)'; then
   echo "gpu_check: no CUDA GPU on this machine (torch.cuda.is_available() is False): nothing to check"
   exit 0
