@@ -81,10 +81,11 @@ def run_model(name: str, args, torch, timm) -> dict:
     comp_name = fast_name + ' + compile' + cast
     # timm's own model under the identical settings, so each setting's gain is read for both networks alike
     timm_fast = f'timm fast path ({fp["dtype"]}, channels_last)'
+    timm_comp = timm_fast + ' + compile' + cast
     variants[timm_fast] = (copy.deepcopy(timm_model), fp['dtype'], True, False)
     if args.compile:
         variants[comp_name] = (build_model(spec, seed=0), fp['dtype'], True, True)
-        variants[timm_fast + ' + compile' + cast] = (copy.deepcopy(timm_model), fp['dtype'], True, True)
+        variants[timm_comp] = (copy.deepcopy(timm_model), fp['dtype'], True, True)
     runners, extra = {}, {}
     for label, (model, dtype, cl, comp) in variants.items():
         step, x, m = prepare(spec, device, args.batch, dtype, cl, comp, model=model)
@@ -121,7 +122,7 @@ def run_model(name: str, args, torch, timm) -> dict:
         f'# {best}: {macs * thr / 1e9:.1f} GMAC/s = {100 * macs * thr / peak:.1f}% of the measured {fp["dtype"]} '
         f'matmul peak ({peak / 1e9:.1f} GMAC/s, 2048^3 GEMM, best of 5)'
     )
-    pairs = [(fast_name, timm_fast)] + ([(comp_name, timm_fast + ' + compile' + cast)] if args.compile else [])
+    pairs = [(fast_name, timm_fast)] + ([(comp_name, timm_comp)] if args.compile else [])
     for ours, theirs in pairs:
         r, lo, hi = ratio(lat[ours], lat[theirs])
         print(f'# identical settings: {ours} / {theirs} = {r:.2f} [{lo:.2f}, {hi:.2f}] (throughput ratio)')
