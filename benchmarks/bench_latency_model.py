@@ -13,6 +13,7 @@ any calibration design) and prints the prediction beside the measurement: extrap
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import time
 
@@ -64,7 +65,7 @@ def main() -> int:
 
     import torch
 
-    from explorer.measure.latency import calibrate, latency_dir
+    from explorer.measure.latency import calibrate, evaluate_latency_model, latency_dir, random_designs
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -100,6 +101,11 @@ def main() -> int:
         print('| predictor | within +-10% | Spearman | median abs error | max abs error |')
         print('|---|---:|---:|---:|---:|')
         print(row('latency model', ev['model']))
+        # the same fit without its local correction (the neighbours' residuals), on the same measurements
+        unseen = random_designs(args.designs + args.holdout, args.seed)[args.designs :]
+        measured = [d['ms_measured'] / 1e3 for d in ev['designs']]
+        plain = evaluate_latency_model(dataclasses.replace(cal.model, local=None), unseen, measured)
+        print(row('features only (no local correction)', plain['model']))
         print(row('MACs x constant', ev['baseline']))
         m, b = ev['model'], ev['baseline']
         passed = (

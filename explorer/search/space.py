@@ -459,8 +459,11 @@ class Scorer:
             except LatencyError as e:
                 raise SpaceError(f'latency: {e}') from None
             self.calibrated_on = fp.label()
-            coef = json.dumps(self.latency_model.coef, sort_keys=True)
-            self.calibration_id = f'{self.latency_model.created} {hashlib.sha256(coef.encode()).hexdigest()[:12]}'
+            # what its predictions depend on: the coefficients and, when it has one, the local correction's table
+            # (a calibration from before that table keeps its id)
+            model = self.latency_model
+            fitted = json.dumps(model.coef if model.local is None else [model.coef, model.local], sort_keys=True)
+            self.calibration_id = f'{model.created} {hashlib.sha256(fitted.encode()).hexdigest()[:12]}'
 
     def metrics(self, spec: ArchSpec) -> dict:
         from explorer.measure.analytic import analytic_cost
