@@ -253,7 +253,7 @@ def test_the_local_correction_learns_a_quirk_that_similar_designs_share():
     """Latency that no sum of features gives (designs whose time is over a quarter StarReLU run 30% slower, as if
     a kernel fell out of cache): the fit's residuals on similar designs carry the quirk, and the local
     correction takes out a good part of the error on designs it never saw."""
-    specs = lat.random_designs(260, seed=3, max_macs=20e6)
+    specs = lat.random_designs(300, seed=3, max_macs=20e6)
     true = {'calls': 2e-4, 'blocks.attention': 5e-5, 'macs.conv1x1': 2e-11, 'elems.act.star_relu': 1e-9}
     fp = lat.fingerprint('cpu', 'float32', 8)
 
@@ -265,14 +265,15 @@ def test_the_local_correction_learns_a_quirk_that_similar_designs_share():
 
     y = [measured(s) for s in specs]
     slow = sum(m != sum(c * lat.features(s, 8)[k] for k, c in true.items()) for s, m in zip(specs, y))
-    assert 40 < slow < 220
-    model = lat.fit_latency_model(specs[:200], y[:200], fp)
-    assert model.local['neighbours'] == lat.LOCAL_NEIGHBOURS and len(model.local['residuals']) == 200
-    with_local = [abs(model.predict(s) / m - 1) for s, m in zip(specs[200:], y[200:])]
+    assert 40 < slow < 260
+    model = lat.fit_latency_model(specs[:240], y[:240], fp)
+    assert model.local['neighbours'] == lat.LOCAL_NEIGHBOURS and len(model.local['residuals']) == 240
+    with_local = [abs(model.predict(s) / m - 1) for s, m in zip(specs[240:], y[240:])]
     model.local = None
     model.__dict__.pop('_local_table', None)
-    without = [abs(model.predict(s) / m - 1) for s, m in zip(specs[200:], y[200:])]
-    assert statistics.mean(with_local) < 0.7 * statistics.mean(without)  # 0.026 against 0.043
+    without = [abs(model.predict(s) / m - 1) for s, m in zip(specs[240:], y[240:])]
+    # 0.019 against 0.032 (0.53-0.65 of it with seeds 3-5 and quirks at a quarter or a third StarReLU)
+    assert statistics.mean(with_local) < 0.75 * statistics.mean(without)
 
 
 def test_a_fitted_model_predicts_the_same_after_saving_and_loading():
@@ -596,6 +597,16 @@ def test_random_designs_are_valid_and_span_the_mixers():
     assert {st.mixer for s in specs for st in s.stages} == set(lat.MIXERS)
     assert all(analytic_cost(s).macs <= lat.MAX_DESIGN_MACS for s in specs)
     assert [s.to_json() for s in lat.random_designs(5, seed=1)] == [s.to_json() for s in lat.random_designs(5, 1)]
+
+
+def test_random_designs_sample_nchw_pooling_as_poolformer_v1_runs_it():
+    """The benchmark's worst unseen design, run after run, pooled in NCHW memory (PoolFormer v1's layout): 22 of
+    430 calibration designs did. A third of the designs are NCHW now, pooling NCHW designs over 40 of 430."""
+    specs = lat.random_designs(430, seed=0)
+    nchw = [s for s in specs if not lat.channels_last(s)]
+    assert 0.28 < len(nchw) / len(specs) < 0.40
+    assert sum(any(st.mixer == 'pooling' for st in s.stages) for s in nchw) > 40
+    assert {s.norm for s in nchw} == {'mln', 'mln_nobias', 'batchnorm', 'affine'}
 
 
 def test_tiny_calibration_end_to_end(latency_dir):
