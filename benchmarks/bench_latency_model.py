@@ -7,17 +7,25 @@ function: DESIGNS + HOLDOUT random designs measured in the same interleaved roun
 scored on the HOLDOUT ones. Optionally (--presets) it also times a few presets (ImageNet size, far larger than
 any calibration design) and prints the prediction beside the measurement: extrapolation, not the target.
 
-    python benchmarks/bench_latency_model.py [--designs 120] [--holdout 30] [--batches 1 32] [--presets ...]
+    python benchmarks/bench_latency_model.py [--designs 400] [--holdout 30] [--batches 1 32] [--presets ...]
+        [--save-measurements FILE.json]
+
+--save-measurements keeps every design's spec and measured latency, so that `cv_latency_model.py` can score the
+model on many splits of the same measurements instead of the one split this run scores.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import os
 import time
+from pathlib import Path
 
 from _common import conditions
+
+MEASUREMENTS = 'metaformer-explorer/latency-measurements-v1'  # read by cv_latency_model.py
 
 
 def cpu_flags() -> str:
@@ -61,6 +69,7 @@ def main() -> int:
     ap.add_argument('--seed', type=int, default=0)
     ap.add_argument('--presets', nargs='*', default=[], help='also time these presets (extrapolation)')
     ap.add_argument('--no-save', action='store_true', help='do not save the calibrations')
+    ap.add_argument('--save-measurements', type=Path, help='write every design and its measured latency here')
     args = ap.parse_args()
 
     import torch
@@ -74,6 +83,8 @@ def main() -> int:
     print(f'# saving to {latency_dir()}' if not args.no_save else '# not saving')
     ok = True
     models = {}
+    kept = {'format': MEASUREMENTS, 'conditions': conditions(), 'cpu_flags': cpu_flags(), 'seed': args.seed}
+    kept |= {'rounds': args.rounds, 'threads': torch.get_num_threads(), 'dtype': 'float32', 'batches': {}}
     for batch in args.batches:
         t0 = time.monotonic()
 
@@ -91,6 +102,18 @@ def main() -> int:
         )
         models[batch] = cal.model
         ev = cal.evaluation
+        if args.save_measurements:
+            specs = random_designs(args.designs + args.holdout, args.seed)
+            kept['batches'][str(batch)] = {
+                'designs': args.designs,
+                'holdout': args.holdout,
+                'seconds_taken': round(cal.seconds_taken, 1),
+                'measure': cal.model.measure,
+                'specs': [s.to_dict() for s in specs],
+                'seconds': cal.measured,
+            }
+            args.save_measurements.write_text(json.dumps(kept, indent=1) + '\n', encoding='utf-8')
+            print(f'# measurements written to {args.save_measurements}')
         load = os.getloadavg() if hasattr(os, 'getloadavg') else None
         q = cal.model.measure
         print(

@@ -627,6 +627,9 @@ def test_tiny_calibration_end_to_end(latency_dir):
     p = lat.predict_latency(tiny(), batch_size=2)
     assert p.calibrated_on is not None and p.seconds > 0
     assert cal.model.measure['allocator'] == lat.allocator_regime('cpu')
+    # every design's measurement is kept (what bench_latency_model.py --save-measurements writes): holdout last
+    assert len(cal.measured) == 6 and all(s > 0 for s in cal.measured)
+    assert [1e3 * s for s in cal.measured[4:]] == [d['ms_measured'] for d in cal.evaluation['designs']]
 
 
 def test_cli_latency_and_calibrate():

@@ -1165,6 +1165,7 @@ class Calibration:
     path: str | None  # where it was saved
     evaluation: dict | None  # evaluate_latency_model on the holdout designs
     seconds_taken: float
+    measured: list[float] = field(default_factory=list)  # seconds per call of every design, calibration then holdout
 
     def to_dict(self) -> dict:
         """What `explorer calibrate --json` prints: the model without its local table's rows (in the saved file),
@@ -1288,4 +1289,4 @@ def calibrate(
         'allocator': allocator_regime(fp.device),
     }
     path = str(save_model(model, folder)) if save else None
-    return Calibration(model, path, evaluation, taken)
+    return Calibration(model, path, evaluation, taken, secs)
