@@ -96,6 +96,22 @@ def test_sweeps_are_binned_by_tensor_size():
     assert large['sweeps.0'] == large['sweeps.1'] == 0  # the smallest tensor is now 2 MiB (32 x 4 x 4 x 1024)
 
 
+@pytest.mark.parametrize(
+    ('norm', 'downsample_norm', 'rows'),
+    [
+        ('layernorm', 'layernorm', 192 + 64 + 64),
+        ('layernorm', None, 192),
+        ('mln', 'layernorm', 64 + 64),
+        ('mln', None, 0),
+    ],
+)
+def test_rows_a_layernorm_normalises_by_hand(norm, downsample_norm, rows):
+    """`tiny`: 8x8 tokens in stage 0 (1 block) and 4x4 in stage 1 (2 blocks), two norms a block: 64 x 2 + 16 x 4
+    = 192 rows per image; a LayerNorm after the stem and before stage 1's downsampling adds 64 rows each (the
+    8x8 grid). GroupNorm and BatchNorm reduce whole tensors, not rows."""
+    assert lat.features(tiny(norm=norm, downsample_norm=downsample_norm), 3)['rows.layernorm'] == 3 * rows
+
+
 def test_parallel_calls_count_the_sweeps_torch_splits_across_threads():
     """A sweep of at least GRAIN (32768) elements runs on every intra-op thread. In `tiny` the largest tensor per
     image is stage 0's MLP hidden layer (64 channels x 8 x 8 = 4096): fc1 writes it and StarReLU sweeps it 4
