@@ -109,3 +109,26 @@ def test_bench_on_a_busy_cpu_says_so(tmp_path, monkeypatch):
     monkeypatch.setattr(os, 'getloadavg', lambda: (0.0, 0.0, 0.0))
     rc, out, err = run_cli(*argv)
     assert rc == 0 and 'busy CPU' not in err and 'throughput' in out
+
+
+def test_an_edited_copy_of_a_preset_file_is_not_called_the_preset(tmp_path):
+    """An edited copy of presets/poolformer_s12.json kept the preset's name in every command, so its counts (and
+    a run trained from it) carried the published model's name. It is now NAME-edited, with a note; an unedited
+    copy keeps the name and prints nothing."""
+    from explorer.core.catalog import get_preset
+
+    d = get_preset('poolformer_s12')
+    same = tmp_path / 'same.json'
+    same.write_text(json.dumps(d), encoding='utf-8')
+    d['stages'][0]['depth'] = 3
+    edited = tmp_path / 'mine.json'
+    edited.write_text(json.dumps(d), encoding='utf-8')
+
+    rc, out, err = run_cli('profile', str(same), '--method', 'analytic', '--json')
+    assert rc == 0 and err == '' and json.loads(out)['name'] == 'poolformer_s12'
+    rc, out, err = run_cli('profile', str(edited), '--method', 'analytic', '--json')
+    assert rc == 0 and json.loads(out)['name'] == 'poolformer_s12-edited', (rc, err)
+    assert "names the preset 'poolformer_s12' but holds another network" in err
+    assert json.loads(out)['params'] == analytic_cost(ArchSpec.from_dict(d)).params
+    rc, out, err = run_cli('profile', 'poolformer_s12', '--method', 'analytic', '--json')
+    assert rc == 0 and err == '' and json.loads(out)['name'] == 'poolformer_s12'

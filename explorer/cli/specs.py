@@ -4,6 +4,8 @@ shipped Fashion-MNIST models)."""
 
 from __future__ import annotations
 
+import sys
+
 from explorer.core.errors import UserError
 from explorer.core.spec import ArchSpec
 
@@ -13,13 +15,15 @@ def resolve_spec(arg: str) -> tuple[ArchSpec, str | None]:
     from explorer.core.catalog import load_spec, preset_names
     from explorer.train.checkpoints import list_trained, trained_path
 
-    if arg not in preset_names() and not arg.endswith(('.json', '.safetensors')):
+    if arg in preset_names():
+        return load_spec(arg), None
+    if not arg.endswith(('.json', '.safetensors')):
         path = trained_path(arg)
         if path is None:  # a file, or an unknown name: the message then suggests presets and trained models
-            return load_spec(arg, trained=[t['name'] for t in list_trained()]), None
+            return _own_name(load_spec(arg, trained=[t['name'] for t in list_trained()]), arg), None
         arg = path
     if not arg.endswith('.safetensors'):
-        return load_spec(arg), None
+        return _own_name(load_spec(arg), arg), None
     from explorer.explain.weights import WeightsError, checkpoint_spec
 
     try:
@@ -30,4 +34,20 @@ def resolve_spec(arg: str) -> tuple[ArchSpec, str | None]:
         raise UserError(
             f'{arg!r} holds no spec in its metadata; give a preset or JSON spec as SPEC and the file as --weights'
         )
-    return spec, arg
+    return _own_name(spec, arg), arg
+
+
+def _own_name(spec: ArchSpec, source: str) -> ArchSpec:
+    """A file's spec under a preset's name but with another network (an edited copy of a preset file) is renamed
+    NAME-edited, with a note on stderr: otherwise its counts, charts and trained runs would carry the preset's name
+    (the app's composer refuses such a name for the same reason)."""
+    from explorer.core.catalog import names_another_preset
+
+    if not names_another_preset(spec.name, spec):
+        return spec
+    name = f'{spec.name}-edited'
+    print(
+        f'note: {source!r} names the preset {spec.name!r} but holds another network; it is called {name!r} here',
+        file=sys.stderr,
+    )
+    return spec.replace(name=name)
