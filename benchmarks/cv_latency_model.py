@@ -19,8 +19,7 @@ import random
 import statistics
 from pathlib import Path
 
-import _common  # noqa: F401  (puts the repository on sys.path)
-from bench_latency_model import MEASUREMENTS
+from bench_latency_model import MEASUREMENTS  # its `_common` import puts the repository on sys.path
 
 
 def load(path: Path) -> dict:

@@ -425,10 +425,10 @@ def features(spec: ArchSpec, batch_size: int = 1, elem_bytes: int = 4) -> dict[s
         if down_norm and (i == 0 or st.downsample):  # after the stem, before a downsampling conv
             k = down_norm
             acc.count(f'norms.{k}')
-            numel = spec.stages[i - 1].dim * grids[i - 1][0] * grids[i - 1][1] if i else c * n
-            acc.work(f'elems.norm.{k}', numel, passes=NORM_PASSES[k])
+            rows = grids[i - 1][0] * grids[i - 1][1] if i else n  # the tokens it normalises
+            acc.work(f'elems.norm.{k}', (spec.stages[i - 1].dim if i else c) * rows, passes=NORM_PASSES[k])
             if k in LAYERNORMS:
-                acc.work('rows.layernorm', numel // (spec.stages[i - 1].dim if i else c))
+                acc.work('rows.layernorm', rows)
         acc.count(f'blocks.{st.mixer}', d)
         acc.count(f'norms.{norm}', 2 * d)
         acc.count(f'acts.{spec.mlp_act}', d)
